@@ -1,0 +1,56 @@
+// PYBIND11_MODULE(_C): build information and threading. No tensors pass here: ops are torch
+// custom ops (csrc/kernelfuse.cpp), registered when this module is loaded.
+#include <omp.h>
+#include <pybind11/pybind11.h>
+
+#include "kde/kernel_sum.h"
+
+#ifndef KERNELFUSE_VERSION
+#define KERNELFUSE_VERSION "0.0.0"
+#endif
+#ifndef KERNELFUSE_TORCH_VERSION
+#define KERNELFUSE_TORCH_VERSION "unknown"
+#endif
+#ifndef KERNELFUSE_CUDA_ARCHS
+#define KERNELFUSE_CUDA_ARCHS ""
+#endif
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "kernelfuse native module: build info; the ops live in torch.ops.kernelfuse";
+  m.def("build_info", [] {
+    py::dict d;
+    d["version"] = KERNELFUSE_VERSION;
+    d["torch_version"] = KERNELFUSE_TORCH_VERSION;
+#ifdef KERNELFUSE_WITH_CUDA
+    d["cuda"] = true;
+#else
+    d["cuda"] = false;
+#endif
+    py::list archs;
+    std::string a = KERNELFUSE_CUDA_ARCHS;
+    size_t start = 0;
+    while (start < a.size()) {
+      size_t end = a.find(';', start);
+      if (end == std::string::npos) end = a.size();
+      if (end > start) archs.append(a.substr(start, end - start));
+      start = end + 1;
+    }
+    d["cuda_archs"] = archs;
+    d["openmp"] = _OPENMP;
+    d["omp_threads"] = omp_get_max_threads();
+    d["cpu_isa"] = kernelfuse::kde::cpu_isa();
+#ifdef NDEBUG
+    d["debug"] = false;
+#else
+    d["debug"] = true;
+#endif
+    return d;
+  }, "Build information: versions, CUDA on/off and archs, OpenMP threads, CPU vector ISA.");
+  m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("kernelfuse.set_num_threads: argument 'n' must be >= 1, got " + std::to_string(n));
+    omp_set_num_threads(n);
+  }, py::arg("n"), "Set the OpenMP threads of the CPU kernels (shared with torch's OpenMP runtime).");
+}

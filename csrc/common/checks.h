@@ -1,0 +1,44 @@
+// Argument checks for the torch glue: every message names the argument and shows what was
+// expected and what was given.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+#include <string>
+
+namespace kernelfuse {
+
+inline std::string shape_str(const at::Tensor& t) { return c10::str(t.sizes()); }
+
+#define KF_CHECK_ARG(cond, name, ...) \
+  TORCH_CHECK_VALUE(cond, "kernelfuse: argument '", name, "': ", __VA_ARGS__)
+
+inline void check_float_dtype(const at::Tensor& t, const char* name, bool allow_half) {
+  const auto st = t.scalar_type();
+  const bool ok = st == at::kFloat || st == at::kDouble ||
+                  (allow_half && (st == at::kHalf || st == at::kBFloat16));
+  KF_CHECK_ARG(ok, name, "expected dtype float32 or float64", (allow_half ? " (or float16/bfloat16 on CUDA)" : ""),
+               ", got ", t.scalar_type(), " on ", t.device());
+}
+
+inline void check_same_dtype(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name) {
+  KF_CHECK_ARG(t.scalar_type() == ref.scalar_type(), name, "expected dtype ", ref.scalar_type(), " (the dtype of '",
+               ref_name, "'), got ", t.scalar_type());
+}
+
+inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name) {
+  KF_CHECK_ARG(t.device() == ref.device(), name, "expected a tensor on ", ref.device(), " (the device of '", ref_name,
+               "'), got one on ", t.device());
+}
+
+// Rows contiguous (last dim stride 1, rows packed); any batch stride is kept.
+inline at::Tensor rows_contiguous(const at::Tensor& t) {
+  const int64_t nd = t.dim();
+  if (nd == 0) return t.contiguous();
+  bool ok = t.stride(nd - 1) == 1 || t.size(nd - 1) <= 1;
+  if (nd >= 2) ok = ok && (t.stride(nd - 2) == t.size(nd - 1) || t.size(nd - 2) <= 1);
+  return ok ? t : t.contiguous();
+}
+
+}  // namespace kernelfuse

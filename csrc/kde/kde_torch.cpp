@@ -1,0 +1,340 @@
+// Torch glue for fused kernel sums: argument checks, dtype dispatch, allocation and the
+// TORCH_LIBRARY_IMPL registrations for CPU (and CUDA when built with it). Kernels: kernel_sum.h.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../common/checks.h"
+#include "kernel_sum.h"
+
+#ifdef KERNELFUSE_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernel_sum_cuda.h"
+#endif
+
+namespace kernelfuse::kde {
+namespace {
+
+constexpr const char* kKernelNames[kNumKernels] = {
+    "gaussian", "laplacian", "cauchy", "matern32", "matern52", "inverse_multiquadric",
+    "tophat", "epanechnikov", "linear", "cosine"};
+
+Kernel parse_kernel(const std::string& name) {
+  for (int i = 0; i < kNumKernels; ++i)
+    if (name == kKernelNames[i]) return static_cast<Kernel>(i);
+  std::string all;
+  for (int i = 0; i < kNumKernels; ++i) all += std::string(i ? ", " : "") + kKernelNames[i];
+  KF_CHECK_ARG(false, "kernel", "unknown kernel '", name, "'; expected one of: ", all);
+  return Kernel::Gaussian;
+}
+
+// The validated operands of one call, in the 3-d (B, rows, cols) form the kernels use.
+struct Operands {
+  at::Tensor x, y, w, h;     // x (B,m,d), y (B,n,d), w (B,n,c) or undefined, h (d,) or (1,)
+  bool batched = false;      // inputs had a batch dimension
+  bool w_has_cols = false;   // weights had a column dimension
+  int64_t B = 1, m = 0, n = 0, d = 0, c = 1;
+};
+
+Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
+                        const at::Tensor& bandwidth, bool exclude_self, const char* wname) {
+  Operands o;
+  KF_CHECK_ARG(x.dim() == 2 || x.dim() == 3, "x", "expected shape (m, d) or (B, m, d), got ", shape_str(x));
+  KF_CHECK_ARG(y.dim() == x.dim(), "y", "expected ", x.dim(), " dims like x ", shape_str(x), ", got ", shape_str(y));
+  check_same_device(y, x, "y", "x");
+  const bool on_cuda = x.is_cuda();
+  check_float_dtype(x, "x", on_cuda);
+  check_same_dtype(y, x, "y", "x");
+  o.batched = x.dim() == 3;
+  o.d = x.size(-1);
+  KF_CHECK_ARG(y.size(-1) == o.d, "y", "expected ", o.d, " columns (the d of x ", shape_str(x), "), got y ",
+               shape_str(y));
+  if (o.batched)
+    KF_CHECK_ARG(y.size(0) == x.size(0), "y", "expected batch size ", x.size(0), " (of x ", shape_str(x),
+                 "), got y ", shape_str(y));
+  o.x = rows_contiguous(o.batched ? x : x.unsqueeze(0));
+  o.y = rows_contiguous(o.batched ? y : y.unsqueeze(0));
+  o.B = o.x.size(0);
+  o.m = o.x.size(1);
+  o.n = o.y.size(1);
+  if (exclude_self)
+    KF_CHECK_ARG(o.m == o.n, "exclude_self", "needs x and y with the same number of rows (x is y), got x ",
+                 shape_str(x), " and y ", shape_str(y));
+  if (weights.has_value()) {
+    const at::Tensor& w = *weights;
+    check_same_device(w, x, wname, "x");
+    check_same_dtype(w, x, wname, "x");
+    const int64_t pd = y.dim() - 1;  // point dims of y: (n) or (B, n)
+    KF_CHECK_ARG(w.dim() == pd || w.dim() == pd + 1, wname, "expected shape ",
+                 (o.batched ? "(B, n) or (B, n, c)" : "(n,) or (n, c)"), " with n = ", o.n,
+                 (o.batched ? c10::str(", B = ", o.B) : std::string()), ", got ", shape_str(w));
+    bool ok = w.size(pd - 1) == o.n && (!o.batched || w.size(0) == o.B);
+    KF_CHECK_ARG(ok, wname, "expected ", o.n, " rows (one per point of y ", shape_str(y), "), got ", shape_str(w));
+    o.w_has_cols = w.dim() == pd + 1;
+    at::Tensor w3 = o.w_has_cols ? w : w.unsqueeze(-1);
+    if (!o.batched) w3 = w3.unsqueeze(0);
+    o.w = rows_contiguous(w3);
+    o.c = o.w.size(2);
+  }
+  KF_CHECK_ARG(bandwidth.dim() == 0 || (bandwidth.dim() == 1 && (bandwidth.size(0) == o.d || bandwidth.size(0) == 1)),
+               "bandwidth", "expected a scalar or shape (d,) = (", o.d, ",), got ", shape_str(bandwidth));
+  check_same_device(bandwidth, x, "bandwidth", "x");
+  KF_CHECK_ARG(at::isFloatingType(bandwidth.scalar_type()), "bandwidth", "expected a floating dtype, got ",
+               bandwidth.scalar_type());
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  o.h = bandwidth.reshape({-1}).to(acc).contiguous();
+  if (!on_cuda) {  // value checks without a device sync; CUDA callers get NaN for bad values
+    const bool pos = o.h.numel() == 0 || o.h.gt(0).all().item<bool>();
+    KF_CHECK_ARG(pos, "bandwidth", "expected positive finite values, got ", o.h);
+    const bool fin = (o.h.isfinite()).all().item<bool>();
+    KF_CHECK_ARG(fin, "bandwidth", "expected positive finite values, got ", o.h);
+  }
+  return o;
+}
+
+
+template <typename T> struct Storage { using type = T; };
+#ifdef KERNELFUSE_WITH_CUDA
+template <> struct Storage<at::Half> { using type = __half; };
+template <> struct Storage<at::BFloat16> { using type = __nv_bfloat16; };
+#endif
+
+// One launch of the generic pass. qside/pside: (B, rows, d) operands; factors (B, rows, c).
+struct Pass {
+  at::Tensor q, pts, h;
+  at::Tensor pw, plw, qw, qlw;  // may be undefined
+  at::Tensor out, aux;          // out (B, rows_q, c | d), aux (B, rows_q, c) or undefined
+  int64_t c = 1;
+  Kernel kernel = Kernel::Gaussian;
+  Mode mode = Mode::Sum;
+  bool exclude_self = false;
+};
+
+template <typename S>
+void launch(const Pass& a) {
+  using T = typename Storage<S>::type;
+  using A = typename AccType<T>::type;
+  KernelSumParams<T> p;
+  auto ptr = [](const at::Tensor& t) -> const T* {
+    return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr<S>()) : nullptr;
+  };
+  auto bstride = [](const at::Tensor& t) -> int64_t { return t.defined() ? t.stride(0) : 0; };
+  p.batch = a.q.size(0);
+  p.m = a.q.size(1);
+  p.n = a.pts.size(1);
+  p.d = a.q.size(2);
+  p.c = a.c;
+  p.x = ptr(a.q);
+  p.x_bstride = bstride(a.q);
+  p.y = ptr(a.pts);
+  p.y_bstride = bstride(a.pts);
+  p.h = a.h.const_data_ptr<A>();
+  p.h_stride = a.h.numel() == 1 ? 0 : 1;
+  p.pw = ptr(a.pw);
+  p.pw_bstride = bstride(a.pw);
+  p.plw = ptr(a.plw);
+  p.plw_bstride = bstride(a.plw);
+  p.qw = ptr(a.qw);
+  p.qw_bstride = bstride(a.qw);
+  p.qlw = ptr(a.qlw);
+  p.qlw_bstride = bstride(a.qlw);
+  p.out = reinterpret_cast<T*>(a.out.mutable_data_ptr<S>());
+  p.aux = a.aux.defined() ? reinterpret_cast<T*>(a.aux.mutable_data_ptr<S>()) : nullptr;
+  p.kernel = a.kernel;
+  p.mode = a.mode;
+  p.exclude_self = a.exclude_self;
+  if (p.batch == 0 || p.m == 0) return;
+#ifdef KERNELFUSE_WITH_CUDA
+  if (a.q.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(a.q.device());
+    launch_kernel_sum<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+    return;
+  }
+#endif
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    kernel_sum_cpu<T>(p);
+  } else {
+    TORCH_CHECK(false, "kernelfuse: float16/bfloat16 kernel sums run on CUDA only");
+  }
+}
+
+void run_pass(const Pass& a) {
+#ifdef KERNELFUSE_WITH_CUDA
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.q.scalar_type(), "kernel_sum", [&] { launch<scalar_t>(a); });
+#else
+  AT_DISPATCH_FLOATING_TYPES(a.q.scalar_type(), "kernel_sum", [&] { launch<scalar_t>(a); });
+#endif
+}
+
+// Outputs are allocated in the user's shape; the kernels see the same memory as (B, rows, cols).
+at::Tensor alloc(const Operands& o, int64_t rows, int64_t cols, bool has_cols) {
+  std::vector<int64_t> s;
+  if (o.batched) s.push_back(o.B);
+  s.push_back(rows);
+  if (has_cols) s.push_back(cols);
+  return at::empty(s, o.x.options());
+}
+
+at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
+                      const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self) {
+  const Kernel kid = parse_kernel(std::string(kernel));
+  Operands o = check_operands(x, y, weights, bandwidth, exclude_self, "weights");
+  Pass a{o.x, o.y, o.h};
+  a.pw = o.w;
+  a.c = o.c;
+  a.kernel = kid;
+  a.mode = Mode::Sum;
+  a.exclude_self = exclude_self;
+  a.out = alloc(o, o.m, o.c, o.w_has_cols);
+  run_pass(a);
+  return a.out;
+}
+
+std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tensor& y,
+                                            const std::optional<at::Tensor>& log_weights,
+                                            const at::Tensor& bandwidth, c10::string_view kernel,
+                                            bool exclude_self, bool with_sq) {
+  const Kernel kid = parse_kernel(std::string(kernel));
+  Operands o = check_operands(x, y, log_weights, bandwidth, exclude_self, "log_weights");
+  Pass a{o.x, o.y, o.h};
+  a.plw = o.w;
+  a.c = o.c;
+  a.kernel = kid;
+  a.mode = Mode::LogSumExp;
+  a.exclude_self = exclude_self;
+  a.out = alloc(o, o.m, o.c, o.w_has_cols);
+  if (with_sq) a.aux = alloc(o, o.m, o.c, o.w_has_cols);
+  run_pass(a);
+  return {a.out, a.aux};
+}
+
+at::Tensor kernel_logsumexp(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& log_weights,
+                            const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self) {
+  return std::get<0>(lse_impl(x, y, log_weights, bandwidth, kernel, exclude_self, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> kernel_logsumexp_sq(const at::Tensor& x, const at::Tensor& y,
+                                                       const std::optional<at::Tensor>& log_weights,
+                                                       const at::Tensor& bandwidth, c10::string_view kernel,
+                                                       bool exclude_self) {
+  return lse_impl(x, y, log_weights, bandwidth, kernel, exclude_self, true);
+}
+
+// grad/out in (B, m, c) form; checked against the forward's output shape.
+at::Tensor grad3(const at::Tensor& g, const Operands& o, const char* name) {
+  std::vector<int64_t> want;
+  if (o.batched) want.push_back(o.B);
+  want.push_back(o.m);
+  if (o.w_has_cols) want.push_back(o.c);
+  KF_CHECK_ARG(g.sizes().vec() == want, name, "expected shape ", c10::IntArrayRef(want), " (the output's), got ",
+               shape_str(g));
+  check_same_dtype(g, o.x, name, "x");
+  check_same_device(g, o.x, name, "x");
+  at::Tensor t = o.w_has_cols ? g : g.unsqueeze(-1);
+  return rows_contiguous(o.batched ? t : t.unsqueeze(0));
+}
+
+// Shared by both backward ops. log_domain: the forward was kernel_logsumexp (out given).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, const std::optional<at::Tensor>& out,
+                                                        const at::Tensor& x, const at::Tensor& y,
+                                                        const std::optional<at::Tensor>& weights,
+                                                        const at::Tensor& bandwidth, c10::string_view kernel,
+                                                        bool exclude_self, bool need_x, bool need_y, bool need_w,
+                                                        bool log_domain) {
+  const Kernel kid = parse_kernel(std::string(kernel));
+  Operands o = check_operands(x, y, weights, bandwidth, exclude_self, log_domain ? "log_weights" : "weights");
+  const at::Tensor g = grad3(grad, o, "grad");
+  at::Tensor neg_out;
+  if (log_domain) neg_out = grad3(*out, o, "out").neg();
+  const at::Tensor empty = at::empty({0}, o.x.options());
+  at::Tensor gx = empty, gy = empty, gw = empty;
+  auto base = [&](const at::Tensor& q, const at::Tensor& pts, Mode mode) {
+    Pass a{q, pts, o.h};
+    a.c = o.c;
+    a.kernel = kid;
+    a.mode = mode;
+    a.exclude_self = exclude_self;
+    return a;
+  };
+  if (need_x) {  // queries x, points y
+    Pass a = base(o.x, o.y, Mode::Grad);
+    a.qw = g;
+    if (log_domain) {
+      a.qlw = neg_out;
+      a.plw = o.w;
+    } else {
+      a.pw = o.w;
+    }
+    a.out = gx = alloc(o, o.m, o.d, true);
+    run_pass(a);
+  }
+  // For y and the weights the roles swap: queries y, points x.
+  if (need_y) {
+    Pass a = base(o.y, o.x, Mode::Grad);
+    a.pw = g;
+    if (log_domain) {
+      a.plw = neg_out;
+      a.qlw = o.w;
+    } else {
+      a.qw = o.w;
+    }
+    a.out = gy = alloc(o, o.n, o.d, true);
+    run_pass(a);
+  }
+  if (need_w && o.w.defined()) {
+    Pass a = base(o.y, o.x, Mode::Sum);
+    a.pw = g;
+    if (log_domain) {
+      a.plw = neg_out;
+      a.qlw = o.w;
+    }
+    a.out = gw = alloc(o, o.n, o.c, o.w_has_cols);
+    run_pass(a);
+  }
+  return {gx, gy, gw};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_sum_bwd(const at::Tensor& grad, const at::Tensor& x,
+                                                              const at::Tensor& y,
+                                                              const std::optional<at::Tensor>& weights,
+                                                              const at::Tensor& bandwidth, c10::string_view kernel,
+                                                              bool exclude_self, bool need_x, bool need_y,
+                                                              bool need_w) {
+  return backward(grad, std::nullopt, x, y, weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, false);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_logsumexp_bwd(
+    const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
+    const std::optional<at::Tensor>& log_weights, const at::Tensor& bandwidth, c10::string_view kernel,
+    bool exclude_self, bool need_x, bool need_y, bool need_w) {
+  return backward(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, true);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+  m.impl("kernel_sum", &kernel_sum);
+  m.impl("kernel_logsumexp", &kernel_logsumexp);
+  m.impl("kernel_logsumexp_sq", &kernel_logsumexp_sq);
+  m.impl("kernel_sum_bwd", &kernel_sum_bwd);
+  m.impl("kernel_logsumexp_bwd", &kernel_logsumexp_bwd);
+}
+
+#ifdef KERNELFUSE_WITH_CUDA
+TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+  m.impl("kernel_sum", &kernel_sum);
+  m.impl("kernel_logsumexp", &kernel_logsumexp);
+  m.impl("kernel_logsumexp_sq", &kernel_logsumexp_sq);
+  m.impl("kernel_sum_bwd", &kernel_sum_bwd);
+  m.impl("kernel_logsumexp_bwd", &kernel_logsumexp_bwd);
+}
+#endif
+
+}  // namespace kernelfuse::kde

@@ -1,0 +1,61 @@
+// Fused kernel sums: out[q] = sum_i w_i k(|x_q - y_i| / h) without the m x n matrix.
+// Torch-free: raw pointers and a params struct, shared by the CPU and CUDA kernels.
+#pragma once
+#include <cstdint>
+
+namespace kernelfuse::kde {
+
+// Unnormalised kernel profiles of r = |x - y| / h (s = r^2 is what the kernels see).
+enum class Kernel : int32_t {
+  Gaussian = 0,       // exp(-r^2 / 2)
+  Laplacian = 1,      // exp(-r)
+  Cauchy = 2,         // 1 / (1 + r^2)
+  Matern32 = 3,       // (1 + sqrt3 r) exp(-sqrt3 r)
+  Matern52 = 4,       // (1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r)
+  InverseMultiquadric = 5,  // 1 / sqrt(1 + r^2)
+  Tophat = 6,         // 1            for r < 1
+  Epanechnikov = 7,   // 1 - r^2      for r < 1
+  Linear = 8,         // 1 - r        for r < 1
+  Cosine = 9,         // cos(pi r/2)  for r < 1
+};
+constexpr int kNumKernels = 10;
+
+// What the pass accumulates for each query row q (x side) over the points i (y side).
+//  Sum:       out[q,c] = sum_i  qw[q,c] pw[i,c] exp(qlw[q,c] + plw[i,c]) k(s_qi)
+//  LogSumExp: out[q,c] = log sum_i exp(qlw[q,c] + plw[i,c] + log k(s_qi))   (pw, qw unused)
+//             with aux != nullptr also aux[q,c] = log sum_i exp(2 (plw[i,c] + log k(s_qi)))
+//  Grad:      out[q,:] = 2 inv_h^2 * sum_i a_qi dlogk/ds(s_qi) (x_q - y_i),
+//             a_qi = sum_c qw[q,c] pw[i,c] exp(qlw[q,c] + plw[i,c]) k(s_qi)    (out is (m, d))
+// Every factor pointer may be null (then it is 1, or 0 in the log domain).
+enum class Mode : int32_t { Sum = 0, LogSumExp = 1, Grad = 2 };
+
+// Accumulation / parameter type of a storage type (half types specialise it in the CUDA header).
+template <typename T> struct AccType { using type = T; };
+
+template <typename T, typename A = typename AccType<T>::type>
+struct KernelSumParams {
+  int64_t batch = 1, m = 0, n = 0, d = 0, c = 1;  // c: number of weight columns
+  const T* x = nullptr;  int64_t x_bstride = 0;   // (batch, m, d) rows contiguous
+  const T* y = nullptr;  int64_t y_bstride = 0;   // (batch, n, d)
+  const A* h = nullptr;  int64_t h_stride = 0;    // bandwidth: d values (h_stride 1) or one (0)
+  const T* pw = nullptr;  int64_t pw_bstride = 0;  // (batch, n, c) point weights
+  const T* plw = nullptr; int64_t plw_bstride = 0; // (batch, n, c) point log-weights
+  const T* qw = nullptr;  int64_t qw_bstride = 0;  // (batch, m, c) query weights
+  const T* qlw = nullptr; int64_t qlw_bstride = 0; // (batch, m, c) query log-weights
+  T* out = nullptr;      // (batch, m, c) or (batch, m, d) for Grad; contiguous
+  T* aux = nullptr;      // (batch, m, c), LogSumExp only
+  Kernel kernel = Kernel::Gaussian;
+  Mode mode = Mode::Sum;
+  bool exclude_self = false;  // skip i == q (requires m == n)
+};
+
+// CPU (OpenMP) kernels; T in {float, double}.
+template <typename T> void kernel_sum_cpu(const KernelSumParams<T>& p);
+// Vector ISA compiled into the CPU kernels ("avx512", "avx2", "neon", "generic").
+const char* cpu_isa();
+
+// CUDA kernels (kernel_sum_cuda.cu): one launch per call, no host sync, float accumulation for
+// half types. T in {float, double, __half, __nv_bfloat16}; stream is a cudaStream_t.
+template <typename T> void launch_kernel_sum(const KernelSumParams<T>& p, void* stream);
+
+}  // namespace kernelfuse::kde

@@ -1,0 +1,22 @@
+// THE one TORCH_LIBRARY(kernelfuse, m): every schema of the library, in one place.
+// Kernels are registered per backend in csrc/<family>/<family>_torch.cpp; fake (meta) kernels
+// and autograd in python/kernelfuse/ops/<family>.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(kernelfuse, m) {
+  // ---- kernel density sums (csrc/kde) ----
+  // x (m,d) | (B,m,d); y (n,d) | (B,n,d); weights (n,) | (n,c) | (B,n) | (B,n,c);
+  // bandwidth () | (d,). Output x.shape[:-1] + weights.shape[y.dim()-1:].
+  m.def("kernel_sum(Tensor x, Tensor y, Tensor? weights, Tensor bandwidth, str kernel, bool exclude_self) -> Tensor");
+  m.def("kernel_logsumexp(Tensor x, Tensor y, Tensor? log_weights, Tensor bandwidth, str kernel, "
+        "bool exclude_self) -> Tensor");
+  // (lse, lse2) with lse2 = log sum_i exp(2 (log w_i + log k)), in the same pass (effective sample size).
+  m.def("kernel_logsumexp_sq(Tensor x, Tensor y, Tensor? log_weights, Tensor bandwidth, str kernel, "
+        "bool exclude_self) -> (Tensor, Tensor)");
+  // Backward twins: gradients for (x, y, weights); an output not asked for is an empty tensor.
+  m.def("kernel_sum_bwd(Tensor grad, Tensor x, Tensor y, Tensor? weights, Tensor bandwidth, str kernel, "
+        "bool exclude_self, bool need_x, bool need_y, bool need_weights) -> (Tensor, Tensor, Tensor)");
+  m.def("kernel_logsumexp_bwd(Tensor grad, Tensor out, Tensor x, Tensor y, Tensor? log_weights, "
+        "Tensor bandwidth, str kernel, bool exclude_self, bool need_x, bool need_y, bool need_weights) "
+        "-> (Tensor, Tensor, Tensor)");
+}

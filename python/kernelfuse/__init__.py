@@ -1,0 +1,35 @@
+"""kernelfuse: fused C++/CUDA kernels for PyTorch, registered as torch custom ops.
+
+Import order matters: torch first (it loads its own OpenMP runtime, which the native module then
+shares), then the native module ``_C`` (which registers ``torch.ops.kernelfuse.*``), then the
+Python op wrappers (fake kernels and autograd).
+"""
+import torch  # noqa: F401  (must precede _C)
+
+from . import _C  # noqa: E402
+from . import ops, reference  # noqa: E402
+from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
+
+__version__ = _C.build_info()["version"]
+
+
+def build_info() -> dict:
+    """How this build was made: version, torch version built against, CUDA on/off and archs,
+    OpenMP threads and the CPU vector ISA of the kernels."""
+    info = dict(_C.build_info())
+    info["torch_runtime_version"] = torch.__version__
+    return info
+
+
+get_num_threads = _C.get_num_threads
+set_num_threads = _C.set_num_threads
+
+__all__ = [
+    "build_info",
+    "get_num_threads",
+    "kernel_logsumexp",
+    "kernel_sum",
+    "ops",
+    "reference",
+    "set_num_threads",
+]

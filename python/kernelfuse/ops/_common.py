@@ -1,0 +1,32 @@
+"""Helpers shared by the op wrappers."""
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+
+Number = Union[int, float]
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation / parameter dtype of a storage dtype (float32 for half types)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_tensor(t, name: str, fn: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"kernelfuse.{fn}: argument '{name}' must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def positive_scalar(value, name: str, fn: str) -> float:
+    """A positive finite python number, or a clear ValueError naming the argument."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"kernelfuse.{fn}: argument '{name}' must be a positive number or a tensor, "
+                         f"got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"kernelfuse.{fn}: argument '{name}' must be positive and finite, got {v}")
+    return v
