@@ -253,8 +253,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
   const at::Tensor g = grad3(grad, o, "grad");
   at::Tensor neg_out;
   if (log_domain) neg_out = grad3(*out, o, "out").neg();
-  const at::Tensor empty = at::empty({0}, o.x.options());
-  at::Tensor gx = empty, gy = empty, gw = empty;
+  // Outputs not asked for are distinct empty tensors (outputs must not alias).
+  at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()),
+             gw = at::empty({0}, o.x.options());
   auto base = [&](const at::Tensor& q, const at::Tensor& pts, Mode mode) {
     Pass a{q, pts, o.h};
     a.c = o.c;

@@ -30,20 +30,30 @@ _ops = torch.ops.kernelfuse
 Bandwidth = Union[float, torch.Tensor]
 
 
+def _same_device(t, x, name, fn):
+    # Checked here too: a meta or fake tensor among the inputs would route the call past the C++ checks.
+    if t.device != x.device:
+        raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {x.device} (the device of 'x'), "
+                         f"got one on {t.device}")
+
+
 def _prepare(fn, x, y, weights, bandwidth, kernel, wname):
     """Normalise the public arguments to the op's: bandwidth as a tensor, shared weights expanded
     over a batch. Shape, dtype and device checks happen in C++ (one place for every caller)."""
     check_tensor(x, "x", fn)
     check_tensor(y, "y", fn)
+    _same_device(y, x, "y", fn)
     if not isinstance(kernel, str) or kernel not in KERNELS:
         raise ValueError(f"kernelfuse.{fn}: argument 'kernel': unknown kernel {kernel!r}; "
                          f"expected one of: {', '.join(KERNELS)}")
     if isinstance(bandwidth, torch.Tensor):
+        _same_device(bandwidth, x, "bandwidth", fn)
         h = bandwidth
     else:
         h = torch.tensor(positive_scalar(bandwidth, "bandwidth", fn), dtype=acc_dtype(x.dtype), device=x.device)
     if weights is not None:
         check_tensor(weights, wname, fn)
+        _same_device(weights, x, wname, fn)
         if x.dim() == 3 and y.dim() == 3:
             B, n = y.shape[0], y.shape[1]
             if weights.dim() == 1 or (weights.dim() == 2 and tuple(weights.shape) != (B, n)):
@@ -123,10 +133,9 @@ def _(x, y, log_weights, bandwidth, kernel, exclude_self):
 
 
 def _fake_bwd(x, y, w, need_x, need_y, need_w):
-    empty = x.new_empty((0,))
-    return (x.new_empty(x.shape) if need_x else empty,
-            y.new_empty(y.shape) if need_y else empty,
-            w.new_empty(w.shape) if (need_w and w is not None) else empty)
+    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+            y.new_empty(y.shape) if need_y else x.new_empty((0,)),
+            w.new_empty(w.shape) if (need_w and w is not None) else x.new_empty((0,)))
 
 
 @torch.library.register_fake("kernelfuse::kernel_sum_bwd")

@@ -1,0 +1,29 @@
+"""Shared test fixtures: devices (cpu, and cuda when available) and the tolerance table."""
+import pytest
+import torch
+
+import kernelfuse  # noqa: F401  (registers the ops)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+# Relative tolerances against the float64 reference, by input dtype.
+TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-12),
+    torch.float32: dict(rtol=2e-6, atol=1e-6),  # atol is relative to max|ref| (input rounding)
+    torch.float16: dict(rtol=1e-2, atol=1e-3),
+    torch.bfloat16: dict(rtol=2e-2, atol=1e-2),
+}
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none on this machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
