@@ -111,6 +111,7 @@ struct Pass {
   at::Tensor q, pts, h;
   at::Tensor pw, plw, qw, qlw;  // may be undefined
   at::Tensor out, aux;          // out (B, rows_q, c | d), aux (B, rows_q, c) or undefined
+  at::Tensor out_y, out_w;      // Backward: (B, rows_p, d), (B, rows_p, c) or undefined
   int64_t c = 1;
   Kernel kernel = Kernel::Gaussian;
   Mode mode = Mode::Sum;
@@ -145,12 +146,17 @@ void launch(const Pass& a) {
   p.qw_bstride = bstride(a.qw);
   p.qlw = ptr(a.qlw);
   p.qlw_bstride = bstride(a.qlw);
-  p.out = reinterpret_cast<T*>(a.out.mutable_data_ptr<S>());
-  p.aux = a.aux.defined() ? reinterpret_cast<T*>(a.aux.mutable_data_ptr<S>()) : nullptr;
+  auto mut = [](const at::Tensor& t) -> T* {
+    return t.defined() ? reinterpret_cast<T*>(t.mutable_data_ptr<S>()) : nullptr;
+  };
+  p.out = mut(a.out);
+  p.aux = mut(a.aux);
+  p.out_y = mut(a.out_y);
+  p.out_w = mut(a.out_w);
   p.kernel = a.kernel;
   p.mode = a.mode;
   p.exclude_self = a.exclude_self;
-  if (p.batch == 0 || p.m == 0) return;
+  if (p.batch == 0 || (p.m == 0 && p.mode != Mode::Backward)) return;
 #ifdef KERNELFUSE_WITH_CUDA
   if (a.q.is_cuda()) {
     const c10::cuda::CUDAGuard guard(a.q.device());
@@ -256,49 +262,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
   // Outputs not asked for are distinct empty tensors (outputs must not alias).
   at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()),
              gw = at::empty({0}, o.x.options());
-  auto base = [&](const at::Tensor& q, const at::Tensor& pts, Mode mode) {
-    Pass a{q, pts, o.h};
-    a.c = o.c;
-    a.kernel = kid;
-    a.mode = mode;
-    a.exclude_self = exclude_self;
-    return a;
-  };
-  if (need_x) {  // queries x, points y
-    Pass a = base(o.x, o.y, Mode::Grad);
-    a.qw = g;
-    if (log_domain) {
-      a.qlw = neg_out;
-      a.plw = o.w;
-    } else {
-      a.pw = o.w;
-    }
-    a.out = gx = alloc(o, o.m, o.d, true);
-    run_pass(a);
+  // One pass: queries x, points y; the kernel fills whichever outputs are defined.
+  Pass a{o.x, o.y, o.h};
+  a.c = o.c;
+  a.kernel = kid;
+  a.mode = Mode::Backward;
+  a.exclude_self = exclude_self;
+  a.qw = g;
+  if (log_domain) {
+    a.qlw = neg_out;
+    a.plw = o.w;
+  } else {
+    a.pw = o.w;
   }
-  // For y and the weights the roles swap: queries y, points x.
-  if (need_y) {
-    Pass a = base(o.y, o.x, Mode::Grad);
-    a.pw = g;
-    if (log_domain) {
-      a.plw = neg_out;
-      a.qlw = o.w;
-    } else {
-      a.qw = o.w;
-    }
-    a.out = gy = alloc(o, o.n, o.d, true);
-    run_pass(a);
-  }
-  if (need_w && o.w.defined()) {
-    Pass a = base(o.y, o.x, Mode::Sum);
-    a.pw = g;
-    if (log_domain) {
-      a.plw = neg_out;
-      a.qlw = o.w;
-    }
-    a.out = gw = alloc(o, o.n, o.c, o.w_has_cols);
-    run_pass(a);
-  }
+  if (need_x) a.out = gx = alloc(o, o.m, o.d, true);
+  if (need_y) a.out_y = gy = alloc(o, o.n, o.d, true);
+  if (need_w && o.w.defined()) a.out_w = gw = alloc(o, o.n, o.c, o.w_has_cols);
+  if (need_x || need_y || (need_w && o.w.defined())) run_pass(a);
   return {gx, gy, gw};
 }
 

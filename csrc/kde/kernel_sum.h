@@ -24,10 +24,16 @@ constexpr int kNumKernels = 10;
 //  Sum:       out[q,c] = sum_i  qw[q,c] pw[i,c] exp(qlw[q,c] + plw[i,c]) k(s_qi)
 //  LogSumExp: out[q,c] = log sum_i exp(qlw[q,c] + plw[i,c] + log k(s_qi))   (pw, qw unused)
 //             with aux != nullptr also aux[q,c] = log sum_i exp(2 (plw[i,c] + log k(s_qi)))
-//  Grad:      out[q,:] = 2 inv_h^2 * sum_i a_qi dlogk/ds(s_qi) (x_q - y_i),
-//             a_qi = sum_c qw[q,c] pw[i,c] exp(qlw[q,c] + plw[i,c]) k(s_qi)    (out is (m, d))
+//  Backward:  every gradient of Sum / LogSumExp in one pass over the pairs. With
+//             e_qi[c] = exp(qlw[q,c] + plw[i,c]) k(s_qi)  (formed in the exponent: no overflow) and
+//             coef_qi = sum_c qw[q,c] pw[i,c] e_qi[c] * dlogk/ds(s_qi):
+//               out   (m, d) = 2 inv_h^2 sum_i coef_qi (x_q - y_i)      if out   != null
+//               out_y (n, d) = 2 inv_h^2 sum_q coef_qi (y_i - x_q)      if out_y != null
+//               out_w (n, c) = sum_q qw[q,c] e_qi[c]                    if out_w != null
+//             For kernel_sum: qw = grad, pw = weights. For kernel_logsumexp: qw = grad,
+//             qlw = -out, plw = log_weights (out_w is then the log_weights gradient).
 // Every factor pointer may be null (then it is 1, or 0 in the log domain).
-enum class Mode : int32_t { Sum = 0, LogSumExp = 1, Grad = 2 };
+enum class Mode : int32_t { Sum = 0, LogSumExp = 1, Backward = 2 };
 
 // Accumulation / parameter type of a storage type (half types specialise it in the CUDA header).
 template <typename T> struct AccType { using type = T; };
@@ -42,8 +48,10 @@ struct KernelSumParams {
   const T* plw = nullptr; int64_t plw_bstride = 0; // (batch, n, c) point log-weights
   const T* qw = nullptr;  int64_t qw_bstride = 0;  // (batch, m, c) query weights
   const T* qlw = nullptr; int64_t qlw_bstride = 0; // (batch, m, c) query log-weights
-  T* out = nullptr;      // (batch, m, c) or (batch, m, d) for Grad; contiguous
+  T* out = nullptr;      // (batch, m, c), or (batch, m, d) in Backward mode (may be null there)
   T* aux = nullptr;      // (batch, m, c), LogSumExp only
+  T* out_y = nullptr;    // (batch, n, d), Backward only
+  T* out_w = nullptr;    // (batch, n, c), Backward only
   Kernel kernel = Kernel::Gaussian;
   Mode mode = Mode::Sum;
   bool exclude_self = false;  // skip i == q (requires m == n)

@@ -6,7 +6,10 @@
 // cancellation), evaluates the kernel over the tile with branch-free vectorised code, and
 // reduces the tile into per-query float partials that are added to double accumulators (blocked
 // accumulation: float32 results stay within ~1e-6 of a float64 computation). Memory is
-// O(threads * TP * (d + c)); the m x n matrix never exists.
+// O(threads * TP * (d + c)); the m x n matrix never exists. The Backward mode produces the
+// gradients for x, y and the weights in the same single pass: the point-side sums go to a tile
+// buffer flushed once per tile into per-thread double accumulators, reduced at the end
+// (O(threads * n * (d + c)) memory).
 #include <omp.h>
 
 #include <algorithm>
@@ -62,10 +65,11 @@ inline T guarded_exp(T e) {  // exp with a NaN exponent (inf - inf) counted as a
 // Per-thread scratch and the state of one task.
 template <typename T>
 struct Scratch {
-  std::vector<T> U, V, S, val, dval, PW, PLW;
+  std::vector<T> U, V, S, val, dval, PW, PLW, GY, GW;
   std::vector<double> acc, acc2, mx;
-  Scratch(int64_t d, int64_t c, int64_t accw)
+  Scratch(int64_t d, int64_t c, int64_t accw, bool point_grads)
       : U(QB * d), V(d * TP), S(QR * TP), val(TP), dval(TP), PW(c * TP), PLW(c * TP),
+        GY(point_grads ? d * TP : 0), GW(point_grads ? c * TP : 0),
         acc(QB * accw), acc2(QB * c), mx(QB * c) {}
 };
 
@@ -77,15 +81,31 @@ void run(const KernelSumParams<T>& p) {
   const bool has_log = p.plw != nullptr || p.qlw != nullptr;
   const int64_t nqb = (m + QB - 1) / QB;
   const int64_t ntasks = p.batch * nqb;
-  if (ntasks == 0) return;
+  if (ntasks == 0) {  // no queries: the point-side gradients are zeros
+    if (M == Mode::Backward && p.out_y) std::fill(p.out_y, p.out_y + p.batch * n * d, T(0));
+    if (M == Mode::Backward && p.out_w) std::fill(p.out_w, p.out_w + p.batch * n * c, T(0));
+    return;
+  }
   std::vector<T> ih(d);
   for (int64_t k = 0; k < d; ++k) ih[k] = T(1) / p.h[p.h_stride * k];
-  const int64_t accw = M == Mode::Grad ? d : c;
+  constexpr bool BWD = M == Mode::Backward;
+  const int64_t accw = BWD ? d : c;
   const double ninf = -std::numeric_limits<double>::infinity();
+  // Backward: per-thread double accumulators for the point-side gradients, reduced at the end.
+  const bool need_y = BWD && p.out_y != nullptr, need_w = BWD && p.out_w != nullptr;
+  const int nthreads = omp_get_max_threads();
+  std::vector<std::vector<double>> ybuf(need_y ? nthreads : 0), wbuf(need_w ? nthreads : 0);
 
-#pragma omp parallel
+#pragma omp parallel num_threads(nthreads)
   {
-    Scratch<T> sc(d, c, accw);
+    Scratch<T> sc(d, c, accw, need_y || need_w);
+    const int tid = omp_get_thread_num();
+    double* ytot = nullptr;
+    double* wtot = nullptr;
+    if (need_y) { ybuf[tid].assign(p.batch * n * d, 0.0); ytot = ybuf[tid].data(); }
+    if (need_w) { wbuf[tid].assign(p.batch * n * c, 0.0); wtot = wbuf[tid].data(); }
+    T* __restrict GY = sc.GY.data();
+    T* __restrict GW = sc.GW.data();
     T* __restrict U = sc.U.data();
     T* __restrict V = sc.V.data();
     T* __restrict S = sc.S.data();
@@ -124,6 +144,8 @@ void run(const KernelSumParams<T>& p) {
         if (plw)
           for (int64_t ii = 0; ii < nt; ++ii)
             for (int64_t col = 0; col < c; ++col) PLW[col * TP + ii] = plw[(i0 + ii) * c + col];
+        if (need_y) std::fill(GY, GY + d * TP, T(0));
+        if (need_w) std::fill(GW, GW + c * TP, T(0));
 
         for (int64_t g = 0; g < qn; g += QR) {
           sqdist_block<T>(U + g * d, d, V, np, S);
@@ -137,12 +159,12 @@ void run(const KernelSumParams<T>& p) {
 #pragma omp simd
               for (int64_t ii = 0; ii < nt; ++ii) val[ii] = Log::logk(s[ii]);
               if (self >= 0) val[self] = -std::numeric_limits<T>::infinity();
-            } else if (M != Mode::Grad) {
+            } else if (!BWD || need_w) {
 #pragma omp simd
               for (int64_t ii = 0; ii < nt; ++ii) val[ii] = Lin::k(s[ii]);
               if (self >= 0) val[self] = T(0);
             }
-            if constexpr (M == Mode::Grad) {
+            if constexpr (BWD) {
               if (logdom) {
 #pragma omp simd
                 for (int64_t ii = 0; ii < nt; ++ii) dval[ii] = Log::dlogk(s[ii]);
@@ -221,33 +243,37 @@ void run(const KernelSumParams<T>& p) {
                   A2 += s2 * f * f;
                 }
               }
-            } else {  // Grad
-              // coef_i = dk/ds * sum_c qw pw [exp(qlw + plw + log k)], then sum_i coef_i (u - v_i).
+            } else {  // Backward
+              // coef_i = dk/ds * sum_c qw pw [exp(qlw + plw + log k)]; point-side weight sums to GW.
               T* __restrict coef = S + r * TP;  // s is consumed: reuse its row
-              if (!has_log) {
-                if (c == 1) {
-                  const T a = qw ? qw[q] : T(1);
-                  if (pw) {
+              if (!has_log && c == 1) {
+                const T a = qw ? qw[q] : T(1);
+                if (pw) {
 #pragma omp simd
-                    for (int64_t ii = 0; ii < nt; ++ii) coef[ii] = a * PW[ii] * dval[ii];
-                  } else {
-#pragma omp simd
-                    for (int64_t ii = 0; ii < nt; ++ii) coef[ii] = a * dval[ii];
-                  }
+                  for (int64_t ii = 0; ii < nt; ++ii) coef[ii] = a * PW[ii] * dval[ii];
                 } else {
-                  for (int64_t ii = 0; ii < nt; ++ii) {
-                    T a = 0;
-                    for (int64_t col = 0; col < c; ++col)
-                      a += (qw ? qw[q * c + col] : T(1)) * (pw ? PW[col * TP + ii] : T(1));
-                    coef[ii] = a * dval[ii];
-                  }
+#pragma omp simd
+                  for (int64_t ii = 0; ii < nt; ++ii) coef[ii] = a * dval[ii];
+                }
+                if (need_w) {
+#pragma omp simd
+                  for (int64_t ii = 0; ii < nt; ++ii) GW[ii] += a * val[ii];
                 }
               } else {
                 for (int64_t ii = 0; ii < nt; ++ii) {
                   T a = 0;
                   for (int64_t col = 0; col < c; ++col) {
-                    const T e = (qlw ? qlw[q * c + col] : T(0)) + (plw ? PLW[col * TP + ii] : T(0)) + val[ii];
-                    a += (qw ? qw[q * c + col] : T(1)) * (pw ? PW[col * TP + ii] : T(1)) * guarded_exp(e);
+                    const T qwc = qw ? qw[q * c + col] : T(1);
+                    const T pwc = pw ? PW[col * TP + ii] : T(1);
+                    if (has_log) {  // e = exp(qlw + plw + log k), paired with dlog k / ds
+                      const T e = guarded_exp((qlw ? qlw[q * c + col] : T(0)) +
+                                              (plw ? PLW[col * TP + ii] : T(0)) + val[ii]);
+                      a += qwc * pwc * e;
+                      if (need_w) GW[col * TP + ii] += qwc * e;
+                    } else {  // linear domain: paired with dk / ds
+                      a += qwc * pwc;
+                      if (need_w) GW[col * TP + ii] += qwc * val[ii];
+                    }
                   }
                   coef[ii] = a * dval[ii];
                 }
@@ -255,19 +281,34 @@ void run(const KernelSumParams<T>& p) {
               for (int64_t k = 0; k < d; ++k) {
                 const T uk = U[qi * d + k];
                 const T* __restrict Vk = V + k * TP;
-                T part = 0;
+                if (p.out) {
+                  T part = 0;
 #pragma omp simd reduction(+ : part)
-                for (int64_t ii = 0; ii < nt; ++ii) part += coef[ii] * (uk - Vk[ii]);
-                sc.acc[qi * d + k] += static_cast<double>(part);
+                  for (int64_t ii = 0; ii < nt; ++ii) part += coef[ii] * (uk - Vk[ii]);
+                  sc.acc[qi * d + k] += static_cast<double>(part);
+                }
+                if (need_y) {
+                  T* __restrict GYk = GY + k * TP;
+#pragma omp simd
+                  for (int64_t ii = 0; ii < nt; ++ii) GYk[ii] += coef[ii] * (Vk[ii] - uk);
+                }
               }
             }
           }
         }
+        // Backward: flush the tile's point-side sums into this thread's accumulators.
+        if (need_y)
+          for (int64_t ii = 0; ii < nt; ++ii)
+            for (int64_t k = 0; k < d; ++k) ytot[(b * n + i0 + ii) * d + k] += GY[k * TP + ii];
+        if (need_w)
+          for (int64_t ii = 0; ii < nt; ++ii)
+            for (int64_t col = 0; col < c; ++col) wtot[(b * n + i0 + ii) * c + col] += GW[col * TP + ii];
       }
       // Write the task's outputs.
       for (int64_t qi = 0; qi < qn; ++qi) {
         const int64_t q = q0 + qi;
-        T* out = p.out + (b * m + q) * (M == Mode::Grad ? d : c);
+        if (BWD && !p.out) break;
+        T* out = p.out + (b * m + q) * (BWD ? d : c);
         if constexpr (M == Mode::Sum) {
           for (int64_t col = 0; col < c; ++col)
             out[col] = static_cast<T>(sc.acc[qi * c + col] * (qw ? double(qw[q * c + col]) : 1.0));
@@ -281,6 +322,22 @@ void run(const KernelSumParams<T>& p) {
           }
         } else {
           for (int64_t k = 0; k < d; ++k) out[k] = static_cast<T>(2.0 * double(ih[k]) * sc.acc[qi * d + k]);
+        }
+      }
+    }
+    // Backward: reduce the per-thread point-side accumulators (after the implicit barrier above).
+    if (need_y || need_w) {
+#pragma omp for schedule(static)
+      for (int64_t bi = 0; bi < p.batch * n; ++bi) {
+        for (int64_t k = 0; need_y && k < d; ++k) {
+          double t = 0;
+          for (int th = 0; th < nthreads; ++th) t += ybuf[th][bi * d + k];
+          p.out_y[bi * d + k] = static_cast<T>(2.0 * double(ih[k]) * t);
+        }
+        for (int64_t col = 0; need_w && col < c; ++col) {
+          double t = 0;
+          for (int th = 0; th < nthreads; ++th) t += wbuf[th][bi * c + col];
+          p.out_w[bi * c + col] = static_cast<T>(t);
         }
       }
     }
@@ -310,7 +367,7 @@ void kernel_sum_cpu(const KernelSumParams<T>& p) {
   switch (p.mode) {
     case Mode::Sum: return dispatch_kernel<Mode::Sum, T>(p);
     case Mode::LogSumExp: return dispatch_kernel<Mode::LogSumExp, T>(p);
-    case Mode::Grad: return dispatch_kernel<Mode::Grad, T>(p);
+    case Mode::Backward: return dispatch_kernel<Mode::Backward, T>(p);
   }
 }
 
