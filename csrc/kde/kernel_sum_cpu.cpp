@@ -168,6 +168,9 @@ void run(const KernelSumParams<T>& p) {
               if (logdom) {
 #pragma omp simd
                 for (int64_t ii = 0; ii < nt; ++ii) dval[ii] = Log::dlogk(s[ii]);
+              } else if (need_w) {  // k is in val already
+#pragma omp simd
+                for (int64_t ii = 0; ii < nt; ++ii) dval[ii] = dk_given_k<K, T>(s[ii], val[ii]);
               } else {
 #pragma omp simd
                 for (int64_t ii = 0; ii < nt; ++ii) dval[ii] = Lin::dk(s[ii]);
@@ -278,21 +281,45 @@ void run(const KernelSumParams<T>& p) {
                   coef[ii] = a * dval[ii];
                 }
               }
-              for (int64_t k = 0; k < d; ++k) {
-                const T uk = U[qi * d + k];
-                const T* __restrict Vk = V + k * TP;
-                if (p.out) {
-                  T part = 0;
-#pragma omp simd reduction(+ : part)
-                  for (int64_t ii = 0; ii < nt; ++ii) part += coef[ii] * (uk - Vk[ii]);
-                  sc.acc[qi * d + k] += static_cast<double>(part);
+            }
+          }
+          if constexpr (BWD) {
+            // Position gradients of the register block, coef rows in S: the x side reduces over
+            // the tile, the y side accumulates into the tile buffer (one load/store per 4 queries).
+            const int64_t nr = std::min(QR, qn - g);
+            for (int64_t r = nr; r < QR; ++r) std::fill(S + r * TP, S + r * TP + nt, T(0));
+            const T* __restrict c0 = S;
+            const T* __restrict c1 = S + TP;
+            const T* __restrict c2 = S + 2 * TP;
+            const T* __restrict c3 = S + 3 * TP;
+            for (int64_t k = 0; k < d; ++k) {
+              const T u0 = U[g * d + k], u1 = U[(g + 1) * d + k], u2 = U[(g + 2) * d + k], u3 = U[(g + 3) * d + k];
+              const T* __restrict Vk = V + k * TP;
+              T p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+              if (need_y) {
+                T* __restrict GYk = GY + k * TP;
+#pragma omp simd reduction(+ : p0, p1, p2, p3)
+                for (int64_t ii = 0; ii < nt; ++ii) {
+                  const T v = Vk[ii];
+                  const T t0 = c0[ii] * (u0 - v), t1 = c1[ii] * (u1 - v), t2 = c2[ii] * (u2 - v), t3 = c3[ii] * (u3 - v);
+                  p0 += t0;
+                  p1 += t1;
+                  p2 += t2;
+                  p3 += t3;
+                  GYk[ii] -= (t0 + t1) + (t2 + t3);
                 }
-                if (need_y) {
-                  T* __restrict GYk = GY + k * TP;
-#pragma omp simd
-                  for (int64_t ii = 0; ii < nt; ++ii) GYk[ii] += coef[ii] * (Vk[ii] - uk);
+              } else {
+#pragma omp simd reduction(+ : p0, p1, p2, p3)
+                for (int64_t ii = 0; ii < nt; ++ii) {
+                  const T v = Vk[ii];
+                  p0 += c0[ii] * (u0 - v);
+                  p1 += c1[ii] * (u1 - v);
+                  p2 += c2[ii] * (u2 - v);
+                  p3 += c3[ii] * (u3 - v);
                 }
               }
+              const T parts[QR] = {p0, p1, p2, p3};
+              for (int64_t r = 0; r < nr; ++r) sc.acc[(g + r) * d + k] += static_cast<double>(parts[r]);
             }
           }
         }

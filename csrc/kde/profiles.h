@@ -83,6 +83,8 @@ template <typename T> struct Profile<Kernel::Cosine, T> {
 template <Kernel K, typename T> struct Linear {  // exp(-inf) = 0 outside a support
   static KF_HD T k(T s) { T l = Profile<K, T>::logk(s); return kf_exp(l); }
   static KF_HD T dk(T s) { return k(s) * Profile<K, T>::dlogk(s); }
+  // dk/ds when k(s) is already known (saves a transcendental where the profile allows it).
+  static KF_HD T dk_given_k(T s, T kv) { return kv * Profile<K, T>::dlogk(s); }
 };
 template <typename T> struct Linear<Kernel::Cauchy, T> {
   static KF_HD T k(T s) { return T(1) / (T(1) + s); }
@@ -126,6 +128,20 @@ template <typename T> struct Linear<Kernel::Cosine, T> {
     return (s < T(1) && r > T(0)) ? T(-0.7853981633974483) * sin(T(1.5707963267948966) * r) / r : T(0);
   }
 };
+
+// dk/ds given k: the generic Linear form where it exists, else recomputed.
+template <Kernel K, typename T> KF_HD T dk_given_k(T s, T kv) {
+  if constexpr (K == Kernel::Gaussian || K == Kernel::Laplacian) {
+    return Linear<K, T>::dk_given_k(s, kv);
+  } else if constexpr (K == Kernel::Cauchy) {
+    return -kv * kv;
+  } else if constexpr (K == Kernel::InverseMultiquadric) {
+    return T(-0.5) * kv * kv * kv;
+  } else {
+    (void)kv;
+    return Linear<K, T>::dk(s);
+  }
+}
 
 #undef KF_NINF
 }  // namespace kernelfuse::kde
