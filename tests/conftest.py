@@ -1,8 +1,12 @@
 """Shared test fixtures: devices (cpu, and cuda when available) and the tolerance table."""
-import pytest
-import torch
+import os
 
-import kernelfuse  # noqa: F401  (registers the ops)
+os.environ.setdefault("KERNELFUSE_POISON", "1")  # fresh op outputs start as NaN: unwritten elements show
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import kernelfuse  # noqa: F401, E402  (registers the ops)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

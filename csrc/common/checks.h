@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
 #include <optional>
 #include <string>
 
@@ -39,6 +40,16 @@ inline at::Tensor rows_contiguous(const at::Tensor& t) {
   bool ok = t.stride(nd - 1) == 1 || t.size(nd - 1) <= 1;
   if (nd >= 2) ok = ok && (t.stride(nd - 2) == t.size(nd - 1) || t.size(nd - 2) <= 1);
   return ok ? t : t.contiguous();
+}
+
+// KERNELFUSE_POISON=1: fill fresh outputs with NaN before the kernels run (tests use it to catch
+// elements a kernel leaves unwritten). Read once.
+inline bool poison_outputs() {
+  static const bool on = [] {
+    const char* v = std::getenv("KERNELFUSE_POISON");
+    return v != nullptr && v[0] == '1';
+  }();
+  return on;
 }
 
 }  // namespace kernelfuse

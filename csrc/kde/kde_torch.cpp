@@ -5,6 +5,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -180,12 +181,16 @@ void run_pass(const Pass& a) {
 }
 
 // Outputs are allocated in the user's shape; the kernels see the same memory as (B, rows, cols).
+// Under KERNELFUSE_POISON=1 (the tests) they start as NaN, so an element a kernel forgot to write
+// shows up.
 at::Tensor alloc(const Operands& o, int64_t rows, int64_t cols, bool has_cols) {
   std::vector<int64_t> s;
   if (o.batched) s.push_back(o.B);
   s.push_back(rows);
   if (has_cols) s.push_back(cols);
-  return at::empty(s, o.x.options());
+  at::Tensor t = at::empty(s, o.x.options());
+  if (poison_outputs()) t.fill_(std::numeric_limits<double>::quiet_NaN());
+  return t;
 }
 
 at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
