@@ -193,16 +193,21 @@ at::Tensor alloc(const Operands& o, int64_t rows, int64_t cols, bool has_cols) {
   return t;
 }
 
+// A pass with queries x and points y of the checked operands.
+Pass make_pass(const Operands& o, c10::string_view kernel, Mode mode, bool exclude_self) {
+  Pass a{o.x, o.y, o.h};
+  a.c = o.c;
+  a.kernel = parse_kernel(std::string(kernel));
+  a.mode = mode;
+  a.exclude_self = exclude_self;
+  return a;
+}
+
 at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
                       const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self) {
-  const Kernel kid = parse_kernel(std::string(kernel));
   Operands o = check_operands(x, y, weights, bandwidth, exclude_self, "weights");
-  Pass a{o.x, o.y, o.h};
+  Pass a = make_pass(o, kernel, Mode::Sum, exclude_self);
   a.pw = o.w;
-  a.c = o.c;
-  a.kernel = kid;
-  a.mode = Mode::Sum;
-  a.exclude_self = exclude_self;
   a.out = alloc(o, o.m, o.c, o.w_has_cols);
   run_pass(a);
   return a.out;
@@ -212,14 +217,9 @@ std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tenso
                                             const std::optional<at::Tensor>& log_weights,
                                             const at::Tensor& bandwidth, c10::string_view kernel,
                                             bool exclude_self, bool with_sq) {
-  const Kernel kid = parse_kernel(std::string(kernel));
   Operands o = check_operands(x, y, log_weights, bandwidth, exclude_self, "log_weights");
-  Pass a{o.x, o.y, o.h};
+  Pass a = make_pass(o, kernel, Mode::LogSumExp, exclude_self);
   a.plw = o.w;
-  a.c = o.c;
-  a.kernel = kid;
-  a.mode = Mode::LogSumExp;
-  a.exclude_self = exclude_self;
   a.out = alloc(o, o.m, o.c, o.w_has_cols);
   if (with_sq) a.aux = alloc(o, o.m, o.c, o.w_has_cols);
   run_pass(a);
@@ -259,7 +259,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
                                                         const at::Tensor& bandwidth, c10::string_view kernel,
                                                         bool exclude_self, bool need_x, bool need_y, bool need_w,
                                                         bool log_domain) {
-  const Kernel kid = parse_kernel(std::string(kernel));
   Operands o = check_operands(x, y, weights, bandwidth, exclude_self, log_domain ? "log_weights" : "weights");
   const at::Tensor g = grad3(grad, o, "grad");
   at::Tensor neg_out;
@@ -268,11 +267,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
   at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()),
              gw = at::empty({0}, o.x.options());
   // One pass: queries x, points y; the kernel fills whichever outputs are defined.
-  Pass a{o.x, o.y, o.h};
-  a.c = o.c;
-  a.kernel = kid;
-  a.mode = Mode::Backward;
-  a.exclude_self = exclude_self;
+  Pass a = make_pass(o, kernel, Mode::Backward, exclude_self);
   a.qw = g;
   if (log_domain) {
     a.qlw = neg_out;

@@ -38,18 +38,8 @@ __all__ = [
 ]
 
 #: Kernels of :func:`kernelfuse.kernel_logsumexp` (unnormalised profiles, ``k(0) = 1``).
-KERNELS = (
-    "gaussian",
-    "laplacian",
-    "cauchy",
-    "matern32",
-    "matern52",
-    "inverse_multiquadric",
-    "tophat",
-    "epanechnikov",
-    "linear",
-    "cosine",
-)
+from ..reference.kde import KERNELS  # noqa: E402  (one list for ops, reference and models)
+
 #: scikit-learn's names for our kernels.
 KERNEL_ALIASES = {"exponential": "laplacian"}
 #: Kernels :meth:`KernelDensity.sample` can draw from exactly.

@@ -11,20 +11,8 @@ from typing import Optional, Union
 
 import torch
 
+from ..reference.kde import KERNELS
 from ._common import acc_dtype, check_tensor, positive_scalar
-
-KERNELS = (
-    "gaussian",
-    "laplacian",
-    "cauchy",
-    "matern32",
-    "matern52",
-    "inverse_multiquadric",
-    "tophat",
-    "epanechnikov",
-    "linear",
-    "cosine",
-)
 
 _ops = torch.ops.kernelfuse
 Bandwidth = Union[float, torch.Tensor]
