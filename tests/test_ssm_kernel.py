@@ -154,6 +154,16 @@ def test_empty_L_gradients_are_zero():
         assert torch.equal(t.grad, torch.zeros_like(t))
 
 
+@pytest.mark.parametrize("H,N", [(0, 3), (3, 0), (0, 0)])
+def test_empty_H_or_N(H, N):
+    a = [t.clone().requires_grad_(True) for t in _params(H, N)]
+    out = kf.ssm_kernel(*a, 10)
+    assert out.shape == (H, 10) and torch.equal(out, torch.zeros(H, 10, dtype=torch.float64))
+    out.sum().backward()
+    for t in a:
+        assert torch.equal(t.grad, torch.zeros_like(t))
+
+
 # ------------------------------------------------------------------ opcheck, compile
 def _op_samples():
     log_dt, Ar, Ai, B, C = _params(3, 5, seed=2)
