@@ -205,6 +205,21 @@ def test_torch_compile_fullgraph():
         torch.testing.assert_close(x.grad, y.grad)
 
 
+def test_torch_compile_dynamic_L():
+    base = _params(3, 5, seed=8)
+    cf = torch.compile(lambda *a: kf.ssm_kernel(*a[:5], a[5]) * 2, fullgraph=True, backend="aot_eager",
+                       dynamic=True)
+    for L in (30, 47):
+        torch.testing.assert_close(cf(*base, L), kf.ssm_kernel(*base, L) * 2)
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor():
+    base = _params(3, 5, dtype=torch.float32, seed=9)
+    cf = torch.compile(lambda *a: kf.ssm_kernel(*a, 64).square().sum(-1), fullgraph=True)
+    torch.testing.assert_close(cf(*base), kf.ssm_kernel(*base, 64).square().sum(-1))
+
+
 # ------------------------------------------------------------------ bad input
 def test_errors_name_the_argument():
     log_dt, Ar, Ai, B, C = _params(3, 4)
