@@ -19,4 +19,13 @@ TORCH_LIBRARY(kernelfuse, m) {
   m.def("kernel_logsumexp_bwd(Tensor grad, Tensor out, Tensor x, Tensor y, Tensor? log_weights, "
         "Tensor bandwidth, str kernel, bool exclude_self, bool need_x, bool need_y, bool need_weights) "
         "-> (Tensor, Tensor, Tensor)");
+
+  // ---- S4D convolution kernel (csrc/longconv/ssm_*) ----
+  // K (H, L) = 2 Re sum_n C Bbar Abar^l. log_dt (H,); A_real, A_imag (H, N); B (None: ones), C
+  // complex as (re, im) pairs (H, N, 2); discretization "zoh" | "bilinear".
+  m.def("ssm_kernel(Tensor log_dt, Tensor A_real, Tensor A_imag, Tensor? B, Tensor C, int L, "
+        "str discretization) -> Tensor");
+  // Backward twin: gradients for (log_dt, A_real, A_imag, B, C); B's is empty when B is None.
+  m.def("ssm_kernel_bwd(Tensor grad, Tensor log_dt, Tensor A_real, Tensor A_imag, Tensor? B, Tensor C, "
+        "str discretization) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
