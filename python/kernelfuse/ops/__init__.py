@@ -1,4 +1,4 @@
 """Public op wrappers, one module per family: argument normalisation, fake kernels, autograd."""
-from . import kde
+from . import kde, longconv
 
-__all__ = ["kde"]
+__all__ = ["kde", "longconv"]
