@@ -267,3 +267,21 @@ def test_errors():
     with pytest.raises(ValueError, match=r"argument 'grad'.*shape of u"):
         torch.ops.kernelfuse.fftconv_bwd(torch.randn(2, 3, 9), u, k, None, None, None, "causal", None,
                                          True, True, False, False, False)
+
+
+@pytest.mark.parametrize("kshape", ["shared", "batch"])
+def test_block_partitions_forward_backward(kshape):
+    """Shapes that split the rows into several tasks: by heads (shared kernel, many heads), by row
+    ranges (per-batch kernels) and row ranges with partial kernel-gradient sums (few heads)."""
+    for B, H, L, Lk in [(2, 64, 8192, 3000), (40, 2, 2000, 2000)]:
+        u, k, D, pre, post = _inputs(B, H, L, Lk, "causal", kshape=kshape, seed=B)
+        a = [t.clone().requires_grad_(True) for t in (u, k, D, pre, post)]
+        b = [t.clone().requires_grad_(True) for t in (u, k, D, pre, post)]
+        gy = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        y1 = kf.fftconv(a[0], a[1], a[2], pregate=a[3], postgate=a[4])
+        y2 = ref.fftconv(b[0], b[1], b[2], pregate=b[3], postgate=b[4])
+        _assert_close(y1.detach(), y2.detach(), torch.float64)
+        y1.backward(gy)
+        y2.backward(gy)
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x.grad, y.grad, rtol=1e-9, atol=1e-9 * max(1.0, y.grad.abs().max().item()))

@@ -36,7 +36,7 @@ enum class Stage : int32_t {
 enum class SpecOp : int32_t {
   MulKernel = 0,      // X[i] *= K[krow(i)]
   MulConjKernel = 1,  // X[i] *= conj(K[krow(i)])
-  CorrAccumulate = 2, // K_acc[krow(i)] += conj(X[i]) * Y[i]   (shared kernels: sum over the batch)
+  CorrAccumulate = 2, // K[krow(i)] += conj(X[i]) * Y[i]   (shared kernels: sum over the batch)
   Corr = 3,           // X[i] = conj(X[i]) * Y[i]             (per-batch kernels)
 };
 
@@ -71,11 +71,11 @@ struct FFTConvParams {
 // CPU (OpenMP over the rows of the block); T in {float, double}.
 template <typename T>
 void fftconv_stage_cpu(const FFTConvParams<T, T>& p, Stage s, int64_t row0, int64_t nb, T* R, T scale);
-// A in {float, double}. H: heads; K rows are indexed by krow(i) = (row0 + i) % H when shared,
-// by i when per_batch (block-local spectra).
+// A in {float, double}. H: heads; K rows are indexed by krow(i) = (row0 + i) % H - kbase when
+// shared (K holds the spectra of heads kbase...), by i when per_batch (block-local spectra).
 template <typename A>
-void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, bool per_batch,
-                          A* X, const A* Y, A* K);
+void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
+                          bool per_batch, A* X, const A* Y, A* K);
 
 // CUDA launchers (fftconv_cuda.cu): T in {float, double, __half, __nv_bfloat16}, A = float for
 // the half types; stream is a cudaStream_t. One launch per call, no host sync.
@@ -83,7 +83,7 @@ template <typename T, typename A>
 void launch_fftconv_stage(const FFTConvParams<T, A>& p, Stage s, int64_t row0, int64_t nb, A* R, A scale,
                           void* stream);
 template <typename A>
-void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, bool per_batch, A* X,
-                             const A* Y, A* K, void* stream);
+void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
+                             bool per_batch, A* X, const A* Y, A* K, void* stream);
 
 }  // namespace kernelfuse::longconv

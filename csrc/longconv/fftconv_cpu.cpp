@@ -108,8 +108,8 @@ void fftconv_stage_cpu(const FFTConvParams<T, T>& p, Stage s, int64_t row0, int6
 }
 
 template <typename A>
-void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, bool per_batch, A* X,
-                          const A* Y, A* K) {
+void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
+                          bool per_batch, A* X, const A* Y, A* K) {
   if (op == SpecOp::CorrAccumulate) {
     // Rows i and i + H share a kernel row: thread j owns the rows i = j (mod H), so no two
     // threads add into the same accumulator row.
@@ -117,7 +117,7 @@ void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64
 #pragma omp parallel for schedule(static) if (groups > 1 && nb * nf > 8192)
     for (int64_t j = 0; j < groups; ++j) {
       for (int64_t i = j; i < nb; i += H) {
-        A* __restrict acc = K + ((row0 + i) % H) * 2 * nf;
+        A* __restrict acc = K + ((row0 + i) % H - kbase) * 2 * nf;
         const A* __restrict x = X + i * 2 * nf;
         const A* __restrict y = Y + i * 2 * nf;
         for (int64_t f = 0; f < nf; ++f) {
@@ -135,7 +135,7 @@ void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64
     switch (op) {
       case SpecOp::MulKernel:
       case SpecOp::MulConjKernel: {
-        const A* __restrict k = K + (per_batch ? i : (row0 + i) % H) * 2 * nf;
+        const A* __restrict k = K + (per_batch ? i : (row0 + i) % H - kbase) * 2 * nf;
         const A sg = op == SpecOp::MulConjKernel ? A(-1) : A(1);
         for (int64_t f = 0; f < nf; ++f) {
           const A xr = x[2 * f], xi = x[2 * f + 1], kr = k[2 * f], ki = sg * k[2 * f + 1];
@@ -162,9 +162,9 @@ void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64
 template void fftconv_stage_cpu<float>(const FFTConvParams<float, float>&, Stage, int64_t, int64_t, float*, float);
 template void fftconv_stage_cpu<double>(const FFTConvParams<double, double>&, Stage, int64_t, int64_t, double*,
                                         double);
-template void fftconv_spectral_cpu<float>(SpecOp, int64_t, int64_t, int64_t, int64_t, bool, float*, const float*,
-                                          float*);
-template void fftconv_spectral_cpu<double>(SpecOp, int64_t, int64_t, int64_t, int64_t, bool, double*,
+template void fftconv_spectral_cpu<float>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float*,
+                                          const float*, float*);
+template void fftconv_spectral_cpu<double>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, double*,
                                            const double*, double*);
 
 }  // namespace kernelfuse::longconv

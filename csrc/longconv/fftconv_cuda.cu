@@ -140,15 +140,15 @@ __global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, 
 }
 
 template <typename A>
-__global__ void spectral_kernel(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, bool per_batch,
-                                A* __restrict__ X, const A* __restrict__ Y, A* __restrict__ K) {
+__global__ void spectral_kernel(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
+                                bool per_batch, A* __restrict__ X, const A* __restrict__ Y, A* __restrict__ K) {
   const int64_t groups = op == SpecOp::CorrAccumulate ? (nb < H ? nb : H) : nb;
   const int64_t total = groups * nf;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / nf, f = e % nf;
     if (op == SpecOp::CorrAccumulate) {
       // Rows i, i + H, ... share the kernel row: one thread sums them, no atomics.
-      A* acc = K + ((row0 + i) % H) * 2 * nf + 2 * f;
+      A* acc = K + ((row0 + i) % H - kbase) * 2 * nf + 2 * f;
       A ar = acc[0], ai = acc[1];
       for (int64_t q = i; q < nb; q += H) {
         const A xr = X[q * 2 * nf + 2 * f], xi = X[q * 2 * nf + 2 * f + 1];
@@ -167,7 +167,7 @@ __global__ void spectral_kernel(SpecOp op, int64_t row0, int64_t nb, int64_t nf,
       x[0] = xr * y[0] + xi * y[1];
       x[1] = xr * y[1] - xi * y[0];
     } else {
-      const A* k = K + (per_batch ? i : (row0 + i) % H) * 2 * nf + 2 * f;
+      const A* k = K + (per_batch ? i : (row0 + i) % H - kbase) * 2 * nf + 2 * f;
       const A kr = k[0], ki = op == SpecOp::MulConjKernel ? -k[1] : k[1];
       x[0] = xr * kr - xi * ki;
       x[1] = xr * ki + xi * kr;
@@ -186,14 +186,14 @@ void launch_fftconv_stage(const FFTConvParams<T, A>& p, Stage s, int64_t row0, i
 }
 
 template <typename A>
-void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, bool per_batch, A* X,
-                             const A* Y, A* K, void* stream) {
+void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
+                             bool per_batch, A* X, const A* Y, A* K, void* stream) {
   if (nb <= 0) return;
   const int64_t groups = op == SpecOp::CorrAccumulate ? std::min(nb, H) : nb;
   const int64_t total = groups * nf;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20));
-  spectral_kernel<A><<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(op, row0, nb, nf, H, per_batch, X, Y,
-                                                                                K);
+  spectral_kernel<A><<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(op, row0, nb, nf, H, kbase, per_batch,
+                                                                                X, Y, K);
 }
 
 template void launch_fftconv_stage<float, float>(const FFTConvParams<float, float>&, Stage, int64_t, int64_t, float*,
@@ -204,9 +204,9 @@ template void launch_fftconv_stage<__half, float>(const FFTConvParams<__half, fl
                                                   float*, float, void*);
 template void launch_fftconv_stage<__nv_bfloat16, float>(const FFTConvParams<__nv_bfloat16, float>&, Stage, int64_t,
                                                          int64_t, float*, float, void*);
-template void launch_fftconv_spectral<float>(SpecOp, int64_t, int64_t, int64_t, int64_t, bool, float*, const float*,
-                                             float*, void*);
-template void launch_fftconv_spectral<double>(SpecOp, int64_t, int64_t, int64_t, int64_t, bool, double*,
+template void launch_fftconv_spectral<float>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float*,
+                                             const float*, float*, void*);
+template void launch_fftconv_spectral<double>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, double*,
                                               const double*, double*, void*);
 
 }  // namespace kernelfuse::longconv

@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../common/checks.h"
 #include "fftconv.h"
@@ -146,7 +147,13 @@ struct Runner {
   FFTConvParams<T, A> p;
   bool cuda = false;
   at::TensorOptions ropt, copt;
-  int64_t rows = 0, nf = 0, nb = 0;
+  int64_t rows = 0, nf = 0;
+  // Work partition. by_heads (shared kernel, H >= nb): task t owns the heads [t nb, t nb + nh) and
+  // walks its blocks (b H + h0, nh) for b < B, with the spectra of its heads only; tasks own
+  // disjoint kernel rows, so the kernel gradient needs no reduction. Otherwise task t walks a
+  // contiguous range of blocks of nb rows (shared kernel: all H spectra per task, H < nb).
+  bool by_heads = false;
+  int64_t nb = 0, ntasks = 0, nblocks = 0, per_task = 0;
 
   explicit Runner(const Problem& pr) : pb(pr) {
     p.B = pr.B; p.H = pr.H; p.L = pr.L; p.Lk = pr.Lk; p.n = pr.n; p.nf = pr.n / 2 + 1;
@@ -158,24 +165,35 @@ struct Runner {
     p.pregate = in(pr.pre);
     p.postgate = in(pr.post);
     cuda = pr.u.is_cuda();
-    const auto rt = std::is_same_v<A, double> ? at::kDouble : at::kFloat;
-    ropt = pr.u.options().dtype(rt);
+    ropt = pr.u.options().dtype(std::is_same_v<A, double> ? at::kDouble : at::kFloat);
     copt = pr.u.options().dtype(std::is_same_v<A, double> ? at::kComplexDouble : at::kComplexFloat);
     rows = pr.B * pr.H;
     nf = p.nf;
-    // Rows per block: a few MiB of buffers on CPU (cache-sized blocks, at least one row per
-    // thread); up to 2^26 real elements per buffer on CUDA.
-    const int64_t target = cuda ? (int64_t(1) << 26) : (int64_t(1) << 17);
-    nb = std::max<int64_t>(target / pr.n, cuda ? 1 : at::get_num_threads());
-    nb = std::max<int64_t>(1, std::min(nb, rows));
+    // Rows per block: about 2^19 real elements on CPU (MKL / pocketfft plan costs are paid per
+    // call, so blocks must not be too small; the buffers stay in L2 / L3 while the block's FFTs
+    // run single-threaded, one task per thread), at least as many tasks as threads; up to 2^26
+    // elements per buffer on CUDA.
+    const int64_t target = cuda ? (int64_t(1) << 26) : (int64_t(1) << 19);
+    const int64_t threads = cuda ? 1 : std::max<int64_t>(1, at::get_num_threads());
+    nb = std::max<int64_t>(1, std::min(target / pr.n, std::max<int64_t>(rows, 1)));
+    by_heads = !pr.per_batch && pr.H >= nb;
+    if (by_heads) {
+      nb = std::min(nb, (pr.H + threads - 1) / threads);
+      ntasks = (pr.H + nb - 1) / nb;
+    } else {
+      nb = std::max<int64_t>(1, std::min(nb, (rows + threads - 1) / threads));
+      nblocks = (rows + nb - 1) / nb;
+      ntasks = std::min<int64_t>(nblocks, threads);
+      per_task = ntasks ? (nblocks + ntasks - 1) / ntasks : 0;
+    }
   }
   static const T* in(const at::Tensor& t) {
     return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr<S>()) : nullptr;
   }
   static T* out(at::Tensor& t) { return t.defined() ? reinterpret_cast<T*>(t.mutable_data_ptr<S>()) : nullptr; }
-  static A* buf(at::Tensor& t) { return t.defined() ? reinterpret_cast<A*>(t.data_ptr()) : nullptr; }
+  static A* buf(const at::Tensor& t) { return t.defined() ? reinterpret_cast<A*>(t.data_ptr()) : nullptr; }
 
-  void stage(Stage s, int64_t row0, int64_t m, at::Tensor& R, A scale = A(1)) {
+  void stage(Stage s, int64_t row0, int64_t m, const at::Tensor& R, A scale = A(1)) {
 #ifdef KERNELFUSE_WITH_CUDA
     if (cuda) {
       launch_fftconv_stage<T, A>(p, s, row0, m, buf(R), scale, c10::cuda::getCurrentCUDAStream().stream());
@@ -188,26 +206,67 @@ struct Runner {
       TORCH_CHECK(false, "kernelfuse: internal error: half storage on CPU");
     }
   }
-  void spectral(SpecOp op, int64_t row0, int64_t m, bool per_batch, at::Tensor& X, const at::Tensor* Y,
-                at::Tensor& K) {
-    const A* y = Y ? reinterpret_cast<const A*>(Y->const_data_ptr()) : nullptr;
+  void spectral(SpecOp op, int64_t row0, int64_t m, int64_t kbase, const at::Tensor& X, const at::Tensor* Y,
+                const at::Tensor& K) {
+    const A* y = Y ? buf(*Y) : nullptr;
 #ifdef KERNELFUSE_WITH_CUDA
     if (cuda) {
-      launch_fftconv_spectral<A>(op, row0, m, nf, p.H, per_batch, buf(X), y, buf(K),
+      launch_fftconv_spectral<A>(op, row0, m, nf, p.H, kbase, pb.per_batch, buf(X), y, buf(K),
                                  c10::cuda::getCurrentCUDAStream().stream());
       return;
     }
 #endif
-    fftconv_spectral_cpu<A>(op, row0, m, nf, p.H, per_batch, buf(X), y, buf(K));
+    fftconv_spectral_cpu<A>(op, row0, m, nf, p.H, kbase, pb.per_batch, buf(X), y, buf(K));
   }
-  void r2c(at::Tensor& C, const at::Tensor& R) { at::_fft_r2c_out(C, R, {1}, 0, true); }
-  void c2r(at::Tensor& R, const at::Tensor& C) { at::_fft_c2r_out(R, C, {1}, 0, p.n); }
+  void r2c(const at::Tensor& C, const at::Tensor& R) {
+    at::Tensor c = C;
+    at::_fft_r2c_out(c, R, {1}, 0, true);
+  }
+  void c2r(const at::Tensor& R, const at::Tensor& C) {
+    at::Tensor r = R;
+    at::_fft_c2r_out(r, C, {1}, 0, p.n);
+  }
 
-  // Spectra of the shared kernel rows (H, nf), with 1/n folded in.
-  at::Tensor shared_spectrum() {
-    at::Tensor Rk = at::empty({p.H, p.n}, ropt);
-    stage(Stage::PackKernel, 0, p.H, Rk, A(1) / A(p.n));
-    at::Tensor K = at::empty({p.H, nf}, copt);
+  // Kernel rows [kr0, kr0 + nk) owned by task t, and its blocks (row0, m).
+  void task_kernel_rows(int64_t t, int64_t& kr0, int64_t& nk) const {
+    if (pb.per_batch) {
+      kr0 = 0;
+      nk = 0;
+    } else if (by_heads) {
+      kr0 = t * nb;
+      nk = std::min(nb, p.H - kr0);
+    } else {
+      kr0 = 0;
+      nk = p.H;
+    }
+  }
+  template <typename F>
+  void for_blocks(int64_t t, F&& f) const {
+    if (by_heads) {
+      const int64_t h0 = t * nb, nh = std::min(nb, p.H - h0);
+      for (int64_t b = 0; b < p.B; ++b) f(b * p.H + h0, nh);
+    } else {
+      const int64_t b1 = std::min(nblocks, (t + 1) * per_task);
+      for (int64_t blk = t * per_task; blk < b1; ++blk) f(blk * nb, std::min(nb, rows - blk * nb));
+    }
+  }
+  // Runs task(t) for every task: in parallel on CPU (one task per thread at a time, nested
+  // OpenMP regions and ATen's FFTs then run single-threaded), in order on CUDA.
+  template <typename F>
+  void run_tasks(F&& task) {
+    if (cuda || ntasks <= 1) {
+      for (int64_t t = 0; t < ntasks; ++t) task(t);
+      return;
+    }
+    at::parallel_for(0, ntasks, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) task(t);
+    });
+  }
+  // Spectra (nk, nf) of kernel rows [kr0, kr0 + nk) with 1/n folded in, packed through R.
+  at::Tensor kernel_spectrum(int64_t kr0, int64_t nk, const at::Tensor& R) {
+    at::Tensor Rk = nk <= R.size(0) ? R.narrow(0, 0, nk) : at::empty({nk, p.n}, ropt);
+    stage(Stage::PackKernel, kr0, nk, Rk, A(1) / A(p.n));
+    at::Tensor K = at::empty({nk, nf}, copt);
     r2c(K, Rk);
     return K;
   }
@@ -216,25 +275,30 @@ struct Runner {
     at::Tensor y = at::empty(pb.u.sizes(), pb.u.options());
     p.y = out(y);
     if (rows == 0) return y;
-    at::Tensor K = pb.per_batch ? at::Tensor() : shared_spectrum();
-    at::Tensor R = at::empty({nb, p.n}, ropt), C = at::empty({nb, nf}, copt);
-    at::Tensor Ck = pb.per_batch ? at::empty({nb, nf}, copt) : at::Tensor();
-    for (int64_t row0 = 0; row0 < rows; row0 += nb) {
-      const int64_t m = std::min(nb, rows - row0);
-      at::Tensor Rv = R.narrow(0, 0, m), Cv = C.narrow(0, 0, m);
-      stage(Stage::PackInput, row0, m, Rv);
-      r2c(Cv, Rv);
-      if (pb.per_batch) {
-        at::Tensor Ckv = Ck.narrow(0, 0, m);
-        stage(Stage::PackKernel, row0, m, Rv, A(1) / A(p.n));
-        r2c(Ckv, Rv);
-        spectral(SpecOp::MulKernel, row0, m, true, Cv, nullptr, Ckv);
-      } else {
-        spectral(SpecOp::MulKernel, row0, m, false, Cv, nullptr, K);
-      }
-      c2r(Rv, Cv);
-      stage(Stage::UnpackOutput, row0, m, Rv);
-    }
+    run_tasks([&](int64_t t) {
+      int64_t kr0, nk;
+      task_kernel_rows(t, kr0, nk);
+      at::Tensor R = at::empty({nb, p.n}, ropt), C = at::empty({nb, nf}, copt);
+      at::Tensor Ck = pb.per_batch ? at::empty({nb, nf}, copt) : at::Tensor();
+      at::Tensor K = pb.per_batch ? at::Tensor() : kernel_spectrum(kr0, nk, R);
+      for_blocks(t, [&](int64_t row0, int64_t m) {
+        at::Tensor Rv = R.narrow(0, 0, m), Cv = C.narrow(0, 0, m);
+        if (pb.per_batch) {
+          at::Tensor Ckv = Ck.narrow(0, 0, m);
+          stage(Stage::PackKernel, row0, m, Rv, A(1) / A(p.n));
+          r2c(Ckv, Rv);
+          stage(Stage::PackInput, row0, m, Rv);
+          r2c(Cv, Rv);
+          spectral(SpecOp::MulKernel, row0, m, 0, Cv, nullptr, Ckv);
+        } else {
+          stage(Stage::PackInput, row0, m, Rv);
+          r2c(Cv, Rv);
+          spectral(SpecOp::MulKernel, row0, m, kr0, Cv, nullptr, K);
+        }
+        c2r(Rv, Cv);
+        stage(Stage::UnpackOutput, row0, m, Rv);
+      });
+    });
     return y;
   }
 
@@ -255,69 +319,90 @@ struct Runner {
     p.dpregate = need_pre ? out(dpre) : nullptr;
     p.dpostgate = need_post ? out(dpost) : nullptr;
     p.dk = need_k ? out(dk) : nullptr;
-    p.dD_rows = need_D ? reinterpret_cast<A*>(dD_rows.data_ptr()) : nullptr;
+    p.dD_rows = need_D ? buf(dD_rows) : nullptr;
     at::Tensor dD = need_D ? at::empty({pb.H}, opts) : none();
+    auto result = [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> {
+      return {du, need_k ? dk.view(pb.k_shape) : dk, dD, dpre, dpost};
+    };
     if (rows == 0) {
       if (need_k) dk.zero_();
       if (need_D) dD.zero_();
-      return {du, dk, dD, dpre, dpost};
+      return result();
     }
-    const bool need_v = need_k || need_post;            // the spectrum of v = u * pregate
-    const bool need_dv = need_u || need_pre;             // the correlation of dz with k
+    const bool need_v = need_k || need_post;  // the spectrum of v = u * pregate
+    const bool need_dv = need_u || need_pre;  // the correlation of dz with k
     const bool need_kspec = need_post || need_dv;
-    at::Tensor K = (!pb.per_batch && need_kspec) ? shared_spectrum() : at::Tensor();
-    at::Tensor Kacc = (!pb.per_batch && need_k) ? at::zeros({p.H, nf}, copt) : at::Tensor();
-    at::Tensor R = at::empty({nb, p.n}, ropt), C2 = at::empty({nb, nf}, copt);
-    at::Tensor C1 = need_v ? at::empty({nb, nf}, copt) : at::Tensor();
-    at::Tensor Ck = (pb.per_batch && need_kspec) ? at::empty({nb, nf}, copt) : at::Tensor();
     const A inv_n = A(1) / A(p.n);
-    for (int64_t row0 = 0; row0 < rows; row0 += nb) {
-      const int64_t m = std::min(nb, rows - row0);
-      at::Tensor Rv = R.narrow(0, 0, m), C2v = C2.narrow(0, 0, m);
-      at::Tensor C1v = need_v ? C1.narrow(0, 0, m) : at::Tensor();
-      at::Tensor Ckv = Ck.defined() ? Ck.narrow(0, 0, m) : at::Tensor();
-      at::Tensor& Kb = pb.per_batch ? Ckv : K;
-      if (Ck.defined()) {
-        stage(Stage::PackKernel, row0, m, Rv, inv_n);
-        r2c(Ckv, Rv);
-      }
-      if (need_v) {
-        stage(Stage::PackInput, row0, m, Rv);
-        r2c(C1v, Rv);
-      }
-      if (need_post) {  // z = conv(v, k) + D u, recomputed: dpostgate = grad * z
-        C2v.copy_(C1v);
-        spectral(SpecOp::MulKernel, row0, m, pb.per_batch, C2v, nullptr, Kb);
-        c2r(Rv, C2v);
-        stage(Stage::UnpackPostGrad, row0, m, Rv);
-      }
-      stage(Stage::PackGrad, row0, m, Rv);  // dz = grad * postgate (and the dD row sums)
-      if (!need_k && !need_dv) continue;
-      r2c(C2v, Rv);
-      if (need_k) {  // dkk = corr(dz, v) = c2r(conj(V) DZ) / n
-        if (pb.per_batch) {
-          spectral(SpecOp::Corr, row0, m, true, C1v, &C2v, Kb);
-          c2r(Rv, C1v);
-          stage(Stage::GatherKernelGrad, row0, m, Rv, inv_n);
+    // Shared kernel, not by heads: every task accumulates the spectra of all H heads; summed after.
+    std::vector<at::Tensor> partial(by_heads || pb.per_batch || !need_k ? 0 : ntasks);
+    run_tasks([&](int64_t t) {
+      int64_t kr0, nk;
+      task_kernel_rows(t, kr0, nk);
+      at::Tensor R = at::empty({nb, p.n}, ropt), C2 = at::empty({nb, nf}, copt);
+      at::Tensor C1 = need_v ? at::empty({nb, nf}, copt) : at::Tensor();
+      at::Tensor Ck = (pb.per_batch && need_kspec) ? at::empty({nb, nf}, copt) : at::Tensor();
+      at::Tensor K = (!pb.per_batch && need_kspec) ? kernel_spectrum(kr0, nk, R) : at::Tensor();
+      at::Tensor Kacc = (!pb.per_batch && need_k) ? at::zeros({nk, nf}, copt) : at::Tensor();
+      for_blocks(t, [&](int64_t row0, int64_t m) {
+        at::Tensor Rv = R.narrow(0, 0, m), C2v = C2.narrow(0, 0, m);
+        at::Tensor C1v = need_v ? C1.narrow(0, 0, m) : at::Tensor();
+        at::Tensor Ckv = Ck.defined() ? Ck.narrow(0, 0, m) : at::Tensor();
+        const at::Tensor& Kb = pb.per_batch ? Ckv : K;
+        const int64_t kbase = pb.per_batch ? 0 : kr0;
+        if (Ck.defined()) {
+          stage(Stage::PackKernel, row0, m, Rv, inv_n);
+          r2c(Ckv, Rv);
+        }
+        if (need_v) {
+          stage(Stage::PackInput, row0, m, Rv);
+          r2c(C1v, Rv);
+        }
+        if (need_post) {  // z = conv(v, k) + D u, recomputed: dpostgate = grad * z
+          C2v.copy_(C1v);
+          spectral(SpecOp::MulKernel, row0, m, kbase, C2v, nullptr, Kb);
+          c2r(Rv, C2v);
+          stage(Stage::UnpackPostGrad, row0, m, Rv);
+        }
+        stage(Stage::PackGrad, row0, m, Rv);  // dz = grad * postgate (and the dD row sums)
+        if (!need_k && !need_dv) return;
+        r2c(C2v, Rv);
+        if (need_k) {  // dkk = corr(dz, v) = c2r(conj(V) DZ) / n
+          if (pb.per_batch) {
+            spectral(SpecOp::Corr, row0, m, 0, C1v, &C2v, Kb);
+            c2r(Rv, C1v);
+            stage(Stage::GatherKernelGrad, row0, m, Rv, inv_n);
+          } else {
+            spectral(SpecOp::CorrAccumulate, row0, m, kr0, C1v, &C2v, Kacc);
+          }
+        }
+        if (need_dv) {  // dv = corr(dz, k) = c2r(DZ conj(K))
+          spectral(SpecOp::MulConjKernel, row0, m, kbase, C2v, nullptr, Kb);
+          c2r(Rv, C2v);
+          stage(Stage::UnpackInputGrad, row0, m, Rv);
+        }
+      });
+      if (need_k && !pb.per_batch) {
+        if (by_heads) {
+          at::Tensor Rk = R.narrow(0, 0, nk);
+          c2r(Rk, Kacc);
+          stage(Stage::GatherKernelGrad, kr0, nk, Rk, inv_n);
         } else {
-          spectral(SpecOp::CorrAccumulate, row0, m, false, C1v, &C2v, Kacc);
+          partial[t] = Kacc;
         }
       }
-      if (need_dv) {  // dv = corr(dz, k) = c2r(DZ conj(K))
-        spectral(SpecOp::MulConjKernel, row0, m, pb.per_batch, C2v, nullptr, Kb);
-        c2r(Rv, C2v);
-        stage(Stage::UnpackInputGrad, row0, m, Rv);
-      }
-    }
-    if (need_k && !pb.per_batch) {
+    });
+    if (!partial.empty()) {
+      at::Tensor acc = partial[0];
+      for (size_t i = 1; i < partial.size(); ++i) acc.add_(partial[i]);
       at::Tensor Rk = at::empty({p.H, p.n}, ropt);
-      c2r(Rk, Kacc);
+      c2r(Rk, acc);
       stage(Stage::GatherKernelGrad, 0, p.H, Rk, inv_n);
     }
     if (need_D) dD.copy_(dD_rows.sum(0));
-    return {du, dk.defined() && need_k ? dk.view(pb.k_shape) : dk, dD, dpre, dpost};
+    return result();
   }
 };
+
 
 // CPU float16 / bfloat16: computed in float32 (inputs upcast, output cast back).
 bool upcast_needed(const at::Tensor& u) {
