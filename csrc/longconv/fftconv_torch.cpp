@@ -16,12 +16,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "../common/checks.h"
+#include "fft_mkl.h"
 #include "fftconv.h"
 
 #ifdef KERNELFUSE_WITH_CUDA
@@ -153,6 +155,8 @@ struct Runner {
   // disjoint kernel rows, so the kernel gradient needs no reduction. Otherwise task t walks a
   // contiguous range of blocks of nb rows (shared kernel: all H spectra per task, H < nb).
   bool by_heads = false;
+  // KERNELFUSE_NO_MKL_FFT=1 forces ATen's FFT (tests cover both paths).
+  bool use_mkl = mkl_fft_available() && !std::getenv("KERNELFUSE_NO_MKL_FFT");
   int64_t nb = 0, ntasks = 0, nblocks = 0, per_task = 0;
 
   explicit Runner(const Problem& pr) : pb(pr) {
@@ -218,11 +222,16 @@ struct Runner {
 #endif
     fftconv_spectral_cpu<A>(op, row0, m, nf, p.H, kbase, pb.per_batch, buf(X), y, buf(K));
   }
+  // Batched real FFTs along rows. CPU: MKL directly when the installed torch carries it (plans
+  // cached per thread, results written into the block buffers: no allocation per call), else
+  // ATen's FFT (MKL or pocketfft through the dispatcher). CUDA: ATen's cuFFT path.
   void r2c(const at::Tensor& C, const at::Tensor& R) {
+    if (!cuda && use_mkl && mkl_rfft<A>(buf(R), buf(C), R.size(0), p.n, true)) return;
     at::Tensor c = C;
     at::_fft_r2c_out(c, R, {1}, 0, true);
   }
   void c2r(const at::Tensor& R, const at::Tensor& C) {
+    if (!cuda && use_mkl && mkl_rfft<A>(buf(C), buf(R), C.size(0), p.n, false)) return;
     at::Tensor r = R;
     at::_fft_c2r_out(r, C, {1}, 0, p.n);
   }
