@@ -9,6 +9,7 @@ import torch  # noqa: F401  (must precede _C)
 from . import _C  # noqa: E402
 from . import kde, ops, reference  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
+from .ops.longconv import fftconv  # noqa: E402
 from .ops.ssm import ssm_kernel  # noqa: E402
 
 __version__ = _C.build_info()["version"]
@@ -27,6 +28,7 @@ set_num_threads = _C.set_num_threads
 
 __all__ = [
     "build_info",
+    "fftconv",
     "kde",
     "get_num_threads",
     "kernel_logsumexp",

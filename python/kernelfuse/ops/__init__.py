@@ -1,4 +1,4 @@
 """Public op wrappers, one module per family: argument normalisation, fake kernels, autograd."""
-from . import kde, ssm
+from . import kde, longconv, ssm
 
-__all__ = ["kde", "ssm"]
+__all__ = ["kde", "longconv", "ssm"]

@@ -3,6 +3,6 @@
 Each function has the exact signature of the op it specifies, e.g.
 ``kernelfuse.reference.kde.kernel_sum`` for ``kernelfuse.kernel_sum``.
 """
-from . import kde, ssm
+from . import kde, longconv, ssm
 
-__all__ = ["kde", "ssm"]
+__all__ = ["kde", "longconv", "ssm"]

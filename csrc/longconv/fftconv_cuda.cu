@@ -1,0 +1,212 @@
+// CUDA stages of the fused FFT convolution (see fftconv.h). Torch-free; the FFTs (cuFFT via
+// ATen) run between these launches on the same stream. Half types are read and written as they
+// are stored and computed in float. 64-bit indexing throughout.
+//
+// Status: compiled for sm_80 / sm_90a, not yet run on a GPU.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "fftconv.h"
+
+namespace kernelfuse::longconv {
+namespace {
+
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+
+template <typename T> __device__ __forceinline__ T from_acc(float x);
+template <> __device__ __forceinline__ __half from_acc<__half>(float x) { return __float2half(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <> __device__ __forceinline__ float from_acc<float>(float x) { return x; }
+
+template <typename T, typename A> __device__ __forceinline__ T store(A x) {
+  if constexpr (sizeof(A) == sizeof(double)) {
+    return x;
+  } else {
+    return from_acc<T>(x);
+  }
+}
+
+constexpr int kThreads = 256;
+
+template <typename A>
+__device__ A block_sum(A v, A* sh) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  A s = 0;
+  if (threadIdx.x == 0)
+    for (int i = 0; i < kThreads / 32; ++i) s += sh[i];
+  __syncthreads();
+  return s;
+}
+
+// One CUDA block per row of the FFT block (grid-stride over rows), threads over the row.
+template <typename T, typename A>
+__global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, Stage s, int64_t row0, int64_t nb,
+                                                         A* __restrict__ R, A scale) {
+  __shared__ A sh[kThreads / 32];
+  const int64_t L = p.L, n = p.n;
+  for (int64_t i = blockIdx.x; i < nb; i += gridDim.x) {
+    const int64_t r = row0 + i;
+    A* __restrict__ Ri = R + i * n;
+    const int64_t off = r * L;
+    const T* __restrict__ u = p.u + off;
+    const T* __restrict__ pre = p.pregate ? p.pregate + off : nullptr;
+    const T* __restrict__ post = p.postgate ? p.postgate + off : nullptr;
+    const A d = p.D ? A(to_acc(p.D[r % p.H])) : A(0);
+    switch (s) {
+      case Stage::PackInput:
+        for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
+          A v = 0;
+          if (t < L) v = pre ? A(to_acc(u[t])) * A(to_acc(pre[t])) : A(to_acc(u[t]));
+          Ri[t] = v;
+        }
+        break;
+      case Stage::PackGrad: {
+        const T* __restrict__ g = p.grad + off;
+        A acc = 0;
+        for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
+          A v = 0;
+          if (t < L) {
+            v = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
+            acc += v * A(to_acc(u[t]));
+          }
+          Ri[t] = v;
+        }
+        if (p.dD_rows) {
+          const A tot = block_sum(acc, sh);
+          if (threadIdx.x == 0) p.dD_rows[r] = tot;
+        }
+        break;
+      }
+      case Stage::PackKernel: {
+        const int64_t kt = p.mode == ConvMode::Bidirectional ? 2 * p.Lk : p.Lk;
+        const T* __restrict__ k = p.k + r * kt;
+        for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
+          A v = 0;
+          if (t < p.Lk) v = A(to_acc(k[t])) * scale;
+          if (p.mode == ConvMode::Bidirectional && t >= n - p.Lk) v = A(to_acc(k[p.Lk + (n - 1 - t)])) * scale;
+          Ri[t] = v;
+        }
+        break;
+      }
+      case Stage::UnpackOutput: {
+        T* __restrict__ y = p.y + off;
+        for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+          A z = Ri[t] + d * A(to_acc(u[t]));
+          if (post) z *= A(to_acc(post[t]));
+          y[t] = store<T, A>(z);
+        }
+        break;
+      }
+      case Stage::UnpackPostGrad: {
+        const T* __restrict__ g = p.grad + off;
+        T* __restrict__ dpost = p.dpostgate + off;
+        for (int64_t t = threadIdx.x; t < L; t += blockDim.x)
+          dpost[t] = store<T, A>(A(to_acc(g[t])) * (Ri[t] + d * A(to_acc(u[t]))));
+        break;
+      }
+      case Stage::UnpackInputGrad: {
+        const T* __restrict__ g = p.grad + off;
+        for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+          const A dv = Ri[t];
+          if (p.du) {
+            const A dz = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
+            p.du[off + t] = store<T, A>((pre ? dv * A(to_acc(pre[t])) : dv) + d * dz);
+          }
+          if (p.dpregate) p.dpregate[off + t] = store<T, A>(dv * A(to_acc(u[t])));
+        }
+        break;
+      }
+      case Stage::GatherKernelGrad: {
+        const int64_t kt = p.mode == ConvMode::Bidirectional ? 2 * p.Lk : p.Lk;
+        T* __restrict__ dk = p.dk + r * kt;
+        for (int64_t j = threadIdx.x; j < kt; j += blockDim.x) {
+          const int64_t m = j < p.Lk ? j : n - 1 - (j - p.Lk);
+          dk[j] = store<T, A>(Ri[m] * scale);
+        }
+        break;
+      }
+    }
+  }
+}
+
+template <typename A>
+__global__ void spectral_kernel(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
+                                bool per_batch, A* __restrict__ X, const A* __restrict__ Y, A* __restrict__ K) {
+  const int64_t groups = op == SpecOp::CorrAccumulate ? (nb < H ? nb : H) : nb;
+  const int64_t total = groups * nf;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / nf, f = e % nf;
+    if (op == SpecOp::CorrAccumulate) {
+      // Rows i, i + H, ... share the kernel row: one thread sums them, no atomics.
+      A* acc = K + ((row0 + i) % H - kbase) * 2 * nf + 2 * f;
+      A ar = acc[0], ai = acc[1];
+      for (int64_t q = i; q < nb; q += H) {
+        const A xr = X[q * 2 * nf + 2 * f], xi = X[q * 2 * nf + 2 * f + 1];
+        const A yr = Y[q * 2 * nf + 2 * f], yi = Y[q * 2 * nf + 2 * f + 1];
+        ar += xr * yr + xi * yi;
+        ai += xr * yi - xi * yr;
+      }
+      acc[0] = ar;
+      acc[1] = ai;
+      continue;
+    }
+    A* x = X + i * 2 * nf + 2 * f;
+    const A xr = x[0], xi = x[1];
+    if (op == SpecOp::Corr) {
+      const A* y = Y + i * 2 * nf + 2 * f;
+      x[0] = xr * y[0] + xi * y[1];
+      x[1] = xr * y[1] - xi * y[0];
+    } else {
+      const A* k = K + (per_batch ? i : (row0 + i) % H - kbase) * 2 * nf + 2 * f;
+      const A kr = k[0], ki = op == SpecOp::MulConjKernel ? -k[1] : k[1];
+      x[0] = xr * kr - xi * ki;
+      x[1] = xr * ki + xi * kr;
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T, typename A>
+void launch_fftconv_stage(const FFTConvParams<T, A>& p, Stage s, int64_t row0, int64_t nb, A* R, A scale,
+                          void* stream) {
+  if (nb <= 0) return;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(nb, int64_t(1) << 20));
+  stage_kernel<T, A><<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p, s, row0, nb, R, scale);
+}
+
+template <typename A>
+void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
+                             bool per_batch, A* X, const A* Y, A* K, void* stream) {
+  if (nb <= 0) return;
+  const int64_t groups = op == SpecOp::CorrAccumulate ? std::min(nb, H) : nb;
+  const int64_t total = groups * nf;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20));
+  spectral_kernel<A><<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(op, row0, nb, nf, H, kbase, per_batch,
+                                                                                X, Y, K);
+}
+
+template void launch_fftconv_stage<float, float>(const FFTConvParams<float, float>&, Stage, int64_t, int64_t, float*,
+                                                 float, void*);
+template void launch_fftconv_stage<double, double>(const FFTConvParams<double, double>&, Stage, int64_t, int64_t,
+                                                   double*, double, void*);
+template void launch_fftconv_stage<__half, float>(const FFTConvParams<__half, float>&, Stage, int64_t, int64_t,
+                                                  float*, float, void*);
+template void launch_fftconv_stage<__nv_bfloat16, float>(const FFTConvParams<__nv_bfloat16, float>&, Stage, int64_t,
+                                                         int64_t, float*, float, void*);
+template void launch_fftconv_spectral<float>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float*,
+                                             const float*, float*, void*);
+template void launch_fftconv_spectral<double>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, double*,
+                                              const double*, double*, void*);
+
+}  // namespace kernelfuse::longconv

@@ -1,0 +1,126 @@
+"""Long convolutions: the fused FFT convolution ``kernelfuse.fftconv``.
+
+Ops (schemas in csrc/kernelfuse.cpp, kernels in csrc/longconv/): ``torch.ops.kernelfuse.fftconv``
+and its backward twin ``fftconv_bwd``. This module adds the public Python API, the fake (meta)
+kernels for torch.compile, and autograd.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from ._common import check_tensor
+
+MODES = ("causal", "bidirectional", "circular")
+
+_ops = torch.ops.kernelfuse
+Kernel = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def _same_device(t, u, name):
+    # Checked here too: a meta or fake tensor among the inputs would route the call past the C++ checks.
+    if t.device != u.device:
+        raise ValueError(f"kernelfuse.fftconv: argument '{name}': expected a tensor on {u.device} (the device of 'u'), "
+                         f"got one on {t.device}")
+
+
+def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
+            pregate: Optional[torch.Tensor] = None, postgate: Optional[torch.Tensor] = None,
+            mode: str = "causal", fft_size: Optional[int] = None) -> torch.Tensor:
+    """Fused FFT long convolution ``y = postgate * (conv(u * pregate, k) + D[:, None] * u)``.
+
+    Args:
+        u: (B, H, L), any L >= 1. float32, float64, float16 or bfloat16 (half types: float32
+            computation; on CPU the inputs are upcast, on CUDA they are read as they are).
+        k: (H, taps) shared by the batch, (1, H, taps), or (B, H, taps) one kernel per batch row.
+            For mode "bidirectional" taps = 2 * Lk (forward taps then backward taps), or pass the
+            pair ``(k_fwd, k_bwd)`` of (.., Lk) kernels.
+        D: (H,) skip term, or None.
+        pregate, postgate: (B, H, L) gates, or None.
+        mode: with v = u * pregate and t < L,
+            "causal":        conv[t] = sum_{m < Lk, m <= t} k[m] v[t - m], Lk = taps <= L (zero
+                             padded linear convolution);
+            "circular":      conv[t] = sum_{m < Lk} k[m] v[(t - m) mod L], Lk = taps <= L (period L;
+                             the kernel is zero padded to L);
+            "bidirectional": conv[t] = sum_{m < Lk} k_fwd[m] v[t - m] + sum_{j < Lk} k_bwd[j] v[t + 1 + j]
+                             with v = 0 outside [0, L), Lk <= L. This is safari's bidirectional
+                             LongConv: one circular convolution of size 2L of u padded with the
+                             kernel pad(k_fwd, (0, 2L - Lk)) + pad(flip(k_bwd), (2L - Lk, 0));
+                             safari's kernel of length 2L (its k_fwd, k_bwd of length L each) is
+                             k = cat([k_fwd, k_bwd], -1).
+        fft_size: FFT length n. None: the smallest 2^a 3^b 5^c 7^d >= L + Lk - 1 (causal),
+            >= L + Lk (bidirectional), and L for circular. A larger n gives the same result;
+            a too small one (or n != L for circular) is an error.
+
+    Returns:
+        (B, H, L) in u's dtype. Differentiable in u, k, D, pregate and postgate (the backward is
+        the op ``kernelfuse::fftconv_bwd``, which recomputes spectra instead of storing them).
+
+    CPU: rows (b, h) in cache-sized blocks: the gate is fused into the zero padding, the kernel
+    spectrum (one per head, computed once) multiplies in place, and the skip term and the post
+    gate are fused into the crop, so temporaries are O(block * n). CUDA: cuFFT with the same fused
+    pointwise stages as kernels (compiled, not yet run on a GPU by the authors).
+    """
+    check_tensor(u, "u", "fftconv")
+    if isinstance(k, (tuple, list)):
+        if mode != "bidirectional" or len(k) != 2:
+            raise ValueError("kernelfuse.fftconv: argument 'k': a pair (k_fwd, k_bwd) is only accepted with "
+                             f"mode='bidirectional' (got {len(k)} tensors, mode={mode!r})")
+        for i, t in enumerate(k):
+            check_tensor(t, f"k[{i}]", "fftconv")
+        if k[0].shape != k[1].shape:
+            raise ValueError(f"kernelfuse.fftconv: argument 'k': k_fwd and k_bwd must have the same shape, got "
+                             f"{tuple(k[0].shape)} and {tuple(k[1].shape)}")
+        k = torch.cat([k[0], k[1]], dim=-1)
+    check_tensor(k, "k", "fftconv")
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"kernelfuse.fftconv: argument 'mode': unknown mode {mode!r}; expected one of: "
+                         f"{', '.join(MODES)}")
+    if fft_size is not None:
+        if isinstance(fft_size, bool) or not isinstance(fft_size, int) or fft_size < 1:
+            raise ValueError(f"kernelfuse.fftconv: argument 'fft_size': expected None or a positive int, "
+                             f"got {fft_size!r}")
+    _same_device(k, u, "k")
+    for name, t in (("D", D), ("pregate", pregate), ("postgate", postgate)):
+        if t is not None:
+            check_tensor(t, name, "fftconv")
+            _same_device(t, u, name)
+    return _ops.fftconv(u, k, D, pregate, postgate, mode, fft_size)
+
+
+# ---------------------------------------------------------------- fake kernels (torch.compile)
+@torch.library.register_fake("kernelfuse::fftconv")
+def _(u, k, D, pregate, postgate, mode, fft_size):
+    torch._check(u.dim() == 3, lambda: f"kernelfuse: argument 'u': expected shape (B, H, L), got {tuple(u.shape)}")
+    return u.new_empty(u.shape)
+
+
+@torch.library.register_fake("kernelfuse::fftconv_bwd")
+def _(grad, u, k, D, pregate, postgate, mode, fft_size, need_u, need_k, need_D, need_pregate, need_postgate):
+    def like(t, need):
+        return t.new_empty(t.shape) if (need and t is not None) else u.new_empty((0,))
+    return like(u, need_u), like(k, need_k), like(D, need_D), like(pregate, need_pregate), like(postgate, need_postgate)
+
+
+# ---------------------------------------------------------------- autograd
+def _setup(ctx, inputs, output):
+    u, k, D, pregate, postgate, mode, fft_size = inputs
+    ctx.mode, ctx.fft_size = mode, fft_size
+    ctx.save_for_backward(u, k, D, pregate, postgate)
+
+
+def _backward(ctx, grad):
+    u, k, D, pregate, postgate = ctx.saved_tensors
+    nu, nk, nD, npre, npost = ctx.needs_input_grad[:5]
+    du, dk, dD, dpre, dpost = _ops.fftconv_bwd(grad, u, k, D, pregate, postgate, ctx.mode, ctx.fft_size,
+                                               nu, nk, nD and D is not None, npre and pregate is not None,
+                                               npost and postgate is not None)
+    return (du if nu else None, dk if nk else None, dD if (nD and D is not None) else None,
+            dpre if (npre and pregate is not None) else None, dpost if (npost and postgate is not None) else None,
+            None, None)
+
+
+torch.library.register_autograd("kernelfuse::fftconv", _backward, setup_context=_setup)
+
+__all__ = ["MODES", "fftconv"]
