@@ -363,3 +363,29 @@ def test_cuda_backward_matches_cpu():
         grads.append([a.grad.cpu() for a in args])
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "cosine"])
+def test_few_queries_many_points(kernel):
+    """m small, n large: the points of a query block are split over threads and recombined."""
+    x, y = _data(5, 4099, 3, torch.float64, "cpu", seed=13)
+    w = 0.1 + torch.rand(4099, 2, dtype=torch.float64)
+    args = [t.clone().requires_grad_(True) for t in (x, y, w)]
+    g = torch.randn(5, 2, dtype=torch.float64)
+    for op, rop, logw in ((kf.kernel_sum, ref.kernel_sum, False), (kf.kernel_logsumexp, ref.kernel_logsumexp, True)):
+        for a in args:
+            a.grad = None
+        ww = args[2].log() if logw else args[2]
+        out = op(args[0], args[1], ww, kernel=kernel, bandwidth=2.5)
+        torch.autograd.backward(out, g)
+        rargs = [t.clone().requires_grad_(True) for t in (x, y, w)]
+        rww = rargs[2].log() if logw else rargs[2]
+        rout = rop(rargs[0], rargs[1], rww, kernel=kernel, bandwidth=2.5)
+        torch.autograd.backward(rout, g)
+        torch.testing.assert_close(out, rout)
+        for a, r in zip(args, rargs):
+            torch.testing.assert_close(a.grad, r.grad)
+    lse, lse2 = kernel_logsumexp_sq(x, y, w.log(), kernel=kernel, bandwidth=2.5)
+    e1, e2 = ref.kernel_logsumexp_sq(x, y, w.log(), kernel=kernel, bandwidth=2.5)
+    torch.testing.assert_close(lse, e1)
+    torch.testing.assert_close(lse2, e2)

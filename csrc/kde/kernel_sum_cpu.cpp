@@ -80,7 +80,15 @@ void run(const KernelSumParams<T>& p) {
   const int64_t d = p.d, c = p.c, m = p.m, n = p.n;
   const bool has_log = p.plw != nullptr || p.qlw != nullptr;
   const int64_t nqb = (m + QB - 1) / QB;
-  const int64_t ntasks = p.batch * nqb;
+  // Few query blocks (small m): split the points of each block over P tasks too, so every
+  // thread has work; the P partial accumulators of a query are combined at the end.
+  const int nthreads = omp_get_max_threads();
+  const int64_t ntiles = (n + TP - 1) / TP;
+  int64_t P = 1;
+  if (p.batch * nqb < 2 * nthreads && ntiles >= 8)
+    P = std::min<int64_t>((2 * nthreads + p.batch * nqb - 1) / (p.batch * nqb), ntiles / 4);
+  const int64_t tiles_per_part = (ntiles + P - 1) / P;
+  const int64_t ntasks = p.batch * nqb * P;
   if (ntasks == 0) {  // no queries: the point-side gradients are zeros
     if (M == Mode::Backward && p.out_y) std::fill(p.out_y, p.out_y + p.batch * n * d, T(0));
     if (M == Mode::Backward && p.out_w) std::fill(p.out_w, p.out_w + p.batch * n * c, T(0));
@@ -93,8 +101,33 @@ void run(const KernelSumParams<T>& p) {
   const double ninf = -std::numeric_limits<double>::infinity();
   // Backward: per-thread double accumulators for the point-side gradients, reduced at the end.
   const bool need_y = BWD && p.out_y != nullptr, need_w = BWD && p.out_w != nullptr;
-  const int nthreads = omp_get_max_threads();
+  // Partial accumulators when points are split (P > 1): [(b*m + q)*P + part][col].
+  const int64_t nacc = P > 1 ? p.batch * m * P : 0;
+  std::vector<double> pacc(nacc * accw), pacc2(M == Mode::LogSumExp ? nacc * c : 0),
+      pmx(M == Mode::LogSumExp ? nacc * c : 0);
   std::vector<std::vector<double>> ybuf(need_y ? nthreads : 0), wbuf(need_w ? nthreads : 0);
+
+  // Final value of query q of batch b from its double accumulators.
+  auto write_query = [&](int64_t b, int64_t q, const double* acc, const double* acc2, const double* mx) {
+    if (BWD && !p.out) return;
+    T* out = p.out + (b * m + q) * (BWD ? d : c);
+    const T* qw = p.qw ? p.qw + b * p.qw_bstride : nullptr;
+    const T* qlw = p.qlw ? p.qlw + b * p.qlw_bstride : nullptr;
+    if constexpr (M == Mode::Sum) {
+      for (int64_t col = 0; col < c; ++col)
+        out[col] = static_cast<T>(acc[col] * (qw ? double(qw[q * c + col]) : 1.0));
+    } else if constexpr (M == Mode::LogSumExp) {
+      T* aux = p.aux ? p.aux + (b * m + q) * c : nullptr;
+      for (int64_t col = 0; col < c; ++col) {
+        const double M0 = mx[col];
+        const double ql = qlw ? double(qlw[q * c + col]) : 0.0;
+        out[col] = static_cast<T>(M0 == ninf ? ninf : ql + M0 + std::log(acc[col]));
+        if (aux) aux[col] = static_cast<T>(M0 == ninf ? ninf : 2 * M0 + std::log(acc2[col]));
+      }
+    } else {
+      for (int64_t k = 0; k < d; ++k) out[k] = static_cast<T>(2.0 * double(ih[k]) * acc[k]);
+    }
+  };
 
 #pragma omp parallel num_threads(nthreads)
   {
@@ -115,7 +148,9 @@ void run(const KernelSumParams<T>& p) {
     T* __restrict PLW = sc.PLW.data();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < ntasks; ++t) {
-      const int64_t b = t / nqb, q0 = (t % nqb) * QB, qn = std::min(QB, m - q0);
+      const int64_t part = t % P, bq = t / P;
+      const int64_t b = bq / nqb, q0 = (bq % nqb) * QB, qn = std::min(QB, m - q0);
+      const int64_t ibeg = part * tiles_per_part * TP, iend = std::min(n, (part + 1) * tiles_per_part * TP);
       const T* x = p.x + b * p.x_bstride;
       const T* y = p.y + b * p.y_bstride;
       const T* pw = p.pw ? p.pw + b * p.pw_bstride : nullptr;
@@ -130,8 +165,8 @@ void run(const KernelSumParams<T>& p) {
         const T* xr = x + (q0 + std::min(r, qn - 1)) * d;
         for (int64_t k = 0; k < d; ++k) U[r * d + k] = xr[k] * ih[k];
       }
-      for (int64_t i0 = 0; i0 < n; i0 += TP) {
-        const int64_t nt = std::min(TP, n - i0);
+      for (int64_t i0 = ibeg; i0 < iend; i0 += TP) {
+        const int64_t nt = std::min(TP, iend - i0);
         const int64_t np = (nt + STRIP - 1) / STRIP * STRIP;
         for (int64_t k = 0; k < d; ++k) {
           T* Vk = V + k * TP;
@@ -331,25 +366,48 @@ void run(const KernelSumParams<T>& p) {
           for (int64_t ii = 0; ii < nt; ++ii)
             for (int64_t col = 0; col < c; ++col) wtot[(b * n + i0 + ii) * c + col] += GW[col * TP + ii];
       }
-      // Write the task's outputs.
+      // Write the task's outputs (or its partial accumulators when the points are split).
       for (int64_t qi = 0; qi < qn; ++qi) {
         const int64_t q = q0 + qi;
-        if (BWD && !p.out) break;
-        T* out = p.out + (b * m + q) * (BWD ? d : c);
-        if constexpr (M == Mode::Sum) {
-          for (int64_t col = 0; col < c; ++col)
-            out[col] = static_cast<T>(sc.acc[qi * c + col] * (qw ? double(qw[q * c + col]) : 1.0));
-        } else if constexpr (M == Mode::LogSumExp) {
-          T* aux = p.aux ? p.aux + (b * m + q) * c : nullptr;
-          for (int64_t col = 0; col < c; ++col) {
-            const double M0 = sc.mx[qi * c + col];
-            const double ql = qlw ? double(qlw[q * c + col]) : 0.0;
-            out[col] = static_cast<T>(M0 == ninf ? ninf : ql + M0 + std::log(sc.acc[qi * c + col]));
-            if (aux) aux[col] = static_cast<T>(M0 == ninf ? ninf : 2 * M0 + std::log(sc.acc2[qi * c + col]));
+        if (P > 1) {
+          const int64_t slot = (b * m + q) * P + part;
+          std::copy_n(sc.acc.data() + qi * accw, accw, pacc.data() + slot * accw);
+          if (M == Mode::LogSumExp) {
+            std::copy_n(sc.acc2.data() + qi * c, c, pacc2.data() + slot * c);
+            std::copy_n(sc.mx.data() + qi * c, c, pmx.data() + slot * c);
           }
         } else {
-          for (int64_t k = 0; k < d; ++k) out[k] = static_cast<T>(2.0 * double(ih[k]) * sc.acc[qi * d + k]);
+          write_query(b, q, sc.acc.data() + qi * accw, sc.acc2.data() + qi * c, sc.mx.data() + qi * c);
         }
+      }
+    }
+    if (P > 1) {  // combine the partial accumulators (after the implicit barrier above)
+      std::vector<double> a(accw), a2(c), mx(c);
+#pragma omp for schedule(static)
+      for (int64_t bq = 0; bq < p.batch * m; ++bq) {
+        const double* pa = pacc.data() + bq * P * accw;
+        if constexpr (M == Mode::LogSumExp) {
+          for (int64_t col = 0; col < c; ++col) {
+            double M0 = ninf;
+            for (int64_t j = 0; j < P; ++j) M0 = std::max(M0, pmx[(bq * P + j) * c + col]);
+            double A1 = 0, A2 = 0;
+            for (int64_t j = 0; M0 != ninf && j < P; ++j) {
+              const double mj = pmx[(bq * P + j) * c + col];
+              if (mj == ninf) continue;
+              const double f = std::exp(mj - M0);
+              A1 += pa[j * accw + col] * f;
+              A2 += pacc2[(bq * P + j) * c + col] * f * f;
+            }
+            a[col] = A1, a2[col] = A2, mx[col] = M0;
+          }
+        } else {
+          for (int64_t k = 0; k < accw; ++k) {
+            double t = 0;
+            for (int64_t j = 0; j < P; ++j) t += pa[j * accw + k];
+            a[k] = t;
+          }
+        }
+        write_query(bq / m, bq % m, a.data(), a2.data(), mx.data());
       }
     }
     // Backward: reduce the per-thread point-side accumulators (after the implicit barrier above).
