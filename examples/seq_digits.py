@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+import kernelfuse
 from kernelfuse.models import SequenceModel
 
 KERNEL_PARAMS = ("log_dt", "log_A_real", "A_imag", "C", "kernel")
@@ -82,10 +83,12 @@ def main():
     ap.add_argument("--layer", default="both", choices=["s4d", "longconv", "both"])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (1 is fastest on a loaded 2-core machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    epochs = args.epochs or (3 if args.quick else 40)
+    kernelfuse.set_num_threads(args.threads)
+    epochs = args.epochs or (3 if args.quick else 30)
     layers = ["s4d", "longconv"] if args.layer == "both" else [args.layer]
     for layer in layers:
         run(layer, epochs, args.seed)
