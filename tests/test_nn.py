@@ -227,3 +227,26 @@ def test_sequence_model_torch_compile():
     out.sum().backward()
     assert m.blocks[0].layer.log_dt.grad is not None
     assert time.time() - t0 < 120
+
+
+def test_s4d_step_matches_conv_float32():
+    torch.manual_seed(6)
+    m = S4D(4, 16)
+    x = torch.randn(2, 40, 4)
+    state = m.default_state(2)
+    assert state.dtype == torch.complex64
+    with torch.no_grad():
+        ys = []
+        for t in range(40):
+            y_t, state = m.step(x[:, t], state)
+            ys.append(y_t)
+        torch.testing.assert_close(torch.stack(ys, 1), m(x), rtol=1e-4, atol=1e-4)
+
+
+def test_longconv_kernel_dropout_only_in_training():
+    torch.manual_seed(7)
+    m = LongConv(3, 16, squash_lambda=0.0, kernel_dropout=0.5).eval()
+    torch.testing.assert_close(m.regularised_kernel(), m.kernel)
+    m.train()
+    k = m.regularised_kernel()
+    assert (k == 0).any() and not torch.equal(k, m.kernel)
