@@ -7,7 +7,7 @@ Python op wrappers (fake kernels and autograd).
 import torch  # noqa: F401  (must precede _C)
 
 from . import _C  # noqa: E402
-from . import kde, ops, reference  # noqa: E402
+from . import kde, models, nn, ops, reference  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
 from .ops.longconv import fftconv  # noqa: E402
 from .ops.ssm import ssm_kernel  # noqa: E402
