@@ -30,6 +30,8 @@ __all__ = [
     "build_info",
     "fftconv",
     "kde",
+    "models",
+    "nn",
     "get_num_threads",
     "kernel_logsumexp",
     "kernel_sum",
