@@ -1,54 +1,68 @@
 // CUDA kernels for fused kernel sums (semantics: kernel_sum.h). Torch-free: raw pointers, a
-// params struct and a cudaStream_t; one launch per call, no host synchronisation.
+// params struct and a cudaStream_t. One launch per call, no host synchronisation.
 //
-// Work split. A block of kBlock = 128 threads owns 128 consecutive query rows of one batch entry
-// (one query per thread) and walks all points in tiles that the block stages cooperatively in
-// shared memory (coordinates converted to the accumulation type A, zero padded, plus the tile's
-// point weight columns). grid.x = query blocks x splits, where a split is a chunk of kCols
-// weight columns (Sum / LogSumExp with c > 1) or of gradient dimensions (Grad on the generic
-// path); grid.y strides over the batch (so batch > 65535 works).
+// Roles. A block of kBlock = 128 threads owns 128 consecutive rows of one side (one row per
+// thread) and walks every row of the other side ("items") in tiles staged cooperatively in
+// shared memory (coordinates converted to the accumulation type A and zero padded, plus the
+// items' weight columns). Sum and LogSumExp: the rows are the queries x, the items the points y.
+// Backward is one launch with two kinds of blocks: role 0 (rows = queries) writes `out`, role 1
+// (rows = points, items = queries) writes `out_y` and `out_w`. The pair factors are symmetric
+// (coef_qi = sum_c qw pw exp(qlw + plw) dk/ds), so role 1 is role 0 with the sides swapped.
 //
-// Dimension. For d up to a bucket DB (4, 8, 16, 32, 64; smaller for double and for Grad, to stay
-// in registers) a thread keeps its query row in registers and the tile holds whole point rows
-// (32 x DB). Larger d takes the generic path: per tile, the dimensions are walked in chunks of DC
-// (query chunk transposed in shared memory, point chunk beside it) and the squared distances are
-// accumulated per (point, query) in shared memory; Grad then gives each block DC output
-// dimensions (a split), so the distance is recomputed once per chunk of DC output dimensions.
+// Grid. grid.x = [role-0 blocks][role-1 blocks], each role = row blocks x splits; a split is a
+// chunk of kCols weight columns (Sum / LogSumExp / out_w when c > 1) or of DC gradient dimensions
+// (Backward on the generic path). grid.y strides over the batch, so batch > 65535 works.
 //
-// Numerics. s = sum_k ((x_k - y_k) / h_k)^2 from explicit differences of the raw coordinates (no
-// cancellation from pre-scaled values). Per-tile partial sums are formed in A and added to
-// running totals: double for Sum and LogSumExp, A for Grad (whose terms cancel anyway). Log-domain
-// factors are combined in one exponent (a NaN exponent, e.g. +inf + -inf, is a zero term);
-// LogSumExp runs an online max with rescaled sums per tile, merged into (max, double sum) totals.
-// Grad uses dk/ds = k dlog k/ds written in closed form (finite inside a compact support, 0
-// outside, 0 at r = 0 for the profiles with a kink) or, with log factors, log|dk/ds| in the
-// exponent. qw multiplies the Sum total at the end; qlw is added at the end for LogSumExp.
+// Dimension. d <= 2, d <= 4 and d <= reg_max (float: 64, Backward 32; double: 32, Backward 16)
+// keep the row in registers, zero padded (the largest bucket exits its dimension loops early,
+// every kStep = 8 dimensions); the tile holds whole item rows. Larger d takes the generic path:
+// per tile the dimensions are walked in chunks of DC (row chunk transposed in shared memory), the
+// squared distances are accumulated per (item, row) in shared memory, and Backward blocks each
+// own DC output dimensions (so the distances are computed once per chunk of DC output dims).
+//
+// Compile time. Template parameters are only the accumulation type (float / double), the mode,
+// the dimension bucket (4 per mode) and the column chunk (1 when c == 1, else kCols): 48 kernels.
+// The storage type (float / half / bfloat16 for float accumulation) is a runtime switch in the
+// staging loads and the stores, and the kernel profile a runtime switch per pair (uniform across
+// the grid, so it never diverges; it costs a jump table per pair).
+//
+// Numerics. s = sum_k ((x_k - y_k) / h_k)^2 from explicit differences of the raw coordinates.
+// Per-tile partial sums are formed in A and added to running totals in double (Sum, LogSumExp,
+// out_w) or in A with the rounding error of each addition carried into the next tile (gradients:
+// Kahan compensation at tile granularity). Log-domain factors are combined in one exponent, a NaN
+// exponent (e.g. +inf + -inf) being a zero term. LogSumExp runs an online max with a rescaled sum
+// per tile, merged into (max, double sum) totals; qlw is added at the end. Gradients use
+// dk/ds = k dlog k/ds in closed form (finite inside a compact support, 0 outside and at r = 0 for
+// the profiles with a kink) or log|dk/ds| inside the exponent when there are log factors.
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernel_sum_cuda.h"
 
 namespace kernelfuse::kde {
 namespace {
 
-template <typename T> using acc_t = typename AccType<T>::type;
-
-constexpr int kBlock = 128;       // threads per block = queries per block
-constexpr int kCols = 8;          // weight columns per block for Sum / LogSumExp when c > 1
-constexpr int kTile = 32;         // points per tile on the register (bucketed) path
+constexpr int kBlock = 128;         // threads per block = rows per block
+constexpr int kCols = 8;            // weight columns per block when c > 1
+constexpr int kRegTile = 64;        // items per tile on the register paths
+constexpr int kStep = 8;            // early-exit granularity of the largest register bucket
 constexpr int64_t kMaxGridY = 65535;
 
-// Generic path (d above the buckets): points per tile and dimensions per chunk.
+// Generic path (d above the register buckets): items per tile and dimensions per chunk.
 template <typename A> __host__ __device__ constexpr int gen_tile() { return sizeof(A) == 8 ? 16 : 32; }
 template <typename A> __host__ __device__ constexpr int gen_chunk() { return sizeof(A) == 8 ? 16 : 32; }
-// Largest register bucket: the query row (and for Grad two gradient vectors) live in registers.
-template <typename A> __host__ __device__ constexpr int max_bucket(Mode mode) {
-  return (sizeof(A) == 8 ? 32 : 64) / (mode == Mode::Grad ? 2 : 1);
+// Largest register bucket: the row (and in Backward two gradient vectors) live in registers.
+template <typename A> __host__ __device__ constexpr int reg_max(Mode mode) {
+  return (sizeof(A) == 8 ? 32 : 64) / (mode == Mode::Backward ? 2 : 1);
 }
+
+// Storage type of the pointers (runtime: one kernel serves float, half and bfloat16).
+enum class Dt : int32_t { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
 
 // ---------------------------------------------------------------------------------------------
 // Scalar helpers (float / double overloads of the device math library).
@@ -72,19 +86,52 @@ __device__ __forceinline__ float kfma(float a, float b, float c) { return fmaf(a
 __device__ __forceinline__ double kfma(double a, double b, double c) { return fma(a, b, c); }
 template <typename A> __device__ __forceinline__ A kinf() { return static_cast<A>(INFINITY); }
 
-// Storage <-> accumulation conversions.
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_double(double v);
-template <> __device__ __forceinline__ float from_double<float>(double v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ double from_double<double>(double v) { return v; }
-template <> __device__ __forceinline__ __half from_double<__half>(double v) {
-  return __float2half_rn(static_cast<float>(v));
+// Element i of a storage array, converted to A.
+template <typename A> __device__ __forceinline__ A ld(const void* p, int64_t i, Dt dt) {
+  if constexpr (sizeof(A) == 8) {
+    (void)dt;
+    return static_cast<const double*>(p)[i];
+  } else {
+    if (dt == Dt::F32) return static_cast<const float*>(p)[i];
+    if (dt == Dt::F16) return __half2float(static_cast<const __half*>(p)[i]);
+    return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+  }
 }
-template <> __device__ __forceinline__ __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
-  return __float2bfloat16_rn(static_cast<float>(v));
+// xq[k] = p[base + k] for k < nv, else 0 (the dtype branch outside the unrolled loop).
+template <int QD, typename A>
+__device__ __forceinline__ void ld_row(A (&xq)[QD], const void* p, int64_t base, int64_t nv, Dt dt) {
+  if constexpr (sizeof(A) == 8) {
+    const double* q = static_cast<const double*>(p) + base;
+#pragma unroll
+    for (int k = 0; k < QD; ++k) xq[k] = k < nv ? q[k] : 0.0;
+  } else if (dt == Dt::F32) {
+    const float* q = static_cast<const float*>(p) + base;
+#pragma unroll
+    for (int k = 0; k < QD; ++k) xq[k] = k < nv ? q[k] : 0.0f;
+  } else if (dt == Dt::F16) {
+    const __half* q = static_cast<const __half*>(p) + base;
+#pragma unroll
+    for (int k = 0; k < QD; ++k) xq[k] = k < nv ? __half2float(q[k]) : 0.0f;
+  } else {
+    const __nv_bfloat16* q = static_cast<const __nv_bfloat16*>(p) + base;
+#pragma unroll
+    for (int k = 0; k < QD; ++k) xq[k] = k < nv ? __bfloat162float(q[k]) : 0.0f;
+  }
+}
+// Store v (rounded once to float first for the half types) as element i of a storage array.
+template <typename A> __device__ __forceinline__ void st(void* p, int64_t i, double v, Dt dt) {
+  if constexpr (sizeof(A) == 8) {
+    (void)dt;
+    static_cast<double*>(p)[i] = v;
+  } else {
+    const float f = static_cast<float>(v);
+    if (dt == Dt::F32)
+      static_cast<float*>(p)[i] = f;
+    else if (dt == Dt::F16)
+      static_cast<__half*>(p)[i] = __float2half_rn(f);
+    else
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(f);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -95,7 +142,7 @@ constexpr double kLn2 = 0.6931471805599453;
 constexpr double kLn3Over2 = 0.4054651081081644;    // log(3/2)
 constexpr double kLn5Over6 = -0.1823215567939546;   // log(5/6)
 constexpr double kPiOver4 = 0.7853981633974483;
-constexpr double kLnPiOver4 = -0.2415645490332913;  // log(pi/4)
+constexpr double kLnPiOver4 = -0.2415644752704905;  // log(pi/4)
 
 template <Kernel K, typename A> __device__ __forceinline__ A k_val(A s) {
   if constexpr (K == Kernel::Gaussian) {
@@ -149,7 +196,8 @@ template <Kernel K, typename A> __device__ __forceinline__ A k_log(A s) {
   }
 }
 
-// dk/ds <= 0, finite everywhere (0 outside a support and at r = 0 for laplacian/linear/cosine).
+// dk/ds <= 0, finite everywhere (0 outside a support, and at r = 0 for laplacian / linear /
+// cosine, where the (x - y) factor it multiplies is 0 anyway).
 template <Kernel K, typename A> __device__ __forceinline__ A k_dk(A s) {
   if constexpr (K == Kernel::Gaussian) {
     return A(-0.5) * kexp(A(-0.5) * s);
@@ -168,7 +216,7 @@ template <Kernel K, typename A> __device__ __forceinline__ A k_dk(A s) {
     const A v = A(1) / ksqrt(A(1) + s);
     return A(-0.5) * v * v * v;
   } else if constexpr (K == Kernel::Tophat) {
-    return A(0) * s;  // 0 (NaN for a NaN distance, like the other profiles)
+    return s == s ? A(0) : s;
   } else if constexpr (K == Kernel::Epanechnikov) {
     return s < A(1) ? A(-1) : A(0);
   } else if constexpr (K == Kernel::Linear) {
@@ -205,13 +253,37 @@ template <Kernel K, typename A> __device__ __forceinline__ A k_ldk(A s) {
     return (s < A(1) && r > A(0)) ? -klog(A(2) * r) : -kinf<A>();
   } else {  // Cosine
     const A r = ksqrt(s);
-    return (s < A(1) && r > A(0)) ? A(kLnPiOver4) + klog(ksinpi(A(0.5) * r)) - klog(r) : -kinf<A>();
+    return (s < A(1) && r > A(0)) ? A(kLnPiOver4) + klog(ksinpi(A(0.5) * r)) - klog(r)
+                                  : -kinf<A>();
+  }
+}
+
+// Runtime profile dispatch (the switch is uniform across a block).
+enum class Q { Val, Log, Dk, LogDk };
+template <Q W, Kernel K, typename A> __device__ __forceinline__ A k_one(A s) {
+  if constexpr (W == Q::Val) return k_val<K>(s);
+  else if constexpr (W == Q::Log) return k_log<K>(s);
+  else if constexpr (W == Q::Dk) return k_dk<K>(s);
+  else return k_ldk<K>(s);
+}
+template <Q W, typename A> __device__ __forceinline__ A prof(Kernel k, A s) {
+  switch (k) {
+    case Kernel::Gaussian: return k_one<W, Kernel::Gaussian>(s);
+    case Kernel::Laplacian: return k_one<W, Kernel::Laplacian>(s);
+    case Kernel::Cauchy: return k_one<W, Kernel::Cauchy>(s);
+    case Kernel::Matern32: return k_one<W, Kernel::Matern32>(s);
+    case Kernel::Matern52: return k_one<W, Kernel::Matern52>(s);
+    case Kernel::InverseMultiquadric: return k_one<W, Kernel::InverseMultiquadric>(s);
+    case Kernel::Tophat: return k_one<W, Kernel::Tophat>(s);
+    case Kernel::Epanechnikov: return k_one<W, Kernel::Epanechnikov>(s);
+    case Kernel::Linear: return k_one<W, Kernel::Linear>(s);
+    default: return k_one<W, Kernel::Cosine>(s);  // the host rejects unknown kernels
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Log-sum-exp state: sum_t exp(t - m) (and of exp(2 (t - m)) for aux) with a running max m.
-// A NaN term poisons the sum; +inf terms leave m = +inf (the result is then +inf).
+// Log-sum-exp state: s = sum_t exp(t - m) (s2: of exp(2 (t - m)), for aux) with running max m.
+// A NaN term poisons the sum; +inf terms make m = +inf (the result is then +inf).
 template <bool kAux, typename A>
 __device__ __forceinline__ void lse_push(A& m, A& s, A& s2, A t) {
   const A hi = kmax(m, t), lo = kmin(m, t);
@@ -224,62 +296,43 @@ __device__ __forceinline__ void lse_push(A& m, A& s, A& s2, A t) {
 }
 
 // Fold a tile's partial state (pm, ps, ps2) into the running totals (M, S, S2).
-template <bool kAux, typename A>
+template <typename A>
 __device__ __forceinline__ void lse_merge(A& M, double& S, double& S2, A pm, A ps, A ps2) {
   if (pm > M) {
     const double f = kexp(M - pm);  // 0 when M = -inf
-    S = S * f + ps;
-    if constexpr (kAux) S2 = S2 * (f * f) + ps2;
+    S = S * f + double(ps);
+    S2 = S2 * (f * f) + double(ps2);
     M = pm;
   } else {
     const double f = pm == -kinf<A>() ? 0.0 : double(kexp(pm - M));
-    S += double(ps) * f;  // NaN partial sums propagate (NaN * 0)
-    if constexpr (kAux) S2 += double(ps2) * (f * f);
+    S += double(ps) * f;  // a NaN partial sum propagates (NaN * 0)
+    S2 += double(ps2) * (f * f);
   }
 }
 
-// log of the totals; `scale` is 1 (the sum) or 2 (aux), `shift` a log factor added at the end.
-template <typename A> __device__ __forceinline__ double lse_result(A M, double S, double scale,
-                                                                  double shift) {
+// scale * M + log S + shift, with the special cases of the totals.
+template <typename A>
+__device__ __forceinline__ double lse_result(A M, double S, double scale, double shift) {
   if (M == kinf<A>()) return double(INFINITY);
   if (S != S) return S;
   if (M == -kinf<A>()) return -double(INFINITY);
   return shift + scale * double(M) + log(S);
 }
 
-// ---------------------------------------------------------------------------------------------
-template <typename T> struct Args {
-  using A = acc_t<T>;
-  const T* x;
-  const T* y;
-  const A* h;
-  const T* pw;
-  const T* plw;
-  const T* qw;
-  const T* qlw;
-  T* out;
-  T* aux;
-  int64_t batch, m, n, d, c;
-  int64_t x_bs, y_bs, h_stride, pw_bs, plw_bs, qw_bs, qlw_bs;
-  int64_t nqb;  // query blocks: blockIdx.x = query block + nqb * split
-  bool exclude_self, has_log;
-};
-
-// Per-thread running state of a mode.
-template <Mode M, typename A, int CW, int GD> struct State;
-template <typename A, int CW, int GD> struct State<Mode::Sum, A, CW, GD> {
-  A part[CW];    // this tile
+// Per-thread column accumulators of CW columns.
+template <typename A, int CW> struct SumCols {
+  A part[CW];  // this tile
   double tot[CW];
   __device__ __forceinline__ void init() {
 #pragma unroll
     for (int cw = 0; cw < CW; ++cw) part[cw] = A(0), tot[cw] = 0.0;
   }
-  template <bool kAux> __device__ __forceinline__ void flush() {
+  __device__ __forceinline__ void flush() {
 #pragma unroll
     for (int cw = 0; cw < CW; ++cw) tot[cw] += double(part[cw]), part[cw] = A(0);
   }
 };
-template <typename A, int CW, int GD> struct State<Mode::LogSumExp, A, CW, GD> {
+template <typename A, int CW> struct LseCols {
   A pm[CW], ps[CW], ps2[CW];  // this tile: max, sum exp(t - pm), sum exp(2 (t - pm))
   A mx[CW];
   double S[CW], S2[CW];
@@ -291,158 +344,219 @@ template <typename A, int CW, int GD> struct State<Mode::LogSumExp, A, CW, GD> {
       S[cw] = S2[cw] = 0.0;
     }
   }
-  template <bool kAux> __device__ __forceinline__ void flush() {
+  __device__ __forceinline__ void flush() {
 #pragma unroll
     for (int cw = 0; cw < CW; ++cw) {
-      lse_merge<kAux>(mx[cw], S[cw], S2[cw], pm[cw], ps[cw], ps2[cw]);
+      lse_merge(mx[cw], S[cw], S2[cw], pm[cw], ps[cw], ps2[cw]);
       pm[cw] = -kinf<A>();
       ps[cw] = ps2[cw] = A(0);
     }
   }
 };
-template <typename A, int CW, int GD> struct State<Mode::Grad, A, CW, GD> {
-  A gp[GD], gt[GD];  // sum_i coef_i (x_q - y_i) over this tile / over all tiles (raw units)
+// Gradient accumulators: sum coef (x_row - y_item) in raw coordinate units. gp collects a tile;
+// the flush adds it to gt with TwoSum and leaves the exact rounding error of that addition in
+// gp, where the next tile continues (Kahan compensation at tile granularity, no extra registers).
+template <typename A, int GD> struct GradVec {
+  A gp[GD], gt[GD];
   __device__ __forceinline__ void init() {
 #pragma unroll
     for (int k = 0; k < GD; ++k) gp[k] = gt[k] = A(0);
   }
-  template <bool kAux> __device__ __forceinline__ void flush() {
+  __device__ __forceinline__ void flush() {
 #pragma unroll
-    for (int k = 0; k < GD; ++k) gt[k] += gp[k], gp[k] = A(0);
+    for (int k = 0; k < GD; ++k) {
+      const A t = gt[k] + gp[k];
+      const A bp = t - gt[k];
+      gp[k] = (gt[k] - (t - bp)) + (gp[k] - bp);
+      gt[k] = t;
+    }
   }
+  // The final value of dimension k (the carried error included).
+  __device__ __forceinline__ A total(int k) const { return gt[k] + gp[k]; }
 };
 
-// Grad coefficient sum_c qw pw exp(qlw + plw) dk/ds for c > 1 (rare): weights read from global.
-template <Kernel K, typename T>
-__device__ acc_t<T> grad_coef_cols(const Args<T>& a, int64_t b, int64_t q, int64_t i, acc_t<T> s) {
-  using A = acc_t<T>;
+// ---------------------------------------------------------------------------------------------
+// One operand side: its rows (coordinates) and per-row factors, (batch, rows, d | c) contiguous.
+struct Side {
+  const void* rows;
+  const void* w;   // multiplicative factors (qw / pw), may be null
+  const void* lw;  // log factors (qlw / plw), may be null
+  int64_t rows_bs, w_bs, lw_bs, nrows;
+};
+
+template <typename A> struct Args {
+  Side side[2];  // 0: queries (x, qw, qlw); 1: points (y, pw, plw)
+  const A* h;
+  int64_t h_stride;
+  void* out;    // role 0 output: (batch, m, c), or (batch, m, d) in Backward
+  void* aux;    // LogSumExp
+  void* out_y;  // Backward role 1: (batch, n, d)
+  void* out_w;  // Backward role 1: (batch, n, c)
+  int64_t batch, d, c;
+  int64_t nblk0;       // role-0 blocks (the role-1 blocks follow in grid.x)
+  int64_t nrb0, nrb1;  // row blocks of role 0 / role 1
+  int64_t nsg;         // gradient-dimension splits (Backward)
+  int64_t nsc;         // weight-column splits (Sum / LogSumExp / out_w)
+  Kernel kernel;
+  Dt dt;
+  bool exclude_self, has_log;
+};
+
+// Backward coefficient sum_c wr wi exp(lwr + lwi) dk/ds over all c > kCols columns (rare path:
+// the factors are read from global memory per pair). r: own row, i: item, role: the own side.
+template <typename A>
+__device__ A coef_all_cols(const Args<A>& a, const Side& own, const Side& oth, int64_t b,
+                           int64_t r, int64_t i, A s) {
   const int64_t c = a.c;
-  const T* qw = a.qw ? a.qw + b * a.qw_bs + q * c : nullptr;
-  const T* qlw = a.qlw ? a.qlw + b * a.qlw_bs + q * c : nullptr;
-  const T* pw = a.pw ? a.pw + b * a.pw_bs + i * c : nullptr;
-  const T* plw = a.plw ? a.plw + b * a.plw_bs + i * c : nullptr;
+  const int64_t rw = b * own.w_bs + r * c, rlw = b * own.lw_bs + r * c;
+  const int64_t iw = b * oth.w_bs + i * c, ilw = b * oth.lw_bs + i * c;
   A acc = A(0);
   if (a.has_log) {
-    const A l = k_ldk<K>(s);
+    const A l = prof<Q::LogDk>(a.kernel, s);
     for (int64_t col = 0; col < c; ++col) {
-      const A e = (qlw ? to_acc(qlw[col]) : A(0)) + (plw ? to_acc(plw[col]) : A(0)) + l;
-      const A w = (qw ? to_acc(qw[col]) : A(1)) * (pw ? to_acc(pw[col]) : A(1));
+      const A e = (own.lw ? ld<A>(own.lw, rlw + col, a.dt) : A(0)) +
+                  (oth.lw ? ld<A>(oth.lw, ilw + col, a.dt) : A(0)) + l;
+      const A w = (own.w ? ld<A>(own.w, rw + col, a.dt) : A(1)) *
+                  (oth.w ? ld<A>(oth.w, iw + col, a.dt) : A(1));
       acc -= e == e ? w * kexp(e) : A(0);
     }
     return acc;
   }
   for (int64_t col = 0; col < c; ++col)
-    acc += (qw ? to_acc(qw[col]) : A(1)) * (pw ? to_acc(pw[col]) : A(1));
-  return acc * k_dk<K>(s);
+    acc += (own.w ? ld<A>(own.w, rw + col, a.dt) : A(1)) *
+           (oth.w ? ld<A>(oth.w, iw + col, a.dt) : A(1));
+  return acc * prof<Q::Dk>(a.kernel, s);
 }
 
 // ---------------------------------------------------------------------------------------------
-// The kernel. DB > 0: register path for d <= DB; DB == 0: generic path (any d >= 1).
-// CW: weight columns per block (Sum / LogSumExp); 1 for Grad.
-template <typename T, Mode M, Kernel K, int DB, int CW>
-__global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<T> a) {
-  using A = acc_t<T>;
+// The kernel. DB > 0: register path for d <= DB (DB = reg_max exits its loops every kStep
+// dimensions); DB == 0: generic path (any d >= 1). CW: weight columns per block (1 when c == 1,
+// else kCols; columns past c are computed on padding and never written).
+template <typename A, Mode M, int DB, int CW>
+__global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
   constexpr bool kGen = DB == 0;
-  constexpr bool kGrad = M == Mode::Grad;
-  constexpr int TN = kGen ? gen_tile<A>() : kTile;   // points per tile
-  constexpr int DC = kGen ? gen_chunk<A>() : DB;     // dimensions per staged point row
-  constexpr int GD = kGrad ? DC : 1;                 // gradient dimensions per thread
-  constexpr int QD = kGen ? (kGrad ? DC : 0) : DB;   // query dimensions held in registers
-  constexpr int NW = kGrad ? 1 : CW;                 // weight columns staged per tile
-  static_assert(!kGrad || CW == 1, "Grad reduces the columns per pair");
+  constexpr bool kBwd = M == Mode::Backward;
+  constexpr int TN = kGen ? gen_tile<A>() : kRegTile;  // items per tile
+  constexpr int DC = kGen ? gen_chunk<A>() : DB;       // dimensions per staged item row
+  constexpr int STEP = DC < kStep ? DC : kStep;        // dimension loops exit early per STEP
+  constexpr int GD = kBwd ? DC : 1;                    // gradient dimensions per thread
+  constexpr int QD = kGen ? (kBwd ? DC : 0) : DB;      // row dimensions held in registers
+  constexpr bool kIhReg = !kGen && DB <= kStep;        // 1/h in registers (else shared)
+  using ColState = std::conditional_t<M == Mode::LogSumExp, LseCols<A, CW>, SumCols<A, CW>>;
 
-  __shared__ __align__(16) A sy[TN * DC];        // point coordinates (chunk), zero padded
-  __shared__ __align__(16) A sih[DC];            // 1 / h for those dimensions, zero padded
-  __shared__ A sw[NW * TN];                      // point weights [col][point] (1 when absent)
-  __shared__ A slw[NW * TN];                     // point log-weights (0 when absent)
-  __shared__ A sx[kGen ? DC * (kBlock + 1) : 1];  // generic: query chunk [dim][query], padded
-  __shared__ A ss[kGen ? TN * kBlock : 1];        // generic: partial s [point][query]
-  __shared__ __align__(16) A syg[kGen && kGrad ? TN * DC : 1];  // generic Grad: output dims
+  __shared__ __align__(16) A sy[TN * DC];   // item coordinates (chunk), zero padded
+  __shared__ __align__(16) A sih[DC];       // 1 / h of those dimensions, zero padded
+  __shared__ A sw[CW * TN];                 // item factors [col][item] (1 when absent)
+  __shared__ A slw[CW * TN];                // item log factors (0 when absent)
+  __shared__ A sx[kGen ? DC * (kBlock + 1) : 1];  // generic: row chunk [dim][row], padded
+  __shared__ A ss[kGen ? TN * kBlock : 1];        // generic: partial s [item][row]
+  __shared__ __align__(16) A syg[kGen && kBwd ? TN * DC : 1];  // generic Backward: output dims
 
   const int tid = static_cast<int>(threadIdx.x);
-  const int64_t d = a.d, c = a.c, n = a.n;
-  const int64_t qb = static_cast<int64_t>(blockIdx.x) % a.nqb;
-  const int64_t split = static_cast<int64_t>(blockIdx.x) / a.nqb;
-  const int64_t q0 = qb * kBlock;
-  const int64_t q = q0 + tid;
-  const bool qok = q < a.m;
-  const int64_t qr = qok ? q : a.m - 1;           // clamped row for loads (m >= 1)
-  const int64_t qskip = a.exclude_self ? q : -1;  // the point index this query skips
-  const int64_t c0 = kGrad ? 0 : split * CW;      // first weight column of this block
-  const int64_t g0 = kGrad ? split * DC : 0;      // first gradient dimension of this block
-  const bool want_aux = M == Mode::LogSumExp && a.aux != nullptr;
+  const int64_t d = a.d, c = a.c;
+  const Dt dt = a.dt;
+
+  // Role, row block and split of this block.
+  int64_t bx = blockIdx.x;
+  int role = 0;
+  if constexpr (kBwd) {
+    if (bx >= a.nblk0) role = 1, bx -= a.nblk0;
+  }
+  const int64_t nrb = role ? a.nrb1 : a.nrb0;
+  const int64_t rb = bx % nrb, split = bx / nrb;
+  const Side own = role ? a.side[1] : a.side[0];
+  const Side oth = role ? a.side[0] : a.side[1];
+  const int64_t nrows = own.nrows, nitems = oth.nrows;
+  void* const gout = role ? a.out_y : a.out;
+  const bool do_grad = kBwd && gout != nullptr && split < a.nsg;
+  const bool do_cols = !kBwd || (role == 1 && a.out_w != nullptr && split < a.nsc);
+  const int64_t c0 = do_cols ? split * CW : 0;            // first column of this block
+  const int64_t g0 = (kGen && do_grad) ? split * DC : 0;  // first gradient dimension
+
+  // Register path: dimensions to walk (d <= DB there); a single-step bucket always walks all DB
+  // (zero padded), the largest bucket stops after the first STEP-multiple >= d.
+  const int dl = static_cast<int>(!kGen && DB == STEP ? DB : (d < DC ? d : DC));
+  const int64_t r0 = rb * kBlock;
+  const int64_t r = r0 + tid;  // this thread's row
+  const bool rok = r < nrows;
+  const int64_t rr = rok ? r : nrows - 1;  // clamped row for loads (nrows >= 1)
+  const int64_t rskip = a.exclude_self ? r : -1;
 
   if constexpr (!kGen) {  // the bandwidths never change: stage them once
     for (int k = tid; k < DB; k += kBlock) sih[k] = k < d ? A(1) / a.h[k * a.h_stride] : A(0);
     __syncthreads();
   }
+  A ihr[kIhReg ? DB : 1];
+  if constexpr (kIhReg) {
+#pragma unroll
+    for (int k = 0; k < DB; ++k) ihr[k] = sih[k];
+  }
 
   for (int64_t b = blockIdx.y; b < a.batch; b += gridDim.y) {
-    const T* xb = a.x + b * a.x_bs;
-    const T* yb = a.y + b * a.y_bs;
-    const T* pwb = a.pw ? a.pw + b * a.pw_bs : nullptr;
-    const T* plwb = a.plw ? a.plw + b * a.plw_bs : nullptr;
-
-    // This thread's query coordinates (register path: the row; generic Grad: its output dims).
+    const int64_t own_off = b * own.rows_bs, oth_off = b * oth.rows_bs;
+    // This thread's coordinates (register path: its row; generic Backward: its output dims).
     A xq[QD > 0 ? QD : 1];
-    if constexpr (QD > 0) {
+    if constexpr (QD > 0) ld_row(xq, own.rows, own_off + rr * d + g0, d - g0, dt);
+    // Own factors of this block's columns (weight 0 for the padding columns).
+    A own_w[CW], own_lw[CW];
 #pragma unroll
-      for (int k = 0; k < QD; ++k) xq[k] = g0 + k < d ? to_acc(xb[qr * d + g0 + k]) : A(0);
-    }
-    // Query-side factors of this block's columns.
-    A qlw_r[NW], qw_r[NW];
-#pragma unroll
-    for (int cw = 0; cw < NW; ++cw) {
+    for (int cw = 0; cw < CW; ++cw) {
       const bool ok = c0 + cw < c;
-      const int64_t off = qr * c + c0 + cw;
-      qlw_r[cw] = (a.qlw && ok) ? to_acc(a.qlw[b * a.qlw_bs + off]) : A(0);
-      qw_r[cw] = (a.qw && ok && M != Mode::LogSumExp) ? to_acc(a.qw[b * a.qw_bs + off]) : A(1);
+      const int64_t off = rr * c + c0 + cw;
+      own_lw[cw] = (own.lw && ok) ? ld<A>(own.lw, b * own.lw_bs + off, dt) : A(0);
+      own_w[cw] = ok ? (own.w ? ld<A>(own.w, b * own.w_bs + off, dt) : A(1)) : A(0);
     }
 
-    State<M, A, CW, GD> st;
-    st.init();
+    ColState cs;
+    cs.init();
+    GradVec<A, GD> gv;
+    gv.init();
 
-    for (int64_t i0 = 0; i0 < n; i0 += TN) {
-      const int nt = static_cast<int>(n - i0 < TN ? n - i0 : TN);
+    for (int64_t i0 = 0; i0 < nitems; i0 += TN) {
+      const int nt = static_cast<int>(nitems - i0 < TN ? nitems - i0 : TN);
+      const int jskip = (rskip >= i0 && rskip < i0 + nt) ? static_cast<int>(rskip - i0) : -1;
 
-      // ---- stage the tile (and, on the generic path, accumulate the distances chunk by chunk)
-      if constexpr (!kGen) {
-        __syncthreads();  // every thread is done with the previous tile
-        for (int e = tid; e < TN * DB; e += kBlock) {
-          const int j = e / DB, k = e % DB;
-          sy[e] = (j < nt && k < d) ? to_acc(yb[(i0 + j) * d + k]) : A(0);
-        }
-      }
-      auto stage_weights = [&]() {
-        for (int e = tid; e < NW * TN; e += kBlock) {
+      // ---- stage the tile (generic path: and accumulate the distances chunk by chunk)
+      auto stage_factors = [&]() {
+        for (int e = tid; e < CW * TN; e += kBlock) {
           const int cw = e / TN, j = e % TN;
           const bool ok = j < nt && c0 + cw < c;
           const int64_t off = (i0 + j) * c + c0 + cw;
-          if constexpr (M != Mode::LogSumExp) sw[e] = (pwb && ok) ? to_acc(pwb[off]) : A(1);
-          slw[e] = (plwb && ok) ? to_acc(plwb[off]) : A(0);
+          sw[e] = (oth.w && ok) ? ld<A>(oth.w, b * oth.w_bs + off, dt) : A(1);
+          slw[e] = (oth.lw && ok) ? ld<A>(oth.lw, b * oth.lw_bs + off, dt) : A(0);
         }
       };
       if constexpr (!kGen) {
-        stage_weights();
+        __syncthreads();  // every thread is done with the previous tile
+        const int dpad = (dl + STEP - 1) / STEP * STEP;  // dims ever read (the rest: never)
+        for (int e = tid; e < TN * DB; e += kBlock) {
+          const int j = e / DB, k = e % DB;
+          if (k < dpad)
+            sy[e] = (j < nt && k < d) ? ld<A>(oth.rows, oth_off + (i0 + j) * d + k, dt) : A(0);
+        }
+        stage_factors();
         __syncthreads();
       } else {
         for (int64_t k0 = 0; k0 < d; k0 += DC) {
           __syncthreads();  // every thread is done with the previous chunk / tile
           for (int e = tid; e < TN * DC; e += kBlock) {
             const int j = e / DC, kk = e % DC;
-            const A v = (j < nt && k0 + kk < d) ? to_acc(yb[(i0 + j) * d + k0 + kk]) : A(0);
+            const A v = (j < nt && k0 + kk < d)
+                            ? ld<A>(oth.rows, oth_off + (i0 + j) * d + k0 + kk, dt)
+                            : A(0);
             sy[e] = v;
-            if constexpr (kGrad) {
+            if constexpr (kBwd) {
               if (k0 == g0) syg[e] = v;
             }
           }
           for (int e = tid; e < DC * kBlock; e += kBlock) {
             const int t = e / DC, kk = e % DC;
-            const int64_t qq = q0 + t < a.m ? q0 + t : a.m - 1;
-            sx[kk * (kBlock + 1) + t] = k0 + kk < d ? to_acc(xb[qq * d + k0 + kk]) : A(0);
+            const int64_t row = r0 + t < nrows ? r0 + t : nrows - 1;
+            sx[kk * (kBlock + 1) + t] =
+                k0 + kk < d ? ld<A>(own.rows, own_off + row * d + k0 + kk, dt) : A(0);
           }
           if (tid < DC) sih[tid] = k0 + tid < d ? A(1) / a.h[(k0 + tid) * a.h_stride] : A(0);
-          if (k0 == 0) stage_weights();
+          if (k0 == 0) stage_factors();
           __syncthreads();
           A xr[DC];
 #pragma unroll
@@ -460,8 +574,7 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<T> a) {
         }
       }
 
-      // ---- consume the tile: one (query, point) pair per iteration
-#pragma unroll 2
+      // ---- consume the tile: one (row, item) pair per iteration
       for (int j = 0; j < nt; ++j) {
         A s;
         if constexpr (kGen) {
@@ -470,89 +583,126 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<T> a) {
           s = A(0);
           const A* yj = sy + j * DB;
 #pragma unroll
-          for (int k = 0; k < DB; ++k) {
-            const A t = (xq[k] - yj[k]) * sih[k];
-            s = kfma(t, t, s);
+          for (int k0 = 0; k0 < DB; k0 += STEP) {
+            if (k0 > 0 && k0 >= dl) break;
+#pragma unroll
+            for (int k = k0; k < k0 + STEP; ++k) {
+              const A t = (xq[k] - yj[k]) * (kIhReg ? ihr[k] : sih[k]);
+              s = kfma(t, t, s);
+            }
           }
         }
-        const bool keep = i0 + j != qskip;
+        const bool keep = j != jskip;
 
-        if constexpr (M == Mode::Sum) {
-          if (a.has_log) {
-            const A lk = k_log<K>(s);
+        if constexpr (M == Mode::LogSumExp) {
+          const A lk = prof<Q::Log>(a.kernel, s);
 #pragma unroll
-            for (int cw = 0; cw < CW; ++cw) {
-              const A e = qlw_r[cw] + slw[cw * TN + j] + lk;
-              const A term = e == e ? sw[cw * TN + j] * kexp(e) : A(0);
-              st.part[cw] += keep ? term : A(0);
-            }
-          } else {
-            const A kv = k_val<K>(s);
-#pragma unroll
-            for (int cw = 0; cw < CW; ++cw) st.part[cw] += keep ? sw[cw * TN + j] * kv : A(0);
+          for (int cw = 0; cw < CW; ++cw) {
+            const A t = keep ? slw[cw * TN + j] + lk : -kinf<A>();
+            if (a.aux)
+              lse_push<true>(cs.pm[cw], cs.ps[cw], cs.ps2[cw], t);
+            else
+              lse_push<false>(cs.pm[cw], cs.ps[cw], cs.ps2[cw], t);
           }
-        } else if constexpr (M == Mode::LogSumExp) {
-          const A lk = k_log<K>(s);
-          if (want_aux) {
-#pragma unroll
-            for (int cw = 0; cw < CW; ++cw)
-              lse_push<true>(st.pm[cw], st.ps[cw], st.ps2[cw],
-                             keep ? slw[cw * TN + j] + lk : -kinf<A>());
-          } else {
-#pragma unroll
-            for (int cw = 0; cw < CW; ++cw)
-              lse_push<false>(st.pm[cw], st.ps[cw], st.ps2[cw],
-                              keep ? slw[cw * TN + j] + lk : -kinf<A>());
-          }
-        } else {  // Grad
-          A coef;
-          if (c == 1) {
+        } else {
+          // Column sums: Sum (own factor applied at the end) and out_w (no own factor).
+          if (do_cols) {
             if (a.has_log) {
-              const A e = qlw_r[0] + slw[j] + k_ldk<K>(s);
-              coef = e == e ? -sw[j] * kexp(e) : A(0);
-            } else {
-              coef = sw[j] * k_dk<K>(s);
-            }
-          } else {
-            coef = grad_coef_cols<K>(a, b, qr, i0 + j, s);
-          }
-          coef = keep ? coef : A(0);
-          const A* yj = (kGen ? syg : sy) + j * DC;
+              const A lk = prof<Q::Log>(a.kernel, s);
 #pragma unroll
-          for (int k = 0; k < GD; ++k) st.gp[k] = kfma(coef, xq[k] - yj[k], st.gp[k]);
+              for (int cw = 0; cw < CW; ++cw) {
+                const A e = own_lw[cw] + slw[cw * TN + j] + lk;
+                const A term = e == e ? sw[cw * TN + j] * kexp(e) : A(0);
+                cs.part[cw] += keep ? term : A(0);
+              }
+            } else {
+              const A kv = prof<Q::Val>(a.kernel, s);
+#pragma unroll
+              for (int cw = 0; cw < CW; ++cw) cs.part[cw] += keep ? sw[cw * TN + j] * kv : A(0);
+            }
+          }
+          // Gradient: coef * (x_row - y_item); for c == 1 the own factor is applied at the end.
+          if constexpr (kBwd) {
+            if (do_grad) {
+              A coef = A(0);
+              if (c <= CW) {  // the staged columns (c0 == 0 here) are all the columns
+                if (a.has_log) {
+                  const A l = prof<Q::LogDk>(a.kernel, s);
+                  if constexpr (CW == 1) {
+                    const A e = own_lw[0] + slw[j] + l;
+                    coef = e == e ? -sw[j] * kexp(e) : A(0);
+                  } else {
+#pragma unroll
+                    for (int cw = 0; cw < CW; ++cw) {
+                      if (cw < c) {
+                        const A e = own_lw[cw] + slw[cw * TN + j] + l;
+                        coef -= e == e ? own_w[cw] * sw[cw * TN + j] * kexp(e) : A(0);
+                      }
+                    }
+                  }
+                } else {
+                  const A dk = prof<Q::Dk>(a.kernel, s);
+                  if constexpr (CW == 1) {
+                    coef = sw[j] * dk;
+                  } else {
+                    A wsum = A(0);
+#pragma unroll
+                    for (int cw = 0; cw < CW; ++cw)
+                      if (cw < c) wsum += own_w[cw] * sw[cw * TN + j];
+                    coef = wsum * dk;
+                  }
+                }
+              } else {
+                coef = coef_all_cols(a, own, oth, b, rr, i0 + j, s);
+              }
+              coef = keep ? coef : A(0);
+              const A* yj = (kGen ? syg : sy) + j * DC;
+#pragma unroll
+              for (int k0 = 0; k0 < GD; k0 += STEP) {
+                if (!kGen && k0 > 0 && k0 >= dl) break;
+#pragma unroll
+                for (int k = k0; k < k0 + STEP; ++k) gv.gp[k] = kfma(coef, xq[k] - yj[k], gv.gp[k]);
+              }
+            }
+          }
         }
       }
-      if (want_aux)
-        st.template flush<true>();
-      else
-        st.template flush<false>();
+      cs.flush();
+      gv.flush();
     }
 
     // ---- write this thread's outputs
-    if (qok) {
+    if (rok) {
       if constexpr (M == Mode::Sum) {
-        T* o = a.out + (b * a.m + q) * c + c0;
+        const int64_t o = (b * nrows + r) * c + c0;
 #pragma unroll
         for (int cw = 0; cw < CW; ++cw)
-          if (c0 + cw < c) o[cw] = from_double<T>(double(qw_r[cw]) * st.tot[cw]);
+          if (c0 + cw < c) st<A>(a.out, o + cw, double(own_w[cw]) * cs.tot[cw], dt);
       } else if constexpr (M == Mode::LogSumExp) {
-        T* o = a.out + (b * a.m + q) * c + c0;
-        T* x2 = want_aux ? a.aux + (b * a.m + q) * c + c0 : nullptr;
+        const int64_t o = (b * nrows + r) * c + c0;
 #pragma unroll
         for (int cw = 0; cw < CW; ++cw) {
           if (c0 + cw < c) {
-            o[cw] = from_double<T>(lse_result(st.mx[cw], st.S[cw], 1.0, double(qlw_r[cw])));
-            if (x2) x2[cw] = from_double<T>(lse_result(st.mx[cw], st.S2[cw], 2.0, 0.0));
+            st<A>(a.out, o + cw, lse_result(cs.mx[cw], cs.S[cw], 1.0, double(own_lw[cw])), dt);
+            if (a.aux) st<A>(a.aux, o + cw, lse_result(cs.mx[cw], cs.S2[cw], 2.0, 0.0), dt);
           }
         }
       } else {
-        const A scale = A(2) * (c == 1 ? qw_r[0] : A(1));
-        T* o = a.out + (b * a.m + q) * d;
+        if (do_cols) {  // out_w (role 1)
+          const int64_t o = (b * nrows + r) * c + c0;
 #pragma unroll
-        for (int k = 0; k < GD; ++k) {
-          if (g0 + k < d) {
-            const A ih = kGen ? A(1) / a.h[(g0 + k) * a.h_stride] : sih[k];
-            o[g0 + k] = from_double<T>(double(scale * (st.gt[k] * ih) * ih));
+          for (int cw = 0; cw < CW; ++cw)
+            if (c0 + cw < c) st<A>(a.out_w, o + cw, cs.tot[cw], dt);
+        }
+        if (do_grad) {  // out (role 0) or out_y (role 1): 2 / h_k^2 * sum coef (own - item)
+          const A scale = A(2) * (c == 1 ? own_w[0] : A(1));
+          const int64_t o = (b * nrows + r) * d;
+#pragma unroll
+          for (int k = 0; k < GD; ++k) {
+            if (g0 + k < d) {
+              const A ih = kGen ? A(1) / a.h[(g0 + k) * a.h_stride] : sih[k];
+              st<A>(gout, o + g0 + k, double(scale * (gv.total(k) * ih) * ih), dt);
+            }
           }
         }
       }
@@ -566,69 +716,38 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<T> a) {
   throw std::runtime_error("kernelfuse::kde::launch_kernel_sum: " + what);
 }
 
-template <typename T, Mode M, Kernel K, int DB, int CW>
-void launch(const Args<T>& a, dim3 grid, cudaStream_t stream) {
-  kernel_sum_kernel<T, M, K, DB, CW><<<grid, kBlock, 0, stream>>>(a);
+template <typename T> constexpr Dt dtype_of() {
+  if constexpr (std::is_same_v<T, float>) return Dt::F32;
+  else if constexpr (std::is_same_v<T, double>) return Dt::F64;
+  else if constexpr (std::is_same_v<T, __half>) return Dt::F16;
+  else return Dt::BF16;
 }
 
-template <typename T, Mode M, Kernel K, int CW>
-void launch_bucket(const Args<T>& a, dim3 grid, cudaStream_t stream, int db) {
-  constexpr int kMax = max_bucket<acc_t<T>>(M);
+template <typename A, Mode M, int CW>
+void launch_cols(const Args<A>& a, dim3 grid, cudaStream_t stream, int db) {
+  constexpr int kMax = reg_max<A>(M);
   switch (db) {
-    case 4: return launch<T, M, K, 4, CW>(a, grid, stream);
-    case 8: return launch<T, M, K, 8, CW>(a, grid, stream);
-    case 16: return launch<T, M, K, 16, CW>(a, grid, stream);
-    case 32:
-      if constexpr (kMax >= 32) return launch<T, M, K, 32, CW>(a, grid, stream);
-      break;
-    case 64:
-      if constexpr (kMax >= 64) return launch<T, M, K, 64, CW>(a, grid, stream);
-      break;
-    default:
-      break;
-  }
-  return launch<T, M, K, 0, CW>(a, grid, stream);
-}
-
-template <typename T, Mode M, Kernel K>
-void launch_cols(const Args<T>& a, dim3 grid, cudaStream_t stream, int db, int cw) {
-  if constexpr (M == Mode::Grad) {
-    (void)cw;
-    launch_bucket<T, M, K, 1>(a, grid, stream, db);
-  } else if (cw == 1) {
-    launch_bucket<T, M, K, 1>(a, grid, stream, db);
-  } else {
-    launch_bucket<T, M, K, kCols>(a, grid, stream, db);
+    case 2: kernel_sum_kernel<A, M, 2, CW><<<grid, kBlock, 0, stream>>>(a); break;
+    case 4: kernel_sum_kernel<A, M, 4, CW><<<grid, kBlock, 0, stream>>>(a); break;
+    case kMax: kernel_sum_kernel<A, M, kMax, CW><<<grid, kBlock, 0, stream>>>(a); break;
+    default: kernel_sum_kernel<A, M, 0, CW><<<grid, kBlock, 0, stream>>>(a); break;
   }
 }
 
-template <typename T, Mode M>
-void launch_kernel(const Args<T>& a, Kernel kernel, dim3 grid, cudaStream_t stream, int db,
-                   int cw) {
-  switch (kernel) {
-    case Kernel::Gaussian: return launch_cols<T, M, Kernel::Gaussian>(a, grid, stream, db, cw);
-    case Kernel::Laplacian: return launch_cols<T, M, Kernel::Laplacian>(a, grid, stream, db, cw);
-    case Kernel::Cauchy: return launch_cols<T, M, Kernel::Cauchy>(a, grid, stream, db, cw);
-    case Kernel::Matern32: return launch_cols<T, M, Kernel::Matern32>(a, grid, stream, db, cw);
-    case Kernel::Matern52: return launch_cols<T, M, Kernel::Matern52>(a, grid, stream, db, cw);
-    case Kernel::InverseMultiquadric:
-      return launch_cols<T, M, Kernel::InverseMultiquadric>(a, grid, stream, db, cw);
-    case Kernel::Tophat: return launch_cols<T, M, Kernel::Tophat>(a, grid, stream, db, cw);
-    case Kernel::Epanechnikov:
-      return launch_cols<T, M, Kernel::Epanechnikov>(a, grid, stream, db, cw);
-    case Kernel::Linear: return launch_cols<T, M, Kernel::Linear>(a, grid, stream, db, cw);
-    case Kernel::Cosine: return launch_cols<T, M, Kernel::Cosine>(a, grid, stream, db, cw);
-  }
-  fail("unknown kernel " + std::to_string(static_cast<int>(kernel)));
+template <typename A, Mode M>
+void launch_mode(const Args<A>& a, dim3 grid, cudaStream_t stream, int db) {
+  if (a.c == 1)
+    launch_cols<A, M, 1>(a, grid, stream, db);
+  else
+    launch_cols<A, M, kCols>(a, grid, stream, db);
 }
 
-}  // namespace
-
-template <typename T>
-void launch_kernel_sum(const KernelSumParams<T>& p, void* stream) {
-  using A = acc_t<T>;
+template <typename T> void launch_impl(const KernelSumParams<T>& p, cudaStream_t stream) {
+  using A = typename AccType<T>::type;
+  static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>, "float or double accumulation");
   const Mode mode = p.mode;
-  if (mode != Mode::Sum && mode != Mode::LogSumExp && mode != Mode::Grad)
+  const bool bwd = mode == Mode::Backward;
+  if (mode != Mode::Sum && mode != Mode::LogSumExp && !bwd)
     fail("unknown mode " + std::to_string(static_cast<int>(mode)));
   if (static_cast<int>(p.kernel) < 0 || static_cast<int>(p.kernel) >= kNumKernels)
     fail("unknown kernel " + std::to_string(static_cast<int>(p.kernel)));
@@ -636,69 +755,85 @@ void launch_kernel_sum(const KernelSumParams<T>& p, void* stream) {
     fail("negative size (batch, m, n, d, c)");
   if (p.h_stride != 0 && p.h_stride != 1) fail("h_stride must be 0 or 1");
   if (p.exclude_self && p.m != p.n) fail("exclude_self requires m == n");
-  const int64_t out_cols = mode == Mode::Grad ? p.d : p.c;
-  if (p.batch == 0 || p.m == 0 || out_cols == 0) return;  // nothing to write
-  if (p.x == nullptr && p.d > 0) fail("x is null");
-  if (p.y == nullptr && p.n > 0 && p.d > 0) fail("y is null");
-  if (p.h == nullptr && p.d > 0) fail("h is null");
-  if (p.out == nullptr) fail("out is null");
 
-  Args<T> a{};
-  a.x = p.x;
-  a.y = p.y;
+  // What gets written: role 0 rows (queries) and role 1 rows (points, Backward only).
+  void* out = p.out;
+  void* out_y = bwd ? static_cast<void*>(p.out_y) : nullptr;
+  void* out_w = bwd ? static_cast<void*>(p.out_w) : nullptr;
+  if (bwd && p.d == 0) out = out_y = nullptr;  // empty gradients
+  if (p.c == 0) {
+    if (!bwd) return;  // (batch, m, 0) outputs
+    out_w = nullptr;   // no columns: coef = 0, the gradients are written as zeros below
+  }
+  const bool role0 = out != nullptr && p.m > 0;
+  const bool role1 = (out_y != nullptr || out_w != nullptr) && p.n > 0;
+  if (!bwd && out == nullptr && p.m > 0) fail("out is null");
+  if (p.batch == 0 || (!role0 && !role1)) return;
+  if (p.d > 0 && p.h == nullptr) fail("h is null");
+  if (p.d > 0 && ((role0 && p.x == nullptr) || (role0 && p.n > 0 && p.y == nullptr) ||
+                  (role1 && p.y == nullptr) || (role1 && p.m > 0 && p.x == nullptr)))
+    fail("x or y is null");
+
+  Args<A> a{};
+  const bool lse = mode == Mode::LogSumExp;
+  a.side[0] = Side{p.x, lse ? nullptr : p.qw, p.qlw, p.x_bstride, p.qw_bstride, p.qlw_bstride, p.m};
+  a.side[1] = Side{p.y, lse ? nullptr : p.pw, p.plw, p.y_bstride, p.pw_bstride, p.plw_bstride, p.n};
   a.h = p.h;
-  a.pw = mode == Mode::LogSumExp ? nullptr : p.pw;
-  a.plw = p.plw;
-  a.qw = mode == Mode::LogSumExp ? nullptr : p.qw;
-  a.qlw = p.qlw;
-  a.out = p.out;
-  a.aux = mode == Mode::LogSumExp ? p.aux : nullptr;
+  a.h_stride = p.h_stride;
+  a.out = role0 ? out : nullptr;
+  a.aux = lse ? p.aux : nullptr;
+  a.out_y = role1 ? out_y : nullptr;
+  a.out_w = role1 ? out_w : nullptr;
   a.batch = p.batch;
-  a.m = p.m;
-  a.n = p.n;
   a.d = p.d;
   a.c = p.c;
-  a.x_bs = p.x_bstride;
-  a.y_bs = p.y_bstride;
-  a.h_stride = p.h_stride;
-  a.pw_bs = p.pw_bstride;
-  a.plw_bs = p.plw_bstride;
-  a.qw_bs = p.qw_bstride;
-  a.qlw_bs = p.qlw_bstride;
+  a.kernel = p.kernel;
+  a.dt = dtype_of<T>();
   a.exclude_self = p.exclude_self;
   a.has_log = p.plw != nullptr || p.qlw != nullptr;
 
-  // Dimension bucket (0: generic path) and column chunk.
-  const int max_db = max_bucket<A>(mode);
-  int db = 0;
-  for (int cand = 4; cand <= max_db; cand *= 2) {
-    if (p.d <= cand) {
-      db = cand;
-      break;
+  // Dimension bucket (0: generic path) and splits.
+  const int kmax = bwd ? reg_max<A>(Mode::Backward) : reg_max<A>(Mode::Sum);
+  const int db = p.d <= 2 ? 2 : p.d <= 4 ? 4 : p.d <= kmax ? kmax : 0;
+  const int64_t ncw = p.c == 1 ? 1 : kCols;
+  a.nsc = (p.c + ncw - 1) / ncw;
+  a.nsg = db == 0 ? (p.d + gen_chunk<A>() - 1) / gen_chunk<A>() : 1;
+  a.nrb0 = (p.m + kBlock - 1) / kBlock;
+  a.nrb1 = (p.n + kBlock - 1) / kBlock;
+  int64_t splits0 = 0, splits1 = 0;
+  if (!bwd) {
+    splits0 = a.nsc;
+  } else {
+    splits0 = role0 ? a.nsg : 0;
+    if (role1) {
+      const int64_t sg = a.out_y ? a.nsg : 0, sc = a.out_w ? a.nsc : 0;
+      splits1 = sg > sc ? sg : sc;
     }
   }
-  const int cw = (mode == Mode::Grad || p.c == 1) ? 1 : kCols;
-  int64_t splits = 1;
-  if (mode == Mode::Grad) {
-    if (db == 0) splits = (p.d + gen_chunk<A>() - 1) / gen_chunk<A>();
-  } else {
-    splits = (p.c + cw - 1) / cw;
-  }
-  a.nqb = (p.m + kBlock - 1) / kBlock;
-  if (a.nqb > INT32_MAX / splits) fail("too many query rows x splits for one launch");
-  const dim3 grid(static_cast<unsigned>(a.nqb * splits),
+  const int64_t blocks0 = a.nrb0 * splits0, blocks1 = a.nrb1 * splits1;
+  if (blocks0 > INT32_MAX - blocks1) fail("too many rows x splits for one launch");
+  a.nblk0 = blocks0;
+  if (a.nrb0 == 0) a.nrb0 = 1;  // never used as a divisor by a block of its role, but keep it safe
+  if (a.nrb1 == 0) a.nrb1 = 1;
+  const dim3 grid(static_cast<unsigned>(blocks0 + blocks1),
                   static_cast<unsigned>(p.batch < kMaxGridY ? p.batch : kMaxGridY), 1);
-  auto st = static_cast<cudaStream_t>(stream);
 
   switch (mode) {
-    case Mode::Sum: launch_kernel<T, Mode::Sum>(a, p.kernel, grid, st, db, cw); break;
-    case Mode::LogSumExp: launch_kernel<T, Mode::LogSumExp>(a, p.kernel, grid, st, db, cw); break;
-    case Mode::Grad: launch_kernel<T, Mode::Grad>(a, p.kernel, grid, st, db, cw); break;
+    case Mode::Sum: launch_mode<A, Mode::Sum>(a, grid, stream, db); break;
+    case Mode::LogSumExp: launch_mode<A, Mode::LogSumExp>(a, grid, stream, db); break;
+    default: launch_mode<A, Mode::Backward>(a, grid, stream, db); break;
   }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
     fail(std::string("CUDA kernel launch failed: ") + cudaGetErrorName(err) + ": " +
          cudaGetErrorString(err));
+}
+
+}  // namespace
+
+template <typename T>
+void launch_kernel_sum(const KernelSumParams<T>& p, void* stream) {
+  launch_impl<T>(p, static_cast<cudaStream_t>(stream));
 }
 
 template void launch_kernel_sum<float>(const KernelSumParams<float>&, void*);
