@@ -21,9 +21,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small shapes: a smoke run in about a minute")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--families", nargs="*", default=FAMILIES,
+                    help="run only these (RESULTS.md still collects every family's latest results)")
     args = ap.parse_args()
     sections = []
-    for name in FAMILIES:
+    for name in args.families:
         mod = importlib.import_module(name)
         out = os.path.join(HERE, "results", f"{name[len('bench_'):]}{'-' + args.device if args.device != 'cpu' else ''}.md")
         argv = ["--device", args.device, "--out", out] + (["--quick"] if args.quick else [])
