@@ -17,7 +17,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
+from common import save_report, Row, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
 
 import kernelfuse as kf  # noqa: E402
 
@@ -138,42 +138,9 @@ def main(argv=None):
             f"{table}\n\npykeops: {'included' if with_keops else 'not installed (skipped)'}. Gaussian kernel, "
             "weights (n,). 'first N queries': that baseline ran on the first N query rows of the same data; "
             "rates (pairs per second) are comparable.\n")
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    try:
-        plot(rows, args.plot)
-    except ImportError:
-        pass
+    save_report(text, args.out, rows, args.plot, [(lambda r: r.rate / 1e9, "Gpairs / s (log)", "Kernel sums: throughput (higher is better)")])
     return rows
 
-
-def plot(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    cases = list(dict.fromkeys(r.case for r in rows))
-    impls = list(dict.fromkeys(r.impl for r in rows))
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    wdt = 0.8 / len(impls)
-    for j, impl in enumerate(impls):
-        xs, ys = [], []
-        for i, c in enumerate(cases):
-            for r in rows:
-                if r.case == c and r.impl == impl:
-                    xs.append(i + j * wdt)
-                    ys.append(r.rate / 1e9)
-        ax.bar(xs, ys, width=wdt, label=impl)
-    ax.set_xticks([i + 0.4 - wdt / 2 for i in range(len(cases))])
-    ax.set_xticklabels(cases, rotation=20, ha="right", fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("Gpairs / s (log)")
-    ax.set_title("Kernel sums: throughput (higher is better)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

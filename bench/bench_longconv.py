@@ -19,7 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import (Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, sync,  # noqa: E402
+from common import (save_report, Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, sync,  # noqa: E402
                     timeit)
 
 import kernelfuse as kf  # noqa: E402
@@ -147,43 +147,10 @@ def main(argv=None):
             "torch (rfft/irfft with explicit padding to 2L, autograd through torch.fft). Peak extra memory: "
             "resident-set (CPU) or allocator (CUDA) peak during one call, over the level before it; it "
             "includes the output (and the gradients) for both.\n")
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    try:
-        plot(rows, args.plot)
-    except ImportError:
-        pass
+    save_report(text, args.out, rows, args.plot, [(lambda r: r.seconds * 1e3, "median time (ms, log)", "fftconv: time (lower is better)"),
+                                                (lambda r: (r.mem or 0) / 2 ** 20, "peak extra memory (MiB, log)", "fftconv: peak extra memory")])
     return rows
 
-
-def plot(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    cases = list(dict.fromkeys(r.case for r in rows))
-    impls = list(dict.fromkeys(r.impl for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    wdt = 0.8 / len(impls)
-    for ax, what in zip(axes, ("time", "mem")):
-        for j, impl in enumerate(impls):
-            xs, ys = [], []
-            for i, c in enumerate(cases):
-                for r in rows:
-                    if r.case == c and r.impl == impl:
-                        xs.append(i + j * wdt)
-                        ys.append(r.seconds * 1e3 if what == "time" else (r.mem or 0) / 2 ** 20)
-            ax.bar(xs, ys, width=wdt, label=impl)
-        ax.set_xticks([i + 0.4 - wdt / 2 for i in range(len(cases))])
-        ax.set_xticklabels(cases, rotation=25, ha="right", fontsize=7)
-        ax.set_yscale("log")
-        ax.set_ylabel("median time (ms, log)" if what == "time" else "peak extra memory (MiB, log)")
-        ax.set_title("fftconv: time (lower is better)" if what == "time" else "fftconv: peak extra memory")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

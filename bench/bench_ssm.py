@@ -21,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
+from common import save_report, Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
 
 import kernelfuse as kf  # noqa: E402
 from kernelfuse.reference import ssm as ref  # noqa: E402
@@ -127,46 +127,10 @@ def main(argv=None):
             "(and autograd keeps copies of it); torch chunked builds H x N x 1024 at a time; kernelfuse keeps "
             "O(H (N + L)). Both baselines ran on the first channels of the same inputs (see notes); throughput "
             "(terms per second) and speed ratios compare, memory figures are for the channels run. Target (issue): kernelfuse >= 5x the naive reference on the 2-core CPU.\n")
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    try:
-        plot(rows, args.plot)
-    except ImportError:
-        pass
+    save_report(text, args.out, rows, args.plot, [(lambda r: r.rate / 1e9, "G terms / s (log)", "S4D kernel: throughput (higher is better)"),
+                                                (lambda r: r.extra.get("mem_full_H", r.mem or 0) / 2 ** 20, "peak extra memory at full H (MiB, log)", "S4D kernel: peak extra memory (baselines at full H)")])
     return rows
 
-
-def plot(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    cases = list(dict.fromkeys(r.case for r in rows))
-    impls = list(dict.fromkeys(r.impl for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    wdt = 0.8 / len(impls)
-    for ax, (key, label) in zip(axes, ((lambda r: r.rate / 1e9, "G terms / s (log)"),
-                                       (lambda r: r.extra.get("mem_full_H", r.mem or 0) / 2**20,
-                                        "peak extra memory at full H (MiB, log)"))):
-        for j, impl in enumerate(impls):
-            xs, ys = [], []
-            for i, c in enumerate(cases):
-                for r in rows:
-                    if r.case == c and r.impl == impl:
-                        xs.append(i + j * wdt)
-                        ys.append(max(key(r), 1e-3))
-            ax.bar(xs, ys, width=wdt, label=impl)
-        ax.set_xticks([i + 0.4 - wdt / 2 for i in range(len(cases))])
-        ax.set_xticklabels(cases, rotation=20, ha="right", fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel(label)
-        ax.legend(fontsize=8)
-    axes[0].set_title("S4D kernel: throughput (higher is better)")
-    axes[1].set_title("S4D kernel: peak extra memory (baselines scaled to full H)")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

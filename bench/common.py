@@ -150,3 +150,45 @@ def machine_line(device: str = "cpu") -> str:
     return (f"{time.strftime('%Y-%m-%d')}, {cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
             f"kernelfuse {info['omp_threads']} OpenMP threads, ISA {info['cpu_isa']}){gpu}, torch {torch.__version__}, "
             f"kernelfuse {info['version']}")
+
+
+def bar_chart(rows: List[Row], path: str, panels) -> None:
+    """Grouped log-scale bars, one panel per (value_of_row, y_label, title), cases on the x axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cases = list(dict.fromkeys(r.case for r in rows))
+    impls = list(dict.fromkeys(r.impl for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 4 * (len(panels) == 1), 4.5), squeeze=False)
+    wdt = 0.8 / len(impls)
+    for ax, (value, ylabel, title) in zip(axes[0], panels):
+        for j, impl in enumerate(impls):
+            xs, ys = [], []
+            for i, c in enumerate(cases):
+                for r in rows:
+                    if r.case == c and r.impl == impl:
+                        xs.append(i + j * wdt)
+                        ys.append(max(value(r), 1e-6))
+            ax.bar(xs, ys, width=wdt, label=impl)
+        ax.set_xticks([i + 0.4 - wdt / 2 for i in range(len(cases))])
+        ax.set_xticklabels(cases, rotation=20, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_report(text: str, out: str, rows: List[Row], plot_path: str, panels) -> None:
+    """Print the markdown section, write it to `out`, and draw the plot (skipped without matplotlib)."""
+    print(text)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    try:
+        bar_chart(rows, plot_path, panels)
+    except ImportError:
+        print("matplotlib not installed: no plot")
