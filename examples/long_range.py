@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 import kernelfuse
-from kernelfuse.models import SequenceModel
+from kernelfuse.models import SequenceModel, accuracy, param_groups
 
-KERNEL_PARAMS = ("log_dt", "log_A_real", "A_imag", "kernel")
+KERNEL_PARAMS = ("log_dt", "log_A_real", "A_imag", "kernel")  # C keeps the default learning rate here
 
 
 def make_batch(n, L, V, M, g):
@@ -36,21 +36,6 @@ def make_batch(n, L, V, M, g):
     y = torch.randint(0, V, (n,), generator=g)
     tok[:, 0] = y
     return F.one_hot(tok, V + M).float(), y
-
-
-def param_groups(model, lr, kernel_lr, wd):
-    ker, rest = [], []
-    for n, p in model.named_parameters():
-        (ker if n.split(".")[-1] in KERNEL_PARAMS else rest).append(p)
-    return [dict(params=rest, lr=lr, weight_decay=wd), dict(params=ker, lr=kernel_lr, weight_decay=0.0)]
-
-
-def accuracy(model, X, y, bs=128):
-    model.eval()
-    with torch.no_grad():
-        c = sum((model(X[i: i + bs]).argmax(-1) == y[i: i + bs]).sum().item() for i in range(0, len(X), bs))
-    model.train()
-    return c / len(X)
 
 
 def run(kind, L, steps, seed, V=8, M=1, d_model=32, n_layers=2, bs=32, short_taps=64):
@@ -71,7 +56,7 @@ def run(kind, L, steps, seed, V=8, M=1, d_model=32, n_layers=2, bs=32, short_tap
             for blk in model.blocks:
                 blk.layer.kernel.mul_(mask)
     lr = 1e-2
-    opt = torch.optim.AdamW(param_groups(model, lr, klr, 0.01))
+    opt = torch.optim.AdamW(param_groups(model, lr, klr, 0.01, KERNEL_PARAMS))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, klr], total_steps=steps, pct_start=0.1)
     t0 = time.time()
     for step in range(steps):
@@ -87,8 +72,8 @@ def run(kind, L, steps, seed, V=8, M=1, d_model=32, n_layers=2, bs=32, short_tap
                     blk.layer.kernel.mul_(mask)
         if (step + 1) % max(1, steps // 5) == 0:
             print(f"  [{kind}] step {step + 1:4d}/{steps}  loss {loss.item():.4f}  "
-                  f"test acc {accuracy(model, Xte, yte):.4f}  ({time.time() - t0:.0f} s)", flush=True)
-    acc = accuracy(model, Xte, yte)
+                  f"test acc {accuracy(model, Xte, yte, batch_size=128):.4f}  ({time.time() - t0:.0f} s)", flush=True)
+    acc = accuracy(model, Xte, yte, batch_size=128)
     wall = time.time() - t0
     print(f"{kind}: L={L}, final test accuracy {acc:.4f} (chance {1 / V:.3f}, {len(Xte)} test sequences), "
           f"wall time {wall:.1f} s", flush=True)

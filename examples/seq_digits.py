@@ -15,25 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import kernelfuse
-from kernelfuse.models import SequenceModel
-
-KERNEL_PARAMS = ("log_dt", "log_A_real", "A_imag", "C", "kernel")
-
-
-def param_groups(model, lr, kernel_lr, wd):
-    """SSM / long-kernel parameters: their own learning rate and no weight decay (as in S4/Safari)."""
-    ker, rest = [], []
-    for n, p in model.named_parameters():
-        (ker if n.split(".")[-1] in KERNEL_PARAMS else rest).append(p)
-    return [dict(params=rest, lr=lr, weight_decay=wd), dict(params=ker, lr=kernel_lr, weight_decay=0.0)]
-
-
-def accuracy(model, X, y, bs=512):
-    model.eval()
-    with torch.no_grad():
-        correct = sum((model(X[i: i + bs]).argmax(-1) == y[i: i + bs]).sum().item() for i in range(0, len(X), bs))
-    model.train()
-    return correct / len(X)
+from kernelfuse.models import SequenceModel, accuracy, param_groups
 
 
 def run(layer, epochs, seed, d_model=64, n_layers=4):

@@ -250,3 +250,21 @@ def test_longconv_kernel_dropout_only_in_training():
     m.train()
     k = m.regularised_kernel()
     assert (k == 0).any() and not torch.equal(k, m.kernel)
+
+
+def test_training_helpers():
+    from kernelfuse.models import KERNEL_PARAMS, SequenceModel, accuracy, param_groups
+    torch.manual_seed(0)
+    model = SequenceModel(1, 8, 1, 3, layer="s4d")
+    groups = param_groups(model, 1e-3, 1e-4, 0.1)
+    ker = {id(p) for p in groups[1]["params"]}
+    named = dict(model.named_parameters())
+    assert ker == {id(p) for n, p in named.items() if n.split(".")[-1] in KERNEL_PARAMS}
+    assert groups[1]["weight_decay"] == 0.0 and groups[0]["weight_decay"] == 0.1
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(named)
+    X = torch.randn(10, 5, 1)
+    model.eval()
+    with torch.no_grad():
+        y = model(X).argmax(-1)
+    model.train()
+    assert accuracy(model, X, y, batch_size=3) == 1.0 and model.training
