@@ -4,14 +4,10 @@
 // both derivatives are 0; at r = 0 derivatives of profiles with a kink use 0 (a subgradient).
 #pragma once
 #include <cmath>
+#include "../common/hd.h"
 #include "kernel_sum.h"
 #include "../common/simd.h"
 
-#if defined(__CUDACC__)
-#define KF_HD __host__ __device__ __forceinline__
-#else
-#define KF_HD inline
-#endif
 
 namespace kernelfuse::kde {
 
@@ -83,8 +79,6 @@ template <typename T> struct Profile<Kernel::Cosine, T> {
 template <Kernel K, typename T> struct Linear {  // exp(-inf) = 0 outside a support
   static KF_HD T k(T s) { T l = Profile<K, T>::logk(s); return kf_exp(l); }
   static KF_HD T dk(T s) { return k(s) * Profile<K, T>::dlogk(s); }
-  // dk/ds when k(s) is already known (saves a transcendental where the profile allows it).
-  static KF_HD T dk_given_k(T s, T kv) { return kv * Profile<K, T>::dlogk(s); }
 };
 template <typename T> struct Linear<Kernel::Cauchy, T> {
   static KF_HD T k(T s) { return T(1) / (T(1) + s); }
@@ -129,10 +123,10 @@ template <typename T> struct Linear<Kernel::Cosine, T> {
   }
 };
 
-// dk/ds given k: the generic Linear form where it exists, else recomputed.
+// dk/ds when k(s) is already known: saves a transcendental where the profile allows it.
 template <Kernel K, typename T> KF_HD T dk_given_k(T s, T kv) {
   if constexpr (K == Kernel::Gaussian || K == Kernel::Laplacian) {
-    return Linear<K, T>::dk_given_k(s, kv);
+    return kv * Profile<K, T>::dlogk(s);
   } else if constexpr (K == Kernel::Cauchy) {
     return -kv * kv;
   } else if constexpr (K == Kernel::InverseMultiquadric) {

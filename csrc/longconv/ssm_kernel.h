@@ -7,13 +7,9 @@
 // memory of a complex tensor (torch.view_as_real). Every operand is contiguous.
 #pragma once
 #include <cmath>
+#include "../common/hd.h"
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define KF_HD __host__ __device__ __forceinline__
-#else
-#define KF_HD inline
-#endif
 
 namespace kernelfuse::longconv {
 
@@ -142,6 +138,24 @@ KF_HD StateGrads chain_rule(const Disc& d, cd B, cd C, cd S0, cd S1) {
   g.d_B = {2.0 * PB.re, -2.0 * PB.im};
   g.d_C = {2.0 * PC.re, -2.0 * PC.im};
   return g;
+}
+
+// Gradients of state i = h * N + n from its two sums: writes dA_real, dA_imag, dB (if wanted) and
+// dC, and returns d/d dt (the caller sums it over n for log_dt).
+template <typename T>
+KF_HD double store_state_grads(const SsmKernelParams<T>& p, int64_t i, const Disc& d, cd S0, cd S1) {
+  const cd B = p.B ? cd{double(p.B[2 * i]), double(p.B[2 * i + 1])} : cd{1.0, 0.0};
+  const cd C = {double(p.C[2 * i]), double(p.C[2 * i + 1])};
+  const StateGrads sg = chain_rule(d, B, C, S0, S1);
+  p.g_A_real[i] = static_cast<T>(sg.d_Ar);
+  p.g_A_imag[i] = static_cast<T>(sg.d_Ai);
+  if (p.B && p.g_B) {
+    p.g_B[2 * i] = static_cast<T>(sg.d_B.re);
+    p.g_B[2 * i + 1] = static_cast<T>(sg.d_B.im);
+  }
+  p.g_C[2 * i] = static_cast<T>(sg.d_C.re);
+  p.g_C[2 * i + 1] = static_cast<T>(sg.d_C.im);
+  return sg.d_dt;
 }
 
 }  // namespace kernelfuse::longconv

@@ -251,18 +251,7 @@ void ssm_kernel_bwd_cpu(const SsmKernelParams<T>& p) {
       const int64_t i = h * N + n;
       const cd A = {static_cast<double>(p.A_real[i]), static_cast<double>(p.A_imag[i])};
       const Disc d = discretize(p.disc, dt, A, true);
-      const cd B = p.B ? cd{double(p.B[2 * i]), double(p.B[2 * i + 1])} : cd{1.0, 0.0};
-      const cd C = {double(p.C[2 * i]), double(p.C[2 * i + 1])};
-      const StateGrads sg = chain_rule(d, B, C, S0, S1);
-      gdt += sg.d_dt;
-      p.g_A_real[i] = static_cast<T>(sg.d_Ar);
-      p.g_A_imag[i] = static_cast<T>(sg.d_Ai);
-      if (p.B && p.g_B) {
-        p.g_B[2 * i] = static_cast<T>(sg.d_B.re);
-        p.g_B[2 * i + 1] = static_cast<T>(sg.d_B.im);
-      }
-      p.g_C[2 * i] = static_cast<T>(sg.d_C.re);
-      p.g_C[2 * i + 1] = static_cast<T>(sg.d_C.im);
+      gdt += store_state_grads(p, i, d, S0, S1);
     }
     p.g_log_dt[h] = static_cast<T>(gdt * dt);  // d/dlog_dt = dt d/ddt
   }

@@ -72,18 +72,8 @@ __global__ void __launch_bounds__(kThreads) ssm_bwd_kernel(SsmKernelParams<T> p)
     __syncthreads();
   }
   if (threadIdx.x != 0) return;
-  const cd B = p.B ? cd{double(p.B[2 * i]), double(p.B[2 * i + 1])} : cd{1.0, 0.0};
-  const cd C = {double(p.C[2 * i]), double(p.C[2 * i + 1])};
-  const StateGrads sg = chain_rule(d, B, C, cd{red[0][0], red[1][0]}, cd{red[2][0], red[3][0]});
-  p.g_A_real[i] = static_cast<T>(sg.d_Ar);
-  p.g_A_imag[i] = static_cast<T>(sg.d_Ai);
-  if (p.B && p.g_B) {
-    p.g_B[2 * i] = static_cast<T>(sg.d_B.re);
-    p.g_B[2 * i + 1] = static_cast<T>(sg.d_B.im);
-  }
-  p.g_C[2 * i] = static_cast<T>(sg.d_C.re);
-  p.g_C[2 * i + 1] = static_cast<T>(sg.d_C.im);
-  atomicAdd(p.g_log_dt + h, static_cast<T>(sg.d_dt * dt));
+  const double d_dt = store_state_grads(p, i, d, cd{red[0][0], red[1][0]}, cd{red[2][0], red[3][0]});
+  atomicAdd(p.g_log_dt + h, static_cast<T>(d_dt * dt));
 }
 
 }  // namespace
