@@ -17,7 +17,7 @@ python -m pip install --no-build-isolation --no-deps -v . > "$OUT/build.log" 2>&
 echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/env.txt"
 python -c "import kernelfuse, json; print(json.dumps(kernelfuse.build_info()))" | tee -a "$OUT/env.txt"
 # CUDA tests first (fast feedback), then the full suite on both devices.
-KERNELFUSE_POISON=1 python -m pytest -q -x -k "cuda" tests/test_kde.py 2>&1 | tail -40 > "$OUT/tests_cuda.txt"
+KERNELFUSE_POISON=1 python -m pytest -q -k "cuda" tests 2>&1 | tail -40 > "$OUT/tests_cuda.txt"
 python -m pytest -q tests -m "not slow" 2>&1 | tail -60 > "$OUT/tests_all.txt"
 tail -3 "$OUT/tests_cuda.txt" "$OUT/tests_all.txt"
 python bench/run_all.py --device cuda --results "$OUT/RESULTS-cuda.md" > "$OUT/bench.log" 2>&1
