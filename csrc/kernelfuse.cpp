@@ -38,4 +38,19 @@ TORCH_LIBRARY(kernelfuse, m) {
   // Backward twin: gradients for (log_dt, A_real, A_imag, B, C); B's is empty when B is None.
   m.def("ssm_kernel_bwd(Tensor grad, Tensor log_dt, Tensor A_real, Tensor A_imag, Tensor? B, Tensor C, "
         "str discretization) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // ---- butterfly and Monarch matrices (csrc/butterfly) ----
+  // x (..., n), n a power of two; twiddle (nblocks, log2 n, n/2, 2, 2), x's dtype (float32/64,
+  // complex64/128). Stage strides 1, 2, ..., n/2 (or reversed), alternating between blocks.
+  m.def("butterfly_multiply(Tensor x, Tensor twiddle, bool increasing_stride) -> Tensor");
+  // Backward twin: gradients for (x, twiddle); an output not asked for is an empty tensor.
+  m.def("butterfly_multiply_bwd(Tensor grad, Tensor x, Tensor twiddle, bool increasing_stride, bool need_x, "
+        "bool need_twiddle) -> (Tensor, Tensor)");
+  // x (..., k p); w1 (k, q, p); w2 (l, s, r) with l r = k q. Output (..., l s).
+  m.def("monarch_multiply(Tensor x, Tensor w1, Tensor w2) -> Tensor");
+  m.def("monarch_multiply_bwd(Tensor grad, Tensor x, Tensor w1, Tensor w2, bool need_x, bool need_w1, "
+        "bool need_w2) -> (Tensor, Tensor, Tensor)");
+  // DFT of the last dim of a complex x via the Monarch (multi-level Cooley-Tukey) factorisation;
+  // norm "backward" | "ortho" | "forward". The op is its own adjoint (backward: inverse flipped).
+  m.def("monarch_fft(Tensor x, bool inverse, str norm) -> Tensor");
 }

@@ -11,6 +11,8 @@ from . import kde, models, nn, ops, reference  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
 from .ops.longconv import fftconv  # noqa: E402
 from .ops.ssm import ssm_kernel  # noqa: E402
+from . import butterfly  # noqa: E402
+from .ops.butterfly import butterfly_multiply, monarch_fft, monarch_irfft, monarch_multiply, monarch_rfft  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
@@ -39,4 +41,10 @@ __all__ = [
     "reference",
     "set_num_threads",
     "ssm_kernel",
+    "butterfly",
+    "butterfly_multiply",
+    "monarch_fft",
+    "monarch_irfft",
+    "monarch_multiply",
+    "monarch_rfft",
 ]

@@ -69,6 +69,13 @@ class LongConv(nn.Module):
         smooth_window: width of the Smooth average pool (None or 1 disables it).
         kernel_dropout: dropout on the kernel entries (training only).
         transposed: inputs (B, H, L) instead of (B, L, H).
+        fft: "fixed" (default): the exact FFT convolution ``kernelfuse.fftconv``. "learned":
+            FlashButterfly's learned extension (Fu et al. 2023): the convolution runs through
+            Monarch factors of size n = 2^ceil(log2 2 l_max) (forward: ``fft_w1``, ``fft_w2``;
+            inverse: ``ifft_w1``, ``ifft_w2``, complex parameters) initialised to the exact DFT
+            and inverse DFT (``kernelfuse.butterfly.monarch_dft_factors``) and trained with the
+            kernel: y = Re(IF(F(pad(u)) * F(pad(k))))[:L] + D u, which at initialisation equals
+            the causal convolution. Not available with ``bidirectional=True``.
 
     The kernel, in the order applied in ``forward``: dropout, Squash, Smooth (each half of a
     bidirectional kernel separately). Parameters: ``kernel`` (channels*H, [2*]l_max) initialised
@@ -77,7 +84,7 @@ class LongConv(nn.Module):
 
     def __init__(self, d_model: int, l_max: int, *, channels: int = 1, bidirectional: bool = False,
                  squash_lambda: float = 0.003, smooth_window: Optional[int] = None, kernel_dropout: float = 0.0,
-                 kernel_init_std: float = 0.002, transposed: bool = False):
+                 kernel_init_std: float = 0.002, transposed: bool = False, fft: str = "fixed"):
         super().__init__()
         self.d_model, self.l_max, self.channels = d_model, l_max, channels
         self.bidirectional = bidirectional
@@ -88,6 +95,23 @@ class LongConv(nn.Module):
         self.D = nn.Parameter(torch.randn(channels * d_model))
         self.kernel_dropout = nn.Dropout(kernel_dropout) if kernel_dropout > 0 else nn.Identity()
         self.output_linear = nn.Linear(channels * d_model, d_model) if channels > 1 else None
+        if fft not in ("fixed", "learned"):
+            raise ValueError(f"LongConv: argument 'fft': expected 'fixed' or 'learned', got {fft!r}")
+        self.fft = fft
+        if fft == "learned":
+            if bidirectional:
+                raise ValueError("LongConv: fft='learned' supports causal kernels only (bidirectional=False)")
+            from ..butterfly import monarch_dft_factors
+            n = 1
+            while n < 2 * l_max:
+                n *= 2
+            self.fft_size = n
+            w1, w2, pin, pout = monarch_dft_factors(n, dtype=torch.complex64)
+            iw1, iw2, ipin, ipout = monarch_dft_factors(n, inverse=True, dtype=torch.complex64)
+            self.fft_w1, self.fft_w2 = nn.Parameter(w1), nn.Parameter(w2)
+            self.ifft_w1, self.ifft_w2 = nn.Parameter(iw1), nn.Parameter(iw2)
+            self.register_buffer("fft_perm_in", pin)
+            self.register_buffer("fft_perm_out", pout)
 
     def regularised_kernel(self) -> torch.Tensor:
         """The kernel after dropout, Squash and Smooth: (channels*H, [2*]l_max)."""
@@ -107,7 +131,9 @@ class LongConv(nn.Module):
         k = self.regularised_kernel()
         if self.channels > 1:
             u = u.repeat(1, self.channels, 1)  # index c*H + h
-        if self.bidirectional:
+        if self.fft == "learned":
+            y = self._learned_conv(u, k[:, :L])
+        elif self.bidirectional:
             kk = (k[:, :L], k[:, self.l_max: self.l_max + L])
             y = fftconv(u, kk, self.D, mode="bidirectional")
         else:
@@ -115,6 +141,19 @@ class LongConv(nn.Module):
         if self.output_linear is not None:
             y = self.output_linear(y.transpose(1, 2)).transpose(1, 2)
         return _from_ops_layout(y, self.transposed)
+
+    def _learned_transform(self, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+        from ..ops.butterfly import monarch_multiply
+        return monarch_multiply(x[..., self.fft_perm_in], w1, w2)[..., self.fft_perm_out]
+
+    def _learned_conv(self, u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Causal convolution through the learned Monarch DFT factors (u (B, H', L), k (H', L))."""
+        L, n = u.shape[-1], self.fft_size
+        cdt = self.fft_w1.dtype
+        uf = self._learned_transform(F.pad(u, (0, n - L)).to(cdt), self.fft_w1, self.fft_w2)
+        kf = self._learned_transform(F.pad(k, (0, n - L)).to(cdt), self.fft_w1, self.fft_w2)
+        y = self._learned_transform(uf * kf, self.ifft_w1, self.ifft_w2).real[..., :L].to(u.dtype)
+        return y + self.D[:, None] * u
 
 
 # ---------------------------------------------------------------- S4D

@@ -1,0 +1,228 @@
+"""Butterfly and Monarch structured matrices: ``butterfly_multiply``, ``monarch_multiply`` and the
+Monarch-factorised FFT ``monarch_fft`` (with ``monarch_rfft`` / ``monarch_irfft``).
+
+Ops (schemas in csrc/kernelfuse.cpp, kernels in csrc/butterfly/): ``butterfly_multiply`` (+ _bwd),
+``monarch_multiply`` (+ _bwd) and ``monarch_fft``, which is its own adjoint. This module adds the
+public Python API, the fake (meta) kernels for torch.compile, and autograd.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._common import check_tensor
+
+_ops = torch.ops.kernelfuse
+NORMS = ("backward", "ortho", "forward")
+_ADJOINT_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _check_dtype(t, name, fn):
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"kernelfuse.{fn}: argument '{name}': expected dtype float32, float64, complex64 or "
+                        f"complex128, got {t.dtype}")
+
+
+def _same(t, x, name, fn):
+    if t.dtype != x.dtype:
+        raise TypeError(f"kernelfuse.{fn}: argument '{name}': expected dtype {x.dtype} (the dtype of 'x'), "
+                        f"got {t.dtype}")
+    if t.device != x.device:
+        raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {x.device} (the device of 'x'), "
+                         f"got one on {t.device}")
+
+
+# ================================================================ butterfly_multiply
+def butterfly_multiply(x: torch.Tensor, twiddle: torch.Tensor, *, increasing_stride: bool = True) -> torch.Tensor:
+    """Product of ``x`` (..., n) with the butterfly matrix given by ``twiddle``, along the last dim.
+
+    Args:
+        x: (..., n), n a power of two (n = 1: the identity). float32, float64, complex64 or
+            complex128.
+        twiddle: (nblocks, log2 n, n/2, 2, 2) in x's dtype. Block b has log2 n stages; stage t of a
+            block with increasing strides uses the stride h = 2^t (decreasing: 2^(log2 n - 1 - t)).
+            Block 0 runs with ``increasing_stride``; the direction alternates between blocks.
+            For stride h, pair p = g h + k (g < n / 2h, k < h) joins i = 2 g h + k and j = i + h:
+            ``y_i = a x_i + b x_j, y_j = c x_i + d x_j`` with [[a, b], [c, d]] = twiddle[b, t, p].
+        increasing_stride: the stride order of block 0.
+
+    Returns:
+        (..., n) in x's dtype; O(nblocks n log n) work per vector. Differentiable in x and twiddle
+        (backward op ``butterfly_multiply_bwd``: stage inputs recomputed per block of rows).
+    """
+    check_tensor(x, "x", "butterfly_multiply")
+    check_tensor(twiddle, "twiddle", "butterfly_multiply")
+    _check_dtype(x, "x", "butterfly_multiply")
+    _same(twiddle, x, "twiddle", "butterfly_multiply")
+    if x.dim() < 1:
+        raise ValueError("kernelfuse.butterfly_multiply: argument 'x': expected shape (..., n), got a 0-d tensor")
+    n = x.shape[-1]
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"kernelfuse.butterfly_multiply: argument 'x': the last dimension n must be a power of two, "
+                         f"got shape {tuple(x.shape)}")
+    log_n = n.bit_length() - 1
+    if twiddle.dim() != 5 or twiddle.shape[0] < 1 or tuple(twiddle.shape[1:]) != (log_n, n // 2, 2, 2):
+        raise ValueError(f"kernelfuse.butterfly_multiply: argument 'twiddle': expected shape (nblocks, log2 n, n / 2, "
+                         f"2, 2) = (nblocks, {log_n}, {n // 2}, 2, 2) for n = {n}, got {tuple(twiddle.shape)}")
+    return _ops.butterfly_multiply(x, twiddle, bool(increasing_stride))
+
+
+@torch.library.register_fake("kernelfuse::butterfly_multiply")
+def _(x, twiddle, increasing_stride):
+    return x.new_empty(x.shape)
+
+
+@torch.library.register_fake("kernelfuse::butterfly_multiply_bwd")
+def _(grad, x, twiddle, increasing_stride, need_x, need_twiddle):
+    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+            twiddle.new_empty(twiddle.shape) if need_twiddle else x.new_empty((0,)))
+
+
+def _bf_setup(ctx, inputs, output):
+    x, twiddle, inc = inputs
+    ctx.inc = inc
+    ctx.save_for_backward(x, twiddle)
+
+
+def _bf_backward(ctx, grad):
+    x, twiddle = ctx.saved_tensors
+    nx, nt = ctx.needs_input_grad[:2]
+    dx, dt = _ops.butterfly_multiply_bwd(grad.contiguous(), x, twiddle, ctx.inc, nx, nt)
+    return dx if nx else None, dt if nt else None, None
+
+
+torch.library.register_autograd("kernelfuse::butterfly_multiply", _bf_backward, setup_context=_bf_setup)
+
+
+# ================================================================ monarch_multiply
+def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """Monarch product: block-diagonal ``w1``, a fixed permutation, block-diagonal ``w2``.
+
+    Shapes: x (..., n); w1 (k, q, p) with n = k p (k blocks of q x p); w2 (l, s, r) with l r = k q
+    (l blocks of s x r); output (..., l s). With x viewed (..., k, p):
+    ``y1[..., a, :] = w1[a] @ x[..., a, :]``; y1 flattened to k q values is viewed (r, l) and
+    transposed to (l, r) (the Monarch permutation); ``out[..., c, :] = w2[c] @ z[..., c, :]``.
+    Two batched GEMMs (ATen bmm: MKL/OpenBLAS on CPU, cuBLAS on CUDA); the permutation is one
+    reshape of the intermediate. Real or complex dtypes; differentiable in x, w1, w2.
+    ``kernelfuse.nn.MonarchLinear`` pads inputs/outputs whose sizes are not multiples of nblocks.
+    """
+    for t, name in ((x, "x"), (w1, "w1"), (w2, "w2")):
+        check_tensor(t, name, "monarch_multiply")
+    _check_dtype(x, "x", "monarch_multiply")
+    _same(w1, x, "w1", "monarch_multiply")
+    _same(w2, x, "w2", "monarch_multiply")
+    if x.dim() < 1:
+        raise ValueError("kernelfuse.monarch_multiply: argument 'x': expected shape (..., n), got a 0-d tensor")
+    if w1.dim() != 3 or w1.shape[0] * w1.shape[2] != x.shape[-1] or w1.shape[0] < 1:
+        raise ValueError(f"kernelfuse.monarch_multiply: argument 'w1': expected shape (k, q, p) with k * p = n = "
+                         f"{x.shape[-1]} (x is {tuple(x.shape)}), got {tuple(w1.shape)}")
+    if w2.dim() != 3 or w2.shape[0] * w2.shape[2] != w1.shape[0] * w1.shape[1] or w2.shape[0] < 1:
+        raise ValueError(f"kernelfuse.monarch_multiply: argument 'w2': expected shape (l, s, r) with l * r = k * q = "
+                         f"{w1.shape[0] * w1.shape[1]} (w1 is {tuple(w1.shape)}), got {tuple(w2.shape)}")
+    return _ops.monarch_multiply(x, w1, w2)
+
+
+@torch.library.register_fake("kernelfuse::monarch_multiply")
+def _(x, w1, w2):
+    return x.new_empty((*x.shape[:-1], w2.shape[0] * w2.shape[1]))
+
+
+@torch.library.register_fake("kernelfuse::monarch_multiply_bwd")
+def _(grad, x, w1, w2, need_x, need_w1, need_w2):
+    e = x.new_empty((0,))
+    return (x.new_empty(x.shape) if need_x else e, w1.new_empty(w1.shape) if need_w1 else e,
+            w2.new_empty(w2.shape) if need_w2 else e)
+
+
+def _mm_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _mm_backward(ctx, grad):
+    x, w1, w2 = ctx.saved_tensors
+    nx, n1, n2 = ctx.needs_input_grad[:3]
+    dx, d1, d2 = _ops.monarch_multiply_bwd(grad, x, w1, w2, nx, n1, n2)
+    return dx if nx else None, d1 if n1 else None, d2 if n2 else None
+
+
+torch.library.register_autograd("kernelfuse::monarch_multiply", _mm_backward, setup_context=_mm_setup)
+
+
+# ================================================================ monarch_fft
+def _check_norm(norm, fn):
+    if norm not in NORMS:
+        raise ValueError(f"kernelfuse.{fn}: argument 'norm': expected one of {NORMS}, got {norm!r}")
+
+
+def _complex_dtype(dtype):
+    return torch.complex128 if dtype in (torch.float64, torch.complex128) else torch.complex64
+
+
+def monarch_fft(x: torch.Tensor, *, inverse: bool = False, norm: str = "backward") -> torch.Tensor:
+    """DFT of the last dimension through the Monarch (multi-level Cooley-Tukey) factorisation.
+
+    ``monarch_fft(x)`` equals ``torch.fft.fft(x, norm=norm)`` and ``monarch_fft(x, inverse=True)``
+    equals ``torch.fft.ifft(x, norm=norm)``, to floating-point rounding. The length N is split into
+    N1 N2 (... up to four factors of at most 64 for N <= 2^24; larger prime factors, up to 8192,
+    get a dense DFT): each level is one batched GEMM with a small DFT matrix, a twiddle multiply
+    and a transpose. Real inputs are promoted to complex (float32 -> complex64, float64 ->
+    complex128). Differentiable (the adjoint of the DFT is the DFT with ``inverse`` flipped).
+    """
+    check_tensor(x, "x", "monarch_fft")
+    _check_norm(norm, "monarch_fft")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"kernelfuse.monarch_fft: argument 'x': expected dtype float32, float64, complex64 or "
+                        f"complex128, got {x.dtype}")
+    if x.dim() < 1:
+        raise ValueError("kernelfuse.monarch_fft: argument 'x': expected shape (..., n), got a 0-d tensor")
+    if not x.is_complex():
+        x = x.to(_complex_dtype(x.dtype))
+    return _ops.monarch_fft(x, bool(inverse), norm)
+
+
+@torch.library.register_fake("kernelfuse::monarch_fft")
+def _(x, inverse, norm):
+    return x.new_empty(x.shape)
+
+
+def _fft_setup(ctx, inputs, output):
+    ctx.inverse, ctx.norm = inputs[1], inputs[2]
+
+
+def _fft_backward(ctx, grad):
+    return _ops.monarch_fft(grad.contiguous(), not ctx.inverse, _ADJOINT_NORM[ctx.norm]), None, None
+
+
+torch.library.register_autograd("kernelfuse::monarch_fft", _fft_backward, setup_context=_fft_setup)
+
+
+def monarch_rfft(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
+    """Real-input DFT of the last dim, like ``torch.fft.rfft``: (..., n) real -> (..., n//2 + 1)."""
+    check_tensor(x, "x", "monarch_rfft")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"kernelfuse.monarch_rfft: argument 'x': expected dtype float32 or float64, got {x.dtype}")
+    return monarch_fft(x, norm=norm)[..., : x.shape[-1] // 2 + 1]
+
+
+def monarch_irfft(X: torch.Tensor, n: int | None = None, *, norm: str = "backward") -> torch.Tensor:
+    """Inverse of :func:`monarch_rfft`, like ``torch.fft.irfft``: (..., m) complex -> (..., n) real,
+    n = 2 (m - 1) by default (the Hermitian half spectrum is extended, then inverted)."""
+    check_tensor(X, "X", "monarch_irfft")
+    if X.dtype not in (torch.complex64, torch.complex128):
+        raise TypeError(f"kernelfuse.monarch_irfft: argument 'X': expected dtype complex64 or complex128, got {X.dtype}")
+    if n is None:
+        n = 2 * (X.shape[-1] - 1)
+    if n < 1:
+        raise ValueError(f"kernelfuse.monarch_irfft: argument 'n': expected a positive length, got {n}")
+    m = n // 2 + 1
+    if X.shape[-1] < m:
+        X = torch.nn.functional.pad(X, (0, m - X.shape[-1]))
+    X = X[..., :m]
+    tail = X[..., 1: n - m + 1].flip(-1).conj()
+    full = torch.cat([X, tail], dim=-1)
+    return monarch_fft(full, inverse=True, norm=norm).real
+
+
+__all__ = ["NORMS", "butterfly_multiply", "monarch_fft", "monarch_irfft", "monarch_multiply", "monarch_rfft"]

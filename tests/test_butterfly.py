@@ -1,0 +1,457 @@
+"""Butterfly family: butterfly_multiply, monarch_multiply, monarch_fft (+ rfft/irfft) against the
+float64 references / torch.fft / scipy; gradcheck, opcheck, torch.compile, exact constructions
+(FFT, inverse FFT, Hadamard, DCT), ButterflyLinear, MonarchLinear (+ from_dense), learned LongConv."""
+import math
+
+import pytest
+import torch
+
+import kernelfuse as kf
+from kernelfuse import butterfly as bfc
+from kernelfuse.reference import butterfly as ref
+
+from conftest import TOL
+
+REAL = [torch.float64, torch.float32]
+CPLX = [torch.complex128, torch.complex64]
+
+
+def _tol(dtype):
+    return TOL[torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32]
+
+
+def _close(out, expected, dtype, factor=1.0):
+    tol = _tol(dtype)
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    torch.testing.assert_close(out.to(expected.dtype), expected, rtol=tol["rtol"] * factor,
+                               atol=tol["atol"] * scale * factor)
+
+
+def _rand(shape, dtype, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    wide = torch.complex128 if dtype.is_complex else torch.float64
+    return torch.randn(*shape, generator=g, dtype=wide).to(dtype=dtype, device=device)
+
+
+def _twiddle(nblocks, n, dtype, seed=1, device="cpu"):
+    log_n = max(n.bit_length() - 1, 0)
+    return _rand((nblocks, log_n, n // 2, 2, 2), dtype, seed, device) * math.sqrt(0.5)
+
+
+def _wide(dtype):
+    return torch.complex128 if dtype.is_complex else torch.float64
+
+
+# ------------------------------------------------------------------ butterfly_multiply
+@pytest.mark.parametrize("dtype", REAL + CPLX)
+@pytest.mark.parametrize("inc", [True, False])
+def test_butterfly_matches_reference(dtype, inc, device):
+    for n in [1, 2, 4, 8, 32, 256]:
+        for nblocks in [1, 2, 3]:
+            for batch in [(37,), (2, 3), (1,), (0,), (16,)]:
+                x = _rand((*batch, n), dtype, seed=n + nblocks, device=device)
+                tw = _twiddle(nblocks, n, dtype, device=device)
+                out = kf.butterfly_multiply(x, tw, increasing_stride=inc)
+                assert out.shape == x.shape and out.dtype == dtype
+                exp = ref.butterfly_multiply(x.to(_wide(dtype)).cpu(), tw.to(_wide(dtype)).cpu(), increasing_stride=inc)
+                _close(out.cpu(), exp, dtype, factor=4.0)
+
+
+def test_butterfly_reference_is_dense_product():
+    # each stage as an explicit sparse n x n matrix
+    n, log_n = 8, 3
+    tw = _twiddle(2, n, torch.float64)
+    M = torch.eye(n, dtype=torch.float64)
+    inc = True
+    for b in range(2):
+        for t in range(log_n):
+            h = 1 << (t if inc else log_n - 1 - t)
+            S = torch.zeros(n, n, dtype=torch.float64)
+            for p in range(n // 2):
+                i = (p // h) * 2 * h + p % h
+                j = i + h
+                (a, bb), (c, d) = tw[b, t, p].tolist()
+                S[i, i], S[i, j], S[j, i], S[j, j] = a, bb, c, d
+            M = S @ M
+        inc = not inc
+    x = _rand((5, n), torch.float64)
+    torch.testing.assert_close(ref.butterfly_multiply(x, tw), x @ M.T)
+    torch.testing.assert_close(kf.butterfly_multiply(x, tw), x @ M.T)
+    torch.testing.assert_close(bfc.butterfly_to_dense(tw), M)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("inc", [True, False])
+def test_butterfly_gradcheck(dtype, inc):
+    for n, nblocks, rows in [(2, 1, 3), (8, 2, 5), (16, 1, 17)]:
+        x = _rand((rows, n), dtype, seed=3).requires_grad_()
+        tw = _twiddle(nblocks, n, dtype).requires_grad_()
+        assert torch.autograd.gradcheck(lambda a, b: kf.butterfly_multiply(a, b, increasing_stride=inc), (x, tw))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_butterfly_backward_vs_reference_autograd(dtype, device):
+    # rows not a multiple of the lane count, float32 sums over rows
+    for n, nblocks, rows in [(64, 2, 45), (1024, 1, 20)]:
+        x = _rand((rows, n), dtype, seed=5, device=device)
+        tw = _twiddle(nblocks, n, dtype, device=device)
+        g = _rand((rows, n), dtype, seed=6, device=device)
+        xa, ta = x.clone().requires_grad_(), tw.clone().requires_grad_()
+        kf.butterfly_multiply(xa, ta).backward(g)
+        xr = x.to(_wide(dtype)).cpu().requires_grad_()
+        tr = tw.to(_wide(dtype)).cpu().requires_grad_()
+        ref.butterfly_multiply(xr, tr).backward(g.to(_wide(dtype)).cpu())
+        _close(xa.grad.cpu(), xr.grad, dtype, factor=10)
+        _close(ta.grad.cpu(), tr.grad, dtype, factor=50)
+
+
+def test_butterfly_backward_checkpointed():
+    # n = 2^14, 2 blocks, complex128: the stage inputs of a block (29 x 2 MiB) exceed the per-thread
+    # budget, so the kernel recomputes them from checkpoints.
+    n = 1 << 14
+    x = _rand((3, n), torch.complex128, seed=7).requires_grad_()
+    tw = _twiddle(2, n, torch.complex128).requires_grad_()
+    g = _rand((3, n), torch.complex128, seed=8)
+    kf.butterfly_multiply(x, tw).backward(g)
+    xr, tr = x.detach().clone().requires_grad_(), tw.detach().clone().requires_grad_()
+    ref.butterfly_multiply(xr, tr).backward(g)
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(tw.grad, tr.grad)
+
+
+def test_butterfly_empty_batch_grad():
+    x = torch.zeros(0, 8, dtype=torch.float64, requires_grad=True)
+    tw = _twiddle(1, 8, torch.float64).requires_grad_()
+    kf.butterfly_multiply(x, tw).sum().backward()
+    assert torch.equal(tw.grad, torch.zeros_like(tw))
+
+
+def test_butterfly_noncontiguous_input():
+    x = _rand((16, 6), torch.float64)[:, :4]
+    tw = _twiddle(1, 4, torch.float64)
+    torch.testing.assert_close(kf.butterfly_multiply(x, tw), ref.butterfly_multiply(x, tw))
+
+
+def test_butterfly_errors():
+    x = torch.randn(3, 8)
+    tw = _twiddle(1, 8, torch.float32)
+    with pytest.raises(ValueError, match="'x'.*power of two"):
+        kf.butterfly_multiply(torch.randn(3, 6), _twiddle(1, 4, torch.float32))
+    with pytest.raises(ValueError, match="'twiddle'.*\\(nblocks, 3, 4, 2, 2\\)"):
+        kf.butterfly_multiply(x, torch.randn(1, 2, 4, 2, 2))
+    with pytest.raises(TypeError, match="'twiddle'.*float32"):
+        kf.butterfly_multiply(x, tw.double())
+    with pytest.raises(TypeError, match="'x'"):
+        kf.butterfly_multiply(x.int(), tw)
+    with pytest.raises(ValueError, match="'twiddle'"):  # the C++ check, past the Python wrapper
+        torch.ops.kernelfuse.butterfly_multiply(x, torch.randn(1, 3, 3, 2, 2), True)
+    with pytest.raises(ValueError, match="'x'.*power of two"):
+        torch.ops.kernelfuse.butterfly_multiply(torch.randn(2, 12), torch.randn(1, 3, 6, 2, 2), True)
+
+
+# ------------------------------------------------------------------ monarch_multiply
+MONARCH_SHAPES = [  # (k, q, p), (l, s, r) with l r = k q
+    ((4, 4, 4), (4, 4, 4)),
+    ((3, 5, 4), (5, 2, 3)),
+    ((3, 5, 4), (3, 7, 5)),
+    ((1, 6, 7), (2, 1, 3)),
+    ((6, 1, 1), (1, 3, 6)),
+    ((2, 3, 5), (6, 4, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", REAL + CPLX)
+def test_monarch_matches_reference(dtype, device):
+    for (k, q, p), (l, s, r) in MONARCH_SHAPES:
+        for batch in [(9,), (2, 3), (0,), ()]:
+            x = _rand((*batch, k * p), dtype, seed=k + q, device=device)
+            w1 = _rand((k, q, p), dtype, seed=2, device=device)
+            w2 = _rand((l, s, r), dtype, seed=3, device=device)
+            out = kf.monarch_multiply(x, w1, w2)
+            assert out.shape == (*batch, l * s) and out.dtype == dtype
+            w = _wide(dtype)
+            exp = ref.monarch_multiply(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu())
+            _close(out.cpu(), exp, dtype, factor=4)
+
+
+def test_monarch_reference_is_dense_product():
+    # M = P2 blockdiag(w2) P blockdiag(w1) with the permutation written as a matrix
+    (k, q, p), (l, s, r) = (3, 5, 4), (5, 2, 3)
+    w1, w2 = _rand((k, q, p), torch.float64, 1), _rand((l, s, r), torch.float64, 2)
+    B1 = torch.block_diag(*w1)
+    B2 = torch.block_diag(*w2)
+    P = torch.zeros(k * q, k * q, dtype=torch.float64)
+    for c in range(l):
+        for b in range(r):
+            P[c * r + b, b * l + c] = 1
+    M = B2 @ P @ B1
+    x = _rand((4, k * p), torch.float64, 3)
+    torch.testing.assert_close(ref.monarch_multiply(x, w1, w2), x @ M.T)
+    torch.testing.assert_close(bfc.monarch_to_dense(w1, w2), M)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_monarch_gradcheck(dtype):
+    for (k, q, p), (l, s, r) in MONARCH_SHAPES[:4]:
+        x = _rand((3, k * p), dtype, 1).requires_grad_()
+        w1 = _rand((k, q, p), dtype, 2).requires_grad_()
+        w2 = _rand((l, s, r), dtype, 3).requires_grad_()
+        assert torch.autograd.gradcheck(kf.monarch_multiply, (x, w1, w2))
+
+
+def test_monarch_errors():
+    x = torch.randn(2, 12)
+    w1, w2 = torch.randn(3, 5, 4), torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match="'w1'.*k \\* p = n = 12"):
+        kf.monarch_multiply(x, torch.randn(3, 5, 5), w2)
+    with pytest.raises(ValueError, match="'w2'.*l \\* r = k \\* q = 15"):
+        kf.monarch_multiply(x, w1, torch.randn(5, 2, 4))
+    with pytest.raises(TypeError, match="'w2'.*float32"):
+        kf.monarch_multiply(x, w1, w2.double())
+    with pytest.raises(ValueError, match="'w1'"):
+        torch.ops.kernelfuse.monarch_multiply(x, torch.randn(3, 5, 5), w2)
+
+
+# ------------------------------------------------------------------ monarch_fft
+POW2 = [2 ** e for e in range(1, 23)]
+
+
+def _fft_rel_err(N, rows, dtype=torch.complex64, inverse=False, norm="backward", seed=0):
+    x = _rand((rows, N), dtype, seed)
+    y = kf.monarch_fft(x, inverse=inverse, norm=norm)
+    exp = ref.monarch_fft(x.to(torch.complex128), inverse=inverse, norm=norm)
+    return ((y.to(torch.complex128) - exp).norm() / exp.norm()).item()
+
+
+def test_monarch_fft_every_power_of_two_float32():
+    for N in POW2:
+        rows = max(1, min(16, (1 << 16) // N))
+        err = _fft_rel_err(N, rows, seed=N % 97)
+        assert err < 1e-6 * max(1, math.log2(N)), (N, err)
+
+
+@pytest.mark.parametrize("norm", ["backward", "ortho", "forward"])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_monarch_fft_float64_mixed_radix(norm, inverse, device):
+    for N in [1, 2, 3, 5, 6, 12, 64, 65, 97, 100, 128, 360, 1000, 1009, 4096, 6561]:
+        x = _rand((3, N), torch.complex128, N, device)
+        y = kf.monarch_fft(x, inverse=inverse, norm=norm)
+        exp = ref.monarch_fft(x.cpu(), inverse=inverse, norm=norm)
+        err = ((y.cpu() - exp).norm() / exp.norm()).item()
+        assert err < 1e-13, (N, err)
+
+
+def test_monarch_fft_batch_shapes_and_real_input():
+    x = _rand((2, 3, 96), torch.float32)
+    y = kf.monarch_fft(x)
+    assert y.shape == x.shape and y.dtype == torch.complex64
+    _close(y, torch.fft.fft(x.double()), torch.float32, factor=20)
+    assert kf.monarch_fft(torch.zeros(0, 16, dtype=torch.complex64)).shape == (0, 16)
+
+
+@pytest.mark.parametrize("N", [1, 2, 7, 16, 100, 1024, 4096])
+def test_monarch_rfft_irfft(N):
+    x = _rand((4, N), torch.float64, N)
+    X = kf.monarch_rfft(x)
+    torch.testing.assert_close(X, torch.fft.rfft(x))
+    torch.testing.assert_close(kf.monarch_irfft(X, N), torch.fft.irfft(X, N))
+    Xn = _rand((4, N // 2 + 1), torch.complex128, 1)  # imaginary parts at 0 and n/2 are ignored, like torch
+    torch.testing.assert_close(kf.monarch_irfft(Xn, N), torch.fft.irfft(Xn, N))
+    x32 = x.float()
+    _close(kf.monarch_rfft(x32), torch.fft.rfft(x), torch.float32, factor=30)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("norm", ["backward", "ortho"])
+def test_monarch_fft_gradcheck(inverse, norm):
+    for N in [6, 128]:  # one level, two levels
+        x = _rand((2, N), torch.complex128, 3).requires_grad_()
+        assert torch.autograd.gradcheck(lambda a: kf.monarch_fft(a, inverse=inverse, norm=norm), (x,))
+    xr = _rand((2, 12), torch.float64, 4).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: kf.monarch_rfft(a), (xr,))
+    X = _rand((2, 7), torch.complex128, 5).requires_grad_()
+    ga = torch.autograd.grad(kf.monarch_irfft(X, 12).pow(2).sum(), X)[0]
+    gb = torch.autograd.grad(torch.fft.irfft(X, 12).pow(2).sum(), X)[0]
+    # torch's irfft gradient treats the half spectrum as independent values; ours differentiates
+    # the Hermitian extension: they agree on the sum of the real-part gradients of the interior.
+    assert torch.isfinite(ga).all() and ga.shape == gb.shape
+
+
+def test_monarch_fft_errors():
+    with pytest.raises(ValueError, match="'norm'"):
+        kf.monarch_fft(torch.randn(4, dtype=torch.complex64), norm="bad")
+    with pytest.raises(TypeError, match="'x'"):
+        kf.monarch_fft(torch.arange(4))
+    with pytest.raises(ValueError, match="'x'.*prime factor"):
+        kf.monarch_fft(torch.randn(2, 10009, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="'x'.*complex"):
+        torch.ops.kernelfuse.monarch_fft(torch.randn(4), False, "backward")
+
+
+# ------------------------------------------------------------------ opcheck / compile
+def test_opcheck():
+    x = _rand((5, 8), torch.float64, 1)
+    tw = _twiddle(2, 8, torch.float64)
+    torch.library.opcheck(torch.ops.kernelfuse.butterfly_multiply, (x.requires_grad_(), tw.requires_grad_(), True))
+    xc = _rand((3, 8), torch.complex128, 2).requires_grad_()
+    twc = _twiddle(1, 8, torch.complex128).requires_grad_()
+    torch.library.opcheck(torch.ops.kernelfuse.butterfly_multiply, (xc, twc, False))
+    g = _rand((5, 8), torch.float64, 3)
+    torch.library.opcheck(torch.ops.kernelfuse.butterfly_multiply_bwd, (g, x.detach(), tw.detach(), True, True, True))
+    xm = _rand((4, 12), torch.float64, 4).requires_grad_()
+    w1 = _rand((3, 5, 4), torch.float64, 5).requires_grad_()
+    w2 = _rand((5, 2, 3), torch.float64, 6).requires_grad_()
+    torch.library.opcheck(torch.ops.kernelfuse.monarch_multiply, (xm, w1, w2))
+    torch.library.opcheck(torch.ops.kernelfuse.monarch_multiply_bwd,
+                          (_rand((4, 10), torch.float64, 7), xm.detach(), w1.detach(), w2.detach(), True, True, True))
+    xf = _rand((3, 96), torch.complex128, 8).requires_grad_()
+    torch.library.opcheck(torch.ops.kernelfuse.monarch_fft, (xf, False, "backward"))
+    torch.library.opcheck(torch.ops.kernelfuse.monarch_fft, (xf, True, "ortho"))
+
+
+def test_torch_compile_fullgraph():
+    def f(x, tw, w1, w2):
+        y = kf.butterfly_multiply(x, tw)
+        z = kf.monarch_multiply(y, w1, w2)
+        return kf.monarch_fft(z).abs()
+
+    x = _rand((6, 16), torch.float32, 1)
+    tw = _twiddle(1, 16, torch.float32)
+    w1, w2 = _rand((4, 4, 4), torch.float32, 2), _rand((4, 4, 4), torch.float32, 3)
+    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(cf(x, tw, w1, w2), f(x, tw, w1, w2))
+    xs = x.clone().requires_grad_()
+    cf(xs, tw, w1, w2).sum().backward()
+    xe = x.clone().requires_grad_()
+    f(xe, tw, w1, w2).sum().backward()
+    torch.testing.assert_close(xs.grad, xe.grad)
+
+
+# ------------------------------------------------------------------ exact constructions
+@pytest.mark.parametrize("n", [2, 4, 16, 256, 4096])
+def test_fft_and_inverse_as_butterfly(n):
+    x = _rand((3, n), torch.complex128, n)
+    perm = bfc.bitreversal_permutation(n)
+    for inverse in (False, True):
+        for norm in ("backward", "ortho", "forward"):
+            tw = bfc.butterfly_fft_twiddle(n, inverse=inverse, norm=norm, dtype=torch.complex128)
+            y = kf.butterfly_multiply(x[..., perm], tw)
+            exp = torch.fft.ifft(x, norm=norm) if inverse else torch.fft.fft(x, norm=norm)
+            torch.testing.assert_close(y, exp)
+    tw32 = bfc.butterfly_fft_twiddle(n)
+    _close(kf.butterfly_multiply(x.to(torch.complex64)[..., perm], tw32), torch.fft.fft(x), torch.float32,
+           factor=10 * math.log2(n))
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 64, 1024])
+def test_hadamard_as_butterfly(n):
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    H = torch.from_numpy(scipy_linalg.hadamard(n)).double()
+    x = _rand((5, n), torch.float64, n)
+    for inc in (True, False):
+        y = kf.butterfly_multiply(x, bfc.hadamard_twiddle(n, dtype=torch.float64), increasing_stride=inc)
+        torch.testing.assert_close(y, x @ H / math.sqrt(n))
+        y = kf.butterfly_multiply(x, bfc.hadamard_twiddle(n, normalized=False, dtype=torch.float64),
+                                  increasing_stride=inc)
+        torch.testing.assert_close(y, x @ H)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8, 128, 2048])
+@pytest.mark.parametrize("norm", [None, "ortho"])
+def test_dct_as_butterfly(n, norm):
+    sfft = pytest.importorskip("scipy.fft")
+    x = _rand((4, n), torch.float64, n)
+    perm, tw = bfc.dct_butterfly(n, norm=norm, dtype=torch.complex128)
+    y = kf.butterfly_multiply(x[..., perm].to(torch.complex128), tw).real
+    exp = torch.from_numpy(sfft.dct(x.numpy(), type=2, norm=norm, axis=-1))
+    torch.testing.assert_close(y, exp)
+
+
+@pytest.mark.parametrize("n,n1", [(16, None), (64, 8), (60, 4), (4096, None), (2, 1), (7, 7)])
+def test_monarch_dft_factors(n, n1):
+    x = _rand((3, n), torch.complex128, n)
+    for inverse in (False, True):
+        w1, w2, pin, pout = bfc.monarch_dft_factors(n, inverse=inverse, n1=n1, dtype=torch.complex128)
+        y = kf.monarch_multiply(x[..., pin], w1, w2)[..., pout]
+        torch.testing.assert_close(y, torch.fft.ifft(x) if inverse else torch.fft.fft(x))
+
+
+# ------------------------------------------------------------------ modules
+@pytest.mark.parametrize("init", ["randn", "ortho", "identity"])
+@pytest.mark.parametrize("complex_", [False, True])
+def test_butterfly_linear(init, complex_):
+    m = kf.nn.ButterflyLinear(10, 7, nblocks=2, init=init, complex=complex_, dtype=torch.float64)
+    assert m.n == 16 and m.twiddle.shape == (2, 4, 8, 2, 2)
+    x = _rand((3, 10), torch.float64, 1)
+    y = m(x)
+    assert y.shape == (3, 7)
+    B = bfc.butterfly_to_dense(m.twiddle.detach())
+    exp = torch.nn.functional.pad(x, (0, 6)).to(B.dtype) @ B.T
+    torch.testing.assert_close(y, exp[:, :7] + m.bias)
+    if init == "identity":
+        torch.testing.assert_close(B, torch.eye(16, dtype=B.dtype))
+    if init == "ortho":
+        torch.testing.assert_close(B.conj().T @ B, torch.eye(16, dtype=B.dtype))
+    y.abs().sum().backward()
+    assert m.twiddle.grad is not None and torch.isfinite(m.twiddle.grad).all()
+
+
+def test_butterfly_linear_fft_init():
+    m = kf.nn.ButterflyLinear(32, 32, init="fft", complex=True, bias=False, dtype=torch.float64)
+    x = _rand((4, 32), torch.float64, 2)
+    torch.testing.assert_close(m(x), torch.fft.fft(x, norm="ortho"))
+    with pytest.raises(ValueError, match="complex=True"):
+        kf.nn.ButterflyLinear(8, 8, init="fft")
+    with pytest.raises(ValueError, match="'init'"):
+        kf.nn.ButterflyLinear(8, 8, init="bad")
+
+
+@pytest.mark.parametrize("inf,outf,nb", [(16, 16, 4), (10, 7, 3), (12, 20, 4), (5, 3, 1), (64, 64, 8)])
+def test_monarch_linear(inf, outf, nb):
+    m = kf.nn.MonarchLinear(inf, outf, nblocks=nb, dtype=torch.float64)
+    x = _rand((2, 3, inf), torch.float64, 1)
+    y = m(x)
+    assert y.shape == (2, 3, outf)
+    torch.testing.assert_close(y, x @ m.dense_weight().T + m.bias)
+    y.sum().backward()
+    assert m.w1.grad is not None and m.w2.grad is not None
+
+
+@pytest.mark.parametrize("inf,outf,nb", [(16, 16, 4), (64, 64, 8), (24, 12, 4), (10, 7, 3), (36, 36, 6)])
+def test_monarch_from_dense(inf, outf, nb):
+    src = kf.nn.MonarchLinear(inf, outf, nblocks=nb, dtype=torch.float64)
+    lin = torch.nn.Linear(inf, outf, dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.copy_(src.dense_weight())
+    m = kf.nn.MonarchLinear.from_dense(lin, nblocks=nb)
+    # a Monarch matrix is recovered exactly (when the padding does not cut its support)
+    if inf % nb == 0 and outf % nb == 0:
+        torch.testing.assert_close(m.dense_weight(), lin.weight.detach())
+    torch.testing.assert_close(m.bias, lin.bias)
+    # projection of a random dense matrix: no worse than another Monarch matrix, error < |W|
+    lin2 = torch.nn.Linear(inf, outf, dtype=torch.float64)
+    m2 = kf.nn.MonarchLinear.from_dense(lin2, nblocks=nb)
+    W = lin2.weight.detach()
+    err = (m2.dense_weight() - W).norm()
+    assert err < W.norm()
+    for scale in (0.9, 1.1):
+        other = m2.dense_weight() * scale
+        assert err <= (other - W).norm() + 1e-12
+
+
+# ------------------------------------------------------------------ LongConv(fft="learned")
+def test_longconv_learned_fft():
+    torch.manual_seed(0)
+    fixed = kf.nn.LongConv(4, 50, transposed=True, squash_lambda=0.0)
+    learned = kf.nn.LongConv(4, 50, transposed=True, squash_lambda=0.0, fft="learned")
+    learned.load_state_dict(fixed.state_dict(), strict=False)
+    assert learned.fft_size == 128
+    u = torch.randn(2, 4, 37)
+    _close(learned(u), fixed(u).double(), torch.float32, factor=50)
+    learned(u).pow(2).sum().backward()
+    for p in (learned.fft_w1, learned.fft_w2, learned.ifft_w1, learned.ifft_w2, learned.kernel, learned.D):
+        assert p.grad is not None and torch.isfinite(torch.view_as_real(p.grad) if p.is_complex() else p.grad).all()
+    with pytest.raises(ValueError, match="'fft'"):
+        kf.nn.LongConv(4, 8, fft="bad")
+    with pytest.raises(ValueError, match="causal"):
+        kf.nn.LongConv(4, 8, fft="learned", bidirectional=True)
