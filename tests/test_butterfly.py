@@ -83,10 +83,11 @@ def test_butterfly_reference_is_dense_product():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
 @pytest.mark.parametrize("inc", [True, False])
 def test_butterfly_gradcheck(dtype, inc):
-    for n, nblocks, rows in [(2, 1, 3), (8, 2, 5), (16, 1, 17)]:
+    for n, nblocks, rows in [(2, 1, 3), (8, 2, 5), (16, 1, 17)]:  # 17 rows: a full lane block plus one
         x = _rand((rows, n), dtype, seed=3).requires_grad_()
         tw = _twiddle(nblocks, n, dtype).requires_grad_()
-        assert torch.autograd.gradcheck(lambda a, b: kf.butterfly_multiply(a, b, increasing_stride=inc), (x, tw))
+        assert torch.autograd.gradcheck(lambda a, b: kf.butterfly_multiply(a, b, increasing_stride=inc), (x, tw),
+                                        fast_mode=rows > 5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
@@ -261,12 +262,12 @@ def test_monarch_rfft_irfft(N):
     _close(kf.monarch_rfft(x32), torch.fft.rfft(x), torch.float32, factor=30)
 
 
-@pytest.mark.parametrize("inverse", [False, True])
-@pytest.mark.parametrize("norm", ["backward", "ortho"])
+@pytest.mark.parametrize("inverse,norm", [(False, "backward"), (True, "ortho"), (True, "backward")])
 def test_monarch_fft_gradcheck(inverse, norm):
-    for N in [6, 128]:  # one level, two levels
-        x = _rand((2, N), torch.complex128, 3).requires_grad_()
-        assert torch.autograd.gradcheck(lambda a: kf.monarch_fft(a, inverse=inverse, norm=norm), (x,))
+    for N in [6, 96]:  # one level, two levels
+        x = _rand((1, N), torch.complex128, 3).requires_grad_()
+        assert torch.autograd.gradcheck(lambda a: kf.monarch_fft(a, inverse=inverse, norm=norm), (x,),
+                                        fast_mode=N > 6)
     xr = _rand((2, 12), torch.float64, 4).requires_grad_()
     assert torch.autograd.gradcheck(lambda a: kf.monarch_rfft(a), (xr,))
     X = _rand((2, 7), torch.complex128, 5).requires_grad_()
@@ -290,21 +291,21 @@ def test_monarch_fft_errors():
 
 # ------------------------------------------------------------------ opcheck / compile
 def test_opcheck():
-    x = _rand((5, 8), torch.float64, 1)
-    tw = _twiddle(2, 8, torch.float64)
+    x = _rand((3, 4), torch.float64, 1)
+    tw = _twiddle(2, 4, torch.float64)
     torch.library.opcheck(torch.ops.kernelfuse.butterfly_multiply, (x.requires_grad_(), tw.requires_grad_(), True))
-    xc = _rand((3, 8), torch.complex128, 2).requires_grad_()
-    twc = _twiddle(1, 8, torch.complex128).requires_grad_()
+    xc = _rand((2, 4), torch.complex128, 2).requires_grad_()
+    twc = _twiddle(1, 4, torch.complex128).requires_grad_()
     torch.library.opcheck(torch.ops.kernelfuse.butterfly_multiply, (xc, twc, False))
-    g = _rand((5, 8), torch.float64, 3)
+    g = _rand((3, 4), torch.float64, 3)
     torch.library.opcheck(torch.ops.kernelfuse.butterfly_multiply_bwd, (g, x.detach(), tw.detach(), True, True, True))
-    xm = _rand((4, 12), torch.float64, 4).requires_grad_()
+    xm = _rand((2, 12), torch.float64, 4).requires_grad_()
     w1 = _rand((3, 5, 4), torch.float64, 5).requires_grad_()
     w2 = _rand((5, 2, 3), torch.float64, 6).requires_grad_()
     torch.library.opcheck(torch.ops.kernelfuse.monarch_multiply, (xm, w1, w2))
     torch.library.opcheck(torch.ops.kernelfuse.monarch_multiply_bwd,
-                          (_rand((4, 10), torch.float64, 7), xm.detach(), w1.detach(), w2.detach(), True, True, True))
-    xf = _rand((3, 96), torch.complex128, 8).requires_grad_()
+                          (_rand((2, 10), torch.float64, 7), xm.detach(), w1.detach(), w2.detach(), True, True, True))
+    xf = _rand((1, 72), torch.complex128, 8).requires_grad_()
     torch.library.opcheck(torch.ops.kernelfuse.monarch_fft, (xf, False, "backward"))
     torch.library.opcheck(torch.ops.kernelfuse.monarch_fft, (xf, True, "ortho"))
 
@@ -367,7 +368,7 @@ def test_dct_as_butterfly(n, norm):
     torch.testing.assert_close(y, exp)
 
 
-@pytest.mark.parametrize("n,n1", [(16, None), (64, 8), (60, 4), (4096, None), (2, 1), (7, 7)])
+@pytest.mark.parametrize("n,n1", [(16, None), (64, 8), (60, 4), (1024, None), (2, 1), (7, 7)])
 def test_monarch_dft_factors(n, n1):
     x = _rand((3, n), torch.complex128, n)
     for inverse in (False, True):

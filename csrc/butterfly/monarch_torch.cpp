@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "monarch.h"
 
 namespace kernelfuse::butterfly {
 namespace {
@@ -57,9 +58,27 @@ MonarchShape check_monarch(const at::Tensor& x, const at::Tensor& w1, const at::
 at::Tensor x_blocks(const at::Tensor& x, const MonarchShape& m) {
   return x.reshape({m.M, m.k, m.p}).transpose(0, 1);
 }
+// Y1 (k, M, q) -> Z (l, M, r) (adjoint: dZ -> dY1), contiguous. CPU: the one-pass kernel of
+// monarch.h; CUDA: ATen's strided copies.
+at::Tensor shuffle(const at::Tensor& src, const MonarchShape& m, bool adjoint) {
+  if (!src.is_cpu()) {
+    if (!adjoint) return src.permute({1, 0, 2}).reshape({m.M, m.r, m.l}).permute({2, 0, 1}).contiguous();
+    return src.permute({1, 2, 0}).reshape({m.M, m.k, m.q}).transpose(0, 1).contiguous();
+  }
+  at::Tensor s = src.contiguous();
+  at::Tensor d = adjoint ? at::empty({m.k, m.M, m.q}, s.options()) : at::empty({m.l, m.M, m.r}, s.options());
+  MonarchShuffleParams p;
+  p.M = m.M; p.k = m.k; p.q = m.q; p.l = m.l; p.r = m.r;
+  p.elem_bytes = s.element_size();
+  p.adjoint = adjoint;
+  p.src = s.const_data_ptr();
+  p.dst = d.mutable_data_ptr();
+  monarch_shuffle_cpu(p);
+  return d;
+}
+
 at::Tensor middle(const at::Tensor& X, const at::Tensor& w1, const MonarchShape& m) {
-  at::Tensor Y1 = at::bmm(X, w1.transpose(1, 2));                      // (k, M, q)
-  return Y1.permute({1, 0, 2}).reshape({m.M, m.r, m.l}).permute({2, 0, 1});  // (l, M, r)
+  return shuffle(at::bmm(X, w1.transpose(1, 2)), m, false);  // (k, M, q) -> (l, M, r)
 }
 
 at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
@@ -90,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
   if (need_w2) dw2 = at::bmm(G.transpose(1, 2), middle(X, w1, m).conj());  // (l, s, r)
   if (need_x || need_w1) {
     at::Tensor dZ = at::bmm(G, w2.conj());                              // (l, M, r)
-    at::Tensor dY1 = dZ.permute({1, 2, 0}).reshape({m.M, m.k, m.q}).transpose(0, 1);  // (k, M, q)
+    at::Tensor dY1 = shuffle(dZ, m, true);                              // (k, M, q)
     if (need_x) dx = at::bmm(dY1, w1.conj()).transpose(0, 1).reshape(x.sizes());
     if (need_w1) dw1 = at::bmm(dY1.transpose(1, 2), X.conj());          // (k, q, p)
   }
