@@ -39,7 +39,7 @@ def _k(n):
 
 
 def measure(rows, case, impl, fn, device, work, repeat, note="", scale=1.0, mem=True):
-    t = timeit(fn, device=device, repeat=repeat, warmup=1) * scale
+    t = timeit(fn, device=device, repeat=repeat, warmup=1 if repeat > 1 else 0) * scale
     m = peak_extra_memory(fn, device=device) if mem else None
     rows.append(Row(case, impl, t, work, m, note))
     print(f"  {case:40s} {impl:28s} {t * 1e3:9.2f} ms", flush=True)
@@ -54,15 +54,17 @@ def bench_butterfly(rows, device, quick):
         tw = (torch.randn(1, n.bit_length() - 1, n // 2, 2, 2, generator=g) * 0.7071).to(device)
         case = f"butterfly n={_k(n)} B={B} fwd"
         measure(rows, case, "kernelfuse", lambda: kf.butterfly_multiply(x, tw), device, B * n, 5)
-        if n <= 4096:
-            measure(rows, case, "torch reference (per stage)", lambda: ref.butterfly_multiply(x, tw), device, B * n, 3)
+        if n <= 2048:
+            measure(rows, case, "torch reference (per stage)", lambda: ref.butterfly_multiply(x, tw), device, B * n, 1,
+                    mem=False)
         W = torch.randn(n, n, generator=g).to(device) / n ** 0.5
         if n >= 16384 and device == "cpu":
             xs = x[:128].contiguous()
             measure(rows, case, "dense x @ W.T", lambda: xs @ W.T, device, B * n, 1, note="128 rows, time x8", scale=8.0,
                     mem=False)
         else:
-            measure(rows, case, "dense x @ W.T", lambda: x @ W.T, device, B * n, 3)
+            measure(rows, case, "dense x @ W.T", lambda: x @ W.T, device, B * n, 3 if n <= 4096 else 1,
+                    mem=n <= 4096)
         if n in (1024, 4096):
             case = f"butterfly n={_k(n)} B={B} fwd+bwd"
             xg, twg = x.clone().requires_grad_(), tw.clone().requires_grad_()
@@ -77,7 +79,7 @@ def bench_butterfly(rows, device, quick):
                 (xg @ Wg.T).backward(gy)
                 xg.grad = Wg.grad = None
             measure(rows, case, "kernelfuse", fb, device, B * n, 3)
-            measure(rows, case, "dense x @ W.T", fbd, device, B * n, 3)
+            measure(rows, case, "dense x @ W.T", fbd, device, B * n, 3 if n <= 1024 else 1)
         del W
 
 
@@ -113,7 +115,7 @@ def bench_monarch(rows, device, quick):
             lin(xg).backward(gy)
             xg.grad = None
             lin.zero_grad(set_to_none=True)
-        measure(rows, case, "nn.Linear", run_lin, device, B * d, 3, note=f"{2 * B * d * d / 1e9:.1f} GFLOP fwd")
+        measure(rows, case, "nn.Linear", run_lin, device, B * d, 3 if mode == "fwd" else 2, note=f"{2 * B * d * d / 1e9:.1f} GFLOP fwd")
 
 
 def bench_fft(rows, device, quick):

@@ -15,6 +15,12 @@
 
 #include "../common/checks.h"
 #include "monarch.h"
+#include "monarch_fft.h"
+
+#ifdef KERNELFUSE_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace kernelfuse::butterfly {
 namespace {
@@ -194,6 +200,27 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
   else if ((norm == "backward") == inverse) scale = 1.0 / double(N);
   if (x.numel() == 0) return at::empty(x.sizes(), x.options());
   const int64_t M = x.numel() / N;
+#ifdef KERNELFUSE_WITH_CUDA
+  if (x.is_cuda()) {  // lengths with two factors <= 64: one fused kernel (monarch_fft_cuda.cu)
+    const c10::cuda::CUDAGuard guard(x.device());
+    at::Tensor xc = x.reshape({M, N}).contiguous();
+    at::Tensor out = at::empty({M, N}, xc.options());
+    bool done = false;
+    AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(x.scalar_type()), "monarch_fft", [&] {
+      MonarchFFTParams<scalar_t> p;
+      if (!monarch_fft_cuda_supported<scalar_t>(N, &p.N1, &p.N2)) return;
+      p.rows = M;
+      p.N = N;
+      p.inverse = inverse;
+      p.scale = static_cast<scalar_t>(scale);
+      p.x = at::view_as_real(xc).const_data_ptr<scalar_t>();
+      p.y = at::view_as_real(out).mutable_data_ptr<scalar_t>();
+      launch_monarch_fft<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+      done = true;
+    });
+    if (done) return out.view(x.sizes());
+  }
+#endif
   at::Tensor y = N == 1 ? x.reshape({M, 1}).clone() : fft_rec(x.reshape({M, N}).contiguous(), f, 0, inverse);
   if (scale != 1.0) y.mul_(scale);
   return y.view(x.sizes());
