@@ -198,31 +198,75 @@ def _fft_backward(ctx, grad):
 torch.library.register_autograd("kernelfuse::monarch_fft", _fft_backward, setup_context=_fft_setup)
 
 
+_SCALE = {"backward": lambda n: 1.0, "ortho": lambda n: n ** -0.5, "forward": lambda n: 1.0 / n}
+
+
+def _half_twiddle(n, sign, like):
+    """exp(sign 2 pi i k / n), k = 0..n/2, computed in float64, in like's complex dtype/device."""
+    k = torch.arange(n // 2 + 1, dtype=torch.float64)
+    return torch.polar(torch.ones_like(k), sign * 2 * math.pi * k / n).to(dtype=like.dtype, device=like.device)
+
+
 def monarch_rfft(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
-    """Real-input DFT of the last dim, like ``torch.fft.rfft``: (..., n) real -> (..., n//2 + 1)."""
+    """Real-input DFT of the last dim, like ``torch.fft.rfft``: (..., n) real -> (..., n//2 + 1).
+
+    Even n: one complex Monarch FFT of length n/2 on z = x[0::2] + i x[1::2], then the split
+    X_k = E_k + w_n^k O_k with E, O the spectra of the even / odd samples. Odd n: the complex
+    transform of the promoted input, cropped."""
     check_tensor(x, "x", "monarch_rfft")
+    _check_norm(norm, "monarch_rfft")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"kernelfuse.monarch_rfft: argument 'x': expected dtype float32 or float64, got {x.dtype}")
-    return monarch_fft(x, norm=norm)[..., : x.shape[-1] // 2 + 1]
+    if x.dim() < 1:
+        raise ValueError("kernelfuse.monarch_rfft: argument 'x': expected shape (..., n), got a 0-d tensor")
+    n = x.shape[-1]
+    if n % 2 or n < 2:
+        return monarch_fft(x, norm=norm)[..., : n // 2 + 1]
+    h = n // 2
+    z = torch.view_as_complex(x.reshape(*x.shape[:-1], h, 2).contiguous())
+    Z = _ops.monarch_fft(z, False, "backward")
+    k = torch.arange(h + 1, device=x.device)
+    Zk = Z[..., k % h]
+    Zr = Z[..., (h - k) % h].conj()
+    E = (Zk + Zr) * 0.5
+    O = (Zk - Zr) * -0.5j
+    X = E + _half_twiddle(n, -1.0, Z) * O
+    s = _SCALE[norm](n)
+    return X * s if s != 1.0 else X
 
 
 def monarch_irfft(X: torch.Tensor, n: int | None = None, *, norm: str = "backward") -> torch.Tensor:
     """Inverse of :func:`monarch_rfft`, like ``torch.fft.irfft``: (..., m) complex -> (..., n) real,
-    n = 2 (m - 1) by default (the Hermitian half spectrum is extended, then inverted)."""
+    n = 2 (m - 1) by default; the imaginary parts of the DC (and, n even, Nyquist) bins are ignored
+    like torch. Even n: one complex inverse Monarch FFT of length n/2; odd n: the Hermitian
+    extension, inverted."""
     check_tensor(X, "X", "monarch_irfft")
+    _check_norm(norm, "monarch_irfft")
     if X.dtype not in (torch.complex64, torch.complex128):
         raise TypeError(f"kernelfuse.monarch_irfft: argument 'X': expected dtype complex64 or complex128, got {X.dtype}")
     if n is None:
         n = 2 * (X.shape[-1] - 1)
-    if n < 1:
-        raise ValueError(f"kernelfuse.monarch_irfft: argument 'n': expected a positive length, got {n}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"kernelfuse.monarch_irfft: argument 'n': expected a positive length, got {n!r}")
     m = n // 2 + 1
     if X.shape[-1] < m:
         X = torch.nn.functional.pad(X, (0, m - X.shape[-1]))
     X = X[..., :m]
-    tail = X[..., 1: n - m + 1].flip(-1).conj()
-    full = torch.cat([X, tail], dim=-1)
-    return monarch_fft(full, inverse=True, norm=norm).real
+    if n % 2 or n < 2:
+        tail = X[..., 1: n - m + 1].flip(-1).conj()
+        full = torch.cat([X[..., :1].real.to(X.dtype), X[..., 1:], tail], dim=-1)
+        return monarch_fft(full, inverse=True, norm=norm).real
+    h = n // 2
+    X = torch.cat([X[..., :1].real.to(X.dtype), X[..., 1:h], X[..., h:].real.to(X.dtype)], dim=-1)
+    k = torch.arange(h, device=X.device)
+    Xk = X[..., :h]
+    Xr = X[..., h - k].conj()
+    E = Xk + Xr
+    O = (Xk - Xr) * _half_twiddle(n, 1.0, X)[:h]
+    z = _ops.monarch_fft((E + 1j * O).contiguous(), True, "forward")  # unscaled inverse
+    x = torch.view_as_real(z).reshape(*X.shape[:-1], n)
+    s = {"backward": 1.0 / n, "ortho": n ** -0.5, "forward": 1.0}[norm]
+    return x * s
 
 
 __all__ = ["NORMS", "butterfly_multiply", "monarch_fft", "monarch_irfft", "monarch_multiply", "monarch_rfft"]
