@@ -56,33 +56,73 @@ struct Kernel {
     }
   }
 
+  // One butterfly over the R lanes of slots xi, xj with the pair's twiddle w.
+  static inline void bfly(T* __restrict xi, T* __restrict xj, const T* w) {
+    if constexpr (!C) {
+      const T a = w[0], b = w[1], c = w[2], d = w[3];
+#pragma omp simd
+      for (int r = 0; r < R; ++r) {
+        const T u = xi[r], v = xj[r];
+        xi[r] = a * u + b * v;
+        xj[r] = c * u + d * v;
+      }
+    } else {
+      const T ar = w[0], ai = w[1], br = w[2], bi = w[3], cr = w[4], ci = w[5], dr = w[6], di = w[7];
+#pragma omp simd
+      for (int r = 0; r < R; ++r) {
+        const T ur = xi[r], ui = xi[R + r], vr = xj[r], vi = xj[R + r];
+        xi[r] = ar * ur - ai * ui + br * vr - bi * vi;
+        xi[R + r] = ar * ui + ai * ur + br * vi + bi * vr;
+        xj[r] = cr * ur - ci * ui + dr * vr - di * vi;
+        xj[R + r] = cr * ui + ci * ur + dr * vi + di * vr;
+      }
+    }
+  }
+
   // One stage in place: stride h, twiddles tw = (n/2, 2, 2[, 2]) of this stage.
   static void stage(T* buf, const T* tw, int64_t n, int64_t h) {
-    for (int64_t g = 0; g < n; g += 2 * h) {
+    for (int64_t g = 0; g < n; g += 2 * h)
+      for (int64_t k = 0; k < h; ++k) bfly(buf + (g + k) * E, buf + (g + k + h) * E, tw + (g / 2 + k) * TW);
+  }
+
+  // Two consecutive stages with strides {h, 2h} in one pass (radix 4): the four slots
+  // i, i + h, i + 2h, i + 3h go through both stages while they are in L1. `first_small`: the
+  // stride-h stage (twiddles twh) comes first, else the stride-2h stage (tw2h) does.
+  static void stage_pair(T* buf, const T* twh, const T* tw2h, int64_t n, int64_t h, bool first_small) {
+    for (int64_t g = 0; g < n; g += 4 * h) {
       for (int64_t k = 0; k < h; ++k) {
-        const T* w = tw + (g / 2 + k) * TW;
-        T* __restrict xi = buf + (g + k) * E;
-        T* __restrict xj = buf + (g + k + h) * E;
-        if constexpr (!C) {
-          const T a = w[0], b = w[1], c = w[2], d = w[3];
-#pragma omp simd
-          for (int r = 0; r < R; ++r) {
-            const T u = xi[r], v = xj[r];
-            xi[r] = a * u + b * v;
-            xj[r] = c * u + d * v;
-          }
+        T* e0 = buf + (g + k) * E;
+        T* e1 = e0 + h * E;
+        T* e2 = e0 + 2 * h * E;
+        T* e3 = e0 + 3 * h * E;
+        const T* wa = twh + (g / 2 + k) * TW;          // stride h: (e0, e1)
+        const T* wb = twh + (g / 2 + h + k) * TW;      // stride h: (e2, e3)
+        const T* wc = tw2h + (g / 2 + k) * TW;         // stride 2h: (e0, e2)
+        const T* wd = tw2h + (g / 2 + h + k) * TW;     // stride 2h: (e1, e3)
+        if (first_small) {
+          bfly(e0, e1, wa); bfly(e2, e3, wb); bfly(e0, e2, wc); bfly(e1, e3, wd);
         } else {
-          const T ar = w[0], ai = w[1], br = w[2], bi = w[3], cr = w[4], ci = w[5], dr = w[6], di = w[7];
-#pragma omp simd
-          for (int r = 0; r < R; ++r) {
-            const T ur = xi[r], ui = xi[R + r], vr = xj[r], vi = xj[R + r];
-            xi[r] = ar * ur - ai * ui + br * vr - bi * vi;
-            xi[R + r] = ar * ui + ai * ur + br * vi + bi * vr;
-            xj[r] = cr * ur - ci * ui + dr * vr - di * vi;
-            xj[R + r] = cr * ui + ci * ur + dr * vi + di * vr;
-          }
+          bfly(e0, e2, wc); bfly(e1, e3, wd); bfly(e0, e1, wa); bfly(e2, e3, wb);
         }
       }
+    }
+  }
+
+  // Stages [s0, s1) in place, two at a time where two consecutive stages of one block allow it.
+  static void run_stages(const ButterflyParams<T>& p, T* buf, int64_t s0, int64_t s1) {
+    const int64_t n = p.n, tw_stage = (n / 2) * TW;
+    int64_t s = s0;
+    while (s < s1) {
+      const int64_t ls = p.log_stride(s);
+      if (s + 1 < s1 && s / p.log_n == (s + 1) / p.log_n) {
+        const int64_t ls2 = p.log_stride(s + 1);
+        const T* ta = p.twiddle + s * tw_stage;
+        const T* tb = p.twiddle + (s + 1) * tw_stage;
+        if (ls2 == ls + 1) { stage_pair(buf, ta, tb, n, int64_t(1) << ls, true); s += 2; continue; }
+        if (ls2 + 1 == ls) { stage_pair(buf, tb, ta, n, int64_t(1) << ls2, false); s += 2; continue; }
+      }
+      stage(buf, p.twiddle + s * tw_stage, n, int64_t(1) << ls);
+      ++s;
     }
   }
 
@@ -144,7 +184,7 @@ struct Kernel {
   }
 
   static void forward(const ButterflyParams<T>& p) {
-    const int64_t n = p.n, S = p.stages(), tw_stage = (n / 2) * TW;
+    const int64_t n = p.n, S = p.stages();
     const int64_t nblk = (p.rows + R - 1) / R;
 #pragma omp parallel if (nblk > 1)
     {
@@ -153,7 +193,7 @@ struct Kernel {
       for (int64_t blk = 0; blk < nblk; ++blk) {
         const int64_t row0 = blk * R, nr = std::min<int64_t>(R, p.rows - row0);
         load(buf.data(), p.x, row0, nr, n);
-        for (int64_t s = 0; s < S; ++s) stage(buf.data(), p.twiddle + s * tw_stage, n, int64_t(1) << p.log_stride(s));
+        run_stages(p, buf.data(), 0, S);
         store(p.out, buf.data(), row0, nr, n);
       }
     }
@@ -191,8 +231,7 @@ struct Kernel {
         for (int64_t c = 1; c < ncp; ++c) {
           T* cur = cps.data() + c * slot;
           std::memcpy(cur, cur - slot, sizeof(T) * slot);
-          for (int64_t s = (c - 1) * K; s < c * K; ++s)
-            stage(cur, p.twiddle + s * tw_stage, n, int64_t(1) << p.log_stride(s));
+          run_stages(p, cur, (c - 1) * K, c * K);
         }
         load(g.data(), p.grad, row0, nr, n);
         for (int64_t c = ncp - 1; c >= 0; --c) {
