@@ -292,7 +292,7 @@ def test_monarch_fft_errors():
     with pytest.raises(TypeError, match="'x'"):
         kf.monarch_fft(torch.arange(4))
     with pytest.raises(ValueError, match="'x'.*prime factor"):
-        kf.monarch_fft(torch.randn(2, 10009, dtype=torch.complex64))
+        kf.monarch_fft(torch.randn(2, 2 * 2053, dtype=torch.complex64))
     with pytest.raises(ValueError, match="'x'.*complex"):
         torch.ops.kernelfuse.monarch_fft(torch.randn(4), False, "backward")
 

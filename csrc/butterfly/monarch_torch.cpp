@@ -129,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
 // the N2-point DFTs done by the next level. DFT matrices and twiddles are computed in float64
 // from exactly reduced exponents and cached per (size, direction, dtype, device).
 constexpr int64_t kMaxFactor = 64;
-constexpr int64_t kMaxDenseFactor = 8192;
+constexpr int64_t kMaxDenseFactor = 2048;  // a dense DFT of a prime factor p: p x p complex entries
 
 std::vector<int64_t> fft_factors(int64_t N) {
   std::vector<int64_t> primes;

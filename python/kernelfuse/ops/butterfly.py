@@ -165,7 +165,7 @@ def monarch_fft(x: torch.Tensor, *, inverse: bool = False, norm: str = "backward
 
     ``monarch_fft(x)`` equals ``torch.fft.fft(x, norm=norm)`` and ``monarch_fft(x, inverse=True)``
     equals ``torch.fft.ifft(x, norm=norm)``, to floating-point rounding. The length N is split into
-    N1 N2 (... up to four factors of at most 64 for N <= 2^24; larger prime factors, up to 8192,
+    N1 N2 (... up to four factors of at most 64 for N <= 2^24; larger prime factors, up to 2048,
     get a dense DFT): each level is one batched GEMM with a small DFT matrix, a twiddle multiply
     and a transpose. Real inputs are promoted to complex (float32 -> complex64, float64 ->
     complex128). Differentiable (the adjoint of the DFT is the DFT with ``inverse`` flipped).
