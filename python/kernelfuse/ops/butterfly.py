@@ -201,10 +201,22 @@ torch.library.register_autograd("kernelfuse::monarch_fft", _fft_backward, setup_
 _SCALE = {"backward": lambda n: 1.0, "ortho": lambda n: n ** -0.5, "forward": lambda n: 1.0 / n}
 
 
-def _half_twiddle(n, sign, like):
-    """exp(sign 2 pi i k / n), k = 0..n/2, computed in float64, in like's complex dtype/device."""
-    k = torch.arange(n // 2 + 1, dtype=torch.float64)
-    return torch.polar(torch.ones_like(k), sign * 2 * math.pi * k / n).to(dtype=like.dtype, device=like.device)
+_SPLIT_CACHE = {}
+
+
+def _split_coeffs(n, inverse, like):
+    """(A, B) with A_k = (1 -+ i w_k) / c, B_k = (1 +- i w_k) / c, w_k = exp(-+2 pi i k / n), k = 0..n/2
+    (c = 2 forward, 1 inverse); computed in float64, cached per (n, direction, dtype, device)."""
+    key = (n, inverse, like.dtype, like.device)
+    if key not in _SPLIT_CACHE:
+        k = torch.arange(n // 2 + 1, dtype=torch.float64)
+        w = torch.polar(torch.ones_like(k), (1.0 if inverse else -1.0) * 2 * math.pi * k / n)
+        if inverse:
+            A, B = 1 + 1j * w, 1 - 1j * w
+        else:
+            A, B = (1 - 1j * w) / 2, (1 + 1j * w) / 2
+        _SPLIT_CACHE[key] = (A.to(dtype=like.dtype, device=like.device), B.to(dtype=like.dtype, device=like.device))
+    return _SPLIT_CACHE[key]
 
 
 def monarch_rfft(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
@@ -225,12 +237,11 @@ def monarch_rfft(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
     h = n // 2
     z = torch.view_as_complex(x.reshape(*x.shape[:-1], h, 2).contiguous())
     Z = _ops.monarch_fft(z, False, "backward")
-    k = torch.arange(h + 1, device=x.device)
-    Zk = Z[..., k % h]
-    Zr = Z[..., (h - k) % h].conj()
-    E = (Zk + Zr) * 0.5
-    O = (Zk - Zr) * -0.5j
-    X = E + _half_twiddle(n, -1.0, Z) * O
+    # X_k = E_k + w^k O_k with E = (Z_k + conj Z_{h-k}) / 2, O = (Z_k - conj Z_{h-k}) / 2i
+    A, Bc = _split_coeffs(n, False, Z)
+    Zk = torch.cat([Z, Z[..., :1]], dim=-1)                     # Z_{k mod h}, k = 0..h
+    Zr = torch.cat([Z[..., :1], Z.flip(-1)], dim=-1).conj()     # conj Z_{(h - k) mod h}
+    X = Zk * A + Zr * Bc
     s = _SCALE[norm](n)
     return X * s if s != 1.0 else X
 
@@ -258,12 +269,11 @@ def monarch_irfft(X: torch.Tensor, n: int | None = None, *, norm: str = "backwar
         return monarch_fft(full, inverse=True, norm=norm).real
     h = n // 2
     X = torch.cat([X[..., :1].real.to(X.dtype), X[..., 1:h], X[..., h:].real.to(X.dtype)], dim=-1)
-    k = torch.arange(h, device=X.device)
-    Xk = X[..., :h]
-    Xr = X[..., h - k].conj()
-    E = Xk + Xr
-    O = (Xk - Xr) * _half_twiddle(n, 1.0, X)[:h]
-    z = _ops.monarch_fft((E + 1j * O).contiguous(), True, "forward")  # unscaled inverse
+    # Z_k = E_k + i O_k, E = X_k + conj X_{h-k}, O = (X_k - conj X_{h-k}) w^-k, k < h
+    A, Bc = _split_coeffs(n, True, X)
+    Xr = X[..., 1: h + 1].flip(-1).conj()
+    Z = X[..., :h] * A[:h] + Xr * Bc[:h]
+    z = _ops.monarch_fft(Z.contiguous(), True, "forward")  # unscaled inverse
     x = torch.view_as_real(z).reshape(*X.shape[:-1], n)
     s = {"backward": 1.0 / n, "ortho": n ** -0.5, "forward": 1.0}[norm]
     return x * s
