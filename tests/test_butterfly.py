@@ -133,6 +133,17 @@ def test_butterfly_noncontiguous_input():
     torch.testing.assert_close(kf.butterfly_multiply(x, tw), ref.butterfly_multiply(x, tw))
 
 
+def test_lazy_conjugate_inputs():
+    x = _rand((5, 8), torch.complex128, 1)
+    tw = _twiddle(1, 8, torch.complex128)
+    torch.testing.assert_close(kf.butterfly_multiply(x.conj(), tw.conj()),
+                               ref.butterfly_multiply(x.conj().resolve_conj(), tw.conj().resolve_conj()))
+    w1, w2 = _rand((2, 3, 4), torch.complex128, 2), _rand((3, 5, 2), torch.complex128, 3)
+    torch.testing.assert_close(kf.monarch_multiply(x.conj(), w1.conj(), w2),
+                               ref.monarch_multiply(x.conj(), w1.conj(), w2))
+    torch.testing.assert_close(kf.monarch_fft(x.conj()), torch.fft.fft(x.conj()))
+
+
 def test_butterfly_errors():
     x = torch.randn(3, 8)
     tw = _twiddle(1, 8, torch.float32)

@@ -45,8 +45,9 @@ Problem check(const at::Tensor& x, const at::Tensor& twiddle) {
                ", 2, 2) for n = ", p.n, " (x is ", shape_str(x), "), got ", shape_str(twiddle));
   p.nblocks = twiddle.size(0);
   p.rows = p.n ? x.numel() / p.n : 0;
-  p.x = x.reshape({p.rows, p.n}).contiguous();
-  p.tw = twiddle.contiguous();
+  // Lazy conjugate / negative views are materialised: the kernels read raw memory.
+  p.x = x.reshape({p.rows, p.n}).contiguous().resolve_conj().resolve_neg();
+  p.tw = twiddle.contiguous().resolve_conj().resolve_neg();
   return p;
 }
 
@@ -109,7 +110,7 @@ std::tuple<at::Tensor, at::Tensor> butterfly_multiply_bwd(const at::Tensor& grad
   if (pb.n == 1) {
     return {need_x ? grad.clone() : none, need_twiddle ? at::zeros(twiddle.sizes(), twiddle.options()) : none};
   }
-  at::Tensor g = grad.reshape({pb.rows, pb.n}).contiguous();
+  at::Tensor g = grad.reshape({pb.rows, pb.n}).contiguous().resolve_conj().resolve_neg();
   at::Tensor dx = need_x ? fresh(pb.x) : none;
   at::Tensor dtw = need_twiddle ? fresh(pb.tw) : none;
   dispatch_real(pb.x, [&]<typename T>() {

@@ -71,7 +71,7 @@ at::Tensor shuffle(const at::Tensor& src, const MonarchShape& m, bool adjoint) {
     if (!adjoint) return src.permute({1, 0, 2}).reshape({m.M, m.r, m.l}).permute({2, 0, 1}).contiguous();
     return src.permute({1, 2, 0}).reshape({m.M, m.k, m.q}).transpose(0, 1).contiguous();
   }
-  at::Tensor s = src.contiguous();
+  at::Tensor s = src.contiguous().resolve_conj().resolve_neg();
   at::Tensor d = adjoint ? at::empty({m.k, m.M, m.q}, s.options()) : at::empty({m.l, m.M, m.r}, s.options());
   MonarchShuffleParams p;
   p.M = m.M; p.k = m.k; p.q = m.q; p.l = m.l; p.r = m.r;
@@ -203,7 +203,7 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
 #ifdef KERNELFUSE_WITH_CUDA
   if (x.is_cuda()) {  // lengths with two factors <= 64: one fused kernel (monarch_fft_cuda.cu)
     const c10::cuda::CUDAGuard guard(x.device());
-    at::Tensor xc = x.reshape({M, N}).contiguous();
+    at::Tensor xc = x.reshape({M, N}).contiguous().resolve_conj().resolve_neg();
     at::Tensor out = at::empty({M, N}, xc.options());
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(x.scalar_type()), "monarch_fft", [&] {
