@@ -3,7 +3,6 @@ replacements for ``nn.Linear`` on the last dimension)."""
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
@@ -60,10 +59,8 @@ class ButterflyLinear(nn.Module):
         tw = self.twiddle
         shape = tw.shape[:3]
         if self.init == "randn":
-            if self.complex:
-                tw.copy_(torch.randn(tw.shape, dtype=tw.dtype) * math.sqrt(0.5))
-            else:
-                tw.copy_(torch.randn(tw.shape, dtype=tw.dtype) * math.sqrt(0.5))
+            # variance 1/2 per entry (complex: 1/4 per part): each stage keeps the expected norm
+            tw.copy_(torch.randn(tw.shape, dtype=tw.dtype) * math.sqrt(0.5))
         elif self.init == "ortho":
             th = torch.rand(shape, dtype=torch.float64) * 2 * math.pi
             c, s = torch.cos(th), torch.sin(th)
