@@ -21,6 +21,8 @@ import torch
 
 from ._common import check_tensor
 
+_ops = torch.ops.kernelfuse
+
 Factors = Sequence[torch.Tensor]
 
 _FLOATS = (torch.float32, torch.float64)
@@ -83,6 +85,14 @@ def _noise(noise, ref, fn) -> torch.Tensor:
     return noise.reshape(())
 
 
+MAX_DIMS = 8
+
+
+def _check_dims(fs, fn):
+    if len(fs) > MAX_DIMS:
+        raise ValueError(f"kernelfuse.{fn}: argument 'factors': at most {MAX_DIMS} axes are supported, got {len(fs)}")
+
+
 def _prod(xs):
     out = 1
     for x in xs:
@@ -91,35 +101,11 @@ def _prod(xs):
 
 
 # ---------------------------------------------------------------- plain-torch building blocks
-def _mode_products(mats, t: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-    """t (B, prod dims) -> (B, prod n'_d) applying mats[d] (n'_d, dims[d]) along axis d (None: skip)."""
-    B = t.shape[0]
-    dims = list(dims)
-    for d, A in enumerate(mats):
-        if A is None:
-            continue
-        pre = B * _prod(dims[:d])
-        post = _prod(dims[d + 1:])
-        t = torch.matmul(A, t.reshape(pre, dims[d], post))
-        dims[d] = A.shape[0]
-    return t.reshape(B, _prod(dims))
-
-
 def _kron_vec(vs: Sequence[torch.Tensor]) -> torch.Tensor:
     out = vs[0]
     for v in vs[1:]:
         out = (out[:, None] * v[None, :]).reshape(-1)
     return out
-
-
-def _eig(factors):
-    """Eigendecompositions of the symmetrised factors: lists (lam_d (n_d,), Q_d (n_d, n_d))."""
-    lams, Qs = [], []
-    for f in factors:
-        lam, Q = torch.linalg.eigh(0.5 * (f + f.transpose(0, 1)))
-        lams.append(lam)
-        Qs.append(Q)
-    return lams, Qs
 
 
 # ---------------------------------------------------------------- kron_matmul
@@ -133,8 +119,9 @@ def kron_matmul(factors: Factors, x: torch.Tensor, *, transpose: bool = False) -
         transpose: use K_d^T, i.e. compute (K_1 (x) ... (x) K_D)^T @ x.
 
     Returns:
-        (..., prod n_d) (prod m_d when transpose). Differentiable in x and every factor.
-        Cost O(B * sum_d n_d * prod(...)) by successive mode products (GEMMs).
+        (..., prod n_d) (prod m_d when transpose). Differentiable in x and every factor (the
+        backward is the op ``kernelfuse::kron_matmul_bwd``). One GEMM per axis (cyclic mode
+        products, see docs/kron.md): O(B * sum_d n_d * prod of the intermediate grid).
     """
     fs = _check_factors(factors, "kron_matmul", square=False)
     mats = [f.transpose(0, 1) if transpose else f for f in fs]
@@ -142,78 +129,82 @@ def kron_matmul(factors: Factors, x: torch.Tensor, *, transpose: bool = False) -
     _check_vec(x, "x", "kron_matmul", fs[0], M, "prod of the factors' " + ("rows" if transpose else "columns"))
     lead = x.shape[:-1]
     N = _prod(m.shape[0] for m in mats)
-    t = x.reshape(-1, M)
-    out = _mode_products(mats, t, [m.shape[1] for m in mats])
+    out = _ops.kron_matmul(fs, x.reshape(-1, M), bool(transpose))
     return out.reshape(*lead, N)
 
 
-# ---------------------------------------------------------------- kron_gp_mll / kron_solve
-class _KronMLL(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y2, noise, *factors):
-        lams, Qs = _eig(factors)
-        dims = [q.shape[0] for q in Qs]
-        lam = _kron_vec(lams)
-        denom = lam + noise
-        yt = _mode_products([q.transpose(0, 1) for q in Qs], y2, dims)
-        at = yt / denom
-        alpha = _mode_products(Qs, at, dims)
-        N = lam.shape[0]
-        nll = 0.5 * (yt * at).sum(-1) + 0.5 * torch.log(denom).sum() + 0.5 * N * math.log(2 * math.pi)
-        ctx.save_for_backward(at, denom, *lams, *Qs)
-        ctx.D = len(factors)
-        return nll, alpha
+@torch.library.register_fake("kernelfuse::kron_matmul")
+def _(factors, x, transpose):
+    N = _prod(f.shape[1 if transpose else 0] for f in factors)
+    return x.new_empty((x.shape[0], N))
 
-    @staticmethod
-    def backward(ctx, g_nll, g_alpha):
-        at, denom, *rest = ctx.saved_tensors
-        D = ctx.D
-        lams, Qs = rest[:D], rest[D:]
-        dims = [q.shape[0] for q in Qs]
-        B = at.shape[0]
-        g = g_nll if g_nll is not None else torch.zeros(B, dtype=at.dtype, device=at.device)
-        g = g.reshape(B, 1)
-        U = -0.5 * g * at                      # rotated "left" vector of the outer-product term
-        wt = None
-        if g_alpha is not None:
-            wt = _mode_products([q.transpose(0, 1) for q in Qs], g_alpha.reshape(B, -1), dims) / denom
-            U = U - wt
-        dy = None
-        if ctx.needs_input_grad[0]:
-            dyt = g * at if wt is None else g * at + wt
-            dy = _mode_products(Qs, dyt, dims)
-        dnoise = None
-        if ctx.needs_input_grad[1]:
-            gs = g.sum()
-            dn = gs * 0.5 * (1.0 / denom).sum() - 0.5 * (g * at * at).sum()
-            if wt is not None:
-                dn = dn - (wt * at).sum()
-            dnoise = dn
-        dfs = []
-        inv = 1.0 / denom
-        gsum = g.sum()
-        Ut = U.reshape(B, *dims)
-        for d in range(D):
-            if not ctx.needs_input_grad[2 + d]:
-                dfs.append(None)
-                continue
-            others = [torch.ones_like(lams[e]) if e == d else lams[e] for e in range(D)]
-            lo = _kron_vec(others).reshape(*dims)
-            V = at.reshape(B, *dims) * lo                                  # alpha~ scaled by the other axes
-            Md = torch.tensordot(Ut.movedim(d + 1, -1), V.movedim(d + 1, -1),
-                                 dims=(list(range(D)), list(range(D))))     # (n_d, n_d)
-            c = (lo * inv.reshape(*dims)).sum(dim=[e for e in range(D) if e != d]) if D > 1 else inv.reshape(-1)
-            Md = Md + torch.diag(0.5 * gsum * c)
-            G = Qs[d] @ Md @ Qs[d].transpose(0, 1)
-            dfs.append(0.5 * (G + G.transpose(0, 1)))
-        return (dy, dnoise, *dfs)
+
+@torch.library.register_fake("kernelfuse::kron_matmul_bwd")
+def _(grad, factors, x, transpose, need_x, need_factors):
+    dx = x.new_empty(x.shape) if need_x else x.new_empty((0,))
+    dfs = [f.new_empty(f.shape) for f in factors] if need_factors else []
+    return dx, dfs
+
+
+def _matmul_setup(ctx, inputs, output):
+    factors, x, transpose = inputs
+    ctx.transpose = transpose
+    ctx.D = len(factors)
+    ctx.save_for_backward(x, *factors)
+
+
+def _matmul_backward(ctx, grad):
+    x, *factors = ctx.saved_tensors
+    need_f = any(ctx.needs_input_grad[0])
+    need_x = ctx.needs_input_grad[1]
+    dx, dfs = _ops.kron_matmul_bwd(grad, factors, x, ctx.transpose, need_x, need_f)
+    dfl = [d if n else None for d, n in zip(dfs, ctx.needs_input_grad[0])] if need_f else None
+    return dfl, (dx if need_x else None), None
+
+
+torch.library.register_autograd("kernelfuse::kron_matmul", _matmul_backward, setup_context=_matmul_setup)
+
+
+# ---------------------------------------------------------------- kron_gp_mll / kron_solve
+@torch.library.register_fake("kernelfuse::kron_gp_mll")
+def _(factors, y, noise):
+    P = sum(int(f.shape[0]) + int(f.shape[0]) ** 2 for f in factors)
+    return y.new_empty((y.shape[0],)), y.new_empty(y.shape), y.new_empty((P,)), y.new_empty(y.shape)
+
+
+@torch.library.register_fake("kernelfuse::kron_gp_mll_bwd")
+def _(grad_nll, grad_alpha, factors, noise, eig, alpha_rot, need_y, need_noise, need_factors):
+    dy = alpha_rot.new_empty(alpha_rot.shape) if need_y else alpha_rot.new_empty((0,))
+    dn = noise.new_empty(()) if need_noise else noise.new_empty((0,))
+    dfs = [f.new_empty(f.shape) for f in factors] if need_factors else []
+    return dy, dn, dfs
+
+
+def _mll_setup(ctx, inputs, output):
+    factors, y, noise = inputs
+    _, _, eig, alpha_rot = output
+    ctx.noise_shape = noise.shape
+    ctx.save_for_backward(noise, eig, alpha_rot, *factors)
+
+
+def _mll_backward(ctx, g_nll, g_alpha, g_eig, g_rot):
+    noise, eig, alpha_rot, *factors = ctx.saved_tensors
+    nf = ctx.needs_input_grad[0]
+    need_f, need_y, need_n = any(nf), ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    dy, dn, dfs = _ops.kron_gp_mll_bwd(g_nll, g_alpha, factors, noise, eig, alpha_rot, need_y, need_n, need_f)
+    dfl = [d if n else None for d, n in zip(dfs, nf)] if need_f else None
+    return dfl, (dy if need_y else None), (dn.reshape(ctx.noise_shape) if need_n else None)
+
+
+torch.library.register_autograd("kernelfuse::kron_gp_mll", _mll_backward, setup_context=_mll_setup)
 
 
 def _mll_impl(fs, y, noise):
+    """(nll (lead), alpha (y's shape), eig, alpha_rot) through the op."""
     N = y.shape[-1]
     lead = y.shape[:-1]
-    nll, alpha = _KronMLL.apply(y.reshape(-1, N), noise, *fs)
-    return nll.reshape(lead), alpha.reshape(y.shape)
+    nll, alpha, eig, rot = _ops.kron_gp_mll(fs, y.reshape(-1, N), noise)
+    return nll.reshape(lead), alpha.reshape(y.shape), eig, rot
 
 
 def kron_gp_mll(factors: Factors, y: torch.Tensor, noise) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -225,14 +216,15 @@ def kron_gp_mll(factors: Factors, y: torch.Tensor, noise) -> Tuple[torch.Tensor,
         alpha = A^{-1} y
 
     Args:
-        factors: D square matrices K_d (n_d, n_d).
+        factors: D <= 8 square matrices K_d (n_d, n_d).
         y: (N,) or (..., N) with N = prod n_d; leading dims are independent outputs (same K).
         noise: s^2, the noise VARIANCE: a 0-d tensor (differentiable) or a number.
 
     Returns:
         (nll, alpha): nll of shape y.shape[:-1] (0-d for a vector y), alpha of y's shape. Both are
-        differentiable in the factors, y and noise through an analytic backward (no differentiation
-        through eigh, which is unstable for repeated eigenvalues).
+        differentiable in the factors, y and noise through an analytic backward (the op
+        ``kernelfuse::kron_gp_mll_bwd``; no differentiation through eigh, which is unstable for
+        repeated eigenvalues). Gradients w.r.t. factors are those of the symmetrised definition.
 
     Method: K_d = Q_d diag(lam_d) Q_d^T (eigh); A^{-1} y = Q diag(1/(lam + s^2)) Q^T y by mode
     products with Q = (x) Q_d, lam = (x) lam_d; log det A = sum log(lam + s^2) exactly, without any
@@ -241,10 +233,12 @@ def kron_gp_mll(factors: Factors, y: torch.Tensor, noise) -> Tuple[torch.Tensor,
     If some lam + s^2 <= 0 (A not positive definite) the nll is NaN (or -inf), never silently clamped.
     """
     fs = _check_factors(factors, "kron_gp_mll", square=True)
+    _check_dims(fs, "kron_gp_mll")
     N = _prod(f.shape[0] for f in fs)
     _check_vec(y, "y", "kron_gp_mll", fs[0], N, "prod n_d of the factors")
     s2 = _noise(noise, fs[0], "kron_gp_mll")
-    return _mll_impl(fs, y, s2)
+    nll, alpha, _, _ = _mll_impl(fs, y, s2)
+    return nll, alpha
 
 
 def kron_solve(factors: Factors, y: torch.Tensor, noise) -> torch.Tensor:
@@ -254,6 +248,7 @@ def kron_solve(factors: Factors, y: torch.Tensor, noise) -> torch.Tensor:
     shape; differentiable in the factors, y and noise (the alpha output of :func:`kron_gp_mll`).
     """
     fs = _check_factors(factors, "kron_solve", square=True)
+    _check_dims(fs, "kron_solve")
     N = _prod(f.shape[0] for f in fs)
     _check_vec(y, "y", "kron_solve", fs[0], N, "prod n_d of the factors")
     s2 = _noise(noise, fs[0], "kron_solve")
@@ -308,7 +303,8 @@ def _prior(prior_var, M, ref, fn, dims=None):
 
 
 def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: Optional[Factors] = None,
-                   targets: str = "grid", prior_var=None) -> Tuple[torch.Tensor, torch.Tensor]:
+                   targets: str = "grid", prior_var=None,
+                   return_var: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Posterior mean and exact marginal variance of the latent GP f, given y = f + noise on a grid.
 
     Training data: factors K_d (n_d, n_d) symmetric PSD (the prior covariance K = (x) K_d on the
@@ -329,74 +325,76 @@ def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: O
             (M,), or (grid targets) a list of per-axis (m_d,) vectors (Kronecker product). Required
             for cross targets; optional on the training grid.
 
+        return_var: False skips the variance (returns (mean, None)).
+
     Returns:
         mean (..., M) (batch of y), var (M,) (the same for every output of a batch). The mean is
         differentiable in factors, y, noise and cross_factors; var is computed without autograd
-        (returned detached).
+        (returned detached) by the op ``kernelfuse::kron_posterior_var``, reusing the
+        eigendecompositions of the solve.
     """
     fn = "kron_posterior"
     fs = _check_factors(factors, fn, square=True)
+    _check_dims(fs, fn)
     dims = [f.shape[0] for f in fs]
     N = _prod(dims)
     _check_vec(y, "y", fn, fs[0], N, "prod n_d of the factors")
     s2 = _noise(noise, fs[0], fn)
     if targets not in ("grid", "scattered"):
         raise ValueError(f"kernelfuse.{fn}: argument 'targets': expected 'grid' or 'scattered', got {targets!r}")
-    alpha = _mll_impl(fs, y, s2)[1]
+    cs = None
+    if cross_factors is not None:
+        if isinstance(cross_factors, torch.Tensor) or not isinstance(cross_factors, (list, tuple)):
+            raise TypeError(f"kernelfuse.{fn}: argument 'cross_factors' must be a list or tuple of 2-D tensors, "
+                            f"got {type(cross_factors).__name__}")
+        if len(cross_factors) != len(fs):
+            raise ValueError(f"kernelfuse.{fn}: argument 'cross_factors': expected {len(fs)} matrices (one per "
+                             f"axis), got {len(cross_factors)}")
+        cs = []
+        for d, c in enumerate(cross_factors):
+            name = f"cross_factors[{d}]"
+            check_tensor(c, name, fn)
+            _same(c, fs[0], name, "factors[0]", fn)
+            if c.dim() != 2 or c.shape[1] != dims[d]:
+                raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected shape (m, {dims[d]}) (targets x "
+                                 f"training points of axis {d}), got {tuple(c.shape)}")
+            if targets == "scattered" and cs and c.shape[0] != cs[0].shape[0]:
+                raise ValueError(f"kernelfuse.{fn}: argument '{name}': scattered targets need the same number of "
+                                 f"rows M = {cs[0].shape[0]} in every cross factor, got {tuple(c.shape)}")
+            cs.append(c)
+        if prior_var is None and return_var:
+            raise ValueError(f"kernelfuse.{fn}: argument 'prior_var' is required with cross_factors (the prior "
+                             f"variance k(x*, x*) at the targets: a scalar for a stationary kernel)")
+    _, alpha, eig, _ = _mll_impl(fs, y, s2)
     lead = y.shape[:-1]
-    a2 = alpha.reshape(-1, N)
-    with torch.no_grad():
-        lams, Qs = _eig([f.detach() for f in fs])
-        denom = _kron_vec(lams) + s2.detach()
-    if cross_factors is None:
-        mean = (y - s2 * alpha)
-        with torch.no_grad():
-            sq = [q * q for q in Qs]
-            lam = _kron_vec(lams)
-            if prior_var is None:
-                var = _mode_products(sq, (lam * s2 / denom).reshape(1, N), dims).reshape(N)
-            else:
-                prior = _prior(prior_var, N, fs[0], fn, dims)
-                var = prior - _mode_products(sq, (lam * lam / denom).reshape(1, N), dims).reshape(N)
-        return mean, var
-    if isinstance(cross_factors, torch.Tensor) or not isinstance(cross_factors, (list, tuple)):
-        raise TypeError(f"kernelfuse.{fn}: argument 'cross_factors' must be a list or tuple of 2-D tensors, "
-                        f"got {type(cross_factors).__name__}")
-    if len(cross_factors) != len(fs):
-        raise ValueError(f"kernelfuse.{fn}: argument 'cross_factors': expected {len(fs)} matrices (one per axis), "
-                         f"got {len(cross_factors)}")
-    cs = []
-    for d, c in enumerate(cross_factors):
-        name = f"cross_factors[{d}]"
-        check_tensor(c, name, fn)
-        _same(c, fs[0], name, "factors[0]", fn)
-        if c.dim() != 2 or c.shape[1] != dims[d]:
-            raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected shape (m, {dims[d]}) (targets x "
-                             f"training points of axis {d}), got {tuple(c.shape)}")
-        cs.append(c)
-    if prior_var is None:
-        raise ValueError(f"kernelfuse.{fn}: argument 'prior_var' is required with cross_factors (the prior "
-                         f"variance k(x*, x*) at the targets: a scalar for a stationary kernel)")
-    if targets == "grid":
-        mdims = [c.shape[0] for c in cs]
-        M = _prod(mdims)
+    if cs is None:
+        mean = y - s2 * alpha  # K A^{-1} y = y - s^2 A^{-1} y
+        M, kind, pdims = N, "train", dims
+    elif targets == "grid":
+        pdims = [c.shape[0] for c in cs]
+        M, kind = _prod(pdims), "grid"
         mean = kron_matmul(cs, alpha)
-        with torch.no_grad():
-            prior = _prior(prior_var, M, fs[0], fn, mdims)
-            W = [(c.detach() @ q) ** 2 for c, q in zip(cs, Qs)]
-            var = prior - _mode_products(W, (1.0 / denom).reshape(1, N), dims).reshape(M)
-        return mean, var
-    M = cs[0].shape[0]
-    for d, c in enumerate(cs):
-        if c.shape[0] != M:
-            raise ValueError(f"kernelfuse.{fn}: argument 'cross_factors[{d}]': scattered targets need the same "
-                             f"number of rows M = {M} in every cross factor, got {tuple(c.shape)}")
-    mean = _rowwise_contract(cs, a2, dims).reshape(*lead, M)
+    else:
+        M, kind, pdims = cs[0].shape[0], "scattered", None
+        mean = _rowwise_contract(cs, alpha.reshape(-1, N), dims).reshape(*lead, M)
+    if not return_var:
+        return mean, None
     with torch.no_grad():
-        prior = _prior(prior_var, M, fs[0], fn)
-        W = [(c.detach() @ q) ** 2 for c, q in zip(cs, Qs)]
-        var = prior - _rowwise_contract(W, (1.0 / denom).reshape(1, N), dims).reshape(M)
+        prior = None if prior_var is None else _prior(prior_var, M, fs[0], fn, pdims).contiguous()
+        var = _ops.kron_posterior_var([f.detach() for f in fs], s2.detach(),
+                                      [] if cs is None else [c.detach() for c in cs], kind, prior, eig.detach())
     return mean, var
+
+
+@torch.library.register_fake("kernelfuse::kron_posterior_var")
+def _(factors, noise, cross_factors, targets, prior_var, eig):
+    if targets == "train":
+        M = _prod(f.shape[0] for f in factors)
+    elif targets == "grid":
+        M = _prod(c.shape[0] for c in cross_factors)
+    else:
+        M = cross_factors[0].shape[0]
+    return factors[0].new_empty((M,))
 
 
 __all__ = ["kron_gp_mll", "kron_matmul", "kron_posterior", "kron_solve"]
