@@ -15,6 +15,7 @@
 #include <ATen/ops/diag.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_eigh.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -82,6 +83,7 @@ void check_noise(const Tensor& noise, const Tensor& ref) {
 
 // One mode-product chain over a batch: X (B, prod in_dims) -> (B, prod out_dims). mats[d]
 // undefined: identity on axis d. transpose: apply mats[d]^T instead of mats[d].
+// CPU: the torch-free kron_chain_cpu. CUDA: per axis one cuBLAS GEMM (batched over `pre`).
 Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, const std::vector<int64_t>& in_dims) {
   const size_t D = in_dims.size();
   std::vector<int64_t> out_dims(D);
@@ -90,38 +92,52 @@ Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, c
   const int64_t B = X.size(0), Nin = prod(in_dims), Nout = prod(out_dims);
   if (B == 0 || Nout == 0) return at::empty({B, Nout}, X.options());
   if (Nin == 0) return at::zeros({B, Nout}, X.options());
-  int64_t maxi = 0;
-  {
+  const Tensor Xc = X.contiguous();
+  if (!X.is_cuda()) {
+    int64_t maxi = 0;
     std::vector<int64_t> cur = in_dims;
-    for (size_t d = 0; d + 1 < D; ++d) {
+    for (size_t d = 0; d < D; ++d) {
       cur[d] = out_dims[d];
       maxi = std::max(maxi, prod(cur));
     }
-  }
-  Tensor out = at::empty({B, Nout}, X.options());
-  Tensor bufs[2];
-  if (D > 1) {
-    bufs[0] = at::empty({maxi}, X.options());
-    bufs[1] = D > 2 ? at::empty({maxi}, X.options()) : Tensor();
-  }
-  const Tensor Xc = X.contiguous();
-  for (int64_t b = 0; b < B; ++b) {
-    Tensor cur = Xc[b];
-    int64_t size = Nin;
-    for (size_t d = 0; d < D; ++d) {
-      const int64_t a = in_dims[d], n = out_dims[d], R = size / a;
-      Tensor dst = d + 1 == D ? out[b] : bufs[d % 2].narrow(0, 0, R * n);
-      Tensor dv = dst.view({R, n});
-      if (mats[d].defined()) {
-        at::mm_out(dv, cur.view({a, R}).t(), transpose ? mats[d] : mats[d].t());
-      } else {
-        dv.copy_(cur.view({a, R}).t());
+    Tensor out = at::empty({B, Nout}, X.options());
+    Tensor w0 = at::empty({B * maxi}, X.options()), w1 = at::empty({B * maxi}, X.options());
+    AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "kron_chain", [&] {
+      ChainParams<scalar_t> p;
+      p.D = int32_t(D);
+      p.B = B;
+      for (size_t d = 0; d < D; ++d) {
+        p.in_dims[d] = in_dims[d];
+        p.out_dims[d] = out_dims[d];
+        if (!mats[d].defined()) continue;
+        p.mats[d] = mats[d].const_data_ptr<scalar_t>();
+        // applied matrix (n x a): mats[d] itself, or its transpose (swap strides)
+        p.rs[d] = transpose ? mats[d].stride(1) : mats[d].stride(0);
+        p.cs[d] = transpose ? mats[d].stride(0) : mats[d].stride(1);
       }
-      cur = dst;
-      size = R * n;
-    }
+      p.x = Xc.const_data_ptr<scalar_t>();
+      p.out = out.mutable_data_ptr<scalar_t>();
+      p.work0 = w0.mutable_data_ptr<scalar_t>();
+      p.work1 = w1.mutable_data_ptr<scalar_t>();
+      kron_chain_cpu<scalar_t>(p);
+    });
+    return out;
   }
-  return out;
+  // CUDA: natural layout (pre, a, post) -> (pre, n, post) by at::matmul (cuBLAS, batched over pre).
+  Tensor cur = Xc;
+  std::vector<int64_t> dims = in_dims;
+  for (size_t d = 0; d < D; ++d) {
+    if (!mats[d].defined()) continue;
+    const int64_t pre = B * prod(dims, 0, d), post = prod(dims, d + 1), a = dims[d], n = out_dims[d];
+    const Tensor M = transpose ? mats[d].t() : mats[d];  // (n x a)
+    if (post == 1)
+      cur = at::mm(cur.reshape({pre, a}), M.t());
+    else
+      cur = at::matmul(M, cur.reshape({pre, a, post}));
+    dims[d] = n;
+    cur = cur.reshape({B, -1});
+  }
+  return cur.contiguous().view({B, Nout});
 }
 
 // sum over the batch and every axis but d of U[..., k, ...] V[..., l, ...] -> (a_d, b_d), for
@@ -276,7 +292,7 @@ Tensor scale(const Eig& E, T noise, Weight w, int32_t axis, const Tensor& in, co
 
 // ------------------------------------------------------------------ kron_matmul
 Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
-  auto fs = check_factors(factors, "factors", false, 64);
+  auto fs = check_factors(factors, "factors", false, kMaxDims);
   std::vector<int64_t> in_dims;
   for (const auto& f : fs) in_dims.push_back(f.size(transpose ? 0 : 1));
   const int64_t M = prod(in_dims);
@@ -290,7 +306,7 @@ Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
 
 std::tuple<Tensor, std::vector<Tensor>> kron_matmul_bwd(const Tensor& grad, at::TensorList factors, const Tensor& x,
                                                         bool transpose, bool need_x, bool need_factors) {
-  auto fs = check_factors(factors, "factors", false, 64);
+  auto fs = check_factors(factors, "factors", false, kMaxDims);
   std::vector<int64_t> in_dims, out_dims;
   for (const auto& f : fs) {
     in_dims.push_back(f.size(transpose ? 0 : 1));
