@@ -84,6 +84,34 @@ def test_matmul_larger_grid_multithreaded():
                                rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
+@pytest.mark.parametrize("shapes", [((200, 193), (3, 2)), ((5, 4), (197, 200)), ((3, 2), (200, 200), (2, 3))])
+def test_matmul_large_axes(shapes):
+    # first / last axes with a, n >= 192 take ATen's GEMM on CPU, middle ones the torch-free kernel
+    fs = [_randn(*s, seed=i) for i, s in enumerate(shapes)]
+    x = _randn(2, math.prod(s[1] for s in shapes), seed=9)
+    torch.testing.assert_close(kf.kron_matmul(fs, x), ref.kron_matmul(fs, x))
+    xt = _randn(math.prod(s[0] for s in shapes), seed=10)
+    torch.testing.assert_close(kf.kron_matmul(fs, xt, transpose=True), ref.kron_matmul(fs, xt, transpose=True))
+
+
+def test_aten_gemm_path_env():
+    # KERNELFUSE_KRON_GEMM=aten (read once per process): the cyclic ATen-GEMM path gives the same results
+    import subprocess
+    import sys
+    code = ("import torch, kernelfuse as kf\n"
+            "from kernelfuse.reference import kron as ref\n"
+            "g = torch.Generator().manual_seed(0)\n"
+            "fs = [torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(5, 6, generator=g, dtype=torch.float64)]\n"
+            "x = torch.randn(2, 18, generator=g, dtype=torch.float64)\n"
+            "torch.testing.assert_close(kf.kron_matmul(fs, x), ref.kron_matmul(fs, x))\n"
+            "K = [f @ f.T for f in fs]\n"
+            "y = torch.randn(20, generator=g, dtype=torch.float64)\n"
+            "torch.testing.assert_close(kf.kron_gp_mll(K, y, 0.1)[0], ref.kron_gp_mll(K, y, torch.tensor(0.1, dtype=torch.float64))[0])\n")
+    env = dict(__import__("os").environ, KERNELFUSE_KRON_GEMM="aten")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
 def test_matmul_gradcheck():
     fs = [_randn(3, 2, seed=11).requires_grad_(), _randn(1, 3, seed=12).requires_grad_(),
           _randn(2, 4, seed=13).requires_grad_()]

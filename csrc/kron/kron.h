@@ -69,29 +69,16 @@ struct RowwiseParams {
   T* out = nullptr;              // (M,)
 };
 
-// Mode-product chain over a batch (CPU): x (B, a_0, ..., a_{D-1}) -> out (B, n_0, ..., n_{D-1}),
-// applying on axis d the matrix M_d (n_d, a_d), element (i, k) at mats[d][i * rs[d] + k * cs[d]]
-// (so a transpose is a swap of strides), or nothing when mats[d] is null (then n_d = a_d).
-// In the natural row-major layout (pre, a_d, post) one mode product is, per `pre`, the GEMM
-// M_d (n_d x a_d) @ X_p (a_d x post), or for the last transformed axis (post == 1) the single GEMM
-// X (pre x a_d) @ M_d^T: both run on one register-blocked, vectorised GEMM micro-kernel, threads
-// split the (pre, column-block) tiles. work0 / work1: two buffers of B * (largest intermediate
-// grid) elements each (unused entries may be null when D is small).
+// One mode product (CPU): out (pre, n, post) = M (n x a) applied to axis 1 of in (pre, a, post),
+// element (i, k) of M at M[i * rs + k * cs] (a transpose is a swap of strides). Per `pre` it is
+// the GEMM M @ X_p (a x post), or for post == 1 the single GEMM X (pre x a) @ M^T; both run on
+// one register-blocked, vectorised GEMM micro-kernel with packed panels; OpenMP over
+// (pre, column-block) tiles or row tiles.
 template <typename T>
-struct ChainParams {
-  int32_t D = 0;
-  int64_t B = 1;
-  int64_t in_dims[kMaxDims] = {}, out_dims[kMaxDims] = {};
-  const T* mats[kMaxDims] = {};
-  int64_t rs[kMaxDims] = {}, cs[kMaxDims] = {};
-  const T* x = nullptr;
-  T* out = nullptr;
-  T* work0 = nullptr;
-  T* work1 = nullptr;
-};
+void kron_mode_product_cpu(int64_t pre, int64_t a, int64_t post, int64_t n, const T* M, int64_t rs, int64_t cs,
+                           const T* in, T* out);
 
 // CPU (OpenMP); T in {float, double}.
-template <typename T> void kron_chain_cpu(const ChainParams<T>& p);
 template <typename T> void kron_scale_cpu(const ScaleParams<T>& p);
 template <typename T> void kron_trace_cpu(const TraceParams<T>& p);
 template <typename T> void kron_rowwise_cpu(const RowwiseParams<T>& p);

@@ -1,4 +1,4 @@
-// CPU mode-product chain (see ChainParams in kron.h). Torch-free: a small register-blocked GEMM
+// CPU mode product (see kron_mode_product_cpu in kron.h). Torch-free: a small register-blocked GEMM
 // with GCC vector extensions (AVX2 / AVX-512 / NEON through -march) and OpenMP over tiles.
 //
 // Why not MKL: the per-axis GEMMs here are thin (k = a_d <= a few hundred, one dim = n_d) and
@@ -66,18 +66,26 @@ inline void edge(int64_t k, int64_t mr, int64_t nr, const T* A, int64_t lda, con
 }
 
 // C (m x n) = A (m x k) @ B (k x n), all row-major with the given row strides; single-threaded.
-// Column panels of NR = 3 W outer (the k x NR panel of B stays in L1), row tiles of MR inner.
+// Column panels of NR = 3 W outer: each (k x NR) panel of B is first packed contiguously (strided
+// rows would alias in L1 when ldb is a multiple of 4 KiB / 8), then reused by every row tile.
 template <typename T>
 void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc) {
   constexpr int W = simd::Vec<T>::W;
   constexpr int NR = 3 * W;
+  thread_local std::vector<T> pack;
+  if (int64_t(pack.size()) < k * NR) pack.resize(k * NR);
+  T* P = pack.data();
   int64_t j = 0;
-  for (; j + NR <= n; j += NR)
+  for (; j + NR <= n; j += NR) {
+    for (int64_t q = 0; q < k; ++q) std::memcpy(P + q * NR, B + q * ldb + j, sizeof(T) * NR);
     for (int64_t i = 0; i < m; i += MR)
-      micro<T, 3>(k, int(std::min<int64_t>(MR, m - i)), A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc);
-  for (; j + W <= n; j += W)
+      micro<T, 3>(k, int(std::min<int64_t>(MR, m - i)), A + i * lda, lda, P, NR, C + i * ldc + j, ldc);
+  }
+  for (; j + W <= n; j += W) {
+    for (int64_t q = 0; q < k; ++q) std::memcpy(P + q * W, B + q * ldb + j, sizeof(T) * W);
     for (int64_t i = 0; i < m; i += MR)
-      micro<T, 1>(k, int(std::min<int64_t>(MR, m - i)), A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc);
+      micro<T, 1>(k, int(std::min<int64_t>(MR, m - i)), A + i * lda, lda, P, W, C + i * ldc + j, ldc);
+  }
   if (j < n)
     for (int64_t i = 0; i < m; i += MR)
       edge<T>(k, std::min<int64_t>(MR, m - i), n - j, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc);
@@ -114,52 +122,23 @@ void mode_product(int64_t pre, int64_t a, int64_t post, int64_t n, const T* Mp, 
 }  // namespace
 
 template <typename T>
-void kron_chain_cpu(const ChainParams<T>& p) {
-  const int D = p.D;
-  // Pack each applied matrix (n x a) row-major and transposed.
-  std::vector<std::vector<T>> Mp(D), Mt(D);
-  for (int d = 0; d < D; ++d) {
-    if (!p.mats[d]) continue;
-    const int64_t n = p.out_dims[d], a = p.in_dims[d];
-    Mp[d].resize(n * a);
-    Mt[d].resize(n * a);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t k = 0; k < a; ++k) {
-        const T v = p.mats[d][i * p.rs[d] + k * p.cs[d]];
-        Mp[d][i * a + k] = v;
-        Mt[d][k * n + i] = v;
-      }
-  }
-  int last = -1;
-  for (int d = 0; d < D; ++d)
-    if (p.mats[d]) last = d;
-  int64_t dims[kMaxDims];
-  for (int d = 0; d < D; ++d) dims[d] = p.in_dims[d];
-  int64_t total_in = p.B;
-  for (int d = 0; d < D; ++d) total_in *= dims[d];
-  if (last < 0) {  // nothing to apply
-    std::memcpy(p.out, p.x, sizeof(T) * total_in);
-    return;
-  }
-  const int nthreads = omp_get_max_threads();
-  const T* cur = p.x;
-  int buf = 0;
-  for (int d = 0; d <= last; ++d) {
-    if (!p.mats[d]) continue;
-    int64_t pre = p.B, post = 1;
-    for (int e = 0; e < d; ++e) pre *= dims[e];
-    for (int e = d + 1; e < D; ++e) post *= dims[e];
-    const int64_t a = dims[d], n = p.out_dims[d];
-    T* dst = d == last ? p.out : (buf == 0 ? p.work0 : p.work1);
-    const int64_t work = pre * post * a * n;
-    mode_product<T>(pre, a, post, n, Mp[d].data(), Mt[d].data(), cur, dst, work >= 65536 ? nthreads : 1);
-    dims[d] = n;
-    cur = dst;
-    if (d != last) buf ^= 1;
-  }
+void kron_mode_product_cpu(int64_t pre, int64_t a, int64_t post, int64_t n, const T* M, int64_t rs, int64_t cs,
+                           const T* in, T* out) {
+  // Pack M (n x a) row-major and transposed (small: n * a).
+  std::vector<T> Mp(n * a), Mt(n * a);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < a; ++k) {
+      const T v = M[i * rs + k * cs];
+      Mp[i * a + k] = v;
+      Mt[k * n + i] = v;
+    }
+  const int64_t work = pre * post * a * n;
+  mode_product<T>(pre, a, post, n, Mp.data(), Mt.data(), in, out, work >= 65536 ? omp_get_max_threads() : 1);
 }
 
-template void kron_chain_cpu<float>(const ChainParams<float>&);
-template void kron_chain_cpu<double>(const ChainParams<double>&);
+template void kron_mode_product_cpu<float>(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, int64_t,
+                                           const float*, float*);
+template void kron_mode_product_cpu<double>(int64_t, int64_t, int64_t, int64_t, const double*, int64_t, int64_t,
+                                            const double*, double*);
 
 }  // namespace kernelfuse::kron
