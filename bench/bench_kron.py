@@ -247,7 +247,8 @@ def main(argv=None):
     ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "plots", "kron.png"))
     args = ap.parse_args(argv)
     if args.device != "cpu":
-        print("bench_kron: CPU only for now (the CUDA path is compiled, not run)")
+        print("bench_kron: CPU only for now (the CUDA path is compiled, not run): nothing measured")
+        return []
     n3, nv, repeat = (32, 128, 3) if args.quick else (64, 512, 7)
     rows = []
     bench_grid3(rows, n3, repeat)
