@@ -226,9 +226,10 @@ struct Eig {
 
 // eigh of every symmetrised factor; a factor passed twice (the same tensor) is decomposed once.
 // On CPU the distinct factors are decomposed concurrently, one per thread (LAPACK then runs
-// single-threaded inside the parallel region): these matrices are small, and MKL's own threading
-// of syevd at these sizes was measured to burn up to ~1 s of CPU spinning on a loaded 2-core
-// machine for a 128 x 128 problem that takes 5 ms on one thread.
+// single-threaded inside the parallel region, also for a single factor): these matrices are
+// small, and MKL's own threading of syevd was measured to burn up to ~1 s of CPU spinning on a
+// loaded 2-core machine for a 128 x 128 problem that takes 5 ms on one thread (and ~15 s instead
+// of ~0.1 s for a 512 x 512 one).
 Eig eig_factors(const std::vector<Tensor>& fs) {
   Eig E;
   const size_t D = fs.size();
@@ -253,9 +254,13 @@ Eig eig_factors(const std::vector<Tensor>& fs) {
     E.lam[d] = l;
     E.Q[d] = q.contiguous();
   };
-  if (!fs[0].is_cuda() && uniq.size() > 1) {
-    at::parallel_for(0, int64_t(uniq.size()), 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) decompose(uniq[i]);
+  if (!fs[0].is_cuda()) {
+    // At least two tasks, so that even a single factor is decomposed inside a parallel region
+    // (single-threaded LAPACK); the spare task does nothing.
+    const int64_t tasks = std::max<int64_t>(2, int64_t(uniq.size()));
+    at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        if (i < int64_t(uniq.size())) decompose(uniq[i]);
     });
   } else {
     for (size_t d : uniq) decompose(d);
