@@ -94,8 +94,10 @@ def test_matmul_large_axes(shapes):
     torch.testing.assert_close(kf.kron_matmul(fs, xt, transpose=True), ref.kron_matmul(fs, xt, transpose=True))
 
 
+@pytest.mark.slow
 def test_aten_gemm_path_env():
-    # KERNELFUSE_KRON_GEMM=aten (read once per process): the cyclic ATen-GEMM path gives the same results
+    # KERNELFUSE_KRON_GEMM=aten (read once per process): the cyclic ATen-GEMM path gives the same results.
+    # Slow (a fresh interpreter, ~5-15 s) and an alternative path only: marked slow.
     import subprocess
     import sys
     code = ("import torch, kernelfuse as kf\n"
