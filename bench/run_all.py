@@ -15,6 +15,7 @@ sys.path.insert(0, HERE)
 
 FAMILIES = ["bench_kde", "bench_longconv", "bench_ssm"]  # one module per op family: bench/bench_<family>.py
 FAMILIES += ["bench_butterfly"]
+FAMILIES += ["bench_kron"]
 
 
 def main():

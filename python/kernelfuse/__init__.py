@@ -13,6 +13,7 @@ from .ops.longconv import fftconv  # noqa: E402
 from .ops.ssm import ssm_kernel  # noqa: E402
 from . import butterfly  # noqa: E402
 from .ops.butterfly import butterfly_multiply, monarch_fft, monarch_irfft, monarch_multiply, monarch_rfft  # noqa: E402
+from .ops.kron import kron_gp_mll, kron_matmul, kron_posterior, kron_solve  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
@@ -37,6 +38,10 @@ __all__ = [
     "get_num_threads",
     "kernel_logsumexp",
     "kernel_sum",
+    "kron_gp_mll",
+    "kron_matmul",
+    "kron_posterior",
+    "kron_solve",
     "ops",
     "reference",
     "set_num_threads",

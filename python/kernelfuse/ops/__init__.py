@@ -1,6 +1,4 @@
 """Public op wrappers, one module per family: argument normalisation, fake kernels, autograd."""
-from . import kde, longconv, ssm
-from . import butterfly
+from . import butterfly, kde, kron, longconv, ssm
 
-__all__ = ["kde", "longconv", "ssm"]
-__all__ += ["butterfly"]
+__all__ = ["butterfly", "kde", "kron", "longconv", "ssm"]
