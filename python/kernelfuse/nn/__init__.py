@@ -3,3 +3,6 @@
 from .longconv import S4D_INITS, GatedLongConv, LongConv, S4D, s4d_init, smooth, squash
 
 __all__ = ["GatedLongConv", "LongConv", "S4D", "S4D_INITS", "s4d_init", "smooth", "squash"]
+from .features import FavorAttention, SNNKLinear  # noqa: E402
+
+__all__ += ["FavorAttention", "SNNKLinear"]
