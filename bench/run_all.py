@@ -13,7 +13,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-FAMILIES = ["bench_kde", "bench_longconv", "bench_ssm"]  # one module per op family: bench/bench_<family>.py
+FAMILIES = ["bench_kde", "bench_longconv", "bench_ssm"]
+FAMILIES += ["bench_features"]  # one module per op family: bench/bench_<family>.py
 
 
 def main():

@@ -140,4 +140,41 @@ inline typename Vec<T>::type exp_v(typename Vec<T>::type x) {
   return r;
 }
 
+// cos alone (one polynomial): k = round(x/pi), r = x - k pi (three-part pi, FMA), cos(x) =
+// (-1)^k cos(r) with the degree-12 (float) / degree-20 (double) Taylor polynomial on [-pi/2, pi/2].
+// Same accuracy range as sincos_v, about 40% fewer operations.
+template <typename T>
+inline typename Vec<T>::type cos_v(typename Vec<T>::type x) {
+  using V = typename Vec<T>::type;
+  using Tr = SinCosTraits<T>;
+  using I = typename Tr::ivec;
+  const V k = (x * T(0.31830988618379067154) + Tr::magic) - Tr::magic;  // round(x/pi)
+  V r = x - k * (2 * Tr::p1);
+  r = r - k * (2 * Tr::p2);
+  r = r - k * (2 * Tr::p3);
+  const V z = r * r;
+  V c;
+  if constexpr (sizeof(T) == 4) {
+    c = z * T(2.08767569878680989792e-9) - T(2.75573192239858906526e-7);
+    c = c * z + T(2.48015873015873015873e-5);
+    c = c * z - T(1.38888888888888888889e-3);
+    c = c * z + T(4.16666666666666666667e-2);
+    c = c * z - T(0.5);
+    c = c * z + T(1);
+  } else {
+    c = z * T(4.11031762331216485e-19) - T(1.56192069685862264e-16);
+    c = c * z + T(4.77947733238738530e-14);
+    c = c * z - T(1.14707455977297247e-11);
+    c = c * z + T(2.08767569878680990e-9);
+    c = c * z - T(2.75573192239858907e-7);
+    c = c * z + T(2.48015873015873016e-5);
+    c = c * z - T(1.38888888888888889e-3);
+    c = c * z + T(4.16666666666666667e-2);
+    c = c * z - T(0.5);
+    c = c * z + T(1);
+  }
+  const I ki = __builtin_convertvector(k, I);
+  return (V)((I)c ^ ((ki & 1) != 0 & (I{} + Tr::signbit)));
+}
+
 }  // namespace kernelfuse::simd

@@ -70,12 +70,9 @@ inline void epilogue_vec(Kind kind, typename simd::Vec<T>::type z, T scale, T sh
   constexpr int W = simd::Vec<T>::W;
   V r = V{}, r2 = V{};
   switch (kind) {
-    case Kind::Cos: {
-      V s;
-      simd::sincos_v<T>(z, s, r);
-      r *= scale;
+    case Kind::Cos:
+      r = simd::cos_v<T>(z) * scale;
       break;
-    }
     case Kind::CosSin:
       simd::sincos_v<T>(z, r2, r);
       r *= scale;
@@ -197,7 +194,7 @@ void random_features_cpu(const RandomFeaturesParams<T>& p) {
   // Non-temporal stores: outputs much larger than the caches, 32-byte aligned rows.
   const bool nt = !two_pass && static_cast<double>(N) * Dout * sizeof(T) > 64e6 &&
                   reinterpret_cast<uintptr_t>(p.out) % 32 == 0 && (Dout * sizeof(T)) % 32 == 0;
-#pragma omp parallel
+#pragma omp parallel if (ntasks > 1 && N * D * d > 262144)
   {
     auto Xp = aligned_buffer<T>(MC * std::max<int64_t>(d, 1));
     std::vector<T> half_sq(MC);
@@ -310,7 +307,7 @@ void structured_rows(const StructuredFeaturesParams<T>& p, T* z_out, bool apply)
   const int64_t N = p.N, d = p.d, P = p.P, D = p.D;
   const int64_t Dout = (apply && p.kind == Kind::CosSin) ? 2 * D : D;
   const bool two_pass = apply && p.kind == Kind::Positive && p.stabilize != Stabilize::None;
-#pragma omp parallel
+#pragma omp parallel if (N > 1 && N * P * p.nblocks > 32768)
   {
     auto v = aligned_buffer<T>(P + W), tmp = aligned_buffer<T>(P);
 #pragma omp for schedule(dynamic, 16)
@@ -366,7 +363,7 @@ template <typename T>
 void structured_adjoint_cpu(const StructuredFeaturesParams<T>& p, const T* gz, T* gx) {
   const int64_t N = p.N, d = p.d, P = p.P, D = p.D;
   if (N == 0) return;
-#pragma omp parallel
+#pragma omp parallel if (N > 1 && N * P * p.nblocks > 32768)
   {
     auto v = aligned_buffer<T>(P), tmp = aligned_buffer<T>(P), acc = aligned_buffer<T>(P);
 #pragma omp for schedule(dynamic, 16)
