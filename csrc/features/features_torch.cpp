@@ -136,7 +136,7 @@ at::Tensor random_features(const at::Tensor& x, const at::Tensor& W, const std::
   RF r = check_rf(x, W, b);
   at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * r.D : r.D, x);
   if (r.N == 0 || r.D == 0) return out;
-  at::Tensor rowmax = kind == Kind::Positive ? at::empty({r.N}, x.options()) : at::Tensor();
+  at::Tensor rowmax = kind == Kind::Positive ? at::empty({r.N + 1}, x.options()) : at::Tensor();  // + the global max (CUDA)
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "random_features", [&] {
     RandomFeaturesParams<scalar_t> p;
     p.x = r.x2.const_data_ptr<scalar_t>();
@@ -295,7 +295,7 @@ at::Tensor structured_features(const at::Tensor& x, const at::Tensor& signs, con
   SF s = check_sf(x, signs, perm, b, block, n_features);
   at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * s.D : s.D, x);
   if (s.N == 0 || s.D == 0) return out;
-  at::Tensor rowmax = kind == Kind::Positive ? at::empty({s.N}, x.options()) : at::Tensor();
+  at::Tensor rowmax = kind == Kind::Positive ? at::empty({s.N + 1}, x.options()) : at::Tensor();  // + the global max (CUDA)
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "structured_features", [&] {
     auto p = sf_params<scalar_t>(s);
     p.out = out.mutable_data_ptr<scalar_t>();

@@ -26,7 +26,7 @@ struct RandomFeaturesParams {
   const T* W = nullptr;    // (d, D), rows packed
   const T* b = nullptr;    // (D,) or nullptr
   T* out = nullptr;        // (N, D) or (N, 2D) for CosSin
-  T* rowmax = nullptr;     // (N,) scratch for Positive (m_i = max_j z_ij); may be nullptr otherwise
+  T* rowmax = nullptr;     // (N + 1,) scratch for Positive: m_i = max_j z_ij, then (CUDA) the global max
   int64_t N = 0, d = 0, D = 0;
   Kind kind = Kind::Cos;
   Stabilize stabilize = Stabilize::Row;
@@ -48,7 +48,7 @@ struct StructuredFeaturesParams {
   const int64_t* perm = nullptr;  // (nblocks, P), Fastfood only
   const T* b = nullptr;       // (D,) or nullptr
   T* out = nullptr;           // (N, D) or (N, 2D)
-  T* rowmax = nullptr;        // (N,) scratch for Positive
+  T* rowmax = nullptr;        // (N + 1,) scratch for Positive (as RandomFeaturesParams)
   int64_t N = 0, d = 0, P = 1, nblocks = 1, D = 0;
   Kind kind = Kind::Cos;
   Block block = Block::Sorf;
