@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, machine_line, markdown_table, peak_extra_memory, save_report, timeit  # noqa: E402
+from common import Row, machine_line, markdown_table, peak_extra_memory, save_report  # noqa: E402
 
 import kernelfuse as kf  # noqa: E402
 from kernelfuse.features import RandomFeatures, exact_kernel  # noqa: E402
@@ -53,8 +53,27 @@ def torch_rff(X, W, b, scale):
     return z.mul_(scale)
 
 
+_CPU = {}
+
+
 def measure(fn, repeat):
-    return timeit(fn, repeat=repeat, warmup=1), peak_extra_memory(fn)
+    """(median wall time, peak extra memory); the median CPU time of the process over the same
+    calls (all threads: robust when other jobs share the machine) goes to _CPU[fn]."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        del out
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    _CPU["last"] = float(np.median(cpus))
+    return float(np.median(walls)), peak_extra_memory(fn)
+
+
+def add(rows, case, impl, tm, work, note=""):
+    t, m = tm
+    rows.append(Row(case, impl, t, work, m, note, extra={"cpu": _CPU["last"]}))
 
 
 def bench_rff(rows, N, d, D, repeat, with_sklearn=True, tag=""):
@@ -69,19 +88,15 @@ def bench_rff(rows, N, d, D, repeat, with_sklearn=True, tag=""):
     y0, y1 = ours(), torch_rff(X, W, b, scale)
     note = f"max abs diff vs torch {(y0 - y1).abs().max().item():.1e}"
     del y0, y1
-    t, m = measure(ours, repeat)
-    rows.append(Row(case, "kernelfuse rff (fused)", t, work, m, note))
+    add(rows, case, "kernelfuse rff (fused)", measure(ours, repeat), work, note)
     sorf = RandomFeatures(d, D, method="sorf", lengthscale=1.0, seed=0)
-    t, m = measure(lambda: sorf(X), repeat)
-    rows.append(Row(case, "kernelfuse sorf (fused)", t, work, m))
-    t, m = measure(lambda: torch_rff(X, W, b, scale), repeat)
-    rows.append(Row(case, "torch addmm + cos", t, work, m))
+    add(rows, case, "kernelfuse sorf (fused)", measure(lambda: sorf(X), repeat), work)
+    add(rows, case, "torch addmm + cos", measure(lambda: torch_rff(X, W, b, scale), repeat), work)
     if with_sklearn:
         from sklearn.kernel_approximation import RBFSampler
         Xn = X.numpy()
         S = RBFSampler(gamma=0.5, n_components=D, random_state=0).fit(Xn)
-        t, m = measure(lambda: S.transform(Xn), repeat)
-        rows.append(Row(case, "sklearn RBFSampler.transform", t, work, m))
+        add(rows, case, "sklearn RBFSampler.transform", measure(lambda: S.transform(Xn), repeat), work)
     return case
 
 
@@ -94,10 +109,8 @@ def bench_fwht(rows, R, n, repeat):
     case = f"fwht {R:,} x {n} f32"
     work = R * n * math.log2(n)
     note = f"max abs diff {(kf.fwht(x) - torch_fwht(x)).abs().max().item():.1e}"
-    t, m = measure(lambda: kf.fwht(x), repeat)
-    rows.append(Row(case, "kernelfuse fwht", t, work, m, note))
-    t, m = measure(lambda: torch_fwht(x), repeat)
-    rows.append(Row(case, "torch radix-2 FWHT", t, work, m))
+    add(rows, case, "kernelfuse fwht", measure(lambda: kf.fwht(x), repeat), work, note)
+    add(rows, case, "torch radix-2 FWHT", measure(lambda: torch_fwht(x), repeat), work)
 
 
 def approx_errors(n_feat, seeds):
@@ -218,21 +231,27 @@ def main(argv=None):
     snnk = snnk_digits(1 if q else 3, 60 if q else 200)
     print("done models", flush=True)
 
-    def ratio(case, a, b):
+    def ratio(case, a, b, cpu=False):
         ra = next(r for r in rows if r.case == case and r.impl == a)
         rb = next(r for r in rows if r.case == case and r.impl == b)
-        return rb.seconds / ra.seconds
+        return rb.extra["cpu"] / ra.extra["cpu"] if cpu else rb.seconds / ra.seconds
+
+    def both(case, a, b):
+        return f"{ratio(case, a, b):.2f}x (CPU time: {ratio(case, a, b, True):.2f}x)"
 
     table = markdown_table(rows, rate_name="GFLOP/s (2NdD) or Gop/s", rate_scale=1e9, baseline="torch addmm + cos")
     lines = [f"### Random features (`bench/bench_features.py{' --quick' if q else ''}`)", "", machine_line("cpu"), "",
              table, "",
-             "| target | measured |", "|---|---:|",
+             "CPU time of the process during one call (median; all threads; robust to other jobs on the machine):",
+             "", "| case | implementation | CPU seconds |", "|---|---|---:|",
+             *[f"| {r.case} | {r.impl} | {r.extra['cpu']:.2f} |" for r in rows], "",
+             "| target | measured (wall time ratio; CPU-time ratio) |", "|---|---:|",
              f"| fused rff >= 1.5x torch addmm + cos ({case_rff}) | "
-             f"{ratio(case_rff, 'kernelfuse rff (fused)', 'torch addmm + cos'):.2f}x |",
+             f"{both(case_rff, 'kernelfuse rff (fused)', 'torch addmm + cos')} |",
              f"| fused rff vs sklearn RBFSampler.transform | "
-             f"{ratio(case_rff, 'kernelfuse rff (fused)', 'sklearn RBFSampler.transform'):.2f}x |",
+             f"{both(case_rff, 'kernelfuse rff (fused)', 'sklearn RBFSampler.transform')} |",
              f"| fused sorf >= 2x torch rff at d = 1024 ({case_1024}) | "
-             f"{ratio(case_1024, 'kernelfuse sorf (fused)', 'torch addmm + cos'):.2f}x |",
+             f"{both(case_1024, 'kernelfuse sorf (fused)', 'torch addmm + cos')} |",
              f"| sorf error <= rff error at d = 1024 (cos features, D = {4096 if not q else 1024}, "
              f"{500 if q else 2000} points) | sorf {err1024['sorf']:.4f} vs rff {err1024['rff']:.4f} |",
              "",

@@ -81,7 +81,8 @@ def _rf_inputs(N, d, D, dtype, bias, seed=0, xscale=0.5):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kind", KINDS)
 def test_random_features_matches_reference(kind, dtype):
-    for N, d, D in [(0, 3, 5), (1, 1, 1), (7, 13, 17), (50, 7, 33), (13, 31, 64), (97, 128, 100)]:
+    for N, d, D in [(0, 3, 5), (1, 1, 1), (7, 13, 17), (50, 7, 33), (13, 31, 64), (97, 128, 100), (8, 300, 40),
+                    (13, 600, 17)]:
         for bias in (False, True):
             x, W, b = _rf_inputs(N, d, D, dtype, bias, seed=N + d + D)
             out = kf.random_features(x, W, b, kind=kind)

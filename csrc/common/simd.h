@@ -174,7 +174,7 @@ inline typename Vec<T>::type cos_v(typename Vec<T>::type x) {
     c = c * z + T(1);
   }
   const I ki = __builtin_convertvector(k, I);
-  return (V)((I)c ^ ((ki & 1) != 0 & (I{} + Tr::signbit)));
+  return (V)((I)c ^ (((ki & 1) != 0) & (I{} + Tr::signbit)));
 }
 
 }  // namespace kernelfuse::simd

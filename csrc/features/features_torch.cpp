@@ -12,6 +12,7 @@
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <tuple>

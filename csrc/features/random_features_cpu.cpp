@@ -102,14 +102,14 @@ inline void epilogue_vec(Kind kind, typename simd::Vec<T>::type z, T scale, T sh
   }
 }
 
-// 6 x (2W) register tile: acc[r][h] = sum_k xp[k][r] * wp[k][h*W .. h*W+W).
+// 6 x (2W) register tile: acc[r][h] += sum_k xp[k][r] * wp[k][h*W .. h*W+W).
 template <typename T>
 inline void microkernel(const T* __restrict xp, const T* __restrict wp, int64_t K,
                         typename simd::Vec<T>::type (&acc)[MR][2]) {
   using V = typename simd::Vec<T>::type;
   constexpr int W = simd::Vec<T>::W;
-  V a00 = V{}, a01 = V{}, a10 = V{}, a11 = V{}, a20 = V{}, a21 = V{}, a30 = V{}, a31 = V{}, a40 = V{},
-    a41 = V{}, a50 = V{}, a51 = V{};
+  V a00 = acc[0][0], a01 = acc[0][1], a10 = acc[1][0], a11 = acc[1][1], a20 = acc[2][0], a21 = acc[2][1],
+    a30 = acc[3][0], a31 = acc[3][1], a40 = acc[4][0], a41 = acc[4][1], a50 = acc[5][0], a51 = acc[5][1];
   for (int64_t k = 0; k < K; ++k) {
     const V b0 = load<V>(wp), b1 = load<V>(wp + W);
     a00 += b0 * xp[0]; a01 += b1 * xp[0];  // vector * scalar: a broadcast load and an FMA
@@ -185,18 +185,23 @@ void random_features_cpu(const RandomFeaturesParams<T>& p) {
     }
   }
   // Rows per task: the packed x block (MC x d) stays within ~192 KB (L2).
-  int64_t MC = (192 * 1024 / static_cast<int64_t>(sizeof(T) * std::max<int64_t>(d, 1))) / MR * MR;
+  int64_t MC = (192 * 1024 / static_cast<int64_t>(sizeof(T) * std::clamp<int64_t>(d, 1, 256))) / MR * MR;
   MC = std::clamp<int64_t>(MC, MR, 16 * MR);
   const int64_t ntasks = (N + MC - 1) / MC;
   // Column blocks: kPanelsPerBlock W panels (~128 KB for d = 128) stay in L2 while a micro-panel
   // of x (L1) sweeps them, so each output row is written in long sequential runs.
-  const int64_t kPanelsPerBlock = std::max<int64_t>(1, (128 * 1024) / static_cast<int64_t>(sizeof(T) * NR * std::max<int64_t>(d, 1)));
+  // K is split in slices of KC so that one W panel slice (KC x NR) stays in L1; partial sums of
+  // the MC x (block) tile wait in a per-thread buffer (L2) between slices.
+  constexpr int64_t KC = 256;
+  const int64_t kPanelsPerBlock =
+      std::max<int64_t>(1, (128 * 1024) / static_cast<int64_t>(sizeof(T) * NR * std::clamp<int64_t>(d, 1, KC)));
   // Non-temporal stores: outputs much larger than the caches, 32-byte aligned rows.
   const bool nt = !two_pass && static_cast<double>(N) * Dout * sizeof(T) > 64e6 &&
                   reinterpret_cast<uintptr_t>(p.out) % 32 == 0 && (Dout * sizeof(T)) % 32 == 0;
 #pragma omp parallel if (ntasks > 1 && N * D * d > 262144)
   {
     auto Xp = aligned_buffer<T>(MC * std::max<int64_t>(d, 1));
+    auto Cbuf = aligned_buffer<T>(d > KC ? MC * kPanelsPerBlock * NR : 1);
     std::vector<T> half_sq(MC);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < ntasks; ++t) {
@@ -222,34 +227,46 @@ void random_features_cpu(const RandomFeaturesParams<T>& p) {
       }
       for (int64_t q0 = 0; q0 < npan; q0 += kPanelsPerBlock) {
         const int64_t q1 = std::min(npan, q0 + kPanelsPerBlock);
-        for (int64_t ip = 0; ip < nmp; ++ip) {
-          const int nr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
-          for (int64_t q = q0; q < q1; ++q) {
-            const T* wp = Wp.get() + q * d * NR;
-            const int64_t c0 = q * NR;
-            const int64_t nc = std::min<int64_t>(NR, D - c0);
-            const int nc0 = static_cast<int>(std::min<int64_t>(W, nc)), nc1 = static_cast<int>(std::max<int64_t>(nc - W, 0));
-            const V bias0 = load<V>(bp.get() + c0), bias1 = load<V>(bp.get() + c0 + W);
-            V acc[MR][2];
-            microkernel<T>(Xp.get() + ip * d * MR, wp, d, acc);
-            for (int r = 0; r < nr; ++r) {
-              const int64_t row = ip * MR + r;
-              T* o = p.out + (r0 + row) * Dout + c0;
-              const V z0 = acc[r][0] + bias0, z1 = acc[r][1] + bias1;
-              if (two_pass) {  // raw z; the exponential follows once the row maximum is known
-                if (nc == NR) {
-                  store(o, z0);
-                  store(o + W, z1);
-                } else {
-                  for (int i = 0; i < nc0; ++i) o[i] = z0[i];
-                  for (int i = 0; i < nc1; ++i) o[W + i] = z1[i];
-                }
+        for (int64_t k0 = 0; k0 < std::max<int64_t>(d, 1); k0 += KC) {
+          const int64_t kc = std::min(KC, d - k0);
+          const bool first = k0 == 0, last = k0 + KC >= d;
+          for (int64_t ip = 0; ip < nmp; ++ip) {
+            const int nr = static_cast<int>(std::min<int64_t>(MR, mc - ip * MR));
+            for (int64_t q = q0; q < q1; ++q) {
+              const T* wp = Wp.get() + q * d * NR + k0 * NR;
+              T* cb = Cbuf.get() + ((ip * kPanelsPerBlock) + (q - q0)) * MR * NR;  // partial sums (K > KC)
+              V acc[MR][2];
+              for (int r = 0; r < MR; ++r)
+                for (int h = 0; h < 2; ++h) acc[r][h] = first ? V{} : load<V>(cb + r * NR + h * W);
+              microkernel<T>(Xp.get() + ip * d * MR + k0 * MR, wp, kc, acc);
+              if (!last) {
+                for (int r = 0; r < MR; ++r)
+                  for (int h = 0; h < 2; ++h) store(cb + r * NR + h * W, acc[r][h]);
                 continue;
               }
-              const T shift = half_sq[row];
-              T* os = p.kind == Kind::CosSin ? o + D : nullptr;
-              epilogue_vec<T>(p.kind, z0, p.scale, shift, o, os, nc0, nt);
-              if (nc1 > 0) epilogue_vec<T>(p.kind, z1, p.scale, shift, o + W, os ? os + W : nullptr, nc1, nt);
+              const int64_t c0 = q * NR;
+              const int64_t nc = std::min<int64_t>(NR, D - c0);
+              const int nc0 = static_cast<int>(std::min<int64_t>(W, nc)), nc1 = static_cast<int>(std::max<int64_t>(nc - W, 0));
+              const V bias0 = load<V>(bp.get() + c0), bias1 = load<V>(bp.get() + c0 + W);
+              for (int r = 0; r < nr; ++r) {
+                const int64_t row = ip * MR + r;
+                T* o = p.out + (r0 + row) * Dout + c0;
+                const V z0 = acc[r][0] + bias0, z1 = acc[r][1] + bias1;
+                if (two_pass) {  // raw z; the exponential follows once the row maximum is known
+                  if (nc == NR) {
+                    store(o, z0);
+                    store(o + W, z1);
+                  } else {
+                    for (int i = 0; i < nc0; ++i) o[i] = z0[i];
+                    for (int i = 0; i < nc1; ++i) o[W + i] = z1[i];
+                  }
+                  continue;
+                }
+                const T shift = half_sq[row];
+                T* os = p.kind == Kind::CosSin ? o + D : nullptr;
+                epilogue_vec<T>(p.kind, z0, p.scale, shift, o, os, nc0, nt);
+                if (nc1 > 0) epilogue_vec<T>(p.kind, z1, p.scale, shift, o + W, os ? os + W : nullptr, nc1, nt);
+              }
             }
           }
         }
