@@ -1,6 +1,7 @@
 """Random features: fwht vs the dense Hadamard matrix, the fused maps vs the float64 reference
 (awkward sizes), kernel-approximation statistics (1/sqrt(D) decay, orthogonal < iid, sklearn
 RBFSampler equivalence), gradcheck, opcheck, torch.compile, the models, bad inputs."""
+import functools
 import math
 
 import numpy as np
@@ -23,14 +24,19 @@ def _close(out, expected, dtype, atol_scale=None):
 
 
 # ------------------------------------------------------------------ fwht
+@functools.lru_cache(maxsize=None)
+def _hadamard(n):
+    from scipy.linalg import hadamard
+    return torch.tensor(hadamard(n, dtype=np.float64))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("normalized", [True, False])
 def test_fwht_matches_dense_hadamard(dtype, normalized):
-    from scipy.linalg import hadamard
     g = torch.Generator().manual_seed(0)
     for k in range(13):
         n = 1 << k
-        H = torch.tensor(hadamard(n), dtype=torch.float64) / (math.sqrt(n) if normalized else 1.0)
+        H = _hadamard(n) / (math.sqrt(n) if normalized else 1.0)
         for shape in ([(3,), (2, 5), (1,), ()] if k < 10 else [(2,)]):
             x = torch.randn(*shape, n, generator=g, dtype=torch.float64)
             out = kf.fwht(x.to(dtype), normalized=normalized)

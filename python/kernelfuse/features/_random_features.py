@@ -270,11 +270,8 @@ def _chi(k: int, shape, g: torch.Generator) -> torch.Tensor:
 def _orthogonal_gaussian(d: int, m: int, g: torch.Generator) -> torch.Tensor:
     """(d, m): columns in blocks of d orthogonal directions, each with a chi_d norm (so each
     column is marginally N(0, I_d), columns within a block exactly orthogonal)."""
-    cols = []
-    for _ in range(-(-m // d)):
-        A = torch.randn(d, d, generator=g, dtype=torch.float64)
-        Q, R = torch.linalg.qr(A)
-        Q = Q * torch.sign(torch.diagonal(R))[None, :]
-        norms = torch.randn(d, d, generator=g, dtype=torch.float64).norm(dim=0)
-        cols.append(Q * norms[None, :])
-    return torch.cat(cols, dim=1)[:, :m]
+    nb = -(-m // d)
+    Q, R = torch.linalg.qr(torch.randn(nb, d, d, generator=g, dtype=torch.float64))  # batched
+    Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[:, None, :]
+    Q = Q * torch.randn(nb, d, d, generator=g, dtype=torch.float64).norm(dim=1)[:, None, :]
+    return Q.permute(1, 0, 2).reshape(d, nb * d)[:, :m]

@@ -16,12 +16,11 @@ SNNK_ACTIVATIONS = ("relu", "gelu", "softmax", "exp", "tanh", "sigmoid", "step")
 
 def _gaussian_orthogonal(d: int, m: int, g: torch.Generator, dtype) -> torch.Tensor:
     """(d, m) frequency matrix: blocks of d orthogonal columns with chi_d norms (Performer's ORF)."""
-    cols = []
-    for _ in range(-(-m // d)):
-        Q, R = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-        Q = Q * torch.sign(torch.diagonal(R))[None, :]
-        cols.append(Q * torch.randn(d, d, generator=g, dtype=torch.float64).norm(dim=0)[None, :])
-    return torch.cat(cols, 1)[:, :m].to(dtype)
+    nb = -(-m // d)
+    Q, R = torch.linalg.qr(torch.randn(nb, d, d, generator=g, dtype=torch.float64))  # batched
+    Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[:, None, :]
+    Q = Q * torch.randn(nb, d, d, generator=g, dtype=torch.float64).norm(dim=1)[:, None, :]
+    return Q.permute(1, 0, 2).reshape(d, nb * d)[:, :m].to(dtype)
 
 
 class SNNKLinear(nn.Module):
