@@ -212,6 +212,11 @@ def test_torch_compile_fullgraph():
     torch._dynamo.reset()
     cf = torch.compile(f, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(cf(x, W, b), f(x, W, b))
+    # forward + backward through the compiled graph
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    cf(xa, W, b).sum().backward()
+    f(xb, W, b).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
 
 
 # ------------------------------------------------------------------ kernel approximation statistics
