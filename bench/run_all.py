@@ -13,9 +13,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-FAMILIES = ["bench_kde", "bench_longconv", "bench_ssm"]  # one module per op family: bench/bench_<family>.py
-FAMILIES += ["bench_butterfly"]
-FAMILIES += ["bench_kron"]
+# one module per op family: bench/bench_<family>.py
+FAMILIES = ["bench_kde", "bench_longconv", "bench_ssm", "bench_butterfly", "bench_kron", "bench_features"]
 
 
 def main():

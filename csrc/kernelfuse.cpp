@@ -71,4 +71,19 @@ TORCH_LIBRARY(kernelfuse, m) {
   // "scattered" (cross (M, n_d)); prior_var (M,) (optional for "train"); eig from kron_gp_mll or None.
   m.def("kron_posterior_var(Tensor[] factors, Tensor noise, Tensor[] cross_factors, str targets, Tensor? prior_var, "
         "Tensor? eig) -> Tensor");
+  // ---- random features (csrc/features) ----
+  // Fast Walsh-Hadamard transform of the last dim (a power of two); normalized: times 1/sqrt(n).
+  m.def("fwht(Tensor x, bool normalized) -> Tensor");
+  // out = scale * f(x @ W + b), x (..., d), W (d, D), b (D,); kind cos | cos_sin (2D columns: cos then
+  // sin) | positive (exp(z - |x|^2/2 - m), m by stabilize: row | global | none) | relu | step.
+  m.def("random_features(Tensor x, Tensor W, Tensor? b, str kind, float scale, str stabilize) -> Tensor");
+  m.def("random_features_bwd(Tensor grad, Tensor out, Tensor x, Tensor W, Tensor? b, str kind, float scale, "
+        "str stabilize, bool need_x, bool need_W, bool need_b) -> (Tensor, Tensor, Tensor)");
+  // Structured maps: signs (nblocks, 3, P) diagonals, perm (nblocks, P) for fastfood; the first
+  // n_features of the stacked block projections, then the same epilogue as random_features.
+  m.def("structured_features(Tensor x, Tensor signs, Tensor? perm, Tensor? b, int n_features, str kind, str block, "
+        "float scale, str stabilize) -> Tensor");
+  m.def("structured_features_bwd(Tensor grad, Tensor out, Tensor x, Tensor signs, Tensor? perm, Tensor? b, "
+        "int n_features, str kind, str block, float scale, str stabilize, bool need_x, bool need_b) "
+        "-> (Tensor, Tensor)");
 }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 #include <cmath>
+#include <climits>
 
 namespace kernelfuse::simd {
 
@@ -61,6 +62,119 @@ inline const char* isa_name() {
 #else
   return "generic";
 #endif
+}
+
+// ---- vectorised sin/cos (added for csrc/features) ----
+// sincos_v(x, s, c) for Vec<float>::type / Vec<double>::type: quadrant j = round(2x/pi), Cody-Waite
+// reduction r = x - j pi/2 with a three-part pi/2 (FMA), minimax polynomials on [-pi/4, pi/4],
+// quadrant swap / sign by bit operations. float: abs. error <= ~1.5e-7 for |x| < ~1e5 (beyond,
+// the float argument itself carries more error); double: ~1e-15 for |x| < ~1e8. Branch-free.
+template <typename T> struct SinCosTraits;
+template <> struct SinCosTraits<float> {
+  typedef int32_t ivec __attribute__((vector_size(32)));
+  static constexpr int32_t signbit = INT32_MIN;
+  static constexpr float magic = 12582912.f;  // 1.5 * 2^23: x + magic rounds to an integer
+  static constexpr float p1 = 1.5703125f, p2 = 4.837512969970703125e-4f, p3 = 7.54978995489188216e-8f;
+  template <typename V> static V sin_poly(V r, V z) {
+    V q = z * -1.9515295891e-4f + 8.3321608736e-3f;
+    q = q * z - 1.6666654611e-1f;
+    return r + r * z * q;
+  }
+  template <typename V> static V cos_poly(V z) {
+    V q = z * 2.443315711809948e-5f - 1.388731625493765e-3f;
+    q = q * z + 4.166664568298827e-2f;
+    return (V{} + 1.0f) - z * 0.5f + z * z * q;
+  }
+};
+template <> struct SinCosTraits<double> {
+  typedef int64_t ivec __attribute__((vector_size(32)));
+  static constexpr int64_t signbit = INT64_MIN;
+  static constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double p1 = 1.57079632673412561417e+00, p2 = 6.07710050630396597660e-11,
+                          p3 = 2.02226624879595063154e-21;
+  template <typename V> static V sin_poly(V r, V z) {
+    V q = z * 1.58969099521155010221e-10 - 2.50507602534068634195e-08;
+    q = q * z + 2.75573137070700676789e-06;
+    q = q * z - 1.98412698298579493134e-04;
+    q = q * z + 8.33333333332248946124e-03;
+    q = q * z - 1.66666666666666324348e-01;
+    return r + r * z * q;
+  }
+  template <typename V> static V cos_poly(V z) {
+    V q = z * -1.13596475577881948265e-11 + 2.08757232129817482790e-09;
+    q = q * z - 2.75573143513906633035e-07;
+    q = q * z + 2.48015872894767294178e-05;
+    q = q * z - 1.38888888888741095749e-03;
+    q = q * z + 4.16666666666666019037e-02;
+    return (V{} + 1.0) - z * 0.5 + z * z * q;
+  }
+};
+
+template <typename T>
+inline void sincos_v(typename Vec<T>::type x, typename Vec<T>::type& s, typename Vec<T>::type& c) {
+  using V = typename Vec<T>::type;
+  using Tr = SinCosTraits<T>;
+  using I = typename Tr::ivec;
+  const V j = (x * T(0.63661977236758134308) + Tr::magic) - Tr::magic;  // round(2x/pi)
+  V r = x - j * Tr::p1;
+  r = r - j * Tr::p2;
+  r = r - j * Tr::p3;
+  const V z = r * r;
+  const V sp = Tr::sin_poly(r, z), cp = Tr::cos_poly(z);
+  const I q = __builtin_convertvector(j, I);
+  const I swap = (q & 1) != 0;                     // odd quadrant: sin and cos exchange
+  const I sb = I{} + Tr::signbit;                  // the sign bit in every lane
+  const I ci = ((I)cp & ~swap) | ((I)sp & swap);
+  const I si = ((I)sp & ~swap) | ((I)cp & swap);
+  const I cneg = ((q + 1) & 2) != 0, sneg = (q & 2) != 0;
+  c = (V)(ci ^ (cneg & sb));
+  s = (V)(si ^ (sneg & sb));
+}
+
+// exp over a vector (lane-wise exp_approx for float, std::exp for double; the float loop vectorises).
+template <typename T>
+inline typename Vec<T>::type exp_v(typename Vec<T>::type x) {
+  using V = typename Vec<T>::type;
+  V r;
+  for (int i = 0; i < Vec<T>::W; ++i) r[i] = exp_approx(x[i]);
+  return r;
+}
+
+// cos alone (one polynomial): k = round(x/pi), r = x - k pi (three-part pi, FMA), cos(x) =
+// (-1)^k cos(r) with the degree-12 (float) / degree-20 (double) Taylor polynomial on [-pi/2, pi/2].
+// Same accuracy range as sincos_v, about 40% fewer operations.
+template <typename T>
+inline typename Vec<T>::type cos_v(typename Vec<T>::type x) {
+  using V = typename Vec<T>::type;
+  using Tr = SinCosTraits<T>;
+  using I = typename Tr::ivec;
+  const V k = (x * T(0.31830988618379067154) + Tr::magic) - Tr::magic;  // round(x/pi)
+  V r = x - k * (2 * Tr::p1);
+  r = r - k * (2 * Tr::p2);
+  r = r - k * (2 * Tr::p3);
+  const V z = r * r;
+  V c;
+  if constexpr (sizeof(T) == 4) {
+    c = z * T(2.08767569878680989792e-9) - T(2.75573192239858906526e-7);
+    c = c * z + T(2.48015873015873015873e-5);
+    c = c * z - T(1.38888888888888888889e-3);
+    c = c * z + T(4.16666666666666666667e-2);
+    c = c * z - T(0.5);
+    c = c * z + T(1);
+  } else {
+    c = z * T(4.11031762331216485e-19) - T(1.56192069685862264e-16);
+    c = c * z + T(4.77947733238738530e-14);
+    c = c * z - T(1.14707455977297247e-11);
+    c = c * z + T(2.08767569878680990e-9);
+    c = c * z - T(2.75573192239858907e-7);
+    c = c * z + T(2.48015873015873016e-5);
+    c = c * z - T(1.38888888888888889e-3);
+    c = c * z + T(4.16666666666666667e-2);
+    c = c * z - T(0.5);
+    c = c * z + T(1);
+  }
+  const I ki = __builtin_convertvector(k, I);
+  return (V)((I)c ^ (((ki & 1) != 0) & (I{} + Tr::signbit)));
 }
 
 }  // namespace kernelfuse::simd

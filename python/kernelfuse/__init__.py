@@ -14,6 +14,8 @@ from .ops.ssm import ssm_kernel  # noqa: E402
 from . import butterfly  # noqa: E402
 from .ops.butterfly import butterfly_multiply, monarch_fft, monarch_irfft, monarch_multiply, monarch_rfft  # noqa: E402
 from .ops.kron import kron_gp_mll, kron_matmul, kron_posterior, kron_solve  # noqa: E402
+from .ops.features import fwht, random_features, structured_features  # noqa: E402
+from . import features  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
@@ -53,3 +55,4 @@ __all__ = [
     "monarch_multiply",
     "monarch_rfft",
 ]
+__all__ += ["features", "fwht", "random_features", "structured_features"]

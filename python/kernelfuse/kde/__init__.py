@@ -31,3 +31,6 @@ __all__ = [
     "KERNEL_ALIASES",
     "SAMPLEABLE_KERNELS",
 ]
+from ._private import PrivateKernelDensity  # noqa: E402
+
+__all__ += ["PrivateKernelDensity"]

@@ -1,7 +1,8 @@
-"""Sequence modules built on the kernelfuse ops. Modules take (batch, length, d_model) inputs
+"""Modules built on the kernelfuse ops. Sequence modules take (batch, length, d_model) inputs
 (``transposed=True`` for (batch, d_model, length))."""
-from .longconv import S4D_INITS, GatedLongConv, LongConv, S4D, s4d_init, smooth, squash
 from .butterfly import BUTTERFLY_INITS, ButterflyLinear, MonarchLinear
+from .features import FavorAttention, SNNKLinear
+from .longconv import S4D_INITS, GatedLongConv, LongConv, S4D, s4d_init, smooth, squash
 
-__all__ = ["GatedLongConv", "LongConv", "S4D", "S4D_INITS", "s4d_init", "smooth", "squash"]
-__all__ += ["BUTTERFLY_INITS", "ButterflyLinear", "MonarchLinear"]
+__all__ = ["GatedLongConv", "LongConv", "S4D", "S4D_INITS", "s4d_init", "smooth", "squash",
+           "BUTTERFLY_INITS", "ButterflyLinear", "MonarchLinear", "FavorAttention", "SNNKLinear"]
