@@ -71,6 +71,7 @@ TORCH_LIBRARY(kernelfuse, m) {
   // "scattered" (cross (M, n_d)); prior_var (M,) (optional for "train"); eig from kron_gp_mll or None.
   m.def("kron_posterior_var(Tensor[] factors, Tensor noise, Tensor[] cross_factors, str targets, Tensor? prior_var, "
         "Tensor? eig) -> Tensor");
+
   // ---- random features (csrc/features) ----
   // Fast Walsh-Hadamard transform of the last dim (a power of two); normalized: times 1/sqrt(n).
   m.def("fwht(Tensor x, bool normalized) -> Tensor");
