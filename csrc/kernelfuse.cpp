@@ -38,4 +38,13 @@ TORCH_LIBRARY(kernelfuse, m) {
   // Backward twin: gradients for (log_dt, A_real, A_imag, B, C); B's is empty when B is None.
   m.def("ssm_kernel_bwd(Tensor grad, Tensor log_dt, Tensor A_real, Tensor A_imag, Tensor? B, Tensor C, "
         "str discretization) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // ---- kron: grid kernels (csrc/kron/grid_kernel_*) ----
+  // K (n1, n2) = d^a/dx^a d^b/dx'^b sum_q k_q(x1[i] - x2[j]); kind "rbf" | "matern12" | "matern32" |
+  // "matern52" | "sm" | "stm"; params (Q, 2) (log_variance, log_lengthscale) or (Q, 3) (log_weight,
+  // freq, log_lengthscale) for sm / stm. toeplitz: -1 detect (CPU), 0 direct, 1 x1 == x2 evenly spaced.
+  m.def("grid_kernel(Tensor x1, Tensor x2, str kind, Tensor params, int a, int b, int toeplitz) -> Tensor");
+  // Backward twin: the gradient for params (Q, P).
+  m.def("grid_kernel_bwd(Tensor grad, Tensor x1, Tensor x2, str kind, Tensor params, int a, int b, "
+        "int toeplitz) -> Tensor");
 }

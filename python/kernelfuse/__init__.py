@@ -11,6 +11,8 @@ from . import kde, models, nn, ops, reference  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
 from .ops.longconv import fftconv  # noqa: E402
 from .ops.ssm import ssm_kernel  # noqa: E402
+from .ops.gp import grid_kernel  # noqa: E402  (kron: grid kernels)
+from . import gp  # noqa: E402  (kron: GP models)
 
 __version__ = _C.build_info()["version"]
 
@@ -40,3 +42,4 @@ __all__ = [
     "set_num_threads",
     "ssm_kernel",
 ]
+__all__ += ["gp", "grid_kernel"]

@@ -1,0 +1,322 @@
+"""GPPDESolver: GP-HM ("Solving High Frequency and Multi-Scale PDEs with Gaussian Processes",
+ICLR 2024) on a Cartesian collocation grid, built on the Kronecker ops and ``grid_kernel``."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..ops.gp import grid_kernel
+from ._common import as_tensor, check_axes, check_kind, default_params, khatri_rao_apply, to_output
+from ._kron import kron_gp_mll, kron_matmul
+
+_CLS = "GPPDESolver"
+
+Orders = Tuple[int, ...]
+
+
+def _grid_values(fn, axes_np, name):
+    """fn evaluated on the meshgrid of the axes (each argument an array of the grid's shape)."""
+    mesh = np.meshgrid(*axes_np, indexing="ij")
+    try:
+        v = fn(*mesh)
+    except Exception as e:  # noqa: BLE001  (the user's callable: say which one failed)
+        raise ValueError(f"kernelfuse.gp.{_CLS}: argument '{name}': calling it on the grid failed: {e!r}") from e
+    v = np.broadcast_to(np.asarray(v, dtype=np.float64), mesh[0].shape)
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"kernelfuse.gp.{_CLS}: argument '{name}' returned NaN or infinite values on the grid")
+    return v
+
+
+class GPPDESolver:
+    """Gaussian-process PDE solver with a Kronecker prior (GP-HM).
+
+    The unknowns are the solution values u on a Cartesian collocation grid (boundary included).
+    Prior: u ~ N(0, K + jitter I) with K = K_1 (x) ... (x) K_D, each K_d a spectral-mixture ("sm")
+    or Student-t-mixture ("stm") kernel matrix with log-domain weights (and learnable frequencies)
+    on axis d. Derivatives of the GP interpolant at the grid use derivative kernel matrices and
+    alpha = (K + jitter I)^-1 u from ``kron_gp_mll``: for orders (o_1, .., o_D),
+    D^o u = (K_1^(o_1,0) (x) ... (x) K_D^(o_D,0)) alpha (``kron_matmul``; never an N x N matrix).
+    Loss (the negative log joint of GP-HM):
+
+        nll_prior(u) + w_boundary / 2 * sum_b ((u_b - g_b) / s_g)^2 + w_residual / 2 * sum_r (r(u)_r / s_f)^2
+
+    with r the PDE residual on the interior collocation points, s_f the RMS of the source (1 if
+    zero) and s_g the RMS of the boundary values (1 if zero): the weights are scale-free.
+    Every kernel hyper-parameter and u are fitted jointly (L-BFGS by default, or Adam).
+
+    Use the constructors: ``poisson_1d``, ``poisson_2d``, ``allen_cahn_1d``, ``allen_cahn_2d``,
+    ``advection_1d``; then ``fit()`` and ``predict(x)``.
+    """
+
+    def __init__(self, axes, residual: Callable, orders: Sequence[Orders], source_values, boundary_mask,
+                 boundary_values, *, kernel="sm", num_mixtures: int = 30, max_freq=None, learn_freq: bool = True,
+                 jitter: float = 1e-6, w_boundary: float = 1e6, w_residual: float = 1e6,
+                 dtype: torch.dtype = torch.float64, name: str = "pde"):
+        if not (isinstance(jitter, (int, float)) and jitter > 0):
+            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'jitter' must be a positive variance, got {jitter!r}")
+        for nm, w in (("w_boundary", w_boundary), ("w_residual", w_residual)):
+            if not (isinstance(w, (int, float)) and w > 0 and math.isfinite(w)):
+                raise ValueError(f"kernelfuse.gp.{_CLS}: argument '{nm}' must be a positive weight, got {w!r}")
+        if not (isinstance(num_mixtures, int) and num_mixtures >= 1):
+            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'num_mixtures' must be an int >= 1, got {num_mixtures!r}")
+        self.axes = check_axes(axes, "axes", dtype, None, _CLS)
+        D = len(self.axes)
+        self.kinds = check_kind(kernel, D, _CLS)
+        for k in self.kinds:
+            if k in ("matern12", "matern32") and any(max(o) > 1 for o in orders):
+                raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'kernel': kind {k!r} is not smooth enough for "
+                                 "second derivatives; use sm, stm, rbf or matern52")
+        self.shape = tuple(int(a.numel()) for a in self.axes)
+        self.N = int(np.prod(self.shape))
+        self.dtype = dtype
+        self.residual_fn = residual
+        self.orders = [tuple(int(v) for v in o) for o in orders]
+        for o in self.orders:
+            if len(o) != D or any(v < 0 or v > 2 for v in o):
+                raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'orders': each entry needs {D} orders in 0..2, got {o}")
+        self.f = as_tensor(source_values, "source", dtype, None, _CLS).reshape(-1)
+        mask = torch.as_tensor(np.asarray(boundary_mask, dtype=bool)).reshape(-1)
+        if mask.numel() != self.N or self.f.numel() != self.N:
+            raise ValueError(f"kernelfuse.gp.{_CLS}: source and boundary mask must cover the grid ({self.N} points)")
+        self.bmask = mask
+        self.bidx = torch.nonzero(mask).reshape(-1)
+        self.ridx = torch.nonzero(~mask).reshape(-1)
+        self.g = as_tensor(boundary_values, "boundary", dtype, None, _CLS).reshape(-1)
+        if self.g.numel() != self.bidx.numel():
+            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'boundary': expected {self.bidx.numel()} values (one per "
+                             f"boundary point), got {self.g.numel()}")
+        fr = self.f[self.ridx]
+        self.s_f = float(fr.pow(2).mean().sqrt()) if fr.numel() and float(fr.abs().max()) > 0 else 1.0
+        self.s_g = float(self.g.pow(2).mean().sqrt()) if self.g.numel() and float(self.g.abs().max()) > 0 else 1.0
+        self.jitter = float(jitter)
+        self.w_b, self.w_r = float(w_boundary), float(w_residual)
+        mf = list(max_freq) if isinstance(max_freq, (list, tuple)) else [max_freq] * D
+        self.params = [default_params(k, x, num_mixtures if k in ("sm", "stm") else 1, max_freq=m).clone()
+                       for k, x, m in zip(self.kinds, self.axes, mf)]
+        self.learn_freq = learn_freq
+        self.u = torch.zeros(self.N, dtype=dtype)
+        self.name = name
+        self.history_: List[float] = []
+        self.fit_time_ = 0.0
+
+    # ------------------------------------------------------------------ the model
+    def _factors(self, params, orders=None):
+        return [grid_kernel(x, x, k, p, orders=(orders[d] if orders else 0, 0))
+                for d, (x, k, p) in enumerate(zip(self.axes, self.kinds, params))]
+
+    def _params_full(self, free):
+        """Per-axis (Q, P) parameters from the free tensors (frequencies frozen if not learned)."""
+        out = []
+        for k, p, base in zip(self.kinds, free, self.params):
+            if k in ("sm", "stm") and not self.learn_freq:
+                p = torch.stack([p[:, 0], base[:, 1], p[:, 2]], 1)
+            out.append(p)
+        return out
+
+    def derivatives(self, params, alpha) -> Dict[Orders, torch.Tensor]:
+        return {o: kron_matmul(self._factors(params, o), alpha) for o in self.orders}
+
+    def loss_terms(self, u, params):
+        K = self._factors(params)
+        nll, alpha = kron_gp_mll(K, u, torch.tensor(self.jitter, dtype=self.dtype))
+        derivs = self.derivatives(params, alpha)
+        u_s = kron_matmul(K, alpha)  # the interpolant at the grid (= u - jitter alpha)
+        r = self.residual_fn(u_s, derivs, self.f)[self.ridx] / self.s_f
+        b = (u[self.bidx] - self.g) / self.s_g
+        return nll, 0.5 * self.w_b * b.pow(2).sum(), 0.5 * self.w_r * r.pow(2).sum()
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, max_iter: int = 2000, *, optimizer: str = "lbfgs", lr: Optional[float] = None,
+            time_limit: Optional[float] = None, verbose: bool = False):
+        """Fit u and the kernel hyper-parameters jointly. Returns self.
+
+        L-BFGS (strong-Wolfe line search; ``max_iter`` function evaluations) or Adam (``max_iter``
+        steps). ``time_limit`` (seconds) stops early. Warm-starts from the current state."""
+        if optimizer not in ("lbfgs", "adam"):
+            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'optimizer' must be 'lbfgs' or 'adam', got {optimizer!r}")
+        u = self.u.clone().requires_grad_(True)
+        free = [p.clone().requires_grad_(True) for p in self.params]
+        t0 = time.perf_counter()
+
+        def objective():
+            nll, lb, lr_ = self.loss_terms(u, self._params_full(free))
+            return nll + lb + lr_
+
+        if optimizer == "adam":
+            opt = torch.optim.Adam([u] + free, lr=lr or 1e-2)
+            for it in range(max_iter):
+                opt.zero_grad()
+                loss = objective()
+                loss.backward()
+                opt.step()
+                self.history_.append(float(loss))
+                if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                    break
+        else:
+            opt = torch.optim.LBFGS([u] + free, lr=lr or 1.0, max_iter=max_iter, max_eval=int(max_iter * 1.25),
+                                    history_size=50, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                                    tolerance_change=1e-15)
+
+            class _Stop(Exception):
+                pass
+
+            def closure():
+                if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                    raise _Stop
+                opt.zero_grad()
+                loss = objective()
+                loss.backward()
+                self.history_.append(float(loss))
+                if verbose and len(self.history_) % 100 == 0:
+                    print(f"  [{self.name}] eval {len(self.history_)}: loss {float(loss):.6e}", flush=True)
+                return loss
+
+            try:
+                opt.step(closure)
+            except _Stop:
+                pass
+        self.fit_time_ += time.perf_counter() - t0
+        with torch.no_grad():
+            self.u = u.detach().clone()
+            self.params = [p.detach().clone() for p in self._params_full(free)]
+            K = self._factors(self.params)
+            _, self.alpha_ = kron_gp_mll(K, self.u, torch.tensor(self.jitter, dtype=self.dtype))
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    @property
+    def solution_(self) -> np.ndarray:
+        """The fitted solution values on the collocation grid, shape of the grid."""
+        return self.u.reshape(self.shape).numpy()
+
+    def predict(self, x):
+        """The GP interpolant k(x, X) alpha at new points.
+
+        ``x``: (M, D) scattered points (or (M,) for a 1-D problem) -> (M,); or a list of D 1-D
+        arrays (a grid) -> that grid's shape. numpy in gives numpy out; torch in gives torch out."""
+        if not hasattr(self, "alpha_"):
+            raise RuntimeError(f"kernelfuse.gp.{_CLS}: call fit() first")
+        D = len(self.axes)
+        with torch.no_grad():
+            if isinstance(x, (list, tuple)):
+                numpy_out = not (len(x) and isinstance(x[0], torch.Tensor))
+                axes = check_axes(x, "x", self.dtype, None, _CLS)
+                if len(axes) != D:
+                    raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'x': expected {D} axes, got {len(axes)}")
+                cross = [grid_kernel(a, b, k, p) for a, b, k, p in zip(axes, self.axes, self.kinds, self.params)]
+                out = kron_matmul(cross, self.alpha_).reshape([a.numel() for a in axes])
+            else:
+                numpy_out = not isinstance(x, torch.Tensor)
+                xt = as_tensor(x, "x", self.dtype, None, _CLS)
+                if xt.dim() == 1 and D == 1:
+                    xt = xt[:, None]
+                if xt.dim() != 2 or xt.shape[1] != D:
+                    raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'x': expected points of shape (M, {D}) or a list "
+                                     f"of {D} axes, got shape {tuple(xt.shape)}")
+                cross = [grid_kernel(xt[:, d].contiguous(), self.axes[d], self.kinds[d], self.params[d])
+                         for d in range(D)]
+                out = khatri_rao_apply(cross, self.alpha_)
+        return to_output(out, numpy_out)
+
+    def relative_l2_error(self, exact: Callable, x=None) -> float:
+        """||u - u_exact|| / ||u_exact|| on the collocation grid (x None) or at the given points."""
+        if x is None:
+            ue = _grid_values(exact, [a.numpy() for a in self.axes], "exact").reshape(-1)
+            u = self.u.numpy()
+        else:
+            xa = np.asarray(x, dtype=np.float64)
+            xa = xa[:, None] if xa.ndim == 1 else xa
+            ue = np.asarray(exact(*[xa[:, d] for d in range(xa.shape[1])]), dtype=np.float64)
+            u = np.asarray(self.predict(xa))
+        return float(np.linalg.norm(u - ue) / max(np.linalg.norm(ue), 1e-300))
+
+    # ------------------------------------------------------------------ constructors
+    @staticmethod
+    def _box(n_grid, domain, D):
+        ns = [int(n_grid)] * D if isinstance(n_grid, (int, np.integer)) else [int(v) for v in n_grid]
+        doms = [tuple(domain)] * D if np.ndim(domain) == 1 else [tuple(d) for d in domain]
+        if len(ns) != D or len(doms) != D or any(n < 3 for n in ns):
+            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'n_grid': expected {D} sizes >= 3, got {n_grid!r}")
+        for lo, hi in doms:
+            if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+                raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'domain': expected (lo, hi) with lo < hi, got {domain!r}")
+        return [np.linspace(lo, hi, n) for n, (lo, hi) in zip(ns, doms)]
+
+    @staticmethod
+    def _edge_mask(shape, edges):
+        """edges: per axis (low?, high?) -> mask of grid points on those faces."""
+        m = np.zeros(shape, dtype=bool)
+        for d, (lo, hi) in enumerate(edges):
+            idx = [slice(None)] * len(shape)
+            if lo:
+                idx[d] = 0
+                m[tuple(idx)] = True
+            if hi:
+                idx[d] = shape[d] - 1
+                m[tuple(idx)] = True
+        return m
+
+    @classmethod
+    def _build(cls, axes_np, residual, orders, source, boundary, edges, name, **kw):
+        for nm, fn in (("source", source), ("boundary", boundary)):
+            if not callable(fn):
+                raise TypeError(f"kernelfuse.gp.{_CLS}: argument '{nm}' must be a callable of numpy arrays, "
+                                f"got {type(fn).__name__}")
+        shape = tuple(len(a) for a in axes_np)
+        mask = cls._edge_mask(shape, edges)
+        f = _grid_values(source, axes_np, "source")
+        g = _grid_values(boundary, axes_np, "boundary")[mask]
+        return cls(axes_np, residual, orders, f, mask, g, name=name, **kw)
+
+    @classmethod
+    def poisson_1d(cls, source, boundary, n_grid: int = 400, domain=(0.0, 1.0), **kw):
+        """u_xx = source(x) on the interval, u = boundary(x) at both ends."""
+        axes = cls._box(n_grid, domain, 1)
+        return cls._build(axes, lambda u, d, f: d[(2,)] - f, [(2,)], source, boundary, [(True, True)],
+                          "poisson_1d", **kw)
+
+    @classmethod
+    def poisson_2d(cls, source, boundary, n_grid=200, domain=(0.0, 1.0), **kw):
+        """u_xx + u_yy = source(x, y) on the rectangle, u = boundary(x, y) on its edges."""
+        axes = cls._box(n_grid, domain, 2)
+        return cls._build(axes, lambda u, d, f: d[(2, 0)] + d[(0, 2)] - f, [(2, 0), (0, 2)], source, boundary,
+                          [(True, True), (True, True)], "poisson_2d", **kw)
+
+    @classmethod
+    def allen_cahn_1d(cls, source, boundary, n_grid: int = 400, domain=(0.0, 1.0), **kw):
+        """u_xx + u (u^2 - 1) = source(x), u = boundary(x) at both ends (stationary Allen-Cahn)."""
+        axes = cls._box(n_grid, domain, 1)
+        return cls._build(axes, lambda u, d, f: d[(2,)] + u * (u * u - 1) - f, [(2,)], source, boundary,
+                          [(True, True)], "allen_cahn_1d", **kw)
+
+    @classmethod
+    def allen_cahn_2d(cls, source, boundary, n_grid=200, domain=(0.0, 1.0), **kw):
+        """u_xx + u_yy + u (u^2 - 1) = source(x, y), u = boundary(x, y) on the edges."""
+        axes = cls._box(n_grid, domain, 2)
+        return cls._build(axes, lambda u, d, f: d[(2, 0)] + d[(0, 2)] + u * (u * u - 1) - f, [(2, 0), (0, 2)],
+                          source, boundary, [(True, True), (True, True)], "allen_cahn_2d", **kw)
+
+    @classmethod
+    def advection_1d(cls, initial, beta: float, boundary=None, n_grid=(200, 200), domain=((0.0, 2 * math.pi), (0.0, 1.0)),
+                     **kw):
+        """u_t + beta u_x = 0 on space-time (axis 0: x, axis 1: t), u(x, 0) = initial(x) and u =
+        boundary(x, t) on the x-ends (default: the exact solution initial(x - beta t))."""
+        if not callable(initial):
+            raise TypeError(f"kernelfuse.gp.{_CLS}: argument 'initial' must be a callable of numpy arrays")
+        b = float(beta)
+        bnd = boundary if boundary is not None else (lambda x, t: initial(x - b * t))
+
+        def boundary_all(x, t):
+            return np.where(t == t.min(), initial(x), bnd(x, t))
+
+        axes = cls._box(n_grid, domain, 2)
+        return cls._build(axes, lambda u, d, f: d[(0, 1)] + b * d[(1, 0)] - f, [(1, 0), (0, 1)],
+                          lambda x, t: np.zeros_like(x), boundary_all, [(True, True), (True, False)],
+                          "advection_1d", **kw)
+
+
+__all__ = ["GPPDESolver"]
