@@ -47,4 +47,22 @@ TORCH_LIBRARY(kernelfuse, m) {
   // Backward twin: the gradient for params (Q, P).
   m.def("grid_kernel_bwd(Tensor grad, Tensor x1, Tensor x2, str kind, Tensor params, int a, int b, "
         "int toeplitz) -> Tensor");
+
+  // ---- Kronecker GP algebra (csrc/kron) ----
+  // Grids flattened row-major; vectors are rows of a (B, N) matrix. factors (n_d, m_d).
+  // kron_matmul: x (B, prod m_d) -> (B, prod n_d) (transpose: factors' transposes).
+  m.def("kron_matmul(Tensor[] factors, Tensor x, bool transpose) -> Tensor");
+  // Backward twin: (dx, dfactors); dx is empty when not asked for, dfactors an empty list.
+  m.def("kron_matmul_bwd(Tensor grad, Tensor[] factors, Tensor x, bool transpose, bool need_x, bool need_factors) "
+        "-> (Tensor, Tensor[])");
+  // Square factors (symmetrised), y (B, N), noise () = s^2. Returns (nll (B,), alpha (B, N), eig, alpha_rot):
+  // eig packs [lam_0, Q_0, lam_1, Q_1, ...] (eigh of the factors), alpha_rot = Q^T alpha; both for the backward.
+  m.def("kron_gp_mll(Tensor[] factors, Tensor y, Tensor noise) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Backward twin: (dy, dnoise, dfactors) from the gradients of nll and alpha (None: zero).
+  m.def("kron_gp_mll_bwd(Tensor? grad_nll, Tensor? grad_alpha, Tensor[] factors, Tensor noise, Tensor eig, "
+        "Tensor alpha_rot, bool need_y, bool need_noise, bool need_factors) -> (Tensor, Tensor, Tensor[])");
+  // Exact posterior variance (M,); targets "train" (cross_factors empty), "grid" (cross (m_d, n_d)) or
+  // "scattered" (cross (M, n_d)); prior_var (M,) (optional for "train"); eig from kron_gp_mll or None.
+  m.def("kron_posterior_var(Tensor[] factors, Tensor noise, Tensor[] cross_factors, str targets, Tensor? prior_var, "
+        "Tensor? eig) -> Tensor");
 }

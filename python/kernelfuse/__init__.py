@@ -11,6 +11,7 @@ from . import kde, models, nn, ops, reference  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
 from .ops.longconv import fftconv  # noqa: E402
 from .ops.ssm import ssm_kernel  # noqa: E402
+from .ops.kron import kron_gp_mll, kron_matmul, kron_posterior, kron_solve  # noqa: E402
 from .ops.gp import grid_kernel  # noqa: E402  (kron: grid kernels)
 from . import gp  # noqa: E402  (kron: GP models)
 
@@ -37,6 +38,10 @@ __all__ = [
     "get_num_threads",
     "kernel_logsumexp",
     "kernel_sum",
+    "kron_gp_mll",
+    "kron_matmul",
+    "kron_posterior",
+    "kron_solve",
     "ops",
     "reference",
     "set_num_threads",

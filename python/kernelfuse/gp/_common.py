@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from ..ops.gp import KINDS, NPARAMS, grid_kernel
-from ._kron import kron_matmul
 
 
 def as_tensor(x, name: str, dtype: torch.dtype, device=None, cls: str = "GridGPRegressor") -> torch.Tensor:
@@ -91,22 +90,6 @@ def check_kind(kind, D: int, cls: str) -> List[str]:
     return kinds
 
 
-def khatri_rao_apply(cross: Sequence[torch.Tensor], v: torch.Tensor) -> torch.Tensor:
-    """out[m] = sum_{i_1..i_D} prod_d cross[d][m, i_d] v[i_1, .., i_D] for scattered rows m, in
-    O(M N) time and O(M N / n_D) memory, never the M x N matrix. cross[d]: (M, n_d); v: (N,)."""
-    ns = [c.shape[1] for c in cross]
-    t = v.reshape(ns)  # (n_1, ..., n_D)
-    # contract the last axis for all rows at once, then the others row-wise
-    t = torch.tensordot(cross[-1], t, dims=([1], [len(ns) - 1])) if len(ns) > 1 else None
-    if t is None:
-        return cross[0] @ v
-    # t: (M, n_1, ..., n_{D-1})
-    for d in range(len(ns) - 2, -1, -1):
-        t = (t * cross[d].reshape(cross[d].shape[0], *([1] * d), ns[d])).sum(-1) if d > 0 else \
-            (t * cross[0]).sum(-1)
-    return t
-
-
 def axis_kernels(axes, kinds, params, orders=None):
     """Per-axis kernel matrices K_d (with derivative orders (o_d, 0) if given)."""
     out = []
@@ -116,5 +99,5 @@ def axis_kernels(axes, kinds, params, orders=None):
     return out
 
 
-__all__ = ["as_tensor", "axis_kernels", "check_axes", "check_kind", "default_params", "khatri_rao_apply",
-           "kron_matmul", "to_output", "NPARAMS"]
+__all__ = ["as_tensor", "axis_kernels", "check_axes", "check_kind", "default_params",
+           "to_output", "NPARAMS"]

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from ..ops.gp import grid_kernel
-from ._common import as_tensor, check_axes, check_kind, default_params, khatri_rao_apply, to_output
-from ._kron import kron_gp_mll, kron_matmul
+from ._common import as_tensor, check_axes, check_kind, default_params, to_output
+from ._kron import kron_gp_mll, kron_matmul, kron_posterior
 
 _CLS = "GPPDESolver"
 
@@ -354,7 +354,8 @@ class GPPDESolver:
                                      f"of {D} axes, got shape {tuple(xt.shape)}")
                 cross = [grid_kernel(xt[:, d].contiguous(), self.axes[d], self.kinds[d], self.params[d])
                          for d in range(D)]
-                out = khatri_rao_apply(cross, self.alpha_)
+                out = kron_posterior(self._factors(self.params), self.u, self.jitter, cross_factors=cross,
+                                     targets="scattered", return_var=False)[0]
         return to_output(out, numpy_out)
 
     def relative_l2_error(self, exact: Callable, x=None) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..ops.gp import grid_kernel
-from ._common import as_tensor, check_axes, check_kind, default_params, khatri_rao_apply, to_output
+from ._common import as_tensor, check_axes, check_kind, default_params, to_output
 from ._kron import kron_gp_mll, kron_matmul, kron_posterior
 
 _CLS = "GridGPRegressor"
@@ -201,10 +201,9 @@ class GridGPRegressor:
                 if len(axes) != D:
                     raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'x': expected {D} axes, got {len(axes)}")
                 cross = [grid_kernel(a, b, k, p) for a, b, k, p in zip(axes, self.axes_, self.kinds_, fp)]
-                diag = [torch.diagonal(grid_kernel(a[:1], a[:1], k, p)) for a, k, p in zip(axes, self.kinds_, fp)]
-                prior = torch.ones(int(np.prod([a.numel() for a in axes])), dtype=self.dtype, device=dev)
-                prior = prior * float(np.prod([float(t) for t in diag]))
-                mean, var = kron_posterior(self.factors_, self.y_, s2, cross_factors=cross, cross_diag=prior)
+                prior = [torch.diagonal(grid_kernel(a, a, k, p)).contiguous() for a, k, p in zip(axes, self.kinds_, fp)]
+                mean, var = kron_posterior(self.factors_, self.y_, s2, cross_factors=cross, targets="grid",
+                                           prior_var=prior)
                 shape = tuple(int(a.numel()) for a in axes)
             else:
                 numpy_out = not isinstance(x, torch.Tensor)
@@ -222,19 +221,11 @@ class GridGPRegressor:
 
     def _scattered(self, xt, fp, s2):
         cross = [grid_kernel(xt[:, d].contiguous(), self.axes_[d], self.kinds_[d], fp[d]) for d in range(len(fp))]
-        mean = khatri_rao_apply(cross, self.alpha_)
-        # exact variance: k(x, x) - sum_j (row Q)_j^2 / (lambda_j + s^2) with the per-axis eigenbases
-        ev, Qs = zip(*[torch.linalg.eigh(f) for f in self.factors_])
-        lam = ev[0]
-        for e in ev[1:]:
-            lam = torch.outer(lam, e).reshape(-1)
-        W2 = [(c @ q) ** 2 for c, q in zip(cross, Qs)]
-        prior = torch.ones_like(mean)
+        prior = torch.ones(xt.shape[0], dtype=self.dtype, device=xt.device)
         for d in range(len(fp)):
             x0 = xt[:1, d].contiguous()
-            prior = prior * grid_kernel(x0, x0, self.kinds_[d], fp[d])[0, 0]
-        var = prior - khatri_rao_apply(W2, 1.0 / (lam + s2))
-        return mean, var
+            prior = prior * grid_kernel(x0, x0, self.kinds_[d], fp[d])[0, 0]  # stationary: k(x, x) = k(0)
+        return kron_posterior(self.factors_, self.y_, s2, cross_factors=cross, targets="scattered", prior_var=prior)
 
     def sample_posterior(self, n: int, *, generator: Optional[torch.Generator] = None):
         """``n`` exact joint samples of the latent function at the training grid, shape (n, n_1, ..., n_D).

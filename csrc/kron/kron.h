@@ -1,0 +1,84 @@
+// Kronecker GP algebra: the torch-free elementwise / contraction stages that run between the
+// mode-product GEMMs (the GEMMs and the small per-axis eigendecompositions are done by the torch
+// glue with ATen: MKL / LAPACK on CPU, cuBLAS / cuSOLVER on CUDA).
+//
+// A grid has D <= kMaxDims axes of n_d points, N = prod n_d, flattened row-major (axis 0 slowest,
+// the order of torch.kron). The spectrum of K = (x) K_d is lam_j = prod_d lam_d[j_d] with
+// j = (j_0, ..., j_{D-1}); every kernel recomputes lam_j on the fly from the per-axis eigenvalues
+// (walking the multi-index incrementally), so no length-N eigenvalue vector is ever stored.
+#pragma once
+#include <cstdint>
+
+namespace kernelfuse::kron {
+
+constexpr int kMaxDims = 8;
+
+struct Grid {
+  int32_t D = 0;
+  int64_t dims[kMaxDims] = {};
+  int64_t N = 0;
+};
+
+// The per-element factor of the stage "Scale", as a function of lam_j (s2 = noise variance).
+enum class Weight : int32_t {
+  Inv = 0,          // 1 / (lam + s2)                     solve
+  PostVar = 1,      // lam s2 / (lam + s2)                posterior variance on the training grid
+  SqOverDenom = 2,  // lam^2 / (lam + s2)                 prior - this, when prior_var is given
+  Others = 3,       // prod_{e != axis} lam_e[j_e]       (no s2): MLL gradient, factor `axis`
+};
+
+// out[b, j] = in[b, j] * w(lam_j)  (in == nullptr: out[j] = w(lam_j), B = 1).
+// Optional reductions (accumulated in double): quad[b] = sum_j in[b, j] * out[b, j] and
+// logdet = sum_j log(lam_j + s2), computed once. No clamping: lam_j + s2 <= 0 gives NaN / -inf.
+template <typename T>
+struct ScaleParams {
+  Grid g;
+  const T* lam[kMaxDims] = {};  // per-axis eigenvalues (n_d,)
+  T noise = T(0);
+  Weight weight = Weight::Inv;
+  int32_t axis = 0;             // Weight::Others
+  int64_t B = 1;
+  const T* in = nullptr;        // (B, N) or null
+  T* out = nullptr;             // (B, N)
+  double* quad = nullptr;       // (B,) or null
+  double* logdet = nullptr;     // () or null
+};
+
+// The trace part of the MLL gradient: for every axis d and k < n_d
+//   c_d[k] = sum_{j: j_d = k} prod_{e != d} lam_e[j_e] / (lam_j + s2),
+// written to c (concatenated: c_0 then c_1 ...; sum n_d doubles), and trace = sum_j 1/(lam_j + s2).
+template <typename T>
+struct TraceParams {
+  Grid g;
+  const T* lam[kMaxDims] = {};
+  T noise = T(0);
+  double* c = nullptr;
+  double* trace = nullptr;
+};
+
+// Scattered targets: out[i] = sum_{j < R} S[i, j] prod_{d < D} W_d[i, j_d] over a grid of the D
+// "rest" axes (R = prod rest dims), one row S[i, :] per target (S: (M, R), contiguous rows);
+// W_d (M, n_d) row-major. The last grid axis has already been contracted by a GEMM in the glue.
+// D may be 0 (out = S[:, 0]).
+template <typename T>
+struct RowwiseParams {
+  Grid g;                        // the rest axes
+  const T* S = nullptr;          // (M, R)
+  const T* W[kMaxDims] = {};     // (M, n_d) each
+  int64_t M = 0;
+  T* out = nullptr;              // (M,)
+};
+
+// CPU (OpenMP); T in {float, double}.
+template <typename T> void kron_scale_cpu(const ScaleParams<T>& p);
+template <typename T> void kron_trace_cpu(const TraceParams<T>& p);
+template <typename T> void kron_rowwise_cpu(const RowwiseParams<T>& p);
+
+// CUDA launchers (kron_cuda.cu); T in {float, double}; stream is a cudaStream_t. One or two
+// launches per call, no host synchronisation. Reduction outputs (quad, logdet, c, trace) must be
+// zeroed by the caller (they are accumulated with atomics).
+template <typename T> void launch_kron_scale(const ScaleParams<T>& p, void* stream);
+template <typename T> void launch_kron_trace(const TraceParams<T>& p, void* stream);
+template <typename T> void launch_kron_rowwise(const RowwiseParams<T>& p, void* stream);
+
+}  // namespace kernelfuse::kron

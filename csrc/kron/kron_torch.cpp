@@ -1,0 +1,545 @@
+// Torch glue for the Kronecker GP algebra: argument checks, dtype dispatch, the per-axis
+// eigendecompositions (at::linalg_eigh: LAPACK / cuSOLVER), the mode-product GEMMs (at::mm_out:
+// MKL / cuBLAS) and the TORCH_LIBRARY_IMPL registrations. The fused elementwise and contraction
+// stages between the GEMMs are the torch-free kernels of kron.h.
+//
+// Mode products, cyclically. A vector x of the grid (a_0, ..., a_{D-1}) (row-major) is viewed as a
+// matrix (a_0, R); one GEMM Z = X^T A_0^T gives (R, n_0) = the grid (a_1, ..., a_{D-1}, n_0): the
+// transformed axis moved to the end. After D such GEMMs every axis is transformed and back in its
+// place. Each step is one large GEMM with a transposed operand (no explicit permutation copies);
+// temporaries are two ping-pong buffers of the largest intermediate size.
+#include <ATen/Dispatch.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/diag.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/linalg_eigh.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../common/checks.h"
+#include "kron.h"
+
+#ifdef KERNELFUSE_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace kernelfuse::kron {
+namespace {
+
+using at::Tensor;
+
+int64_t prod(const std::vector<int64_t>& v, size_t b = 0, size_t e = SIZE_MAX) {
+  int64_t p = 1;
+  for (size_t i = b; i < std::min(e, v.size()); ++i) p *= v[i];
+  return p;
+}
+
+std::string fname(const char* fn, int64_t i) { return std::string(fn) + "[" + std::to_string(i) + "]"; }
+
+// Factors: >= 1 matrices, 2-D, float32/float64, one dtype and device (that of factors[0]).
+std::vector<Tensor> check_factors(at::TensorList factors, const char* name, bool square, int64_t max_dims,
+                                  const Tensor* ref = nullptr) {
+  KF_CHECK_ARG(!factors.empty(), name, "expected at least one matrix, got an empty list");
+  KF_CHECK_ARG(int64_t(factors.size()) <= max_dims, name, "at most ", max_dims, " axes are supported, got ",
+               factors.size());
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < factors.size(); ++i) {
+    const Tensor& f = factors[i];
+    const std::string nm = fname(name, int64_t(i));
+    KF_CHECK_ARG(f.dim() == 2, nm, "expected a 2-D matrix, got shape ", shape_str(f));
+    check_float_dtype(f, nm.c_str(), false);
+    if (square)
+      KF_CHECK_ARG(f.size(0) == f.size(1), nm, "expected a square (symmetric PSD) matrix, got shape ", shape_str(f));
+    const Tensor& r = ref ? *ref : factors[0];
+    const std::string rn = ref ? "factors[0]" : fname(name, 0);
+    check_same_dtype(f, r, nm.c_str(), rn.c_str());
+    check_same_device(f, r, nm.c_str(), rn.c_str());
+    out.push_back(f);
+  }
+  return out;
+}
+
+void check_like(const Tensor& t, const Tensor& ref, const char* name) {
+  check_same_dtype(t, ref, name, "factors[0]");
+  check_same_device(t, ref, name, "factors[0]");
+}
+
+void check_noise(const Tensor& noise, const Tensor& ref) {
+  KF_CHECK_ARG(noise.numel() == 1 && noise.dim() <= 1, "noise", "expected a scalar (0-d tensor: the noise variance), "
+               "got shape ", shape_str(noise));
+  check_like(noise, ref, "noise");
+}
+
+// One mode-product chain over a batch: X (B, prod in_dims) -> (B, prod out_dims). mats[d]
+// undefined: identity on axis d. transpose: apply mats[d]^T instead of mats[d].
+Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, const std::vector<int64_t>& in_dims) {
+  const size_t D = in_dims.size();
+  std::vector<int64_t> out_dims(D);
+  for (size_t d = 0; d < D; ++d)
+    out_dims[d] = mats[d].defined() ? mats[d].size(transpose ? 1 : 0) : in_dims[d];
+  const int64_t B = X.size(0), Nin = prod(in_dims), Nout = prod(out_dims);
+  if (B == 0 || Nout == 0) return at::empty({B, Nout}, X.options());
+  if (Nin == 0) return at::zeros({B, Nout}, X.options());
+  int64_t maxi = 0;
+  {
+    std::vector<int64_t> cur = in_dims;
+    for (size_t d = 0; d + 1 < D; ++d) {
+      cur[d] = out_dims[d];
+      maxi = std::max(maxi, prod(cur));
+    }
+  }
+  Tensor out = at::empty({B, Nout}, X.options());
+  Tensor bufs[2];
+  if (D > 1) {
+    bufs[0] = at::empty({maxi}, X.options());
+    bufs[1] = D > 2 ? at::empty({maxi}, X.options()) : Tensor();
+  }
+  const Tensor Xc = X.contiguous();
+  for (int64_t b = 0; b < B; ++b) {
+    Tensor cur = Xc[b];
+    int64_t size = Nin;
+    for (size_t d = 0; d < D; ++d) {
+      const int64_t a = in_dims[d], n = out_dims[d], R = size / a;
+      Tensor dst = d + 1 == D ? out[b] : bufs[d % 2].narrow(0, 0, R * n);
+      Tensor dv = dst.view({R, n});
+      if (mats[d].defined()) {
+        at::mm_out(dv, cur.view({a, R}).t(), transpose ? mats[d] : mats[d].t());
+      } else {
+        dv.copy_(cur.view({a, R}).t());
+      }
+      cur = dst;
+      size = R * n;
+    }
+  }
+  return out;
+}
+
+// sum over the batch and every axis but d of U[..., k, ...] V[..., l, ...] -> (a_d, b_d), for
+// U of the grid dims_u and V of dims_v, equal except on axis d.
+Tensor unfold_gram(const Tensor& U, const Tensor& V, const std::vector<int64_t>& dims_u,
+                   const std::vector<int64_t>& dims_v, size_t d) {
+  const int64_t B = U.size(0);
+  const int64_t pre = B * prod(dims_u, 0, d), post = prod(dims_u, d + 1);
+  const int64_t a = dims_u[d], b = dims_v[d];
+  if (post == 1) return at::mm(U.reshape({pre, a}).t(), V.reshape({pre, b}));
+  if (pre == 1) return at::mm(U.reshape({a, post}), V.reshape({b, post}).t());
+  Tensor Up = U.reshape({pre, a, post}).permute({1, 0, 2}).reshape({a, pre * post});
+  Tensor Vp = V.reshape({pre, b, post}).permute({1, 0, 2}).reshape({b, pre * post});
+  return at::mm(Up, Vp.t());
+}
+
+// ------------------------------------------------------------------ eigendecompositions
+struct Eig {
+  std::vector<Tensor> lam, Q;  // (n_d,), (n_d, n_d): views into `packed` when unpacked
+  Tensor packed;               // [lam_0, Q_0.flatten(), lam_1, Q_1.flatten(), ...]
+  std::vector<int64_t> dims;
+};
+
+// eigh of every symmetrised factor; a factor passed twice (the same tensor) is decomposed once.
+Eig eig_factors(const std::vector<Tensor>& fs) {
+  Eig E;
+  std::vector<Tensor> parts;
+  for (size_t d = 0; d < fs.size(); ++d) {
+    E.dims.push_back(fs[d].size(0));
+    int64_t same = -1;
+    for (size_t e = 0; e < d; ++e)
+      if (fs[e].is_same(fs[d]) || (fs[e].data_ptr() == fs[d].data_ptr() && fs[e].sizes() == fs[d].sizes() &&
+                                    fs[e].strides() == fs[d].strides() &&
+                                    fs[e].storage_offset() == fs[d].storage_offset())) {
+        same = int64_t(e);
+        break;
+      }
+    if (same >= 0) {
+      E.lam.push_back(E.lam[same]);
+      E.Q.push_back(E.Q[same]);
+    } else {
+      const Tensor sym = (fs[d] + fs[d].t()) * 0.5;
+      auto [l, q] = at::linalg_eigh(sym, "L");
+      E.lam.push_back(l);
+      E.Q.push_back(q.contiguous());
+    }
+    parts.push_back(E.lam.back().reshape({-1}));
+    parts.push_back(E.Q.back().reshape({-1}));
+  }
+  E.packed = at::cat(parts);
+  return E;
+}
+
+Eig unpack_eig(const Tensor& packed, const std::vector<Tensor>& fs) {
+  Eig E;
+  E.packed = packed.contiguous();
+  int64_t off = 0;
+  for (const auto& f : fs) {
+    const int64_t n = f.size(0);
+    E.dims.push_back(n);
+    E.lam.push_back(E.packed.narrow(0, off, n));
+    E.Q.push_back(E.packed.narrow(0, off + n, n * n).view({n, n}));
+    off += n + n * n;
+  }
+  KF_CHECK_ARG(off == E.packed.numel(), "eig", "expected ", off, " packed values for factors of these shapes, got ",
+               E.packed.numel());
+  return E;
+}
+
+// ------------------------------------------------------------------ kernel launches
+Grid make_grid(const std::vector<int64_t>& dims) {
+  Grid g;
+  g.D = int32_t(dims.size());
+  g.N = 1;
+  for (size_t d = 0; d < dims.size(); ++d) {
+    g.dims[d] = dims[d];
+    g.N *= dims[d];
+  }
+  return g;
+}
+
+template <typename T>
+void run_scale(ScaleParams<T>& p, bool cuda) {
+#ifdef KERNELFUSE_WITH_CUDA
+  if (cuda) {
+    launch_kron_scale<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+    return;
+  }
+#endif
+  (void)cuda;
+  kron_scale_cpu<T>(p);
+}
+template <typename T>
+void run_trace(TraceParams<T>& p, bool cuda) {
+#ifdef KERNELFUSE_WITH_CUDA
+  if (cuda) {
+    launch_kron_trace<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+    return;
+  }
+#endif
+  (void)cuda;
+  kron_trace_cpu<T>(p);
+}
+template <typename T>
+void run_rowwise(RowwiseParams<T>& p, bool cuda) {
+#ifdef KERNELFUSE_WITH_CUDA
+  if (cuda) {
+    launch_kron_rowwise<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+    return;
+  }
+#endif
+  (void)cuda;
+  kron_rowwise_cpu<T>(p);
+}
+
+template <typename F>
+void dispatch(const Tensor& t, F&& f) {
+#ifdef KERNELFUSE_WITH_CUDA
+  std::optional<c10::cuda::CUDAGuard> guard;
+  if (t.is_cuda()) guard.emplace(t.device());
+#endif
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "kron", [&] { f.template operator()<scalar_t>(); });
+}
+
+// out = in * w(lam) over the grid (in undefined: w(lam) as a (1, N) tensor); optional reductions.
+template <typename T>
+Tensor scale(const Eig& E, T noise, Weight w, int32_t axis, const Tensor& in, const Tensor& opts_like,
+             Tensor* quad = nullptr, Tensor* logdet = nullptr) {
+  ScaleParams<T> p;
+  p.g = make_grid(E.dims);
+  for (size_t d = 0; d < E.dims.size(); ++d) p.lam[d] = E.lam[d].template const_data_ptr<T>();
+  p.noise = noise;
+  p.weight = w;
+  p.axis = axis;
+  p.B = in.defined() ? in.size(0) : 1;
+  Tensor inc = in.defined() ? in.contiguous() : Tensor();
+  Tensor out = at::empty({p.B, p.g.N}, opts_like.options());
+  p.in = inc.defined() ? inc.template const_data_ptr<T>() : nullptr;
+  p.out = out.template mutable_data_ptr<T>();
+  const auto dopt = opts_like.options().dtype(at::kDouble);
+  if (quad) {
+    *quad = at::zeros({p.B}, dopt);
+    p.quad = quad->template mutable_data_ptr<double>();
+  }
+  if (logdet) {
+    *logdet = at::zeros({}, dopt);
+    p.logdet = logdet->template mutable_data_ptr<double>();
+  }
+  if (p.B > 0 && p.g.N > 0) run_scale<T>(p, out.is_cuda());
+  return out;
+}
+
+// ------------------------------------------------------------------ kron_matmul
+Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
+  auto fs = check_factors(factors, "factors", false, 64);
+  std::vector<int64_t> in_dims;
+  for (const auto& f : fs) in_dims.push_back(f.size(transpose ? 0 : 1));
+  const int64_t M = prod(in_dims);
+  check_like(x, fs[0], "x");
+  KF_CHECK_ARG(x.dim() == 2 && x.size(1) == M, "x", "expected shape (B, ", M, ") with ", M, " = prod of the factors' ",
+               (transpose ? "rows" : "columns"), ", got ", shape_str(x));
+  Tensor out;
+  dispatch(x, [&]<typename T>() { out = chain(fs, transpose, x, in_dims); });
+  return out;
+}
+
+std::tuple<Tensor, std::vector<Tensor>> kron_matmul_bwd(const Tensor& grad, at::TensorList factors, const Tensor& x,
+                                                        bool transpose, bool need_x, bool need_factors) {
+  auto fs = check_factors(factors, "factors", false, 64);
+  std::vector<int64_t> in_dims, out_dims;
+  for (const auto& f : fs) {
+    in_dims.push_back(f.size(transpose ? 0 : 1));
+    out_dims.push_back(f.size(transpose ? 1 : 0));
+  }
+  check_like(x, fs[0], "x");
+  check_like(grad, fs[0], "grad");
+  KF_CHECK_ARG(x.dim() == 2 && x.size(1) == prod(in_dims), "x", "expected shape (B, ", prod(in_dims), "), got ",
+               shape_str(x));
+  KF_CHECK_ARG(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == prod(out_dims), "grad",
+               "expected shape (", x.size(0), ", ", prod(out_dims), "), got ", shape_str(grad));
+  Tensor dx = at::empty({0}, x.options());
+  std::vector<Tensor> dfs;
+  const Tensor g = grad.contiguous();
+  dispatch(x, [&]<typename T>() {
+    if (need_x) dx = chain(fs, !transpose, g, out_dims);
+    if (!need_factors) return;
+    for (size_t d = 0; d < fs.size(); ++d) {
+      std::vector<Tensor> mats = fs;
+      mats[d] = Tensor();
+      const Tensor P = chain(mats, transpose, x, in_dims);  // every axis but d transformed
+      std::vector<int64_t> pd = out_dims;
+      pd[d] = in_dims[d];
+      Tensor G = unfold_gram(g, P, out_dims, pd, d);  // (out_d, in_d): gradient of the applied matrix
+      dfs.push_back(transpose ? G.t().contiguous() : G);
+    }
+  });
+  return {dx, dfs};
+}
+
+// ------------------------------------------------------------------ kron_gp_mll
+struct MllInputs {
+  std::vector<Tensor> fs;
+  std::vector<int64_t> dims;
+  int64_t N = 0;
+};
+
+MllInputs check_mll(at::TensorList factors, const Tensor& y, const Tensor& noise, const char* yname) {
+  MllInputs in;
+  in.fs = check_factors(factors, "factors", true, kMaxDims);
+  for (const auto& f : in.fs) in.dims.push_back(f.size(0));
+  in.N = prod(in.dims);
+  check_like(y, in.fs[0], yname);
+  KF_CHECK_ARG(y.dim() == 2 && y.size(1) == in.N, yname, "expected shape (B, ", in.N, ") with ", in.N,
+               " = prod n_d of the factors, got ", shape_str(y));
+  check_noise(noise, in.fs[0]);
+  return in;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> kron_gp_mll(at::TensorList factors, const Tensor& y, const Tensor& noise) {
+  MllInputs in = check_mll(factors, y, noise, "y");
+  Tensor nll, alpha, packed, at_rot;
+  dispatch(y, [&]<typename T>() {
+    Eig E = eig_factors(in.fs);
+    const T s2 = noise.item<T>();
+    const Tensor yt = chain(E.Q, true, y, in.dims);
+    Tensor quad, logdet;
+    at_rot = scale<T>(E, s2, Weight::Inv, 0, yt, y, &quad, &logdet);
+    alpha = chain(E.Q, false, at_rot, in.dims);
+    const double c = 0.5 * double(in.N) * std::log(2.0 * M_PI);
+    nll = (quad * 0.5 + logdet * 0.5 + c).to(y.scalar_type());
+    packed = E.packed;
+  });
+  return {nll, alpha, packed, at_rot};
+}
+
+std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(
+    const std::optional<Tensor>& grad_nll, const std::optional<Tensor>& grad_alpha, at::TensorList factors,
+    const Tensor& noise, const Tensor& eig, const Tensor& alpha_rot, bool need_y, bool need_noise,
+    bool need_factors) {
+  MllInputs in = check_mll(factors, alpha_rot, noise, "alpha_rot");
+  const Tensor& ref = in.fs[0];
+  const int64_t B = alpha_rot.size(0);
+  check_like(eig, ref, "eig");
+  if (grad_nll.has_value()) {
+    check_like(*grad_nll, ref, "grad_nll");
+    KF_CHECK_ARG(grad_nll->numel() == B, "grad_nll", "expected ", B, " values, got shape ", shape_str(*grad_nll));
+  }
+  if (grad_alpha.has_value()) {
+    check_like(*grad_alpha, ref, "grad_alpha");
+    KF_CHECK_ARG(grad_alpha->sizes() == alpha_rot.sizes(), "grad_alpha", "expected shape ", shape_str(alpha_rot),
+                 ", got ", shape_str(*grad_alpha));
+  }
+  Tensor dy = at::empty({0}, ref.options()), dnoise = at::empty({0}, ref.options());
+  std::vector<Tensor> dfs;
+  dispatch(ref, [&]<typename T>() {
+    Eig E = unpack_eig(eig, in.fs);
+    const T s2 = noise.item<T>();
+    const Tensor at_ = alpha_rot.contiguous();
+    const bool has_g = grad_nll.has_value();
+    const Tensor g = has_g ? grad_nll->reshape({B, 1}) : at::zeros({B, 1}, ref.options());
+    Tensor wt;  // Q^T (A^{-1} grad_alpha): the rotated solve of the alpha gradient
+    if (grad_alpha.has_value()) {
+      const Tensor ga = chain(E.Q, true, *grad_alpha, in.dims);
+      wt = scale<T>(E, s2, Weight::Inv, 0, ga, ref);
+    }
+    if (need_y) {
+      Tensor dyt = g * at_;
+      if (wt.defined()) dyt = dyt + wt;
+      dy = chain(E.Q, false, dyt, in.dims);
+    }
+    const bool need_trace = has_g && (need_noise || need_factors);
+    Tensor c, trace;
+    if (need_trace) {
+      const auto dopt = ref.options().dtype(at::kDouble);
+      int64_t nc = 0;
+      for (auto n : in.dims) nc += n;
+      c = at::zeros({nc}, dopt);
+      trace = at::zeros({}, dopt);
+      TraceParams<T> p;
+      p.g = make_grid(in.dims);
+      for (size_t d = 0; d < in.dims.size(); ++d) p.lam[d] = E.lam[d].template const_data_ptr<T>();
+      p.noise = s2;
+      p.c = c.mutable_data_ptr<double>();
+      p.trace = trace.mutable_data_ptr<double>();
+      if (p.g.N > 0) run_trace<T>(p, ref.is_cuda());
+    }
+    const Tensor gsum = g.sum();
+    if (need_noise) {
+      Tensor dn = -0.5 * (g * at_ * at_).sum();
+      if (need_trace) dn = dn + 0.5 * gsum * trace.to(ref.scalar_type());
+      if (wt.defined()) dn = dn - (wt * at_).sum();
+      dnoise = dn;
+    }
+    if (need_factors) {
+      Tensor U = g * at_ * (-0.5);
+      if (wt.defined()) U = U - wt;
+      int64_t off = 0;
+      for (size_t d = 0; d < in.fs.size(); ++d) {
+        const Tensor V = scale<T>(E, s2, Weight::Others, int32_t(d), at_, ref);
+        Tensor Md = unfold_gram(U, V, in.dims, in.dims, d);
+        if (need_trace) Md = Md + at::diag(c.narrow(0, off, in.dims[d]).to(ref.scalar_type()) * (gsum * 0.5));
+        off += in.dims[d];
+        const Tensor G = at::mm(at::mm(E.Q[d], Md), E.Q[d].t());
+        dfs.push_back((G + G.t()) * 0.5);
+      }
+    }
+  });
+  return {dy, dnoise, dfs};
+}
+
+// ------------------------------------------------------------------ kron_posterior_var
+Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::TensorList cross_factors,
+                          c10::string_view targets, const std::optional<Tensor>& prior_var,
+                          const std::optional<Tensor>& eig) {
+  auto fs = check_factors(factors, "factors", true, kMaxDims);
+  const Tensor& ref = fs[0];
+  check_noise(noise, ref);
+  std::vector<int64_t> dims;
+  for (const auto& f : fs) dims.push_back(f.size(0));
+  const int64_t N = prod(dims);
+  const bool train = targets == "train", grid = targets == "grid", scattered = targets == "scattered";
+  KF_CHECK_ARG(train || grid || scattered, "targets", "expected 'train', 'grid' or 'scattered', got '",
+               std::string(targets), "'");
+  std::vector<Tensor> cs;
+  int64_t M = N;
+  if (!train) {
+    KF_CHECK_ARG(cross_factors.size() == fs.size(), "cross_factors", "expected ", fs.size(),
+                 " matrices (one per axis), got ", cross_factors.size());
+    for (size_t d = 0; d < fs.size(); ++d) {
+      const Tensor& c = cross_factors[d];
+      const std::string nm = fname("cross_factors", int64_t(d));
+      check_like(c, ref, nm.c_str());
+      KF_CHECK_ARG(c.dim() == 2 && c.size(1) == dims[d], nm, "expected shape (m, ", dims[d], "), got ", shape_str(c));
+      if (scattered)
+        KF_CHECK_ARG(c.size(0) == cross_factors[0].size(0), nm, "scattered targets need the same number of rows M = ",
+                     cross_factors[0].size(0), " in every cross factor, got ", shape_str(c));
+      cs.push_back(c);
+    }
+    M = 1;
+    if (grid)
+      for (const auto& c : cs) M *= c.size(0);
+    else
+      M = cs[0].size(0);
+    KF_CHECK_ARG(prior_var.has_value(), "prior_var", "required with cross_factors");
+  }
+  if (prior_var.has_value()) {
+    check_like(*prior_var, ref, "prior_var");
+    KF_CHECK_ARG(prior_var->dim() == 1 && prior_var->size(0) == M, "prior_var", "expected shape (", M, ",), got ",
+                 shape_str(*prior_var));
+  }
+  Tensor var;
+  dispatch(ref, [&]<typename T>() {
+    Eig E = eig.has_value() ? unpack_eig(*eig, fs) : eig_factors(fs);
+    const T s2 = noise.item<T>();
+    if (train) {
+      std::vector<Tensor> sq;
+      for (const auto& q : E.Q) sq.push_back(q * q);
+      if (!prior_var.has_value()) {
+        const Tensor w = scale<T>(E, s2, Weight::PostVar, 0, Tensor(), ref);
+        var = chain(sq, false, w, dims).reshape({N});
+      } else {
+        const Tensor w = scale<T>(E, s2, Weight::SqOverDenom, 0, Tensor(), ref);
+        var = *prior_var - chain(sq, false, w, dims).reshape({N});
+      }
+      return;
+    }
+    std::vector<Tensor> W;
+    for (size_t d = 0; d < cs.size(); ++d) {
+      const Tensor cq = at::mm(cs[d], E.Q[d]);
+      W.push_back((cq * cq).contiguous());
+    }
+    const Tensor w = scale<T>(E, s2, Weight::Inv, 0, Tensor(), ref);  // (1, N)
+    if (grid) {
+      var = *prior_var - chain(W, false, w, dims).reshape({M});
+      return;
+    }
+    // Scattered: contract the last axis for a chunk of targets by one GEMM, S = W_L[chunk] w^T
+    // (mc, R), then the remaining axes per target (kron_rowwise).
+    const int64_t nl = dims.back(), R = N / nl;
+    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 22) / std::max<int64_t>(1, R));
+    Tensor red = at::empty({M}, ref.options());
+    const Tensor wm = w.view({R, nl});
+    std::vector<int64_t> rest(dims.begin(), dims.end() - 1);
+    for (int64_t i0 = 0; i0 < M; i0 += chunk) {
+      const int64_t mc = std::min(chunk, M - i0);
+      const Tensor S = at::mm(W.back().narrow(0, i0, mc), wm.t()).contiguous();  // (mc, R)
+      RowwiseParams<T> p;
+      p.g = make_grid(rest);
+      if (rest.empty()) p.g.N = 1;
+      for (size_t d = 0; d < rest.size(); ++d) p.W[d] = W[d].template const_data_ptr<T>() + i0 * dims[d];
+      p.S = S.template const_data_ptr<T>();
+      p.M = mc;
+      p.out = red.template mutable_data_ptr<T>() + i0;
+      run_rowwise<T>(p, ref.is_cuda());
+    }
+    var = *prior_var - red;
+  });
+  return var;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+  m.impl("kron_matmul", &kron_matmul);
+  m.impl("kron_matmul_bwd", &kron_matmul_bwd);
+  m.impl("kron_gp_mll", &kron_gp_mll);
+  m.impl("kron_gp_mll_bwd", &kron_gp_mll_bwd);
+  m.impl("kron_posterior_var", &kron_posterior_var);
+}
+
+#ifdef KERNELFUSE_WITH_CUDA
+TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+  m.impl("kron_matmul", &kron_matmul);
+  m.impl("kron_matmul_bwd", &kron_matmul_bwd);
+  m.impl("kron_gp_mll", &kron_gp_mll);
+  m.impl("kron_gp_mll_bwd", &kron_gp_mll_bwd);
+  m.impl("kron_posterior_var", &kron_posterior_var);
+}
+#endif
+
+}  // namespace kernelfuse::kron
