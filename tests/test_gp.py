@@ -299,16 +299,35 @@ def test_regressor_bad_inputs():
 # ------------------------------------------------------------------ GPPDESolver
 def test_pde_poisson_1d_small():
     """u = sin(20 x) on [0, 1]: u_xx = -400 sin(20 x). 100 collocation points, 10 sm components.
-    Documented bound (docs/gp.md): relative L2 error < 1e-3 within a few seconds."""
+    Documented bound (docs/gp.md): relative L2 error < 1e-4 on the grid and at held-out points,
+    after one round of hyper-parameter steps; the collocation solve reaches the same order."""
     sol = lambda x: np.sin(20 * x)  # noqa: E731
-    pde = kf.gp.GPPDESolver.poisson_1d(lambda x: -400 * np.sin(20 * x), sol, n_grid=100, num_mixtures=10,
-                                       max_freq=40.0)
-    pde.fit(max_iter=600, time_limit=15)
+    src = lambda x: -400 * np.sin(20 * x)  # noqa: E731
+    pde = kf.gp.GPPDESolver.poisson_1d(src, sol, n_grid=100, num_mixtures=10, max_freq=40.0)
+    pde.fit(max_iter=1)
     err = pde.relative_l2_error(sol)
-    assert err < 1e-3, err
+    assert err < 1e-4, err
     xt = np.linspace(0, 1, 333)
-    assert pde.relative_l2_error(sol, xt) < 2e-3
+    assert pde.relative_l2_error(sol, xt) < 1e-4
     assert pde.predict(xt).shape == (333,)
+    assert pde.predict([xt]).shape == (333,)
+    assert np.isfinite(pde.history_).all()
+    col = kf.gp.GPPDESolver.poisson_1d(src, sol, n_grid=100, num_mixtures=10, max_freq=40.0)
+    col.fit(max_iter=0, u_solver="collocation")
+    assert col.relative_l2_error(sol, xt) < 1e-3
+
+
+def test_pde_allen_cahn_and_advection_run():
+    """The nonlinear (Gauss-Newton) and space-time constructors: small grids, a loose bound."""
+    sol = lambda x: np.sin(6 * x)  # noqa: E731
+    ac = kf.gp.GPPDESolver.allen_cahn_1d(lambda x: -36 * np.sin(6 * x) + np.sin(6 * x) * (np.sin(6 * x) ** 2 - 1),
+                                         sol, n_grid=60, num_mixtures=6, max_freq=15.0)
+    ac.fit(max_iter=0)
+    assert ac.relative_l2_error(sol) < 1e-3
+    ex = lambda x, t: np.sin(x - 2.0 * t)  # noqa: E731
+    adv = kf.gp.GPPDESolver.advection_1d(np.sin, 2.0, n_grid=(30, 20), num_mixtures=6, max_freq=(3.0, 6.0))
+    adv.fit(max_iter=0)
+    assert adv.relative_l2_error(ex) < 1e-2
 
 
 def test_pde_bad_inputs():
