@@ -66,7 +66,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller grids and budgets")
     ap.add_argument("--cases", nargs="*", default=None)
-    ap.add_argument("--max-iter", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=5, help="hyper-parameter rounds of fit()")
     ap.add_argument("--time-limit", type=float, default=300.0, help="seconds per case")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "gp_pde_results.json"))
     ap.add_argument("--verbose", action="store_true")
@@ -78,7 +78,7 @@ def main(argv=None):
     for n in names:
         if n not in cs:
             sys.exit(f"unknown case {n!r}; expected one of {list(cs)}")
-        results.append(run(n, cs[n], args.max_iter, args.time_limit if not args.quick else 60.0, args.verbose))
+        results.append(run(n, cs[n], args.rounds, args.time_limit if not args.quick else 60.0, args.verbose))
     old = []
     if os.path.exists(args.out):
         with open(args.out) as f:

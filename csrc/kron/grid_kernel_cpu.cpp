@@ -90,7 +90,9 @@ void grid_kernel_bwd_cpu(const GridKernelParams<T>& p) {
     // so that sum_ij G[i,j] K[i,j] = sum_d D[d] * s_pos * T[d] with s_pos the sign of positive tau.
     const int n = p.a + p.b;
     const int64_t L = std::max(n1, n2);
-    const int nt = omp_get_max_threads();
+    // small problems stay on one thread: a parallel region costs more than the work there
+    const int nt = n1 * n2 > 65536 ? omp_get_max_threads() : 1;
+    const int nt2 = L * p.Q > 256 ? omp_get_max_threads() : 1;
     std::vector<double> part(static_cast<size_t>(nt) * 2 * L, 0.0);
 #pragma omp parallel num_threads(nt)
     {
@@ -112,7 +114,7 @@ void grid_kernel_bwd_cpu(const GridKernelParams<T>& p) {
     }
     // tau for lag d > 0 (i > j) is d * step; grid_kernel_param_grad applies the sign of that tau.
     // d = 0 carries sign 0 for odd n (handled by order_sign at tau = 0).
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt2)
     {
       std::vector<double> acc(QP, 0.0);
 #pragma omp for schedule(static)
@@ -123,7 +125,7 @@ void grid_kernel_bwd_cpu(const GridKernelParams<T>& p) {
       for (int64_t k = 0; k < QP; ++k) total[k] += acc[k];
     }
   } else if (n1 > 0 && n2 > 0) {
-#pragma omp parallel
+#pragma omp parallel if (n1 * n2 * p.Q > 4096)
     {
       std::vector<double> acc(QP, 0.0);
 #pragma omp for schedule(static)
