@@ -30,7 +30,7 @@ def cases(quick: bool):
     ms_xx = lambda x: -np.sin(x) - 40.0 * np.sin(20 * x) - 500.0 * np.cos(100 * x)  # noqa: E731
     s2 = lambda x, y: np.sin(100 * x) * np.sin(100 * y)  # noqa: E731
     n1 = 200 if quick else 400
-    n2 = 100 if quick else 200
+    n2 = 100 if quick else 400
     return {
         "poisson1d_sin100": dict(
             build=lambda: kf.gp.GPPDESolver.poisson_1d(lambda x: -1e4 * np.sin(100 * x), s100, n_grid=n1,

@@ -176,15 +176,16 @@ class GPPDESolver:
             v = ihalf(u0)
             for it in range(gn_iter):
                 us, ds = fields(v)
-                # pointwise partials of the residual with respect to u and each derivative field
-                ones = torch.ones_like(us)
-                zeros = torch.zeros_like(us)
-                r0, cu = torch.func.jvp(res_of, (us, ds), (ones, [zeros] * len(ds)))
-                cds = []
-                for k in range(len(ds)):
-                    tang = [zeros] * len(ds)
-                    tang[k] = ones
-                    cds.append(torch.func.jvp(res_of, (us, ds), (zeros, tang))[1])
+                # pointwise partials of the residual with respect to u and each derivative field: the
+                # residual is pointwise, so the gradient of its sum holds every partial
+                with torch.enable_grad():
+                    us_ = us.detach().requires_grad_(True)
+                    ds_ = [t.detach().requires_grad_(True) for t in ds]
+                    r0 = res_of(us_, ds_)
+                    grads = torch.autograd.grad(r0.sum(), [us_] + ds_, allow_unused=True)
+                r0 = r0.detach()
+                cu = grads[0] if grads[0] is not None else torch.zeros_like(us)
+                cds = [g if g is not None else torch.zeros_like(us) for g in grads[1:]]
                 mask = torch.zeros(N, dtype=us.dtype)
                 mask[ridx] = 1.0
                 cu, cds = cu * mask * cr, [c * mask * cr for c in cds]
