@@ -69,6 +69,15 @@ struct RowwiseParams {
   T* out = nullptr;              // (M,)
 };
 
+// One mode product (CPU): out (pre, n, post) = M (n x a) applied to axis 1 of in (pre, a, post),
+// element (i, k) of M at M[i * rs + k * cs] (a transpose is a swap of strides). Per `pre` it is
+// the GEMM M @ X_p (a x post), or for post == 1 the single GEMM X (pre x a) @ M^T; both run on
+// one register-blocked, vectorised GEMM micro-kernel with packed panels; OpenMP over
+// (pre, column-block) tiles or row tiles.
+template <typename T>
+void kron_mode_product_cpu(int64_t pre, int64_t a, int64_t post, int64_t n, const T* M, int64_t rs, int64_t cs,
+                           const T* in, T* out);
+
 // CPU (OpenMP); T in {float, double}.
 template <typename T> void kron_scale_cpu(const ScaleParams<T>& p);
 template <typename T> void kron_trace_cpu(const TraceParams<T>& p);

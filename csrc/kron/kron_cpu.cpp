@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kron.h"
@@ -21,6 +22,40 @@ inline void decode_row(const Grid& g, int64_t r, int64_t* idx) {
     idx[d] = r % g.dims[d];
     r /= g.dims[d];
   }
+}
+
+// sum_k log(pre * lamL[k] + s2) without a log per element: every value is split as m 2^e
+// (m in [1, 2), exact), the mantissas are multiplied in groups of 32 (< 2^32, exact to a few
+// ulps) and one log is taken per group; exponents are summed exactly. A value <= 0 or NaN
+// (or subnormal / huge) falls back to std::log per element (NaN / -inf: no clamping).
+template <typename T>
+double row_logdet(T pre, const T* __restrict lamL, int64_t nl, T s2) {
+  double ld = 0;
+  bool bad = false;
+  int64_t k = 0;
+  while (k < nl) {
+    const int64_t k1 = std::min(nl, k + 32);
+    double prod = 1;
+    int64_t esum = 0;
+    for (int64_t q = k; q < k1; ++q) {
+      const double x = double(pre) * double(lamL[q]) + double(s2);
+      bad |= !(x >= 2.2250738585072014e-308) || !(x < 1e300);
+      uint64_t bits;
+      std::memcpy(&bits, &x, sizeof(bits));
+      esum += int64_t((bits >> 52) & 0x7ff) - 1023;
+      bits = (bits & 0x800fffffffffffffULL) | 0x3ff0000000000000ULL;
+      double m;
+      std::memcpy(&m, &bits, sizeof(m));
+      prod *= m;
+    }
+    ld += std::log(prod) + double(esum) * 0.69314718055994530942;
+    k = k1;
+  }
+  if (bad) {  // non-positive, subnormal, huge or NaN: the plain sum
+    ld = 0;
+    for (int64_t q = 0; q < nl; ++q) ld += std::log(double(pre) * double(lamL[q]) + double(s2));
+  }
+  return ld;
 }
 
 // Work per parallel chunk large enough that small grids stay on one thread.
@@ -85,11 +120,7 @@ void kron_scale_cpu(const ScaleParams<T>& p) {
         for (int64_t k = 0; k < nl; ++k) q += double(xin[k]) * double(o[k]);
         quad += q;
       }
-      if (do_logdet) {
-        double l = 0;
-        for (int64_t k = 0; k < nl; ++k) l += std::log(double(pre) * double(lamL[k]) + double(s2));
-        ld += l;
-      }
+      if (do_logdet) ld += row_logdet<T>(pre, lamL, nl, s2);
     }
     if (p.quad) p.quad[b] = quad;
     if (do_logdet) logdet = ld;

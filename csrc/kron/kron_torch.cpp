@@ -15,11 +15,13 @@
 #include <ATen/ops/diag.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_eigh.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -80,8 +82,56 @@ void check_noise(const Tensor& noise, const Tensor& ref) {
   check_like(noise, ref, "noise");
 }
 
+// KERNELFUSE_KRON_GEMM=aten: CPU mode products by ATen's GEMM (MKL) in the cyclic layout instead
+// of the torch-free kernel (for comparison; tests cover both). Read once.
+bool use_aten_gemm() {
+  static const bool on = [] {
+    const char* v = std::getenv("KERNELFUSE_KRON_GEMM");
+    return v != nullptr && std::string(v) == "aten";
+  }();
+  return on;
+}
+
+// Cyclic mode products with at::mm_out: the grid (a_d, ..., a_{D-1}, n_0, ..., n_{d-1}) viewed as
+// (a_d, R); Z (R, n_d) = X^T M_d^T moves the transformed axis to the end; after D GEMMs every axis
+// is transformed and back in place. Identity axes are a transposing copy.
+Tensor chain_cyclic_aten(const std::vector<Tensor>& mats, bool transpose, const Tensor& Xc,
+                         const std::vector<int64_t>& in_dims, const std::vector<int64_t>& out_dims) {
+  const size_t D = in_dims.size();
+  const int64_t B = Xc.size(0), Nin = prod(in_dims), Nout = prod(out_dims);
+  int64_t maxi = 0;
+  std::vector<int64_t> cd = in_dims;
+  for (size_t d = 0; d + 1 < D; ++d) {
+    cd[d] = out_dims[d];
+    maxi = std::max(maxi, prod(cd));
+  }
+  Tensor out = at::empty({B, Nout}, Xc.options());
+  Tensor bufs[2];
+  if (D > 1) {
+    bufs[0] = at::empty({maxi}, Xc.options());
+    bufs[1] = at::empty({maxi}, Xc.options());
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    Tensor cur = Xc[b];
+    int64_t size = Nin;
+    for (size_t d = 0; d < D; ++d) {
+      const int64_t a = in_dims[d], n = out_dims[d], R = size / a;
+      Tensor dst = d + 1 == D ? out[b] : bufs[d % 2].narrow(0, 0, R * n);
+      Tensor dv = dst.view({R, n});
+      if (mats[d].defined())
+        at::mm_out(dv, cur.view({a, R}).t(), transpose ? mats[d] : mats[d].t());
+      else
+        dv.copy_(cur.view({a, R}).t());
+      cur = dst;
+      size = R * n;
+    }
+  }
+  return out;
+}
+
 // One mode-product chain over a batch: X (B, prod in_dims) -> (B, prod out_dims). mats[d]
 // undefined: identity on axis d. transpose: apply mats[d]^T instead of mats[d].
+// CPU: the torch-free kron_chain_cpu. CUDA: per axis one cuBLAS GEMM (batched over `pre`).
 Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, const std::vector<int64_t>& in_dims) {
   const size_t D = in_dims.size();
   std::vector<int64_t> out_dims(D);
@@ -90,38 +140,66 @@ Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, c
   const int64_t B = X.size(0), Nin = prod(in_dims), Nout = prod(out_dims);
   if (B == 0 || Nout == 0) return at::empty({B, Nout}, X.options());
   if (Nin == 0) return at::zeros({B, Nout}, X.options());
-  int64_t maxi = 0;
-  {
-    std::vector<int64_t> cur = in_dims;
-    for (size_t d = 0; d + 1 < D; ++d) {
-      cur[d] = out_dims[d];
-      maxi = std::max(maxi, prod(cur));
-    }
-  }
-  Tensor out = at::empty({B, Nout}, X.options());
-  Tensor bufs[2];
-  if (D > 1) {
-    bufs[0] = at::empty({maxi}, X.options());
-    bufs[1] = D > 2 ? at::empty({maxi}, X.options()) : Tensor();
-  }
   const Tensor Xc = X.contiguous();
-  for (int64_t b = 0; b < B; ++b) {
-    Tensor cur = Xc[b];
-    int64_t size = Nin;
-    for (size_t d = 0; d < D; ++d) {
-      const int64_t a = in_dims[d], n = out_dims[d], R = size / a;
-      Tensor dst = d + 1 == D ? out[b] : bufs[d % 2].narrow(0, 0, R * n);
-      Tensor dv = dst.view({R, n});
-      if (mats[d].defined()) {
-        at::mm_out(dv, cur.view({a, R}).t(), transpose ? mats[d] : mats[d].t());
-      } else {
-        dv.copy_(cur.view({a, R}).t());
-      }
-      cur = dst;
-      size = R * n;
+  if (!X.is_cuda() && use_aten_gemm()) return chain_cyclic_aten(mats, transpose, Xc, in_dims, out_dims);
+  if (!X.is_cuda()) {
+    // Natural layout, axis by axis into two ping-pong buffers. Thin GEMMs (the common case:
+    // n_d, a_d up to a few hundred, or a middle axis) run on the torch-free kernel; a large square
+    // GEMM on the first or last axis (a, n >= 192) goes to ATen's GEMM (MKL), which is faster
+    // there (measurements in docs/kron.md).
+    int last = -1;
+    for (size_t d = 0; d < D; ++d)
+      if (mats[d].defined()) last = int(d);
+    if (last < 0) return Xc.clone();
+    int64_t maxi = 0;
+    std::vector<int64_t> cur_dims = in_dims;
+    for (int d = 0; d < last; ++d) {
+      cur_dims[d] = out_dims[d];
+      maxi = std::max(maxi, prod(cur_dims));
     }
+    Tensor out = at::empty({B, Nout}, X.options());
+    Tensor w[2] = {at::empty({B * maxi}, X.options()), at::empty({B * maxi}, X.options())};
+    std::vector<int64_t> dims = in_dims;
+    Tensor cur = Xc.view({-1});
+    int buf = 0;
+    for (int d = 0; d <= last; ++d) {
+      if (!mats[d].defined()) continue;
+      const int64_t pre = B * prod(dims, 0, d), post = prod(dims, d + 1), a = dims[d], n = out_dims[d];
+      Tensor dst = d == last ? out.view({-1}) : w[buf].narrow(0, 0, pre * n * post);
+      const Tensor M = transpose ? mats[d].t() : mats[d];  // applied matrix (n x a)
+      if ((pre == 1 || post == 1) && a >= 192 && n >= 192) {
+        Tensor dv = post == 1 ? dst.view({pre, n}) : dst.view({n, post});
+        if (post == 1)
+          at::mm_out(dv, cur.view({pre, a}), M.t());
+        else
+          at::mm_out(dv, M, cur.view({a, post}));
+      } else {
+        AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "kron_mode_product", [&] {
+          kron_mode_product_cpu<scalar_t>(pre, a, post, n, M.const_data_ptr<scalar_t>(), M.stride(0), M.stride(1),
+                                          cur.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>());
+        });
+      }
+      dims[d] = n;
+      cur = dst;
+      if (d != last) buf ^= 1;
+    }
+    return out;
   }
-  return out;
+  // CUDA: natural layout (pre, a, post) -> (pre, n, post) by at::matmul (cuBLAS, batched over pre).
+  Tensor cur = Xc;
+  std::vector<int64_t> dims = in_dims;
+  for (size_t d = 0; d < D; ++d) {
+    if (!mats[d].defined()) continue;
+    const int64_t pre = B * prod(dims, 0, d), post = prod(dims, d + 1), a = dims[d], n = out_dims[d];
+    const Tensor M = transpose ? mats[d].t() : mats[d];  // (n x a)
+    if (post == 1)
+      cur = at::mm(cur.reshape({pre, a}), M.t());
+    else
+      cur = at::matmul(M, cur.reshape({pre, a, post}));
+    dims[d] = n;
+    cur = cur.reshape({B, -1});
+  }
+  return cur.contiguous().view({B, Nout});
 }
 
 // sum over the batch and every axis but d of U[..., k, ...] V[..., l, ...] -> (a_d, b_d), for
@@ -276,7 +354,7 @@ Tensor scale(const Eig& E, T noise, Weight w, int32_t axis, const Tensor& in, co
 
 // ------------------------------------------------------------------ kron_matmul
 Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
-  auto fs = check_factors(factors, "factors", false, 64);
+  auto fs = check_factors(factors, "factors", false, kMaxDims);
   std::vector<int64_t> in_dims;
   for (const auto& f : fs) in_dims.push_back(f.size(transpose ? 0 : 1));
   const int64_t M = prod(in_dims);
@@ -290,7 +368,7 @@ Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
 
 std::tuple<Tensor, std::vector<Tensor>> kron_matmul_bwd(const Tensor& grad, at::TensorList factors, const Tensor& x,
                                                         bool transpose, bool need_x, bool need_factors) {
-  auto fs = check_factors(factors, "factors", false, 64);
+  auto fs = check_factors(factors, "factors", false, kMaxDims);
   std::vector<int64_t> in_dims, out_dims;
   for (const auto& f : fs) {
     in_dims.push_back(f.size(transpose ? 0 : 1));

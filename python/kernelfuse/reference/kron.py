@@ -24,7 +24,7 @@ def _sym(K: torch.Tensor) -> torch.Tensor:
 
 def kron_dense(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The Kronecker matrix K_1 (x) ... (x) K_D (prod n_d, prod m_d)."""
-    return reduce(torch.kron, list(factors))
+    return reduce(torch.kron, [f.contiguous() for f in factors])
 
 
 def kron_matmul(factors: Sequence[torch.Tensor], x: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
