@@ -176,11 +176,11 @@ def pde_table():
         return "(no PDE results yet: run `python examples/gp_pde.py`)\n"
     with open(path) as f:
         res = json.load(f)
-    out = ["| case | grid | Q | rel. L2 error (grid) | rel. L2 error (held-out) | fit wall time |",
-           "|---|---|---:|---:|---:|---:|"]
-    for r in res:
-        out.append(f"| {r['case']} | {'x'.join(map(str, r['grid']))} | {r['components']} | {r['err_grid']:.1e} | "
-                   f"{r['err_test']:.1e} | {r['seconds']:.1f} s |")
+    out = ["| case | grid | Q per axis | hyper-parameter rounds | rel. L2 error (grid) | rel. L2 error (held-out) | "
+           "fit wall time |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(res, key=lambda r: (r["case"], r.get("rounds", 5))):
+        out.append(f"| {r['case']} | {'x'.join(map(str, r['grid']))} | {r['components']} | {r.get('rounds', 5)} | "
+                   f"{r['err_grid']:.1e} | {r['err_test']:.1e} | {r['seconds']:.1f} s |")
     return "\n".join(out) + "\n"
 
 

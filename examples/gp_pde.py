@@ -55,7 +55,7 @@ def run(name, spec, max_iter, time_limit, verbose):
     wall = time.perf_counter() - t0
     err_grid = pde.relative_l2_error(spec["exact"])
     err_test = pde.relative_l2_error(spec["exact"], spec["test"])
-    res = dict(case=name, grid=list(pde.shape), components=int(pde.params[0].shape[0]), err_grid=err_grid,
+    res = dict(case=name, rounds=max_iter, grid=list(pde.shape), components=int(pde.params[0].shape[0]), err_grid=err_grid,
                err_test=err_test, seconds=wall, evals=len(pde.history_))
     print(f"{name}: grid {pde.shape}, rel. L2 error {err_grid:.2e} (grid) / {err_test:.2e} (held-out), "
           f"{wall:.1f} s, {len(pde.history_)} evaluations", flush=True)
@@ -82,7 +82,8 @@ def main(argv=None):
     old = []
     if os.path.exists(args.out):
         with open(args.out) as f:
-            old = [r for r in json.load(f) if r["case"] not in names]
+            old = [r for r in json.load(f) if (r["case"], r.get("rounds", 5)) not in
+                   {(n, args.rounds) for n in names}]
     with open(args.out, "w") as f:
         json.dump(old + results, f, indent=1)
     return results

@@ -93,11 +93,11 @@ def test_toeplitz_decreasing_grid_and_float32():
 
 
 def test_toeplitz_is_o_n_work():
-    """The Toeplitz path's kernel work is O(n Q): a 2000 x 2000 sm matrix with Q = 30 builds much
+    """The Toeplitz path's kernel work is O(n Q): a 600 x 600 sm matrix with Q = 10 builds much
     faster than the direct O(n^2 Q) path."""
     import time
-    x = torch.linspace(0, 1, 2000, dtype=torch.float64)
-    p = _params("sm", 30)
+    x = torch.linspace(0, 1, 600, dtype=torch.float64)
+    p = _params("sm", 10)
     kf.grid_kernel(x, x, "sm", p)
     t0 = time.perf_counter()
     fast = kf.grid_kernel(x, x, "sm", p)
@@ -155,7 +155,6 @@ def test_opcheck():
     xu = _pts(6, uniform=True)
     torch.library.opcheck(torch.ops.kernelfuse.grid_kernel, (x1, x2, "sm", p, 1, 0, -1))
     torch.library.opcheck(torch.ops.kernelfuse.grid_kernel, (xu, xu, "sm", p, 2, 0, -1))
-    torch.library.opcheck(torch.ops.kernelfuse.grid_kernel, (xu, xu, "rbf", _params("rbf", 1), 0, 0, 1))
     G = torch.randn(5, 3, dtype=torch.float64)
     torch.library.opcheck(torch.ops.kernelfuse.grid_kernel_bwd, (G, x1, x2, "sm", p.detach(), 1, 0, -1))
 
@@ -325,7 +324,7 @@ def test_pde_allen_cahn_and_advection_run():
     ac.fit(max_iter=0)
     assert ac.relative_l2_error(sol) < 1e-3
     ex = lambda x, t: np.sin(x - 2.0 * t)  # noqa: E731
-    adv = kf.gp.GPPDESolver.advection_1d(np.sin, 2.0, n_grid=(30, 20), num_mixtures=6, max_freq=(3.0, 6.0))
+    adv = kf.gp.GPPDESolver.advection_1d(np.sin, 2.0, n_grid=(24, 16), num_mixtures=6, max_freq=(3.0, 6.0))
     adv.fit(max_iter=0)
     assert adv.relative_l2_error(ex) < 1e-2
 
