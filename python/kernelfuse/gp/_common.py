@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List
 
 import numpy as np
 import torch
 
-from ..ops.gp import KINDS, NPARAMS, grid_kernel
+from ..ops.gp import KINDS, NPARAMS
 
 
 def as_tensor(x, name: str, dtype: torch.dtype, device=None, cls: str = "GridGPRegressor") -> torch.Tensor:
@@ -90,14 +90,5 @@ def check_kind(kind, D: int, cls: str) -> List[str]:
     return kinds
 
 
-def axis_kernels(axes, kinds, params, orders=None):
-    """Per-axis kernel matrices K_d (with derivative orders (o_d, 0) if given)."""
-    out = []
-    for d, (x, k, p) in enumerate(zip(axes, kinds, params)):
-        o = (orders[d], 0) if orders is not None else (0, 0)
-        out.append(grid_kernel(x, x, k, p, orders=o))
-    return out
-
-
-__all__ = ["as_tensor", "axis_kernels", "check_axes", "check_kind", "default_params",
+__all__ = ["as_tensor", "check_axes", "check_kind", "default_params",
            "to_output", "NPARAMS"]

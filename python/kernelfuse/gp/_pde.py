@@ -25,7 +25,7 @@ def _grid_values(fn, axes_np, name):
         v = fn(*mesh)
     except Exception as e:  # noqa: BLE001  (the user's callable: say which one failed)
         raise ValueError(f"kernelfuse.gp.{_CLS}: argument '{name}': calling it on the grid failed: {e!r}") from e
-    v = np.broadcast_to(np.asarray(v, dtype=np.float64), mesh[0].shape)
+    v = np.array(np.broadcast_to(np.asarray(v, dtype=np.float64), mesh[0].shape))
     if not np.all(np.isfinite(v)):
         raise ValueError(f"kernelfuse.gp.{_CLS}: argument '{name}' returned NaN or infinite values on the grid")
     return v

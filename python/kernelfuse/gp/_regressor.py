@@ -133,7 +133,7 @@ class GridGPRegressor:
                     loss = self._loss()[0]
                     loss.backward()
                     opt.step()
-                    self.history_.append(float(loss))
+                    self.history_.append(float(loss.detach()))
             else:
                 opt = torch.optim.LBFGS(params, lr=self.lr or 1.0, max_iter=self.max_iter,
                                         line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
@@ -142,7 +142,7 @@ class GridGPRegressor:
                     opt.zero_grad()
                     loss = self._loss()[0]
                     loss.backward()
-                    self.history_.append(float(loss))
+                    self.history_.append(float(loss.detach()))
                     return loss
 
                 opt.step(closure)
