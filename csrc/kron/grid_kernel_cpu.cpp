@@ -32,7 +32,7 @@ std::vector<double> lag_table(const GridKernelParams<T>& p, int64_t L) {
   const int P = grid_kind_nparams(p.kind);
   const int n = p.a + p.b;
   const double st = std::fabs(p.step);
-#pragma omp parallel for schedule(static) if (L * p.Q > 4096)
+#pragma omp parallel for schedule(static) if (L * p.Q > 65536)
   for (int64_t d = 0; d < L; ++d) {
     double acc = 0.0;
     for (int64_t q = 0; q < p.Q; ++q) {
@@ -61,7 +61,7 @@ void grid_kernel_cpu(const GridKernelParams<T>& p) {
     const double s_pos = (n & 1) ? sb * s_step : sb;   // i > j
     const double s_neg = (n & 1) ? -sb * s_step : sb;  // i < j
     const double s_zero = (n & 1) ? 0.0 : sb;
-#pragma omp parallel for schedule(static) if (n1 * n2 > 16384)
+#pragma omp parallel for schedule(static) if (n1 * n2 > (int64_t(1) << 20))
     for (int64_t i = 0; i < n1; ++i) {
       T* row = p.K + i * n2;
       const int64_t jd = std::min(i, n2);
@@ -91,8 +91,8 @@ void grid_kernel_bwd_cpu(const GridKernelParams<T>& p) {
     const int n = p.a + p.b;
     const int64_t L = std::max(n1, n2);
     // small problems stay on one thread: a parallel region costs more than the work there
-    const int nt = n1 * n2 > 65536 ? omp_get_max_threads() : 1;
-    const int nt2 = L * p.Q > 256 ? omp_get_max_threads() : 1;
+    const int nt = n1 * n2 > (int64_t(1) << 20) ? omp_get_max_threads() : 1;
+    const int nt2 = L * p.Q > 16384 ? omp_get_max_threads() : 1;
     std::vector<double> part(static_cast<size_t>(nt) * 2 * L, 0.0);
 #pragma omp parallel num_threads(nt)
     {
