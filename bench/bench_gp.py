@@ -142,7 +142,11 @@ def bench_rbf_step(rows, n):
         add(rows, case, "GPyTorch", rbf_step_gpytorch(axes, y), repeat=3,
             note="ScaleKernel(GridKernel(RBF)): GPyTorch switches to CG + stochastic log-det here")
     except Exception as e:  # noqa: BLE001  (report the peer's failure, keep the run)
-        rows.append(Row(case, "GPyTorch", float("nan"), 1.0, None, f"failed: {type(e).__name__}: {str(e)[:80]}"))
+        import re
+        m = re.search(r"allocate (\d+) bytes", str(e))
+        why = (f"out of memory (tried to allocate {int(m.group(1)) / 2 ** 30:.0f} GiB)" if m
+               else f"{type(e).__name__}: {str(e)[:80]}")
+        rows.append(Row(case, "GPyTorch", float("nan"), 1.0, None, f"failed: {why}"))
         print(f"  GPyTorch failed: {e!r}")
 
 
