@@ -14,6 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 FAMILIES = ["bench_kde", "bench_longconv", "bench_ssm"]  # one module per op family: bench/bench_<family>.py
+FAMILIES += ["bench_kron"]
 FAMILIES += ["bench_gp"]  # kron: grid kernels and grid GP models
 
 

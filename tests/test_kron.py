@@ -248,6 +248,18 @@ def test_mll_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b, c, y, s: kf.kron_gp_mll([a, b, c], y, s)[0], ins)
 
 
+def test_plain_torch_mode_product_references():
+    # the benchmarks' plain-torch baselines agree with the dense references
+    fs = _factors((3, 1, 4), seed=44)
+    y = _randn(2, 12, seed=45)
+    s2 = torch.tensor(0.1, dtype=torch.float64)
+    rect = [_randn(2, 3, seed=46), _randn(4, 1, seed=47)]
+    torch.testing.assert_close(ref.kron_matmul_modes(rect, _randn(3, seed=48)), ref.kron_matmul(rect, _randn(3, seed=48)))
+    for a, b in zip(ref.kron_gp_mll_eig(fs, y, s2), ref.kron_gp_mll(fs, y, s2)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ref.kron_posterior_var_eig(fs, s2), ref.kron_posterior(fs, y, s2)[1])
+
+
 # ------------------------------------------------------------------ kron_posterior
 @pytest.mark.parametrize("dims", [(3, 4), (7, 1, 3), (5,)])
 @pytest.mark.parametrize("noise", [0.1, 1e-6])
