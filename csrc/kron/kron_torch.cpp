@@ -22,6 +22,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -159,6 +160,7 @@ Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, c
       maxi = std::max(maxi, prod(cur_dims));
     }
     Tensor out = at::empty({B, Nout}, X.options());
+    if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
     Tensor w[2] = {at::empty({B * maxi}, X.options()), at::empty({B * maxi}, X.options())};
     std::vector<int64_t> dims = in_dims;
     Tensor cur = Xc.view({-1});
@@ -362,6 +364,7 @@ Tensor scale(const Eig& E, T noise, Weight w, int32_t axis, const Tensor& in, co
   p.B = in.defined() ? in.size(0) : 1;
   Tensor inc = in.defined() ? in.contiguous() : Tensor();
   Tensor out = at::empty({p.B, p.g.N}, opts_like.options());
+  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   p.in = inc.defined() ? inc.template const_data_ptr<T>() : nullptr;
   p.out = out.template mutable_data_ptr<T>();
   const auto dopt = opts_like.options().dtype(at::kDouble);
