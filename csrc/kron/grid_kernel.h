@@ -151,37 +151,59 @@ KF_HD void matern_derivs(double t, S c, GridKind kind, int n, S* out) {
   }
 }
 
-// h^(n)(t) of one component of the given kind with parameters pr[0..P-1] (S = double or Dual3, the
-// parameters already lifted into S by the caller).
+// Per-component constants of the profile (weight w, inverse lengthscale or Matern rate c, frequency
+// f), computed once per component; S = double or Dual3.
 template <typename S>
-KF_HD S profile_deriv(GridKind kind, const S* pr, double t, int n) {
+struct Component {
+  S w, scale, f;
+};
+
+template <typename S>
+KF_HD Component<S> prepare_component(GridKind kind, const S* pr) {
+  Component<S> cp;
+  cp.w = dexp(pr[0]);
+  if (kind == GridKind::RBF || kind == GridKind::SM) {
+    cp.scale = dexp(-1.0 * pr[kind == GridKind::RBF ? 1 : 2]);  // 1 / l
+  } else {
+    const double nu2 = kind == GridKind::Matern12 ? 1.0 : kind == GridKind::Matern32 ? 3.0 : 5.0;
+    cp.scale = sqrt(nu2) * dexp(-1.0 * pr[kind == GridKind::StM ? 2 : 1]);  // sqrt(2 nu) / l
+  }
+  cp.f = (kind == GridKind::SM || kind == GridKind::StM) ? pr[1] : dconst_like(pr[0], 0.0);
+  return cp;
+}
+
+// h^(n)(t) of one prepared component.
+template <typename S>
+KF_HD S component_deriv(GridKind kind, const Component<S>& cp, double t, int n) {
   const double binom[kMaxOrder + 1][kMaxOrder + 1] = {{1, 0, 0, 0, 0, 0},  {1, 1, 0, 0, 0, 0},
                                                        {1, 2, 1, 0, 0, 0},  {1, 3, 3, 1, 0, 0},
                                                        {1, 4, 6, 4, 1, 0},  {1, 5, 10, 10, 5, 1}};
   S A[kMaxOrder + 1];
-  const S w = dexp(pr[0]);
   if (kind == GridKind::RBF || kind == GridKind::SM) {
-    const S inv_l = dexp(-1.0 * pr[kind == GridKind::RBF ? 1 : 2]);
-    gauss_derivs(t, inv_l, n, A);
+    gauss_derivs(t, cp.scale, n, A);
   } else {
-    const double nu2 = kind == GridKind::Matern12 ? 1.0 : kind == GridKind::Matern32 ? 3.0 : 5.0;
     const GridKind mk = kind == GridKind::StM ? GridKind::Matern52 : kind;
-    const S c = sqrt(nu2) * dexp(-1.0 * pr[kind == GridKind::StM ? 2 : 1]);
-    matern_derivs(t, c, mk, n, A);
+    matern_derivs(t, cp.scale, mk, n, A);
   }
-  if (kind != GridKind::SM && kind != GridKind::StM) return w * A[n];
+  if (kind != GridKind::SM && kind != GridKind::StM) return cp.w * A[n];
   // Leibniz with the cosine factor: d^j cos(f t) = f^j cos(f t + j pi / 2).
-  const S f = pr[1];
-  const S ft = t * f;
+  const S ft = t * cp.f;
   const S cs = dcos(ft), sn = dsin(ft);
-  S acc = dconst_like(w, 0.0);
-  S fp = dconst_like(w, 1.0);  // f^j
+  S acc = dconst_like(cp.w, 0.0);
+  S fp = dconst_like(cp.w, 1.0);  // f^j
   for (int j = 0; j <= n; ++j) {
     const S cj = (j & 3) == 0 ? cs : (j & 3) == 1 ? -1.0 * sn : (j & 3) == 2 ? -1.0 * cs : sn;
     acc = acc + binom[n][j] * (A[n - j] * (fp * cj));
-    fp = fp * f;
+    fp = fp * cp.f;
   }
-  return w * acc;
+  return cp.w * acc;
+}
+
+// h^(n)(t) of one component of the given kind with parameters pr[0..P-1] (S = double or Dual3, the
+// parameters already lifted into S by the caller).
+template <typename S>
+KF_HD S profile_deriv(GridKind kind, const S* pr, double t, int n) {
+  return component_deriv(kind, prepare_component(kind, pr), t, n);
 }
 
 // Sign factor of K[i, j] for tau: (-1)^b sign(tau)^n (0 for odd n at tau = 0).

@@ -71,10 +71,28 @@ void grid_kernel_cpu(const GridKernelParams<T>& p) {
     }
     return;
   }
+  // direct path: the per-component constants (exponentials of the log-parameters) once per call
+  const int P = grid_kind_nparams(p.kind);
+  std::vector<Component<double>> comps(p.Q);
+  for (int64_t q = 0; q < p.Q; ++q) {
+    double pr[3];
+    for (int k = 0; k < P; ++k) pr[k] = static_cast<double>(p.params[q * P + k]);
+    comps[q] = prepare_component<double>(p.kind, pr);
+  }
+  const int n = p.a + p.b;
 #pragma omp parallel for schedule(static) if (n1 * n2 * p.Q > 4096)
   for (int64_t i = 0; i < n1; ++i) {
     T* row = p.K + i * n2;
-    for (int64_t j = 0; j < n2; ++j) row[j] = static_cast<T>(grid_kernel_value(p, tau_of(p, i, j)));
+    for (int64_t j = 0; j < n2; ++j) {
+      const double tau = tau_of(p, i, j);
+      const double sg = order_sign(tau, p.a, p.b);
+      double acc = 0.0;
+      if (sg != 0.0) {
+        const double t = std::fabs(tau);
+        for (int64_t q = 0; q < p.Q; ++q) acc += component_deriv<double>(p.kind, comps[q], t, n);
+      }
+      row[j] = static_cast<T>(sg * acc);
+    }
   }
 }
 
