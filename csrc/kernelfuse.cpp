@@ -54,6 +54,15 @@ TORCH_LIBRARY(kernelfuse, m) {
   // norm "backward" | "ortho" | "forward". The op is its own adjoint (backward: inverse flipped).
   m.def("monarch_fft(Tensor x, bool inverse, str norm) -> Tensor");
 
+  // ---- kron: grid kernels (csrc/kron/grid_kernel_*) ----
+  // K (n1, n2) = d^a/dx^a d^b/dx'^b sum_q k_q(x1[i] - x2[j]); kind "rbf" | "matern12" | "matern32" |
+  // "matern52" | "sm" | "stm"; params (Q, 2) (log_variance, log_lengthscale) or (Q, 3) (log_weight,
+  // freq, log_lengthscale) for sm / stm. toeplitz: -1 detect (CPU), 0 direct, 1 x1 == x2 evenly spaced.
+  m.def("grid_kernel(Tensor x1, Tensor x2, str kind, Tensor params, int a, int b, int toeplitz) -> Tensor");
+  // Backward twin: the gradient for params (Q, P).
+  m.def("grid_kernel_bwd(Tensor grad, Tensor x1, Tensor x2, str kind, Tensor params, int a, int b, "
+        "int toeplitz) -> Tensor");
+
   // ---- Kronecker GP algebra (csrc/kron) ----
   // Grids flattened row-major; vectors are rows of a (B, N) matrix. factors (n_d, m_d).
   // kron_matmul: x (B, prod m_d) -> (B, prod n_d) (transpose: factors' transposes).

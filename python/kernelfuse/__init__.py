@@ -7,15 +7,14 @@ Python op wrappers (fake kernels and autograd).
 import torch  # noqa: F401  (must precede _C)
 
 from . import _C  # noqa: E402
-from . import kde, models, nn, ops, reference  # noqa: E402
+from . import butterfly, features, gp, kde, models, nn, ops, reference  # noqa: E402
+from .ops.butterfly import butterfly_multiply, monarch_fft, monarch_irfft, monarch_multiply, monarch_rfft  # noqa: E402
+from .ops.features import fwht, random_features, structured_features  # noqa: E402
+from .ops.gp import grid_kernel  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
+from .ops.kron import kron_gp_mll, kron_matmul, kron_posterior, kron_solve  # noqa: E402
 from .ops.longconv import fftconv  # noqa: E402
 from .ops.ssm import ssm_kernel  # noqa: E402
-from . import butterfly  # noqa: E402
-from .ops.butterfly import butterfly_multiply, monarch_fft, monarch_irfft, monarch_multiply, monarch_rfft  # noqa: E402
-from .ops.kron import kron_gp_mll, kron_matmul, kron_posterior, kron_solve  # noqa: E402
-from .ops.features import fwht, random_features, structured_features  # noqa: E402
-from . import features  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
@@ -32,27 +31,12 @@ get_num_threads = _C.get_num_threads
 set_num_threads = _C.set_num_threads
 
 __all__ = [
-    "build_info",
-    "fftconv",
-    "kde",
-    "models",
-    "nn",
-    "get_num_threads",
-    "kernel_logsumexp",
-    "kernel_sum",
-    "kron_gp_mll",
-    "kron_matmul",
-    "kron_posterior",
-    "kron_solve",
-    "ops",
-    "reference",
-    "set_num_threads",
-    "ssm_kernel",
-    "butterfly",
-    "butterfly_multiply",
-    "monarch_fft",
-    "monarch_irfft",
-    "monarch_multiply",
-    "monarch_rfft",
+    # packages
+    "butterfly", "features", "gp", "kde", "models", "nn", "ops", "reference",
+    # ops
+    "butterfly_multiply", "fftconv", "fwht", "grid_kernel", "kernel_logsumexp", "kernel_sum",
+    "kron_gp_mll", "kron_matmul", "kron_posterior", "kron_solve", "monarch_fft", "monarch_irfft",
+    "monarch_multiply", "monarch_rfft", "random_features", "ssm_kernel", "structured_features",
+    # build and threads
+    "build_info", "get_num_threads", "set_num_threads",
 ]
-__all__ += ["features", "fwht", "random_features", "structured_features"]
