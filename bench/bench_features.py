@@ -32,19 +32,7 @@ from common import Row, machine_line, markdown_table, peak_extra_memory, save_re
 
 import kernelfuse as kf  # noqa: E402
 from kernelfuse.features import RandomFeatures, exact_kernel  # noqa: E402
-
-
-def torch_fwht(x):
-    """Plain-torch radix-2 FWHT (what users write without a kernel): log2(n) reshapes + stacks."""
-    n = x.shape[-1]
-    y = x.reshape(-1, n)
-    h = 1
-    while h < n:
-        y = y.view(-1, n // (2 * h), 2, h)
-        a, b = y[:, :, 0, :], y[:, :, 1, :]
-        y = torch.stack((a + b, a - b), dim=2).reshape(-1, n)
-        h *= 2
-    return y.view(x.shape) / math.sqrt(n)
+from kernelfuse.reference.features import fwht as torch_fwht  # noqa: E402  (plain-torch radix-2 FWHT)
 
 
 def torch_rff(X, W, b, scale):

@@ -161,7 +161,7 @@ class GridGPRegressor:
     def hyperparameters_(self) -> dict:
         """Fitted hyper-parameters per axis (natural units) and the noise variance."""
         self._check_fitted()
-        out = {"noise": float(self._noise())}
+        out = {"noise": float(self._noise().detach())}
         for d, (k, p) in enumerate(zip(self.kinds_, self._factor_params())):
             p = p.detach()
             if k in ("sm", "stm"):
