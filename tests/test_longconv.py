@@ -303,3 +303,82 @@ def test_aten_fft_fallback(monkeypatch):
             y2.backward(gy)
             for x, y in zip(a, b):
                 torch.testing.assert_close(x.grad, y.grad)
+
+
+# Tensor-core path (csrc/longconv/fftconv_tc_cuda.cu): CUDA fp16 / bf16, causal, shared kernel.
+# Compiled, not run here (no GPU): these tests only run where CUDA is available. Error bound: max
+# |y - y64| <= tol * max(1, max |y64|), y64 the float64 reference on the same half-rounded inputs;
+# tol = 1e-2 (fp16), 5e-2 (bf16): every radix pass rounds the spectrum to the storage type.
+TC_TOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("L", [1, 7, 100, 1024, 4096, 16385])  # 16385: FFT size > 32768, cuFFT fallback
+@pytest.mark.parametrize("gates", [True, False])
+def test_fftconv_tensor_core_half(dtype, L, gates):
+    B, H = 3, 2  # odd B: the last complex sequence has an empty imaginary row
+    u, k, D, pre, post = _inputs(B, H, L, L, "causal", dtype=dtype, device="cuda", gates=gates, seed=L)
+    y = kf.fftconv(u, k, D, pregate=pre, postgate=post)
+    assert y.dtype == dtype and y.device.type == "cuda" and y.shape == (B, H, L)
+    expected = _ref64(u, k, D, pre, post, "causal")
+    scale = max(1.0, expected.abs().max().item())
+    err = (y.double().cpu() - expected).abs().max().item()
+    assert err <= TC_TOL[dtype] * scale, f"max error {err:.3g} > {TC_TOL[dtype]} * {scale:.3g}"
+
+
+def _tc_model_passes(N):
+    """The pass list of fftconv_tc_cuda.cu: (S, radix) in forward order."""
+    m = N.bit_length() - 1
+    r = 1 << (m % 4)
+    passes = [(N, r)] if r > 1 else []
+    S = N // r
+    while S >= 16:
+        passes.append((S, 16))
+        S //= 16
+    return passes
+
+
+def _tc_model_fft(x, passes, inverse=False, unitary=True):
+    """Float64 model of the kernel's in-place DIF passes (digit-reversed output) and their exact
+    inverses; checks the index and twiddle algebra of the CUDA file on CPU (not the CUDA code)."""
+    x = x.clone()
+    N = x.shape[-1]
+    order = reversed(passes) if inverse else passes
+    sgn = 1.0 if inverse else -1.0
+    for S, R in order:
+        s = S // R
+        blk = x.reshape(*x.shape[:-1], N // S, R, s)  # (.., block, n1 | k1, n2)
+        n2 = torch.arange(s, dtype=torch.float64)
+        k1 = torch.arange(R, dtype=torch.float64)
+        tw = torch.exp(1j * sgn * 2 * torch.pi * torch.outer(k1, n2) / S)  # (k1, n2)
+        F = torch.exp(1j * sgn * 2 * torch.pi * torch.outer(k1, k1) / R) / (R ** 0.5 if unitary else 1.0)
+        if inverse:
+            blk = torch.einsum("nk,...ks->...ns", F, blk * tw)
+        else:
+            blk = torch.einsum("kn,...ns->...ks", F, blk) * tw
+        x = blk.reshape(x.shape)
+    return x
+
+
+@pytest.mark.parametrize("N", [256, 512, 1024, 2048, 4096, 8192])
+def test_fftconv_tensor_core_algorithm_model(N):
+    # The factorisation the tensor-core kernel uses, run in float64 on CPU: digit-reversed
+    # unitary forward, fp32-style kernel spectrum from the unscaled passes, inverse back to order.
+    g = torch.Generator().manual_seed(N)
+    L = N // 2
+    u = torch.randn(2, L, generator=g, dtype=torch.float64)
+    k = torch.randn(L, generator=g, dtype=torch.float64) / L ** 0.5
+    passes = _tc_model_passes(N)
+    z = torch.zeros(N, dtype=torch.complex128)
+    z[:L] = u[0] + 1j * u[1]
+    kk = torch.zeros(N, dtype=torch.complex128)
+    kk[:L] = k
+    K = _tc_model_fft(kk, passes, unitary=False)
+    Z = _tc_model_fft(z, passes)
+    # digit-reversed spectra are a permutation of torch.fft's
+    assert torch.allclose(torch.sort(K.abs()).values, torch.sort(torch.fft.fft(kk).abs()).values, atol=1e-9)
+    y = _tc_model_fft(Z * K, passes, inverse=True)[:L]
+    expected = ref.fftconv(u[:, None, :], k[None, :])[:, 0, :]
+    torch.testing.assert_close(y.real, expected[0], atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(y.imag, expected[1], atol=1e-9, rtol=1e-9)

@@ -31,6 +31,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <c10/cuda/CUDAException.h>
+
+#include "fftconv_tc.h"
 #endif
 
 namespace kernelfuse::longconv {
@@ -434,6 +437,50 @@ void dispatch(const at::Tensor& u, F&& f) {
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fftconv", [&] { f.template operator()<scalar_t>(); });
 }
 
+#ifdef KERNELFUSE_WITH_CUDA
+// Tensor-core path (fftconv_tc_cuda.cu) for CUDA fp16 / bf16, causal, kernel shared by the batch:
+// two launches, no cuFFT. Returns false (nothing launched) when the FFT size would pass kTCMaxN or
+// one sequence does not fit the device's opt-in shared memory; the caller then takes the cuFFT path.
+// KERNELFUSE_NO_TC_FFTCONV=1 disables it. Forward only: fftconv_bwd stays on the cuFFT path.
+bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
+  if (!pb.u.is_cuda() || pb.mode != ConvMode::Causal || pb.per_batch || std::getenv("KERNELFUSE_NO_TC_FFTCONV"))
+    return false;
+  const auto st = pb.u.scalar_type();
+  if (st != at::kHalf && st != at::kBFloat16) return false;
+  const int64_t N = fftconv_tc_fft_size(pb.L, pb.Lk);
+  if (N == 0) return false;
+  const c10::cuda::CUDAGuard guard(pb.u.device());
+  at::Tensor out = at::empty(pb.u.sizes(), pb.u.options());
+  if (pb.B * pb.H == 0) {
+    y = out;
+    return true;
+  }
+  at::Tensor kspec = at::empty({pb.H, N, 2}, pb.u.options().dtype(at::kFloat));
+  bool ok = false;
+  auto run = [&]<typename S, typename T>() {
+    FFTConvTCParams<T> p;
+    p.B = pb.B; p.H = pb.H; p.L = pb.L; p.Lk = pb.Lk; p.N = N;
+    auto in = [](const at::Tensor& t) -> const T* {
+      return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr<S>()) : nullptr;
+    };
+    p.u = in(pb.u);
+    p.k = in(pb.k);
+    p.D = in(pb.D);
+    p.pregate = in(pb.pre);
+    p.postgate = in(pb.post);
+    p.y = reinterpret_cast<T*>(out.mutable_data_ptr<S>());
+    p.kspec = kspec.mutable_data_ptr<float>();
+    ok = launch_fftconv_tc<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+  };
+  if (st == at::kHalf) run.template operator()<at::Half, __half>();
+  else run.template operator()<at::BFloat16, __nv_bfloat16>();
+  if (!ok) return false;
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  y = out;
+  return true;
+}
+#endif
+
 at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional<at::Tensor>& D,
                    const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate,
                    c10::string_view mode, std::optional<int64_t> fft_size) {
@@ -444,6 +491,9 @@ at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional
         .to(u.scalar_type());
   }
   at::Tensor y;
+#ifdef KERNELFUSE_WITH_CUDA
+  if (fftconv_tc_try(pb, y)) return y;
+#endif
   dispatch(pb.u, [&]<typename S>() { y = Runner<S>(pb).forward(); });
   return y;
 }

@@ -60,7 +60,9 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
     CPU: rows (b, h) in cache-sized blocks: the gate is fused into the zero padding, the kernel
     spectrum (one per head, computed once) multiplies in place, and the skip term and the post
     gate are fused into the crop, so temporaries are O(block * n). CUDA: cuFFT with the same fused
-    pointwise stages as kernels (compiled, not yet run on a GPU by the authors).
+    pointwise stages as kernels; float16 / bfloat16 causal with a shared kernel and L + Lk - 1 <=
+    32768: one fused tensor-core Monarch FFT kernel instead (forward only; see docs/fftconv.md).
+    Both CUDA paths are compiled, not yet run on a GPU by the authors.
     """
     check_tensor(u, "u", "fftconv")
     if isinstance(k, (tuple, list)):

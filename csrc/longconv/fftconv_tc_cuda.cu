@@ -1,0 +1,393 @@
+// Tensor-core fftconv for fp16 / bf16 (see fftconv_tc.h). Compiled for sm_80 / sm_90a with nvcc;
+// NOT run on a GPU yet (written without one): correctness on hardware is unverified.
+//
+// Two launches per call: (1) the kernel spectrum K = DFT(k) of every channel, fp32 on CUDA cores,
+// in the digit-reversed order of the factorisation below; (2) the fused conv, one thread block per
+// nsb complex sequences (each = two batch rows of one channel as real / imaginary parts):
+//   load u (and pregate), v = u * pregate, zero-pad to N             (shared memory, storage type T)
+//   forward FFT: [radix-r pass on CUDA cores, r in {2, 4, 8}, if log2 N % 4 != 0] then radix-16
+//     decimation-in-frequency passes S = N / r, N / 16r, ..., 16; each pass is, per block of S
+//     elements, Y = F16 . X (X: 16 x S/16, rows of stride S/16) as WMMA m16n16k16 products
+//     (complex product = four real products on the re / im planes, fp32 accumulation), then the
+//     twiddles w_S^(n2 k1) in fp32 and a round to T. The last pass (S = 16, stride 1) is X' . F16
+//     on (N/16 x 16) row tiles and has no twiddle. Every pass is scaled by 1 / sqrt(radix) (folded
+//     into the F16 table: 1/4), so the transform is unitary and fp16 never sees growth by N.
+//   multiply by K (fp32) in the digit-reversed order,
+//   inverse FFT: the passes in reverse order, each the exact inverse (conjugate twiddle first,
+//     then the conjugate DFT matrix), which returns to natural order,
+//   y = postgate * (Re / Im [t] + D u), t < L, written as T.
+// The only global traffic of the fused kernel: u, pregate, postgate read once (u twice for the skip),
+// K read once per sequence, y written once.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "fftconv_tc.h"
+
+namespace kernelfuse::longconv {
+namespace {
+
+using namespace nvcuda;
+
+constexpr int kWarps = 8;
+constexpr int kThreadsTC = kWarps * 32;
+constexpr int kMaxSeqPerBlock = 4;
+
+template <typename T> __device__ __forceinline__ float to_f(T x);
+template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// exp(-+ 2 pi i e / S) (forward: minus), exponent reduced exactly; S is a power of two <= 2^15, so
+// 2 (e mod S) / S is exact in fp32.
+__device__ __forceinline__ float2 root(int64_t e, int64_t S, bool inverse) {
+  float s, c;
+  sincospif(2.0f * static_cast<float>(e % S) / static_cast<float>(S), &s, &c);
+  return make_float2(c, inverse ? s : -s);
+}
+
+__host__ __device__ inline int log2i(int64_t n) {
+  int m = 0;
+  while ((int64_t(1) << m) < n) ++m;
+  return m;
+}
+
+// ---- fp32 CUDA-core passes for the kernel spectrum (unscaled DFTs, in place in global memory) ----
+// One pass of radix R on blocks of S elements: X[k1 s + n2] = w_S^(n2 k1) sum_n1 w_R^(n1 k1) x[n1 s + n2].
+__device__ void scalar_pass_f32(float2* x, int64_t N, int64_t S, int R) {
+  const int64_t s = S / R;
+  for (int64_t i = threadIdx.x; i < N / R; i += blockDim.x) {
+    const int64_t b = i / s, n2 = i - b * s;
+    float2* xb = x + b * S + n2;
+    float2 in[16];
+#pragma unroll
+    for (int n1 = 0; n1 < 16; ++n1)
+      if (n1 < R) in[n1] = xb[n1 * s];
+    for (int k1 = 0; k1 < R; ++k1) {
+      float re = 0.f, im = 0.f;
+#pragma unroll
+      for (int n1 = 0; n1 < 16; ++n1) {
+        if (n1 < R) {
+          const float2 w = root(int64_t(n1) * k1, R, false);
+          re += w.x * in[n1].x - w.y * in[n1].y;
+          im += w.x * in[n1].y + w.y * in[n1].x;
+        }
+      }
+      const float2 t = root(n2 * k1, S, false);
+      xb[k1 * s] = make_float2(re * t.x - im * t.y, re * t.y + im * t.x);
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreadsTC) kernel_spectrum_kernel(const T* __restrict__ k, int64_t Lk, int64_t N,
+                                                                     float2* __restrict__ kspec) {
+  const int64_t h = blockIdx.x;
+  float2* x = kspec + h * N;
+  for (int64_t t = threadIdx.x; t < N; t += blockDim.x)
+    x[t] = make_float2(t < Lk ? to_f<T>(k[h * Lk + t]) : 0.f, 0.f);
+  __syncthreads();
+  const int r = 1 << (log2i(N) % 4);
+  if (r > 1) {
+    scalar_pass_f32(x, N, N, r);
+    __syncthreads();
+  }
+  for (int64_t S = N / r; S >= 16; S /= 16) {
+    scalar_pass_f32(x, N, S, 16);
+    __syncthreads();
+  }
+}
+
+// ---- passes of the fused kernel on shared memory (re / im planes of type T per sequence) ----
+
+// Radix-r pass (r in {2, 4, 8}) on S = N, scaled by 1 / sqrt(r); forward, or its exact inverse.
+template <typename T>
+__device__ void radix_r_pass(T* data, int nsb, int64_t N, int r, bool inverse) {
+  const int64_t s = N / r;
+  const float scale = rsqrtf(static_cast<float>(r));
+  for (int64_t i = threadIdx.x; i < nsb * s; i += blockDim.x) {
+    const int j = static_cast<int>(i / s);
+    const int64_t n2 = i - j * s;
+    T* re = data + j * 2 * N;
+    T* im = re + N;
+    float xr[8], xi[8];
+#pragma unroll
+    for (int a = 0; a < 8; ++a) {
+      if (a < r) {
+        xr[a] = to_f<T>(re[a * s + n2]);
+        xi[a] = to_f<T>(im[a * s + n2]);
+        if (inverse) {  // conjugate twiddle first
+          const float2 w = root(n2 * a, N, true);
+          const float tr = xr[a] * w.x - xi[a] * w.y;
+          xi[a] = xr[a] * w.y + xi[a] * w.x;
+          xr[a] = tr;
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < 8; ++b) {
+      if (b < r) {
+        float yr = 0.f, yi = 0.f;
+#pragma unroll
+        for (int a = 0; a < 8; ++a) {
+          if (a < r) {
+            const float2 w = root(int64_t(a) * b, r, inverse);
+            yr += w.x * xr[a] - w.y * xi[a];
+            yi += w.x * xi[a] + w.y * xr[a];
+          }
+        }
+        yr *= scale;
+        yi *= scale;
+        if (!inverse) {
+          const float2 w = root(n2 * b, N, false);
+          const float tr = yr * w.x - yi * w.y;
+          yi = yr * w.y + yi * w.x;
+          yr = tr;
+        }
+        re[b * s + n2] = from_f<T>(yr);
+        im[b * s + n2] = from_f<T>(yi);
+      }
+    }
+  }
+}
+
+// Radix-16 pass on blocks of S elements (16 <= S <= N / r) on tensor cores. F: three 16 x 16 tables
+// (Re, Im, -Im of w_16^(k1 n1) / 4); sc: this warp's fp32 scratch (2 x 256).
+template <typename T>
+__device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool inverse, const T* F, float* sc) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t tiles_per_seq = N / 256, total = nsb * tiles_per_seq, s = S / 16;
+  if (s >= 16) {
+    // Shape A: Y (16 x 16) = F16 . X tile, X rows n1 at stride s, 16 consecutive columns n2.
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fr, fi, fn;
+    wmma::load_matrix_sync(fr, F, 16);
+    wmma::load_matrix_sync(fi, F + 256, 16);
+    wmma::load_matrix_sync(fn, F + 512, 16);
+    const int64_t cpb = s / 16;  // column tiles per block
+    for (int64_t tile = warp; tile < total; tile += kWarps) {
+      const int j = static_cast<int>(tile / tiles_per_seq);
+      const int64_t tl = tile - j * tiles_per_seq, b = tl / cpb, c = tl - b * cpb;
+      T* re = data + j * 2 * N;
+      T* im = re + N;
+      const int64_t off = b * S + c * 16;
+      if (inverse) {  // conjugate twiddle w_S^(-n2 k1) before the conjugate DFT
+        for (int e = lane; e < 256; e += 32) {
+          const int k1 = e / 16, jj = e % 16;
+          const int64_t idx = off + k1 * s + jj;
+          const float2 w = root((c * 16 + jj) * k1, S, true);
+          const float xr = to_f<T>(re[idx]), xi = to_f<T>(im[idx]);
+          re[idx] = from_f<T>(xr * w.x - xi * w.y);
+          im[idx] = from_f<T>(xr * w.y + xi * w.x);
+        }
+        __syncwarp();
+      }
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> xr, xi;
+      wmma::load_matrix_sync(xr, re + off, static_cast<unsigned>(s));
+      wmma::load_matrix_sync(xi, im + off, static_cast<unsigned>(s));
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> ar, ai;
+      wmma::fill_fragment(ar, 0.f);
+      wmma::fill_fragment(ai, 0.f);
+      wmma::mma_sync(ar, fr, xr, ar);
+      wmma::mma_sync(ai, fr, xi, ai);
+      if (!inverse) {  // (Fr + i Fi)(xr + i xi)
+        wmma::mma_sync(ar, fn, xi, ar);
+        wmma::mma_sync(ai, fi, xr, ai);
+      } else {         // (Fr - i Fi)(xr + i xi)
+        wmma::mma_sync(ar, fi, xi, ar);
+        wmma::mma_sync(ai, fn, xr, ai);
+      }
+      wmma::store_matrix_sync(sc, ar, 16, wmma::mem_row_major);
+      wmma::store_matrix_sync(sc + 256, ai, 16, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        const int k1 = e / 16, jj = e % 16;
+        const int64_t idx = off + k1 * s + jj;
+        float yr = sc[e], yi = sc[256 + e];
+        if (!inverse) {
+          const float2 w = root((c * 16 + jj) * k1, S, false);
+          const float tr = yr * w.x - yi * w.y;
+          yi = yr * w.y + yi * w.x;
+          yr = tr;
+        }
+        re[idx] = from_f<T>(yr);
+        im[idx] = from_f<T>(yi);
+      }
+      __syncwarp();
+    }
+  } else {
+    // Shape B (S = 16, stride 1, no twiddle): Y' (16 rows x 16) = X' . F16 on 16 consecutive rows of 16.
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fr, fi, fn;
+    wmma::load_matrix_sync(fr, F, 16);
+    wmma::load_matrix_sync(fi, F + 256, 16);
+    wmma::load_matrix_sync(fn, F + 512, 16);
+    for (int64_t tile = warp; tile < total; tile += kWarps) {
+      const int j = static_cast<int>(tile / tiles_per_seq);
+      const int64_t off = (tile - j * tiles_per_seq) * 256;
+      T* re = data + j * 2 * N + off;
+      T* im = data + j * 2 * N + N + off;
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> xr, xi;
+      wmma::load_matrix_sync(xr, re, 16);
+      wmma::load_matrix_sync(xi, im, 16);
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> ar, ai;
+      wmma::fill_fragment(ar, 0.f);
+      wmma::fill_fragment(ai, 0.f);
+      wmma::mma_sync(ar, xr, fr, ar);
+      if (!inverse) {  // (xr + i xi)(Fr + i Fi)
+        wmma::mma_sync(ar, xi, fn, ar);
+        wmma::mma_sync(ai, xr, fi, ai);
+        wmma::mma_sync(ai, xi, fr, ai);
+      } else {         // (xr + i xi)(Fr - i Fi)
+        wmma::mma_sync(ar, xi, fi, ar);
+        wmma::mma_sync(ai, xi, fr, ai);
+        wmma::mma_sync(ai, xr, fn, ai);
+      }
+      wmma::store_matrix_sync(sc, ar, 16, wmma::mem_row_major);
+      wmma::store_matrix_sync(sc + 256, ai, 16, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        re[e] = from_f<T>(sc[e]);
+        im[e] = from_f<T>(sc[256 + e]);
+      }
+      __syncwarp();
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<T> p, int nsb, int64_t nseq) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int64_t N = p.N, L = p.L, H = p.H;
+  T* data = reinterpret_cast<T*>(smem_raw);              // nsb x (re N, im N)
+  T* F = data + int64_t(nsb) * 2 * N;                    // 3 x 256
+  float* scratch = reinterpret_cast<float*>(F + 3 * 256);  // kWarps x 512
+  float* sc = scratch + (threadIdx.x / 32) * 512;
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    const int k1 = i / 16, n1 = i % 16;
+    float sn, cs;
+    sincospif(2.0f * static_cast<float>((k1 * n1) % 16) / 16.0f, &sn, &cs);
+    F[i] = from_f<T>(0.25f * cs);
+    F[256 + i] = from_f<T>(-0.25f * sn);
+    F[512 + i] = from_f<T>(0.25f * sn);
+  }
+  const int64_t g0 = int64_t(blockIdx.x) * nsb;
+  // Load and pregate: sequence g = (q, h) holds rows (2q, h) (real) and (2q + 1, h) (imaginary).
+  for (int64_t i = threadIdx.x; i < nsb * N; i += blockDim.x) {
+    const int j = static_cast<int>(i / N);
+    const int64_t t = i - j * N, g = g0 + j;
+    float vr = 0.f, vi = 0.f;
+    if (g < nseq && t < L) {
+      const int64_t h = g % H, b0 = 2 * (g / H);
+      const int64_t o0 = (b0 * H + h) * L + t;
+      vr = to_f<T>(p.u[o0]);
+      if (p.pregate) vr *= to_f<T>(p.pregate[o0]);
+      if (b0 + 1 < p.B) {
+        const int64_t o1 = o0 + H * L;
+        vi = to_f<T>(p.u[o1]);
+        if (p.pregate) vi *= to_f<T>(p.pregate[o1]);
+      }
+    }
+    data[j * 2 * N + t] = from_f<T>(vr);
+    data[j * 2 * N + N + t] = from_f<T>(vi);
+  }
+  __syncthreads();
+  const int r = 1 << (log2i(N) % 4);
+  if (r > 1) {
+    radix_r_pass<T>(data, nsb, N, r, false);
+    __syncthreads();
+  }
+  for (int64_t S = N / r; S >= 16; S /= 16) {
+    radix16_pass<T>(data, nsb, N, S, false, F, sc);
+    __syncthreads();
+  }
+  // Pointwise product with the kernel spectrum (both in digit-reversed order), fp32.
+  const float2* K = reinterpret_cast<const float2*>(p.kspec);
+  for (int64_t i = threadIdx.x; i < nsb * N; i += blockDim.x) {
+    const int j = static_cast<int>(i / N);
+    const int64_t t = i - j * N, g = g0 + j;
+    if (g >= nseq) continue;
+    const float2 kk = K[(g % H) * N + t];
+    T* re = data + j * 2 * N + t;
+    T* im = re + N;
+    const float xr = to_f<T>(*re), xi = to_f<T>(*im);
+    *re = from_f<T>(xr * kk.x - xi * kk.y);
+    *im = from_f<T>(xr * kk.y + xi * kk.x);
+  }
+  __syncthreads();
+  for (int64_t S = 16; S <= N / r; S *= 16) {
+    radix16_pass<T>(data, nsb, N, S, true, F, sc);
+    __syncthreads();
+  }
+  if (r > 1) {
+    radix_r_pass<T>(data, nsb, N, r, true);
+    __syncthreads();
+  }
+  // Skip, postgate, store.
+  for (int64_t i = threadIdx.x; i < nsb * L; i += blockDim.x) {
+    const int j = static_cast<int>(i / L);
+    const int64_t t = i - j * L, g = g0 + j;
+    if (g >= nseq) continue;
+    const int64_t h = g % H, b0 = 2 * (g / H);
+    const float d = p.D ? to_f<T>(p.D[h]) : 0.f;
+    const int64_t o0 = (b0 * H + h) * L + t;
+    float z = to_f<T>(data[j * 2 * N + t]) + d * to_f<T>(p.u[o0]);
+    if (p.postgate) z *= to_f<T>(p.postgate[o0]);
+    p.y[o0] = from_f<T>(z);
+    if (b0 + 1 < p.B) {
+      const int64_t o1 = o0 + H * L;
+      float z1 = to_f<T>(data[j * 2 * N + N + t]) + d * to_f<T>(p.u[o1]);
+      if (p.postgate) z1 *= to_f<T>(p.postgate[o1]);
+      p.y[o1] = from_f<T>(z1);
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+bool launch_fftconv_tc(const FFTConvTCParams<T>& p, void* stream) {
+  if (p.N < kTCMinN || p.N > kTCMaxN || (p.N & (p.N - 1)) != 0 || p.L + p.Lk - 1 > p.N || p.Lk < 1) return false;
+  int dev = 0, smem_optin = 0, sms = 1, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  if (major < 8) return false;  // bf16 WMMA and the build's archs: sm_80 and newer
+  const int64_t nseq = ((p.B + 1) / 2) * p.H;
+  if (nseq == 0) return true;
+  // Shared memory: nsb sequences of 2 N values of T, the DFT tables, the warps' fp32 scratch.
+  const int64_t fixed = 3 * 256 * int64_t(sizeof(T)) + kWarps * 512 * int64_t(sizeof(float));
+  const int64_t per_seq = 2 * p.N * int64_t(sizeof(T));
+  if (fixed + per_seq > smem_optin) return false;
+  // More sequences per block while they fit and the grid keeps >= 2 blocks per SM.
+  int nsb = 1;
+  while (nsb < kMaxSeqPerBlock && fixed + 2 * nsb * per_seq <= smem_optin &&
+         (nseq + 2 * nsb - 1) / (2 * nsb) >= 2 * int64_t(sms))
+    nsb *= 2;
+  const int64_t bytes = fixed + nsb * per_seq;
+  if (cudaFuncSetAttribute(fftconv_tc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(bytes)) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const int64_t blocks = (nseq + nsb - 1) / nsb;
+  if (blocks > 0x7fffffff || p.H > 0x7fffffff) return false;
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  kernel_spectrum_kernel<T><<<static_cast<unsigned>(p.H), kThreadsTC, 0, st>>>(p.k, p.Lk, p.N,
+                                                                             reinterpret_cast<float2*>(p.kspec));
+  fftconv_tc_kernel<T><<<static_cast<unsigned>(blocks), kThreadsTC, static_cast<size_t>(bytes), st>>>(p, nsb, nseq);
+  return true;
+}
+
+template bool launch_fftconv_tc<__half>(const FFTConvTCParams<__half>&, void*);
+template bool launch_fftconv_tc<__nv_bfloat16>(const FFTConvTCParams<__nv_bfloat16>&, void*);
+
+}  // namespace kernelfuse::longconv
