@@ -149,7 +149,7 @@ def bench_gpu_fftconv(rows, device, quick):
                 D = torch.randn(H, device=device, generator=g)
                 pub = FLASHFFTCONV_H100_MS.get(L)
                 note = f"FlashFFTConv H100 (published): {pub} ms" if pub and not quick else ""
-                measure(rows, case, "kernelfuse fftconv (cuFFT)",
+                measure(rows, case, "kernelfuse fftconv (tensor-core path where it fits)",
                         lambda: kf.fftconv(u, k.to(dtype), D.to(dtype), pregate=pre, postgate=post), device,
                         B * H * L, 5, note=note)
                 measure(rows, case, "torch.fft reference", lambda: fftconv_ref(u, k, D, pre, post), device, B * H * L, 5)
