@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -65,10 +66,15 @@ Block parse_block(c10::string_view name) {
 // 400,000 first-touch 4 KB page faults (measured ~1.1 CPU-s in this VM, as much as the GEMM on
 // one core) versus 800 2 MB faults (~0.25 CPU-s) once huge pages are available. Only a hint:
 // with THP "never" (or no free 2 MB blocks) the kernel silently falls back to 4 KB pages.
+// KERNELFUSE_HUGEPAGES=0 in the environment turns the hint off.
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+  static const bool enabled = [] {
+    const char* e = std::getenv("KERNELFUSE_HUGEPAGES");
+    return e == nullptr || std::string(e) != "0";
+  }();
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  if (!t.device().is_cpu() || t.nbytes() < 16 * kHuge) return;
+  if (!enabled || !t.device().is_cpu() || t.nbytes() < 16 * kHuge) return;
   const uintptr_t p = reinterpret_cast<uintptr_t>(t.const_data_ptr());
   const uintptr_t lo = (p + kHuge - 1) & ~(kHuge - 1), hi = (p + t.nbytes()) & ~(kHuge - 1);
   if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // failure: 4 KB pages
