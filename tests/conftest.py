@@ -17,6 +17,19 @@ TOL = {
     torch.float16: dict(rtol=1e-2, atol=1e-3),
     torch.bfloat16: dict(rtol=2e-2, atol=1e-2),
 }
+TOL[torch.complex128] = TOL[torch.float64]
+TOL[torch.complex64] = TOL[torch.float32]
+
+
+def assert_close_to_ref(out, expected, dtype, *, factor=1.0, atol_scale=None):
+    """out against a float64 (or complex128) reference with the tolerance of the input dtype; atol is
+    relative to max(1, max|expected|) (or atol_scale), both tolerances times factor. On the CPU."""
+    tol = TOL[dtype]
+    if atol_scale is None:
+        atol_scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    wide = torch.complex128 if (out.is_complex() or expected.is_complex()) else torch.float64
+    torch.testing.assert_close(out.to(wide).cpu(), expected.to(wide).cpu(), rtol=tol["rtol"] * factor,
+                               atol=tol["atol"] * atol_scale * factor)
 
 
 @pytest.fixture(params=DEVICES)

@@ -10,21 +10,14 @@ import kernelfuse as kf
 from kernelfuse import butterfly as bfc
 from kernelfuse.reference import butterfly as ref
 
-from conftest import TOL
+from conftest import assert_close_to_ref as _close
 
 REAL = [torch.float64, torch.float32]
 CPLX = [torch.complex128, torch.complex64]
 
 
-def _tol(dtype):
-    return TOL[torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32]
 
 
-def _close(out, expected, dtype, factor=1.0):
-    tol = _tol(dtype)
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(out.to(expected.dtype), expected, rtol=tol["rtol"] * factor,
-                               atol=tol["atol"] * scale * factor)
 
 
 def _rand(shape, dtype, seed=0, device="cpu"):

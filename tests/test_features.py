@@ -12,15 +12,11 @@ import kernelfuse as kf
 from kernelfuse.features import RandomFeatures, exact_kernel
 from kernelfuse.reference import features as ref
 
-from conftest import TOL
+from conftest import assert_close_to_ref as _close
 
 KINDS = ["cos", "cos_sin", "positive", "relu", "step"]
 
 
-def _close(out, expected, dtype, atol_scale=None):
-    tol = TOL[dtype]
-    scale = atol_scale if atol_scale is not None else (max(1.0, expected.abs().max().item()) if expected.numel() else 1.0)
-    torch.testing.assert_close(out.double(), expected.double(), rtol=tol["rtol"], atol=tol["atol"] * scale)
 
 
 # ------------------------------------------------------------------ fwht

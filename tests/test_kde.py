@@ -8,7 +8,7 @@ import kernelfuse as kf
 from kernelfuse.ops.kde import KERNELS, kernel_logsumexp_sq
 from kernelfuse.reference import kde as ref
 
-from conftest import TOL
+from conftest import TOL, assert_close_to_ref as _assert_close
 
 SMOOTH = ("gaussian", "laplacian", "cauchy", "matern32", "matern52", "inverse_multiquadric")
 SHAPES = [(1, 1, 1), (7, 13, 3), (37, 101, 5), (33, 257, 2), (5, 300, 17)]  # (m, n, d): odd, prime, > tiles
@@ -38,9 +38,6 @@ def _ref64(fn, x, y, w, **kw):
     return fn(x.double().cpu(), y.double().cpu(), w64, bandwidth=h64, **kw)
 
 
-def _assert_close(out, expected, dtype):
-    tol = TOL[dtype]
-    torch.testing.assert_close(out.double().cpu(), expected, rtol=tol["rtol"], atol=tol["atol"] * max(1.0, expected.abs().max().item() if expected.numel() else 1.0))
 
 
 # ------------------------------------------------------------------ values vs the reference

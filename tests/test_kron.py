@@ -10,7 +10,7 @@ import torch
 import kernelfuse as kf
 from kernelfuse.reference import kron as ref
 
-from conftest import TOL
+from conftest import assert_close_to_ref as _close
 
 GRIDS = [(5,), (3, 4), (7, 1, 3), (2, 3, 5), (1, 6), (4, 4)]
 RECT = [((4, 3),), ((4, 3), (2, 5)), ((3, 3), (1, 4), (5, 2)), ((1, 1), (3, 2))]
@@ -32,11 +32,6 @@ def _randn(*shape, seed=0, dtype=torch.float64, device="cpu"):
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
-def _close(out, expected, dtype, rel=1.0):
-    tol = TOL[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(out.double().cpu(), expected.double().cpu(), rtol=tol["rtol"] * rel,
-                               atol=tol["atol"] * scale * rel)
 
 
 def _d64(ts):
@@ -55,11 +50,11 @@ def test_matmul_matches_dense(shapes, dtype, device):
         x = _randn(*lead, M, seed=2, dtype=dtype, device=device)
         out = kf.kron_matmul(fs, x)
         assert out.shape == (*lead, N) and out.dtype == dtype
-        _close(out, ref.kron_matmul(_d64(fs), x.double().cpu()), dtype, rel=10)
+        _close(out, ref.kron_matmul(_d64(fs), x.double().cpu()), dtype, factor=10)
         xt = _randn(*lead, N, seed=3, dtype=dtype, device=device)
         outt = kf.kron_matmul(fs, xt, transpose=True)
         assert outt.shape == (*lead, M)
-        _close(outt, ref.kron_matmul(_d64(fs), xt.double().cpu(), transpose=True), dtype, rel=10)
+        _close(outt, ref.kron_matmul(_d64(fs), xt.double().cpu(), transpose=True), dtype, factor=10)
 
 
 def test_matmul_matrix_convention_and_strided_factors(device):
@@ -318,8 +313,8 @@ def test_posterior_scattered(dims, dtype, device):
                                      prior_var=torch.tensor(1.0, dtype=torch.float64))
     assert mean.shape == (3, M) and var.shape == (M,) and var.dtype == dtype
     rel = 1.0 if dtype == torch.float64 else 100.0
-    _close(mean, rmean, dtype, rel=rel * 100)
-    _close(var, rvar, dtype, rel=rel * 100)
+    _close(mean, rmean, dtype, factor=rel * 100)
+    _close(var, rvar, dtype, factor=rel * 100)
     # the scattered path equals the grid path on the points of a grid
     if dtype == torch.float64 and len(dims) == 2:
         cg = [torch.rand(3, n, generator=g, dtype=torch.float64).to(device) for n in dims]

@@ -6,7 +6,7 @@ import torch
 import kernelfuse as kf
 from kernelfuse.reference import longconv as ref
 
-from conftest import TOL
+from conftest import TOL, assert_close_to_ref as _assert_close
 
 LS = [1, 2, 7, 13, 64, 97, 1000]
 MODES = ["causal", "bidirectional", "circular"]
@@ -35,10 +35,6 @@ def _ref64(u, k, D, pre, post, mode):
     return ref.fftconv(c(u), c(k), c(D), pregate=c(pre), postgate=c(post), mode=mode)
 
 
-def _assert_close(out, expected, dtype):
-    tol = TOL[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(out.double().cpu(), expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
 
 
 # ------------------------------------------------------------------ the reference itself

@@ -8,7 +8,7 @@ import torch
 import kernelfuse as kf
 from kernelfuse.reference import ssm as ref
 
-from conftest import TOL
+from conftest import assert_close_to_ref as _assert_close
 
 DISCS = ("zoh", "bilinear")
 CDT = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -33,10 +33,6 @@ def _ref64(args, L, disc):
     return ref.ssm_kernel(*a, L, discretization=disc)
 
 
-def _assert_close(out, exp, dtype):
-    tol = TOL[dtype]
-    scale = max(1.0, exp.abs().max().item()) if exp.numel() else 1.0
-    torch.testing.assert_close(out.double().cpu(), exp, rtol=tol["rtol"], atol=tol["atol"] * scale)
 
 
 # ------------------------------------------------------------------ values vs the reference

@@ -96,6 +96,21 @@ void check_scale(double scale) {
   KF_CHECK_ARG(std::isfinite(scale) && scale > 0, "scale", "expected a positive finite number, got ", scale);
 }
 
+// Row-max scratch of the Positive kind: (N + 1,), the last entry the global max (CUDA); else undefined.
+at::Tensor rowmax_scratch(Kind kind, int64_t N, const at::Tensor& x) {
+  return kind == Kind::Positive ? at::empty({N + 1}, x.options()) : at::Tensor();
+}
+
+// The output-side fields random_features and structured_features share.
+template <typename scalar_t, typename P>
+void set_output(P& p, const at::Tensor& out, const at::Tensor& rowmax, Kind kind, Stabilize stab, double scale) {
+  p.out = out.mutable_data_ptr<scalar_t>();
+  p.rowmax = rowmax.defined() ? rowmax.mutable_data_ptr<scalar_t>() : nullptr;
+  p.kind = kind;
+  p.stabilize = stab;
+  p.scale = static_cast<scalar_t>(scale);
+}
+
 // ---------------------------------------------------------------- fwht
 at::Tensor fwht(const at::Tensor& x, bool normalized) {
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected at least one dimension, got a scalar");
@@ -165,20 +180,16 @@ at::Tensor random_features(const at::Tensor& x, const at::Tensor& W, const std::
   RF r = check_rf(x, W, b);
   at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * r.D : r.D, x);
   if (r.N == 0 || r.D == 0) return out;
-  at::Tensor rowmax = kind == Kind::Positive ? at::empty({r.N + 1}, x.options()) : at::Tensor();  // + the global max (CUDA)
+  at::Tensor rowmax = rowmax_scratch(kind, r.N, x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "random_features", [&] {
     RandomFeaturesParams<scalar_t> p;
     p.x = r.x2.const_data_ptr<scalar_t>();
     p.W = r.W.const_data_ptr<scalar_t>();
     p.b = r.b.defined() ? r.b.const_data_ptr<scalar_t>() : nullptr;
-    p.out = out.mutable_data_ptr<scalar_t>();
-    p.rowmax = rowmax.defined() ? rowmax.mutable_data_ptr<scalar_t>() : nullptr;
     p.N = r.N;
     p.d = r.d;
     p.D = r.D;
-    p.kind = kind;
-    p.stabilize = stab;
-    p.scale = static_cast<scalar_t>(scale);
+    set_output<scalar_t>(p, out, rowmax, kind, stab, scale);
 #ifdef KERNELFUSE_WITH_CUDA
     if (x.is_cuda()) {
       const c10::cuda::CUDAGuard guard(x.device());
@@ -324,14 +335,10 @@ at::Tensor structured_features(const at::Tensor& x, const at::Tensor& signs, con
   SF s = check_sf(x, signs, perm, b, block, n_features);
   at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * s.D : s.D, x);
   if (s.N == 0 || s.D == 0) return out;
-  at::Tensor rowmax = kind == Kind::Positive ? at::empty({s.N + 1}, x.options()) : at::Tensor();  // + the global max (CUDA)
+  at::Tensor rowmax = rowmax_scratch(kind, s.N, x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "structured_features", [&] {
     auto p = sf_params<scalar_t>(s);
-    p.out = out.mutable_data_ptr<scalar_t>();
-    p.rowmax = rowmax.defined() ? rowmax.mutable_data_ptr<scalar_t>() : nullptr;
-    p.kind = kind;
-    p.stabilize = stab;
-    p.scale = static_cast<scalar_t>(scale);
+    set_output<scalar_t>(p, out, rowmax, kind, stab, scale);
 #ifdef KERNELFUSE_WITH_CUDA
     if (x.is_cuda()) {
       const c10::cuda::CUDAGuard guard(x.device());

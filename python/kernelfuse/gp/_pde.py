@@ -11,7 +11,7 @@ import torch
 
 from ..ops.gp import grid_kernel
 from ._common import as_tensor, check_axes, check_kind, default_params, to_output
-from ._kron import kron_gp_mll, kron_matmul, kron_posterior
+from ..ops.kron import kron_gp_mll, kron_matmul, kron_posterior
 
 _CLS = "GPPDESolver"
 

@@ -30,3 +30,19 @@ def positive_scalar(value, name: str, fn: str) -> float:
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"kernelfuse.{fn}: argument '{name}' must be positive and finite, got {v}")
     return v
+
+
+def check_same_device(t, ref, name: str, ref_name: str, fn: str) -> None:
+    """ValueError naming ``name`` when ``t`` is not on ``ref``'s device. Checked in Python too: a
+    meta or fake tensor among the inputs would route the call past the C++ checks."""
+    if t.device != ref.device:
+        raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {ref.device} (the device of "
+                         f"'{ref_name}'), got one on {t.device}")
+
+
+def check_like(t, ref, name: str, ref_name: str, fn: str) -> None:
+    """``t`` must have ``ref``'s dtype (TypeError) and device (ValueError), both naming ``name``."""
+    if t.dtype != ref.dtype:
+        raise TypeError(f"kernelfuse.{fn}: argument '{name}': expected dtype {ref.dtype} (the dtype of "
+                        f"'{ref_name}'), got {t.dtype}")
+    check_same_device(t, ref, name, ref_name, fn)

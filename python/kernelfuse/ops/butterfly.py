@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ._common import check_tensor
+from ._common import check_like, check_tensor
 
 _ops = torch.ops.kernelfuse
 NORMS = ("backward", "ortho", "forward")
@@ -25,13 +25,6 @@ def _check_dtype(t, name, fn):
                         f"complex128, got {t.dtype}")
 
 
-def _same(t, x, name, fn):
-    if t.dtype != x.dtype:
-        raise TypeError(f"kernelfuse.{fn}: argument '{name}': expected dtype {x.dtype} (the dtype of 'x'), "
-                        f"got {t.dtype}")
-    if t.device != x.device:
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {x.device} (the device of 'x'), "
-                         f"got one on {t.device}")
 
 
 # ================================================================ butterfly_multiply
@@ -55,7 +48,7 @@ def butterfly_multiply(x: torch.Tensor, twiddle: torch.Tensor, *, increasing_str
     check_tensor(x, "x", "butterfly_multiply")
     check_tensor(twiddle, "twiddle", "butterfly_multiply")
     _check_dtype(x, "x", "butterfly_multiply")
-    _same(twiddle, x, "twiddle", "butterfly_multiply")
+    check_like(twiddle, x, "twiddle", "x", "butterfly_multiply")
     if x.dim() < 1:
         raise ValueError("kernelfuse.butterfly_multiply: argument 'x': expected shape (..., n), got a 0-d tensor")
     n = x.shape[-1]
@@ -111,8 +104,8 @@ def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> tor
     for t, name in ((x, "x"), (w1, "w1"), (w2, "w2")):
         check_tensor(t, name, "monarch_multiply")
     _check_dtype(x, "x", "monarch_multiply")
-    _same(w1, x, "w1", "monarch_multiply")
-    _same(w2, x, "w2", "monarch_multiply")
+    check_like(w1, x, "w1", "x", "monarch_multiply")
+    check_like(w2, x, "w2", "x", "monarch_multiply")
     if x.dim() < 1:
         raise ValueError("kernelfuse.monarch_multiply: argument 'x': expected shape (..., n), got a 0-d tensor")
     if w1.dim() != 3 or w1.shape[0] * w1.shape[2] != x.shape[-1] or w1.shape[0] < 1:

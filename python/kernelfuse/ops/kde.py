@@ -12,17 +12,12 @@ from typing import Optional, Union
 import torch
 
 from ..reference.kde import KERNELS
-from ._common import acc_dtype, check_tensor, positive_scalar
+from ._common import acc_dtype, check_same_device, check_tensor, positive_scalar
 
 _ops = torch.ops.kernelfuse
 Bandwidth = Union[float, torch.Tensor]
 
 
-def _same_device(t, x, name, fn):
-    # Checked here too: a meta or fake tensor among the inputs would route the call past the C++ checks.
-    if t.device != x.device:
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {x.device} (the device of 'x'), "
-                         f"got one on {t.device}")
 
 
 def _prepare(fn, x, y, weights, bandwidth, kernel, wname):
@@ -30,18 +25,18 @@ def _prepare(fn, x, y, weights, bandwidth, kernel, wname):
     over a batch. Shape, dtype and device checks happen in C++ (one place for every caller)."""
     check_tensor(x, "x", fn)
     check_tensor(y, "y", fn)
-    _same_device(y, x, "y", fn)
+    check_same_device(y, x, "y", "x", fn)
     if not isinstance(kernel, str) or kernel not in KERNELS:
         raise ValueError(f"kernelfuse.{fn}: argument 'kernel': unknown kernel {kernel!r}; "
                          f"expected one of: {', '.join(KERNELS)}")
     if isinstance(bandwidth, torch.Tensor):
-        _same_device(bandwidth, x, "bandwidth", fn)
+        check_same_device(bandwidth, x, "bandwidth", "x", fn)
         h = bandwidth
     else:
         h = torch.tensor(positive_scalar(bandwidth, "bandwidth", fn), dtype=acc_dtype(x.dtype), device=x.device)
     if weights is not None:
         check_tensor(weights, wname, fn)
-        _same_device(weights, x, wname, fn)
+        check_same_device(weights, x, wname, "x", fn)
         if x.dim() == 3 and y.dim() == 3:
             B, n = y.shape[0], y.shape[1]
             if weights.dim() == 1 or (weights.dim() == 2 and tuple(weights.shape) != (B, n)):

@@ -14,12 +14,11 @@ Conventions (every op):
 """
 from __future__ import annotations
 
-import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from ._common import check_tensor
+from ._common import check_like, check_tensor
 
 _ops = torch.ops.kernelfuse
 
@@ -48,23 +47,16 @@ def _check_factors(factors, fn: str, *, square: bool) -> List[torch.Tensor]:
             raise TypeError(f"kernelfuse.{fn}: argument 'factors[{i}]': expected dtype float32 or float64, "
                             f"got {f.dtype}")
         if i > 0:
-            _same(f, fs[0], f"factors[{i}]", "factors[0]", fn)
+            check_like(f, fs[0], f"factors[{i}]", "factors[0]", fn)
         fs.append(f)
     return fs
 
 
-def _same(t, ref, name, ref_name, fn):
-    if t.dtype != ref.dtype:
-        raise TypeError(f"kernelfuse.{fn}: argument '{name}': expected dtype {ref.dtype} (the dtype of "
-                        f"'{ref_name}'), got {t.dtype}")
-    if t.device != ref.device:
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {ref.device} (the device of "
-                         f"'{ref_name}'), got one on {t.device}")
 
 
 def _check_vec(x, name, fn, ref, length, what):
     check_tensor(x, name, fn)
-    _same(x, ref, name, "factors[0]", fn)
+    check_like(x, ref, name, "factors[0]", fn)
     if x.dim() < 1 or x.shape[-1] != length:
         raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected shape (..., {length}) with {length} = "
                          f"{what}, got {tuple(x.shape)}")
@@ -81,7 +73,7 @@ def _noise(noise, ref, fn) -> torch.Tensor:
     if noise.numel() != 1 or noise.dim() > 1:
         raise ValueError(f"kernelfuse.{fn}: argument 'noise': expected a scalar (0-d tensor, the noise variance), "
                          f"got shape {tuple(noise.shape)}")
-    _same(noise, ref, "noise", "factors[0]", fn)
+    check_like(noise, ref, "noise", "factors[0]", fn)
     return noise.reshape(())
 
 
@@ -354,7 +346,7 @@ def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: O
         for d, c in enumerate(cross_factors):
             name = f"cross_factors[{d}]"
             check_tensor(c, name, fn)
-            _same(c, fs[0], name, "factors[0]", fn)
+            check_like(c, fs[0], name, "factors[0]", fn)
             if c.dim() != 2 or c.shape[1] != dims[d]:
                 raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected shape (m, {dims[d]}) (targets x "
                                  f"training points of axis {d}), got {tuple(c.shape)}")

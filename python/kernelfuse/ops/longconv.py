@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from ._common import check_tensor
+from ._common import check_same_device, check_tensor
 
 MODES = ("causal", "bidirectional", "circular")
 
@@ -18,11 +18,6 @@ _ops = torch.ops.kernelfuse
 Kernel = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
-def _same_device(t, u, name):
-    # Checked here too: a meta or fake tensor among the inputs would route the call past the C++ checks.
-    if t.device != u.device:
-        raise ValueError(f"kernelfuse.fftconv: argument '{name}': expected a tensor on {u.device} (the device of 'u'), "
-                         f"got one on {t.device}")
 
 
 def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
@@ -83,11 +78,11 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
         if isinstance(fft_size, bool) or not isinstance(fft_size, int) or fft_size < 1:
             raise ValueError(f"kernelfuse.fftconv: argument 'fft_size': expected None or a positive int, "
                              f"got {fft_size!r}")
-    _same_device(k, u, "k")
+    check_same_device(k, u, "k", "u", "fftconv")
     for name, t in (("D", D), ("pregate", pregate), ("postgate", postgate)):
         if t is not None:
             check_tensor(t, name, "fftconv")
-            _same_device(t, u, name)
+            check_same_device(t, u, name, "u", "fftconv")
     return _ops.fftconv(u, k, D, pregate, postgate, mode, fft_size)
 
 
