@@ -8,7 +8,14 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup build test bench clean
+SIM_BUILD ?= build-sim
+# The simulator library is built with AddressSanitizer; Python is not, so the ASan runtime (and the
+# C++ runtime, for ASan's exception interceptor) are preloaded into the simulator's test session.
+SIM_ENV = KERNELFUSE_SIM_LIB=$(abspath $(SIM_BUILD))/libkernelfuse_sim.so \
+	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: setup build sim test test-sim bench clean
 
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -21,12 +28,21 @@ setup: $(PY)
 build: setup
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps .
 
-test: build
+# The CUDA-semantics simulator's test library (docs/cuda.md): every .cu kernel as C++ with ASan + UBSan.
+sim: setup
+	cmake -S . -B $(SIM_BUILD) -DKERNELFUSE_SIM=ON -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$(abspath $(PY)) > $(SIM_BUILD).log
+	cmake --build $(SIM_BUILD) --parallel --target kernelfuse_sim
+
+test: build sim
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(SIM_ENV) $(PY) -m pytest -q $(PYTEST_ARGS) tests/sim
+
+test-sim: sim
+	$(SIM_ENV) $(PY) -m pytest -q $(PYTEST_ARGS) tests/sim
 
 bench: build
 	@$(PY) -c "import pykeops" 2>/dev/null || $(PY) -m pip install --quiet pykeops || echo "pykeops not installed: skipped in the benchmarks"
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info
+	rm -rf build dist *.egg-info $(SIM_BUILD) $(SIM_BUILD).log

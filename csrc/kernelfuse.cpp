@@ -3,7 +3,16 @@
 // and autograd in python/kernelfuse/ops/<family>.py.
 #include <torch/library.h>
 
-TORCH_LIBRARY(kernelfuse, m) {
+// The CUDA simulator's test library (csrc/sim/, docs/cuda.md) registers the same schemas as
+// kernelfuse_sim::*, whose CPU kernels run the CUDA code paths under the simulator.
+#if defined(KERNELFUSE_CUDA_SIM)
+#define KF_LIBRARY_NAME kernelfuse_sim
+#else
+#define KF_LIBRARY_NAME kernelfuse
+#endif
+#define KF_TORCH_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+
+KF_TORCH_LIBRARY(KF_LIBRARY_NAME, m) {
   // ---- kernel density sums (csrc/kde) ----
   // x (m,d) | (B,m,d); y (n,d) | (B,n,d); weights (n,) | (n,c) | (B,n) | (B,n,c);
   // bandwidth () | (d,). Output x.shape[:-1] + weights.shape[y.dim()-1:].

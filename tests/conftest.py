@@ -8,6 +8,9 @@ import torch  # noqa: E402
 
 import kernelfuse  # noqa: F401, E402  (registers the ops)
 
+# tests/sim runs in its own session with the simulator library and ASan preloaded (make test).
+collect_ignore = [] if os.environ.get("KERNELFUSE_SIM_LIB") else ["sim"]
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # Relative tolerances against the float64 reference, by input dtype.

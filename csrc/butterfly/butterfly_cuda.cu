@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "butterfly.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::butterfly {
 namespace {
@@ -47,7 +48,7 @@ __host__ __device__ __forceinline__ int64_t log_stride_of(int64_t s, int64_t log
 template <typename T, bool C>
 __global__ void fwd_smem_kernel(const T* __restrict__ x, const T* __restrict__ tw, T* __restrict__ out, int64_t n,
                                 int64_t log_n, int64_t stages, bool increasing) {
-  extern __shared__ unsigned char smem_raw[];
+  KF_DYNAMIC_SHARED(unsigned char, smem_raw);
   T* buf = reinterpret_cast<T*>(smem_raw);
   constexpr int V = C ? 2 : 1;
   constexpr int TW = C ? 8 : 4;
@@ -143,15 +144,15 @@ void forward_impl(const ButterflyParams<T>& p, cudaStream_t st) {
   const int64_t bytes = p.n * V * int64_t(sizeof(T));
   if (bytes <= kSmemBytes && p.rows <= int64_t(0x7fffffff)) {
     const int threads = static_cast<int>(std::min<int64_t>(std::max<int64_t>(p.n / 2, 32), 512));
-    fwd_smem_kernel<T, C><<<static_cast<unsigned>(p.rows), threads, bytes, st>>>(p.x, p.twiddle, p.out, p.n, p.log_n,
+    launch_kernel("butterfly: fwd_smem_kernel", fwd_smem_kernel<T, C>, static_cast<unsigned>(p.rows), threads, bytes, st, p.x, p.twiddle, p.out, p.n, p.log_n,
                                                                                   S, p.increasing_stride);
     return;
   }
-  cudaMemcpyAsync(p.out, p.x, sizeof(T) * p.rows * p.n * V, cudaMemcpyDeviceToDevice, st);
+  check_cuda(cudaMemcpyAsync(p.out, p.x, sizeof(T) * p.rows * p.n * V, cudaMemcpyDeviceToDevice, st), "butterfly: copy");
   const int threads = 256;
   for (int64_t s = 0; s < S; ++s) {
     const int64_t h = int64_t(1) << log_stride_of(s, p.log_n, p.increasing_stride);
-    stage_kernel<T, C><<<grid_for(p.rows * (p.n / 2), threads), threads, 0, st>>>(
+    launch_kernel("butterfly: stage_kernel", stage_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads, 0, st, 
         p.out, p.twiddle + s * (p.n / 2) * TW, p.rows, p.n, h);
   }
 }
@@ -163,19 +164,19 @@ void backward_impl(const ButterflyParams<T>& p, T* work, cudaStream_t st) {
   const int64_t S = p.stages(), slot = p.rows * p.n * V;
   const int threads = 256;
   // work: S stage inputs, then the gradient buffer when dx is not wanted.
-  cudaMemcpyAsync(work, p.x, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st);
+  check_cuda(cudaMemcpyAsync(work, p.x, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st), "butterfly: copy");
   for (int64_t s = 0; s + 1 < S; ++s) {
     const int64_t h = int64_t(1) << log_stride_of(s, p.log_n, p.increasing_stride);
-    cudaMemcpyAsync(work + (s + 1) * slot, work + s * slot, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st);
-    stage_kernel<T, C><<<grid_for(p.rows * (p.n / 2), threads), threads, 0, st>>>(
+    check_cuda(cudaMemcpyAsync(work + (s + 1) * slot, work + s * slot, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st), "butterfly: copy");
+    launch_kernel("butterfly: stage_kernel", stage_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads, 0, st, 
         work + (s + 1) * slot, p.twiddle + s * (p.n / 2) * TW, p.rows, p.n, h);
   }
   T* g = p.dx ? p.dx : work + S * slot;
-  cudaMemcpyAsync(g, p.grad, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st);
-  if (p.dtwiddle) cudaMemsetAsync(p.dtwiddle, 0, sizeof(T) * S * (p.n / 2) * TW, st);
+  check_cuda(cudaMemcpyAsync(g, p.grad, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st), "butterfly: copy");
+  if (p.dtwiddle) check_cuda(cudaMemsetAsync(p.dtwiddle, 0, sizeof(T) * S * (p.n / 2) * TW, st), "butterfly: zero fill");
   for (int64_t s = S - 1; s >= 0; --s) {
     const int64_t h = int64_t(1) << log_stride_of(s, p.log_n, p.increasing_stride);
-    stage_bwd_kernel<T, C><<<grid_for(p.rows * (p.n / 2), threads), threads, 0, st>>>(
+    launch_kernel("butterfly: stage_bwd_kernel", stage_bwd_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads, 0, st, 
         g, work + s * slot, p.twiddle + s * (p.n / 2) * TW, p.dtwiddle ? p.dtwiddle + s * (p.n / 2) * TW : nullptr,
         p.rows, p.n, h);
   }
@@ -201,7 +202,7 @@ template <typename T>
 void launch_butterfly_multiply_bwd(const ButterflyParams<T>& p, T* work, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (p.rows == 0) {
-    if (p.dtwiddle) cudaMemsetAsync(p.dtwiddle, 0, sizeof(T) * p.stages() * (p.n / 2) * (p.complex ? 8 : 4), st);
+    if (p.dtwiddle) check_cuda(cudaMemsetAsync(p.dtwiddle, 0, sizeof(T) * p.stages() * (p.n / 2) * (p.complex ? 8 : 4), st), "butterfly: zero fill");
     return;
   }
   if (p.complex) backward_impl<T, true>(p, work, st);

@@ -12,12 +12,9 @@
 #include <tuple>
 
 #include "../common/checks.h"
+#include "../common/device.h"
 #include "butterfly.h"
 
-#ifdef KERNELFUSE_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace kernelfuse::butterfly {
 namespace {
@@ -87,10 +84,10 @@ at::Tensor butterfly_multiply(const at::Tensor& x, const at::Tensor& twiddle, bo
     ButterflyParams<T> p = params<T>(pb);
     p.increasing_stride = increasing_stride;
     p.out = as_real(out).mutable_data_ptr<T>();
-#ifdef KERNELFUSE_WITH_CUDA
-    if (x.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(x.device());
-      launch_butterfly_multiply<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+#ifdef KF_DEVICE
+    if (on_device(x)) {
+      KF_DEVICE_GUARD(x);
+      launch_butterfly_multiply<T>(p, device_stream());
       return;
     }
 #endif
@@ -119,12 +116,12 @@ std::tuple<at::Tensor, at::Tensor> butterfly_multiply_bwd(const at::Tensor& grad
     p.grad = as_real(g).const_data_ptr<T>();
     p.dx = need_x ? as_real(dx).mutable_data_ptr<T>() : nullptr;
     p.dtwiddle = need_twiddle ? as_real(dtw).mutable_data_ptr<T>() : nullptr;
-#ifdef KERNELFUSE_WITH_CUDA
-    if (x.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(x.device());
+#ifdef KF_DEVICE
+    if (on_device(x)) {
+      KF_DEVICE_GUARD(x);
       const int64_t ws = butterfly_bwd_cuda_workspace<T>(p);
       at::Tensor work = at::empty({std::max<int64_t>(ws, 1)}, x.options().dtype(c10::CppTypeToScalarType<T>::value));
-      launch_butterfly_multiply_bwd<T>(p, work.mutable_data_ptr<T>(), c10::cuda::getCurrentCUDAStream().stream());
+      launch_butterfly_multiply_bwd<T>(p, work.mutable_data_ptr<T>(), device_stream());
       return;
     }
 #endif
@@ -135,13 +132,13 @@ std::tuple<at::Tensor, at::Tensor> butterfly_multiply_bwd(const at::Tensor& grad
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+KF_CPU_LIBRARY_IMPL(m) {
   m.impl("butterfly_multiply", &butterfly_multiply);
   m.impl("butterfly_multiply_bwd", &butterfly_multiply_bwd);
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
-TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+#ifdef KF_DEVICE
+KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("butterfly_multiply", &butterfly_multiply);
   m.impl("butterfly_multiply_bwd", &butterfly_multiply_bwd);
 }

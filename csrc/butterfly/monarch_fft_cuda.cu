@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "monarch_fft.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::butterfly {
 namespace {
@@ -20,7 +21,7 @@ __device__ __forceinline__ void sincospi_t(double a, double* s, double* c) { sin
 
 template <typename T>
 __global__ void monarch_fft_kernel(MonarchFFTParams<T> p) {
-  extern __shared__ unsigned char smem_raw[];
+  KF_DYNAMIC_SHARED(unsigned char, smem_raw);
   const int N1 = static_cast<int>(p.N1), N2 = static_cast<int>(p.N2), N = static_cast<int>(p.N);
   const int lda = N2 + 1;
   T* A = reinterpret_cast<T*>(smem_raw);  // (N1, N2 + 1) complex
@@ -101,8 +102,7 @@ template <typename T>
 void launch_monarch_fft(const MonarchFFTParams<T>& p, void* stream) {
   if (p.rows == 0) return;
   const int threads = p.N >= 256 ? 256 : 128;
-  monarch_fft_kernel<T><<<static_cast<unsigned>(p.rows), threads, smem_bytes<T>(p.N1, p.N2),
-                          static_cast<cudaStream_t>(stream)>>>(p);
+  launch_kernel("monarch_fft: monarch_fft_kernel", monarch_fft_kernel<T>, static_cast<unsigned>(p.rows), threads, smem_bytes<T>(p.N1, p.N2), static_cast<cudaStream_t>(stream), p);
 }
 
 template bool monarch_fft_cuda_supported<float>(int64_t, int64_t*, int64_t*);

@@ -14,13 +14,10 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/device.h"
 #include "monarch.h"
 #include "monarch_fft.h"
 
-#ifdef KERNELFUSE_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace kernelfuse::butterfly {
 namespace {
@@ -67,7 +64,7 @@ at::Tensor x_blocks(const at::Tensor& x, const MonarchShape& m) {
 // Y1 (k, M, q) -> Z (l, M, r) (adjoint: dZ -> dY1), contiguous. CPU: the one-pass kernel of
 // monarch.h; CUDA: ATen's strided copies.
 at::Tensor shuffle(const at::Tensor& src, const MonarchShape& m, bool adjoint) {
-  if (!src.is_cpu()) {
+  if (on_device(src)) {
     if (!adjoint) return src.permute({1, 0, 2}).reshape({m.M, m.r, m.l}).permute({2, 0, 1}).contiguous();
     return src.permute({1, 2, 0}).reshape({m.M, m.k, m.q}).transpose(0, 1).contiguous();
   }
@@ -200,9 +197,9 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
   else if ((norm == "backward") == inverse) scale = 1.0 / double(N);
   if (x.numel() == 0) return at::empty(x.sizes(), x.options());
   const int64_t M = x.numel() / N;
-#ifdef KERNELFUSE_WITH_CUDA
-  if (x.is_cuda()) {  // lengths with two factors <= 64: one fused kernel (monarch_fft_cuda.cu)
-    const c10::cuda::CUDAGuard guard(x.device());
+#ifdef KF_DEVICE
+  if (on_device(x)) {  // lengths with two factors <= 64: one fused kernel (monarch_fft_cuda.cu)
+    KF_DEVICE_GUARD(x);
     at::Tensor xc = x.reshape({M, N}).contiguous().resolve_conj().resolve_neg();
     at::Tensor out = at::empty({M, N}, xc.options());
     bool done = false;
@@ -215,7 +212,7 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
       p.scale = static_cast<scalar_t>(scale);
       p.x = at::view_as_real(xc).const_data_ptr<scalar_t>();
       p.y = at::view_as_real(out).mutable_data_ptr<scalar_t>();
-      launch_monarch_fft<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+      launch_monarch_fft<scalar_t>(p, device_stream());
       done = true;
     });
     if (done) return out.view(x.sizes());
@@ -228,14 +225,14 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+KF_CPU_LIBRARY_IMPL(m) {
   m.impl("monarch_multiply", &monarch_multiply);
   m.impl("monarch_multiply_bwd", &monarch_multiply_bwd);
   m.impl("monarch_fft", &monarch_fft);
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
-TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+#ifdef KF_DEVICE
+KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("monarch_multiply", &monarch_multiply);
   m.impl("monarch_multiply_bwd", &monarch_multiply_bwd);
   m.impl("monarch_fft", &monarch_fft);

@@ -18,14 +18,10 @@
 #include <string>
 
 #include "features_cuda.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::features {
 namespace {
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw std::runtime_error(std::string("kernelfuse: ") + what + ": " + cudaGetErrorString(e));
-}
 
 __device__ __forceinline__ void sincos_t(float z, float* s, float* c) { sincosf(z, s, c); }
 __device__ __forceinline__ void sincos_t(double z, double* s, double* c) { sincos(z, s, c); }
@@ -58,7 +54,7 @@ __device__ __forceinline__ void epilogue(Kind kind, T z, T scale, T* row, int64_
 // ---------------------------------------------------------------- fwht
 template <typename T>
 __global__ void fwht_smem_kernel(FwhtParams<T> p) {
-  extern __shared__ unsigned char smem_raw[];
+  KF_DYNAMIC_SHARED(unsigned char, smem_raw);
   T* s = reinterpret_cast<T*>(smem_raw);
   const int64_t n = p.n;
   for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
@@ -102,8 +98,8 @@ constexpr int TM = 64, TN = 64, TK = 16, RM = 4, RN = 4;  // 16 x 16 threads, 4 
 
 template <typename T>
 __global__ void __launch_bounds__(256) rf_gemm_kernel(RandomFeaturesParams<T> p) {
-  __shared__ T As[TK][TM + 1];
-  __shared__ T Bs[TK][TN];
+  KF_SHARED(T, As, [TK][TM + 1]);
+  KF_SHARED(T, Bs, [TK][TN]);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int64_t r0 = int64_t(blockIdx.y) * TM, c0 = int64_t(blockIdx.x) * TN;
   const int64_t N = p.N, d = p.d, D = p.D;
@@ -158,8 +154,8 @@ __global__ void __launch_bounds__(256) rf_gemm_kernel(RandomFeaturesParams<T> p)
 template <typename T>
 __global__ void positive_rows_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t N, int64_t d, int64_t D,
                                      T scale, bool subtract_max, T* __restrict__ rowmax) {
-  __shared__ T red[32];
-  __shared__ T bcast[2];
+  KF_SHARED(T, red, [32]);
+  KF_SHARED(T, bcast, [2]);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     T* row = out + r * D;
     T m = -INFINITY, sq = T(0);
@@ -196,7 +192,7 @@ __global__ void positive_rows_kernel(T* __restrict__ out, const T* __restrict__ 
 // Global stabiliser: M = max_r rowmax[r] (one block), then rows *= exp(rowmax[r] - M).
 template <typename T>
 __global__ void global_max_kernel(T* __restrict__ rowmax, int64_t N) {
-  __shared__ T red[32];
+  KF_SHARED(T, red, [32]);
   T m = -INFINITY;
   for (int64_t r = threadIdx.x; r < N; r += blockDim.x) m = fmax(m, rowmax[r]);
   for (int o = 16; o > 0; o >>= 1) m = fmax(m, __shfl_down_sync(0xffffffffu, m, o));
@@ -220,14 +216,11 @@ template <typename T>
 void positive_passes(T* out, const T* x, int64_t N, int64_t d, int64_t D, T scale, Stabilize stab, T* rowmax,
                      cudaStream_t stream) {
   const int grid = static_cast<int>(N < 65535 * 8 ? N : 65535 * 8);
-  positive_rows_kernel<T><<<grid, 256, 0, stream>>>(out, x, N, d, D, scale, stab != Stabilize::None, rowmax);
-  check_launch("positive_rows_kernel");
+  launch_kernel("features: positive_rows_kernel", positive_rows_kernel<T>, grid, 256, 0, stream, out, x, N, d, D, scale, stab != Stabilize::None, rowmax);
   if (stab == Stabilize::Global) {
     if (rowmax == nullptr) throw std::runtime_error("kernelfuse: the global stabiliser needs a rowmax buffer of N + 1");
-    global_max_kernel<T><<<1, 1024, 0, stream>>>(rowmax, N);
-    check_launch("global_max_kernel");
-    global_rescale_kernel<T><<<grid_for(N * D, 256), 256, 0, stream>>>(out, rowmax, N, D);
-    check_launch("global_rescale_kernel");
+    launch_kernel("features: global_max_kernel", global_max_kernel<T>, 1, 1024, 0, stream, rowmax, N);
+    launch_kernel("features: global_rescale_kernel", global_rescale_kernel<T>, grid_for(N * D, 256), 256, 0, stream, out, rowmax, N, D);
   }
 }
 
@@ -247,7 +240,7 @@ __device__ void smem_fwht(T* s, int64_t P) {
 
 template <typename T>
 __global__ void structured_kernel(StructuredFeaturesParams<T> p) {
-  extern __shared__ unsigned char smem_raw[];
+  KF_DYNAMIC_SHARED(unsigned char, smem_raw);
   T* v = reinterpret_cast<T*>(smem_raw);
   T* t = v + p.P;
   const int64_t P = p.P, d = p.d, D = p.D;
@@ -301,18 +294,15 @@ void launch_fwht(const FwhtParams<T>& p, cudaStream_t stream) {
   if (bytes <= 32 * 1024) {
     const int threads = static_cast<int>(p.n / 2 < 256 ? (p.n / 2 > 32 ? p.n / 2 : 32) : 256);
     const int grid = static_cast<int>(p.rows < 65535 * 8 ? p.rows : 65535 * 8);
-    fwht_smem_kernel<T><<<grid, threads, bytes, stream>>>(p);
-    check_launch("fwht_smem_kernel");
+    launch_kernel("features: fwht_smem_kernel", fwht_smem_kernel<T>, grid, threads, bytes, stream, p);
     return;
   }
   if (p.out != p.x) {
-    const cudaError_t e = cudaMemcpyAsync(p.out, p.x, bytes * p.rows, cudaMemcpyDeviceToDevice, stream);
-    if (e != cudaSuccess) throw std::runtime_error(std::string("kernelfuse: fwht copy: ") + cudaGetErrorString(e));
+    check_cuda(cudaMemcpyAsync(p.out, p.x, bytes * p.rows, cudaMemcpyDeviceToDevice, stream), "fwht: copy");
   }
   for (int64_t h = 1; h < p.n; h *= 2) {
     const T scale = (2 * h == p.n) ? p.scale : T(1);
-    fwht_stage_kernel<T><<<grid_for(p.rows * p.n / 2, 256), 256, 0, stream>>>(p.out, p.rows, p.n, h, scale);
-    check_launch("fwht_stage_kernel");
+    launch_kernel("features: fwht_stage_kernel", fwht_stage_kernel<T>, grid_for(p.rows * p.n / 2, 256), 256, 0, stream, p.out, p.rows, p.n, h, scale);
   }
 }
 
@@ -328,13 +318,11 @@ void launch_random_features(const RandomFeaturesParams<T>& p, cudaStream_t strea
       q.out = p.out + r0 * (p.kind == Kind::CosSin ? 2 * p.D : p.D);
       q.kind = p.kind;
       const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>((q.N + TM - 1) / TM));
-      rf_gemm_kernel<T><<<grid, 256, 0, stream>>>(q);
-      check_launch("rf_gemm_kernel");
+      launch_kernel("features: rf_gemm_kernel", rf_gemm_kernel<T>, grid, 256, 0, stream, q);
     }
   } else {
     const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
-    rf_gemm_kernel<T><<<grid, 256, 0, stream>>>(p);
-    check_launch("rf_gemm_kernel");
+    launch_kernel("features: rf_gemm_kernel", rf_gemm_kernel<T>, grid, 256, 0, stream, p);
   }
   if (p.kind == Kind::Positive) positive_passes<T>(p.out, p.x, p.N, p.d, p.D, p.scale, p.stabilize, p.rowmax, stream);
 }
@@ -349,8 +337,7 @@ void launch_structured_features(const StructuredFeaturesParams<T>& p, cudaStream
   const int64_t tasks = p.N * ((p.D + p.P - 1) / p.P);
   const int threads = static_cast<int>(p.P / 2 < 256 ? (p.P / 2 > 32 ? p.P / 2 : 32) : 256);
   const int grid = static_cast<int>(tasks < 65535 * 16 ? tasks : 65535 * 16);
-  structured_kernel<T><<<grid, threads, bytes, stream>>>(p);
-  check_launch("structured_kernel");
+  launch_kernel("features: structured_kernel", structured_kernel<T>, grid, threads, bytes, stream, p);
   if (p.kind == Kind::Positive) positive_passes<T>(p.out, p.x, p.N, p.d, p.D, p.scale, p.stabilize, p.rowmax, stream);
 }
 

@@ -24,12 +24,11 @@
 #endif
 
 #include "../common/checks.h"
+#include "../common/device.h"
 #include "fwht.h"
 #include "random_features.h"
 
-#ifdef KERNELFUSE_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#ifdef KF_DEVICE
 
 #include "features_cuda.h"
 #endif
@@ -130,10 +129,10 @@ at::Tensor fwht(const at::Tensor& x, bool normalized) {
     p.rows = rows;
     p.n = n;
     p.scale = normalized ? scalar_t(1) / std::sqrt(static_cast<scalar_t>(n)) : scalar_t(1);
-#ifdef KERNELFUSE_WITH_CUDA
-    if (x.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(x.device());
-      launch_fwht<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+#ifdef KF_DEVICE
+    if (on_device(x)) {
+      KF_DEVICE_GUARD(x);
+      launch_fwht<scalar_t>(p, device_stream());
       return;
     }
 #endif
@@ -190,10 +189,10 @@ at::Tensor random_features(const at::Tensor& x, const at::Tensor& W, const std::
     p.d = r.d;
     p.D = r.D;
     set_output<scalar_t>(p, out, rowmax, kind, stab, scale);
-#ifdef KERNELFUSE_WITH_CUDA
-    if (x.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(x.device());
-      launch_random_features<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+#ifdef KF_DEVICE
+    if (on_device(x)) {
+      KF_DEVICE_GUARD(x);
+      launch_random_features<scalar_t>(p, device_stream());
       return;
     }
 #endif
@@ -292,7 +291,7 @@ SF check_sf(const at::Tensor& x, const at::Tensor& diag, const std::optional<at:
                  " ", shape_str(*perm));
     check_same_device(*perm, x, "perm", "x");
     s.perm = perm->contiguous();
-    if (!x.is_cuda()) {
+    if (!on_device(x)) {
       const bool ok = s.perm.numel() == 0 || (s.perm.min().item<int64_t>() >= 0 && s.perm.max().item<int64_t>() < s.P);
       KF_CHECK_ARG(ok, "perm", "expected values in [0, ", s.P, ")");
     }
@@ -339,10 +338,10 @@ at::Tensor structured_features(const at::Tensor& x, const at::Tensor& signs, con
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "structured_features", [&] {
     auto p = sf_params<scalar_t>(s);
     set_output<scalar_t>(p, out, rowmax, kind, stab, scale);
-#ifdef KERNELFUSE_WITH_CUDA
-    if (x.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(x.device());
-      launch_structured_features<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+#ifdef KF_DEVICE
+    if (on_device(x)) {
+      KF_DEVICE_GUARD(x);
+      launch_structured_features<scalar_t>(p, device_stream());
       return;
     }
 #endif
@@ -362,7 +361,7 @@ std::tuple<at::Tensor, at::Tensor> structured_features_bwd(
   const int64_t Dout = kind == Kind::CosSin ? 2 * s.D : s.D;
   KF_CHECK_ARG(grad.sizes() == out.sizes() && out.size(-1) == Dout && out.numel() == s.N * Dout, "grad",
                "expected the output's shape, got grad ", shape_str(grad), " and out ", shape_str(out));
-  TORCH_CHECK(!x.is_cuda(), "kernelfuse: structured_features_bwd runs on CPU only for now");
+  TORCH_CHECK(!on_device(x), "kernelfuse: structured_features_bwd runs on CPU only for now");
   const at::Tensor g = grad.reshape({s.N, Dout}).contiguous(), o = out.reshape({s.N, Dout}).contiguous();
   at::Tensor z = at::empty({s.N, s.D}, x.options());
   if (s.N > 0 && s.D > 0 && (kind == Kind::Cos || kind == Kind::Relu || kind == Kind::Positive))
@@ -387,7 +386,7 @@ std::tuple<at::Tensor, at::Tensor> structured_features_bwd(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+KF_CPU_LIBRARY_IMPL(m) {
   m.impl("fwht", &fwht);
   m.impl("random_features", &random_features);
   m.impl("random_features_bwd", &random_features_bwd);
@@ -395,8 +394,8 @@ TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
   m.impl("structured_features_bwd", &structured_features_bwd);
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
-TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+#ifdef KF_DEVICE
+KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("fwht", &fwht);
   m.impl("random_features", &random_features);
   m.impl("random_features_bwd", &random_features_bwd);

@@ -11,11 +11,10 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/device.h"
 #include "kernel_sum.h"
 
-#ifdef KERNELFUSE_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#ifdef KF_DEVICE
 
 #include "kernel_sum_cuda.h"
 #endif
@@ -50,7 +49,7 @@ Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::opt
   KF_CHECK_ARG(x.dim() == 2 || x.dim() == 3, "x", "expected shape (m, d) or (B, m, d), got ", shape_str(x));
   KF_CHECK_ARG(y.dim() == x.dim(), "y", "expected ", x.dim(), " dims like x ", shape_str(x), ", got ", shape_str(y));
   check_same_device(y, x, "y", "x");
-  const bool on_cuda = x.is_cuda();
+  const bool on_cuda = on_device(x);
   check_float_dtype(x, "x", on_cuda);
   check_same_dtype(y, x, "y", "x");
   o.batched = x.dim() == 3;
@@ -102,7 +101,7 @@ Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::opt
 
 
 template <typename T> struct Storage { using type = T; };
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
 template <> struct Storage<at::Half> { using type = __half; };
 template <> struct Storage<at::BFloat16> { using type = __nv_bfloat16; };
 #endif
@@ -158,10 +157,10 @@ void launch(const Pass& a) {
   p.mode = a.mode;
   p.exclude_self = a.exclude_self;
   if (p.batch == 0 || (p.m == 0 && p.mode != Mode::Backward)) return;
-#ifdef KERNELFUSE_WITH_CUDA
-  if (a.q.is_cuda()) {
-    const c10::cuda::CUDAGuard guard(a.q.device());
-    launch_kernel_sum<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+#ifdef KF_DEVICE
+  if (on_device(a.q)) {
+    KF_DEVICE_GUARD(a.q);
+    launch_kernel_sum<T>(p, device_stream());
     return;
   }
 #endif
@@ -173,7 +172,7 @@ void launch(const Pass& a) {
 }
 
 void run_pass(const Pass& a) {
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.q.scalar_type(), "kernel_sum", [&] { launch<scalar_t>(a); });
 #else
   AT_DISPATCH_FLOATING_TYPES(a.q.scalar_type(), "kernel_sum", [&] { launch<scalar_t>(a); });
@@ -300,7 +299,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_logsumexp_bwd(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+KF_CPU_LIBRARY_IMPL(m) {
   m.impl("kernel_sum", &kernel_sum);
   m.impl("kernel_logsumexp", &kernel_logsumexp);
   m.impl("kernel_logsumexp_sq", &kernel_logsumexp_sq);
@@ -308,8 +307,8 @@ TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
   m.impl("kernel_logsumexp_bwd", &kernel_logsumexp_bwd);
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
-TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+#ifdef KF_DEVICE
+KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("kernel_sum", &kernel_sum);
   m.impl("kernel_logsumexp", &kernel_logsumexp);
   m.impl("kernel_logsumexp_sq", &kernel_logsumexp_sq);

@@ -43,6 +43,7 @@
 #include <type_traits>
 
 #include "kernel_sum_cuda.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::kde {
 namespace {
@@ -444,13 +445,13 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
   constexpr bool kIhReg = !kGen && DB <= kStep;        // 1/h in registers (else shared)
   using ColState = std::conditional_t<M == Mode::LogSumExp, LseCols<A, CW>, SumCols<A, CW>>;
 
-  __shared__ __align__(16) A sy[TN * DC];   // item coordinates (chunk), zero padded
-  __shared__ __align__(16) A sih[DC];       // 1 / h of those dimensions, zero padded
-  __shared__ A sw[CW * TN];                 // item factors [col][item] (1 when absent)
-  __shared__ A slw[CW * TN];                // item log factors (0 when absent)
-  __shared__ A sx[kGen ? DC * (kBlock + 1) : 1];  // generic: row chunk [dim][row], padded
-  __shared__ A ss[kGen ? TN * kBlock : 1];        // generic: partial s [item][row]
-  __shared__ __align__(16) A syg[kGen && kBwd ? TN * DC : 1];  // generic Backward: output dims
+  KF_SHARED_ALIGNED(16, A, sy, [TN * DC]);   // item coordinates (chunk), zero padded
+  KF_SHARED_ALIGNED(16, A, sih, [DC]);       // 1 / h of those dimensions, zero padded
+  KF_SHARED(A, sw, [CW * TN]);                 // item factors [col][item] (1 when absent)
+  KF_SHARED(A, slw, [CW * TN]);                // item log factors (0 when absent)
+  KF_SHARED(A, sx, [kGen ? DC * (kBlock + 1) : 1]);  // generic: row chunk [dim][row], padded
+  KF_SHARED(A, ss, [kGen ? TN * kBlock : 1]);        // generic: partial s [item][row]
+  KF_SHARED_ALIGNED(16, A, syg, [kGen && kBwd ? TN * DC : 1]);  // generic Backward: output dims
 
   const int tid = static_cast<int>(threadIdx.x);
   const int64_t d = a.d, c = a.c;
@@ -727,10 +728,10 @@ template <typename A, Mode M, int CW>
 void launch_cols(const Args<A>& a, dim3 grid, cudaStream_t stream, int db) {
   constexpr int kMax = reg_max<A>(M);
   switch (db) {
-    case 2: kernel_sum_kernel<A, M, 2, CW><<<grid, kBlock, 0, stream>>>(a); break;
-    case 4: kernel_sum_kernel<A, M, 4, CW><<<grid, kBlock, 0, stream>>>(a); break;
-    case kMax: kernel_sum_kernel<A, M, kMax, CW><<<grid, kBlock, 0, stream>>>(a); break;
-    default: kernel_sum_kernel<A, M, 0, CW><<<grid, kBlock, 0, stream>>>(a); break;
+    case 2: launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 2, CW>, grid, kBlock, 0, stream, a); break;
+    case 4: launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 4, CW>, grid, kBlock, 0, stream, a); break;
+    case kMax: launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, kMax, CW>, grid, kBlock, 0, stream, a); break;
+    default: launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 0, CW>, grid, kBlock, 0, stream, a); break;
   }
 }
 
@@ -823,10 +824,6 @@ template <typename T> void launch_impl(const KernelSumParams<T>& p, cudaStream_t
     case Mode::LogSumExp: launch_mode<A, Mode::LogSumExp>(a, grid, stream, db); break;
     default: launch_mode<A, Mode::Backward>(a, grid, stream, db); break;
   }
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    fail(std::string("CUDA kernel launch failed: ") + cudaGetErrorName(err) + ": " +
-         cudaGetErrorString(err));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include "grid_kernel.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::kron {
 namespace {
@@ -64,7 +65,7 @@ __global__ void __launch_bounds__(kThreads) lagsum_kernel(GridKernelParams<T> p,
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) bwd_kernel(GridKernelParams<T> p, const double* D, int64_t L) {
-  __shared__ double red[3][kThreads];
+  KF_SHARED(double, red, [3][kThreads]);
   const int64_t q = blockIdx.x;
   const int P = grid_kind_nparams(p.kind);
   double acc[3] = {0.0, 0.0, 0.0};
@@ -100,11 +101,11 @@ void launch_grid_kernel(const GridKernelParams<T>& p, void* stream) {
   if (p.toeplitz) {
     const int64_t L = p.n1 > p.n2 ? p.n1 : p.n2;
     double* buf = p.work;
-    lag_kernel<T><<<blocks_for(L), kThreads, 0, s>>>(p, L, buf, buf + L);
-    fill_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(p, buf, buf + L);
+    launch_kernel("grid_kernel: lag_kernel", lag_kernel<T>, blocks_for(L), kThreads, 0, s, p, L, buf, buf + L);
+    launch_kernel("grid_kernel: fill_kernel", fill_kernel<T>, blocks_for(total), kThreads, 0, s, p, buf, buf + L);
     return;
   }
-  direct_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(p);
+  launch_kernel("grid_kernel: direct_kernel", direct_kernel<T>, blocks_for(total), kThreads, 0, s, p);
 }
 
 template <typename T>
@@ -112,17 +113,17 @@ void launch_grid_kernel_bwd(const GridKernelParams<T>& p, void* stream) {
   if (p.Q == 0) return;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (p.n1 == 0 || p.n2 == 0) {
-    cudaMemsetAsync(p.g_params, 0, p.Q * grid_kind_nparams(p.kind) * sizeof(T), s);
+    check_cuda(cudaMemsetAsync(p.g_params, 0, p.Q * grid_kind_nparams(p.kind) * sizeof(T), s), "grid_kernel: zero fill");
     return;
   }
   if (p.toeplitz) {
     const int64_t L = p.n1 > p.n2 ? p.n1 : p.n2;
     double* D = p.work;
-    lagsum_kernel<T><<<blocks_for(L), kThreads, 0, s>>>(p, L, D);
-    bwd_kernel<T><<<static_cast<unsigned>(p.Q), kThreads, 0, s>>>(p, D, L);
+    launch_kernel("grid_kernel: lagsum_kernel", lagsum_kernel<T>, blocks_for(L), kThreads, 0, s, p, L, D);
+    launch_kernel("grid_kernel: bwd_kernel", bwd_kernel<T>, static_cast<unsigned>(p.Q), kThreads, 0, s, p, D, L);
     return;
   }
-  bwd_kernel<T><<<static_cast<unsigned>(p.Q), kThreads, 0, s>>>(p, nullptr, 0);
+  launch_kernel("grid_kernel: bwd_kernel", bwd_kernel<T>, static_cast<unsigned>(p.Q), kThreads, 0, s, p, nullptr, 0);
 }
 
 template void launch_grid_kernel<float>(const GridKernelParams<float>&, void*);

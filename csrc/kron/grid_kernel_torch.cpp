@@ -12,12 +12,9 @@
 #include <string>
 
 #include "../common/checks.h"
+#include "../common/device.h"
 #include "grid_kernel.h"
 
-#ifdef KERNELFUSE_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace kernelfuse::kron {
 namespace {
@@ -106,13 +103,13 @@ Operands check_operands(const at::Tensor& x1, const at::Tensor& x2, c10::string_
   if (toeplitz == 0 || x1.size(0) != x2.size(0) || x1.size(0) == 0) return o;
   if (toeplitz == 1) {
     o.toeplitz = true;
-    if (x1.is_cuda()) {
+    if (on_device(x1)) {
       const int64_t n = x1.size(0);
       o.step = n < 2 ? 0.0 : (x1[n - 1].item<double>() - x1[0].item<double>()) / static_cast<double>(n - 1);
       return o;
     }
   }
-  if (x1.is_cuda()) return o;  // toeplitz == -1 on CUDA: direct (no host sync)
+  if (on_device(x1)) return o;  // toeplitz == -1 on CUDA: direct (no host sync)
   AT_DISPATCH_FLOATING_TYPES(x1.scalar_type(), "grid_kernel_detect", [&] {
     double st = 0.0;
     const bool even = evenly_spaced<scalar_t>(x1, &st);
@@ -159,15 +156,15 @@ at::Tensor grid_kernel(const at::Tensor& x1, const at::Tensor& x2, c10::string_v
   AT_DISPATCH_FLOATING_TYPES(o.x1.scalar_type(), "grid_kernel", [&] {
     GridKernelParams<scalar_t> p = make_params<scalar_t>(o);
     p.K = K.mutable_data_ptr<scalar_t>();
-#ifdef KERNELFUSE_WITH_CUDA
-    if (K.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(K.device());
+#ifdef KF_DEVICE
+    if (on_device(K)) {
+      KF_DEVICE_GUARD(K);
       at::Tensor work;
       if (p.toeplitz) {
         work = at::empty({2 * std::max(p.n1, p.n2)}, o.x1.options().dtype(at::kDouble));
         p.work = work.mutable_data_ptr<double>();
       }
-      launch_grid_kernel<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+      launch_grid_kernel<scalar_t>(p, device_stream());
       return;
     }
 #endif
@@ -192,15 +189,15 @@ at::Tensor grid_kernel_bwd(const at::Tensor& grad, const at::Tensor& x1, const a
     GridKernelParams<scalar_t> p = make_params<scalar_t>(o);
     p.grad = g.const_data_ptr<scalar_t>();
     p.g_params = gp.mutable_data_ptr<scalar_t>();
-#ifdef KERNELFUSE_WITH_CUDA
-    if (g.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(g.device());
+#ifdef KF_DEVICE
+    if (on_device(g)) {
+      KF_DEVICE_GUARD(g);
       at::Tensor work;
       if (p.toeplitz) {
         work = at::empty({2 * std::max(p.n1, p.n2)}, o.x1.options().dtype(at::kDouble));
         p.work = work.mutable_data_ptr<double>();
       }
-      launch_grid_kernel_bwd<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+      launch_grid_kernel_bwd<scalar_t>(p, device_stream());
       return;
     }
 #endif
@@ -211,13 +208,13 @@ at::Tensor grid_kernel_bwd(const at::Tensor& grad, const at::Tensor& x1, const a
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+KF_CPU_LIBRARY_IMPL(m) {
   m.impl("grid_kernel", &grid_kernel);
   m.impl("grid_kernel_bwd", &grid_kernel_bwd);
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
-TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+#ifdef KF_DEVICE
+KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("grid_kernel", &grid_kernel);
   m.impl("grid_kernel_bwd", &grid_kernel_bwd);
 }

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "kron.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::kron {
 namespace {
@@ -41,7 +42,7 @@ __device__ __forceinline__ void decode(const Grid& g, int64_t j, int64_t* idx) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) scale_kernel(ScaleParams<T> p) {
-  __shared__ double red[kThreads];
+  KF_SHARED(double, red, [kThreads]);
   for (int64_t b = blockIdx.y; b < p.B; b += gridDim.y) {
     double quad = 0, ld = 0;
     const T* in = p.in ? p.in + b * p.g.N : nullptr;
@@ -82,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(ScaleParams<T> p) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) trace_kernel(TraceParams<T> p) {
-  __shared__ double red[kThreads];
+  KF_SHARED(double, red, [kThreads]);
   int64_t off[kMaxDims];
   int64_t o = 0;
   for (int d = 0; d < p.g.D; ++d) {
@@ -112,7 +113,7 @@ __global__ void __launch_bounds__(kThreads) trace_kernel(TraceParams<T> p) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) rowwise_kernel(RowwiseParams<T> p) {
-  __shared__ double red[kThreads];
+  KF_SHARED(double, red, [kThreads]);
   const int64_t R = p.g.D == 0 ? 1 : p.g.N;
   for (int64_t i = blockIdx.x; i < p.M; i += gridDim.x) {
     const T* s = p.S + i * R;
@@ -140,20 +141,20 @@ template <typename T>
 void launch_kron_scale(const ScaleParams<T>& p, void* stream) {
   if (p.B == 0 || p.g.N == 0) return;
   const dim3 grid(blocks_for(p.g.N), static_cast<unsigned>(p.B < kMaxGridY ? p.B : kMaxGridY));
-  scale_kernel<T><<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  launch_kernel("kron: scale_kernel", scale_kernel<T>, grid, kThreads, 0, static_cast<cudaStream_t>(stream), p);
 }
 
 template <typename T>
 void launch_kron_trace(const TraceParams<T>& p, void* stream) {
   if (p.g.N == 0) return;
-  trace_kernel<T><<<blocks_for(p.g.N), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  launch_kernel("kron: trace_kernel", trace_kernel<T>, blocks_for(p.g.N), kThreads, 0, static_cast<cudaStream_t>(stream), p);
 }
 
 template <typename T>
 void launch_kron_rowwise(const RowwiseParams<T>& p, void* stream) {
   if (p.M == 0) return;
   const unsigned grid = static_cast<unsigned>(p.M < 65535 ? p.M : 65535);
-  rowwise_kernel<T><<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  launch_kernel("kron: rowwise_kernel", rowwise_kernel<T>, grid, kThreads, 0, static_cast<cudaStream_t>(stream), p);
 }
 
 template void launch_kron_scale<float>(const ScaleParams<float>&, void*);

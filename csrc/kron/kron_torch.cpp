@@ -30,12 +30,9 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/device.h"
 #include "kron.h"
 
-#ifdef KERNELFUSE_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace kernelfuse::kron {
 namespace {
@@ -143,8 +140,8 @@ Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, c
   if (B == 0 || Nout == 0) return at::empty({B, Nout}, X.options());
   if (Nin == 0) return at::zeros({B, Nout}, X.options());
   const Tensor Xc = X.contiguous();
-  if (!X.is_cuda() && use_aten_gemm()) return chain_cyclic_aten(mats, transpose, Xc, in_dims, out_dims);
-  if (!X.is_cuda()) {
+  if (!on_device(X) && use_aten_gemm()) return chain_cyclic_aten(mats, transpose, Xc, in_dims, out_dims);
+  if (!on_device(X)) {
     // Natural layout, axis by axis into two ping-pong buffers. Thin GEMMs (the common case:
     // n_d, a_d up to a few hundred, or a middle axis) run on the torch-free kernel; a large square
     // GEMM on the first or last axis (a, n >= 192) goes to ATen's GEMM (MKL), which is faster
@@ -256,7 +253,7 @@ Eig eig_factors(const std::vector<Tensor>& fs) {
     E.lam[d] = l;
     E.Q[d] = q.contiguous();
   };
-  if (!fs[0].is_cuda()) {
+  if (!on_device(fs[0])) {
     // At least two tasks, so that even a single factor is decomposed inside a parallel region
     // (single-threaded LAPACK); the spare task does nothing.
     const int64_t tasks = std::max<int64_t>(2, int64_t(uniq.size()));
@@ -310,9 +307,9 @@ Grid make_grid(const std::vector<int64_t>& dims) {
 
 template <typename T>
 void run_scale(ScaleParams<T>& p, bool cuda) {
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
   if (cuda) {
-    launch_kron_scale<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+    launch_kron_scale<T>(p, device_stream());
     return;
   }
 #endif
@@ -321,9 +318,9 @@ void run_scale(ScaleParams<T>& p, bool cuda) {
 }
 template <typename T>
 void run_trace(TraceParams<T>& p, bool cuda) {
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
   if (cuda) {
-    launch_kron_trace<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+    launch_kron_trace<T>(p, device_stream());
     return;
   }
 #endif
@@ -332,9 +329,9 @@ void run_trace(TraceParams<T>& p, bool cuda) {
 }
 template <typename T>
 void run_rowwise(RowwiseParams<T>& p, bool cuda) {
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
   if (cuda) {
-    launch_kron_rowwise<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+    launch_kron_rowwise<T>(p, device_stream());
     return;
   }
 #endif
@@ -344,9 +341,8 @@ void run_rowwise(RowwiseParams<T>& p, bool cuda) {
 
 template <typename F>
 void dispatch(const Tensor& t, F&& f) {
-#ifdef KERNELFUSE_WITH_CUDA
-  std::optional<c10::cuda::CUDAGuard> guard;
-  if (t.is_cuda()) guard.emplace(t.device());
+#ifdef KF_DEVICE
+  KF_DEVICE_GUARD(t);
 #endif
   AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "kron", [&] { f.template operator()<scalar_t>(); });
 }
@@ -376,7 +372,7 @@ Tensor scale(const Eig& E, T noise, Weight w, int32_t axis, const Tensor& in, co
     *logdet = at::zeros({}, dopt);
     p.logdet = logdet->template mutable_data_ptr<double>();
   }
-  if (p.B > 0 && p.g.N > 0) run_scale<T>(p, out.is_cuda());
+  if (p.B > 0 && p.g.N > 0) run_scale<T>(p, on_device(out));
   return out;
 }
 
@@ -512,7 +508,7 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(
       p.noise = s2;
       p.c = c.mutable_data_ptr<double>();
       p.trace = trace.mutable_data_ptr<double>();
-      if (p.g.N > 0) run_trace<T>(p, ref.is_cuda());
+      if (p.g.N > 0) run_trace<T>(p, on_device(ref));
     }
     const Tensor gsum = g.sum();
     if (need_noise) {
@@ -621,7 +617,7 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
       p.S = S.template const_data_ptr<T>();
       p.M = mc;
       p.out = red.template mutable_data_ptr<T>() + i0;
-      run_rowwise<T>(p, ref.is_cuda());
+      run_rowwise<T>(p, on_device(ref));
     }
     var = *prior_var - red;
   });
@@ -630,7 +626,7 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+KF_CPU_LIBRARY_IMPL(m) {
   m.impl("kron_matmul", &kron_matmul);
   m.impl("kron_matmul_bwd", &kron_matmul_bwd);
   m.impl("kron_gp_mll", &kron_gp_mll);
@@ -638,8 +634,8 @@ TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
   m.impl("kron_posterior_var", &kron_posterior_var);
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
-TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+#ifdef KF_DEVICE
+KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("kron_matmul", &kron_matmul);
   m.impl("kron_matmul_bwd", &kron_matmul_bwd);
   m.impl("kron_gp_mll", &kron_gp_mll);

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "fftconv.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::longconv {
 namespace {
@@ -52,7 +53,7 @@ __device__ A block_sum(A v, A* sh) {
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, Stage s, int64_t row0, int64_t nb,
                                                          A* __restrict__ R, A scale) {
-  __shared__ A sh[kThreads / 32];
+  KF_SHARED(A, sh, [kThreads / 32]);
   const int64_t L = p.L, n = p.n;
   for (int64_t i = blockIdx.x; i < nb; i += gridDim.x) {
     const int64_t r = row0 + i;
@@ -182,7 +183,7 @@ void launch_fftconv_stage(const FFTConvParams<T, A>& p, Stage s, int64_t row0, i
                           void* stream) {
   if (nb <= 0) return;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(nb, int64_t(1) << 20));
-  stage_kernel<T, A><<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p, s, row0, nb, R, scale);
+  launch_kernel("fftconv: stage_kernel", stage_kernel<T, A>, blocks, kThreads, 0, static_cast<cudaStream_t>(stream), p, s, row0, nb, R, scale);
 }
 
 template <typename A>
@@ -192,7 +193,7 @@ void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, in
   const int64_t groups = op == SpecOp::CorrAccumulate ? std::min(nb, H) : nb;
   const int64_t total = groups * nf;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20));
-  spectral_kernel<A><<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(op, row0, nb, nf, H, kbase, per_batch,
+  launch_kernel("fftconv: spectral_kernel", spectral_kernel<A>, blocks, kThreads, 0, static_cast<cudaStream_t>(stream), op, row0, nb, nf, H, kbase, per_batch,
                                                                                 X, Y, K);
 }
 

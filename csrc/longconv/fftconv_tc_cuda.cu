@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "fftconv_tc.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::longconv {
 namespace {
@@ -261,7 +262,7 @@ __device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool invers
 
 template <typename T>
 __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<T> p, int nsb, int64_t nseq) {
-  extern __shared__ __align__(128) unsigned char smem_raw[];
+  KF_DYNAMIC_SHARED_ALIGNED(128, unsigned char, smem_raw);
   const int64_t N = p.N, L = p.L, H = p.H;
   T* data = reinterpret_cast<T*>(smem_raw);              // nsb x (re N, im N)
   T* F = data + int64_t(nsb) * 2 * N;                    // 3 x 256
@@ -381,9 +382,9 @@ bool launch_fftconv_tc(const FFTConvTCParams<T>& p, void* stream) {
   const int64_t blocks = (nseq + nsb - 1) / nsb;
   if (blocks > 0x7fffffff || p.H > 0x7fffffff) return false;
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  kernel_spectrum_kernel<T><<<static_cast<unsigned>(p.H), kThreadsTC, 0, st>>>(p.k, p.Lk, p.N,
+  launch_kernel("fftconv_tc: kernel_spectrum_kernel", kernel_spectrum_kernel<T>, static_cast<unsigned>(p.H), kThreadsTC, 0, st, p.k, p.Lk, p.N,
                                                                              reinterpret_cast<float2*>(p.kspec));
-  fftconv_tc_kernel<T><<<static_cast<unsigned>(blocks), kThreadsTC, static_cast<size_t>(bytes), st>>>(p, nsb, nseq);
+  launch_kernel("fftconv_tc: fftconv_tc_kernel", fftconv_tc_kernel<T>, static_cast<unsigned>(blocks), kThreadsTC, static_cast<size_t>(bytes), st, p, nsb, nseq);
   return true;
 }
 

@@ -23,15 +23,13 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/device.h"
 #include "fft_mkl.h"
 #include "fftconv.h"
 
-#ifdef KERNELFUSE_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#ifdef KF_DEVICE
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <c10/cuda/CUDAException.h>
 
 #include "fftconv_tc.h"
 #endif
@@ -139,7 +137,7 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
 
 // Storage type of an ATen scalar type for the kernels, and its compute type.
 template <typename S> struct Storage { using type = S; using acc = S; };
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
 template <> struct Storage<at::Half> { using type = __half; using acc = float; };
 template <> struct Storage<at::BFloat16> { using type = __nv_bfloat16; using acc = float; };
 #endif
@@ -171,7 +169,7 @@ struct Runner {
     p.D = in(pr.D);
     p.pregate = in(pr.pre);
     p.postgate = in(pr.post);
-    cuda = pr.u.is_cuda();
+    cuda = on_device(pr.u);
     ropt = pr.u.options().dtype(std::is_same_v<A, double> ? at::kDouble : at::kFloat);
     copt = pr.u.options().dtype(std::is_same_v<A, double> ? at::kComplexDouble : at::kComplexFloat);
     rows = pr.B * pr.H;
@@ -201,9 +199,9 @@ struct Runner {
   static A* buf(const at::Tensor& t) { return t.defined() ? reinterpret_cast<A*>(t.data_ptr()) : nullptr; }
 
   void stage(Stage s, int64_t row0, int64_t m, const at::Tensor& R, A scale = A(1)) {
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
     if (cuda) {
-      launch_fftconv_stage<T, A>(p, s, row0, m, buf(R), scale, c10::cuda::getCurrentCUDAStream().stream());
+      launch_fftconv_stage<T, A>(p, s, row0, m, buf(R), scale, device_stream());
       return;
     }
 #endif
@@ -216,10 +214,10 @@ struct Runner {
   void spectral(SpecOp op, int64_t row0, int64_t m, int64_t kbase, const at::Tensor& X, const at::Tensor* Y,
                 const at::Tensor& K) {
     const A* y = Y ? buf(*Y) : nullptr;
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
     if (cuda) {
       launch_fftconv_spectral<A>(op, row0, m, nf, p.H, kbase, pb.per_batch, buf(X), y, buf(K),
-                                 c10::cuda::getCurrentCUDAStream().stream());
+                                 device_stream());
       return;
     }
 #endif
@@ -418,7 +416,7 @@ struct Runner {
 
 // CPU float16 / bfloat16: computed in float32 (inputs upcast, output cast back).
 bool upcast_needed(const at::Tensor& u) {
-  return !u.is_cuda() && (u.scalar_type() == at::kHalf || u.scalar_type() == at::kBFloat16);
+  return !on_device(u) && (u.scalar_type() == at::kHalf || u.scalar_type() == at::kBFloat16);
 }
 std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
   if (!t.has_value()) return std::nullopt;
@@ -427,9 +425,9 @@ std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
 
 template <typename F>
 void dispatch(const at::Tensor& u, F&& f) {
-#ifdef KERNELFUSE_WITH_CUDA
-  if (u.is_cuda()) {
-    const c10::cuda::CUDAGuard guard(u.device());
+#ifdef KF_DEVICE
+  if (on_device(u)) {
+    KF_DEVICE_GUARD(u);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "fftconv", [&] { f.template operator()<scalar_t>(); });
     return;
   }
@@ -437,19 +435,19 @@ void dispatch(const at::Tensor& u, F&& f) {
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fftconv", [&] { f.template operator()<scalar_t>(); });
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
 // Tensor-core path (fftconv_tc_cuda.cu) for CUDA fp16 / bf16, causal, kernel shared by the batch:
 // two launches, no cuFFT. Returns false (nothing launched) when the FFT size would pass kTCMaxN or
 // one sequence does not fit the device's opt-in shared memory; the caller then takes the cuFFT path.
 // KERNELFUSE_NO_TC_FFTCONV=1 disables it. Forward only: fftconv_bwd stays on the cuFFT path.
 bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
-  if (!pb.u.is_cuda() || pb.mode != ConvMode::Causal || pb.per_batch || std::getenv("KERNELFUSE_NO_TC_FFTCONV"))
+  if (!on_device(pb.u) || pb.mode != ConvMode::Causal || pb.per_batch || std::getenv("KERNELFUSE_NO_TC_FFTCONV"))
     return false;
   const auto st = pb.u.scalar_type();
   if (st != at::kHalf && st != at::kBFloat16) return false;
   const int64_t N = fftconv_tc_fft_size(pb.L, pb.Lk);
   if (N == 0) return false;
-  const c10::cuda::CUDAGuard guard(pb.u.device());
+  KF_DEVICE_GUARD(pb.u);
   at::Tensor out = at::empty(pb.u.sizes(), pb.u.options());
   if (pb.B * pb.H == 0) {
     y = out;
@@ -470,12 +468,11 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
     p.postgate = in(pb.post);
     p.y = reinterpret_cast<T*>(out.mutable_data_ptr<S>());
     p.kspec = kspec.mutable_data_ptr<float>();
-    ok = launch_fftconv_tc<T>(p, c10::cuda::getCurrentCUDAStream().stream());
+    ok = launch_fftconv_tc<T>(p, device_stream());
   };
   if (st == at::kHalf) run.template operator()<at::Half, __half>();
   else run.template operator()<at::BFloat16, __nv_bfloat16>();
   if (!ok) return false;
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   y = out;
   return true;
 }
@@ -491,7 +488,7 @@ at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional
         .to(u.scalar_type());
   }
   at::Tensor y;
-#ifdef KERNELFUSE_WITH_CUDA
+#ifdef KF_DEVICE
   if (fftconv_tc_try(pb, y)) return y;
 #endif
   dispatch(pb.u, [&]<typename S>() { y = Runner<S>(pb).forward(); });
@@ -523,13 +520,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fftconv_b
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+KF_CPU_LIBRARY_IMPL(m) {
   m.impl("fftconv", &fftconv);
   m.impl("fftconv_bwd", &fftconv_bwd);
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
-TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+#ifdef KF_DEVICE
+KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("fftconv", &fftconv);
   m.impl("fftconv_bwd", &fftconv_bwd);
 }

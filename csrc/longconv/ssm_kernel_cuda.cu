@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "ssm_kernel.h"
+#include "common/cuda_launch.cuh"
 
 namespace kernelfuse::longconv {
 namespace {
@@ -27,7 +28,8 @@ __device__ __forceinline__ void load_state(const SsmKernelParams<T>& p, int64_t 
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) ssm_fwd_kernel(SsmKernelParams<T> p) {
-  __shared__ cd sc[kThreads], sw[kThreads];
+  KF_SHARED(cd, sc, [kThreads]);
+  KF_SHARED(cd, sw, [kThreads]);
   const int64_t h = blockIdx.y;
   const int64_t l = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   const double dt = exp(static_cast<double>(p.log_dt[h]));
@@ -48,7 +50,7 @@ __global__ void __launch_bounds__(kThreads) ssm_fwd_kernel(SsmKernelParams<T> p)
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) ssm_bwd_kernel(SsmKernelParams<T> p) {
-  __shared__ double red[4][kThreads];
+  KF_SHARED(double, red, [4][kThreads]);
   const int64_t n = blockIdx.x, h = blockIdx.y, i = h * p.N + n;
   const double dt = exp(static_cast<double>(p.log_dt[h]));
   const cd A = {static_cast<double>(p.A_real[i]), static_cast<double>(p.A_imag[i])};
@@ -82,17 +84,17 @@ template <typename T>
 void launch_ssm_kernel(const SsmKernelParams<T>& p, void* stream) {
   if (p.H == 0 || p.L == 0) return;
   const dim3 grid(static_cast<unsigned>((p.L + kThreads - 1) / kThreads), static_cast<unsigned>(p.H));
-  ssm_fwd_kernel<T><<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  launch_kernel("ssm_kernel: ssm_fwd_kernel", ssm_fwd_kernel<T>, grid, kThreads, 0, static_cast<cudaStream_t>(stream), p);
 }
 
 template <typename T>
 void launch_ssm_kernel_bwd(const SsmKernelParams<T>& p, void* stream) {
   if (p.H == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
-  cudaMemsetAsync(p.g_log_dt, 0, sizeof(T) * p.H, s);
+  check_cuda(cudaMemsetAsync(p.g_log_dt, 0, sizeof(T) * p.H, s), "ssm_kernel: zero fill");
   if (p.N == 0) return;
   const dim3 grid(static_cast<unsigned>(p.N), static_cast<unsigned>(p.H));
-  ssm_bwd_kernel<T><<<grid, kThreads, 0, s>>>(p);
+  launch_kernel("ssm_kernel: ssm_bwd_kernel", ssm_bwd_kernel<T>, grid, kThreads, 0, s, p);
 }
 
 template void launch_ssm_kernel<float>(const SsmKernelParams<float>&, void*);

@@ -11,12 +11,9 @@
 #include <tuple>
 
 #include "../common/checks.h"
+#include "../common/device.h"
 #include "ssm_kernel.h"
 
-#ifdef KERNELFUSE_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace kernelfuse::longconv {
 namespace {
@@ -97,10 +94,10 @@ at::Tensor ssm_kernel(const at::Tensor& log_dt, const at::Tensor& A_real, const 
   AT_DISPATCH_FLOATING_TYPES(o.A_real.scalar_type(), "ssm_kernel", [&] {
     SsmKernelParams<scalar_t> p = make_params<scalar_t>(o, L);
     p.K = K.mutable_data_ptr<scalar_t>();
-#ifdef KERNELFUSE_WITH_CUDA
-    if (K.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(K.device());
-      launch_ssm_kernel<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+#ifdef KF_DEVICE
+    if (on_device(K)) {
+      KF_DEVICE_GUARD(K);
+      launch_ssm_kernel<scalar_t>(p, device_stream());
       return;
     }
 #endif
@@ -133,10 +130,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssm_kerne
     p.g_A_imag = g_Ai.mutable_data_ptr<scalar_t>();
     p.g_B = o.B.defined() ? g_B.mutable_data_ptr<scalar_t>() : nullptr;
     p.g_C = g_C.mutable_data_ptr<scalar_t>();
-#ifdef KERNELFUSE_WITH_CUDA
-    if (g.is_cuda()) {
-      const c10::cuda::CUDAGuard guard(g.device());
-      launch_ssm_kernel_bwd<scalar_t>(p, c10::cuda::getCurrentCUDAStream().stream());
+#ifdef KF_DEVICE
+    if (on_device(g)) {
+      KF_DEVICE_GUARD(g);
+      launch_ssm_kernel_bwd<scalar_t>(p, device_stream());
       return;
     }
 #endif
@@ -147,13 +144,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssm_kerne
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(kernelfuse, CPU, m) {
+KF_CPU_LIBRARY_IMPL(m) {
   m.impl("ssm_kernel", &ssm_kernel);
   m.impl("ssm_kernel_bwd", &ssm_kernel_bwd);
 }
 
-#ifdef KERNELFUSE_WITH_CUDA
-TORCH_LIBRARY_IMPL(kernelfuse, CUDA, m) {
+#ifdef KF_DEVICE
+KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("ssm_kernel", &ssm_kernel);
   m.impl("ssm_kernel_bwd", &ssm_kernel_bwd);
 }
