@@ -27,6 +27,23 @@ _lib.kf_sim_kernel_what.restype = ctypes.c_char_p
 _lib.kf_sim_kernel_launches.restype = ctypes.c_longlong
 _lib.kf_sim_configure.argtypes = [ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_int]
 
+CUDA_INCLUDE = Path(os.environ.get("KERNELFUSE_CUDA_INCLUDE", "/usr/local/cuda/include"))
+# The flags of the simulator build (CMakeLists.txt, KERNELFUSE_SIM): for standalone programs that
+# run kernels under the simulator (the simulator's self-test, the mutation test).
+SIM_CXXFLAGS = ["-std=c++20", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
+                "-g", "-O1", "-Wno-attributes", "-DKERNELFUSE_CUDA_SIM", f"-I{ROOT / 'csrc' / 'sim' / 'include'}",
+                f"-I{ROOT / 'csrc'}", "-isystem", str(CUDA_INCLUDE)]
+
+
+def compile_sim_program(sources, out, extra=(), runtime=None, compile_only=False):
+    """Builds a standalone program from `sources` + the simulator runtime (its source, or a
+    prebuilt object `runtime`), or with compile_only one object file. Returns the CompletedProcess."""
+    import subprocess
+    rt = [] if compile_only else [str(runtime or ROOT / "csrc" / "sim" / "sim_runtime.cpp")]
+    cmd = ["g++", *SIM_CXXFLAGS, *extra, *(["-c"] if compile_only else []), *map(str, sources), *rt, "-o", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
 sim_ops = torch.ops.kernelfuse_sim  # the CUDA code paths, under the simulator
 cpu_ops = torch.ops.kernelfuse      # the CPU kernels
 
