@@ -251,6 +251,8 @@ extern "C" {
 // schedule: 0 forward, 1 reverse, 2 random permutation per pass (seed); workers: OS threads
 // over the blocks of a grid (1: deterministic); arch: 80 or 90 (shared-memory limit, SM count).
 void kf_sim_configure(int schedule, unsigned long long seed, int workers, int arch);
+// race check: two threads changing one shared byte between barriers fails the launch (slow)
+void kf_sim_configure_race_check(int on);
 int kf_sim_kernel_count();
 const char* kf_sim_kernel_what(int i);
 long long kf_sim_kernel_launches(int i);

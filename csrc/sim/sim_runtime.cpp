@@ -44,7 +44,9 @@ struct Config {
   unsigned long long seed = 1;
   int workers = 1;
   int arch = 90;
+  bool race_check = false;
   Config() {
+    if (const char* s = std::getenv("KF_SIM_RACECHECK")) race_check = std::atoi(s) != 0;
     if (const char* s = std::getenv("KF_SIM_SCHEDULE")) {
       std::string v(s);
       if (v == "reverse") schedule = 1;
@@ -151,6 +153,17 @@ struct Block {
   const void* sched_stack_bottom = nullptr;
   size_t sched_stack_size = 0;
   void* sched_fake = nullptr;
+  // race check: per shared byte, the last writer in this barrier interval and that writer's warp
+  // generation (completed warp collectives of its warp), and the bytes as the running slice began
+  struct Region {
+    unsigned char* p;
+    size_t n;
+    std::vector<unsigned char> before;
+    std::vector<int> writer;
+    std::vector<unsigned> wgen;
+  };
+  std::vector<Region> regions;
+  std::vector<unsigned> warp_gen;
 };
 
 namespace {
@@ -304,9 +317,50 @@ bool release_warps(Block& b) {
     }
     for (int l = 0; l < lanes; ++l)
       if (named >> l & 1u) b.fibers[w0 + l].st = State::Runnable;
+    ++b.warp_gen[w0 / 32];
     any = true;
   }
   return any;
+}
+
+// Race check (KF_SIM_RACECHECK=1 / kf_sim_configure_race_check): each thread runs alone between two
+// of its synchronisation points, so the bytes of shared memory it changed are found by comparing
+// the shared memory before and after its slice. Two threads changing the same byte with no
+// __syncthreads between them (nor a warp collective, for two lanes of one warp) is a race. Writes
+// that leave a byte unchanged and read-write races are not seen here: run_schedules (different
+// thread orders) catches the harmful ones of those (docs/cuda.md).
+void race_add_region(Block& b, void* p, size_t n) {
+  Block::Region r;
+  r.p = static_cast<unsigned char*>(p);
+  r.n = n;
+  r.before.assign(r.p, r.p + n);
+  r.writer.assign(n, -1);
+  r.wgen.assign(n, 0);
+  b.regions.push_back(std::move(r));
+}
+void race_begin_slice(Block& b) {
+  for (auto& r : b.regions) std::memcpy(r.before.data(), r.p, r.n);
+}
+void race_end_slice(Block& b, const Fiber& f) {
+  const int t = static_cast<int>(f.view.linear), w = t / 32;
+  for (auto& r : b.regions) {
+    if (std::memcmp(r.before.data(), r.p, r.n) == 0) continue;
+    for (size_t i = 0; i < r.n; ++i) {
+      if (r.before[i] == r.p[i]) continue;
+      const int a = r.writer[i];
+      if (a >= 0 && a != t && (a / 32 != w || r.wgen[i] == b.warp_gen[w])) {
+        char buf[200];
+        std::snprintf(buf, sizeof buf, "shared-memory race: threads %d and %d both wrote byte %zu of a %zu-byte shared array with no barrier between", a, t, i, r.n);
+        b.error = buf;
+        return;
+      }
+      r.writer[i] = t;
+      r.wgen[i] = b.warp_gen[w];
+    }
+  }
+}
+void race_barrier(Block& b) {
+  for (auto& r : b.regions) std::fill(r.writer.begin(), r.writer.end(), -1);
 }
 
 void run_block(Block& b, std::vector<Stack>& stacks, std::mt19937_64& rng) {
@@ -328,6 +382,10 @@ void run_block(Block& b, std::vector<Stack>& stacks, std::mt19937_64& rng) {
     makecontext(&f.ctx, fiber_entry, 0);
   }
   b.dyn = poisoned_alloc(b.dyn_bytes);
+  const bool race = config().race_check;
+  b.regions.clear();
+  b.warp_gen.assign((n + 31) / 32, 0);
+  if (race && b.dyn_bytes) race_add_region(b, b.dyn, b.dyn_bytes);
   std::vector<int> order(n);
   for (int i = 0; i < n; ++i) order[i] = config().schedule == 1 ? n - 1 - i : i;
   int done = 0;
@@ -337,7 +395,9 @@ void run_block(Block& b, std::vector<Stack>& stacks, std::mt19937_64& rng) {
     for (int i : order) {
       Fiber& f = b.fibers[i];
       if (f.st != State::Runnable) continue;
+      if (race) race_begin_slice(b);
       switch_to(b, f);
+      if (race && b.error.empty()) race_end_slice(b, f);
       ran = true;
       if (!b.error.empty()) break;
     }
@@ -354,6 +414,7 @@ void run_block(Block& b, std::vector<Stack>& stacks, std::mt19937_64& rng) {
     if (at_barrier > 0 && at_barrier + done == n) {
       for (auto& f : b.fibers)
         if (f.st == State::AtBarrier) f.st = State::Runnable;
+      if (race) race_barrier(b);
       continue;
     }
     int at_warp = 0;
@@ -361,6 +422,7 @@ void run_block(Block& b, std::vector<Stack>& stacks, std::mt19937_64& rng) {
     b.error = "deadlock: " + std::to_string(at_barrier) + " threads wait at __syncthreads, " + std::to_string(at_warp) +
               " at a warp collective, " + std::to_string(done) + " have exited (block of " + std::to_string(n) + ")";
   }
+  b.regions.clear();
   std::free(b.dyn);
   b.dyn = nullptr;
   for (auto& s : b.statics) std::free(s.second);
@@ -436,6 +498,7 @@ void* shared_alloc(const void* tag, size_t bytes) {
     fail("static + dynamic shared memory over the device's per-block limit");
   void* p = poisoned_alloc(bytes);
   b.statics.emplace_back(tag, p);
+  if (config().race_check) race_add_region(b, p, bytes);  // 'before' is the poison: the running slice's writes count
   return p;
 }
 
@@ -619,6 +682,7 @@ cudaError_t cudaFree(void* p) {
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
+void kf_sim_configure_race_check(int on) { kf_sim::config().race_check = on != 0; }
 void kf_sim_configure(int schedule, unsigned long long seed, int workers, int arch) {
   auto& c = kf_sim::config();
   c.schedule = schedule;

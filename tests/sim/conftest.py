@@ -26,6 +26,7 @@ _lib = ctypes.CDLL(str(LIB))
 _lib.kf_sim_kernel_what.restype = ctypes.c_char_p
 _lib.kf_sim_kernel_launches.restype = ctypes.c_longlong
 _lib.kf_sim_configure.argtypes = [ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_int]
+_lib.kf_sim_configure_race_check.argtypes = [ctypes.c_int]
 
 CUDA_INCLUDE = Path(os.environ.get("KERNELFUSE_CUDA_INCLUDE", "/usr/local/cuda/include"))
 # The flags of the simulator build (CMakeLists.txt, KERNELFUSE_SIM): for standalone programs that
@@ -50,11 +51,13 @@ cpu_ops = torch.ops.kernelfuse      # the CPU kernels
 SCHEDULES = {"forward": 0, "reverse": 1, "random": 2}
 
 
-def configure(schedule="forward", seed=1, workers=1, arch=90):
+def configure(schedule="forward", seed=1, workers=1, arch=90, race_check=False):
     """Simulator settings for the following launches: the order runnable threads resume in
-    (forward / reverse / random, seeded), OS threads over a grid's blocks, and the simulated GPU
-    (arch 90: H100/H200, 227 KB opt-in shared memory, 132 SMs; 80: A100, 163 KB, 108 SMs)."""
+    (forward / reverse / random, seeded), OS threads over a grid's blocks, the simulated GPU
+    (arch 90: H100/H200, 227 KB opt-in shared memory, 132 SMs; 80: A100, 163 KB, 108 SMs), and the
+    shared-memory race check (two threads changing one byte between barriers fails the launch)."""
     _lib.kf_sim_configure(SCHEDULES[schedule], seed, workers, arch)
+    _lib.kf_sim_configure_race_check(int(race_check))
 
 
 @pytest.fixture(autouse=True)
@@ -65,12 +68,12 @@ def _default_sim_config():
 
 
 def run_schedules(fn, schedules=("forward", "reverse", "random")):
-    """fn() under each thread schedule; asserts the results are bitwise equal (a shared-memory
-    race, e.g. a missing __syncthreads, usually makes them differ or read the NaN poison) and
-    returns the first. fn returns a tensor or a tuple of tensors."""
+    """fn() under each thread schedule, the first with the write-write race check on; asserts the
+    results are bitwise equal (a read-write race, e.g. a missing __syncthreads, usually makes them
+    differ or read the NaN poison) and returns the first. fn returns a tensor or a tuple of tensors."""
     outs = []
-    for s in schedules:
-        configure(s, seed=12345)
+    for i, s in enumerate(schedules):
+        configure(s, seed=12345, race_check=i == 0)
         r = fn()
         outs.append(r if isinstance(r, (tuple, list)) else (r,))
     configure()

@@ -125,6 +125,24 @@ __global__ void wmma_kernel(const T* a, const T* b, const float* c, float* d) {
   wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
 }
 
+__global__ void race_kernel(int* out, int variant) {
+  KF_SHARED(int, s, [64]);
+  const int t = threadIdx.x;
+  if (variant == 0) {  // race: threads 0 and 40 (two warps) write s[0] in one barrier interval
+    if (t == 0 || t == 40) s[0] = t + 1;
+  } else if (variant == 1) {  // ordered by __syncthreads
+    if (t == 0) s[0] = 1;
+    __syncthreads();
+    if (t == 40) s[0] = 2;
+  } else {  // two lanes of one warp, ordered by __syncwarp
+    if (t == 0) s[0] = 1;
+    __syncwarp();
+    if (t == 1) s[0] = 2;
+  }
+  __syncthreads();
+  if (t == 0) out[0] = s[0];
+}
+
 __global__ void grid3d_kernel(int* out) {
   const int b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
   const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
@@ -289,6 +307,18 @@ const std::map<std::string, std::function<void()>> kChecks = {
          }
          for (int i = 0; i < 256; ++i) expect(std::fabs(d[i] - ref[i]) <= 1e-4f * (1 + std::fabs(ref[i])), "wmma product");
        }
+     }},
+    {"race_check",
+     [] {
+       kf_sim_configure_race_check(1);
+       int out = 0;
+       expect_throw([&] { launch_kernel("selftest: race_kernel", race_kernel, 1, 64, 0, nullptr, &out, 0); }, "shared-memory race");
+       launch_kernel("selftest: race_kernel", race_kernel, 1, 64, 0, nullptr, &out, 1);
+       expect(out == 2, "barrier-ordered writes");
+       launch_kernel("selftest: race_kernel", race_kernel, 1, 64, 0, nullptr, &out, 2);
+       expect(out == 2, "warp-ordered writes");
+       kf_sim_configure_race_check(0);
+       launch_kernel("selftest: race_kernel", race_kernel, 1, 64, 0, nullptr, &out, 0);  // unchecked: runs
      }},
     {"grid3d",
      [] {

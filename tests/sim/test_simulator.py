@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, compile_sim_program
 
 CHECKS = ["barrier", "missing_barrier_detected", "shuffles", "half_warp_shuffle_fails", "deadlock_fails", "atomics",
-          "launch_limits", "poison", "wmma", "grid3d", "half_rounding"]
+          "launch_limits", "poison", "wmma", "race_check", "grid3d", "half_rounding"]
 # What catches each: a static shared array is a real C array, so UBSan's bounds check sees the bad
 # index first; dynamic shared memory and global memory are heap blocks with ASan redzones.
 ASAN_CHECKS = {"asan_shared_oob": "index 256 out of bounds|heap-buffer-overflow", "asan_dynamic_oob": "heap-buffer-overflow",
