@@ -19,7 +19,8 @@ struct MonarchFFTParams {
   T* y = nullptr;        // (rows, N) complex, interleaved
 };
 
-// Largest N (per dtype) the fused kernel takes; 0 if N does not split into N1, N2 <= 64.
+// Whether the fused kernel takes N (per dtype: N1 = the largest divisor <= sqrt N, N2 = N / N1, both
+// <= 64, the intermediate in 40 KiB of shared memory); if so, sets *N1 and *N2.
 template <typename T>
 bool monarch_fft_cuda_supported(int64_t N, int64_t* N1, int64_t* N2);
 // stream: a cudaStream_t.

@@ -5,6 +5,7 @@
 // (w_N1^e, w_N2^e) and sincospi for the twiddles, from exactly reduced exponents.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "monarch_fft.h"
@@ -100,9 +101,18 @@ bool monarch_fft_cuda_supported(int64_t N, int64_t* N1, int64_t* N2) {
 
 template <typename T>
 void launch_monarch_fft(const MonarchFFTParams<T>& p, void* stream) {
-  if (p.rows == 0) return;
   const int threads = p.N >= 256 ? 256 : 128;
-  launch_kernel("monarch_fft: monarch_fft_kernel", monarch_fft_kernel<T>, static_cast<unsigned>(p.rows), threads, smem_bytes<T>(p.N1, p.N2), static_cast<cudaStream_t>(stream), p);
+  // One block per row; gridDim.x is at most 2^31 - 1, so more rows go in several launches (a plain
+  // unsigned cast of rows would drop every row past 2^32 and fail the launch from 2^31 on).
+  constexpr int64_t kMaxGridX = 0x7fffffff;
+  for (int64_t r0 = 0; r0 < p.rows; r0 += kMaxGridX) {
+    MonarchFFTParams<T> q = p;
+    q.rows = std::min<int64_t>(kMaxGridX, p.rows - r0);
+    q.x = p.x + r0 * 2 * p.N;
+    q.y = p.y + r0 * 2 * p.N;
+    launch_kernel("monarch_fft: monarch_fft_kernel", monarch_fft_kernel<T>, static_cast<unsigned>(q.rows), threads,
+                  smem_bytes<T>(p.N1, p.N2), static_cast<cudaStream_t>(stream), q);
+  }
 }
 
 template bool monarch_fft_cuda_supported<float>(int64_t, int64_t*, int64_t*);
