@@ -9,8 +9,12 @@
 //   reduction over the row maxima and a rescale).
 // * structured_features: one block per (row, block of P): the SORF / Fastfood chain on
 //   shared memory (diagonals, permutation, three or two in-smem FWHTs), then the same epilogue.
+// * structured_features_bwd: z recomputed by the forward kernel (raw, no epilogue); then one block
+//   per row runs the transposed chains of its blocks on shared memory and accumulates gx in a
+//   fixed order; gb is a two-pass column sum (per chunk of rows, then over the chunks).
 //
-// Status: compiled for sm_80 / sm_90a, not yet run on a GPU.
+// Status: compiled for sm_80 / sm_90a, not yet run on a GPU; every kernel runs under the CUDA
+// simulator against the float64 reference (tests/sim/test_sim_features.py).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -269,7 +273,10 @@ __global__ void structured_kernel(StructuredFeaturesParams<T> p) {
       __syncthreads();
       smem_fwht(t, P);
       const int64_t* perm = p.perm + blk * P;
-      for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] = s1[i] * t[perm[i]];
+      for (int64_t i = threadIdx.x; i < P; i += blockDim.x) {
+        const int64_t q = perm[i];  // not validated on the device: an index out of [0, P) gives NaN
+        v[i] = s1[i] * (q >= 0 && q < P ? t[q] : T(NAN));
+      }
       __syncthreads();
       smem_fwht(v, P);
       for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] *= s2[i];
@@ -284,6 +291,107 @@ __global__ void structured_kernel(StructuredFeaturesParams<T> p) {
     __syncthreads();
   }
 }
+
+// One block per row: gx[r] = sum over the row's blocks of J_blk^T gz[r, blk], the chain of the
+// forward transposed (H is symmetric; the permutation becomes a scatter). Thread i owns gx[r, i]
+// for every block, so the sum runs in block order: deterministic.
+template <typename T>
+__global__ void structured_adjoint_kernel(StructuredFeaturesParams<T> p, const T* __restrict__ gz,
+                                          T* __restrict__ gx) {
+  KF_DYNAMIC_SHARED(unsigned char, smem_raw);
+  T* v = reinterpret_cast<T*>(smem_raw);
+  T* t = v + p.P;
+  const int64_t P = p.P, d = p.d, D = p.D;
+  const int64_t nb = (D + P - 1) / P;
+  for (int64_t r = blockIdx.x; r < p.N; r += gridDim.x) {
+    const T* g = gz + r * D;
+    T* gr = gx + r * d;
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const int64_t c0 = blk * P, nc = D - c0 < P ? D - c0 : P;
+      const T* s0 = p.diag + (blk * 3) * P;
+      const T* s1 = s0 + P;
+      const T* s2 = s1 + P;
+      const T* w;  // this block adds c * w[i] * u[i] to gx[r, i]
+      const T* u;
+      T c;
+      if (p.block == Block::Sorf) {  // (1/P) s2 H s1 H s0 H g
+        for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] = i < nc ? g[c0 + i] : T(0);
+        __syncthreads();
+        smem_fwht(v, P);
+        for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] *= s0[i];
+        __syncthreads();
+        smem_fwht(v, P);
+        for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] *= s1[i];
+        __syncthreads();
+        smem_fwht(v, P);
+        c = T(1) / T(P);
+        w = s2;
+        u = v;
+      } else {  // (1/sqrt(P)) s0 H Perm^T s1 H s2 g
+        for (int64_t i = threadIdx.x; i < P; i += blockDim.x) {
+          v[i] = i < nc ? s2[i] * g[c0 + i] : T(0);
+          t[i] = T(0);
+        }
+        __syncthreads();
+        smem_fwht(v, P);
+        const int64_t* perm = p.perm + blk * P;
+        for (int64_t i = threadIdx.x; i < P; i += blockDim.x) {
+          // (Perm^T y)[perm[i]] += y[i]: atomic, since perm need not be a permutation (any index in
+          // [0, P) is accepted, as on the CPU); an index out of range poisons the row with NaN
+          const int64_t q = perm[i];
+          if (q >= 0 && q < P) atomicAdd(&t[q], s1[i] * v[i]);
+          else atomicAdd(&t[0], T(NAN));
+        }
+        __syncthreads();
+        smem_fwht(t, P);
+        c = T(1) / sqrt(T(P));
+        w = s0;
+        u = t;
+      }
+      for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        const T val = c * w[i] * u[i];
+        gr[i] = blk == 0 ? val : gr[i] + val;
+      }
+      __syncthreads();  // v / t are overwritten by the next block
+    }
+  }
+}
+
+// Pass 1 of gb: partial[c, j] = sum of gz[r, j] over the rows r of chunk c (blockIdx.y), one thread
+// per column (consecutive threads read consecutive columns of a row).
+template <typename T>
+__global__ void colsum_partial_kernel(const T* __restrict__ gz, int64_t N, int64_t D, int64_t rows_per_chunk,
+                                      T* __restrict__ partial) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= D) return;
+  const int64_t r0 = int64_t(blockIdx.y) * rows_per_chunk;
+  const int64_t r1 = r0 + rows_per_chunk < N ? r0 + rows_per_chunk : N;
+  T s = T(0);
+  for (int64_t r = r0; r < r1; ++r) s += gz[r * D + j];
+  partial[int64_t(blockIdx.y) * D + j] = s;
+}
+
+// Pass 2: gb[j] = sum over the chunks of partial[c, j], in chunk order.
+template <typename T>
+__global__ void colsum_final_kernel(const T* __restrict__ partial, int64_t chunks, int64_t D, T* __restrict__ gb) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < D; j += int64_t(gridDim.x) * blockDim.x) {
+    T s = T(0);
+    for (int64_t c = 0; c < chunks; ++c) s += partial[c * D + j];
+    gb[j] = s;
+  }
+}
+
+// The shared-memory bound of the structured kernels (2 P values per block) and their launch shape.
+template <typename T>
+size_t structured_smem_bytes(const StructuredFeaturesParams<T>& p, const char* op) {
+  const size_t bytes = 2 * sizeof(T) * static_cast<size_t>(p.P);
+  if (bytes > 48 * 1024)
+    throw std::runtime_error(std::string("kernelfuse: ") + op + " on CUDA supports P * sizeof(dtype) <= 24 KB (P = " +
+                             std::to_string(p.P) + ")");
+  return bytes;
+}
+
+int structured_threads(int64_t P) { return static_cast<int>(P / 2 < 256 ? (P / 2 > 32 ? P / 2 : 32) : 256); }
 
 }  // namespace
 
@@ -330,15 +438,58 @@ void launch_random_features(const RandomFeaturesParams<T>& p, cudaStream_t strea
 template <typename T>
 void launch_structured_features(const StructuredFeaturesParams<T>& p, cudaStream_t stream) {
   if (p.N == 0 || p.D == 0) return;
-  const size_t bytes = 2 * sizeof(T) * static_cast<size_t>(p.P);
-  if (bytes > 48 * 1024)
-    throw std::runtime_error("kernelfuse: structured_features on CUDA supports P * sizeof(dtype) <= 24 KB (P = " +
-                             std::to_string(p.P) + ")");
+  const size_t bytes = structured_smem_bytes(p, "structured_features");
   const int64_t tasks = p.N * ((p.D + p.P - 1) / p.P);
-  const int threads = static_cast<int>(p.P / 2 < 256 ? (p.P / 2 > 32 ? p.P / 2 : 32) : 256);
   const int grid = static_cast<int>(tasks < 65535 * 16 ? tasks : 65535 * 16);
-  launch_kernel("features: structured_kernel", structured_kernel<T>, grid, threads, bytes, stream, p);
+  launch_kernel("features: structured_kernel", structured_kernel<T>, grid, structured_threads(p.P), bytes, stream, p);
   if (p.kind == Kind::Positive) positive_passes<T>(p.out, p.x, p.N, p.d, p.D, p.scale, p.stabilize, p.rowmax, stream);
+}
+
+template <typename T>
+void launch_structured_project(const StructuredFeaturesParams<T>& p, T* z, cudaStream_t stream) {
+  if (p.N == 0 || p.D == 0) return;
+  const size_t bytes = structured_smem_bytes(p, "structured_features_bwd");
+  StructuredFeaturesParams<T> q = p;
+  q.out = z;
+  q.kind = Kind::Positive;  // Positive's epilogue writes the raw z + b (the exponential is a later pass)
+  const int64_t tasks = p.N * ((p.D + p.P - 1) / p.P);
+  const int grid = static_cast<int>(tasks < 65535 * 16 ? tasks : 65535 * 16);
+  launch_kernel("features: structured_kernel", structured_kernel<T>, grid, structured_threads(p.P), bytes, stream, q);
+}
+
+template <typename T>
+void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& q, cudaStream_t stream) {
+  const StructuredFeaturesParams<T>& p = q.f;
+  if (q.gx != nullptr && p.N > 0 && p.d > 0) {
+    if (p.D == 0) {  // no features: J is empty
+      check_cuda(cudaMemsetAsync(q.gx, 0, sizeof(T) * static_cast<size_t>(p.N * p.d), stream),
+                 "structured_features_bwd: zero gx");
+    } else {
+      const size_t bytes = structured_smem_bytes(p, "structured_features_bwd");
+      const int grid = static_cast<int>(p.N < 65535 * 16 ? p.N : 65535 * 16);
+      launch_kernel("features: structured_adjoint_kernel", structured_adjoint_kernel<T>, grid, structured_threads(p.P),
+                    bytes, stream, p, q.gz, q.gx);
+    }
+  }
+  if (q.gb != nullptr && p.D > 0) {
+    if (p.N == 0) {
+      check_cuda(cudaMemsetAsync(q.gb, 0, sizeof(T) * static_cast<size_t>(p.D), stream),
+                 "structured_features_bwd: zero gb");
+      return;
+    }
+    const int64_t chunks = structured_bwd_gb_chunks(p.N);
+    const int64_t rows_per_chunk = (p.N + chunks - 1) / chunks;
+    if (chunks > 1 && q.gb_partial == nullptr)
+      throw std::runtime_error("kernelfuse: structured_features_bwd: gb needs a scratch of (" + std::to_string(chunks) +
+                               ", D) partial sums");
+    T* dst = chunks > 1 ? q.gb_partial : q.gb;
+    const dim3 grid(static_cast<unsigned>((p.D + 255) / 256), static_cast<unsigned>(chunks));
+    launch_kernel("features: colsum_partial_kernel", colsum_partial_kernel<T>, grid, 256, 0, stream, q.gz, p.N, p.D,
+                  rows_per_chunk, dst);
+    if (chunks > 1)
+      launch_kernel("features: colsum_final_kernel", colsum_final_kernel<T>, grid_for(p.D, 256), 256, 0, stream,
+                    static_cast<const T*>(q.gb_partial), chunks, p.D, q.gb);
+  }
 }
 
 template void launch_fwht<float>(const FwhtParams<float>&, cudaStream_t);
@@ -347,5 +498,9 @@ template void launch_random_features<float>(const RandomFeaturesParams<float>&, 
 template void launch_random_features<double>(const RandomFeaturesParams<double>&, cudaStream_t);
 template void launch_structured_features<float>(const StructuredFeaturesParams<float>&, cudaStream_t);
 template void launch_structured_features<double>(const StructuredFeaturesParams<double>&, cudaStream_t);
+template void launch_structured_project<float>(const StructuredFeaturesParams<float>&, float*, cudaStream_t);
+template void launch_structured_project<double>(const StructuredFeaturesParams<double>&, double*, cudaStream_t);
+template void launch_structured_features_bwd<float>(const StructuredFeaturesBwdParams<float>&, cudaStream_t);
+template void launch_structured_features_bwd<double>(const StructuredFeaturesBwdParams<double>&, cudaStream_t);
 
 }  // namespace kernelfuse::features

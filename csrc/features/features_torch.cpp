@@ -142,6 +142,13 @@ at::Tensor fwht(const at::Tensor& x, bool normalized) {
 }
 
 // ---------------------------------------------------------------- random_features
+// Rows of x (..., d): the product of the leading sizes (reshape({-1, d}) is ambiguous for d = 0).
+int64_t lead_rows(const at::Tensor& x) {
+  int64_t n = 1;
+  for (int64_t i = 0; i + 1 < x.dim(); ++i) n *= x.size(i);
+  return n;
+}
+
 struct RF {
   at::Tensor x2, W, b;  // x as (N, d) rows, W (d, D) contiguous, b (D,) or undefined
   int64_t N = 0, d = 0, D = 0;
@@ -165,8 +172,8 @@ RF check_rf(const at::Tensor& x, const at::Tensor& W, const std::optional<at::Te
                  shape_str(W), "), got ", shape_str(*b));
     r.b = b->contiguous();
   }
-  r.x2 = x.reshape({-1, r.d}).contiguous();
-  r.N = r.x2.size(0);
+  r.N = lead_rows(x);
+  r.x2 = x.reshape({r.N, r.d}).contiguous();
   r.W = W.contiguous();
   return r;
 }
@@ -291,7 +298,7 @@ SF check_sf(const at::Tensor& x, const at::Tensor& diag, const std::optional<at:
                  " ", shape_str(*perm));
     check_same_device(*perm, x, "perm", "x");
     s.perm = perm->contiguous();
-    if (!on_device(x)) {
+    if (!on_device(x)) {  // on the device (no synchronisation here) the kernels give NaN for an index out of range
       const bool ok = s.perm.numel() == 0 || (s.perm.min().item<int64_t>() >= 0 && s.perm.max().item<int64_t>() < s.P);
       KF_CHECK_ARG(ok, "perm", "expected values in [0, ", s.P, ")");
     }
@@ -303,8 +310,8 @@ SF check_sf(const at::Tensor& x, const at::Tensor& diag, const std::optional<at:
                  shape_str(*b));
     s.b = b->contiguous();
   }
-  s.x2 = x.reshape({-1, s.d}).contiguous();
-  s.N = s.x2.size(0);
+  s.N = lead_rows(x);
+  s.x2 = x.reshape({s.N, s.d}).contiguous();
   s.diag = diag.contiguous();
   return s;
 }
@@ -361,15 +368,52 @@ std::tuple<at::Tensor, at::Tensor> structured_features_bwd(
   const int64_t Dout = kind == Kind::CosSin ? 2 * s.D : s.D;
   KF_CHECK_ARG(grad.sizes() == out.sizes() && out.size(-1) == Dout && out.numel() == s.N * Dout, "grad",
                "expected the output's shape, got grad ", shape_str(grad), " and out ", shape_str(out));
-  TORCH_CHECK(!on_device(x), "kernelfuse: structured_features_bwd runs on CPU only for now");
   const at::Tensor g = grad.reshape({s.N, Dout}).contiguous(), o = out.reshape({s.N, Dout}).contiguous();
   at::Tensor z = at::empty({s.N, s.D}, x.options());
-  if (s.N > 0 && s.D > 0 && (kind == Kind::Cos || kind == Kind::Relu || kind == Kind::Positive))
+  const bool need_z = s.N > 0 && s.D > 0 && (kind == Kind::Cos || kind == Kind::Relu || kind == Kind::Positive);
+  at::Tensor gx = at::empty({0}, x.options()), gb = at::empty({0}, x.options());
+#ifdef KF_DEVICE
+  if (on_device(x)) {  // z, the elementwise step (ATen, as on the CPU), then gx = J^T gz and gb = sum_rows gz
+    KF_DEVICE_GUARD(x);
+    if (need_z)
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "structured_project", [&] {
+        launch_structured_project<scalar_t>(sf_params<scalar_t>(s), z.mutable_data_ptr<scalar_t>(), device_stream());
+      });
+    auto [gz, rs] = grad_z(g, o, z, kind, scale, stab);
+    const at::Tensor gzc = gz.contiguous();
+    const bool want_b = need_b && s.b.defined();
+    if (need_x) {
+      gx = at::empty({s.N, s.d}, x.options());
+      if (poison_outputs()) gx.fill_(std::numeric_limits<double>::quiet_NaN());
+    }
+    if (want_b) {
+      gb = at::empty({s.D}, x.options());
+      if (poison_outputs()) gb.fill_(std::numeric_limits<double>::quiet_NaN());
+    }
+    const int64_t chunks = structured_bwd_gb_chunks(s.N);
+    const at::Tensor partial = want_b && chunks > 1 ? at::empty({chunks, s.D}, x.options()) : at::Tensor();
+    if (need_x || want_b)
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "structured_features_bwd", [&] {
+        StructuredFeaturesBwdParams<scalar_t> q;
+        q.f = sf_params<scalar_t>(s);
+        q.gz = gzc.const_data_ptr<scalar_t>();
+        q.gx = need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr;
+        q.gb = want_b ? gb.mutable_data_ptr<scalar_t>() : nullptr;
+        q.gb_partial = partial.defined() ? partial.mutable_data_ptr<scalar_t>() : nullptr;
+        launch_structured_features_bwd<scalar_t>(q, device_stream());
+      });
+    if (need_x) {
+      if (rs.defined()) gx -= s.x2 * rs.unsqueeze(1);
+      gx = gx.reshape(x.sizes());
+    }
+    return {gx, gb};
+  }
+#endif
+  if (need_z)
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "structured_project", [&] {
       structured_project_cpu<scalar_t>(sf_params<scalar_t>(s), z.mutable_data_ptr<scalar_t>());
     });
   auto [gz, rs] = grad_z(g, o, z, kind, scale, stab);
-  at::Tensor gx = at::empty({0}, x.options()), gb = at::empty({0}, x.options());
   if (need_x) {
     gx = at::empty({s.N, s.d}, x.options());
     const at::Tensor gzc = gz.contiguous();
@@ -400,6 +444,7 @@ KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("random_features", &random_features);
   m.impl("random_features_bwd", &random_features_bwd);
   m.impl("structured_features", &structured_features);
+  m.impl("structured_features_bwd", &structured_features_bwd);
 }
 #endif
 
