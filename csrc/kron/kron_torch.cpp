@@ -575,6 +575,13 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
                  shape_str(*prior_var));
   }
   Tensor var;
+  if (N == 0) {
+    // No training points (an axis of size 0): the posterior is the prior. Returned here, before the
+    // scattered path's R = N / n_last (a division by zero when the last axis is the empty one) and
+    // the CPU contraction's per-axis divisions.
+    if (eig.has_value()) unpack_eig(*eig, fs);  // still checks its size
+    return prior_var.has_value() ? prior_var->clone() : at::zeros({M}, ref.options());
+  }
   dispatch(ref, [&]<typename T>() {
     Eig E = eig.has_value() ? unpack_eig(*eig, fs) : eig_factors(fs);
     const T s2 = noise.item<T>();
