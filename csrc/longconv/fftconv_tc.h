@@ -1,5 +1,5 @@
 // Tensor-core fftconv for fp16 / bf16 CUDA inputs (fftconv_tc_cuda.cu): causal, gated, shared kernel.
-// Torch-free. Compiled for sm_80 / sm_90a, NOT run on a GPU yet (no GPU where it was written).
+// Torch-free. Compiled for sm_80 / sm_90a, run under the CUDA simulator; NOT run on a GPU yet.
 //
 // y[b, h, t] = postgate * (sum_{m < Lk} k[h, m] v[b, h, t - m] + D[h] u[b, h, t]), v = u * pregate,
 // for t < L, with an FFT of size N = 2^m, 256 <= N <= kMaxN, N >= L + Lk - 1 (fftconv_tc_fft_size).
@@ -26,6 +26,7 @@ struct FFTConvTCParams {
   const T* postgate = nullptr;  // (B, H, L) or null
   T* y = nullptr;               // (B, H, L)
   float* kspec = nullptr;       // (H, N, 2) fp32 workspace, written by the launcher
+  int* kexp = nullptr;          // (H,) int32 workspace: exponent of max |K[h]| (the spectral scaling)
 };
 
 // Power-of-two FFT size for the tensor-core path, or 0 if L + Lk - 1 > kTCMaxN.

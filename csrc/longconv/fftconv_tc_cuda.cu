@@ -1,10 +1,12 @@
 // Tensor-core fftconv for fp16 / bf16 (see fftconv_tc.h). Compiled for sm_80 / sm_90a with nvcc;
-// NOT run on a GPU yet (written without one): correctness on hardware is unverified.
+// run under the CUDA simulator (tests/sim/test_sim_longconv.py: every pass list, nsb 1 / 2 / 4,
+// against the float64 reference); NOT run on a GPU yet: hardware WMMA behaviour is unverified.
 //
 // Two launches per call: (1) the kernel spectrum K = DFT(k) of every channel, fp32 on CUDA cores,
 // in the digit-reversed order of the factorisation below; (2) the fused conv, one thread block per
 // nsb complex sequences (each = two batch rows of one channel as real / imaginary parts):
-//   load u (and pregate), v = u * pregate, zero-pad to N             (shared memory, storage type T)
+//   load u (and pregate), v = u * pregate scaled by 2^-e (max |v| of the sequence in [0.5, 1)),
+//     zero-pad to N                                                   (shared memory, storage type T)
 //   forward FFT: [radix-r pass on CUDA cores, r in {2, 4, 8}, if log2 N % 4 != 0] then radix-16
 //     decimation-in-frequency passes S = N / r, N / 16r, ..., 16; each pass is, per block of S
 //     elements, Y = F16 . X (X: 16 x S/16, rows of stride S/16) as WMMA m16n16k16 products
@@ -12,18 +14,21 @@
 //     twiddles w_S^(n2 k1) in fp32 and a round to T. The last pass (S = 16, stride 1) is X' . F16
 //     on (N/16 x 16) row tiles and has no twiddle. Every pass is scaled by 1 / sqrt(radix) (folded
 //     into the F16 table: 1/4), so the transform is unitary and fp16 never sees growth by N.
-//   multiply by K (fp32) in the digit-reversed order,
+//   multiply by K 2^-ek (fp32; max |K| of the channel in [0.5, 1)) in the digit-reversed order,
 //   inverse FFT: the passes in reverse order, each the exact inverse (conjugate twiddle first,
 //     then the conjugate DFT matrix), which returns to natural order,
-//   y = postgate * (Re / Im [t] + D u), t < L, written as T.
-// The only global traffic of the fused kernel: u, pregate, postgate read once (u twice for the skip),
-// K read once per sequence, y written once.
+//   y = postgate * (2^(e + ek) Re / Im [t] + D u), t < L, written as T.
+// The two power-of-two scalings keep every fp16 intermediate below sqrt(2 L) <= 256 (unitary passes
+// preserve the 2-norm), so inputs and kernels of any magnitude that the output can hold work.
+// The only global traffic of the fused kernel: u and pregate read twice (the scale, then the load),
+// postgate once, u once more for the skip, K once per sequence, y written once.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 
 #include "fftconv_tc.h"
@@ -37,6 +42,7 @@ using namespace nvcuda;
 constexpr int kWarps = 8;
 constexpr int kThreadsTC = kWarps * 32;
 constexpr int kMaxSeqPerBlock = 4;
+constexpr int64_t kStaticSmemTC = (kWarps + 2 * kMaxSeqPerBlock) * 4;  // fftconv_tc_kernel's KF_SHARED arrays
 
 template <typename T> __device__ __forceinline__ float to_f(T x);
 template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
@@ -86,9 +92,28 @@ __device__ void scalar_pass_f32(float2* x, int64_t N, int64_t S, int R) {
   }
 }
 
+// e with m = f 2^e, f in [0.5, 1) (0 for m = 0, inf or NaN): m 2^-e is in [0.5, 1), exactly.
+__device__ __forceinline__ int scale_exponent(float m) {
+  int e = 0;
+  if (m > 0.f && m <= FLT_MAX) frexpf(m, &e);
+  return e;
+}
+
+// Max of v over the block (every thread gets it); sh: kWarps floats.
+__device__ float block_max(float v, float* sh) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();  // sh free (a previous call's readers are done)
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+  __syncthreads();
+  float m = sh[0];
+  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, sh[w]);
+  return m;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreadsTC) kernel_spectrum_kernel(const T* __restrict__ k, int64_t Lk, int64_t N,
-                                                                     float2* __restrict__ kspec) {
+                                                                     float2* __restrict__ kspec, int* __restrict__ kexp) {
+  KF_SHARED(float, red, [kWarps]);
   const int64_t h = blockIdx.x;
   float2* x = kspec + h * N;
   for (int64_t t = threadIdx.x; t < N; t += blockDim.x)
@@ -103,6 +128,12 @@ __global__ void __launch_bounds__(kThreadsTC) kernel_spectrum_kernel(const T* __
     scalar_pass_f32(x, N, S, 16);
     __syncthreads();
   }
+  // The fused kernel multiplies by K 2^-kexp (|re|, |im| < 1), so its fp16 / bf16 spectrum never
+  // grows past the 2-norm of its (scaled) input.
+  float m = 0.f;
+  for (int64_t t = threadIdx.x; t < N; t += blockDim.x) m = fmaxf(m, fmaxf(fabsf(x[t].x), fabsf(x[t].y)));
+  m = block_max(m, red);
+  if (threadIdx.x == 0) kexp[h] = scale_exponent(m);
 }
 
 // ---- passes of the fused kernel on shared memory (re / im planes of type T per sequence) ----
@@ -277,6 +308,38 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     F[512 + i] = from_f<T>(0.25f * sn);
   }
   const int64_t g0 = int64_t(blockIdx.x) * nsb;
+  // Scale of each sequence: v 2^-vexp has |re|, |im| < 1, so no fp16 intermediate can overflow
+  // (a unitary pass keeps every element below the sequence's 2-norm, < sqrt(2 L) <= 256; the
+  // spectral product is scaled by 2^-kexp likewise) and small inputs do not sink into subnormals.
+  // Both are powers of two, undone exactly in fp32 at the output.
+  KF_SHARED(float, red, [kWarps]);
+  KF_SHARED(int, vexp, [kMaxSeqPerBlock]);
+  KF_SHARED(int, kex, [kMaxSeqPerBlock]);
+  for (int j = 0; j < nsb; ++j) {
+    const int64_t g = g0 + j;
+    float m = 0.f;
+    if (g < nseq) {
+      const int64_t h = g % H, b0 = 2 * (g / H);
+      const int64_t o0 = (b0 * H + h) * L;
+      const bool two = b0 + 1 < p.B;
+      for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+        float vr = to_f<T>(p.u[o0 + t]);
+        if (p.pregate) vr *= to_f<T>(p.pregate[o0 + t]);
+        m = fmaxf(m, fabsf(vr));
+        if (two) {
+          float vi = to_f<T>(p.u[o0 + H * L + t]);
+          if (p.pregate) vi *= to_f<T>(p.pregate[o0 + H * L + t]);
+          m = fmaxf(m, fabsf(vi));
+        }
+      }
+    }
+    m = block_max(m, red);
+    if (threadIdx.x == 0) {
+      vexp[j] = scale_exponent(m);
+      kex[j] = g < nseq ? p.kexp[g % H] : 0;
+    }
+  }
+  __syncthreads();
   // Load and pregate: sequence g = (q, h) holds rows (2q, h) (real) and (2q + 1, h) (imaginary).
   for (int64_t i = threadIdx.x; i < nsb * N; i += blockDim.x) {
     const int j = static_cast<int>(i / N);
@@ -293,8 +356,8 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
         if (p.pregate) vi *= to_f<T>(p.pregate[o1]);
       }
     }
-    data[j * 2 * N + t] = from_f<T>(vr);
-    data[j * 2 * N + N + t] = from_f<T>(vi);
+    data[j * 2 * N + t] = from_f<T>(ldexpf(vr, -vexp[j]));
+    data[j * 2 * N + N + t] = from_f<T>(ldexpf(vi, -vexp[j]));
   }
   __syncthreads();
   const int r = 1 << (log2i(N) % 4);
@@ -316,8 +379,8 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     T* re = data + j * 2 * N + t;
     T* im = re + N;
     const float xr = to_f<T>(*re), xi = to_f<T>(*im);
-    *re = from_f<T>(xr * kk.x - xi * kk.y);
-    *im = from_f<T>(xr * kk.y + xi * kk.x);
+    *re = from_f<T>(ldexpf(xr * kk.x - xi * kk.y, -kex[j]));
+    *im = from_f<T>(ldexpf(xr * kk.y + xi * kk.x, -kex[j]));
   }
   __syncthreads();
   for (int64_t S = 16; S <= N / r; S *= 16) {
@@ -335,13 +398,14 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     if (g >= nseq) continue;
     const int64_t h = g % H, b0 = 2 * (g / H);
     const float d = p.D ? to_f<T>(p.D[h]) : 0.f;
+    const int e = vexp[j] + kex[j];
     const int64_t o0 = (b0 * H + h) * L + t;
-    float z = to_f<T>(data[j * 2 * N + t]) + d * to_f<T>(p.u[o0]);
+    float z = ldexpf(to_f<T>(data[j * 2 * N + t]), e) + d * to_f<T>(p.u[o0]);
     if (p.postgate) z *= to_f<T>(p.postgate[o0]);
     p.y[o0] = from_f<T>(z);
     if (b0 + 1 < p.B) {
       const int64_t o1 = o0 + H * L;
-      float z1 = to_f<T>(data[j * 2 * N + N + t]) + d * to_f<T>(p.u[o1]);
+      float z1 = ldexpf(to_f<T>(data[j * 2 * N + N + t]), e) + d * to_f<T>(p.u[o1]);
       if (p.postgate) z1 *= to_f<T>(p.postgate[o1]);
       p.y[o1] = from_f<T>(z1);
     }
@@ -365,7 +429,8 @@ bool launch_fftconv_tc(const FFTConvTCParams<T>& p, void* stream) {
   const int64_t nseq = ((p.B + 1) / 2) * p.H;
   if (nseq == 0) return true;
   // Shared memory: nsb sequences of 2 N values of T, the DFT tables, the warps' fp32 scratch.
-  const int64_t fixed = 3 * 256 * int64_t(sizeof(T)) + kWarps * 512 * int64_t(sizeof(float));
+  // (The kernel's few static bytes count against the same per-block limit.)
+  const int64_t fixed = 3 * 256 * int64_t(sizeof(T)) + kWarps * 512 * int64_t(sizeof(float)) + kStaticSmemTC;
   const int64_t per_seq = 2 * p.N * int64_t(sizeof(T));
   if (fixed + per_seq > smem_optin) return false;
   // More sequences per block while they fit and the grid keeps >= 2 blocks per SM.
@@ -382,8 +447,8 @@ bool launch_fftconv_tc(const FFTConvTCParams<T>& p, void* stream) {
   const int64_t blocks = (nseq + nsb - 1) / nsb;
   if (blocks > 0x7fffffff || p.H > 0x7fffffff) return false;
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  launch_kernel("fftconv_tc: kernel_spectrum_kernel", kernel_spectrum_kernel<T>, static_cast<unsigned>(p.H), kThreadsTC, 0, st, p.k, p.Lk, p.N,
-                                                                             reinterpret_cast<float2*>(p.kspec));
+  launch_kernel("fftconv_tc: kernel_spectrum_kernel", kernel_spectrum_kernel<T>, static_cast<unsigned>(p.H), kThreadsTC, 0, st,
+                p.k, p.Lk, p.N, reinterpret_cast<float2*>(p.kspec), p.kexp);
   launch_kernel("fftconv_tc: fftconv_tc_kernel", fftconv_tc_kernel<T>, static_cast<unsigned>(blocks), kThreadsTC, static_cast<size_t>(bytes), st, p, nsb, nseq);
   return true;
 }

@@ -454,6 +454,7 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
     return true;
   }
   at::Tensor kspec = at::empty({pb.H, N, 2}, pb.u.options().dtype(at::kFloat));
+  at::Tensor kexp = at::empty({pb.H}, pb.u.options().dtype(at::kInt));
   bool ok = false;
   auto run = [&]<typename S, typename T>() {
     FFTConvTCParams<T> p;
@@ -468,6 +469,7 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
     p.postgate = in(pb.post);
     p.y = reinterpret_cast<T*>(out.mutable_data_ptr<S>());
     p.kspec = kspec.mutable_data_ptr<float>();
+    p.kexp = kexp.mutable_data_ptr<int>();
     ok = launch_fftconv_tc<T>(p, device_stream());
   };
   if (st == at::kHalf) run.template operator()<at::Half, __half>();

@@ -33,6 +33,8 @@ struct SsmKernelParams {
   T* g_A_imag = nullptr;  // (H, N)
   T* g_B = nullptr;       // (H, N, 2)
   T* g_C = nullptr;       // (H, N, 2)
+  // CUDA backward only: (H, N) double workspace, dt dLoss/ddt per state before the sum over n
+  double* dt_partial = nullptr;
 };
 
 // CPU (OpenMP) kernels, T in {float, double}; all arithmetic in double.

@@ -133,6 +133,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssm_kerne
 #ifdef KF_DEVICE
     if (on_device(g)) {
       KF_DEVICE_GUARD(g);
+      // per-state dLoss/dlog_dt, summed over n in double by the second kernel
+      at::Tensor dt_partial = at::empty({o.H, o.N}, opt.dtype(at::kDouble));
+      p.dt_partial = dt_partial.mutable_data_ptr<double>();
       launch_ssm_kernel_bwd<scalar_t>(p, device_stream());
       return;
     }
