@@ -443,3 +443,12 @@ def test_private_kde_error_shrinks_with_epsilon(delta):
         PrivateKernelDensity(0.0, radius=1.0)
     with pytest.raises(ValueError, match="'Y'"):
         p.kernel_mean(np.zeros((2, 3)))
+
+
+def test_regression_zero_input_dim_cpu():
+    # d = 0: the glue's x.reshape({-1, d}) threw "cannot reshape tensor of 0 elements"; z = b then.
+    x = torch.zeros(3, 0, dtype=torch.float64)
+    W = torch.zeros(0, 5, dtype=torch.float64)
+    b = torch.rand(5, dtype=torch.float64)
+    out = torch.ops.kernelfuse.random_features(x, W, b, "cos", 1.0, "row")
+    torch.testing.assert_close(out, torch.cos(b).expand(3, 5))

@@ -497,3 +497,15 @@ def test_matches_gpytorch_exact_mll():
     # linear_operator's Kronecker operator: the same matrix
     kop = KroneckerProductLinearOperator(DenseLinearOperator(K1), DenseLinearOperator(K2))
     torch.testing.assert_close(kf.kron_matmul([K1, K2], y), kop @ y)
+
+
+def test_regression_posterior_var_empty_axis_cpu():
+    # An empty training grid (a 0 x 0 factor) divided by zero (SIGFPE) in kron_posterior_var; with no
+    # training data the posterior variance is the prior. (The device path: tests/sim/test_sim_kron.py.)
+    K3 = torch.eye(3, dtype=torch.float64) + 0.5
+    Z = torch.zeros(0, 0, dtype=torch.float64)
+    s2 = torch.tensor(0.1, dtype=torch.float64)
+    pv = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    for fs in ([K3, Z], [Z, K3], [K3, Z, K3], [Z]):
+        cs = [torch.rand(2, f.shape[0], dtype=torch.float64) for f in fs]
+        torch.testing.assert_close(torch.ops.kernelfuse.kron_posterior_var(fs, s2, cs, "scattered", pv, None), pv)

@@ -106,6 +106,25 @@ def kernels_executed():
     return res
 
 
+class count_launches:
+    """Launches of each named kernel ("file: kernel") during the with-block: c[name] or c.n[name].
+    Proves which path an op took."""
+
+    def __init__(self, *names):
+        self.names = names
+
+    def __enter__(self):
+        self.before = {k: kernels_executed().get(k, (0, 0))[0] for k in self.names}
+        return self
+
+    def __exit__(self, *exc):
+        now = kernels_executed()
+        self.n = {k: now.get(k, (0, 0))[0] - self.before[k] for k in self.names}
+
+    def __getitem__(self, k):
+        return self.n[k]
+
+
 def coverage_table():
     present, ran = kernels_present(), kernels_executed()
     rows, n_ran, n_all = [], 0, 0

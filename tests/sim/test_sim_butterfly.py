@@ -25,7 +25,7 @@ import torch
 import kernelfuse.ops.butterfly as bf_ops
 from kernelfuse.reference import butterfly as ref
 
-from conftest import ROOT, configure, kernels_executed, run_schedules, sim_ops
+from conftest import ROOT, configure, count_launches as _Count, run_schedules, sim_ops
 
 _spec = importlib.util.spec_from_file_location("kf_tests_conftest", ROOT / "tests" / "conftest.py")
 _tc = importlib.util.module_from_spec(_spec)
@@ -40,27 +40,6 @@ FWD_SMEM = "butterfly: fwd_smem_kernel"
 STAGE = "butterfly: stage_kernel"
 STAGE_BWD = "butterfly: stage_bwd_kernel"
 FFT = "monarch_fft: monarch_fft_kernel"
-
-
-def _launches(what):
-    return kernels_executed().get(what, (0, 0))[0]
-
-
-class _Count:
-    """Launches of each named kernel during the with-block."""
-
-    def __init__(self, *names):
-        self.names = names
-
-    def __enter__(self):
-        self.before = {k: _launches(k) for k in self.names}
-        return self
-
-    def __exit__(self, *exc):
-        self.n = {k: _launches(k) - self.before[k] for k in self.names}
-
-    def __getitem__(self, k):
-        return self.n[k]
 
 
 def _wide(dtype):

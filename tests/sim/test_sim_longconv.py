@@ -36,7 +36,7 @@ import torch
 from kernelfuse.reference import longconv as ref
 from kernelfuse.reference import ssm as ssm_ref
 
-from conftest import ROOT, configure, kernels_executed, run_schedules, sim_ops
+from conftest import ROOT, configure, count_launches as _Count, run_schedules, sim_ops
 
 _spec = importlib.util.spec_from_file_location("kf_tests_conftest", ROOT / "tests" / "conftest.py")
 _tc = importlib.util.module_from_spec(_spec)
@@ -51,24 +51,6 @@ TC = "fftconv_tc: fftconv_tc_kernel"
 TC_SPEC = "fftconv_tc: kernel_spectrum_kernel"
 SSM_FWD = "ssm_kernel: ssm_fwd_kernel"
 SSM_BWD = "ssm_kernel: ssm_bwd_kernel"
-
-
-def _launches(what):
-    return kernels_executed().get(what, (0, 0))[0]
-
-
-class _Count:
-    """Launches of each named kernel during the with-block (.n[name])."""
-
-    def __init__(self, *names):
-        self.names = names
-
-    def __enter__(self):
-        self.before = {k: _launches(k) for k in self.names}
-        return self
-
-    def __exit__(self, *exc):
-        self.n = {k: _launches(k) - self.before[k] for k in self.names}
 
 
 # ================================================================== fftconv helpers
