@@ -13,6 +13,7 @@ from kernelfuse.features import RandomFeatures, exact_kernel
 from kernelfuse.reference import features as ref
 
 from conftest import assert_close_to_ref as _close
+from kf_inputs import structured_inputs as _sf_inputs
 
 KINDS = ["cos", "cos_sin", "positive", "relu", "step"]
 
@@ -142,20 +143,6 @@ def test_step_gradient_is_zero():
 
 
 # ------------------------------------------------------------------ structured_features
-def _sf_inputs(d, nb, block, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    P = 1 << max(0, (d - 1).bit_length())
-    if block == "sorf":
-        signs = torch.randint(0, 2, (nb, 3, P), generator=g).double() * 2 - 1
-        perm = None
-    else:
-        signs = torch.stack((torch.randint(0, 2, (nb, P), generator=g).double() * 2 - 1,
-                             torch.randn(nb, P, generator=g, dtype=torch.float64),
-                             torch.rand(nb, P, generator=g, dtype=torch.float64) + 0.5), dim=1)
-        perm = torch.stack([torch.randperm(P, generator=g) for _ in range(nb)])
-    return signs.to(dtype), perm, P
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("block", ["sorf", "fastfood"])
 @pytest.mark.parametrize("kind", KINDS)

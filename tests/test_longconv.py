@@ -7,27 +7,10 @@ import kernelfuse as kf
 from kernelfuse.reference import longconv as ref
 
 from conftest import TOL, assert_close_to_ref as _assert_close
+from kf_inputs import fftconv_inputs as _inputs
 
 LS = [1, 2, 7, 13, 64, 97, 1000]
 MODES = ["causal", "bidirectional", "circular"]
-
-
-def _taps(mode, Lk):
-    return 2 * Lk if mode == "bidirectional" else Lk
-
-
-def _inputs(B, H, L, Lk, mode, dtype=torch.float64, device="cpu", kshape="shared", D=True, gates=True, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    u = r(B, H, L)
-    taps = _taps(mode, Lk)
-    k = {"shared": lambda: r(H, taps), "one": lambda: r(1, H, taps), "batch": lambda: r(B, H, taps)}[kshape]()
-    k = k / taps ** 0.5
-    Dv = r(H) if D else None
-    pre = r(B, H, L) if gates else None
-    post = r(B, H, L) if gates else None
-    cv = lambda t: None if t is None else t.to(dtype=dtype, device=device)  # noqa: E731
-    return cv(u), cv(k), cv(Dv), cv(pre), cv(post)
 
 
 def _ref64(u, k, D, pre, post, mode):
@@ -52,7 +35,7 @@ def test_reference_matches_direct_sum(mode, L, Lk):
 def test_fftconv_matches_reference(mode, dtype, device):
     for L in LS:
         for Lk in sorted({L, max(1, L // 3), 1}):
-            u, k, D, pre, post = _inputs(2, 3, L, Lk, mode, dtype, device, seed=L + Lk)
+            u, k, D, pre, post = _inputs(2, 3, L, Lk, mode, dtype, seed=L + Lk, device=device)
             out = kf.fftconv(u, k, D, pregate=pre, postgate=post, mode=mode)
             assert out.dtype == dtype and out.shape == u.shape
             assert not torch.isnan(out).any()
@@ -64,11 +47,11 @@ def test_fftconv_matches_reference(mode, dtype, device):
 @pytest.mark.parametrize("D,gates", [(False, False), (True, False), (False, True), (True, True)])
 def test_kernel_shapes_skip_and_gates(mode, kshape, D, gates, device):
     for L, Lk in [(97, 40), (13, 13), (64, 1)]:
-        u, k, Dv, pre, post = _inputs(3, 5, L, Lk, mode, torch.float64, device, kshape=kshape, D=D, gates=gates)
+        u, k, Dv, pre, post = _inputs(3, 5, L, Lk, mode, torch.float64, kshape=kshape, D=D, gates=gates, device=device)
         out = kf.fftconv(u, k, Dv, pregate=pre, postgate=post, mode=mode)
         _assert_close(out, _ref64(u, k, Dv, pre, post, mode), torch.float64)
     # one gate at a time
-    u, k, Dv, pre, post = _inputs(2, 4, 31, 9, mode, torch.float64, device, kshape=kshape)
+    u, k, Dv, pre, post = _inputs(2, 4, 31, 9, mode, torch.float64, kshape=kshape, device=device)
     _assert_close(kf.fftconv(u, k, Dv, pregate=pre, mode=mode), _ref64(u, k, Dv, pre, None, mode), torch.float64)
     _assert_close(kf.fftconv(u, k, Dv, postgate=post, mode=mode), _ref64(u, k, Dv, None, post, mode), torch.float64)
 
@@ -108,7 +91,7 @@ def test_many_blocks_and_larger_sizes():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_types(dtype, device):
     for mode in MODES:
-        u, k, D, pre, post = _inputs(2, 4, 97, 33, mode, dtype, device)
+        u, k, D, pre, post = _inputs(2, 4, 97, 33, mode, dtype, device=device)
         out = kf.fftconv(u, k, D, pregate=pre, postgate=post, mode=mode)
         assert out.dtype == dtype
         exp = _ref64(u, k, D, pre, post, mode)  # from the rounded inputs
@@ -167,7 +150,7 @@ def test_gradcheck_partial_inputs():
 @pytest.mark.parametrize("kshape", ["shared", "batch"])
 def test_backward_matches_reference_autograd(mode, kshape, device):
     for dtype in (torch.float64, torch.float32):
-        u, k, D, pre, post = _inputs(3, 4, 97, 40, mode, dtype, device, kshape=kshape, seed=2)
+        u, k, D, pre, post = _inputs(3, 4, 97, 40, mode, dtype, kshape=kshape, seed=2, device=device)
         a = [t.clone().requires_grad_(True) for t in (u, k, D, pre, post)]
         b = [t.detach().double().cpu().requires_grad_(True) for t in (u, k, D, pre, post)]
         gy = torch.randn(u.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)

@@ -242,6 +242,14 @@ __device__ void smem_fwht(T* s, int64_t P) {
   }
 }
 
+// v <- H diag(s) v, by the whole block in shared memory (the SORF step).
+template <typename T>
+__device__ void smem_scale_fwht(T* v, const T* s, int64_t P) {
+  for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] *= s[i];
+  __syncthreads();
+  smem_fwht(v, P);
+}
+
 template <typename T>
 __global__ void structured_kernel(StructuredFeaturesParams<T> p) {
   KF_DYNAMIC_SHARED(unsigned char, smem_raw);
@@ -261,12 +269,8 @@ __global__ void structured_kernel(StructuredFeaturesParams<T> p) {
       for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] = i < d ? s2[i] * xr[i] : T(0);
       __syncthreads();
       smem_fwht(v, P);
-      for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] *= s1[i];
-      __syncthreads();
-      smem_fwht(v, P);
-      for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] *= s0[i];
-      __syncthreads();
-      smem_fwht(v, P);
+      smem_scale_fwht(v, s1, P);
+      smem_scale_fwht(v, s0, P);
       c = T(1) / T(P);
     } else {
       for (int64_t i = threadIdx.x; i < P; i += blockDim.x) t[i] = i < d ? s0[i] * xr[i] : T(0);
@@ -318,12 +322,8 @@ __global__ void structured_adjoint_kernel(StructuredFeaturesParams<T> p, const T
         for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] = i < nc ? g[c0 + i] : T(0);
         __syncthreads();
         smem_fwht(v, P);
-        for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] *= s0[i];
-        __syncthreads();
-        smem_fwht(v, P);
-        for (int64_t i = threadIdx.x; i < P; i += blockDim.x) v[i] *= s1[i];
-        __syncthreads();
-        smem_fwht(v, P);
+        smem_scale_fwht(v, s0, P);
+        smem_scale_fwht(v, s1, P);
         c = T(1) / T(P);
         w = s2;
         u = v;

@@ -142,9 +142,7 @@ struct Block {
   ucontext_t sched;
   Body body = nullptr;
   void* ctx = nullptr;
-  const LaunchInfo* info = nullptr;
   size_t dyn_bytes = 0;
-  size_t max_dyn = 0;
   void* dyn = nullptr;
   std::vector<std::pair<const void*, void*>> statics;
   size_t static_bytes = 0;
@@ -541,7 +539,6 @@ cudaError_t run_grid(const LaunchInfo& info, Body body, void* ctx) {
     Block b;
     b.body = body;
     b.ctx = ctx;
-    b.info = &info;
     b.dyn_bytes = info.smem;
     b.view.bdim = bl;
     b.view.gdim = g;

@@ -9,15 +9,18 @@ every kernel launch runs the .cu kernel under the simulator. A kernel the simula
 fails its test; nothing here is skipped.
 """
 import ctypes
+import importlib.util
 import os
 import re
-from collections import defaultdict
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(1, str(ROOT / "tests"))  # tests/kf_inputs.py: the input generators shared with the CPU tests
 LIB = Path(os.environ.get("KERNELFUSE_SIM_LIB", ROOT / "build-sim" / "libkernelfuse_sim.so"))
 if not LIB.exists():
     raise RuntimeError(f"the CUDA simulator library {LIB} does not exist: build it with `make sim`")
@@ -44,6 +47,22 @@ def compile_sim_program(sources, out, extra=(), runtime=None, compile_only=False
     cmd = ["g++", *SIM_CXXFLAGS, *extra, *(["-c"] if compile_only else []), *map(str, sources), *rt, "-o", str(out)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
+
+def _root_conftest():
+    """tests/conftest.py (the tolerance table), whichever name pytest imported it under."""
+    path = (ROOT / "tests" / "conftest.py").resolve()
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)
+        if f and Path(f).resolve() == path:
+            return m
+    spec = importlib.util.spec_from_file_location("kf_tests_conftest", path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m
+
+
+_rc = _root_conftest()
+TOL, assert_close_to_ref = _rc.TOL, _rc.assert_close_to_ref  # the dtype tolerance table of tests/conftest.py
 
 sim_ops = torch.ops.kernelfuse_sim  # the CUDA code paths, under the simulator
 cpu_ops = torch.ops.kernelfuse      # the CPU kernels

@@ -16,7 +16,6 @@ Kernels (csrc/butterfly/):
 monarch_multiply's device path is ATen bmm + strided copies in the glue (no kernel of ours); it is
 checked here all the same, since the simulator library runs that branch of the glue.
 """
-import importlib.util
 import math
 
 import pytest
@@ -25,12 +24,8 @@ import torch
 import kernelfuse.ops.butterfly as bf_ops
 from kernelfuse.reference import butterfly as ref
 
-from conftest import ROOT, configure, count_launches as _Count, run_schedules, sim_ops
+from conftest import assert_close_to_ref, configure, count_launches as _Count, run_schedules, sim_ops
 
-_spec = importlib.util.spec_from_file_location("kf_tests_conftest", ROOT / "tests" / "conftest.py")
-_tc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_tc)
-assert_close_to_ref = _tc.assert_close_to_ref  # the tolerance table TOL of tests/conftest.py
 
 REAL = [torch.float32, torch.float64]
 CPLX = [torch.complex64, torch.complex128]

@@ -16,7 +16,6 @@ Launch shapes reached (features_cuda.cu):
                         blocks, D % P != 0, threads = clamp(P/2, 32, 256)
   structured_adjoint_kernel, colsum_partial_kernel, colsum_final_kernel   structured_features_bwd
 """
-import importlib.util
 import math
 from itertools import product
 
@@ -25,13 +24,10 @@ import torch
 
 from kernelfuse.reference import features as ref
 
-from conftest import ROOT, configure, kernels_executed, run_schedules, sim_ops  # tests/sim/conftest.py
+from kf_inputs import structured_inputs as _sf_inputs
+from conftest import assert_close_to_ref, configure, count_launches, run_schedules, sim_ops  # tests/sim/conftest.py
 
-_spec = importlib.util.spec_from_file_location("kf_tests_conftest", ROOT / "tests" / "conftest.py")
-_top = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_top)
-TOL = _top.TOL
-_close = _top.assert_close_to_ref
+_close = assert_close_to_ref
 
 KINDS = ["cos", "cos_sin", "positive", "relu", "step"]
 F = [torch.float32, torch.float64]
@@ -41,24 +37,19 @@ def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def _launches(kernel):
-    return kernels_executed().get(f"features: {kernel}", (0, 0))[0]
-
-
-class _Launched:
+class _Launched(count_launches):
     """with _Launched("fwht_stage_kernel"): ... asserts the block launched that kernel (the branch was taken)
     and, with exactly=False, that it did not."""
 
     def __init__(self, *kernels, exactly=True):
-        self.kernels, self.expect = kernels, exactly
-
-    def __enter__(self):
-        self.before = {k: _launches(k) for k in self.kernels}
+        super().__init__(*(f"features: {k}" for k in kernels))
+        self.expect = exactly
 
     def __exit__(self, *exc):
+        super().__exit__(*exc)
         if exc[0] is None:
-            for k in self.kernels:
-                assert (_launches(k) > self.before[k]) == self.expect, (k, self.expect)
+            for k in self.names:
+                assert (self.n[k] > 0) == self.expect, (k, self.expect)
 
 
 # ====================================================================== fwht
@@ -279,21 +270,6 @@ def test_random_features_bwd_float32_and_batched(kind):
 
 
 # ====================================================================== structured_features
-def _sf_inputs(d, nb, block, seed=0, dtype=torch.float64, P=None):
-    g = _gen(seed)
-    if P is None:
-        P = 1 << max(0, (d - 1).bit_length())
-    if block == "sorf":
-        signs = torch.randint(0, 2, (nb, 3, P), generator=g).double() * 2 - 1
-        perm = None
-    else:
-        signs = torch.stack((torch.randint(0, 2, (nb, P), generator=g).double() * 2 - 1,
-                             torch.randn(nb, P, generator=g, dtype=torch.float64),
-                             torch.rand(nb, P, generator=g, dtype=torch.float64) + 0.5), dim=1)
-        perm = torch.stack([torch.randperm(P, generator=g) for _ in range(nb)])
-    return signs.to(dtype), perm, P
-
-
 def _sf_z(x, signs, perm, b, D, block):
     """The pre-activations z (N, D) in float64, matrix-free: the chain of the reference's docstring with
     the reference FWHT (ref.structured_matrix costs O(P^3): minutes at P = 4096 under ASan).

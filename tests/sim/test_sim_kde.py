@@ -21,20 +21,15 @@ What picks a different instantiation / launch shape in the .cu, and where it is 
 Sizes cross the 128-row block and the item tiles (register path 64 items; generic: float 32,
 double 16 items).
 """
-import importlib.util
 import itertools
 import math
 
 import pytest
 import torch
 
-from conftest import ROOT, configure, cpu_ops, kernels_executed, run_schedules, sim_ops
+from conftest import assert_close_to_ref, configure, cpu_ops, kernels_executed, run_schedules, sim_ops
 from kernelfuse.reference import kde as ref
 
-_spec = importlib.util.spec_from_file_location("kf_tests_conftest", ROOT / "tests" / "conftest.py")
-_tc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_tc)
-TOL, assert_close_to_ref = _tc.TOL, _tc.assert_close_to_ref
 
 KERNELS = ref.KERNELS
 COMPACT = ref.COMPACT_KERNELS

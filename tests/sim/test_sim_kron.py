@@ -31,36 +31,17 @@ Backward ops are called directly (the sim library has no autograd registration) 
 torch.autograd.grad through the float64 reference, for every subset of inputs needing a gradient.
 """
 import functools
-import importlib.util
 import math
-import sys
 from itertools import product
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, configure, run_schedules, sim_ops
+from conftest import TOL, assert_close_to_ref, configure, run_schedules, sim_ops
 from kernelfuse.ops.gp import KINDS, MAX_ORDER, NPARAMS
 from kernelfuse.reference import gp as gref
 from kernelfuse.reference import kron as ref
 
-
-def _root_conftest():
-    """tests/conftest.py (the tolerance table), whichever name pytest imported it under."""
-    path = (ROOT / "tests" / "conftest.py").resolve()
-    for m in list(sys.modules.values()):
-        f = getattr(m, "__file__", None)
-        if f and Path(f).resolve() == path:
-            return m
-    spec = importlib.util.spec_from_file_location("kf_tests_conftest", path)
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
-
-
-_rc = _root_conftest()
-TOL, assert_close_to_ref = _rc.TOL, _rc.assert_close_to_ref
 
 F64, F32 = torch.float64, torch.float32
 DTYPES = [F64, F32]

@@ -27,7 +27,6 @@ r > 1), then radix-16 passes S = N / r, ..., 16 (shape A for S >= 256, shape B f
 lists: r in {1, 2, 4, 8} x (2 or 3 radix-16 passes), i.e. N = 256, 512, 1024, 2048 (two passes)
 and N = 4096 ... 32768 (three).
 """
-import importlib.util
 import math
 
 import pytest
@@ -36,12 +35,9 @@ import torch
 from kernelfuse.reference import longconv as ref
 from kernelfuse.reference import ssm as ssm_ref
 
-from conftest import ROOT, configure, count_launches as _Count, run_schedules, sim_ops
+from kf_inputs import fftconv_inputs as _inputs
+from conftest import assert_close_to_ref, configure, count_launches as _Count, run_schedules, sim_ops
 
-_spec = importlib.util.spec_from_file_location("kf_tests_conftest", ROOT / "tests" / "conftest.py")
-_tc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_tc)
-TOL, assert_close_to_ref = _tc.TOL, _tc.assert_close_to_ref
 
 MODES = ["causal", "bidirectional", "circular"]
 HALF = [torch.float16, torch.bfloat16]
@@ -54,25 +50,6 @@ SSM_BWD = "ssm_kernel: ssm_bwd_kernel"
 
 
 # ================================================================== fftconv helpers
-def _taps(mode, Lk):
-    return 2 * Lk if mode == "bidirectional" else Lk
-
-
-def _inputs(B, H, L, Lk, mode="causal", dtype=torch.float64, kshape="shared", D=True, gates=True, seed=0):
-    """Random inputs in `dtype` (CPU tensors: the simulator's device memory)."""
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    u = r(B, H, L)
-    taps = _taps(mode, Lk)
-    k = {"shared": lambda: r(H, taps), "one": lambda: r(1, H, taps), "batch": lambda: r(B, H, taps)}[kshape]()
-    k = k / taps ** 0.5
-    Dv = r(H) if D else None
-    pre = r(B, H, L) if gates else None
-    post = r(B, H, L) if gates else None
-    cv = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    return cv(u), cv(k), cv(Dv), cv(pre), cv(post)
-
-
 def _d(t):
     return None if t is None else t.double()
 
