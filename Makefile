@@ -22,7 +22,7 @@ $(PY):
 
 setup: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja numpy pytest scipy scikit-learn matplotlib
+	$(PY) -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" ninja numpy pytest scipy scikit-learn matplotlib pandas
 	@$(PY) -c "import gpytorch" 2>/dev/null || $(PY) -m pip install --quiet gpytorch || echo "gpytorch not installed: its comparisons in tests/test_kron.py and bench/bench_kron.py are skipped"
 
 build: setup

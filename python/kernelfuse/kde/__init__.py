@@ -18,6 +18,7 @@ from ._kernel_density import (
     FewPointsWarning,
     KernelDensity,
     NotFittedError,
+    UnnormalisedDensityWarning,
     log_kernel_normaliser,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "KERNELS",
     "KERNEL_ALIASES",
     "SAMPLEABLE_KERNELS",
+    "UnnormalisedDensityWarning",
 ]
 from ._private import PrivateKernelDensity  # noqa: E402
 

@@ -35,6 +35,7 @@ __all__ = [
     "KERNELS",
     "KERNEL_ALIASES",
     "SAMPLEABLE_KERNELS",
+    "UnnormalisedDensityWarning",
 ]
 
 #: Kernels of :func:`kernelfuse.kernel_logsumexp` (unnormalised profiles, ``k(0) = 1``).
@@ -77,6 +78,10 @@ class FewPointsWarning(UserWarning):
     Such estimates have enormous variance and likelihood-based model selection on them is
     unreliable.
     """
+
+
+from ._metrics import UnnormalisedDensityWarning, log_ball_volume, resolve_metric, warn_unnormalised  # noqa: E402
+from ._sampling import choose_centres, sample_offsets  # noqa: E402
 
 
 def _ops():
@@ -271,14 +276,14 @@ def _kish_neff(lse: torch.Tensor, lse2: torch.Tensor) -> torch.Tensor:
     return torch.where(finite, torch.exp(2 * lse - torch.where(finite, lse2, 0)), torch.zeros_like(lse))
 
 
-def _logsumexp_and_neff(q, support, log_weights, kernel, bandwidth):
+def _logsumexp_and_neff(q, support, log_weights, kernel, bandwidth, **metric):
     """(lse, n_eff) per query from one fused kernel_logsumexp_sq pass.
 
     When ``q`` requires grad, ``lse`` comes from the differentiable kernel_logsumexp and n_eff
     from a second, gradient-free pass.
     """
     ops = _ops()
-    kw = dict(kernel=kernel, bandwidth=bandwidth, exclude_self=False)
+    kw = dict(kernel=kernel, bandwidth=bandwidth, exclude_self=False, **metric)
     if torch.is_grad_enabled() and q.requires_grad:
         lse = ops.kernel_logsumexp(q, support, log_weights, **kw)
         with torch.no_grad():
@@ -302,56 +307,6 @@ def _warn_few_points(n_eff: torch.Tensor, threshold, where: str) -> None:
             FewPointsWarning,
             stacklevel=3,
         )
-
-
-def _unit_directions(rng, n: int, d: int) -> np.ndarray:
-    """n directions uniform on the unit sphere in R^d (normalised Gaussians)."""
-    while True:
-        g = rng.standard_normal((n, d))
-        norm = np.sqrt((g * g).sum(axis=1, keepdims=True))
-        if np.all(norm > 0):
-            return g / norm
-
-
-def _gamma_mixture(rng, n: int, shapes, mix, scale: float) -> np.ndarray:
-    """n draws of a mixture of Gamma(shapes[j], scale) with probabilities proportional to mix."""
-    mix = np.asarray(mix, dtype=np.float64)
-    comp = rng.choice(len(shapes), size=n, p=mix / mix.sum())
-    return rng.gamma(np.asarray(shapes, dtype=np.float64)[comp], scale)
-
-
-def _sample_radii(kernel: str, d: int, n: int, rng) -> np.ndarray:
-    """n radii of the kernel's radial law, density proportional to r^(d-1) k(r)."""
-    if kernel == "tophat":
-        return rng.uniform(size=n) ** (1.0 / d)
-    if kernel == "epanechnikov":  # s = r^2 has density ~ s^(d/2 - 1) (1 - s): Beta(d/2, 2)
-        return np.sqrt(rng.beta(0.5 * d, 2.0, size=n))
-    if kernel == "linear":  # r^(d-1) (1 - r): Beta(d, 2)
-        return rng.beta(float(d), 2.0, size=n)
-    if kernel == "laplacian":  # r^(d-1) e^(-r): Gamma(d, 1)
-        return rng.gamma(float(d), 1.0, size=n)
-    if kernel == "matern32":  # r^(d-1) (1 + c r) e^(-c r): Gamma(d) and Gamma(d+1) in ratio 1 : d
-        return _gamma_mixture(rng, n, [d, d + 1], [1.0, d], 1.0 / math.sqrt(3.0))
-    if kernel == "matern52":  # weights Gamma(d) : d : d (d+1) / 3 for shapes d, d+1, d+2
-        return _gamma_mixture(rng, n, [d, d + 1, d + 2], [1.0, d, d * (d + 1) / 3.0], 1.0 / math.sqrt(5.0))
-    if kernel == "cauchy":  # only d = 1 is a density: |standard Cauchy|
-        return np.abs(rng.standard_cauchy(size=n))
-    if kernel == "cosine":
-        # Rejection from Beta(d, 2) ~ r^(d-1) (1 - r): with t = 1 - r the ratio
-        # cos(pi r / 2) / (1 - r) = sin(pi t / 2) / t lies in [1, pi/2]; accept w.p. ratio / (pi/2).
-        out = np.empty(n)
-        filled = 0
-        while filled < n:
-            need = n - filled
-            r = rng.beta(float(d), 2.0, size=int(need * 1.6) + 16)
-            t = 1.0 - r
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ratio = np.where(t > 0, np.sin(0.5 * math.pi * t) / (0.5 * math.pi * t), 1.0)
-            acc = r[rng.uniform(size=r.shape[0]) < ratio][:need]
-            out[filled:filled + acc.shape[0]] = acc
-            filled += acc.shape[0]
-        return out
-    raise NotImplementedError(f"sample: no sampler for kernel {kernel!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,11 +341,47 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
             return f"{type(self).__name__}({args})"
 
 
+def _sklearn_validation():
+    """scikit-learn's validate_data / _parameter_constraints machinery, or None without scikit-learn."""
+    try:
+        from sklearn.utils._param_validation import Interval, StrOptions
+        from sklearn.utils.validation import validate_data
+    except ImportError:  # pragma: no cover - without scikit-learn (or a version before 1.6)
+        return None
+    return validate_data, Interval, StrOptions
+
+
+def _parameter_constraints():
+    """scikit-learn-style constraints of :class:`KernelDensity`'s parameters (when sklearn is installed)."""
+    v = _sklearn_validation()
+    if v is None:  # pragma: no cover
+        return {}
+    _, Interval, StrOptions = v
+    from sklearn.neighbors import BallTree
+
+    return {
+        "bandwidth": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"scott", "silverman"})],
+        "algorithm": [StrOptions({"auto", "kd_tree", "ball_tree"})],
+        "kernel": [StrOptions(set(KERNELS) | set(KERNEL_ALIASES))],
+        "metric": [StrOptions(set(BallTree.valid_metrics))],
+        "atol": [Interval(numbers.Real, 0, None, closed="left")],
+        "rtol": [Interval(numbers.Real, 0, None, closed="left")],
+        "breadth_first": ["boolean"],
+        "leaf_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "metric_params": [None, dict],
+        "dtype": "no_validation",
+        "device": "no_validation",
+        "min_neff": [None, Interval(numbers.Real, 0, None, closed="left")],
+    }
+
+
 class KernelDensity(_Base):
     """Kernel density estimator, a drop-in for ``sklearn.neighbors.KernelDensity``.
 
     Densities are computed exactly by fused brute-force kernel sums (no tree, no tolerance),
-    on the device of the fitted data, in float64 for numpy input.
+    on the device of the fitted data, in float64 for numpy input. scikit-learn's own test module
+    (``sklearn/neighbors/tests/test_kde.py``) and ``check_estimator`` pass against this class
+    (tests/test_peer_suites.py, tests/test_kde_sklearn.py).
 
     Parameters
     ----------
@@ -399,10 +390,28 @@ class KernelDensity(_Base):
         columns in the fitted ``X``, "scott" is ``n ** (-1 / (d + 4))`` and "silverman" is
         ``(n * (d + 2) / 4) ** (-1 / (d + 4))``; like scikit-learn they use the row count (not
         the weights) and do not rescale by the data's spread, so they assume standardised data.
+    algorithm : {"auto", "kd_tree", "ball_tree"}, default="auto"
+        Accepted for scikit-learn compatibility; the sums are exact brute force whatever the
+        value. As scikit-learn, "kd_tree" rejects the metrics a KD tree cannot use (haversine).
     kernel : str, default="gaussian"
         One of "gaussian", "tophat", "epanechnikov", "laplacian" (alias "exponential"), "linear",
         "cosine", "matern32", "matern52" or "cauchy" (d = 1 only). "inverse_multiquadric" is
         rejected: it is not integrable, so it defines no density.
+    metric : str, default="euclidean"
+        "euclidean" ("l2"), "manhattan" ("cityblock", "l1"), "chebyshev" ("infinity"),
+        "minkowski" ("p"; order from ``metric_params={"p": p}``, default 2) or "haversine"
+        (2 features: latitude, longitude in radians), fused into the kernel sums. As
+        scikit-learn, non-Euclidean densities use the Euclidean normaliser, so they do not
+        integrate to 1 (:class:`UnnormalisedDensityWarning`; the integral is
+        ``density_integral_``). scikit-learn's other BallTree metrics raise ValueError.
+    atol, rtol : float, default=0
+        Accepted (validated as scikit-learn's) and ignored: every sum is exact.
+    breadth_first : bool, default=True
+        Accepted and ignored (no tree).
+    leaf_size : int, default=40
+        Accepted and ignored (no tree).
+    metric_params : dict, default=None
+        ``{"p": p}`` for "minkowski"; no other keys.
     dtype : torch dtype, numpy dtype or str, optional
         Compute dtype. Default: float64 for numpy input (as scikit-learn), the tensor's own
         floating dtype for torch input. float32 is allowed (faster, ~1e-6 relative).
@@ -421,9 +430,18 @@ class KernelDensity(_Base):
         The bandwidth used (the rule's value for "scott" / "silverman").
     kernel_ : str
         Canonical kernel name ("exponential" -> "laplacian").
+    metric_ : str
+        The op metric ("euclidean", "manhattan", "chebyshev", "minkowski", "haversine").
+    p_ : float
+        Order of the minkowski metric (2 otherwise).
     n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame with string column names (as scikit-learn).
     log_normaliser_ : float
         ``log(sum of weights) + log Z_d + d log h``, subtracted from the kernel log-sum.
+    density_integral_ : float
+        The integral of the returned density over ``R^d``: 1 for the Euclidean metric; the ratio
+        of the metric's unit-ball volume to the Euclidean one otherwise (NaN for haversine).
     n_eff_ : ndarray or torch.Tensor of shape (n_queries,)
         After :meth:`score_samples`: per query, the effective number of data points contributing
         to the density, ``(sum_i a_i)^2 / sum_i a_i^2`` with ``a_i = w_i k(|x - y_i| / h)``
@@ -431,14 +449,58 @@ class KernelDensity(_Base):
         density. In high dimension it collapses to ~1 (see :class:`FewPointsWarning`).
     """
 
-    def __init__(self, *, bandwidth=1.0, kernel="gaussian", dtype=None, device=None, min_neff=2.0):
+    _parameter_constraints = _parameter_constraints()
+
+    def __init__(self, *, bandwidth=1.0, algorithm="auto", kernel="gaussian", metric="euclidean", atol=0,
+                 rtol=0, breadth_first=True, leaf_size=40, metric_params=None, dtype=None, device=None,
+                 min_neff=2.0):
         self.bandwidth = bandwidth
+        self.algorithm = algorithm
         self.kernel = kernel
+        self.metric = metric
+        self.atol = atol
+        self.rtol = rtol
+        self.breadth_first = breadth_first
+        self.leaf_size = leaf_size
+        self.metric_params = metric_params
         self.dtype = dtype
         self.device = device
         self.min_neff = min_neff
 
     # ---------------------------------------------------------------------------------------
+    def _validate_hyperparameters(self):
+        """Parameter validation as scikit-learn's (its InvalidParameterError when installed)."""
+        if self._parameter_constraints and hasattr(self, "_validate_params"):
+            self._validate_params()
+        kernel = _check_kernel(self.kernel)
+        bandwidth = _check_bandwidth(self.bandwidth)
+        metric, p = resolve_metric(self.metric, self.metric_params, self.algorithm)
+        return kernel, bandwidth, metric, p
+
+    def _as_tensor(self, X, name, dtype, reset):
+        """(tensor on the fit device, is_torch). numpy / array-like input goes through scikit-learn's
+        ``validate_data`` when installed (its messages for complex, sparse, empty, object arrays;
+        ``n_features_in_`` / ``feature_names_in_``); torch tensors are validated here."""
+        if isinstance(X, torch.Tensor):
+            if X.is_complex():
+                raise ValueError(f"{name}: complex data is not supported, got dtype {X.dtype}")
+            t, _ = _to_tensor(X, name, dtype=dtype, device=self.device if reset else self.data_.device)
+            if reset:
+                self.n_features_in_ = int(t.shape[1]) if t.dim() == 2 else 0
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            return t, True
+        v = _sklearn_validation()
+        if v is not None:
+            arr = v[0](self, X, dtype=np.float64, order="C", reset=reset)
+            t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        else:  # pragma: no cover - without scikit-learn
+            t, _ = _to_tensor(X, name)
+            if reset:
+                self.n_features_in_ = int(t.shape[1])
+        device = self.device if reset else self.data_.device
+        return t.to(device=device if device is not None else t.device, dtype=dtype), False
+
     def fit(self, X, y=None, sample_weight=None):
         """Fit the estimator on ``X`` of shape (n_samples, n_features).
 
@@ -453,16 +515,19 @@ class KernelDensity(_Base):
         -------
         self
         """
-        kernel = _check_kernel(self.kernel)
-        bandwidth = _check_bandwidth(self.bandwidth)
+        kernel, bandwidth, metric, p = self._validate_hyperparameters()
         default = X.dtype if isinstance(X, torch.Tensor) and X.dtype.is_floating_point else torch.float64
         dtype = _resolve_dtype(self.dtype, default)
-        data, is_torch = _to_tensor(X, "X", dtype=dtype, device=self.device)
+        data, is_torch = self._as_tensor(X, "X", dtype, reset=True)
+        if data.dim() != 2:
+            raise ValueError(f"X: expected a 2-D array, got shape {tuple(data.shape)}")
         n, d = data.shape
         if n == 0 or d == 0:
             raise ValueError(f"X: expected at least one sample and one feature, got shape {(n, d)}")
         if not bool(torch.isfinite(data).all()):
             raise ValueError("X: contains NaN or infinity")
+        if metric == "haversine" and d != 2:
+            raise ValueError(f"metric: 'haversine' needs 2 features (latitude, longitude in radians), X has {d}")
         data = data.detach()
 
         if sample_weight is not None:
@@ -489,14 +554,19 @@ class KernelDensity(_Base):
 
         # Raises ValueError for the kernels that are not integrable in d dimensions.
         log_norm = math.log(total) + log_kernel_normaliser(kernel, d) + d * math.log(h)
+        log_integral = log_ball_volume(metric, p, d) - log_ball_volume("euclidean", 2.0, d)
+        if metric != "euclidean":
+            warn_unnormalised(metric, log_integral, f"{type(self).__name__}.fit")
 
         self._torch_io = is_torch
         self.kernel_ = kernel
+        self.metric_, self.p_ = metric, p
         self.bandwidth_ = float(h)
         self.data_ = data
         self.sample_weight_ = None if w is None else w.to(dtype)
-        self.n_features_in_ = d
+        self._sample_weight64 = None if w is None else w.cpu().numpy()
         self.log_normaliser_ = log_norm
+        self.density_integral_ = math.exp(log_integral)
         # Points with zero weight never contribute: drop them from the sums once here.
         if w is None:
             self._support, self._log_weights = data, None
@@ -517,11 +587,13 @@ class KernelDensity(_Base):
         """(queries on the fit device in the fit dtype, is_torch, original device)."""
         is_torch = isinstance(X, torch.Tensor)
         orig_device = X.device if is_torch else None
-        q, _ = _to_tensor(X, "X", dtype=self.data_.dtype, device=self.data_.device)
+        q, _ = self._as_tensor(X, "X", self.data_.dtype, reset=False)
+        if q.dim() != 2:
+            raise ValueError(f"X: expected a 2-D array, got shape {tuple(q.shape)}")
         if q.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"X: has {q.shape[1]} features, but {type(self).__name__} was fitted with "
-                f"{self.n_features_in_} features"
+                f"X: has {q.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
             )
         return q, is_torch, orig_device
 
@@ -546,14 +618,16 @@ class KernelDensity(_Base):
         """
         self._check_fitted()
         q, is_torch, orig_device = self._queries(X)
-        lse, n_eff = _logsumexp_and_neff(q, self._support, self._log_weights, self.kernel_, self.bandwidth_)
+        metric = getattr(self, "metric_", "euclidean")
+        extra = {} if metric == "euclidean" else dict(metric=metric, p=self.p_)
+        lse, n_eff = _logsumexp_and_neff(q, self._support, self._log_weights, self.kernel_, self.bandwidth_, **extra)
         log_density = lse - self.log_normaliser_
         _warn_few_points(n_eff, self.min_neff, f"{type(self).__name__}.score_samples")
         if is_torch:
             self.n_eff_ = n_eff.to(orig_device)
             return log_density.to(orig_device)
         self.n_eff_ = n_eff.cpu().numpy()
-        return log_density.detach().cpu().numpy()
+        return log_density.detach().cpu().numpy().astype(np.float64, copy=False)
 
     def score(self, X, y=None):
         """Total log-likelihood of ``X`` under the model (float; a 0-d tensor for torch input)."""
@@ -564,14 +638,18 @@ class KernelDensity(_Base):
 
     # ---------------------------------------------------------------------------------------
     def sample(self, n_samples=1, random_state=None):
-        """Draw ``n_samples`` points from the fitted density.
+        """Draw ``n_samples`` points from the fitted density, for every kernel.
 
-        A centre is chosen with probability proportional to its sample weight, then displaced
-        by ``h * r * u``: ``u`` uniform on the unit sphere and ``r`` from the kernel's radial law
-        (density proportional to ``r^(d-1) k(r)``): Gaussian directly; tophat ``U^(1/d)``;
-        epanechnikov ``sqrt(Beta(d/2, 2))``; linear ``Beta(d, 2)``; laplacian ``Gamma(d, 1)``;
-        matern32/52 mixtures of Gammas; cosine by exact rejection from ``Beta(d, 2)``
-        (acceptance >= 2/pi); cauchy (d = 1) standard Cauchy.
+        Centres are drawn as scikit-learn draws them (one uniform per sample, searched in the
+        cumulative weights), so the same ``random_state`` gives scikit-learn's centres; constant
+        weights give the same draws as no weights and integer weights the same as repeated
+        rows. Each centre is displaced by ``h`` times a draw of the kernel's law: Gaussian
+        directly (the same numbers as scikit-learn's); tophat a normal vector rescaled to a
+        uniform radius; the others a uniform direction times a radius ``r`` of density
+        proportional to ``r^(d-1) k(r)``: epanechnikov ``sqrt(Beta(d/2, 2))``; linear
+        ``Beta(d, 2)``; laplacian ``Gamma(d, 1)``; matern32/52 mixtures of Gammas; cosine by exact
+        rejection from ``Beta(d, 2)`` (acceptance >= 2/pi); cauchy (d = 1) standard Cauchy.
+        The metric is not used (the draws follow the Euclidean-normalised kernel).
 
         Parameters
         ----------
@@ -592,17 +670,10 @@ class KernelDensity(_Base):
         rng = _check_random_state(random_state)
         n, d = self.data_.shape
         n_samples = int(n_samples)
-        if self.sample_weight_ is None:
-            idx = rng.randint(n, size=n_samples) if hasattr(rng, "randint") else rng.integers(n, size=n_samples)
-        else:
-            p = self.sample_weight_.double().cpu().numpy()
-            idx = rng.choice(n, size=n_samples, p=p / p.sum())
-        if self.kernel_ == "gaussian":
-            offsets = rng.standard_normal((n_samples, d))
-        else:
-            offsets = _unit_directions(rng, n_samples, d) * _sample_radii(self.kernel_, d, n_samples, rng)[:, None]
+        idx = choose_centres(rng, n_samples, n, getattr(self, "_sample_weight64", None))
+        offsets = sample_offsets(self.kernel_, rng, n_samples, d)
         offsets = torch.from_numpy(offsets * self.bandwidth_).to(device=self.data_.device, dtype=self.data_.dtype)
-        out = self.data_[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.data_.device)] + offsets
+        out = self.data_[torch.from_numpy(idx).to(self.data_.device)] + offsets
         return out if self._fit_is_torch() else out.cpu().numpy()
 
     def _fit_is_torch(self) -> bool:
