@@ -335,10 +335,12 @@ def test_random_features_bad_inputs():
 # ------------------------------------------------------------------ SNNK, FAVOR+, private KDE
 def test_snnk_tied_softmax_is_unbiased():
     layer = kf.nn.SNNKLinear(6, 3, activation="softmax", n_features=20000, seed=0, dtype=torch.float64)
-    x = torch.randn(4, 6, dtype=torch.float64) * 0.4
+    # seeded input: a Monte-Carlo estimate with an unseeded input fails now and then (8.6% seen)
+    x = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.4
     with torch.no_grad():
         exact = torch.exp(x @ layer.weight.T + layer.bias)
-        torch.testing.assert_close(layer(x), exact, rtol=0.05, atol=0.0)
+        rel = (layer(x) - exact).abs() / exact
+        assert rel.max() < 0.05 and rel.mean() < 0.02, rel
     layer(x).sum().backward()
     assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
 

@@ -82,7 +82,9 @@ class RandomFeatures(nn.Module):
 
     As a module: ``forward(x)`` maps (..., d) tensors (differentiable in x). As a transformer:
     ``fit(X)`` / ``transform(X)`` / ``fit_transform(X)`` on arrays or tensors (numpy in, numpy
-    out), ``get_params`` / ``set_params``. ``redraw()`` draws new frequencies.
+    out), ``get_params`` / ``set_params``. ``redraw()`` draws new frequencies. (For scikit-learn
+    estimators -- clone, pipelines, check_estimator -- see :class:`kernelfuse.features.RBFSampler`
+    and :class:`kernelfuse.features.RandomFeaturesTransformer`.)
     """
 
     def __init__(self, in_features: Optional[int] = None, n_features: int = 100, *, kernel: str = "gaussian",
@@ -118,8 +120,9 @@ class RandomFeatures(nn.Module):
     @classmethod
     def rbf_sampler(cls, gamma: float = 1.0, n_components: int = 100, random_state: Optional[int] = None,
                     **kw) -> "RandomFeatures":
-        """The equivalent of ``sklearn.kernel_approximation.RBFSampler(gamma, n_components,
-        random_state)``: Gaussian kernel, cos(w.x + b) features, lengthscale 1/sqrt(2 gamma)."""
+        """The module equivalent of ``sklearn.kernel_approximation.RBFSampler(gamma, n_components,
+        random_state)``: Gaussian kernel, cos(w.x + b) features, lengthscale 1/sqrt(2 gamma) (torch
+        draws). Not a scikit-learn estimator: :class:`kernelfuse.features.RBFSampler` is the drop-in."""
         return cls(None, n_components, kernel="gaussian", method="rff", lengthscale=1.0 / math.sqrt(2.0 * gamma),
                    seed=random_state, **kw)
 
@@ -168,10 +171,7 @@ class RandomFeatures(nn.Module):
 
     @property
     def kind(self) -> str:
-        k = self._params["kernel"]
-        if k in ("gaussian", "laplacian", "cauchy"):
-            return "cos_sin" if self._params["pairs"] else "cos"
-        return {"arccos0": "step", "arccos1": "relu", "softmax": "positive"}[k]
+        return _kind(self._params["kernel"], self._params["pairs"])
 
     @property
     def n_freq(self) -> int:
@@ -194,36 +194,11 @@ class RandomFeatures(nn.Module):
             g.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         self._draws += 1
         dev = next((t.device for t in (self.W, self.signs) if t is not None), torch.device("cpu"))
-        f64 = torch.float64
         self.W = self.signs = self.perm = self.b = None
-        kern, method = p["kernel"], p["method"]
-        if method in ("rff", "orf"):
-            if kern == "laplacian":  # product of 1-d Laplace kernels: Cauchy frequencies
-                W = torch.tan(math.pi * (torch.rand(d, m, generator=g, dtype=f64) - 0.5))
-            elif kern == "cauchy":  # product of 1-d Cauchy kernels: Laplace frequencies
-                u = torch.rand(d, m, generator=g, dtype=f64) - 0.5
-                W = -torch.sign(u) * torch.log1p(-2 * u.abs())
-            elif method == "rff":
-                W = torch.randn(d, m, generator=g, dtype=f64)
-            else:
-                W = _orthogonal_gaussian(d, m, g)
-            self.W = (W / ls).to(dt).to(dev)
-        else:
-            P = 1 << max(0, (d - 1).bit_length())
-            nb = -(-m // P)
-            if method == "sorf":
-                signs = torch.randint(0, 2, (nb, 3, P), generator=g).to(f64) * 2 - 1
-                signs[:, 2] /= ls
-            else:
-                B = torch.randint(0, 2, (nb, P), generator=g).to(f64) * 2 - 1
-                G = torch.randn(nb, P, generator=g, dtype=f64)
-                S = _chi(P, (nb, P), g)
-                S = S / G.norm(dim=1, keepdim=True)
-                signs = torch.stack((B / ls, G, S), dim=1)
-                self.perm = torch.stack([torch.randperm(P, generator=g) for _ in range(nb)]).to(dev)
-            self.signs = signs.to(dt).to(dev)
-        if self.kind == "cos":
-            self.b = (2 * math.pi * torch.rand(m, generator=g, dtype=f64)).to(dt).to(dev)
+        drawn = _draw(d, m, p["kernel"], p["method"], ls, self.kind, g)
+        for name, t in drawn.items():
+            if t is not None:
+                setattr(self, name, (t if name == "perm" else t.to(dt)).to(dev))
 
     # ---------------------------------------------------------------- the map
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -236,22 +211,8 @@ class RandomFeatures(nn.Module):
                              f"(in_features), got shape {tuple(x.shape)}")
         ref = self.W if self.W is not None else self.signs
         x = x.to(dtype=ref.dtype, device=ref.device)
-        kind = self.kind
-        if kind == "positive":
-            # |x|^2/2 is taken on the op's input, so the 1/l folded into the parameters moves to x;
-            # stabilize="none": phi(x).phi(y) estimates exp(x.y / l^2) itself.
-            ls = float(p["lengthscale"])
-            x = x / ls
-            if self.W is not None:
-                return random_features(x, self.W * ls, None, kind=kind, stabilize="none")
-            signs = self.signs.clone()
-            signs[:, 2 if p["method"] == "sorf" else 0] *= ls
-            return structured_features(x, signs, kind=kind, block=p["method"], perm=self.perm,
-                                       n_features=self.n_freq, stabilize="none")
-        if self.W is not None:
-            return random_features(x, self.W, self.b, kind=kind)
-        return structured_features(x, self.signs, kind=kind, block=p["method"], perm=self.perm, b=self.b,
-                                   n_features=self.n_freq)
+        return _feature_map(x, self.kind, p["method"], float(p["lengthscale"]), self.n_freq,
+                            W=self.W, b=self.b, signs=self.signs, perm=self.perm)
 
     def extra_repr(self) -> str:
         p = self._params
@@ -275,3 +236,64 @@ def _orthogonal_gaussian(d: int, m: int, g: torch.Generator) -> torch.Tensor:
     Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[:, None, :]
     Q = Q * torch.randn(nb, d, d, generator=g, dtype=torch.float64).norm(dim=1)[:, None, :]
     return Q.permute(1, 0, 2).reshape(d, nb * d)[:, :m]
+
+
+def _kind(kernel: str, pairs: bool) -> str:
+    """The fused op's ``kind`` for a kernel of :data:`KERNELS`."""
+    if kernel in ("gaussian", "laplacian", "cauchy"):
+        return "cos_sin" if pairs else "cos"
+    return {"arccos0": "step", "arccos1": "relu", "softmax": "positive"}[kernel]
+
+
+def _draw(d: int, m: int, kernel: str, method: str, ls: float, kind: str, g: torch.Generator) -> dict:
+    """The random parameters of a feature map with m frequencies on d inputs, drawn from g in
+    float64 (perm int64), the 1/lengthscale folded in: {"W", "b", "signs", "perm"} (None where the
+    method has none). Shared by :class:`RandomFeatures` and the scikit-learn transformers."""
+    f64 = torch.float64
+    W = signs = perm = b = None
+    if method in ("rff", "orf"):
+        if kernel == "laplacian":  # product of 1-d Laplace kernels: Cauchy frequencies
+            W = torch.tan(math.pi * (torch.rand(d, m, generator=g, dtype=f64) - 0.5))
+        elif kernel == "cauchy":  # product of 1-d Cauchy kernels: Laplace frequencies
+            u = torch.rand(d, m, generator=g, dtype=f64) - 0.5
+            W = -torch.sign(u) * torch.log1p(-2 * u.abs())
+        elif method == "rff":
+            W = torch.randn(d, m, generator=g, dtype=f64)
+        else:
+            W = _orthogonal_gaussian(d, m, g)
+        W = W / ls
+    else:
+        P = 1 << max(0, (d - 1).bit_length())
+        nb = -(-m // P)
+        if method == "sorf":
+            signs = torch.randint(0, 2, (nb, 3, P), generator=g).to(f64) * 2 - 1
+            signs[:, 2] /= ls
+        else:
+            B = torch.randint(0, 2, (nb, P), generator=g).to(f64) * 2 - 1
+            G = torch.randn(nb, P, generator=g, dtype=f64)
+            S = _chi(P, (nb, P), g)
+            S = S / G.norm(dim=1, keepdim=True)
+            signs = torch.stack((B / ls, G, S), dim=1)
+            perm = torch.stack([torch.randperm(P, generator=g) for _ in range(nb)])
+    if kind == "cos":
+        b = 2 * math.pi * torch.rand(m, generator=g, dtype=f64)
+    return {"W": W, "b": b, "signs": signs, "perm": perm}
+
+
+def _feature_map(x: torch.Tensor, kind: str, method: str, ls: float, n_freq: int, *, W=None, b=None, signs=None,
+                 perm=None, scale=None) -> torch.Tensor:
+    """phi(x) from the parameters of :func:`_draw` (x already in their dtype and on their device);
+    scale None: the op's default (unbiased for n_freq frequencies)."""
+    if kind == "positive":
+        # |x|^2/2 is taken on the op's input, so the 1/l folded into the parameters moves to x;
+        # stabilize="none": phi(x).phi(y) estimates exp(x.y / l^2) itself.
+        x = x / ls
+        if W is not None:
+            return random_features(x, W * ls, None, kind=kind, scale=scale, stabilize="none")
+        signs = signs.clone()
+        signs[:, 2 if method == "sorf" else 0] *= ls
+        return structured_features(x, signs, kind=kind, block=method, scale=scale, perm=perm, n_features=n_freq,
+                                   stabilize="none")
+    if W is not None:
+        return random_features(x, W, b, kind=kind, scale=scale)
+    return structured_features(x, signs, kind=kind, block=method, scale=scale, perm=perm, b=b, n_features=n_freq)
