@@ -294,9 +294,10 @@ def _logsumexp_and_neff(q, support, log_weights, kernel, bandwidth, **metric):
     return lse, _kish_neff(lse_d.detach(), lse2.detach())
 
 
-def _warn_few_points(n_eff: torch.Tensor, threshold, where: str) -> None:
+def _warn_few_points(n_eff: torch.Tensor, threshold, where: str) -> bool:
+    """Warn (FewPointsWarning) when the median n_eff is below threshold; True when it warned."""
     if threshold is None or threshold <= 0 or n_eff.numel() == 0:
-        return
+        return False
     med = float(n_eff.detach().double().median())
     if med < threshold:
         warnings.warn(
@@ -307,6 +308,8 @@ def _warn_few_points(n_eff: torch.Tensor, threshold, where: str) -> None:
             FewPointsWarning,
             stacklevel=3,
         )
+        return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,6 +569,7 @@ class KernelDensity(_Base):
         self.sample_weight_ = None if w is None else w.to(dtype)
         self._sample_weight64 = None if w is None else w.cpu().numpy()
         self.log_normaliser_ = log_norm
+        self._warned_few_points = False
         self.density_integral_ = math.exp(log_integral)
         # Points with zero weight never contribute: drop them from the sums once here.
         if w is None:
@@ -622,7 +626,8 @@ class KernelDensity(_Base):
         extra = {} if metric == "euclidean" else dict(metric=metric, p=self.p_)
         lse, n_eff = _logsumexp_and_neff(q, self._support, self._log_weights, self.kernel_, self.bandwidth_, **extra)
         log_density = lse - self.log_normaliser_
-        _warn_few_points(n_eff, self.min_neff, f"{type(self).__name__}.score_samples")
+        if not getattr(self, "_warned_few_points", False):  # at most once per fit (quiet in CV loops)
+            self._warned_few_points = _warn_few_points(n_eff, self.min_neff, f"{type(self).__name__}.score_samples")
         if is_torch:
             self.n_eff_ = n_eff.to(orig_device)
             return log_density.to(orig_device)
