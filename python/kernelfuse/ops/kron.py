@@ -150,7 +150,7 @@ def _matmul_backward(ctx, grad):
     need_f = any(ctx.needs_input_grad[0])
     need_x = ctx.needs_input_grad[1]
     dx, dfs = _ops.kron_matmul_bwd(grad, factors, x, ctx.transpose, need_x, need_f)
-    dfl = [d if n else None for d, n in zip(dfs, ctx.needs_input_grad[0])] if need_f else None
+    dfl = [d if n else None for d, n in zip(dfs, ctx.needs_input_grad[0])] if need_f else [None] * ctx.D
     return dfl, (dx if need_x else None), None
 
 
@@ -184,7 +184,7 @@ def _mll_backward(ctx, g_nll, g_alpha, g_eig, g_rot):
     nf = ctx.needs_input_grad[0]
     need_f, need_y, need_n = any(nf), ctx.needs_input_grad[1], ctx.needs_input_grad[2]
     dy, dn, dfs = _ops.kron_gp_mll_bwd(g_nll, g_alpha, factors, noise, eig, alpha_rot, need_y, need_n, need_f)
-    dfl = [d if n else None for d, n in zip(dfs, nf)] if need_f else None
+    dfl = [d if n else None for d, n in zip(dfs, nf)] if need_f else [None] * len(factors)
     return dfl, (dy if need_y else None), (dn.reshape(ctx.noise_shape) if need_n else None)
 
 
