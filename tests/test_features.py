@@ -381,6 +381,70 @@ def test_favor_attention_vs_exact_softmax_and_reference(causal):
     assert torch.isfinite(qr.grad).all()
 
 
+def _performer_favor(q, k, v, omega, causal):
+    """Performer's FAVOR+ (positive features), transcribed: x' = x d^(-1/4), phi(x) =
+    exp(w.x' - |x'|^2/2 - stab) / sqrt(m); queries stabilised by their own max over the features,
+    keys by the max over features and sequence of their (batch, head); non-causal
+    phi(q) (phi(k)^T v) / (phi(q) . sum_j phi(k_j)), causal with prefix sums; no eps."""
+    d, m = q.shape[-1], omega.shape[1]
+    xq, xk = q * d ** -0.25, k * d ** -0.25
+    wq, wk = xq @ omega, xk @ omega
+    pq = torch.exp(wq - (xq ** 2).sum(-1, keepdim=True) / 2 - wq.amax(-1, keepdim=True)) / math.sqrt(m)
+    pk = torch.exp(wk - (xk ** 2).sum(-1, keepdim=True) / 2 - wk.amax((-1, -2), keepdim=True)) / math.sqrt(m)
+    if not causal:
+        return (pq @ (pk.transpose(-1, -2) @ v)) / (pq @ pk.sum(-2)[..., None])
+    kv = torch.cumsum(pk[..., :, :, None] * v[..., :, None, :], dim=-3)      # (..., L, m, e)
+    num = torch.einsum("...lm,...lme->...le", pq, kv)
+    den = torch.einsum("...lm,...lm->...l", pq, torch.cumsum(pk, dim=-2))
+    return num / den[..., None]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_favor_attention_matches_performer_formula(causal):
+    g = torch.Generator().manual_seed(3)
+    d = 32
+    q, k, v = (torch.randn(2, 3, 45, d, generator=g, dtype=torch.float64) for _ in range(3))
+    att = kf.nn.FavorAttention(d, n_features=64, causal=causal, seed=1, chunk_size=16, eps=0.0,
+                               dtype=torch.float64).eval()
+    exp = _performer_favor(q, k, v, att.omega, causal)
+    torch.testing.assert_close(att(q, k, v), exp, rtol=1e-9, atol=1e-11)
+    att.eps = 1e-6  # the default, relative: moves the output by ~1e-5 (the absolute 1e-6: by 46-100%)
+    rel = ((att(q, k, v) - exp).norm() / exp.norm()).item()
+    assert rel < 1e-3, rel
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_favor_attention_rows_independent_of_the_batch(causal):
+    """A (batch, head) slice's output does not depend on the other slices (stabilisers per slice)."""
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(3, 2, 40, 32, generator=g) for _ in range(3))
+    att = kf.nn.FavorAttention(32, n_features=128, causal=causal, seed=0, chunk_size=16).eval()
+    out = att(q, k, v)
+    q2, k2, v2 = q.clone(), k.clone(), v.clone()
+    q2[1:] *= 1.5
+    k2[1:] *= 1.5
+    k2[0, 1] *= 2.0  # another head of row 0
+    v2[1:] *= 1.5
+    out2 = att(q2, k2, v2)
+    torch.testing.assert_close(out2[0, 0], out[0, 0], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(att(q[:1, :1], k[:1, :1], v[:1, :1])[0, 0], out[0, 0], rtol=1e-6, atol=1e-7)
+
+
+def test_favor_attention_eps_is_relative():
+    """Scaling the features (what the stabilisers do) leaves the eps > 0 output unchanged."""
+    from kernelfuse.nn.features import favor_attention
+    g = torch.Generator().manual_seed(5)
+    qf, kf_ = (torch.rand(2, 30, 16, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(2, 30, 4, generator=g, dtype=torch.float64)
+    for causal in (False, True):
+        base = favor_attention(qf, kf_, v, causal=causal, chunk_size=7, eps=1e-3)
+        for sq, sk in ((1e-8, 1.0), (1.0, 1e-9), (1e5, 1e-7)):
+            torch.testing.assert_close(favor_attention(qf * sq, kf_ * sk, v, causal=causal, chunk_size=7, eps=1e-3),
+                                       base, rtol=1e-10, atol=1e-12)
+        # all features zero: 0, not NaN
+        assert torch.equal(favor_attention(qf * 0, kf_, v, causal=causal, eps=0.0), torch.zeros_like(base))
+
+
 def test_favor_redraw_interval():
     att = kf.nn.FavorAttention(4, n_features=16, redraw_interval=2, seed=0).train()
     x = torch.randn(1, 5, 4)

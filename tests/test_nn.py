@@ -77,16 +77,72 @@ def test_smooth_hand_computed():
 
 
 def test_longconv_regularised_kernel_order():
-    m = LongConv(1, 5, squash_lambda=1.0, smooth_window=3)
+    m = LongConv(1, 5, squash_lambda=1.0, smooth_window=3, reg_order="squash_smooth")
     with torch.no_grad():
         m.kernel.copy_(torch.tensor([[4.0, 1.0, 7.0, -4.0, 10.0]]))
     # squash: [3, 0, 6, -3, 9]; smooth(3): [1, 3, 1, 4, 2]
     torch.testing.assert_close(m.regularised_kernel(), torch.tensor([[1.0, 3.0, 1.0, 4.0, 2.0]]))
+    # default, safari's order: smooth(3): [5/3, 4, 4/3, 13/3, 2]; squash(1): [2/3, 3, 1/3, 10/3, 1]
+    ms = LongConv(1, 5, squash_lambda=1.0, smooth_window=3)
+    with torch.no_grad():
+        ms.kernel.copy_(m.kernel)
+    torch.testing.assert_close(ms.regularised_kernel(), torch.tensor([[2 / 3, 3.0, 1 / 3, 10 / 3, 1.0]]))
     mb = LongConv(1, 3, bidirectional=True, squash_lambda=0.0, smooth_window=3)
     with torch.no_grad():
         mb.kernel.copy_(torch.tensor([[3.0, 0.0, 3.0, 6.0, 0.0, 0.0]]))
     # halves smoothed separately: [1, 2, 1] and [2, 2, 0]
     torch.testing.assert_close(mb.regularised_kernel(), torch.tensor([[1.0, 2.0, 1.0, 2.0, 2.0, 0.0]]))
+
+
+def _safari_long_conv_kernel(k, lam, window, drop=None):
+    """safari's LongConvKernel.forward, written out: AvgPool1d(window, stride 1, padding window//2)
+    when smoothing, then the squash relu(|k| - lam) sign(k), then kernel dropout (``drop``)."""
+    if window:
+        k = F.avg_pool1d(k[:, None], window, stride=1, padding=window // 2)[:, 0]
+    k = F.relu(k.abs() - lam) * torch.sign(k)
+    return drop(k) if drop is not None else k
+
+
+def test_longconv_smoothing_order_matches_safari():
+    torch.manual_seed(3)
+    H, Lmax, L = 3, 32, 32
+    m = LongConv(H, Lmax, squash_lambda=0.05, smooth_window=5, kernel_init_std=0.1).double().eval()
+    exp_k = _safari_long_conv_kernel(m.kernel, 0.05, 5)
+    torch.testing.assert_close(m.regularised_kernel(), exp_k)
+    u = torch.randn(2, H, L, dtype=torch.float64)
+    y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(exp_k, n=2 * L), n=2 * L)[..., :L] + m.D[:, None] * u
+    torch.testing.assert_close(m(u.transpose(1, 2)).transpose(1, 2), y)
+    # the other order is a different kernel
+    legacy = LongConv(H, Lmax, squash_lambda=0.05, smooth_window=5, reg_order="squash_smooth").double().eval()
+    legacy.load_state_dict(m.state_dict())
+    assert ((legacy.regularised_kernel() - exp_k).norm() / exp_k.norm()).item() > 0.1
+    # kernel dropout last (safari): with a fixed seed, the same mask on the smoothed, squashed kernel
+    md = LongConv(H, Lmax, squash_lambda=0.05, smooth_window=5, kernel_dropout=0.3, kernel_init_std=0.1).double()
+    torch.manual_seed(7)
+    got = md.regularised_kernel()
+    torch.manual_seed(7)
+    torch.testing.assert_close(got, _safari_long_conv_kernel(md.kernel, 0.05, 5, torch.nn.Dropout(0.3)))
+    with pytest.raises(ValueError, match="reg_order"):
+        LongConv(2, 8, reg_order="safari_v0")
+
+
+def test_longconv_bidirectional_h3_reverse_matches_plain():
+    """reverse="h3": backward tap j multiplies u[t + j] (H3's k_rev; tap 0 on the present)."""
+    torch.manual_seed(4)
+    H, Lmax, L = 3, 20, 16
+    m = LongConv(H, Lmax, bidirectional=True, squash_lambda=0.0, kernel_init_std=0.1, reverse="h3").double()
+    u = torch.randn(2, H, L, dtype=torch.float64)
+    kf_, kr = m.kernel[:, :L], m.kernel[:, Lmax: Lmax + L]
+    ref = m.D[:, None] * u
+    for t in range(L):
+        for s in range(L):
+            w = (kf_[:, t - s] if s <= t else 0) + (kr[:, s - t] if s >= t else 0)
+            ref[..., t] = ref[..., t] + w * u[..., s]
+    torch.testing.assert_close(m(u.transpose(1, 2)).transpose(1, 2), ref, rtol=1e-10, atol=1e-10)
+    s4 = S4D(H, 8, bidirectional=True, reverse="h3").double()
+    K = s4.kernel(L)
+    v = s4(u.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(v, kernelfuse.fftconv(u, (K[:H], K[H:]), s4.D, mode="bidirectional", reverse="h3"))
 
 
 def test_longconv_too_long_input():
@@ -166,16 +222,27 @@ def test_gated_longconv_matches_plain_torch():
     w = m.short_conv.weight[:, 0]                                        # (3H, 3)
     zc = sum(w[:, j, None] * zp[..., j: j + L] for j in range(3)) + m.short_conv.bias[:, None]
     q, k, v = zc.chunk(3, dim=1)
-    K = m.long.kernel.sign() * (m.long.kernel.abs() - 0.01).clamp(min=0)
-    K = F.avg_pool1d(K[:, None], 3, 1, 1)[:, 0][:, :L]
+    # default: safari's regulariser order (smooth, then squash) and H3 / Hyena's skip (D on k * v),
+    # i.e. H3's fftconv_h3_ref at head_dim 1
+    K = _safari_long_conv_kernel(m.long.kernel, 0.01, 3)[:, :L]
     kv = k * v
     n = 2 * L
-    conv = torch.fft.irfft(torch.fft.rfft(kv, n=n) * torch.fft.rfft(K, n=n), n=n)[..., :L]
-    y = q * (conv + m.long.D[:, None] * v)
+    conv = torch.fft.irfft(torch.fft.rfft(kv, n=n) / n * torch.fft.rfft(K, n=n), n=n, norm="forward")[..., :L]
+    y = q * (conv + m.long.D[:, None] * kv)
     ref = y.transpose(1, 2) @ m.out_proj.weight.T + m.out_proj.bias
     out = m(x)
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
     _grads_all(m, out.square().sum())
+    # the former convention: skip="input" (D on v), reg_order="squash_smooth"
+    mi = GatedLongConv(H, Lmax, squash_lambda=0.01, smooth_window=3, skip="input", reg_order="squash_smooth").double()
+    mi.load_state_dict(m.state_dict())
+    Ki = m.long.kernel.sign() * (m.long.kernel.abs() - 0.01).clamp(min=0)
+    Ki = F.avg_pool1d(Ki[:, None], 3, 1, 1)[:, 0][:, :L]
+    conv_i = torch.fft.irfft(torch.fft.rfft(kv, n=n) * torch.fft.rfft(Ki, n=n), n=n)[..., :L]
+    ref_i = (q * (conv_i + m.long.D[:, None] * v)).transpose(1, 2) @ m.out_proj.weight.T + m.out_proj.bias
+    torch.testing.assert_close(mi(x), ref_i, rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match="skip"):
+        GatedLongConv(H, Lmax, skip="D")
 
 
 # ---------------------------------------------------------------- SequenceModel

@@ -1,4 +1,6 @@
-// Fused FFT long convolution: y = postgate * (conv(u * pregate, k) + D * u), and its backward.
+// Fused FFT long convolution: y = postgate * (conv(u * pregate, k) + D * s), and its backward, with
+// the skip source s = u (skip_gated false: skip "input") or s = u * pregate (skip "gated", H3 /
+// Hyena's convention: D multiplies the gated input).
 // Torch-free: a params struct and the pointwise / spectral stages that run around the FFTs.
 //
 // The FFTs themselves are done by the caller (the torch glue uses ATen's r2c / c2r, i.e. MKL or
@@ -24,11 +26,13 @@ enum class ConvMode : int32_t { Causal = 0, Bidirectional = 1, Circular = 2 };
 // Pointwise stages over the rows [row0, row0 + nb) of one block.
 enum class Stage : int32_t {
   PackInput = 0,        // R[i, t] = u * pregate (t < L), 0 (L <= t < n)
-  PackGrad = 1,         // R[i, t] = grad * postgate (t < L), 0 after; dD_rows[r] = sum_t dz * u
+  PackGrad = 1,         // R[i, t] = grad * postgate (t < L), 0 after; dD_rows[r] = sum_t dz * s
   PackKernel = 2,       // R[i, :] = kk * scale, for kernel rows [row0, row0 + nb)
-  UnpackOutput = 3,     // y = postgate * (R[i, t] + D * u)
-  UnpackPostGrad = 4,   // dpostgate = grad * (R[i, t] + D * u)
-  UnpackInputGrad = 5,  // dv = R[i, t]: du = dv * pregate + D * grad * postgate, dpregate = dv * u
+  UnpackOutput = 3,     // y = postgate * (R[i, t] + D * s)
+  UnpackPostGrad = 4,   // dpostgate = grad * (R[i, t] + D * s)
+  UnpackInputGrad = 5,  // with dz = grad * postgate: skip "input": du = R * pregate + D * dz,
+                        // dpregate = R * u; skip "gated": dv = R + D * dz, du = dv * pregate,
+                        // dpregate = dv * u
   GatherKernelGrad = 6, // dk[row, j] = scale * R[i, m(j)], for kernel rows [row0, row0 + nb)
 };
 
@@ -50,6 +54,7 @@ struct FFTConvParams {
   int64_t n = 0, nf = 0;
   ConvMode mode = ConvMode::Causal;
   bool k_per_batch = false;  // k is (B, H, ktaps) (else (H, ktaps), shared by the batch)
+  bool skip_gated = false;   // skip source s = u * pregate (else u); same thing without a pregate
   // Inputs, all contiguous; optional ones may be null (pregate/postgate: 1, D: 0).
   const T* u = nullptr;         // (B, H, L)
   const T* k = nullptr;         // (H | B*H, ktaps)
@@ -63,7 +68,7 @@ struct FFTConvParams {
   T* dpregate = nullptr;        // (B, H, L)
   T* dpostgate = nullptr;       // (B, H, L)
   T* dk = nullptr;              // (H | B*H, ktaps)
-  A* dD_rows = nullptr;         // (B * H,) per-row partial sums of grad * postgate * u
+  A* dD_rows = nullptr;         // (B * H,) per-row partial sums of grad * postgate * s
 
   int64_t ktaps() const { return mode == ConvMode::Bidirectional ? 2 * Lk : Lk; }
 };

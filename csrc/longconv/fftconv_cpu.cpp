@@ -23,6 +23,8 @@ void row_stage(const FFTConvParams<T, T>& p, Stage s, int64_t r, T* __restrict R
   const T* __restrict pre = p.pregate ? p.pregate + off : nullptr;
   const T* __restrict post = p.postgate ? p.postgate + off : nullptr;
   const T d = p.D ? p.D[h] : T(0);
+  // Skip source s[t]: u[t] (skip "input") or u[t] * pre[t] (skip "gated"; gs: there is a pregate).
+  const bool gs = p.skip_gated && pre;
   switch (s) {
     case Stage::PackInput: {
       if (pre) {
@@ -43,7 +45,11 @@ void row_stage(const FFTConvParams<T, T>& p, Stage s, int64_t r, T* __restrict R
       std::fill(R + L, R + n, T(0));
       if (p.dD_rows) {
         double acc = 0;
-        for (int64_t t = 0; t < L; ++t) acc += double(R[t]) * double(u[t]);
+        if (gs) {
+          for (int64_t t = 0; t < L; ++t) acc += double(R[t]) * (double(u[t]) * double(pre[t]));
+        } else {
+          for (int64_t t = 0; t < L; ++t) acc += double(R[t]) * double(u[t]);
+        }
         p.dD_rows[r] = T(acc);
       }
       break;
@@ -59,7 +65,13 @@ void row_stage(const FFTConvParams<T, T>& p, Stage s, int64_t r, T* __restrict R
     }
     case Stage::UnpackOutput: {
       T* __restrict y = p.y + off;
-      if (post) {
+      if (gs) {
+        if (post) {
+          for (int64_t t = 0; t < L; ++t) y[t] = post[t] * (R[t] + d * (u[t] * pre[t]));
+        } else {
+          for (int64_t t = 0; t < L; ++t) y[t] = R[t] + d * (u[t] * pre[t]);
+        }
+      } else if (post) {
         for (int64_t t = 0; t < L; ++t) y[t] = post[t] * (R[t] + d * u[t]);
       } else {
         for (int64_t t = 0; t < L; ++t) y[t] = R[t] + d * u[t];
@@ -69,11 +81,26 @@ void row_stage(const FFTConvParams<T, T>& p, Stage s, int64_t r, T* __restrict R
     case Stage::UnpackPostGrad: {
       const T* __restrict g = p.grad + off;
       T* __restrict dpost = p.dpostgate + off;
-      for (int64_t t = 0; t < L; ++t) dpost[t] = g[t] * (R[t] + d * u[t]);
+      if (gs) {
+        for (int64_t t = 0; t < L; ++t) dpost[t] = g[t] * (R[t] + d * (u[t] * pre[t]));
+      } else {
+        for (int64_t t = 0; t < L; ++t) dpost[t] = g[t] * (R[t] + d * u[t]);
+      }
       break;
     }
     case Stage::UnpackInputGrad: {
       const T* __restrict g = p.grad + off;
+      if (gs) {  // skip "gated": the skip's gradient joins the convolution's before the pregate
+        T* __restrict du = p.du ? p.du + off : nullptr;
+        T* __restrict dpre = p.dpregate ? p.dpregate + off : nullptr;
+        for (int64_t t = 0; t < L; ++t) {
+          const T dz = post ? g[t] * post[t] : g[t];
+          const T dv = R[t] + d * dz;
+          if (du) du[t] = dv * pre[t];
+          if (dpre) dpre[t] = dv * u[t];
+        }
+        break;
+      }
       if (p.du) {
         T* __restrict du = p.du + off;
         for (int64_t t = 0; t < L; ++t) {

@@ -64,6 +64,12 @@ __global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, 
     const T* __restrict__ pre = p.pregate ? p.pregate + off : nullptr;
     const T* __restrict__ post = p.postgate ? p.postgate + off : nullptr;
     const A d = p.D ? A(to_acc(p.D[r % p.H])) : A(0);
+    // Skip source: u (skip "input") or u * pregate (skip "gated"; gs: there is a pregate).
+    const bool gs = p.skip_gated && pre;
+    auto skip_src = [&](int64_t t) -> A {
+      const A x = A(to_acc(u[t]));
+      return gs ? x * A(to_acc(pre[t])) : x;
+    };
     switch (s) {
       case Stage::PackInput:
         for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
@@ -79,7 +85,7 @@ __global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, 
           A v = 0;
           if (t < L) {
             v = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
-            acc += v * A(to_acc(u[t]));
+            acc += v * skip_src(t);
           }
           Ri[t] = v;
         }
@@ -103,7 +109,7 @@ __global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, 
       case Stage::UnpackOutput: {
         T* __restrict__ y = p.y + off;
         for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
-          A z = Ri[t] + d * A(to_acc(u[t]));
+          A z = Ri[t] + d * skip_src(t);
           if (post) z *= A(to_acc(post[t]));
           y[t] = store<T, A>(z);
         }
@@ -113,16 +119,18 @@ __global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, 
         const T* __restrict__ g = p.grad + off;
         T* __restrict__ dpost = p.dpostgate + off;
         for (int64_t t = threadIdx.x; t < L; t += blockDim.x)
-          dpost[t] = store<T, A>(A(to_acc(g[t])) * (Ri[t] + d * A(to_acc(u[t]))));
+          dpost[t] = store<T, A>(A(to_acc(g[t])) * (Ri[t] + d * skip_src(t)));
         break;
       }
       case Stage::UnpackInputGrad: {
         const T* __restrict__ g = p.grad + off;
         for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
-          const A dv = Ri[t];
+          const A dz = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
+          // skip "gated": the skip's gradient D * dz joins dv before the pregate.
+          const A dv = gs ? Ri[t] + d * dz : Ri[t];
           if (p.du) {
-            const A dz = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
-            p.du[off + t] = store<T, A>((pre ? dv * A(to_acc(pre[t])) : dv) + d * dz);
+            const A dvp = pre ? dv * A(to_acc(pre[t])) : dv;
+            p.du[off + t] = store<T, A>(gs ? dvp : dvp + d * dz);
           }
           if (p.dpregate) p.dpregate[off + t] = store<T, A>(dv * A(to_acc(u[t])));
         }

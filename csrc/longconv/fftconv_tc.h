@@ -1,7 +1,8 @@
 // Tensor-core fftconv for fp16 / bf16 CUDA inputs (fftconv_tc_cuda.cu): causal, gated, shared kernel.
 // Torch-free. Compiled for sm_80 / sm_90a, run under the CUDA simulator; NOT run on a GPU yet.
 //
-// y[b, h, t] = postgate * (sum_{m < Lk} k[h, m] v[b, h, t - m] + D[h] u[b, h, t]), v = u * pregate,
+// y[b, h, t] = postgate * (sum_{m < Lk} k[h, m] v[b, h, t - m] + D[h] s[b, h, t]), v = u * pregate,
+// s = u (skip "input") or v (skip "gated"),
 // for t < L, with an FFT of size N = 2^m, 256 <= N <= kMaxN, N >= L + Lk - 1 (fftconv_tc_fft_size).
 // Two batch rows (2q, h) and (2q + 1, h) share one complex sequence (real and imaginary parts), as
 // k is real. The FFT is a radix-16 Monarch / decimation-in-frequency factorisation whose 16-point
@@ -24,6 +25,7 @@ struct FFTConvTCParams {
   const T* D = nullptr;         // (H,) or null
   const T* pregate = nullptr;   // (B, H, L) or null
   const T* postgate = nullptr;  // (B, H, L) or null
+  bool skip_gated = false;      // D multiplies u * pregate (skip "gated") instead of u
   T* y = nullptr;               // (B, H, L)
   float* kspec = nullptr;       // (H, N, 2) fp32 workspace, written by the launcher
   int* kexp = nullptr;          // (H,) int32 workspace: exponent of max |K[h]| (the spectral scaling)

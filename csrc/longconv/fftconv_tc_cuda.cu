@@ -17,11 +17,12 @@
 //   multiply by K 2^-ek (fp32; max |K| of the channel in [0.5, 1)) in the digit-reversed order,
 //   inverse FFT: the passes in reverse order, each the exact inverse (conjugate twiddle first,
 //     then the conjugate DFT matrix), which returns to natural order,
-//   y = postgate * (2^(e + ek) Re / Im [t] + D u), t < L, written as T.
+//   y = postgate * (2^(e + ek) Re / Im [t] + D s), s = u or u * pregate (skip "gated"), t < L,
+//   written as T.
 // The two power-of-two scalings keep every fp16 intermediate below sqrt(2 L) <= 256 (unitary passes
 // preserve the 2-norm), so inputs and kernels of any magnitude that the output can hold work.
 // The only global traffic of the fused kernel: u and pregate read twice (the scale, then the load),
-// postgate once, u once more for the skip, K once per sequence, y written once.
+// postgate once, u once more for the skip (and pregate, skip "gated"), K once per sequence, y written once.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -400,12 +401,17 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     const float d = p.D ? to_f<T>(p.D[h]) : 0.f;
     const int e = vexp[j] + kex[j];
     const int64_t o0 = (b0 * H + h) * L + t;
-    float z = ldexpf(to_f<T>(data[j * 2 * N + t]), e) + d * to_f<T>(p.u[o0]);
+    const bool gs = p.skip_gated && p.pregate;  // skip "gated": D multiplies u * pregate
+    float s0 = to_f<T>(p.u[o0]);
+    if (gs) s0 *= to_f<T>(p.pregate[o0]);
+    float z = ldexpf(to_f<T>(data[j * 2 * N + t]), e) + d * s0;
     if (p.postgate) z *= to_f<T>(p.postgate[o0]);
     p.y[o0] = from_f<T>(z);
     if (b0 + 1 < p.B) {
       const int64_t o1 = o0 + H * L;
-      float z1 = ldexpf(to_f<T>(data[j * 2 * N + N + t]), e) + d * to_f<T>(p.u[o1]);
+      float s1 = to_f<T>(p.u[o1]);
+      if (gs) s1 *= to_f<T>(p.pregate[o1]);
+      float z1 = ldexpf(to_f<T>(data[j * 2 * N + N + t]), e) + d * s1;
       if (p.postgate) z1 *= to_f<T>(p.postgate[o1]);
       p.y[o1] = from_f<T>(z1);
     }

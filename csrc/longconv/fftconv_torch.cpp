@@ -45,6 +45,14 @@ ConvMode parse_mode(c10::string_view mode) {
   return ConvMode::Causal;
 }
 
+// Skip convention: "input" (D * u) or "gated" (D * u * pregate, H3 / Hyena). Returns skip_gated.
+bool parse_skip(c10::string_view skip) {
+  if (skip == "input") return false;
+  if (skip == "gated") return true;
+  KF_CHECK_ARG(false, "skip", "unknown skip convention '", std::string(skip), "'; expected one of: input, gated");
+  return false;
+}
+
 // Smallest m >= x whose only prime factors are 2, 3, 5 and 7 (fast for every FFT library).
 int64_t next_fast_size(int64_t x) {
   if (x <= 1) return 1;
@@ -60,6 +68,7 @@ struct Problem {
   at::Tensor u, k, D, pre, post;  // contiguous; optional ones undefined
   int64_t B = 0, H = 0, L = 0, Lk = 0, n = 0;
   ConvMode mode = ConvMode::Causal;
+  bool skip_gated = false;  // skip "gated": D multiplies u * pregate
   bool per_batch = false;  // k is (B, H, taps) with B > 1 ... or B == 1 given as (B, H, taps)
   std::vector<int64_t> k_shape;
 };
@@ -71,9 +80,10 @@ void check_like_u(const at::Tensor& t, const at::Tensor& u, const char* name) {
 
 Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optional<at::Tensor>& D,
                       const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate,
-                      c10::string_view mode, std::optional<int64_t> fft_size) {
+                      c10::string_view mode, std::optional<int64_t> fft_size, c10::string_view skip) {
   Problem p;
   p.mode = parse_mode(mode);
+  p.skip_gated = parse_skip(skip);
   KF_CHECK_ARG(u.dim() == 3, "u", "expected shape (B, H, L), got ", shape_str(u));
   check_float_dtype(u, "u", true);
   p.B = u.size(0);
@@ -164,6 +174,7 @@ struct Runner {
     p.B = pr.B; p.H = pr.H; p.L = pr.L; p.Lk = pr.Lk; p.n = pr.n; p.nf = pr.n / 2 + 1;
     p.mode = pr.mode;
     p.k_per_batch = pr.per_batch;
+    p.skip_gated = pr.skip_gated;
     p.u = in(pr.u);
     p.k = in(pr.k);
     p.D = in(pr.D);
@@ -367,7 +378,7 @@ struct Runner {
           stage(Stage::PackInput, row0, m, Rv);
           r2c(C1v, Rv);
         }
-        if (need_post) {  // z = conv(v, k) + D u, recomputed: dpostgate = grad * z
+        if (need_post) {  // z = conv(v, k) + D s, recomputed: dpostgate = grad * z
           C2v.copy_(C1v);
           spectral(SpecOp::MulKernel, row0, m, kbase, C2v, nullptr, Kb);
           c2r(Rv, C2v);
@@ -467,6 +478,7 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
     p.D = in(pb.D);
     p.pregate = in(pb.pre);
     p.postgate = in(pb.post);
+    p.skip_gated = pb.skip_gated;
     p.y = reinterpret_cast<T*>(out.mutable_data_ptr<S>());
     p.kspec = kspec.mutable_data_ptr<float>();
     p.kexp = kexp.mutable_data_ptr<int>();
@@ -482,11 +494,11 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
 
 at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional<at::Tensor>& D,
                    const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate,
-                   c10::string_view mode, std::optional<int64_t> fft_size) {
-  Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size);
+                   c10::string_view mode, std::optional<int64_t> fft_size, c10::string_view skip) {
+  Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size, skip);
   if (upcast_needed(u)) {
     return fftconv(u.to(at::kFloat), k.to(at::kFloat), to_float(D), to_float(pregate), to_float(postgate), mode,
-                   pb.n)
+                   pb.n, skip)
         .to(u.scalar_type());
   }
   at::Tensor y;
@@ -500,14 +512,15 @@ at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fftconv_bwd(
     const at::Tensor& grad, const at::Tensor& u, const at::Tensor& k, const std::optional<at::Tensor>& D,
     const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate, c10::string_view mode,
-    std::optional<int64_t> fft_size, bool need_u, bool need_k, bool need_D, bool need_pregate, bool need_postgate) {
-  Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size);
+    std::optional<int64_t> fft_size, bool need_u, bool need_k, bool need_D, bool need_pregate, bool need_postgate,
+    c10::string_view skip) {
+  Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size, skip);
   KF_CHECK_ARG(grad.sizes() == u.sizes(), "grad", "expected the shape of u ", shape_str(u), ", got ",
                shape_str(grad));
   check_like_u(grad, u, "grad");
   if (upcast_needed(u)) {
     auto r = fftconv_bwd(grad.to(at::kFloat), u.to(at::kFloat), k.to(at::kFloat), to_float(D), to_float(pregate),
-                         to_float(postgate), mode, pb.n, need_u, need_k, need_D, need_pregate, need_postgate);
+                         to_float(postgate), mode, pb.n, need_u, need_k, need_D, need_pregate, need_postgate, skip);
     const auto st = u.scalar_type();
     return {std::get<0>(r).to(st), std::get<1>(r).to(st), std::get<2>(r).to(st), std::get<3>(r).to(st),
             std::get<4>(r).to(st)};

@@ -54,22 +54,23 @@ def _d(t):
     return None if t is None else t.double()
 
 
-def _ref(u, k, D, pre, post, mode):
+def _ref(u, k, D, pre, post, mode, skip="input"):
     """float64 reference on the (rounded) inputs."""
-    return ref.fftconv(_d(u), _d(k), _d(D), pregate=_d(pre), postgate=_d(post), mode=mode)
+    return ref.fftconv(_d(u), _d(k), _d(D), pregate=_d(pre), postgate=_d(post), mode=mode, skip=skip)
 
 
-def _fwd(u, k, D, pre, post, mode, fft_size=None):
-    return sim_ops.fftconv(u, k, D, pre, post, mode, fft_size)
+def _fwd(u, k, D, pre, post, mode, fft_size=None, skip="input"):
+    return sim_ops.fftconv(u, k, D, pre, post, mode, fft_size, skip)
 
 
 NEED_NAMES = ("u", "k", "D", "pregate", "postgate")
 
 
-def _ref_grads(gy, u, k, D, pre, post, mode):
+def _ref_grads(gy, u, k, D, pre, post, mode, skip="input"):
     """{name: float64 gradient} by autograd through the float64 reference (present inputs only)."""
     xs = {n: _d(t).requires_grad_(True) for n, t in zip(NEED_NAMES, (u, k, D, pre, post)) if t is not None}
-    y = ref.fftconv(xs["u"], xs["k"], xs.get("D"), pregate=xs.get("pregate"), postgate=xs.get("postgate"), mode=mode)
+    y = ref.fftconv(xs["u"], xs["k"], xs.get("D"), pregate=xs.get("pregate"), postgate=xs.get("postgate"), mode=mode,
+                    skip=skip)
     gs = torch.autograd.grad(y, list(xs.values()), gy.double())
     return dict(zip(xs.keys(), gs))
 
@@ -86,8 +87,8 @@ def _check_bwd(out, exp, present, needs, dtype, factor=1.0):
             assert o.numel() == 0, f"d{name} not wanted (need={need}, present={name in present}) but returned {o.shape}"
 
 
-def _bwd(gy, u, k, D, pre, post, mode, needs=(True,) * 5, fft_size=None):
-    return sim_ops.fftconv_bwd(gy, u, k, D, pre, post, mode, fft_size, *needs)
+def _bwd(gy, u, k, D, pre, post, mode, needs=(True,) * 5, fft_size=None, skip="input"):
+    return sim_ops.fftconv_bwd(gy, u, k, D, pre, post, mode, fft_size, *needs, skip)
 
 
 def _present(D, pre, post):
@@ -195,6 +196,34 @@ def test_fftconv_backward_absent_inputs(D, gates):
             for p1, p2 in ((None, post), (pre, None)):
                 _check_bwd(_bwd(gy, u, k, Dv, p1, p2, mode), _ref_grads(gy, u, k, Dv, p1, p2, mode),
                            _present(Dv, p1, p2), (True,) * 5, torch.float32)
+
+
+# skip "gated" (D on u * pregate, H3 / Hyena): the skip branches of PackGrad (dD), UnpackOutput,
+# UnpackPostGrad and UnpackInputGrad (D * dz joins dv before the pregate), float32 / float64 / half.
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_fftconv_skip_gated_forward_backward(mode, dtype):
+    for kshape in ("shared", "batch"):
+        for gates in ("both", "pre"):
+            u, k, D, pre, post = _inputs(3, 2, 37, 11, mode, dtype, kshape, seed=70)
+            post = post if gates == "both" else None
+            y = _fwd(u, k, D, pre, post, mode, skip="gated")  # (fp16 causal shared: the TC path)
+            assert_close_to_ref(y, _ref(u, k, D, pre, post, mode, "gated"), dtype)
+            gy = torch.randn(u.shape, generator=torch.Generator().manual_seed(8)).to(dtype)
+            exp = _ref_grads(gy, u, k, D, pre, post, mode, "gated")
+            for needs in ((True,) * 5, (False, False, True, True, False), (True, False, False, False, True)):
+                _check_bwd(_bwd(gy, u, k, D, pre, post, mode, needs, skip="gated"), exp, _present(D, pre, post),
+                           needs, dtype)
+
+
+def test_fftconv_skip_gated_schedules():
+    u, k, D, pre, post = _inputs(2, 3, 300, 77, "causal", torch.float32, "shared", seed=71)
+    gy = torch.randn(u.shape, generator=torch.Generator().manual_seed(9))
+    y = run_schedules(lambda: _fwd(u, k, D, pre, post, "causal", skip="gated"))
+    assert_close_to_ref(y, _ref(u, k, D, pre, post, "causal", "gated"), torch.float32)
+    out = run_schedules(lambda: _bwd(gy, u, k, D, pre, post, "causal", skip="gated"))
+    _check_bwd(out, _ref_grads(gy, u, k, D, pre, post, "causal", "gated"), _present(D, pre, post), (True,) * 5,
+               torch.float32)
 
 
 def test_fftconv_schedules():
@@ -330,6 +359,24 @@ def test_fftconv_tc_small_and_odd(dtype, monkeypatch):
         _half_check(_tc_fallback(u, k, Dv, pre, post, monkeypatch), exp, dtype)
     u, k, Dv, pre, post = _inputs(2, 2, 40, 10, "causal", dtype, seed=59)
     _half_check(_tc_run(u, k, Dv, pre, post, fft_size=1000), _ref(u, k, Dv, pre, post, "causal"), dtype, TC_FACTOR)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_fftconv_tc_skip_gated(dtype, monkeypatch):
+    """The tensor-core path with skip "gated" (D * u * pregate in its store loop): N = 256 and
+    1024, odd B (the imaginary row's skip), pregate with and without a postgate; the cuFFT fallback."""
+    for i, (B, L, Lk, post_on) in enumerate([(3, 200, 57, True), (2, 1000, 25, False)]):
+        u, k, D, pre, post = _inputs(B, 2, L, Lk, "causal", dtype, seed=72 + i)
+        post = post if post_on else None
+        exp = _ref(u, k, D, pre, post, "causal", "gated")
+        with _Count(TC, TC_SPEC, STAGE) as c:
+            y = _fwd(u, k, D, pre, post, "causal", skip="gated")
+        assert c.n[TC] == 1 and c.n[STAGE] == 0
+        _half_check(y, exp, dtype, TC_FACTOR)
+        assert ((y.double() - _ref(u, k, D, pre, post, "causal")).norm() / exp.norm()).item() > 1e-2
+        monkeypatch.setenv("KERNELFUSE_NO_TC_FFTCONV", "1")
+        _half_check(_fwd(u, k, D, pre, post, "causal", skip="gated"), exp, dtype)
+        monkeypatch.delenv("KERNELFUSE_NO_TC_FFTCONV")
 
 
 def test_fftconv_tc_schedules():

@@ -107,16 +107,23 @@ class FavorAttention(nn.Module):
     softmax(q k^T / sqrt(d)) v (causal: each position attends to itself and earlier ones).
 
     Features: phi(u) = exp(omega.u' - |u'|^2/2 - m) / sqrt(M) with u' = u / d^(1/4), omega the
-    rows of an orthogonal Gaussian draw (M = n_features); queries stabilised per row, keys by the
-    global maximum (both cancel in the normalisation). Causal mode runs over chunks of
-    ``chunk_size`` positions: exact masked products inside a chunk, a running (M x e) prefix
-    state across chunks, so memory is O(L M + chunk^2) instead of O(L M e).
+    rows of an orthogonal Gaussian draw (M = n_features). Stabilisers m as Performer's FAVOR+:
+    a query's m is its own maximum of omega.u' over the features; a key's m is the maximum over
+    the features and the sequence of its (batch, head) slice, i.e. over the last two dims of k.
+    Both cancel exactly in the ratio, so no row of the output depends on another batch row or
+    head. Causal mode runs over chunks of ``chunk_size`` positions: exact masked products inside a
+    chunk, a running (M x e) prefix state across chunks, so memory is O(L M + chunk^2) instead of
+    O(L M e).
 
     Args:
         dim: d (query / key size). n_features: M. causal: mask.
         redraw_interval: in training mode, draw new features every this many forward calls
             (None: never). seed: seed of the draws.
-        eps: added to the denominators.
+        eps: relative: the denominator phi(q_i).S_i (S_i = sum of phi(k_j) over the attended j)
+            gets ``eps * |phi(q_i)|_1 * max_f S_if`` added, an upper bound of the denominator
+            that scales with it, so the output does not depend on the stabilisers and moves by
+            about eps (not by the 46-100% the former absolute 1e-6 caused at head dim 32-64).
+            See :func:`favor_attention`.
     """
 
     def __init__(self, dim: int, n_features: int = 256, *, causal: bool = False, redraw_interval: Optional[int] = 1000,
@@ -133,10 +140,11 @@ class FavorAttention(nn.Module):
         self.omega = _gaussian_orthogonal(self.dim, self.n_features, self._gen, self.omega.dtype).to(self.omega.device)
 
     def feature_maps(self, q: torch.Tensor, k: torch.Tensor):
+        """(phi(q), phi(k)): queries stabilised per row (the fused op's "row"), keys per (batch,
+        head), i.e. by the maximum over their last two dims (:func:`key_features`)."""
         s = self.dim ** -0.25
         W = self.omega.to(q.dtype)
-        return (random_features(q * s, W, kind="positive", stabilize="row"),
-                random_features(k * s, W, kind="positive", stabilize="global"))
+        return random_features(q * s, W, kind="positive", stabilize="row"), key_features(k * s, W)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if q.shape[-1] != self.dim or k.shape[-1] != self.dim:
@@ -153,14 +161,38 @@ class FavorAttention(nn.Module):
         return favor_attention(qf, kf, v, causal=self.causal, chunk_size=self.chunk_size, eps=self.eps)
 
 
+def key_features(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """FAVOR+ key features exp(x W - |x|^2/2 - M) / sqrt(m), x (..., L, d), W (d, m), with one
+    stabiliser M per leading index: the maximum of x W over the last two dims (features and
+    sequence: per (batch, head)), detached (it cancels in attention's ratio). Plain torch."""
+    z = x @ W
+    M = z.detach().amax(dim=(-1, -2), keepdim=True)
+    return torch.exp(z - 0.5 * (x * x).sum(-1, keepdim=True) - M) * W.shape[-1] ** -0.5
+
+
+def _denominator(qf: torch.Tensor, S: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
+    """den + eps * |qf|_1 * max_f S (a bound of den = qf.S for qf, S >= 0; scales with it, so the
+    ratio keeps its invariance to the stabilisers), floored at the dtype's smallest normal so that
+    0 / 0 (every feature underflowed) gives 0. qf (..., C, M); S (..., 1 | C, M) key sums."""
+    if eps:
+        den = den + eps * (qf.sum(-1, keepdim=True) * S.amax(-1, keepdim=True)).detach()
+    return den.clamp_min(torch.finfo(den.dtype).tiny)
+
+
 def favor_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                     chunk_size: int = 128, eps: float = 1e-6) -> torch.Tensor:
     """Linear attention on given features: out_i = sum_j qf_i.kf_j v_j / sum_j qf_i.kf_j (j <= i
-    when causal), chunked prefix sums for the causal case."""
+    when causal), chunked prefix sums for the causal case.
+
+    ``eps`` is relative: the denominator qf_i.S_i (S_i = sum_j kf_j over the attended j) becomes
+    qf_i.S_i + eps |qf_i|_1 max_f S_if (detached), so scaling qf_i or kf by any positive constant
+    (the FAVOR+ stabilisers) leaves the output unchanged; eps = 0 is the plain ratio (floored at
+    the smallest normal number so that an all-zero row gives 0, not NaN)."""
     if not causal:
         kv = kf.transpose(-1, -2) @ v                       # (..., M, e)
-        den = qf @ kf.sum(-2).unsqueeze(-1)                  # (..., L, 1)
-        return (qf @ kv) / (den + eps)
+        S = kf.sum(-2)                                      # (..., M)
+        den = qf @ S.unsqueeze(-1)                          # (..., L, 1)
+        return (qf @ kv) / _denominator(qf, S.unsqueeze(-2), den, eps)
     L = qf.shape[-2]
     state = torch.zeros(*qf.shape[:-2], qf.shape[-1], v.shape[-1], dtype=v.dtype, device=v.device)
     ksum = torch.zeros(*qf.shape[:-2], qf.shape[-1], 1, dtype=v.dtype, device=v.device)
@@ -171,7 +203,8 @@ def favor_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, *, caus
         A = torch.tril(qc @ kc.transpose(-1, -2))          # (..., C, C) within-chunk, causal
         num = A @ vc + qc @ state
         den = A.sum(-1, keepdim=True) + qc @ ksum
-        outs.append(num / (den + eps))
+        S = (ksum.transpose(-1, -2) + kc.cumsum(-2)) if eps else ksum.transpose(-1, -2)  # (..., C | 1, M)
+        outs.append(num / _denominator(qc, S, den, eps))
         state = state + kc.transpose(-1, -2) @ vc
         ksum = ksum + kc.sum(-2).unsqueeze(-1)
     return torch.cat(outs, dim=-2)
@@ -185,4 +218,5 @@ def favor_attention_reference(qf, kf, v, *, causal=False):
     return (A @ v) / A.sum(-1, keepdim=True)
 
 
-__all__ = ["FavorAttention", "SNNKLinear", "SNNK_ACTIVATIONS", "favor_attention", "favor_attention_reference"]
+__all__ = ["FavorAttention", "SNNKLinear", "SNNK_ACTIVATIONS", "favor_attention", "favor_attention_reference",
+           "key_features"]

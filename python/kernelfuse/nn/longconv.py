@@ -9,7 +9,10 @@ the layout of the ops, and skip the two transposes.
   Convolutions for Sequence Modeling").
 - :class:`S4D`: diagonal state-space layer (Gu et al. 2022, "On the Parameterization and
   Initialization of Diagonal State Space Models"), convolutional mode plus a recurrent ``step``.
-- :class:`GatedLongConv`: H3/Hyena-style gated long convolution using fftconv's fused gates.
+- :class:`GatedLongConv`: H3/Hyena-style gated long convolution using fftconv's fused gates
+  (D on the gated input, as H3 and Hyena, by default).
+
+Conventions and their mapping to safari / H3 / Hyena: docs/longconv_models.md.
 """
 from __future__ import annotations
 
@@ -23,7 +26,12 @@ from torch import nn
 from ..ops.longconv import fftconv
 from ..ops.ssm import ssm_kernel
 
-__all__ = ["LongConv", "S4D", "GatedLongConv", "squash", "smooth", "s4d_init"]
+__all__ = ["LongConv", "S4D", "GatedLongConv", "squash", "smooth", "s4d_init", "REG_ORDERS"]
+
+# Order of LongConv's kernel regularisers: "smooth_squash" (safari's LongConvKernel: Smooth, then
+# Squash, then kernel dropout) or "squash_smooth" (this library's order before issue 12: kernel
+# dropout, Squash, then Smooth).
+REG_ORDERS = ("smooth_squash", "squash_smooth")
 
 
 # ---------------------------------------------------------------- regularisers
@@ -65,8 +73,12 @@ class LongConv(nn.Module):
             convolutions are mixed back to H by a Linear(channels*H -> H).
         bidirectional: also convolve with the future (fftconv's "bidirectional" mode); the kernel
             then has 2 * l_max taps (forward taps, then backward taps).
+        reverse: bidirectional tap convention (fftconv's ``reverse``): "safari" (default; backward
+            tap j multiplies u[t + 1 + j], safari's LongConv) or "h3" (u[t + j], H3's k_rev).
         squash_lambda: soft-threshold level of the Squash regulariser (0 disables it).
         smooth_window: width of the Smooth average pool (None or 1 disables it).
+        reg_order: "smooth_squash" (default, safari's order: Smooth, Squash, kernel dropout) or
+            "squash_smooth" (kernel dropout, Squash, Smooth: this layer's order before issue 12).
         kernel_dropout: dropout on the kernel entries (training only).
         transposed: inputs (B, H, L) instead of (B, L, H).
         fft: "fixed" (default): the exact FFT convolution ``kernelfuse.fftconv``. "learned":
@@ -77,17 +89,22 @@ class LongConv(nn.Module):
             kernel: y = Re(IF(F(pad(u)) * F(pad(k))))[:L] + D u, which at initialisation equals
             the causal convolution. Not available with ``bidirectional=True``.
 
-    The kernel, in the order applied in ``forward``: dropout, Squash, Smooth (each half of a
-    bidirectional kernel separately). Parameters: ``kernel`` (channels*H, [2*]l_max) initialised
+    The kernel regularisers run in ``reg_order``; Smooth pools each half of a bidirectional kernel
+    separately (safari's two directions are separate kernel channels). Parameters: ``kernel`` (channels*H, [2*]l_max) initialised
     ``randn * kernel_init_std``, and ``D`` (channels*H,).
     """
 
     def __init__(self, d_model: int, l_max: int, *, channels: int = 1, bidirectional: bool = False,
                  squash_lambda: float = 0.003, smooth_window: Optional[int] = None, kernel_dropout: float = 0.0,
-                 kernel_init_std: float = 0.002, transposed: bool = False, fft: str = "fixed"):
+                 kernel_init_std: float = 0.002, transposed: bool = False, fft: str = "fixed",
+                 reg_order: str = "smooth_squash", reverse: str = "safari"):
         super().__init__()
+        if reg_order not in REG_ORDERS:
+            raise ValueError(f"LongConv: argument 'reg_order': expected one of {', '.join(REG_ORDERS)}, got {reg_order!r}")
+        if reverse not in ("safari", "h3"):
+            raise ValueError(f"LongConv: argument 'reverse': expected 'safari' or 'h3', got {reverse!r}")
         self.d_model, self.l_max, self.channels = d_model, l_max, channels
-        self.bidirectional = bidirectional
+        self.bidirectional, self.reg_order, self.reverse = bidirectional, reg_order, reverse
         self.squash_lambda, self.smooth_window = squash_lambda, smooth_window
         self.transposed = transposed
         taps = 2 * l_max if bidirectional else l_max
@@ -113,15 +130,17 @@ class LongConv(nn.Module):
             self.register_buffer("fft_perm_in", pin)
             self.register_buffer("fft_perm_out", pout)
 
+    def _smooth(self, k: torch.Tensor) -> torch.Tensor:
+        if self.bidirectional:  # each direction separately
+            return smooth(k.reshape(k.shape[0], 2, self.l_max), self.smooth_window).reshape(k.shape[0], -1)
+        return smooth(k, self.smooth_window)
+
     def regularised_kernel(self) -> torch.Tensor:
-        """The kernel after dropout, Squash and Smooth: (channels*H, [2*]l_max)."""
-        k = self.kernel_dropout(self.kernel)
-        k = squash(k, self.squash_lambda)
-        if self.bidirectional:
-            k = smooth(k.reshape(k.shape[0], 2, self.l_max), self.smooth_window).reshape(k.shape[0], -1)
-        else:
-            k = smooth(k, self.smooth_window)
-        return k
+        """The kernel after the regularisers in ``reg_order``: (channels*H, [2*]l_max).
+        "smooth_squash": dropout(squash(smooth(k))); "squash_smooth": smooth(squash(dropout(k)))."""
+        if self.reg_order == "smooth_squash":
+            return self.kernel_dropout(squash(self._smooth(self.kernel), self.squash_lambda))
+        return self._smooth(squash(self.kernel_dropout(self.kernel), self.squash_lambda))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         u = _to_ops_layout(u, self.transposed)  # (B, H, L)
@@ -135,7 +154,7 @@ class LongConv(nn.Module):
             y = self._learned_conv(u, k[:, :L])
         elif self.bidirectional:
             kk = (k[:, :L], k[:, self.l_max: self.l_max + L])
-            y = fftconv(u, kk, self.D, mode="bidirectional")
+            y = fftconv(u, kk, self.D, mode="bidirectional", reverse=self.reverse)
         else:
             y = fftconv(u, k[:, :L], self.D, mode="causal")
         if self.output_linear is not None:
@@ -202,6 +221,8 @@ class S4D(nn.Module):
         discretization: "zoh" or "bilinear".
         dt_min, dt_max: log-uniform range of the initial step sizes.
         bidirectional: two kernels (forward and backward, separate C), fftconv's bidirectional mode.
+        reverse: bidirectional tap convention, "safari" (default, S4/S4D in safari) or "h3" (H3's
+            k_rev); see fftconv's ``reverse``.
         transposed: inputs (B, H, L) instead of (B, L, H).
 
     Parameters: ``log_dt`` (H,), ``log_A_real`` (H, N/2) storing log(-A_real), ``A_imag`` (H, N/2),
@@ -210,8 +231,12 @@ class S4D(nn.Module):
     """
 
     def __init__(self, d_model: int, d_state: int = 64, *, init: str = "s4d-lin", discretization: str = "zoh",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, bidirectional: bool = False, transposed: bool = False):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, bidirectional: bool = False, transposed: bool = False,
+                 reverse: str = "safari"):
         super().__init__()
+        if reverse not in ("safari", "h3"):
+            raise ValueError(f"S4D: argument 'reverse': expected 'safari' or 'h3', got {reverse!r}")
+        self.reverse = reverse
         if d_state < 2 or d_state % 2:
             raise ValueError(f"S4D: d_state must be an even number >= 2, got {d_state}")
         H, N2 = d_model, d_state // 2
@@ -246,7 +271,7 @@ class S4D(nn.Module):
         K = self.kernel(L)
         if self.bidirectional:
             H = self.d_model
-            y = fftconv(u, (K[:H], K[H:]), self.D, mode="bidirectional")
+            y = fftconv(u, (K[:H], K[H:]), self.D, mode="bidirectional", reverse=self.reverse)
         else:
             y = fftconv(u, K, self.D, mode="causal")
         return _from_ops_layout(y, self.transposed)
@@ -289,21 +314,27 @@ class GatedLongConv(nn.Module):
     """H3/Hyena-style gated long convolution (order 2).
 
     q, k, v = split(in_proj(u)) (Linear H -> 3H); each passes a short causal depthwise conv
-    (kernel ``short_kernel`` = 3); then ``y = q * (longconv(k * v) + D * v)``, computed by one
-    fused ``fftconv(v, K, D, pregate=k, postgate=q)``; output ``out_proj(y)`` (Linear H -> H).
-    The long kernel is LongConv's (explicit, Squash/Smooth regularised).
+    (kernel ``short_kernel`` = 3); then, with ``skip="gated"`` (default, H3's ``fftconv_h3_ref``
+    at head_dim 1 and Hyena's order-2 operator: D multiplies the gated input)
+    ``y = q * (longconv(k * v) + D * (k * v))``, or with ``skip="input"`` (this layer before
+    issue 12) ``y = q * (longconv(k * v) + D * v)``; one fused
+    ``fftconv(v, K, D, pregate=k, postgate=q, skip=skip)``; output ``out_proj(y)`` (Linear H -> H).
+    The long kernel is LongConv's (explicit, Squash/Smooth regularised, ``reg_order`` as there).
     """
 
     def __init__(self, d_model: int, l_max: int, *, short_kernel: int = 3, squash_lambda: float = 0.003,
                  smooth_window: Optional[int] = None, kernel_dropout: float = 0.0, kernel_init_std: float = 0.002,
-                 transposed: bool = False):
+                 transposed: bool = False, skip: str = "gated", reg_order: str = "smooth_squash"):
         super().__init__()
-        self.d_model, self.l_max, self.transposed = d_model, l_max, transposed
+        if skip not in ("input", "gated"):
+            raise ValueError(f"GatedLongConv: argument 'skip': expected 'input' or 'gated', got {skip!r}")
+        self.d_model, self.l_max, self.transposed, self.skip = d_model, l_max, transposed, skip
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.short_conv = nn.Conv1d(3 * d_model, 3 * d_model, short_kernel, groups=3 * d_model,
                                     padding=short_kernel - 1)
         self.long = LongConv(d_model, l_max, squash_lambda=squash_lambda, smooth_window=smooth_window,
-                             kernel_dropout=kernel_dropout, kernel_init_std=kernel_init_std, transposed=True)
+                             kernel_dropout=kernel_dropout, kernel_init_std=kernel_init_std, transposed=True,
+                             reg_order=reg_order)
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -316,6 +347,7 @@ class GatedLongConv(nn.Module):
         z = self.short_conv(z)[..., :L]                   # causal: keep the first L outputs
         q, k, v = z.chunk(3, dim=1)
         K = self.long.regularised_kernel()[:, :L]
-        y = fftconv(v.contiguous(), K, self.long.D, pregate=k.contiguous(), postgate=q.contiguous(), mode="causal")
+        y = fftconv(v.contiguous(), K, self.long.D, pregate=k.contiguous(), postgate=q.contiguous(), mode="causal",
+                    skip=self.skip)
         y = self.out_proj(y.transpose(1, 2))
         return y.transpose(1, 2) if self.transposed else y

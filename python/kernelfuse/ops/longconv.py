@@ -13,17 +13,31 @@ import torch
 from ._common import check_same_device, check_tensor
 
 MODES = ("causal", "bidirectional", "circular")
+SKIPS = ("input", "gated")
+REVERSES = ("safari", "h3")
 
 _ops = torch.ops.kernelfuse
 Kernel = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
+def h3_reverse_to_safari(k: torch.Tensor) -> torch.Tensor:
+    """A bidirectional kernel ``cat([k_fwd, k_rev], -1)`` in H3's convention (``k_rev[j]`` multiplies
+    ``v[t + j]``: its tap 0 is the present) rewritten in safari's / the op's convention (``k_bwd[j]``
+    multiplies ``v[t + 1 + j]``): ``k_fwd[0] += k_rev[0]``, ``k_bwd = cat([k_rev[1:], 0])``. Exact
+    and differentiable (plain torch), same number of taps."""
+    Lk = k.shape[-1] // 2
+    k_fwd, k_rev = k[..., :Lk], k[..., Lk:]
+    k_fwd = torch.cat([k_fwd[..., :1] + k_rev[..., :1], k_fwd[..., 1:]], dim=-1)
+    k_bwd = torch.cat([k_rev[..., 1:], torch.zeros_like(k_rev[..., :1])], dim=-1)
+    return torch.cat([k_fwd, k_bwd], dim=-1)
 
 
 def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
             pregate: Optional[torch.Tensor] = None, postgate: Optional[torch.Tensor] = None,
-            mode: str = "causal", fft_size: Optional[int] = None) -> torch.Tensor:
-    """Fused FFT long convolution ``y = postgate * (conv(u * pregate, k) + D[:, None] * u)``.
+            mode: str = "causal", fft_size: Optional[int] = None, skip: str = "input",
+            reverse: str = "safari") -> torch.Tensor:
+    """Fused FFT long convolution ``y = postgate * (conv(u * pregate, k) + D[:, None] * s)`` with the
+    skip source ``s = u`` (``skip="input"``) or ``s = u * pregate`` (``skip="gated"``).
 
     Args:
         u: (B, H, L), any L >= 1. float32, float64, float16 or bfloat16 (half types: float32
@@ -42,11 +56,20 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
                              with v = 0 outside [0, L), Lk <= L. This is safari's bidirectional
                              LongConv: one circular convolution of size 2L of u padded with the
                              kernel pad(k_fwd, (0, 2L - Lk)) + pad(flip(k_bwd), (2L - Lk, 0));
-                             safari's kernel of length 2L (its k_fwd, k_bwd of length L each) is
-                             k = cat([k_fwd, k_bwd], -1).
+                             safari's two directions (separate kernel channels k0, k1 of L taps)
+                             are the pair (k0, k1). ``reverse`` selects H3's convention instead.
         fft_size: FFT length n. None: the smallest 2^a 3^b 5^c 7^d >= L + Lk - 1 (causal),
             >= L + Lk (bidirectional), and L for circular. A larger n gives the same result;
             a too small one (or n != L for circular) is an error.
+        skip: where D is applied. "input" (default): ``D * u``, the ungated input (this op's
+            original convention; safari's LongConv and S4, which have no pregate, agree).
+            "gated": ``D * (u * pregate)``, H3's ``fftconv_h3_ref`` and Hyena's convention
+            (D multiplies the gated input that is convolved). The two agree without a pregate.
+        reverse: (mode "bidirectional" only) which input the backward kernel's tap j multiplies.
+            "safari" (default): ``v[t + 1 + j]`` as in the formula above (safari's LongConv / S4
+            ``pad(k0, (0, L)) + pad(k1.flip(-1), (L, 0))``). "h3": ``v[t + j]`` (H3's
+            ``k_rev``: ``rfft(k) + conj(rfft(k_rev))``, tap 0 on the present, one tap off safari);
+            computed exactly by :func:`h3_reverse_to_safari` before the op.
 
     Returns:
         (B, H, L) in u's dtype. Differentiable in u, k, D, pregate and postgate (the backward is
@@ -74,6 +97,12 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"kernelfuse.fftconv: argument 'mode': unknown mode {mode!r}; expected one of: "
                          f"{', '.join(MODES)}")
+    if not isinstance(skip, str) or skip not in SKIPS:
+        raise ValueError(f"kernelfuse.fftconv: argument 'skip': unknown skip convention {skip!r}; expected one of: "
+                         f"{', '.join(SKIPS)}")
+    if not isinstance(reverse, str) or reverse not in REVERSES:
+        raise ValueError(f"kernelfuse.fftconv: argument 'reverse': unknown convention {reverse!r}; expected one "
+                         f"of: {', '.join(REVERSES)}")
     if fft_size is not None:
         if isinstance(fft_size, bool) or not isinstance(fft_size, int) or fft_size < 1:
             raise ValueError(f"kernelfuse.fftconv: argument 'fft_size': expected None or a positive int, "
@@ -83,18 +112,21 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
         if t is not None:
             check_tensor(t, name, "fftconv")
             check_same_device(t, u, name, "u", "fftconv")
-    return _ops.fftconv(u, k, D, pregate, postgate, mode, fft_size)
+    if reverse == "h3" and mode == "bidirectional" and k.shape[-1] >= 2 and k.shape[-1] % 2 == 0:
+        k = h3_reverse_to_safari(k)  # (odd / too short kernels: the op reports them)
+    return _ops.fftconv(u, k, D, pregate, postgate, mode, fft_size, skip)
 
 
 # ---------------------------------------------------------------- fake kernels (torch.compile)
 @torch.library.register_fake("kernelfuse::fftconv")
-def _(u, k, D, pregate, postgate, mode, fft_size):
+def _(u, k, D, pregate, postgate, mode, fft_size, skip="input"):
     torch._check(u.dim() == 3, lambda: f"kernelfuse: argument 'u': expected shape (B, H, L), got {tuple(u.shape)}")
     return u.new_empty(u.shape)
 
 
 @torch.library.register_fake("kernelfuse::fftconv_bwd")
-def _(grad, u, k, D, pregate, postgate, mode, fft_size, need_u, need_k, need_D, need_pregate, need_postgate):
+def _(grad, u, k, D, pregate, postgate, mode, fft_size, need_u, need_k, need_D, need_pregate, need_postgate,
+      skip="input"):
     def like(t, need):
         return t.new_empty(t.shape) if (need and t is not None) else u.new_empty((0,))
     return like(u, need_u), like(k, need_k), like(D, need_D), like(pregate, need_pregate), like(postgate, need_postgate)
@@ -102,8 +134,8 @@ def _(grad, u, k, D, pregate, postgate, mode, fft_size, need_u, need_k, need_D, 
 
 # ---------------------------------------------------------------- autograd
 def _setup(ctx, inputs, output):
-    u, k, D, pregate, postgate, mode, fft_size = inputs
-    ctx.mode, ctx.fft_size = mode, fft_size
+    u, k, D, pregate, postgate, mode, fft_size, skip = inputs
+    ctx.mode, ctx.fft_size, ctx.skip = mode, fft_size, skip
     ctx.save_for_backward(u, k, D, pregate, postgate)
 
 
@@ -112,12 +144,12 @@ def _backward(ctx, grad):
     nu, nk, nD, npre, npost = ctx.needs_input_grad[:5]
     du, dk, dD, dpre, dpost = _ops.fftconv_bwd(grad, u, k, D, pregate, postgate, ctx.mode, ctx.fft_size,
                                                nu, nk, nD and D is not None, npre and pregate is not None,
-                                               npost and postgate is not None)
+                                               npost and postgate is not None, ctx.skip)
     return (du if nu else None, dk if nk else None, dD if (nD and D is not None) else None,
             dpre if (npre and pregate is not None) else None, dpost if (npost and postgate is not None) else None,
-            None, None)
+            None, None, None)
 
 
 torch.library.register_autograd("kernelfuse::fftconv", _backward, setup_context=_setup)
 
-__all__ = ["MODES", "fftconv"]
+__all__ = ["MODES", "REVERSES", "SKIPS", "fftconv", "h3_reverse_to_safari"]

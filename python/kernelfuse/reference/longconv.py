@@ -14,8 +14,9 @@ MODES = ("causal", "bidirectional", "circular")
 
 def fftconv(u: torch.Tensor, k: Union[torch.Tensor, Sequence[torch.Tensor]], D: Optional[torch.Tensor] = None, *,
             pregate: Optional[torch.Tensor] = None, postgate: Optional[torch.Tensor] = None,
-            mode: str = "causal", fft_size: Optional[int] = None) -> torch.Tensor:
-    """y = postgate * (conv(u * pregate, k) + D[:, None] * u), the definition of ``kernelfuse.fftconv``.
+            mode: str = "causal", fft_size: Optional[int] = None, skip: str = "input") -> torch.Tensor:
+    """y = postgate * (conv(u * pregate, k) + D[:, None] * s), the definition of ``kernelfuse.fftconv``,
+    with s = u (``skip="input"``) or s = u * pregate (``skip="gated"``).
 
     u (B, H, L); k (H, taps), (1, H, taps) or (B, H, taps); D (H,); gates (B, H, L). With
     v = u * pregate and t < L:
@@ -26,8 +27,8 @@ def fftconv(u: torch.Tensor, k: Union[torch.Tensor, Sequence[torch.Tensor]], D: 
       k_bwd = k[..., Lk:], or pass the pair (k_fwd, k_bwd)):
       conv[t] = sum_{m<Lk} k_fwd[m] v[t - m]  +  sum_{j<Lk} k_bwd[j] v[t + 1 + j]   (v = 0 outside [0, L))
       i.e. one circular convolution of size 2L of v zero padded with
-      kk = pad(k_fwd, (0, 2L - Lk)) + pad(flip(k_bwd), (2L - Lk, 0)); safari's kernel of length
-      2L is the case Lk = L.
+      kk = pad(k_fwd, (0, 2L - Lk)) + pad(flip(k_bwd), (2L - Lk, 0)); safari's two kernel channels
+      (k0, k1) of L taps are the case Lk = L.
 
     ``fft_size`` does not change the result (any valid size gives the same linear convolution);
     it is accepted for the signature and ignored here.
@@ -36,6 +37,8 @@ def fftconv(u: torch.Tensor, k: Union[torch.Tensor, Sequence[torch.Tensor]], D: 
         k = torch.cat(list(k), dim=-1)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}")
+    if skip not in ("input", "gated"):
+        raise ValueError(f"unknown skip {skip!r}")
     L = u.shape[-1]
     if k.dim() == 3 and k.shape[0] == 1:
         k = k[0]
@@ -54,13 +57,13 @@ def fftconv(u: torch.Tensor, k: Union[torch.Tensor, Sequence[torch.Tensor]], D: 
         kk = F.pad(k_fwd, (0, N - Lk)) + F.pad(k_bwd.flip(-1), (N - Lk, 0))
         y = torch.fft.irfft(torch.fft.rfft(v, n=N) * torch.fft.rfft(kk, n=N), n=N)[..., :L]
     if D is not None:
-        y = y + D[:, None] * u
+        y = y + D[:, None] * (v if skip == "gated" else u)
     if postgate is not None:
         y = y * postgate
     return y.to(u.dtype)
 
 
-def fftconv_direct(u, k, D=None, *, pregate=None, postgate=None, mode="causal"):
+def fftconv_direct(u, k, D=None, *, pregate=None, postgate=None, mode="causal", skip="input"):
     """The same definition by direct summation (O(L * Lk) per row; small sizes only): an FFT-free
     cross-check of :func:`fftconv` itself."""
     if isinstance(k, (tuple, list)):
@@ -87,7 +90,7 @@ def fftconv_direct(u, k, D=None, *, pregate=None, postgate=None, mode="causal"):
             else:
                 y[..., m:] += k[..., m:m + 1] * v[..., :L - m]
     if D is not None:
-        y = y + D[:, None] * u
+        y = y + D[:, None] * (v if skip == "gated" else u)
     if postgate is not None:
         y = y * postgate
     return y
