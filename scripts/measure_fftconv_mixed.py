@@ -47,7 +47,8 @@ def main():
                     gr = torch.autograd.grad(yr, lv, gy.double())
                     out = OPS.fftconv_bwd(gy, *xs, mode, None, True, True, True, True, True)
                     tc = bool(SIM) and mode == "causal" and (kshape == "shared" or B == 1) and L + Lk - 1 <= 32768
-                    r = res.setdefault((str(dt).split(".")[1], "tensor-core fwd" if tc else "cufft" if SIM else "cpu"), {})
+                    path = "tensor-core fwd" if tc else "cufft" if SIM else "cpu"
+                    r = res.setdefault((str(dt).split(".")[1], path), {})
                     r["y"] = max(r.get("y", 0.0), ratio(y, yr.detach(), dt))
                     for n, o, e in zip(NAMES, out, gr):
                         r["d" + n] = max(r.get("d" + n, 0.0), ratio(o, e, dt))
