@@ -47,7 +47,9 @@ enum class SpecOp : int32_t {
 // Accumulation / compute type of a storage type (half types specialise it in the CUDA file).
 template <typename T> struct AccType { using type = T; };
 
-template <typename T, typename A = typename AccType<T>::type>
+// T: storage type of u, the gates, grad and their gradients; A: compute type; TK: storage type of
+// k, D and dk (T, or float with half T: fp16 / bf16 activations with an fp32 kernel).
+template <typename T, typename A = typename AccType<T>::type, typename TK = T>
 struct FFTConvParams {
   int64_t B = 0, H = 0, L = 0;
   int64_t Lk = 0;       // taps per direction (bidirectional: k rows hold 2 * Lk values)
@@ -57,8 +59,8 @@ struct FFTConvParams {
   bool skip_gated = false;   // skip source s = u * pregate (else u); same thing without a pregate
   // Inputs, all contiguous; optional ones may be null (pregate/postgate: 1, D: 0).
   const T* u = nullptr;         // (B, H, L)
-  const T* k = nullptr;         // (H | B*H, ktaps)
-  const T* D = nullptr;         // (H,)
+  const TK* k = nullptr;        // (H | B*H, ktaps)
+  const TK* D = nullptr;        // (H,)
   const T* pregate = nullptr;   // (B, H, L)
   const T* postgate = nullptr;  // (B, H, L)
   const T* grad = nullptr;      // (B, H, L), backward only
@@ -67,7 +69,7 @@ struct FFTConvParams {
   T* du = nullptr;              // (B, H, L)
   T* dpregate = nullptr;        // (B, H, L)
   T* dpostgate = nullptr;       // (B, H, L)
-  T* dk = nullptr;              // (H | B*H, ktaps)
+  TK* dk = nullptr;             // (H | B*H, ktaps)
   A* dD_rows = nullptr;         // (B * H,) per-row partial sums of grad * postgate * s
 
   int64_t ktaps() const { return mode == ConvMode::Bidirectional ? 2 * Lk : Lk; }
@@ -83,9 +85,9 @@ void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64
                           bool per_batch, A* X, const A* Y, A* K);
 
 // CUDA launchers (fftconv_cuda.cu): T in {float, double, __half, __nv_bfloat16}, A = float for
-// the half types; stream is a cudaStream_t. One launch per call, no host sync.
-template <typename T, typename A>
-void launch_fftconv_stage(const FFTConvParams<T, A>& p, Stage s, int64_t row0, int64_t nb, A* R, A scale,
+// the half types, TK = T or (half T) float; stream is a cudaStream_t. One launch per call, no host sync.
+template <typename T, typename A, typename TK>
+void launch_fftconv_stage(const FFTConvParams<T, A, TK>& p, Stage s, int64_t row0, int64_t nb, A* R, A scale,
                           void* stream);
 template <typename A>
 void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,

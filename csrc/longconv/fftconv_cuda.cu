@@ -51,8 +51,8 @@ __device__ A block_sum(A v, A* sh) {
 }
 
 // One CUDA block per row of the FFT block (grid-stride over rows), threads over the row.
-template <typename T, typename A>
-__global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, Stage s, int64_t row0, int64_t nb,
+template <typename T, typename A, typename TK>
+__global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A, TK> p, Stage s, int64_t row0, int64_t nb,
                                                          A* __restrict__ R, A scale) {
   KF_SHARED(A, sh, [kThreads / 32]);
   const int64_t L = p.L, n = p.n;
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, 
       }
       case Stage::PackKernel: {
         const int64_t kt = p.mode == ConvMode::Bidirectional ? 2 * p.Lk : p.Lk;
-        const T* __restrict__ k = p.k + r * kt;
+        const TK* __restrict__ k = p.k + r * kt;
         for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
           A v = 0;
           if (t < p.Lk) v = A(to_acc(k[t])) * scale;
@@ -138,10 +138,10 @@ __global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A> p, 
       }
       case Stage::GatherKernelGrad: {
         const int64_t kt = p.mode == ConvMode::Bidirectional ? 2 * p.Lk : p.Lk;
-        T* __restrict__ dk = p.dk + r * kt;
+        TK* __restrict__ dk = p.dk + r * kt;
         for (int64_t j = threadIdx.x; j < kt; j += blockDim.x) {
           const int64_t m = j < p.Lk ? j : n - 1 - (j - p.Lk);
-          dk[j] = store<T, A>(Ri[m] * scale);
+          dk[j] = store<TK, A>(Ri[m] * scale);
         }
         break;
       }
@@ -187,12 +187,12 @@ __global__ void spectral_kernel(SpecOp op, int64_t row0, int64_t nb, int64_t nf,
 
 }  // namespace
 
-template <typename T, typename A>
-void launch_fftconv_stage(const FFTConvParams<T, A>& p, Stage s, int64_t row0, int64_t nb, A* R, A scale,
+template <typename T, typename A, typename TK>
+void launch_fftconv_stage(const FFTConvParams<T, A, TK>& p, Stage s, int64_t row0, int64_t nb, A* R, A scale,
                           void* stream) {
   if (nb <= 0) return;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(nb, int64_t(1) << 20));
-  launch_kernel("fftconv: stage_kernel", stage_kernel<T, A>, blocks, kThreads, 0, static_cast<cudaStream_t>(stream), p, s, row0, nb, R, scale);
+  launch_kernel("fftconv: stage_kernel", stage_kernel<T, A, TK>, blocks, kThreads, 0, static_cast<cudaStream_t>(stream), p, s, row0, nb, R, scale);
 }
 
 template <typename A>
@@ -214,6 +214,11 @@ template void launch_fftconv_stage<__half, float>(const FFTConvParams<__half, fl
                                                   float*, float, void*);
 template void launch_fftconv_stage<__nv_bfloat16, float>(const FFTConvParams<__nv_bfloat16, float>&, Stage, int64_t,
                                                          int64_t, float*, float, void*);
+// Mixed precision: fp16 / bf16 activations with an fp32 kernel and skip (k, D, dk in float).
+template void launch_fftconv_stage<__half, float, float>(const FFTConvParams<__half, float, float>&, Stage, int64_t,
+                                                         int64_t, float*, float, void*);
+template void launch_fftconv_stage<__nv_bfloat16, float, float>(const FFTConvParams<__nv_bfloat16, float, float>&,
+                                                                Stage, int64_t, int64_t, float*, float, void*);
 template void launch_fftconv_spectral<float>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float*,
                                              const float*, float*, void*);
 template void launch_fftconv_spectral<double>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, double*,

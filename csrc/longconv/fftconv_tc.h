@@ -17,12 +17,13 @@ namespace kernelfuse::longconv {
 constexpr int64_t kTCMinN = 256;
 constexpr int64_t kTCMaxN = 32768;
 
-template <typename T>
+// T: storage type of u, the gates and y; TK: of k and D (T, or float: an fp32 kernel and skip).
+template <typename T, typename TK = T>
 struct FFTConvTCParams {
   int64_t B = 0, H = 0, L = 0, Lk = 0, N = 0;
   const T* u = nullptr;         // (B, H, L)
-  const T* k = nullptr;         // (H, Lk)
-  const T* D = nullptr;         // (H,) or null
+  const TK* k = nullptr;        // (H, Lk)
+  const TK* D = nullptr;        // (H,) or null
   const T* pregate = nullptr;   // (B, H, L) or null
   const T* postgate = nullptr;  // (B, H, L) or null
   bool skip_gated = false;      // D multiplies u * pregate (skip "gated") instead of u
@@ -41,8 +42,9 @@ inline int64_t fftconv_tc_fft_size(int64_t L, int64_t Lk) {
 
 // Launches the path (two kernels: kernel spectrum, then the fused conv) on stream (a cudaStream_t)
 // if one sequence of size N fits in the current device's opt-in shared memory per block; returns
-// false (and launches nothing) otherwise, so the caller falls back. T in {__half, __nv_bfloat16}.
-template <typename T>
-bool launch_fftconv_tc(const FFTConvTCParams<T>& p, void* stream);
+// false (and launches nothing) otherwise, so the caller falls back. T in {__half, __nv_bfloat16},
+// TK in {T, float}.
+template <typename T, typename TK>
+bool launch_fftconv_tc(const FFTConvTCParams<T, TK>& p, void* stream);
 
 }  // namespace kernelfuse::longconv

@@ -48,6 +48,7 @@ constexpr int64_t kStaticSmemTC = (kWarps + 2 * kMaxSeqPerBlock) * 4;  // fftcon
 template <typename T> __device__ __forceinline__ float to_f(T x);
 template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
 template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
 template <typename T> __device__ __forceinline__ T from_f(float x);
 template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
@@ -111,14 +112,14 @@ __device__ float block_max(float v, float* sh) {
   return m;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreadsTC) kernel_spectrum_kernel(const T* __restrict__ k, int64_t Lk, int64_t N,
+template <typename TK>
+__global__ void __launch_bounds__(kThreadsTC) kernel_spectrum_kernel(const TK* __restrict__ k, int64_t Lk, int64_t N,
                                                                      float2* __restrict__ kspec, int* __restrict__ kexp) {
   KF_SHARED(float, red, [kWarps]);
   const int64_t h = blockIdx.x;
   float2* x = kspec + h * N;
   for (int64_t t = threadIdx.x; t < N; t += blockDim.x)
-    x[t] = make_float2(t < Lk ? to_f<T>(k[h * Lk + t]) : 0.f, 0.f);
+    x[t] = make_float2(t < Lk ? to_f<TK>(k[h * Lk + t]) : 0.f, 0.f);
   __syncthreads();
   const int r = 1 << (log2i(N) % 4);
   if (r > 1) {
@@ -292,8 +293,8 @@ __device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool invers
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<T> p, int nsb, int64_t nseq) {
+template <typename T, typename TK>
+__global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<T, TK> p, int nsb, int64_t nseq) {
   KF_DYNAMIC_SHARED_ALIGNED(128, unsigned char, smem_raw);
   const int64_t N = p.N, L = p.L, H = p.H;
   T* data = reinterpret_cast<T*>(smem_raw);              // nsb x (re N, im N)
@@ -398,7 +399,7 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     const int64_t t = i - j * L, g = g0 + j;
     if (g >= nseq) continue;
     const int64_t h = g % H, b0 = 2 * (g / H);
-    const float d = p.D ? to_f<T>(p.D[h]) : 0.f;
+    const float d = p.D ? to_f<TK>(p.D[h]) : 0.f;
     const int e = vexp[j] + kex[j];
     const int64_t o0 = (b0 * H + h) * L + t;
     const bool gs = p.skip_gated && p.pregate;  // skip "gated": D multiplies u * pregate
@@ -420,8 +421,8 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
 
 }  // namespace
 
-template <typename T>
-bool launch_fftconv_tc(const FFTConvTCParams<T>& p, void* stream) {
+template <typename T, typename TK>
+bool launch_fftconv_tc(const FFTConvTCParams<T, TK>& p, void* stream) {
   if (p.N < kTCMinN || p.N > kTCMaxN || (p.N & (p.N - 1)) != 0 || p.L + p.Lk - 1 > p.N || p.Lk < 1) return false;
   int dev = 0, smem_optin = 0, sms = 1, major = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
@@ -445,7 +446,7 @@ bool launch_fftconv_tc(const FFTConvTCParams<T>& p, void* stream) {
          (nseq + 2 * nsb - 1) / (2 * nsb) >= 2 * int64_t(sms))
     nsb *= 2;
   const int64_t bytes = fixed + nsb * per_seq;
-  if (cudaFuncSetAttribute(fftconv_tc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  if (cudaFuncSetAttribute(fftconv_tc_kernel<T, TK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(bytes)) != cudaSuccess) {
     cudaGetLastError();
     return false;
@@ -453,13 +454,16 @@ bool launch_fftconv_tc(const FFTConvTCParams<T>& p, void* stream) {
   const int64_t blocks = (nseq + nsb - 1) / nsb;
   if (blocks > 0x7fffffff || p.H > 0x7fffffff) return false;
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  launch_kernel("fftconv_tc: kernel_spectrum_kernel", kernel_spectrum_kernel<T>, static_cast<unsigned>(p.H), kThreadsTC, 0, st,
+  launch_kernel("fftconv_tc: kernel_spectrum_kernel", kernel_spectrum_kernel<TK>, static_cast<unsigned>(p.H), kThreadsTC, 0, st,
                 p.k, p.Lk, p.N, reinterpret_cast<float2*>(p.kspec), p.kexp);
-  launch_kernel("fftconv_tc: fftconv_tc_kernel", fftconv_tc_kernel<T>, static_cast<unsigned>(blocks), kThreadsTC, static_cast<size_t>(bytes), st, p, nsb, nseq);
+  launch_kernel("fftconv_tc: fftconv_tc_kernel", fftconv_tc_kernel<T, TK>, static_cast<unsigned>(blocks), kThreadsTC, static_cast<size_t>(bytes), st, p, nsb, nseq);
   return true;
 }
 
 template bool launch_fftconv_tc<__half>(const FFTConvTCParams<__half>&, void*);
 template bool launch_fftconv_tc<__nv_bfloat16>(const FFTConvTCParams<__nv_bfloat16>&, void*);
+// Mixed precision: fp32 k and D (the kernel spectrum is fp32 anyway; k is no longer rounded to T first).
+template bool launch_fftconv_tc<__half, float>(const FFTConvTCParams<__half, float>&, void*);
+template bool launch_fftconv_tc<__nv_bfloat16, float>(const FFTConvTCParams<__nv_bfloat16, float>&, void*);
 
 }  // namespace kernelfuse::longconv

@@ -65,7 +65,10 @@ int64_t next_fast_size(int64_t x) {
 }
 
 struct Problem {
-  at::Tensor u, k, D, pre, post;  // contiguous; optional ones undefined
+  at::Tensor u, k, D, pre, post;  // contiguous; optional ones undefined (D: in k's dtype)
+  // Mixed precision (half u): k and D are read in one type, float32 if either was given in float32;
+  // the dtypes they were given in are those of dk and dD.
+  at::ScalarType k_dtype = at::kFloat, D_dtype = at::kFloat;
   int64_t B = 0, H = 0, L = 0, Lk = 0, n = 0;
   ConvMode mode = ConvMode::Causal;
   bool skip_gated = false;  // skip "gated": D multiplies u * pregate
@@ -76,6 +79,18 @@ struct Problem {
 void check_like_u(const at::Tensor& t, const at::Tensor& u, const char* name) {
   check_same_device(t, u, name, "u");
   check_same_dtype(t, u, name, "u");
+}
+
+bool is_half(at::ScalarType st) { return st == at::kHalf || st == at::kBFloat16; }
+
+// k and D: u's dtype, or float32 with a float16 / bfloat16 u (mixed precision, FlashFFTConv's
+// convention: half activations, fp32 kernel; float32 computation either way).
+void check_kernel_like_u(const at::Tensor& t, const at::Tensor& u, const char* name) {
+  check_same_device(t, u, name, "u");
+  const bool half_u = is_half(u.scalar_type());
+  KF_CHECK_ARG(t.scalar_type() == u.scalar_type() || (half_u && t.scalar_type() == at::kFloat), name,
+               "expected dtype ", u.scalar_type(), " (the dtype of 'u')", (half_u ? " or float32" : ""), ", got ",
+               t.scalar_type());
 }
 
 Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optional<at::Tensor>& D,
@@ -90,7 +105,7 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
   p.H = u.size(1);
   p.L = u.size(2);
   KF_CHECK_ARG(p.L >= 1, "u", "expected a sequence length L >= 1, got ", shape_str(u));
-  check_like_u(k, u, "k");
+  check_kernel_like_u(k, u, "k");
   const bool k_ok = (k.dim() == 2 && k.size(0) == p.H) ||
                     (k.dim() == 3 && (k.size(0) == 1 || k.size(0) == p.B) && k.size(1) == p.H);
   KF_CHECK_ARG(k_ok, "k", "expected shape (H, Lk), (1, H, Lk) or (B, H, Lk) with B = ", p.B, ", H = ", p.H,
@@ -107,12 +122,14 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
   }
   KF_CHECK_ARG(p.Lk <= p.L, "k", "mode '", std::string(mode), "' needs a kernel no longer than the sequence: Lk = ",
                p.Lk, " > L = ", p.L, " (k ", shape_str(k), ", u ", shape_str(u), ")");
+  p.k_dtype = k.scalar_type();
   p.per_batch = k.dim() == 3 && k.size(0) == p.B && p.B != 1;
   p.k = (k.dim() == 3 && !p.per_batch) ? k.reshape({p.H, taps}).contiguous() : k.contiguous();
   if (D.has_value()) {
-    check_like_u(*D, u, "D");
+    check_kernel_like_u(*D, u, "D");
     KF_CHECK_ARG(D->dim() == 1 && D->size(0) == p.H, "D", "expected shape (H,) = (", p.H, ",), got ",
                  shape_str(*D));
+    p.D_dtype = D->scalar_type();
     p.D = D->contiguous();
   }
   auto gate = [&](const std::optional<at::Tensor>& g, const char* name) -> at::Tensor {
@@ -121,6 +138,10 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
     KF_CHECK_ARG(g->sizes() == u.sizes(), name, "expected the shape of u ", shape_str(u), ", got ", shape_str(*g));
     return g->contiguous();
   };
+  if (p.D.defined() && p.D_dtype != p.k_dtype) {  // one of them float32, the other u's half type
+    p.k = p.k.to(at::kFloat);
+    p.D = p.D.to(at::kFloat);
+  }
   p.pre = gate(pregate, "pregate");
   p.post = gate(postgate, "postgate");
   p.u = u.contiguous();
@@ -152,12 +173,14 @@ template <> struct Storage<at::Half> { using type = __half; using acc = float; }
 template <> struct Storage<at::BFloat16> { using type = __nv_bfloat16; using acc = float; };
 #endif
 
-template <typename S>
+// S: storage of u (gates, grad); SK: of k and D (S, or float with half S on CUDA).
+template <typename S, typename SK = S>
 struct Runner {
   using T = typename Storage<S>::type;
   using A = typename Storage<S>::acc;
+  using TK = typename Storage<SK>::type;
   const Problem& pb;
-  FFTConvParams<T, A> p;
+  FFTConvParams<T, A, TK> p;
   bool cuda = false;
   at::TensorOptions ropt, copt;
   int64_t rows = 0, nf = 0;
@@ -176,8 +199,8 @@ struct Runner {
     p.k_per_batch = pr.per_batch;
     p.skip_gated = pr.skip_gated;
     p.u = in(pr.u);
-    p.k = in(pr.k);
-    p.D = in(pr.D);
+    p.k = in_k(pr.k);
+    p.D = in_k(pr.D);
     p.pregate = in(pr.pre);
     p.postgate = in(pr.post);
     cuda = on_device(pr.u);
@@ -207,16 +230,20 @@ struct Runner {
     return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr<S>()) : nullptr;
   }
   static T* out(at::Tensor& t) { return t.defined() ? reinterpret_cast<T*>(t.mutable_data_ptr<S>()) : nullptr; }
+  static const TK* in_k(const at::Tensor& t) {
+    return t.defined() ? reinterpret_cast<const TK*>(t.const_data_ptr<SK>()) : nullptr;
+  }
+  static TK* out_k(at::Tensor& t) { return t.defined() ? reinterpret_cast<TK*>(t.mutable_data_ptr<SK>()) : nullptr; }
   static A* buf(const at::Tensor& t) { return t.defined() ? reinterpret_cast<A*>(t.data_ptr()) : nullptr; }
 
   void stage(Stage s, int64_t row0, int64_t m, const at::Tensor& R, A scale = A(1)) {
 #ifdef KF_DEVICE
     if (cuda) {
-      launch_fftconv_stage<T, A>(p, s, row0, m, buf(R), scale, device_stream());
+      launch_fftconv_stage<T, A, TK>(p, s, row0, m, buf(R), scale, device_stream());
       return;
     }
 #endif
-    if constexpr (std::is_same_v<T, A>) {
+    if constexpr (std::is_same_v<T, A> && std::is_same_v<T, TK>) {
       fftconv_stage_cpu<T>(p, s, row0, m, buf(R), scale);
     } else {
       TORCH_CHECK(false, "kernelfuse: internal error: half storage on CPU");
@@ -333,17 +360,17 @@ struct Runner {
     at::Tensor du = need_u ? at::empty(pb.u.sizes(), opts) : none();
     at::Tensor dpre = need_pre ? at::empty(pb.u.sizes(), opts) : none();
     at::Tensor dpost = need_post ? at::empty(pb.u.sizes(), opts) : none();
-    at::Tensor dk = need_k ? at::empty(pb.k.sizes(), opts) : none();
+    at::Tensor dk = need_k ? at::empty(pb.k.sizes(), pb.k.options()) : none();
     at::Tensor dD_rows = need_D ? at::empty({pb.B, pb.H}, ropt) : at::Tensor();
     p.grad = in(grad);
     p.du = need_u ? out(du) : nullptr;
     p.dpregate = need_pre ? out(dpre) : nullptr;
     p.dpostgate = need_post ? out(dpost) : nullptr;
-    p.dk = need_k ? out(dk) : nullptr;
+    p.dk = need_k ? out_k(dk) : nullptr;
     p.dD_rows = need_D ? buf(dD_rows) : nullptr;
-    at::Tensor dD = need_D ? at::empty({pb.H}, opts) : none();
+    at::Tensor dD = need_D ? at::empty({pb.H}, opts.dtype(pb.D_dtype)) : none();
     auto result = [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> {
-      return {du, need_k ? dk.view(pb.k_shape) : dk, dD, dpre, dpost};
+      return {du, need_k ? dk.view(pb.k_shape).to(pb.k_dtype) : dk, dD, dpre, dpost};
     };
     if (rows == 0) {
       if (need_k) dk.zero_();
@@ -425,7 +452,8 @@ struct Runner {
 };
 
 
-// CPU float16 / bfloat16: computed in float32 (inputs upcast, output cast back).
+// CPU float16 / bfloat16: computed in float32 (inputs upcast, outputs cast back: each gradient to
+// its input's dtype, so an fp32 k gets an fp32 dk).
 bool upcast_needed(const at::Tensor& u) {
   return !on_device(u) && (u.scalar_type() == at::kHalf || u.scalar_type() == at::kBFloat16);
 }
@@ -434,16 +462,27 @@ std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
   return t->to(at::kFloat);
 }
 
+// f.template operator()<S, SK>(): S the storage of u, SK that of k and D (float for a half u with
+// an fp32 kernel, CUDA only: on CPU half inputs were upcast before).
 template <typename F>
-void dispatch(const at::Tensor& u, F&& f) {
+void dispatch(const at::Tensor& u, at::ScalarType k_dtype, F&& f) {
 #ifdef KF_DEVICE
   if (on_device(u)) {
     KF_DEVICE_GUARD(u);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "fftconv", [&] { f.template operator()<scalar_t>(); });
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "fftconv", [&] {
+      if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+        if (k_dtype == at::kFloat) {
+          f.template operator()<scalar_t, float>();
+          return;
+        }
+      }
+      f.template operator()<scalar_t, scalar_t>();
+    });
     return;
   }
 #endif
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fftconv", [&] { f.template operator()<scalar_t>(); });
+  (void)k_dtype;
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fftconv", [&] { f.template operator()<scalar_t, scalar_t>(); });
 }
 
 #ifdef KF_DEVICE
@@ -467,25 +506,31 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
   at::Tensor kspec = at::empty({pb.H, N, 2}, pb.u.options().dtype(at::kFloat));
   at::Tensor kexp = at::empty({pb.H}, pb.u.options().dtype(at::kInt));
   bool ok = false;
-  auto run = [&]<typename S, typename T>() {
-    FFTConvTCParams<T> p;
+  auto run = [&]<typename S, typename T, typename SK, typename TK>() {
+    FFTConvTCParams<T, TK> p;
     p.B = pb.B; p.H = pb.H; p.L = pb.L; p.Lk = pb.Lk; p.N = N;
     auto in = [](const at::Tensor& t) -> const T* {
       return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr<S>()) : nullptr;
     };
+    auto in_k = [](const at::Tensor& t) -> const TK* {
+      return t.defined() ? reinterpret_cast<const TK*>(t.const_data_ptr<SK>()) : nullptr;
+    };
     p.u = in(pb.u);
-    p.k = in(pb.k);
-    p.D = in(pb.D);
+    p.k = in_k(pb.k);
+    p.D = in_k(pb.D);
     p.pregate = in(pb.pre);
     p.postgate = in(pb.post);
     p.skip_gated = pb.skip_gated;
     p.y = reinterpret_cast<T*>(out.mutable_data_ptr<S>());
     p.kspec = kspec.mutable_data_ptr<float>();
     p.kexp = kexp.mutable_data_ptr<int>();
-    ok = launch_fftconv_tc<T>(p, device_stream());
+    ok = launch_fftconv_tc<T, TK>(p, device_stream());
   };
-  if (st == at::kHalf) run.template operator()<at::Half, __half>();
-  else run.template operator()<at::BFloat16, __nv_bfloat16>();
+  const bool k_fp32 = pb.k.scalar_type() == at::kFloat;  // mixed precision: fp32 k and D
+  if (st == at::kHalf && k_fp32) run.template operator()<at::Half, __half, float, float>();
+  else if (st == at::kHalf) run.template operator()<at::Half, __half, at::Half, __half>();
+  else if (k_fp32) run.template operator()<at::BFloat16, __nv_bfloat16, float, float>();
+  else run.template operator()<at::BFloat16, __nv_bfloat16, at::BFloat16, __nv_bfloat16>();
   if (!ok) return false;
   y = out;
   return true;
@@ -505,7 +550,7 @@ at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional
 #ifdef KF_DEVICE
   if (fftconv_tc_try(pb, y)) return y;
 #endif
-  dispatch(pb.u, [&]<typename S>() { y = Runner<S>(pb).forward(); });
+  dispatch(pb.u, pb.k.scalar_type(), [&]<typename S, typename SK>() { y = Runner<S, SK>(pb).forward(); });
   return y;
 }
 
@@ -522,13 +567,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fftconv_b
     auto r = fftconv_bwd(grad.to(at::kFloat), u.to(at::kFloat), k.to(at::kFloat), to_float(D), to_float(pregate),
                          to_float(postgate), mode, pb.n, need_u, need_k, need_D, need_pregate, need_postgate, skip);
     const auto st = u.scalar_type();
-    return {std::get<0>(r).to(st), std::get<1>(r).to(st), std::get<2>(r).to(st), std::get<3>(r).to(st),
-            std::get<4>(r).to(st)};
+    const auto D_st = D.has_value() ? D->scalar_type() : st;
+    return {std::get<0>(r).to(st), std::get<1>(r).to(k.scalar_type()), std::get<2>(r).to(D_st),
+            std::get<3>(r).to(st), std::get<4>(r).to(st)};
   }
   const at::Tensor g = grad.contiguous();
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> res;
-  dispatch(pb.u, [&]<typename S>() {
-    res = Runner<S>(pb).backward(g, need_u, need_k, need_D, need_pregate, need_postgate);
+  dispatch(pb.u, pb.k.scalar_type(), [&]<typename S, typename SK>() {
+    res = Runner<S, SK>(pb).backward(g, need_u, need_k, need_D, need_pregate, need_postgate);
   });
   return res;
 }

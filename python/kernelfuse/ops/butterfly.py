@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ._autocast import fp32_under_autocast
 from ._common import check_like, check_tensor
 
 _ops = torch.ops.kernelfuse
@@ -28,6 +29,7 @@ def _check_dtype(t, name, fn):
 
 
 # ================================================================ butterfly_multiply
+@fp32_under_autocast
 def butterfly_multiply(x: torch.Tensor, twiddle: torch.Tensor, *, increasing_stride: bool = True) -> torch.Tensor:
     """Product of ``x`` (..., n) with the butterfly matrix given by ``twiddle``, along the last dim.
 
@@ -90,6 +92,7 @@ torch.library.register_autograd("kernelfuse::butterfly_multiply", _bf_backward, 
 
 
 # ================================================================ monarch_multiply
+@fp32_under_autocast
 def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """Monarch product: block-diagonal ``w1``, a fixed permutation, block-diagonal ``w2``.
 
@@ -153,6 +156,7 @@ def _complex_dtype(dtype):
     return torch.complex128 if dtype in (torch.float64, torch.complex128) else torch.complex64
 
 
+@fp32_under_autocast
 def monarch_fft(x: torch.Tensor, *, inverse: bool = False, norm: str = "backward") -> torch.Tensor:
     """DFT of the last dimension through the Monarch (multi-level Cooley-Tukey) factorisation.
 
@@ -212,6 +216,7 @@ def _split_coeffs(n, inverse, like):
     return _SPLIT_CACHE[key]
 
 
+@fp32_under_autocast
 def monarch_rfft(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
     """Real-input DFT of the last dim, like ``torch.fft.rfft``: (..., n) real -> (..., n//2 + 1).
 

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from ._autocast import fp32_under_autocast
 from ._common import check_like, check_tensor
 
 _ops = torch.ops.kernelfuse
@@ -101,6 +102,7 @@ def _kron_vec(vs: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- kron_matmul
+@fp32_under_autocast
 def kron_matmul(factors: Factors, x: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
     """(K_1 (x) ... (x) K_D) @ x without forming the Kronecker matrix.
 
@@ -199,6 +201,7 @@ def _mll_impl(fs, y, noise):
     return nll.reshape(lead), alpha.reshape(y.shape), eig, rot
 
 
+@fp32_under_autocast
 def kron_gp_mll(factors: Factors, y: torch.Tensor, noise) -> Tuple[torch.Tensor, torch.Tensor]:
     """Exact negative log marginal likelihood of a GP on a grid, and the weights alpha.
 
@@ -233,6 +236,7 @@ def kron_gp_mll(factors: Factors, y: torch.Tensor, noise) -> Tuple[torch.Tensor,
     return nll, alpha
 
 
+@fp32_under_autocast
 def kron_solve(factors: Factors, y: torch.Tensor, noise) -> torch.Tensor:
     """(K_1 (x) ... (x) K_D + s^2 I)^{-1} y for square symmetric PSD factors K_d (n_d, n_d).
 
@@ -294,6 +298,7 @@ def _prior(prior_var, M, ref, fn, dims=None):
                          f"to ({M},), got shape {tuple(p.shape)}") from None
 
 
+@fp32_under_autocast
 def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: Optional[Factors] = None,
                    targets: str = "grid", prior_var=None,
                    return_var: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -42,6 +42,10 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
     Args:
         u: (B, H, L), any L >= 1. float32, float64, float16 or bfloat16 (half types: float32
             computation; on CPU the inputs are upcast, on CUDA they are read as they are).
+            Every other tensor in u's dtype, except that with a half u, k and D may be float32
+            (mixed precision, FlashFFTConv's convention; gradients in each input's dtype). Under
+            torch.autocast: u and the gates in the autocast dtype, k and D in float32
+            (docs/fftconv.md, docs/autocast.md).
         k: (H, taps) shared by the batch, (1, H, taps), or (B, H, taps) one kernel per batch row.
             For mode "bidirectional" taps = 2 * Lk (forward taps then backward taps), or pass the
             pair ``(k_fwd, k_bwd)`` of (.., Lk) kernels.
