@@ -352,3 +352,25 @@ def test_cuda_autocast_and_mixed(adt, L, Lk):
     conv = kf.nn.FlashFFTConv(2 * L if L < 16385 else 32770, dtype=adt)
     yf = conv(u.to(adt), k, pre.to(adt), post.to(adt))
     assert yf.dtype == adt and yf.device == u.device
+
+
+# ------------------------------------------------------------------ mixed precision with the H3/Hyena skip
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("mode", MODES)
+def test_mixed_gated_skip_forward_and_gradients(dtype, mode, device):
+    """fp16/bf16 u and gates with fp32 k and D, skip="gated" (D multiplies u * pregate), against the
+    float64 reference with the same convention; gradients in each input's dtype."""
+    xs0 = _mixed(dtype, B=2, H=3, L=61, Lk=23, mode=mode, seed=77, device=device)
+    xs = [t.clone().requires_grad_(True) for t in xs0]
+    y = kf.fftconv(xs[0], xs[1], xs[2], pregate=xs[3], postgate=xs[4], mode=mode, skip="gated")
+    _assert_close(y, ref.fftconv(*map(_d, xs0[:3]), pregate=_d(xs0[3]), postgate=_d(xs0[4]), mode=mode, skip="gated"),
+                  dtype)
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(dtype=dtype, device=device)
+    y.backward(gy)
+    leaves = {n: _d(t).requires_grad_(True) for n, t in zip(NAMES, xs0)}
+    y64 = ref.fftconv(leaves["u"], leaves["k"], leaves["D"], pregate=leaves["pregate"], postgate=leaves["postgate"],
+                      mode=mode, skip="gated")
+    exp = dict(zip(leaves, torch.autograd.grad(y64, list(leaves.values()), _d(gy))))
+    for name, x in zip(NAMES, xs):
+        assert x.grad.dtype == x.dtype, name
+        _assert_close(x.grad, exp[name], dtype)

@@ -159,3 +159,39 @@ def test_mixed_tc_schedules():
     xs = _mixed(torch.float16, 3, 2, 200, 57, seed=81)
     y = run_schedules(lambda: _fwd(xs, "causal"))
     _check_fwd(y, xs, "causal", torch.float16)
+
+
+# ------------------------------------------------------------------ mixed precision with skip="gated"
+def _ref_gated(xs, mode):
+    u, k, D, pre, post = xs
+    return ref.fftconv(_d(u), _d(k), _d(D), pregate=_d(pre), postgate=_d(post), mode=mode, skip="gated")
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("mode", ["causal", "bidirectional"])
+def test_mixed_gated_skip_cufft_path(dtype, mode, monkeypatch):
+    """stage_kernel<T, float, float> with the H3/Hyena skip, forward and backward."""
+    monkeypatch.setenv("KERNELFUSE_NO_TC_FFTCONV", "1")
+    xs = _mixed(dtype, 2, 3, 97, 33, mode, "shared", seed=91)
+    y = sim_ops.fftconv(*xs, mode, None, "gated")
+    assert y.dtype == dtype
+    assert_close_to_ref(y, _ref_gated(xs, mode), dtype)
+    gy = torch.randn(xs[0].shape, generator=torch.Generator().manual_seed(3)).to(dtype)
+    leaves = {n: _d(t).requires_grad_(True) for n, t in zip(NAMES, xs)}
+    y64 = ref.fftconv(leaves["u"], leaves["k"], leaves["D"], pregate=leaves["pregate"], postgate=leaves["postgate"],
+                      mode=mode, skip="gated")
+    exp = dict(zip(leaves, torch.autograd.grad(y64, list(leaves.values()), gy.double())))
+    out = sim_ops.fftconv_bwd(gy, *xs, mode, None, *(True,) * 5, "gated")
+    for name, o, x in zip(NAMES, out, xs):
+        assert o.dtype == x.dtype, name
+        assert_close_to_ref(o, exp[name], dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_mixed_gated_skip_tc_path(dtype):
+    """fftconv_tc_kernel<T, float> with the H3/Hyena skip (forward)."""
+    xs = _mixed(dtype, 2, 2, 200, 57, "causal", "shared", seed=92)
+    with _Count(TC, STAGE) as c:
+        y = sim_ops.fftconv(*xs, "causal", None, "gated")
+    assert c.n[TC] > 0
+    assert_close_to_ref(y, _ref_gated(xs, "causal"), dtype)
