@@ -66,9 +66,10 @@ def grid_kernel(x1: torch.Tensor, x2: torch.Tensor, kind: str, params: torch.Ten
             K is the sum over the rows.
         orders: derivative orders (a, b), each 0..2, with a + b <= ``MAX_ORDER[kind]``
             (matern12: 0; matern32: 2; others: 4).
-        toeplitz: None detects (CPU: x1 and x2 equal and evenly spaced to rounding; CUDA: never,
-            detection would need a host sync), True asserts it (step taken from the end points),
-            False forces the direct path. The Toeplitz path evaluates the n lags once (O(n Q)
+        toeplitz: None detects (CPU: x1 and x2 equal, finite and evenly spaced to rounding; CUDA:
+            never, detection would need a host sync), True asserts it (step taken from the end
+            points; a NaN or infinite point is then an error naming x1 / x2), False forces the
+            direct path. A NaN point gives NaN in its row (x1) or column (x2), at every order. The Toeplitz path evaluates the n lags once (O(n Q)
             kernel work) and fills the matrix from that table.
 
     Returns:

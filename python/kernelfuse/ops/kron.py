@@ -10,7 +10,11 @@ Conventions (every op):
 - ``noise`` is the noise VARIANCE s^2 (a 0-d tensor, or a python number), not a standard deviation.
 - Square (covariance) factors are used through their symmetric part 0.5 (K_d + K_d^T); gradients
   with respect to factors are the gradients of that symmetrised definition (hence symmetric).
-- float32 and float64; all tensors on one device and of one dtype.
+- float32 and float64; all tensors on one device and of one dtype (a meta tensor among real ones
+  is an error naming it, in the wrappers and the raw ops' fake kernels alike).
+- Empty inputs give correctly shaped results (a 0 x 0 factor: N = 0, nll 0, an empty alpha).
+- Covariance factors (kron_gp_mll / kron_solve / kron_posterior) must be finite: a NaN / inf entry
+  is an error naming the factor (before the eigendecomposition).
 """
 from __future__ import annotations
 
