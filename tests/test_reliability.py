@@ -96,9 +96,11 @@ def _raw_cases():
     cs = [torch.randn(4, 2, dtype=F64, generator=g), torch.randn(4, 3, dtype=F64, generator=g)]
     return {
         "kron_matmul": (lambda a: _ops.kron_matmul(a["factors"], a["x"], False),
-                        [("factors", [f0, torch.randn(3, 4, dtype=F64, generator=g)]), ("x", torch.randn(2, 8, dtype=F64))]),
+                        [("factors", [f0, torch.randn(3, 4, dtype=F64, generator=g)]),
+                         ("x", torch.randn(2, 8, dtype=F64))]),
         "kron_matmul_bwd": (lambda a: _ops.kron_matmul_bwd(a["grad"], a["factors"], a["x"], False, True, True),
-                            [("grad", torch.randn(2, 6, dtype=F64)), ("factors", [f0, f1]), ("x", torch.randn(2, 6, dtype=F64))]),
+                            [("grad", torch.randn(2, 6, dtype=F64)), ("factors", [f0, f1]),
+                             ("x", torch.randn(2, 6, dtype=F64))]),
         "kron_gp_mll": (lambda a: _ops.kron_gp_mll(a["factors"], a["y"], a["noise"]),
                         [("factors", [f0, f1]), ("y", y), ("noise", s2)]),
         "kron_gp_mll_bwd": (lambda a: _ops.kron_gp_mll_bwd(a["grad_nll"], a["grad_alpha"], a["factors"], a["noise"],
@@ -316,7 +318,8 @@ def test_sizes_are_checked_before_the_allocator():
         kf.grid_kernel(torch.zeros(10 ** 6), torch.zeros(10 ** 6), "rbf", torch.zeros(1, 2))
     f = torch.eye(2, dtype=F64)
     with pytest.raises(ValueError, match=r"'cross_factors'.*elements"):
-        kf.kron_posterior([f] * 3, torch.randn(8, dtype=F64), 0.1, cross_factors=[torch.ones(1, 2, dtype=F64).expand(10 ** 5, 2)] * 3,
+        kf.kron_posterior([f] * 3, torch.randn(8, dtype=F64), 0.1,
+                          cross_factors=[torch.ones(1, 2, dtype=F64).expand(10 ** 5, 2)] * 3,
                           targets="grid", prior_var=1.0)
     with pytest.raises(ValueError, match=r"'cross_factors'.*elements"):
         _ops.kron_posterior_var([f] * 3, torch.tensor(0.1, dtype=F64), [torch.ones(1, 2, dtype=F64).expand(10 ** 5, 2)] * 3,
@@ -444,7 +447,7 @@ def _one_elem(t, v):
 def _perturbations(t):
     """(class, fn) applicable to a float64 tensor t."""
     out = [("int64", lambda u: u.round().to(torch.int64)), ("float32", lambda u: u.float()),
-           ("meta", lambda u: u.to("meta")), ("extra_dim", lambda u: u.unsqueeze(0))]
+           ("meta", lambda u: u.to("meta")), ("extra_dim", lambda u: u.unsqueeze(0)), ("None", lambda u: None)]
     if t.dim() >= 1:
         out += [("wrong_len", lambda u: u[..., :-1]), ("empty", lambda u: u[:0]),
                 ("nan", lambda u: _one_elem(u, float("nan"))), ("inf", lambda u: _one_elem(u, float("inf"))),
@@ -471,7 +474,8 @@ def _assert_matches(got, exp, what):
         if a is None or b is None:
             assert a is None and b is None, what
             continue
-        assert a.device.type == "cpu" and tuple(a.shape) == tuple(b.shape), f"{what}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+        assert a.device.type == "cpu" and tuple(a.shape) == tuple(b.shape), \
+            f"{what}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
         tol = dict(rtol=2e-4, atol=2e-5) if a.dtype == torch.float32 else dict(rtol=1e-7, atol=1e-9)
         a, b = a.detach().double(), b.detach().double()
         fa, fb = torch.isfinite(a), torch.isfinite(b)
@@ -493,7 +497,7 @@ def _classify(ours, ref, args, label, what, cls):
         assert any(f"'{n}'" in str(e) for n in names), f"{what}: the error does not name '{label}': {e}"
         return "error"
     rargs = {n: ([t.detach().double() for t in v] if isinstance(v, list) else v.detach().double())
-             for n, v in args.items()}
+             for n, v in args.items()}  # (a None left in would fail here: a missing argument must be an error)
     _assert_matches(got, ref(rargs), what)
     return "correct"
 
@@ -556,7 +560,8 @@ def test_property_bad_inputs_kron_and_grid_ops(capsys):
                     counts["error"] += 1
                     per_class.setdefault(cls, {"error": 0, "correct": 0})["error"] += 1
                     continue
-                assert cls in ("noncontig", "offset") or (cls == "None" and label in ("grad_nll", "grad_alpha", "prior_var", "eig")), what
+                optional = label in ("grad_nll", "grad_alpha", "prior_var", "eig")
+                assert cls in ("noncontig", "offset") or (cls == "None" and optional), what
                 if cls == "None":  # an optional argument left out: its results are checked by the public-op cases
                     counts["correct"] += 1
                     per_class.setdefault(cls, {"error": 0, "correct": 0})["correct"] += 1

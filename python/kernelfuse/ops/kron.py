@@ -18,6 +18,7 @@ Conventions (every op):
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -171,7 +172,7 @@ def kron_matmul(factors: Factors, x: torch.Tensor, *, transpose: bool = False) -
     lead = x.shape[:-1]
     N = _prod(m.shape[0] for m in mats)
     # explicit batch size: reshape(-1, 0) of an empty x is ambiguous
-    out = _ops.kron_matmul(fs, x.reshape(_prod(lead), M), bool(transpose))
+    out = _ops.kron_matmul(fs, x.reshape(math.prod(lead), M), bool(transpose))
     return out.reshape(*lead, N)
 
 
@@ -250,7 +251,7 @@ def _mll_impl(fs, y, noise):
     """(nll (lead), alpha (y's shape), eig, alpha_rot) through the op."""
     N = y.shape[-1]
     lead = y.shape[:-1]
-    nll, alpha, eig, rot = _ops.kron_gp_mll(fs, y.reshape(_prod(lead), N), noise)
+    nll, alpha, eig, rot = _ops.kron_gp_mll(fs, y.reshape(math.prod(lead), N), noise)
     return nll.reshape(lead), alpha.reshape(y.shape), eig, rot
 
 
