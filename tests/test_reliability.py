@@ -575,3 +575,22 @@ def test_property_bad_inputs_kron_and_grid_ops(capsys):
               f"correct {counts['correct']} ({dt:.1f} s)")
         print("  " + ", ".join(f"{c}: {v['error']} err / {v['correct']} ok" for c, v in per_class.items()))
     assert counts["tried"] == counts["error"] + counts["correct"]
+
+
+def test_sizes_of_stride0_views_are_checked():
+    """An expanded (stride-0) y or cross factor is far larger than its storage: the results' size is
+    checked, naming it, before the allocator sees it."""
+    f = torch.eye(2, dtype=F64)
+    y = torch.zeros(1, 2, dtype=F64).expand(10 ** 13, 2)
+    with pytest.raises(ValueError, match=r"'y'.*elements"):
+        kf.kron_gp_mll([f], y, 0.1)
+    with pytest.raises(ValueError, match=r"'y'.*elements"):
+        kf.kron_solve([f], y, 0.1)
+    with pytest.raises(ValueError, match=r"'x'.*elements|'factors'.*elements"):
+        kf.kron_matmul([f], y)
+    c = torch.ones(1, 2, dtype=F64).expand(10 ** 13, 2)
+    with pytest.raises(ValueError, match=r"'cross_factors'.*scattered"):
+        kf.kron_posterior([f], torch.zeros(2, dtype=F64), 0.1, cross_factors=[c], targets="scattered", prior_var=1.0)
+    with pytest.raises(ValueError, match=r"'cross_factors'.*scattered"):
+        _ops.kron_posterior_var([f], torch.tensor(0.1, dtype=F64), [c], "scattered",
+                                torch.ones(1, dtype=F64).expand(10 ** 13), None)

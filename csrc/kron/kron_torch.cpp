@@ -506,6 +506,8 @@ MllInputs check_mll(at::TensorList factors, const Tensor& y, const Tensor& noise
   check_like(y, in.fs[0], yname);
   KF_CHECK_ARG(y.dim() == 2 && y.size(1) == in.N, yname, "expected shape (B, ", in.N, ") with ", in.N,
                " = prod n_d of the factors, got ", shape_str(y));
+  // y may be a stride-0 view far larger than its storage; the results are y's size
+  check_alloc(y.numel(), y, yname, "the results for " + std::string(yname) + " of shape " + shape_str(y));
   check_noise(noise, in.fs[0]);
   return in;
 }
@@ -633,9 +635,15 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
     std::vector<int64_t> mdims;
     for (const auto& c : cs) mdims.push_back(c.size(0));
     M = grid ? sat_prod(mdims) : cs[0].size(0);
-    if (grid)
+    if (grid) {
       check_alloc(chain_peak(1, dims, mdims), ref, "cross_factors",
                   "the grid of targets " + dims_str(mdims) + " (or an intermediate of its mode products)");
+    } else {
+      int64_t nsum = 0;
+      for (auto n : dims) nsum += n;
+      check_alloc(sat_mul(M, nsum), ref, "cross_factors",
+                  "for " + std::to_string(M) + " scattered targets, the rotated cross factors (M, n_d) of every axis");
+    }
     KF_CHECK_ARG(prior_var.has_value(), "prior_var", "required with cross_factors");
   }
   if (eig.has_value()) check_eig(*eig, fs);

@@ -422,6 +422,9 @@ def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: O
                 peak = max(peak, _prod(cur))
             _check_size(_prod(y.shape[:-1]) * peak, fs[0], "cross_factors", fn,
                         f"the posterior on the grid of targets {tuple(c.shape[0] for c in cs)} (or an intermediate)")
+        else:
+            _check_size(_prod(y.shape[:-1]) * cs[0].shape[0], fs[0], "cross_factors", fn,
+                        f"the posterior mean at {cs[0].shape[0]} scattered targets")
         if prior_var is None and return_var:
             raise ValueError(f"kernelfuse.{fn}: argument 'prior_var' is required with cross_factors (the prior "
                              f"variance k(x*, x*) at the targets: a scalar for a stationary kernel)")
