@@ -206,11 +206,12 @@ KF_HD S profile_deriv(GridKind kind, const S* pr, double t, int n) {
   return component_deriv(kind, prepare_component(kind, pr), t, n);
 }
 
-// Sign factor of K[i, j] for tau: (-1)^b sign(tau)^n (0 for odd n at tau = 0).
+// Sign factor of K[i, j] for tau: (-1)^b sign(tau)^n (0 for odd n at tau = 0; NaN for a NaN tau,
+// i.e. a NaN point or inf - inf, so that such entries come out NaN at every order).
 KF_HD double order_sign(double tau, int a, int b) {
   const int n = a + b;
   double s = (b & 1) ? -1.0 : 1.0;
-  if (n & 1) s = tau > 0.0 ? s : tau < 0.0 ? -s : 0.0;
+  if (n & 1) s = tau > 0.0 ? s : tau < 0.0 ? -s : tau == 0.0 ? 0.0 : tau;
   return s;
 }
 

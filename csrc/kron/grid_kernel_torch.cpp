@@ -14,6 +14,7 @@
 #include "../common/checks.h"
 #include "../common/device.h"
 #include "grid_kernel.h"
+#include "kron_checks.h"
 
 
 namespace kernelfuse::kron {
@@ -39,11 +40,14 @@ struct Operands {
 };
 
 // Evenly spaced x (n >= 2) to rounding: |x[i] - (x[0] + i step)| <= 16 eps max|x| for every i.
+// A NaN or infinite point is never on a grid (the comparisons below would let it pass).
 template <typename T>
 bool evenly_spaced(const at::Tensor& x, double* step) {
   const int64_t n = x.size(0);
   const T* p = x.const_data_ptr<T>();
   const int64_t s = x.stride(0);
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(static_cast<double>(p[i * s]))) return false;
   if (n < 2) {
     *step = 0.0;
     return true;
@@ -75,6 +79,9 @@ bool same_values(const at::Tensor& x1, const at::Tensor& x2) {
 Operands check_operands(const at::Tensor& x1, const at::Tensor& x2, c10::string_view kind, const at::Tensor& params,
                         int64_t a, int64_t b, int64_t toeplitz) {
   Operands o;
+  check_defined(x1, "x1");
+  check_defined(x2, "x2");
+  check_defined(params, "params");
   o.kind = parse_kind(kind);
   KF_CHECK_ARG(x1.dim() == 1, "x1", "expected a 1-D tensor of grid points (n1,), got shape ", shape_str(x1));
   KF_CHECK_ARG(x2.dim() == 1, "x2", "expected a 1-D tensor of grid points (n2,), got shape ", shape_str(x2));
@@ -96,9 +103,15 @@ Operands check_operands(const at::Tensor& x1, const at::Tensor& x2, c10::string_
   o.x1 = x1;
   o.x2 = x2;
   o.params = params.contiguous();
+  check_alloc(sat_mul(x1.size(0), x2.size(0)), x1, "x2",
+              "the kernel matrix (n1, n2) = (" + std::to_string(x1.size(0)) + ", " + std::to_string(x2.size(0)) + ")");
   if (toeplitz == 1) {
     KF_CHECK_ARG(x1.size(0) == x2.size(0), "toeplitz", "the Toeplitz path needs x1 and x2 of the same size, got ",
                  shape_str(x1), " and ", shape_str(x2));
+    // The Toeplitz path computes every entry from the lag table: a NaN / inf point would come out
+    // as if it were on the grid. (A host sync on a device, as the step below.)
+    check_finite(x1, "x1", " for toeplitz=True (grid points)");
+    check_finite(x2, "x2", " for toeplitz=True (grid points)");
   }
   if (toeplitz == 0 || x1.size(0) != x2.size(0) || x1.size(0) == 0) return o;
   if (toeplitz == 1) {
@@ -177,6 +190,7 @@ at::Tensor grid_kernel(const at::Tensor& x1, const at::Tensor& x2, c10::string_v
 at::Tensor grid_kernel_bwd(const at::Tensor& grad, const at::Tensor& x1, const at::Tensor& x2, c10::string_view kind,
                            const at::Tensor& params, int64_t a, int64_t b, int64_t toeplitz) {
   const Operands o = check_operands(x1, x2, kind, params, a, b, toeplitz);
+  check_defined(grad, "grad");
   check_same_device(grad, o.x1, "grad", "x1");
   check_same_dtype(grad, o.x1, "grad", "x1");
   KF_CHECK_ARG(grad.dim() == 2 && grad.size(0) == o.x1.size(0) && grad.size(1) == o.x2.size(0), "grad",

@@ -16,8 +16,10 @@
 #include <ATen/ops/diag.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_eigh.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -32,6 +34,7 @@
 #include "../common/checks.h"
 #include "../common/device.h"
 #include "kron.h"
+#include "kron_checks.h"
 
 
 namespace kernelfuse::kron {
@@ -67,15 +70,26 @@ std::vector<Tensor> check_factors(at::TensorList factors, const char* name, bool
     check_same_device(f, r, nm.c_str(), rn.c_str());
     out.push_back(f);
   }
+  // The grid sizes must be representable (checked before any product of them is used).
+  std::vector<int64_t> rows, cols;
+  for (const auto& f : out) {
+    rows.push_back(f.size(0));
+    cols.push_back(f.size(1));
+  }
+  KF_CHECK_ARG(sat_prod(rows) != kSizeOverflow && sat_prod(cols) != kSizeOverflow, name,
+               "the product of the factors' sizes overflows int64 (", out.size(), " factors; first of shape ",
+               shape_str(out[0]), ")");
   return out;
 }
 
 void check_like(const Tensor& t, const Tensor& ref, const char* name) {
+  check_defined(t, name);
   check_same_dtype(t, ref, name, "factors[0]");
   check_same_device(t, ref, name, "factors[0]");
 }
 
 void check_noise(const Tensor& noise, const Tensor& ref) {
+  check_defined(noise, "noise");
   KF_CHECK_ARG(noise.numel() == 1 && noise.dim() <= 1, "noise", "expected a scalar (0-d tensor: the noise variance), "
                "got shape ", shape_str(noise));
   check_like(noise, ref, "noise");
@@ -245,6 +259,16 @@ Eig eig_factors(const std::vector<Tensor>& fs) {
       }
     if (src[d] < 0) uniq.push_back(d);
   }
+  {
+    // A NaN / inf factor would reach LAPACK's "failed to converge" (or cuSOLVER's NaNs): one
+    // reduction over every factor first (a single host sync), the offending one named on failure.
+    std::vector<Tensor> ok;
+    for (size_t d : uniq) ok.push_back(at::isfinite(fs[d]).all());
+    if (!ok.empty() && !at::stack(ok).all().item<bool>())
+      for (size_t d : uniq)
+        check_finite(fs[d], fname("factors", int64_t(d)).c_str(), " (a covariance factor with NaN or inf has no "
+                                                                   "eigendecomposition)");
+  }
   E.lam.resize(D);
   E.Q.resize(D);
   auto decompose = [&](size_t d) {
@@ -277,7 +301,19 @@ Eig eig_factors(const std::vector<Tensor>& fs) {
   return E;
 }
 
+// The packed eigendecompositions of kron_gp_mll (argument `eig` of the backward / posterior ops):
+// dtype and device of factors[0], shape (sum_d n_d + n_d^2,). Checked before any slicing.
+void check_eig(const Tensor& eig, const std::vector<Tensor>& fs) {
+  check_like(eig, fs[0], "eig");
+  int64_t P = 0;
+  for (const auto& f : fs) P += f.size(0) + f.size(0) * f.size(0);
+  KF_CHECK_ARG(eig.dim() == 1 && eig.size(0) == P, "eig", "expected shape (", P,
+               ",) (the packed eigendecompositions kron_gp_mll returns for factors of these shapes: sum_d n_d + n_d^2), "
+               "got shape ", shape_str(eig));
+}
+
 Eig unpack_eig(const Tensor& packed, const std::vector<Tensor>& fs) {
+  check_eig(packed, fs);
   Eig E;
   E.packed = packed.contiguous();
   int64_t off = 0;
@@ -376,6 +412,21 @@ Tensor scale(const Eig& E, T noise, Weight w, int32_t axis, const Tensor& in, co
   return out;
 }
 
+// ------------------------------------------------------------------ size checks
+// Elements of the largest of the input, the intermediates (axes 0..d transformed) and the output
+// of one mode-product chain over B rows, saturating at kSizeOverflow.
+int64_t chain_peak(int64_t B, const std::vector<int64_t>& in_dims, const std::vector<int64_t>& out_dims) {
+  std::vector<int64_t> cur = in_dims;
+  int64_t peak = sat_prod(cur);
+  for (size_t d = 0; d < cur.size(); ++d) {
+    cur[d] = out_dims[d];
+    peak = std::max(peak, sat_prod(cur));
+  }
+  return sat_mul(B, peak);
+}
+
+std::string dims_str(const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); }
+
 // ------------------------------------------------------------------ kron_matmul
 Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
   auto fs = check_factors(factors, "factors", false, kMaxDims);
@@ -385,6 +436,11 @@ Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
   check_like(x, fs[0], "x");
   KF_CHECK_ARG(x.dim() == 2 && x.size(1) == M, "x", "expected shape (B, ", M, ") with ", M, " = prod of the factors' ",
                (transpose ? "rows" : "columns"), ", got ", shape_str(x));
+  std::vector<int64_t> out_dims;
+  for (const auto& f : fs) out_dims.push_back(f.size(transpose ? 1 : 0));
+  check_alloc(chain_peak(x.size(0), in_dims, out_dims), x, "factors",
+              "for x of shape " + shape_str(x) + ", the result (grid " + dims_str(out_dims) +
+                  ") or an intermediate of the mode products");
   Tensor out;
   dispatch(x, [&]<typename T>() { out = chain(fs, transpose, x, in_dims); });
   return out;
@@ -404,6 +460,18 @@ std::tuple<Tensor, std::vector<Tensor>> kron_matmul_bwd(const Tensor& grad, at::
                shape_str(x));
   KF_CHECK_ARG(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == prod(out_dims), "grad",
                "expected shape (", x.size(0), ", ", prod(out_dims), "), got ", shape_str(grad));
+  {
+    // dx: the chain out_dims -> in_dims; factor gradients: per axis d the chain in_dims -> out_dims
+    // with axis d left as it is.
+    int64_t peak = need_x ? chain_peak(x.size(0), out_dims, in_dims) : 0;
+    if (need_factors)
+      for (size_t d = 0; d < fs.size(); ++d) {
+        std::vector<int64_t> pd = out_dims;
+        pd[d] = in_dims[d];
+        peak = std::max(peak, chain_peak(x.size(0), in_dims, pd));
+      }
+    check_alloc(peak, x, "factors", "for x of shape " + shape_str(x) + ", an intermediate of the backward");
+  }
   Tensor dx = at::empty({0}, x.options());
   std::vector<Tensor> dfs;
   const Tensor g = grad.contiguous();
@@ -438,6 +506,8 @@ MllInputs check_mll(at::TensorList factors, const Tensor& y, const Tensor& noise
   check_like(y, in.fs[0], yname);
   KF_CHECK_ARG(y.dim() == 2 && y.size(1) == in.N, yname, "expected shape (B, ", in.N, ") with ", in.N,
                " = prod n_d of the factors, got ", shape_str(y));
+  // y may be a stride-0 view far larger than its storage; the results are y's size
+  check_alloc(y.numel(), y, yname, "the results for " + std::string(yname) + " of shape " + shape_str(y));
   check_noise(noise, in.fs[0]);
   return in;
 }
@@ -466,7 +536,7 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(
   MllInputs in = check_mll(factors, alpha_rot, noise, "alpha_rot");
   const Tensor& ref = in.fs[0];
   const int64_t B = alpha_rot.size(0);
-  check_like(eig, ref, "eig");
+  check_eig(eig, in.fs);
   if (grad_nll.has_value()) {
     check_like(*grad_nll, ref, "grad_nll");
     KF_CHECK_ARG(grad_nll->numel() == B, "grad_nll", "expected ", B, " values, got shape ", shape_str(*grad_nll));
@@ -562,13 +632,21 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
                      cross_factors[0].size(0), " in every cross factor, got ", shape_str(c));
       cs.push_back(c);
     }
-    M = 1;
-    if (grid)
-      for (const auto& c : cs) M *= c.size(0);
-    else
-      M = cs[0].size(0);
+    std::vector<int64_t> mdims;
+    for (const auto& c : cs) mdims.push_back(c.size(0));
+    M = grid ? sat_prod(mdims) : cs[0].size(0);
+    if (grid) {
+      check_alloc(chain_peak(1, dims, mdims), ref, "cross_factors",
+                  "the grid of targets " + dims_str(mdims) + " (or an intermediate of its mode products)");
+    } else {
+      int64_t nsum = 0;
+      for (auto n : dims) nsum += n;
+      check_alloc(sat_mul(M, nsum), ref, "cross_factors",
+                  "for " + std::to_string(M) + " scattered targets, the rotated cross factors (M, n_d) of every axis");
+    }
     KF_CHECK_ARG(prior_var.has_value(), "prior_var", "required with cross_factors");
   }
+  if (eig.has_value()) check_eig(*eig, fs);
   if (prior_var.has_value()) {
     check_like(*prior_var, ref, "prior_var");
     KF_CHECK_ARG(prior_var->dim() == 1 && prior_var->size(0) == M, "prior_var", "expected shape (", M, ",), got ",
@@ -579,7 +657,6 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
     // No training points (an axis of size 0): the posterior is the prior. Returned here, before the
     // scattered path's R = N / n_last (a division by zero when the last axis is the empty one) and
     // the CPU contraction's per-axis divisions.
-    if (eig.has_value()) unpack_eig(*eig, fs);  // still checks its size
     return prior_var.has_value() ? prior_var->clone() : at::zeros({M}, ref.options());
   }
   dispatch(ref, [&]<typename T>() {

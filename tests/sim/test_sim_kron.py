@@ -715,3 +715,31 @@ def test_grid_kernel_large_toeplitz_and_direct():
     G = _randn(300, 301, seed=44)
     (eg,) = torch.autograd.grad((K * G).sum(), pr)
     _gk_close(sim_ops.grid_kernel_bwd(G, x1, x2, "stm", p, 2, 0, 0), eg, F64)
+
+
+# ------------------------------------------------------------------ issue 13 (reliability), device path
+def test_issue13_non_finite_points_and_factors_on_the_device_path():
+    """A NaN point: NaN row / column at odd orders too on the direct kernel (sign of a NaN lag);
+    toeplitz=1 (the device's Toeplitz path) rejects non-finite points naming the argument; a
+    non-finite covariance factor is named before the eigendecompositions; raw eig of the wrong
+    length is named before slicing; sizes beyond any device are named before allocation."""
+    x = _uniform(9)
+    x[4] = float("nan")
+    p = _params("rbf", 1, seed=3)
+    for a, b in [(0, 0), (1, 0), (0, 1), (2, 1)]:
+        K = sim_ops.grid_kernel(x, x, "rbf", p, a, b, -1)
+        assert torch.isnan(K[4]).all() and torch.isnan(K[:, 4]).all() and torch.isfinite(K[:4, :4]).all()
+    with pytest.raises(ValueError, match=r"'x1'.*finite.*nan at \[4\]"):
+        sim_ops.grid_kernel(x, x, "rbf", p, 0, 0, 1)
+    fs = _factors([2, 3], seed=5)
+    fs[1] = fs[1].clone()
+    fs[1][0, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"'factors\[1\]'.*finite.*inf at \[0, 2\]"):
+        sim_ops.kron_gp_mll(fs, _randn(1, 6, seed=6), _s2(0.1))
+    fs = _factors([2, 3], seed=5)
+    _, _, eig, rot = sim_ops.kron_gp_mll(fs, _randn(1, 6, seed=6), _s2(0.1))
+    with pytest.raises(ValueError, match=r"'eig'.*expected shape \(18,\)"):
+        sim_ops.kron_gp_mll_bwd(None, None, fs, _s2(0.1), eig[:5], rot, True, True, True)
+    with pytest.raises(ValueError, match=r"'x2'.*kernel matrix"):
+        big = torch.zeros(1, dtype=F64).expand(10 ** 8)
+        sim_ops.grid_kernel(big, big, "rbf", p, 0, 0, 0)

@@ -13,6 +13,9 @@ from ..ops.gp import KINDS, NPARAMS
 def as_tensor(x, name: str, dtype: torch.dtype, device=None, cls: str = "GridGPRegressor") -> torch.Tensor:
     """A float tensor from numpy / torch / lists, or a clear error naming the argument."""
     if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"kernelfuse.gp.{cls}: argument '{name}': expected data on a real device (cpu or cuda), "
+                             f"got a tensor on meta (no values)")
         t = x.detach()
     else:
         try:

@@ -101,6 +101,8 @@ class GridGPRegressor:
         """Fit the hyper-parameters by exact marginal likelihood. Returns self."""
         self._numpy = not isinstance(y, torch.Tensor)
         dev = y.device if isinstance(y, torch.Tensor) else None
+        if dev is not None and dev.type == "meta":
+            as_tensor(y, "y", self.dtype, dev, _CLS)  # raises: a meta tensor has no values
         self.axes_ = check_axes(grid, "grid", self.dtype, dev, _CLS)
         D = len(self.axes_)
         self.shape_ = tuple(int(a.numel()) for a in self.axes_)
@@ -170,7 +172,7 @@ class GridGPRegressor:
             else:
                 out[f"axis{d}"] = {"variance": float(torch.exp(p[0, 0])), "lengthscale": float(torch.exp(p[0, 1]))}
         if all(k not in ("sm", "stm") for k in self.kinds_):
-            out["outputscale"] = float(torch.exp(self.log_outputscale_)) * float(self.y_std_) ** 2
+            out["outputscale"] = float(torch.exp(self.log_outputscale_.detach())) * float(self.y_std_) ** 2
         return out
 
     def log_marginal_likelihood(self) -> float:

@@ -46,3 +46,22 @@ def check_like(t, ref, name: str, ref_name: str, fn: str) -> None:
         raise TypeError(f"kernelfuse.{fn}: argument '{name}': expected dtype {ref.dtype} (the dtype of "
                         f"'{ref_name}'), got {t.dtype}")
     check_same_device(t, ref, name, ref_name, fn)
+
+
+def check_devices(fn: str, *named) -> None:
+    """All tensors among ``named`` ((name, tensor | None | list of tensors) pairs) on one device, that
+    of the first tensor; else a ValueError naming the argument that differs, its device and the
+    expected one. For the fake (meta) kernels and the wrappers: the dispatcher routes a call with
+    any meta tensor argument to the Meta kernel, past the C++ checks."""
+    ref = ref_name = None
+    for name, value in named:
+        items = [(name, value)] if not isinstance(value, (list, tuple)) else \
+            [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        for nm, t in items:
+            if not isinstance(t, torch.Tensor):
+                continue
+            if ref is None:
+                ref, ref_name = t, nm
+            elif t.device != ref.device:
+                raise ValueError(f"kernelfuse.{fn}: argument '{nm}': expected a tensor on {ref.device} (the device "
+                                 f"of '{ref_name}'), got one on {t.device}")

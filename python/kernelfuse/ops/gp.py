@@ -27,7 +27,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from ._common import check_tensor
+from ._common import check_devices, check_tensor
 
 KINDS = ("rbf", "matern12", "matern32", "matern52", "sm", "stm")
 NPARAMS = {"rbf": 2, "matern12": 2, "matern32": 2, "matern52": 2, "sm": 3, "stm": 3}
@@ -66,9 +66,10 @@ def grid_kernel(x1: torch.Tensor, x2: torch.Tensor, kind: str, params: torch.Ten
             K is the sum over the rows.
         orders: derivative orders (a, b), each 0..2, with a + b <= ``MAX_ORDER[kind]``
             (matern12: 0; matern32: 2; others: 4).
-        toeplitz: None detects (CPU: x1 and x2 equal and evenly spaced to rounding; CUDA: never,
-            detection would need a host sync), True asserts it (step taken from the end points),
-            False forces the direct path. The Toeplitz path evaluates the n lags once (O(n Q)
+        toeplitz: None detects (CPU: x1 and x2 equal, finite and evenly spaced to rounding; CUDA:
+            never, detection would need a host sync), True asserts it (step taken from the end
+            points; a NaN or infinite point is then an error naming x1 / x2), False forces the
+            direct path. A NaN point gives NaN in its row (x1) or column (x2), at every order. The Toeplitz path evaluates the n lags once (O(n Q)
             kernel work) and fills the matrix from that table.
 
     Returns:
@@ -80,6 +81,7 @@ def grid_kernel(x1: torch.Tensor, x2: torch.Tensor, kind: str, params: torch.Ten
     check_tensor(x1, "x1", "grid_kernel")
     check_tensor(x2, "x2", "grid_kernel")
     check_tensor(params, "params", "grid_kernel")
+    check_devices("grid_kernel", ("x1", x1), ("x2", x2), ("params", params))
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kernelfuse.grid_kernel: argument 'kind': unknown kernel kind {kind!r}; expected one of: "
                          f"{', '.join(KINDS)}")
@@ -93,12 +95,18 @@ def grid_kernel(x1: torch.Tensor, x2: torch.Tensor, kind: str, params: torch.Ten
 # ---------------------------------------------------------------- fake kernels (torch.compile)
 @torch.library.register_fake("kernelfuse::grid_kernel")
 def _(x1, x2, kind, params, a, b, toeplitz):
+    for nm, t in (("x1", x1), ("x2", x2), ("params", params)):
+        check_tensor(t, nm, "grid_kernel")
+    check_devices("grid_kernel", ("x1", x1), ("x2", x2), ("params", params))
     torch._check(x1.dim() == 1 and x2.dim() == 1, lambda: "kernelfuse: arguments 'x1', 'x2': expected 1-D tensors")
     return x1.new_empty((x1.shape[0], x2.shape[0]))
 
 
 @torch.library.register_fake("kernelfuse::grid_kernel_bwd")
 def _(grad, x1, x2, kind, params, a, b, toeplitz):
+    for nm, t in (("grad", grad), ("x1", x1), ("x2", x2), ("params", params)):
+        check_tensor(t, nm, "grid_kernel_bwd")
+    check_devices("grid_kernel_bwd", ("x1", x1), ("x2", x2), ("params", params), ("grad", grad))
     return params.new_empty(params.shape)
 
 

@@ -10,16 +10,22 @@ Conventions (every op):
 - ``noise`` is the noise VARIANCE s^2 (a 0-d tensor, or a python number), not a standard deviation.
 - Square (covariance) factors are used through their symmetric part 0.5 (K_d + K_d^T); gradients
   with respect to factors are the gradients of that symmetrised definition (hence symmetric).
-- float32 and float64; all tensors on one device and of one dtype.
+- float32 and float64; all tensors on one device and of one dtype (a meta tensor among real ones
+  is an error naming it, in the wrappers and the raw ops' fake kernels alike).
+- Empty inputs give correctly shaped results (a 0 x 0 factor: N = 0, nll 0, an empty alpha).
+- Covariance factors (kron_gp_mll / kron_solve / kron_posterior) must be finite: a NaN / inf entry
+  is an error naming the factor (before the eigendecomposition).
 """
 from __future__ import annotations
 
+import math
+import os
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from ._autocast import fp32_under_autocast
-from ._common import check_like, check_tensor
+from ._common import check_devices, check_like, check_tensor
 
 _ops = torch.ops.kernelfuse
 
@@ -81,6 +87,50 @@ def _noise(noise, ref, fn) -> torch.Tensor:
 MAX_DIMS = 8
 
 
+def _fake_args(fn, *named, optional=()):
+    """The fake kernels' checks: every non-optional tensor argument given (a raw call with None
+    reaches the fake kernel when another argument is meta), all tensors on one device."""
+    for name, v in named:
+        if name in optional:
+            continue
+        if isinstance(v, (list, tuple)):
+            for i, t in enumerate(v):
+                check_tensor(t, f"{name}[{i}]", fn)
+        else:
+            check_tensor(v, name, fn)
+    check_devices(fn, *named)
+
+
+def _memory_limit(t) -> float:
+    """Bytes a tensor on t's device may plausibly take: host RAM + swap for CPU tensors (as the C++
+    glue's check_alloc), 1 PiB elsewhere."""
+    if t.device.type != "cpu":
+        return float(2 ** 50)
+    try:
+        ram = float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1e18
+    swap = 0.0
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("SwapTotal:"):
+                    swap = float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return ram + swap
+
+
+def _check_size(numel: int, ref, name: str, fn: str, what: str) -> None:
+    """A clear error naming ``name`` before an allocation of ``numel`` elements that cannot succeed."""
+    nbytes = float(numel) * ref.element_size()
+    lim = _memory_limit(ref)
+    if numel >= 2 ** 63 or nbytes > lim:
+        raise ValueError(f"kernelfuse.{fn}: argument '{name}': {what} would have {numel} elements "
+                         f"({nbytes / 2 ** 30:.1f} GiB of {ref.dtype}), more than the memory available "
+                         f"({lim / 2 ** 30:.1f} GiB)")
+
+
 def _check_dims(fs, fn):
     if len(fs) > MAX_DIMS:
         raise ValueError(f"kernelfuse.{fn}: argument 'factors': at most {MAX_DIMS} axes are supported, got {len(fs)}")
@@ -123,18 +173,21 @@ def kron_matmul(factors: Factors, x: torch.Tensor, *, transpose: bool = False) -
     _check_vec(x, "x", "kron_matmul", fs[0], M, "prod of the factors' " + ("rows" if transpose else "columns"))
     lead = x.shape[:-1]
     N = _prod(m.shape[0] for m in mats)
-    out = _ops.kron_matmul(fs, x.reshape(-1, M), bool(transpose))
+    # explicit batch size: reshape(-1, 0) of an empty x is ambiguous
+    out = _ops.kron_matmul(fs, x.reshape(math.prod(lead), M), bool(transpose))
     return out.reshape(*lead, N)
 
 
 @torch.library.register_fake("kernelfuse::kron_matmul")
 def _(factors, x, transpose):
+    _fake_args("kron_matmul", ("factors", factors), ("x", x))
     N = _prod(f.shape[1 if transpose else 0] for f in factors)
     return x.new_empty((x.shape[0], N))
 
 
 @torch.library.register_fake("kernelfuse::kron_matmul_bwd")
 def _(grad, factors, x, transpose, need_x, need_factors):
+    _fake_args("kron_matmul_bwd", ("grad", grad), ("factors", factors), ("x", x))
     dx = x.new_empty(x.shape) if need_x else x.new_empty((0,))
     dfs = [f.new_empty(f.shape) for f in factors] if need_factors else []
     return dx, dfs
@@ -162,12 +215,15 @@ torch.library.register_autograd("kernelfuse::kron_matmul", _matmul_backward, set
 # ---------------------------------------------------------------- kron_gp_mll / kron_solve
 @torch.library.register_fake("kernelfuse::kron_gp_mll")
 def _(factors, y, noise):
+    _fake_args("kron_gp_mll", ("factors", factors), ("y", y), ("noise", noise))
     P = sum(int(f.shape[0]) + int(f.shape[0]) ** 2 for f in factors)
     return y.new_empty((y.shape[0],)), y.new_empty(y.shape), y.new_empty((P,)), y.new_empty(y.shape)
 
 
 @torch.library.register_fake("kernelfuse::kron_gp_mll_bwd")
 def _(grad_nll, grad_alpha, factors, noise, eig, alpha_rot, need_y, need_noise, need_factors):
+    _fake_args("kron_gp_mll_bwd", ("factors", factors), ("grad_nll", grad_nll), ("grad_alpha", grad_alpha),
+               ("noise", noise), ("eig", eig), ("alpha_rot", alpha_rot), optional=("grad_nll", "grad_alpha"))
     dy = alpha_rot.new_empty(alpha_rot.shape) if need_y else alpha_rot.new_empty((0,))
     dn = noise.new_empty(()) if need_noise else noise.new_empty((0,))
     dfs = [f.new_empty(f.shape) for f in factors] if need_factors else []
@@ -197,7 +253,7 @@ def _mll_impl(fs, y, noise):
     """(nll (lead), alpha (y's shape), eig, alpha_rot) through the op."""
     N = y.shape[-1]
     lead = y.shape[:-1]
-    nll, alpha, eig, rot = _ops.kron_gp_mll(fs, y.reshape(-1, N), noise)
+    nll, alpha, eig, rot = _ops.kron_gp_mll(fs, y.reshape(math.prod(lead), N), noise)
     return nll.reshape(lead), alpha.reshape(y.shape), eig, rot
 
 
@@ -264,7 +320,7 @@ def _rowwise_contract(ws: Sequence[torch.Tensor], t: torch.Tensor, dims: Sequenc
     T = t.reshape(B * rest, last)
     step = max(1, chunk_elems // max(1, B * rest))
     outs = []
-    for i0 in range(0, M, step):
+    for i0 in range(0, M, step) if M else [0]:  # M = 0: one empty chunk keeps the graph (zero grads)
         W = [w[i0:i0 + step] for w in ws]
         m = W[0].shape[0]
         s = (T @ W[-1].transpose(0, 1)).reshape(B, *dims[:-1], m)        # contract the last axis
@@ -284,12 +340,16 @@ def _prior(prior_var, M, ref, fn, dims=None):
                              f"(m_d,) vector per axis of a grid of targets")
         vs = []
         for d, v in enumerate(prior_var):
+            if isinstance(v, torch.Tensor):
+                check_devices(fn, ("factors[0]", ref), (f"prior_var[{d}]", v))
             v = torch.as_tensor(v, dtype=ref.dtype, device=ref.device).reshape(-1)
             if v.shape[0] != dims[d]:
                 raise ValueError(f"kernelfuse.{fn}: argument 'prior_var[{d}]': expected shape ({dims[d]},), "
                                  f"got {tuple(v.shape)}")
             vs.append(v)
         return _kron_vec(vs)
+    if isinstance(prior_var, torch.Tensor):
+        check_devices(fn, ("factors[0]", ref), ("prior_var", prior_var))
     p = torch.as_tensor(prior_var, dtype=ref.dtype, device=ref.device)
     try:
         return torch.broadcast_to(p, (M,))
@@ -359,6 +419,17 @@ def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: O
                 raise ValueError(f"kernelfuse.{fn}: argument '{name}': scattered targets need the same number of "
                                  f"rows M = {cs[0].shape[0]} in every cross factor, got {tuple(c.shape)}")
             cs.append(c)
+        if targets == "grid":
+            # the mean's mode products: (B, n_0..n_{D-1}) -> (B, m_0..m_{D-1}), axis by axis
+            cur, peak = list(dims), _prod(dims)
+            for d, c in enumerate(cs):
+                cur[d] = c.shape[0]
+                peak = max(peak, _prod(cur))
+            _check_size(_prod(y.shape[:-1]) * peak, fs[0], "cross_factors", fn,
+                        f"the posterior on the grid of targets {tuple(c.shape[0] for c in cs)} (or an intermediate)")
+        else:
+            _check_size(_prod(y.shape[:-1]) * cs[0].shape[0], fs[0], "cross_factors", fn,
+                        f"the posterior mean at {cs[0].shape[0]} scattered targets")
         if prior_var is None and return_var:
             raise ValueError(f"kernelfuse.{fn}: argument 'prior_var' is required with cross_factors (the prior "
                              f"variance k(x*, x*) at the targets: a scalar for a stationary kernel)")
@@ -385,6 +456,8 @@ def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: O
 
 @torch.library.register_fake("kernelfuse::kron_posterior_var")
 def _(factors, noise, cross_factors, targets, prior_var, eig):
+    _fake_args("kron_posterior_var", ("factors", factors), ("noise", noise), ("cross_factors", cross_factors),
+               ("prior_var", prior_var), ("eig", eig), optional=("prior_var", "eig"))
     if targets == "train":
         M = _prod(f.shape[0] for f in factors)
     elif targets == "grid":
