@@ -49,7 +49,8 @@ namespace {
 //             dw1[a] = dY1_a^T conj(X_a)       = T(dY1_a) C(x_a)     (q x p, k = M; complex, then
 //                                                                     one transpose of the small result)
 // (PyTorch's complex convention: for Y = A B^T, dA = G conj(B), dB = G^T conj(A).) The backward
-// recomputes Yt (one GEMM) instead of saving it, so autograd keeps only x, w1 and w2.
+// recomputes Yt (one GEMM) instead of saving it, so autograd keeps only x, w1 and w2, and then
+// reuses Yt's buffer for dYt. Cost: forward 2 GEMM passes, backward 5, no other pass over the data.
 struct MonarchShape {
   int64_t M = 0, n = 0, k = 0, q = 0, p = 0, l = 0, s = 0, r = 0;
   std::vector<int64_t> out_shape;
@@ -167,14 +168,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
   const char H = cplx ? 'C' : 'T';  // the conjugate transpose (the transpose for real dtypes)
   const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
   const at::Tensor G = plain(grad.reshape({m.M, m.l * m.s}));
-  at::Tensor dw2 = none, dx = none, dw1 = none;
+  at::Tensor dw2 = none, dx = none, dw1 = none, buf;
   if (need_w2) {
-    const at::Tensor Yt = factor1(X, W1, m);  // recomputed, not saved
+    buf = factor1(X, W1, m);  // Yt, recomputed (not saved by the forward)
     dw2 = at::empty({m.l, m.s, m.r}, X.options());
-    gemm(H, 'T', m.r, m.s, m.M, m.l, {&Yt, 0, m.l * m.M, m.M}, {&G, 0, m.l * m.s, m.s}, {&dw2, 0, m.r, m.s * m.r});
+    gemm(H, 'T', m.r, m.s, m.M, m.l, {&buf, 0, m.l * m.M, m.M}, {&G, 0, m.l * m.s, m.s}, {&dw2, 0, m.r, m.s * m.r});
   }
   if (need_x || need_w1) {
-    at::Tensor dYt = at::empty({m.k * m.q, m.M}, X.options());
+    // dYt reuses Yt's buffer (Yt is dead once dw2 is done): one (k q, M) buffer in the backward.
+    at::Tensor dYt = buf.defined() ? buf : at::empty({m.k * m.q, m.M}, X.options());
     gemm('T', H, m.M, m.r, m.s, m.l, {&G, 0, m.l * m.s, m.s}, {&W2, 0, m.r, m.s * m.r}, {&dYt, 0, m.l * m.M, m.M});
     if (need_x) {
       const at::Tensor W1c = cplx ? plain(w1.conj()) : W1;
