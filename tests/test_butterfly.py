@@ -1,6 +1,6 @@
 """Butterfly family: butterfly_multiply, monarch_multiply, monarch_fft (+ rfft/irfft) against the
 float64 references / torch.fft / scipy; gradcheck, opcheck, torch.compile, exact constructions
-(FFT, inverse FFT, Hadamard, DCT), ButterflyLinear, MonarchLinear (+ from_dense), learned LongConv."""
+(FFT, inverse FFT, Hadamard, DCT), ButterflyLinear, MonarchLinear (+ from_dense, fly's layout: from_fly_weights / fly_weights), learned LongConv."""
 import math
 
 import pytest
@@ -217,6 +217,118 @@ def test_monarch_errors():
         torch.ops.kernelfuse.monarch_multiply(x, torch.randn(3, 5, 5), w2)
 
 
+# ------------------------------------------------------------------ fly's layout (interop)
+def _fly_monarch(x, w1, w2):
+    """fly's (HazyResearch) blockdiag_butterfly_multiply, transcribed from its formula: x (B, k p),
+    w1 (k, q, p), w2 (l, s, r) -> (B, s l), block c's output t at t l + c."""
+    B = x.shape[0]
+    k, q, p = w1.shape
+    l, s, r = w2.shape
+    out1 = torch.bmm(x.reshape(B, k, p).transpose(0, 1), w1.transpose(-1, -2))                 # (k, B, q)
+    out1 = out1.transpose(0, 1).reshape(B, r, l).transpose(-1, -2).contiguous().transpose(0, 1)  # (l, B, r)
+    out2 = torch.bmm(out1, w2.transpose(-1, -2))                                                 # (l, B, s)
+    return out2.permute(1, 2, 0).reshape(B, s * l)
+
+
+@pytest.mark.parametrize("dtype", REAL + CPLX)
+def test_monarch_layout_sl_is_fly(dtype, device):
+    for (k, q, p), (l, s, r) in MONARCH_SHAPES:
+        x = _rand((9, k * p), dtype, seed=k + q, device=device)
+        w1 = _rand((k, q, p), dtype, seed=2, device=device)
+        w2 = _rand((l, s, r), dtype, seed=3, device=device)
+        out = kf.monarch_multiply(x, w1, w2, layout="sl")
+        assert out.shape == (9, l * s) and out.dtype == dtype
+        w = _wide(dtype)
+        _close(out.cpu(), _fly_monarch(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu()), dtype, factor=4)
+        ls = kf.monarch_multiply(x, w1, w2)  # the two layouts: one reshape + transpose apart, exactly
+        assert torch.equal(out, ls.unflatten(-1, (l, s)).transpose(-1, -2).flatten(-2))
+        torch.testing.assert_close(ref.monarch_multiply(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu(), layout="sl"),
+                                   _fly_monarch(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu()))
+        xb = _rand((2, 3, k * p), dtype, seed=5, device=device)  # batch dims
+        _close(kf.monarch_multiply(xb, w1, w2, layout="sl").reshape(6, -1).cpu(),
+               _fly_monarch(xb.reshape(6, -1).to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu()), dtype, factor=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_monarch_layout_sl_grads_match_fly(dtype):
+    for (k, q, p), (l, s, r) in MONARCH_SHAPES:
+        ins = [_rand(sh, dtype, i).requires_grad_() for i, sh in enumerate([(7, k * p), (k, q, p), (l, s, r)])]
+        g = _rand((7, l * s), dtype, 9)
+        got = torch.autograd.grad(kf.monarch_multiply(*ins, layout="sl"), ins, g)
+        exp = torch.autograd.grad(_fly_monarch(*ins), ins, g)
+        for a, b in zip(got, exp):
+            torch.testing.assert_close(a, b)
+    x, w1, w2 = (t.requires_grad_() for t in (_rand((3, 12), dtype, 1), _rand((3, 5, 4), dtype, 2),
+                                               _rand((5, 2, 3), dtype, 3)))
+    assert torch.autograd.gradcheck(lambda *a: kf.monarch_multiply(*a, layout="sl"), (x, w1, w2))
+    with pytest.raises(ValueError, match="'layout'"):
+        kf.monarch_multiply(x, w1, w2, layout="cs")
+
+
+@pytest.mark.parametrize("inf,outf,nb", [(12, 20, 4), (24, 12, 4), (10, 7, 3), (16, 16, 4)])
+def test_monarch_linear_fly_weights(inf, outf, nb):
+    # fly's MonarchLinear: blocks of ceil(in/nb) x ceil(out/nb); w1 (nb, p, p), w2 (nb, s, p) when
+    # nb p < nb s, else w1 (nb, s, p), w2 (nb, s, s); x zero padded to nb p, output cropped, + bias.
+    p, s = -(-inf // nb), -(-outf // nb)
+    shapes = ((nb, p, p), (nb, s, p)) if p < s else ((nb, s, p), (nb, s, s))
+    w1, w2 = _rand(shapes[0], torch.float64, 1), _rand(shapes[1], torch.float64, 2)
+    bias = _rand((outf,), torch.float64, 3)
+    m = kf.nn.MonarchLinear.from_fly_weights(w1, w2, bias, in_features=inf, out_features=outf)
+    assert m.layout == "sl" and (m.in_features, m.out_features) == (inf, outf)
+    x = _rand((5, inf), torch.float64, 4)
+    fly = _fly_monarch(torch.nn.functional.pad(x, (0, nb * p - inf)), w1, w2)[:, :outf] + bias
+    torch.testing.assert_close(m(x), fly)
+    torch.testing.assert_close(m(x), x @ m.dense_weight().T + bias)
+    e1, e2, eb = m.fly_weights()  # export: the same tensors back
+    assert torch.equal(e1, w1) and torch.equal(e2, w2) and torch.equal(eb, bias)
+    m(x).sum().backward()
+    assert m.w1.grad.shape == w1.shape and m.w2.grad.shape == w2.shape
+    with pytest.raises(ValueError, match="layout='ls'"):
+        kf.nn.MonarchLinear(inf, outf, nblocks=nb).fly_weights()
+    with pytest.raises(ValueError, match="'w2'"):
+        kf.nn.MonarchLinear.from_fly_weights(w1, _rand((nb + 1, s, 2), torch.float64, 5))
+
+
+@pytest.mark.parametrize("inf,outf,nb", [(16, 16, 4), (24, 12, 4), (12, 20, 4)])
+def test_monarch_linear_layout_sl(inf, outf, nb):
+    src = kf.nn.MonarchLinear(inf, outf, nblocks=nb, layout="sl", dtype=torch.float64)
+    x = _rand((3, inf), torch.float64, 1)
+    torch.testing.assert_close(src(x), x @ src.dense_weight().T + src.bias)
+    w1, w2, b = src.fly_weights()
+    fly = _fly_monarch(torch.nn.functional.pad(x, (0, src.in_padded - inf)), w1, w2)[:, :outf] + b
+    torch.testing.assert_close(src(x), fly)
+    lin = torch.nn.Linear(inf, outf, dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.copy_(src.dense_weight())
+    m = kf.nn.MonarchLinear.from_dense(lin, nblocks=nb, layout="sl")  # exact recovery in fly's layout
+    torch.testing.assert_close(m.dense_weight(), lin.weight.detach())
+    assert "layout='sl'" in repr(m)
+    with pytest.raises(ValueError, match="'layout'"):
+        kf.nn.MonarchLinear(8, 8, layout="bad")
+
+
+@pytest.mark.slow
+def test_monarch_aten_gemm_path_env():
+    # KERNELFUSE_MONARCH_GEMM=aten (read once per process): the CPU GEMMs by ATen's bmm_out on the
+    # strided views (the path of torch builds without MKL, and of CUDA) give the same results.
+    import subprocess
+    import sys
+    code = ("import torch, kernelfuse as kf\n"
+            "from kernelfuse.reference import butterfly as ref\n"
+            "g = torch.Generator().manual_seed(0)\n"
+            "for dt in (torch.float64, torch.complex128):\n"
+            "    for (k, q, p), (l, s, r) in [((3, 5, 4), (5, 2, 3)), ((2, 3, 5), (6, 4, 1)), ((4, 4, 4), (4, 4, 4))]:\n"
+            "        ins = [torch.randn(*sh, generator=g, dtype=dt).requires_grad_() for sh in [(7, k * p), (k, q, p), (l, s, r)]]\n"
+            "        y = kf.monarch_multiply(*ins)\n"
+            "        torch.testing.assert_close(y, ref.monarch_multiply(*ins))\n"
+            "        gy = torch.randn(y.shape, generator=g, dtype=dt)\n"
+            "        for a, b in zip(torch.autograd.grad(y, ins, gy), torch.autograd.grad(ref.monarch_multiply(*ins), ins, gy)):\n"
+            "            torch.testing.assert_close(a, b)\n")
+    env = dict(__import__("os").environ, KERNELFUSE_MONARCH_GEMM="aten")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
 # ------------------------------------------------------------------ monarch_fft
 POW2 = [2 ** e for e in range(1, 23)]
 
@@ -325,7 +437,7 @@ def test_opcheck():
 def test_torch_compile_fullgraph():
     def f(x, tw, w1, w2):
         y = kf.butterfly_multiply(x, tw)
-        z = kf.monarch_multiply(y, w1, w2)
+        z = kf.monarch_multiply(y, w1, w2) + kf.monarch_multiply(y, w1, w2, layout="sl")
         return kf.monarch_fft(z).abs()
 
     x = _rand((6, 16), torch.float32, 1)

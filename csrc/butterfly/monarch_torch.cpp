@@ -1,11 +1,15 @@
 // Torch glue for the Monarch ops: monarch_multiply (+ _bwd) and monarch_fft. Both are chains of
-// batched GEMMs, so they are written with ATen's bmm / matmul (MKL or OpenBLAS on CPU, cuBLAS on
-// CUDA) on strided views: the Monarch permutation between the two block-diagonal factors is a
-// reshape of the intermediate (one copy), the input and output transposes are strides.
+// batched GEMMs. monarch_multiply keeps its intermediate transposed, (k q, M) with the rows m
+// contiguous, so that each factor (forward and backward) is ONE strided batched GEMM that reads
+// its operands and writes its result in place, the Monarch permutation and the input / output
+// transposes all being leading dimensions and batch strides: no copy, no shuffle pass. CPU: MKL's
+// cblas_?gemm_batch (monarch_gemm.h); CUDA (and CPU torch builds without MKL): ATen's bmm_out on
+// the same strided views (cuBLAS strided batched on CUDA).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -15,8 +19,8 @@
 
 #include "../common/checks.h"
 #include "../common/device.h"
-#include "monarch.h"
 #include "monarch_fft.h"
+#include "monarch_gemm.h"
 
 
 namespace kernelfuse::butterfly {
@@ -27,6 +31,26 @@ namespace {
 //   Y1[m, a, :] = w1[a] @ x[m, a, :]           (x viewed (M, k, p): block a = x[a p : (a + 1) p])
 //   Z[m, c, b]  = Y1flat[m, b l + c]            (Y1 flattened to k q = r l, viewed (r, l), transposed)
 //   out[m, c, :] = w2[c] @ Z[m, c, :]           (out viewed (M, l, s))
+//
+// Layout. The intermediate is stored transposed: Yt (k q, M), row f = a q + j = b l + c holds
+// Y1flat[:, f] over all M rows. In BLAS (column-major) terms, with M the long dimension:
+//   x      as a column-major (n x M) matrix, ld n: block a = rows a p.., (p x M)  = X_a^T
+//   Yt     as a column-major (M x k q) matrix, ld M: factor-1 block a = columns a q.. (M x q)
+//          = Y1_a (ld M), factor-2 block c = columns c, c + l, ... (M x r) = Z_c (ld l M)
+//   out    as a column-major (l s x M) matrix, ld l s: block c = rows c s.. (s x M) = out_c^T
+//   w1[a]  row-major (q x p) = column-major (p x q) = w1[a]^T, ld p; w2[c] likewise (r x s), ld r
+// so that (each line one batched GEMM over the blocks, constant batch strides):
+//   forward   Y1_a = X_a w1[a]^T              = T(x_a)  N(w1_a)     (M x q, k = p)
+//             out_c^T = w2[c] Z_c^T            = T(w2_c) T(Z_c)      (s x M, k = r)
+//   backward  dZ_c = G_c conj(w2[c])           = T(G_c)  C(w2_c)     (M x r, k = s)  written into dYt
+//             dw2[c]^T = Z_c^H G_c             = C(Z_c)  T(G_c)      (r x s, k = M)
+//             dx_a^T = w1[a]^H dY1_a^T         = N(conj w1_a) T(dY1_a) (p x M, k = q)
+//             dw1[a]^T = X_a^H dY1_a           = N(x_a) N(dY1_a)     (p x q, k = M; real)
+//             dw1[a] = dY1_a^T conj(X_a)       = T(dY1_a) C(x_a)     (q x p, k = M; complex, then
+//                                                                     one transpose of the small result)
+// (PyTorch's complex convention: for Y = A B^T, dA = G conj(B), dB = G^T conj(A).) The backward
+// recomputes Yt (one GEMM) instead of saving it, so autograd keeps only x, w1 and w2, and then
+// reuses Yt's buffer for dYt. Cost: forward 2 GEMM passes, backward 5, no other pass over the data.
 struct MonarchShape {
   int64_t M = 0, n = 0, k = 0, q = 0, p = 0, l = 0, s = 0, r = 0;
   std::vector<int64_t> out_shape;
@@ -57,39 +81,74 @@ MonarchShape check_monarch(const at::Tensor& x, const at::Tensor& w1, const at::
   return m;
 }
 
-// (k, M, p) view of x and the permuted intermediate Z (l, M, r).
-at::Tensor x_blocks(const at::Tensor& x, const MonarchShape& m) {
-  return x.reshape({m.M, m.k, m.p}).transpose(0, 1);
-}
-// Y1 (k, M, q) -> Z (l, M, r) (adjoint: dZ -> dY1), contiguous. CPU: the one-pass kernel of
-// monarch.h; CUDA: ATen's strided copies.
-at::Tensor shuffle(const at::Tensor& src, const MonarchShape& m, bool adjoint) {
-  if (on_device(src)) {
-    if (!adjoint) return src.permute({1, 0, 2}).reshape({m.M, m.r, m.l}).permute({2, 0, 1}).contiguous();
-    return src.permute({1, 2, 0}).reshape({m.M, m.k, m.q}).transpose(0, 1).contiguous();
-  }
-  at::Tensor s = src.contiguous().resolve_conj().resolve_neg();
-  at::Tensor d = adjoint ? at::empty({m.k, m.M, m.q}, s.options()) : at::empty({m.l, m.M, m.r}, s.options());
-  MonarchShuffleParams p;
-  p.M = m.M; p.k = m.k; p.q = m.q; p.l = m.l; p.r = m.r;
-  p.elem_bytes = s.element_size();
-  p.adjoint = adjoint;
-  p.src = s.const_data_ptr();
-  p.dst = d.mutable_data_ptr();
-  monarch_shuffle_cpu(p);
-  return d;
+// KERNELFUSE_MONARCH_GEMM=aten: CPU GEMMs by ATen's bmm_out on the strided views (the CUDA path
+// and the fallback for torch builds without MKL) instead of MKL's batched GEMM; tests cover both.
+// Read once.
+bool force_aten_gemm() {
+  static const bool on = [] {
+    const char* v = std::getenv("KERNELFUSE_MONARCH_GEMM");
+    return v != nullptr && std::string(v) == "aten";
+  }();
+  return on;
 }
 
-at::Tensor middle(const at::Tensor& X, const at::Tensor& w1, const MonarchShape& m) {
-  return shuffle(at::bmm(X, w1.transpose(1, 2)), m, false);  // (k, M, q) -> (l, M, r)
+// A column-major operand: matrix i of the batch at data + off + i * batch_stride, (rows x cols)
+// with element (row, col) at row + col * ld. t is contiguous, conj / neg bits resolved.
+struct Operand {
+  const at::Tensor* t;
+  int64_t off, ld, batch_stride;
+};
+
+// C_i = op_a(A_i) op_b(B_i), (m x n), inner size kk, for i < batch; op 'N', 'T' or 'C'.
+void gemm(char op_a, char op_b, int64_t m, int64_t n, int64_t kk, int64_t batch, const Operand& A, const Operand& B,
+          const Operand& C) {
+  const at::Tensor& ct = *C.t;
+  if (!on_device(ct) && !force_aten_gemm() && m >= 1 && n >= 1 && kk >= 1) {
+    GemmBatch g;
+    g.op_a = op_a; g.op_b = op_b;
+    g.m = m; g.n = n; g.k = kk; g.batch = batch;
+    const int64_t e = ct.element_size();
+    g.a = static_cast<const char*>(A.t->const_data_ptr()) + A.off * e; g.lda = A.ld; g.sa = A.batch_stride;
+    g.b = static_cast<const char*>(B.t->const_data_ptr()) + B.off * e; g.ldb = B.ld; g.sb = B.batch_stride;
+    g.c = static_cast<char*>(const_cast<at::Tensor&>(ct).mutable_data_ptr()) + C.off * e; g.ldc = C.ld;
+    g.sc = C.batch_stride;
+    const auto st = ct.scalar_type();
+    const char elem = st == at::kFloat ? 's' : st == at::kDouble ? 'd' : st == at::kComplexFloat ? 'c' : 'z';
+    if (mkl_gemm_batch(elem, g)) return;
+  }
+  // ATen: the same matrices as strided views (batch, rows, cols) with strides (batch_stride, 1, ld).
+  auto view = [](const Operand& o, int64_t rows, int64_t cols, int64_t nb) {
+    return o.t->as_strided({nb, rows, cols}, {o.batch_stride, 1, std::max<int64_t>(o.ld, 1)}, o.t->storage_offset() + o.off);
+  };
+  auto opv = [&](const Operand& o, char op, int64_t rows, int64_t cols) {
+    if (op == 'N') return view(o, rows, cols, batch);
+    at::Tensor v = view(o, cols, rows, batch).transpose(1, 2);
+    return op == 'C' ? v.conj() : v;
+  };
+  at::Tensor cv = view(C, m, n, batch);
+  const at::NoGradGuard no_grad;  // inputs may require grad where no autograd kernel wraps the op (simulator)
+  at::bmm_out(cv, opv(A, op_a, m, kk), opv(B, op_b, kk, n));
+}
+
+// x, w1, w2 as contiguous, resolved tensors; x viewed (M, n).
+at::Tensor plain(const at::Tensor& t) { return t.contiguous().resolve_conj().resolve_neg().contiguous(); }
+
+// Yt (k q, M) = the transposed intermediate (factor 1).
+at::Tensor factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape& m) {
+  at::Tensor Yt = at::empty({m.k * m.q, m.M}, X.options());
+  gemm('T', 'N', m.M, m.q, m.p, m.k, {&X, 0, m.n, m.p}, {&W1, 0, m.p, m.q * m.p}, {&Yt, 0, m.M, m.q * m.M});
+  return Yt;
 }
 
 at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
   const MonarchShape m = check_monarch(x, w1, w2);
   if (m.M == 0) return at::empty(m.out_shape, x.options());
-  at::Tensor Z = middle(x_blocks(x, m), w1, m);
-  at::Tensor Y2 = at::bmm(Z, w2.transpose(1, 2));                      // (l, M, s)
-  return Y2.permute({1, 0, 2}).reshape(m.out_shape);
+  const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
+  at::Tensor out = at::empty({m.M, m.l * m.s}, X.options());
+  if (m.k * m.q == 0) return out.zero_().view(m.out_shape);
+  const at::Tensor Yt = factor1(X, W1, m);
+  gemm('T', 'T', m.s, m.M, m.r, m.l, {&W2, 0, m.r, m.s * m.r}, {&Yt, 0, m.l * m.M, m.M}, {&out, 0, m.l * m.s, m.s});
+  return out.view(m.out_shape);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Tensor& grad, const at::Tensor& x,
@@ -101,20 +160,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
   check_same_dtype(grad, x, "grad", "x");
   check_same_device(grad, x, "grad", "x");
   const auto none = at::empty({0}, x.options());
-  if (m.M == 0) {
+  if (m.M == 0 || m.k * m.q == 0) {
     return {need_x ? at::zeros(x.sizes(), x.options()) : none, need_w1 ? at::zeros(w1.sizes(), w1.options()) : none,
             need_w2 ? at::zeros(w2.sizes(), w2.options()) : none};
   }
-  // PyTorch's complex convention: for Y = A B^T, dA = G conj(B), dB = G^T conj(A).
-  at::Tensor X = x_blocks(x, m);
-  at::Tensor G = grad.reshape({m.M, m.l, m.s}).transpose(0, 1);       // (l, M, s)
-  at::Tensor dw2 = none, dx = none, dw1 = none;
-  if (need_w2) dw2 = at::bmm(G.transpose(1, 2), middle(X, w1, m).conj());  // (l, s, r)
+  const bool cplx = x.is_complex();
+  const char H = cplx ? 'C' : 'T';  // the conjugate transpose (the transpose for real dtypes)
+  const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
+  const at::Tensor G = plain(grad.reshape({m.M, m.l * m.s}));
+  at::Tensor dw2 = none, dx = none, dw1 = none, buf;
+  if (need_w2) {
+    buf = factor1(X, W1, m);  // Yt, recomputed (not saved by the forward)
+    dw2 = at::empty({m.l, m.s, m.r}, X.options());
+    gemm(H, 'T', m.r, m.s, m.M, m.l, {&buf, 0, m.l * m.M, m.M}, {&G, 0, m.l * m.s, m.s}, {&dw2, 0, m.r, m.s * m.r});
+  }
   if (need_x || need_w1) {
-    at::Tensor dZ = at::bmm(G, w2.conj());                              // (l, M, r)
-    at::Tensor dY1 = shuffle(dZ, m, true);                              // (k, M, q)
-    if (need_x) dx = at::bmm(dY1, w1.conj()).transpose(0, 1).reshape(x.sizes());
-    if (need_w1) dw1 = at::bmm(dY1.transpose(1, 2), X.conj());          // (k, q, p)
+    // dYt reuses Yt's buffer (Yt is dead once dw2 is done): one (k q, M) buffer in the backward.
+    at::Tensor dYt = buf.defined() ? buf : at::empty({m.k * m.q, m.M}, X.options());
+    gemm('T', H, m.M, m.r, m.s, m.l, {&G, 0, m.l * m.s, m.s}, {&W2, 0, m.r, m.s * m.r}, {&dYt, 0, m.l * m.M, m.M});
+    if (need_x) {
+      const at::Tensor W1c = cplx ? plain(w1.conj()) : W1;
+      dx = at::empty({m.M, m.n}, X.options());
+      gemm('N', 'T', m.p, m.M, m.q, m.k, {&W1c, 0, m.p, m.q * m.p}, {&dYt, 0, m.M, m.q * m.M}, {&dx, 0, m.n, m.p});
+      dx = dx.view(x.sizes());
+    }
+    if (need_w1 && !cplx) {
+      dw1 = at::empty({m.k, m.q, m.p}, X.options());
+      gemm('N', 'N', m.p, m.q, m.M, m.k, {&X, 0, m.n, m.p}, {&dYt, 0, m.M, m.q * m.M}, {&dw1, 0, m.p, m.q * m.p});
+    } else if (need_w1) {
+      at::Tensor t = at::empty({m.k, m.p, m.q}, X.options());  // t[a] = dw1[a]^T
+      gemm('T', 'C', m.q, m.p, m.M, m.k, {&dYt, 0, m.M, m.q * m.M}, {&X, 0, m.n, m.p}, {&t, 0, m.q, m.p * m.q});
+      dw1 = t.transpose(1, 2).contiguous();
+    }
   }
   return {dx, dw1, dw2};
 }

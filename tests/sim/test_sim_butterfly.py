@@ -13,7 +13,7 @@ Kernels (csrc/butterfly/):
   monarch_fft_cuda.cu  monarch_fft_kernel<T>   N = N1 N2 with N1 <= N2 <= 64 and the intermediate in
                                                <= 40 KiB (monarch_fft_cuda_supported); other lengths
                                                use the glue's ATen GEMM path (no kernel)
-monarch_multiply's device path is ATen bmm + strided copies in the glue (no kernel of ours); it is
+monarch_multiply's device path is ATen bmm_out on strided views in the glue (no kernel of ours); it is
 checked here all the same, since the simulator library runs that branch of the glue.
 """
 import math

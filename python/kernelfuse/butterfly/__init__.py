@@ -173,8 +173,8 @@ def butterfly_to_dense(twiddle: torch.Tensor, *, increasing_stride: bool = True)
     return butterfly_multiply(eye, twiddle, increasing_stride=increasing_stride).T
 
 
-def monarch_to_dense(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-    """The (l s, k p) matrix M with monarch_multiply(x, w1, w2) == x @ M.T."""
+def monarch_to_dense(w1: torch.Tensor, w2: torch.Tensor, *, layout: str = "ls") -> torch.Tensor:
+    """The (l s, k p) matrix M with monarch_multiply(x, w1, w2, layout=layout) == x @ M.T."""
     n = w1.shape[0] * w1.shape[2]
     eye = torch.eye(n, dtype=w1.dtype, device=w1.device)
-    return monarch_multiply(eye, w1, w2).T
+    return monarch_multiply(eye, w1, w2, layout=layout).T

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..butterfly import bitreversal_permutation, butterfly_fft_twiddle, monarch_to_dense
-from ..ops.butterfly import butterfly_multiply, monarch_multiply
+from ..ops.butterfly import MONARCH_LAYOUTS, butterfly_multiply, monarch_multiply
 
 __all__ = ["ButterflyLinear", "MonarchLinear", "BUTTERFLY_INITS"]
 
@@ -106,15 +106,23 @@ class MonarchLinear(nn.Module):
     outputs cropped to out_features. See :func:`kernelfuse.monarch_multiply` for the layout.
     Parameters (2 nblocks p (p + s) / 2 values instead of in x out): ``w1`` (nblocks, p, p),
     ``w2`` (nblocks, s, p), ``bias`` (out,).
+
+    layout: "ls" (default) or "sl", the op's output order (see :func:`kernelfuse.monarch_multiply`);
+    "sl" is fly's (HazyResearch) ``MonarchLinear`` / ``blockdiag_butterfly_multiply`` order:
+    :meth:`from_fly_weights` imports fly's ``(w1, w2, bias)`` (any shapes (k, q, p), (l, s, r),
+    so both of fly's shape rules) and :meth:`fly_weights` exports them.
     """
 
     def __init__(self, in_features: int, out_features: int, *, nblocks: int = 4, bias: bool = True,
-                 device=None, dtype=None):
+                 layout: str = "ls", device=None, dtype=None):
         super().__init__()
         if in_features < 1 or out_features < 1 or nblocks < 1:
             raise ValueError(f"MonarchLinear: expected in_features, out_features, nblocks >= 1, got "
                              f"{in_features}, {out_features}, {nblocks}")
+        if layout not in MONARCH_LAYOUTS:
+            raise ValueError(f"MonarchLinear: argument 'layout': expected one of {MONARCH_LAYOUTS}, got {layout!r}")
         self.in_features, self.out_features, self.nblocks = in_features, out_features, nblocks
+        self.layout = layout
         p = -(-in_features // nblocks)
         s = -(-out_features // nblocks)
         self.in_padded, self.out_padded = nblocks * p, nblocks * s
@@ -139,7 +147,7 @@ class MonarchLinear(nn.Module):
             raise ValueError(f"MonarchLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}")
         if self.in_padded != self.in_features:
             x = nn.functional.pad(x, (0, self.in_padded - self.in_features))
-        y = monarch_multiply(x, self.w1, self.w2)
+        y = monarch_multiply(x, self.w1, self.w2, layout=self.layout)
         if self.out_padded != self.out_features:
             y = y[..., : self.out_features]
         return y + self.bias if self.bias is not None else y
@@ -147,22 +155,70 @@ class MonarchLinear(nn.Module):
     def dense_weight(self) -> torch.Tensor:
         """The (out_features, in_features) matrix of the layer (without bias)."""
         with torch.no_grad():
-            return monarch_to_dense(self.w1, self.w2)[: self.out_features, : self.in_features]
+            return monarch_to_dense(self.w1, self.w2, layout=self.layout)[: self.out_features, : self.in_features]
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, *, nblocks: int = 4) -> "MonarchLinear":
+    def from_fly_weights(cls, w1: torch.Tensor, w2: torch.Tensor, bias: torch.Tensor | None = None, *,
+                         in_features: int | None = None, out_features: int | None = None) -> "MonarchLinear":
+        """The layer (layout "sl") that computes what fly's ``MonarchLinear`` computes with the
+        block-diagonal factors ``w1`` (k, q, p) = fly's first factor, ``w2`` (l, s, r) = its second
+        (l r = k q) and ``bias``: ``y = blockdiag_butterfly_multiply(pad(x), w1, w2)[..., :out] + bias``.
+        in_features defaults to k p, out_features to l s (fly pads / crops the same way). The
+        tensors are copied."""
+        if w1.dim() != 3 or w2.dim() != 3:
+            raise ValueError(f"MonarchLinear.from_fly_weights: expected w1 (k, q, p) and w2 (l, s, r), got "
+                             f"{tuple(w1.shape)} and {tuple(w2.shape)}")
+        (k, q, p), (l, s, r) = w1.shape, w2.shape
+        if l * r != k * q:
+            raise ValueError(f"MonarchLinear.from_fly_weights: argument 'w2': expected shape (l, s, r) with "
+                             f"l * r = k * q = {k * q} (w1 is {tuple(w1.shape)}), got {tuple(w2.shape)}")
+        in_f = k * p if in_features is None else in_features
+        out_f = l * s if out_features is None else out_features
+        if not (1 <= in_f <= k * p and 1 <= out_f <= l * s):
+            raise ValueError(f"MonarchLinear.from_fly_weights: expected 1 <= in_features <= k p = {k * p} and "
+                             f"1 <= out_features <= l s = {l * s}, got {in_f}, {out_f}")
+        if bias is not None and tuple(bias.shape) != (out_f,):
+            raise ValueError(f"MonarchLinear.from_fly_weights: argument 'bias': expected shape ({out_f},), got "
+                             f"{tuple(bias.shape)}")
+        m = cls(in_f, out_f, nblocks=k, bias=bias is not None, layout="sl", device=w1.device, dtype=w1.dtype)
+        m.w1 = nn.Parameter(w1.detach().clone())
+        m.w2 = nn.Parameter(w2.detach().clone())
+        m.in_padded, m.out_padded = k * p, l * s
+        if bias is not None:
+            with torch.no_grad():
+                m.bias.copy_(bias.detach())
+        return m
+
+    def fly_weights(self):
+        """``(w1, w2, bias)`` (detached copies; bias None without one) for fly's ``MonarchLinear``
+        or ``blockdiag_butterfly_multiply``: the inverse of :meth:`from_fly_weights`. Layout "sl"
+        only: with "ls" the output order differs and, in general, no weights of fly's form give
+        the same matrix (use ``from_dense(..., layout="sl")`` to project one)."""
+        if self.layout != "sl":
+            raise ValueError("MonarchLinear.fly_weights: the layer has layout='ls'; fly's output order is 'sl' "
+                             "(build the layer with layout='sl', or project with MonarchLinear.from_dense(linear, "
+                             "layout='sl'))")
+        b = None if self.bias is None else self.bias.detach().clone()
+        return self.w1.detach().clone(), self.w2.detach().clone(), b
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, *, nblocks: int = 4, layout: str = "ls") -> "MonarchLinear":
         """The Monarch layer nearest (Frobenius norm) to a dense ``nn.Linear``, bias copied.
 
         Every (output block c, input block a) tile of the padded weight is a sum of rank-1 terms
         w2[c][:, b] w1[a][j, :] over the (b, j) with b nblocks + c = a p + j, and every
         parameter column/row belongs to exactly one tile, so the projection is a truncated SVD
-        per tile (rank-1 tiles when in = nblocks^2, as in Dao et al. 2022)."""
+        per tile (rank-1 tiles when in = nblocks^2, as in Dao et al. 2022). layout "sl": the same
+        projection of the weight with its (padded) rows t nblocks + c moved to c s + t (the row
+        permutation between the two output orders keeps the Frobenius norm)."""
         W = linear.weight.detach()
         m = cls(linear.in_features, linear.out_features, nblocks=nblocks, bias=linear.bias is not None,
-                device=W.device, dtype=W.dtype)
+                layout=layout, device=W.device, dtype=W.dtype)
         nb, s, p = nblocks, m.w2.shape[1], m.w1.shape[1]
         Wp = torch.zeros(m.out_padded, m.in_padded, dtype=torch.float64, device=W.device)
         Wp[: W.shape[0], : W.shape[1]] = W.double()
+        if layout == "sl":
+            Wp = Wp.view(s, nb, m.in_padded).transpose(0, 1).reshape(nb * s, m.in_padded)
         tiles = Wp.view(nb, s, nb, p).permute(0, 2, 1, 3)          # (c, a, s, p)
         U, S, Vh = torch.linalg.svd(tiles, full_matrices=False)    # (c, a, s, R), (c, a, R), (c, a, R, p)
         w1 = torch.zeros(nb, p, p, dtype=torch.float64, device=W.device)
@@ -197,4 +253,4 @@ class MonarchLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, nblocks={self.nblocks}, "
-                f"bias={self.bias is not None}")
+                f"bias={self.bias is not None}" + (f", layout={self.layout!r}" if self.layout != "ls" else ""))

@@ -92,17 +92,28 @@ torch.library.register_autograd("kernelfuse::butterfly_multiply", _bf_backward, 
 
 
 # ================================================================ monarch_multiply
+MONARCH_LAYOUTS = ("ls", "sl")
+
+
 @fp32_under_autocast
-def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, *, layout: str = "ls") -> torch.Tensor:
     """Monarch product: block-diagonal ``w1``, a fixed permutation, block-diagonal ``w2``.
 
     Shapes: x (..., n); w1 (k, q, p) with n = k p (k blocks of q x p); w2 (l, s, r) with l r = k q
     (l blocks of s x r); output (..., l s). With x viewed (..., k, p):
     ``y1[..., a, :] = w1[a] @ x[..., a, :]``; y1 flattened to k q values is viewed (r, l) and
     transposed to (l, r) (the Monarch permutation); ``out[..., c, :] = w2[c] @ z[..., c, :]``.
-    Two batched GEMMs (ATen bmm: MKL/OpenBLAS on CPU, cuBLAS on CUDA); the permutation is one
-    reshape of the intermediate. Real or complex dtypes; differentiable in x, w1, w2.
-    ``kernelfuse.nn.MonarchLinear`` pads inputs/outputs whose sizes are not multiples of nblocks.
+    Two strided batched GEMMs (MKL's batched GEMM on CPU, cuBLAS through ATen on CUDA) with the
+    permutation and the transposes in their strides: no copy. Real or complex dtypes;
+    differentiable in x, w1, w2 (the backward recomputes the intermediate: autograd keeps only
+    x, w1, w2). ``kernelfuse.nn.MonarchLinear`` pads inputs/outputs whose sizes are not multiples
+    of nblocks.
+
+    layout: the order of the output's l s values. "ls" (default): block c's output t at
+    ``c s + t``, as above. "sl": at ``t l + c``, the layout of fly's (HazyResearch)
+    ``blockdiag_butterfly_multiply`` with the same (k, q, p) / (l, s, r) weights, i.e.
+    ``out_ls.unflatten(-1, (l, s)).transpose(-1, -2).flatten(-2)`` (one extra transpose copy of
+    the output; its backward one of the gradient).
     """
     for t, name in ((x, "x"), (w1, "w1"), (w2, "w2")):
         check_tensor(t, name, "monarch_multiply")
@@ -117,7 +128,14 @@ def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> tor
     if w2.dim() != 3 or w2.shape[0] * w2.shape[2] != w1.shape[0] * w1.shape[1] or w2.shape[0] < 1:
         raise ValueError(f"kernelfuse.monarch_multiply: argument 'w2': expected shape (l, s, r) with l * r = k * q = "
                          f"{w1.shape[0] * w1.shape[1]} (w1 is {tuple(w1.shape)}), got {tuple(w2.shape)}")
-    return _ops.monarch_multiply(x, w1, w2)
+    if layout not in MONARCH_LAYOUTS:
+        raise ValueError(f"kernelfuse.monarch_multiply: argument 'layout': expected one of {MONARCH_LAYOUTS}, "
+                         f"got {layout!r}")
+    out = _ops.monarch_multiply(x, w1, w2)
+    if layout == "sl":
+        l, s = w2.shape[0], w2.shape[1]
+        out = out.unflatten(-1, (l, s)).transpose(-1, -2).reshape(*x.shape[:-1], s * l)
+    return out
 
 
 @torch.library.register_fake("kernelfuse::monarch_multiply")
@@ -277,4 +295,4 @@ def monarch_irfft(X: torch.Tensor, n: int | None = None, *, norm: str = "backwar
     return x * s
 
 
-__all__ = ["NORMS", "butterfly_multiply", "monarch_fft", "monarch_irfft", "monarch_multiply", "monarch_rfft"]
+__all__ = ["MONARCH_LAYOUTS", "NORMS", "butterfly_multiply", "monarch_fft", "monarch_irfft", "monarch_multiply", "monarch_rfft"]

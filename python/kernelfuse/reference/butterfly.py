@@ -22,14 +22,16 @@ def butterfly_multiply(x: torch.Tensor, twiddle: torch.Tensor, *, increasing_str
     return y
 
 
-def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
-    """x (..., k p), w1 (k, q, p), w2 (l, s, r), l r = k q -> (..., l s)."""
+def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, *, layout: str = "ls") -> torch.Tensor:
+    """x (..., k p), w1 (k, q, p), w2 (l, s, r), l r = k q -> (..., l s); layout "sl": output
+    index t l + c instead of c s + t for block c's entry t."""
     k, q, p = w1.shape
     l, s, r = w2.shape
     batch = x.shape[:-1]
     y1 = torch.einsum("aqp,...ap->...aq", w1, x.reshape(*batch, k, p))
     z = y1.reshape(*batch, r, l).transpose(-1, -2)
-    return torch.einsum("csr,...cr->...cs", w2, z).reshape(*batch, l * s)
+    spec = "csr,...cr->...sc" if layout == "sl" else "csr,...cr->...cs"
+    return torch.einsum(spec, w2, z).reshape(*batch, l * s)
 
 
 def monarch_fft(x: torch.Tensor, *, inverse: bool = False, norm: str = "backward") -> torch.Tensor:
