@@ -10,6 +10,10 @@
 // gradients for x, y and the weights in the same single pass: the point-side sums go to a tile
 // buffer flushed once per tile into per-thread double accumulators, reduced at the end
 // (O(threads * n * (d + c)) memory).
+// Metrics: the distance block of a register block is picked per block (euclidean: the original
+// sqdist_block; L1 / Linf in the same register-blocked style; minkowski with pow; haversine
+// scalar); the kernel-evaluation and reduction stages are metric-independent. With a compact
+// kernel and a scalar bandwidth the tile is packed unscaled and dist < h decided exactly.
 #include <omp.h>
 
 #include <algorithm>

@@ -34,6 +34,17 @@
 // per tile, merged into (max, double sum) totals; qlw is added at the end. Gradients use
 // dk/ds = k dlog k/ds in closed form (finite inside a compact support, 0 outside and at r = 0 for
 // the profiles with a kink) or log|dk/ds| inside the exponent when there are log factors.
+//
+// Metrics. A runtime switch per pair (uniform across the grid; no new instantiations): the
+// register path forms dist from the row in registers (manhattan / chebyshev / minkowski on the
+// scaled coordinates, haversine from (lat, lon) at d == 2) and keeps r, the distance in staged
+// units and chebyshev's first maximising coordinate for the gradient; the generic path accumulates
+// sum |t|, sum |t|^p or the running max per DC chunk in ss (chebyshev: the sign bit of ss says
+// whether the first maximiser lies in the block's own gradient chunk g0). Position gradients:
+// euclidean / haversine accumulate in raw units (x 2 / h_k^2 at the end), the others r g_k
+// (x 2 / h_k). Exact support (compact kernel, scalar bandwidth): coordinates staged unscaled,
+// dist < h (squared euclidean < h^2) decided on them and s kept on the same side of 1.
+// out_h (Backward role 0): per-row sum coef s, the haversine bandwidth gradient's ingredient.
 #include <cuda_runtime.h>
 
 #include <cmath>
