@@ -95,16 +95,38 @@ void absdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int6
   }
 }
 
+// |t|^p: repeated multiplication for integer p <= 8 (vectorised passes over a row), else pow.
+template <typename T>
+inline int small_int_power(T pp) {
+  return (pp == std::floor(pp) && pp >= T(1) && pp <= T(8)) ? static_cast<int>(pp) : 0;
+}
+
 template <typename T>
 void powdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np, T pp,
-                   T* __restrict S) {
+                   T* __restrict S, T* __restrict A1, T* __restrict A2) {
+  const int ip = small_int_power(pp);
   for (int r = 0; r < QR; ++r) {
     T* __restrict s = S + r * TP;
     for (int64_t i = 0; i < np; ++i) s[i] = T(0);
     for (int64_t k = 0; k < d; ++k) {
       const T u = U[r * d + k];
       const T* __restrict vk = V + k * TP;
-      for (int64_t i = 0; i < np; ++i) s[i] += std::pow(std::fabs(u - vk[i]), pp);
+      if (ip > 0) {
+#pragma omp simd
+        for (int64_t i = 0; i < np; ++i) {
+          const T df = u - vk[i];
+          A1[i] = df < T(0) ? -df : df;
+          A2[i] = A1[i];
+        }
+        for (int e = 1; e < ip; ++e) {
+#pragma omp simd
+          for (int64_t i = 0; i < np; ++i) A2[i] *= A1[i];
+        }
+#pragma omp simd
+        for (int64_t i = 0; i < np; ++i) s[i] += A2[i];
+      } else {
+        for (int64_t i = 0; i < np; ++i) s[i] += std::pow(std::fabs(u - vk[i]), pp);
+      }
     }
   }
 }
@@ -118,10 +140,18 @@ inline T haversine_a(T lat1, T lon1, T lat2, T lon2) {
   return a > T(1) ? T(1) : a;
 }
 template <typename T>
-void havdist_block(const T* __restrict U, const T* __restrict V, int64_t np, T* __restrict S) {
-  for (int r = 0; r < QR; ++r)
-    for (int64_t i = 0; i < np; ++i)
-      S[r * TP + i] = T(2) * std::asin(std::sqrt(haversine_a(U[2 * r], U[2 * r + 1], V[i], V[TP + i])));
+void havdist_block(const T* __restrict U, const T* __restrict V, int64_t np, T* __restrict S,
+                   T* __restrict C2) {
+  for (int64_t i = 0; i < np; ++i) C2[i] = std::cos(V[i]);  // cos lat2, once per point
+  for (int r = 0; r < QR; ++r) {
+    const T lat1 = U[2 * r], lon1 = U[2 * r + 1], c1 = std::cos(lat1);
+    for (int64_t i = 0; i < np; ++i) {
+      const T sl = std::sin(T(0.5) * (lat1 - V[i])), so = std::sin(T(0.5) * (lon1 - V[TP + i]));
+      T a = sl * sl + c1 * C2[i] * so * so;
+      a = a < T(0) ? T(0) : (a > T(1) ? T(1) : a);
+      S[r * TP + i] = T(2) * std::asin(std::sqrt(a));
+    }
+  }
 }
 
 // r from a distance D in packed units: exact support (scalar bandwidth, compact kernel) decides
@@ -177,6 +207,7 @@ void metric_grads(Metric met, const T* __restrict U, int64_t d, const T* __restr
   }
   if (met == Metric::Chebyshev) std::fill(F, F + QR * TP, T(0));
   const T pm1 = pp - T(1);
+  const int ipm1 = small_int_power(pp) - 1;  // -1: not a small integer
   for (int64_t k = 0; k < d; ++k) {
     const T* __restrict Vk = V + k * TP;
     T* __restrict GYk = GY ? GY + k * TP : nullptr;
@@ -213,7 +244,16 @@ void metric_grads(Metric met, const T* __restrict U, int64_t d, const T* __restr
           const T df = u - Vk[ii];
           const T a = std::fabs(df);
           const T sg = df > T(0) ? T(1) : (df < T(0) ? T(-1) : T(0));
-          const T ratio = dp[ii] > T(0) ? std::pow(a / dp[ii], pm1) : T(0);
+          T ratio = T(0);
+          if (dp[ii] > T(0)) {
+            const T q = a / dp[ii];
+            if (ipm1 >= 0) {
+              ratio = T(1);
+              for (int e = 0; e < ipm1; ++e) ratio *= q;
+            } else {
+              ratio = std::pow(q, pm1);
+            }
+          }
           const T t = c[ii] * rr[ii] * ratio * sg;
           part += t;
           if (GYk) GYk[ii] -= t;
@@ -381,8 +421,8 @@ void run(const KernelSumParams<T>& p) {
           } else {
             if (met == Metric::Manhattan) absdist_block<T, 1>(U + g * d, d, V, np, S);
             else if (met == Metric::Chebyshev) absdist_block<T, 2>(U + g * d, d, V, np, S);
-            else if (met == Metric::Minkowski) powdist_block<T>(U + g * d, d, V, np, pp, S);
-            else havdist_block<T>(U + g * d, V, np, S);
+            else if (met == Metric::Minkowski) powdist_block<T>(U + g * d, d, V, np, pp, S, val, dval);
+            else havdist_block<T>(U + g * d, V, np, S, val);
             if (met == Metric::Minkowski)
               for (int64_t e = 0; e < QR * TP; ++e) S[e] = std::pow(S[e], inv_p);
             const T f = hav && !exact ? ih[0] : rscale;
