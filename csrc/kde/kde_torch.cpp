@@ -324,6 +324,7 @@ Grads backward(const at::Tensor& grad, const std::optional<at::Tensor>& out, con
   if (need_h) {
     a.out_h = at::empty({o.B, o.m}, o.h.options());
     if (poison_outputs()) a.out_h.fill_(std::numeric_limits<double>::quiet_NaN());
+    if (o.d == 0) a.out_h.zero_();  // s == 0 for every pair (the CUDA kernel skips d == 0)
   }
   if (need_x || need_y || (need_w && o.w.defined()) || need_h) run_pass(a);
   if (need_h) {  // dL/dh = -(2/h) sum_{b,q,i} coef s, summed in double

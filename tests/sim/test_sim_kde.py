@@ -435,6 +435,8 @@ def test_empty_and_degenerate(dtype):
     run_fwd("sum", xd, yd, w, h1, "gaussian")
     run_fwd("lse", xd, yd, w.log(), h1, "cauchy")
     run_bwd("sum", xd, yd, w, h1, "gaussian")
+    run_bwd("sum", xd, yd, w, h1, "gaussian", need_h=True)  # the bandwidth sums: zeros (glue)
+    run_bwd("lse", x, e0, None, h1, "gaussian", need_h=True, metric="manhattan")  # n == 0
     # one row, one point, one dimension
     run_fwd("sum", x[:1, :1], y[:1, :1], None, h1, "laplacian")
     run_bwd("lse", x[:1, :1], y[:1, :1], None, h1, "laplacian")
