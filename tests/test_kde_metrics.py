@@ -456,3 +456,22 @@ def test_metric_torch_compile_fullgraph(metric):
     gb = torch.autograd.grad(eb, (xb, hb))
     for u, v in zip(gb, ga):
         torch.testing.assert_close(u, v)
+
+
+@pytest.mark.parametrize("h", [7.0, 11.0, 31.0, 45.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_exact_support_both_cpu_paths(h, dtype):
+    """The CPU kernel decides dist < h by one multiplication with a factor of exact rounding where
+    one exists, else by clamping (h^2 = 49 in float64, 121 in float32 have none): tophat counts are
+    exact either way, for euclidean (h^2) and manhattan / chebyshev (h)."""
+    g = torch.Generator().manual_seed(int(h))
+    x = torch.randint(0, int(h), (60, 3), generator=g)
+    y = torch.randint(0, int(h), (90, 3), generator=g)
+    diff = (x[:, None, :] - y[None, :, :]).abs()
+    for metric, D, thr in (("euclidean", (diff * diff).sum(-1), h * h), ("manhattan", diff.sum(-1), h),
+                           ("chebyshev", diff.amax(-1), h)):
+        count = (D.double() < thr).sum(1).double()
+        out = kf.kernel_sum(x.to(dtype), y.to(dtype), kernel="tophat", bandwidth=h, metric=metric)
+        assert torch.equal(out.double(), count), metric
+        if metric == "euclidean":
+            assert int((D.double() == thr).sum()) > 0  # boundary pairs exist

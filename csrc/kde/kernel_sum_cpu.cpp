@@ -34,9 +34,12 @@ constexpr int64_t TP = 256;     // points per tile (multiple of STRIP)
 constexpr int64_t STRIP = 16;   // points per register block
 
 // S[r][i] = sum_k (U[r][k] - V[k][i])^2 for r < QR, i < np (np a multiple of STRIP).
-template <typename T>
+// EXACT (the exact support test of kernel_sum.h, in registers before the store): 1: S = D2 * rs
+// with rs chosen so that D2 * rs < 1 iff D2 < thr (exact_scale); 2: S = D2 < thr ?
+// min(D2 * rs, 1 - ulp) : max(D2 * rs, 1) (NaN stays NaN).
+template <typename T, int EXACT = 0>
 void sqdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np,
-                  T* __restrict S) {
+                  T* __restrict S, T thr = T(1), T rs = T(1)) {
   using VT = typename simd::Vec<T>::type;
   constexpr int W = simd::Vec<T>::W;
   constexpr int NV = STRIP / W;
@@ -55,6 +58,20 @@ void sqdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64
           acc[r][j] += df * df;
         }
       }
+    }
+    if constexpr (EXACT == 1) {
+      for (int r = 0; r < QR; ++r)
+        for (int j = 0; j < NV; ++j) acc[r][j] *= rs;
+    } else if constexpr (EXACT == 2) {
+      constexpr T below1 = T(1) - std::numeric_limits<T>::epsilon() / 2;
+      for (int r = 0; r < QR; ++r)
+        for (int j = 0; j < NV; ++j) {
+          const VT D2 = acc[r][j];
+          const VT v = D2 * rs;
+          const VT vin = v < below1 ? v : VT{} + below1;
+          const VT vout = v < T(1) ? VT{} + T(1) : v;
+          acc[r][j] = D2 < thr ? vin : vout;
+        }
     }
     for (int r = 0; r < QR; ++r)
       for (int j = 0; j < NV; ++j) simd::store(S + r * TP + i + j * W, acc[r][j]);
@@ -156,13 +173,32 @@ void havdist_block(const T* __restrict U, const T* __restrict V, int64_t np, T* 
 
 // r from a distance D in packed units: exact support (scalar bandwidth, compact kernel) decides
 // D < thr on the unscaled distance and keeps r = D / h on the same side of 1; else r = D * f.
+// A factor rs near 1 / thr with fl(D * rs) < 1 exactly when D < thr, for every D (rounding is
+// monotone: it suffices that fl(thr * rs) >= 1 > fl(prev(thr) * rs)); false if none is found
+// among the nearest candidates (then the kernels clamp, to_r).
 template <typename T>
-inline T to_r(T D, bool exact, T thr, T f) {
+bool exact_scale(T thr, T& rs) {
+  if (!(thr > T(0)) || !std::isfinite(thr)) return false;
+  const T below = std::nextafter(thr, T(0));
+  T c = T(1) / thr;
+  for (int i = 0; i < 4; ++i) c = std::nextafter(c, T(0));
+  for (int i = 0; i < 9; ++i, c = std::nextafter(c, T(INFINITY))) {
+    volatile T a = thr * c, b = below * c;  // the products as the kernel rounds them
+    if (a >= T(1) && b < T(1)) {
+      rs = c;
+      return true;
+    }
+  }
+  return false;
+}
+
+template <typename T>
+inline T to_r(T D, bool exact, T thr, T f) {  // branch-free (vectorises)
   constexpr T below1 = T(1) - std::numeric_limits<T>::epsilon() / 2;
   const T v = D * f;
-  if (!exact) return v;
-  if (D < thr) return v < below1 ? v : below1;
-  return v < T(1) ? T(1) : v;  // NaN stays NaN
+  const T vin = v < below1 ? v : below1;
+  const T vout = v < T(1) ? T(1) : v;  // NaN stays NaN
+  return exact ? (D < thr ? vin : vout) : v;
 }
 
 // Position gradients of a register block for the metrics other than euclidean. C: QR coef rows
@@ -320,6 +356,11 @@ void run(const KernelSumParams<T>& p) {
   const T thr = euclid ? h0 * h0 : h0;                 // exact: inside iff D < thr
   const T rscale = unscaled ? (euclid ? T(1) / (h0 * h0) : T(1) / h0) : T(1);  // D -> r (s for euclid)
   const T pp = T(p.p), inv_p = T(1) / T(p.p);
+  // exact support by one multiplication where a factor with the exact rounding exists
+  T rs_exact = rscale;
+  const bool exact_mul = exact && exact_scale(thr, rs_exact);
+  const T rfac = exact_mul ? rs_exact : rscale;  // D -> r (s for euclidean)
+  const bool clamp = exact && !exact_mul;
   const bool need_h = BWD && p.out_h != nullptr;
   const int64_t accw = BWD ? d + (need_h ? 1 : 0) : c;
   const double ninf = -std::numeric_limits<double>::infinity();
@@ -415,9 +456,12 @@ void run(const KernelSumParams<T>& p) {
           // s = (dist / h)^2 of the register block (rows of S); R, DP: r and the packed-unit
           // distance, kept for the position gradients of the other metrics.
           if (euclid) {
-            sqdist_block<T>(U + g * d, d, V, np, S);
-            if (exact)
-              for (int64_t e = 0; e < QR * TP; ++e) S[e] = to_r(S[e], true, thr, rscale);
+            if (exact_mul)
+              sqdist_block<T, 1>(U + g * d, d, V, np, S, thr, rfac);
+            else if (clamp)
+              sqdist_block<T, 2>(U + g * d, d, V, np, S, thr, rfac);
+            else
+              sqdist_block<T>(U + g * d, d, V, np, S);
           } else {
             if (met == Metric::Manhattan) absdist_block<T, 1>(U + g * d, d, V, np, S);
             else if (met == Metric::Chebyshev) absdist_block<T, 2>(U + g * d, d, V, np, S);
@@ -425,17 +469,18 @@ void run(const KernelSumParams<T>& p) {
             else havdist_block<T>(U + g * d, V, np, S, val);
             if (met == Metric::Minkowski)
               for (int64_t e = 0; e < QR * TP; ++e) S[e] = std::pow(S[e], inv_p);
-            const T f = hav && !exact ? ih[0] : rscale;
+            const T f = hav && !exact ? ih[0] : rfac;
             if (BWD) {
+#pragma omp simd
               for (int64_t e = 0; e < QR * TP; ++e) {
                 DP[e] = S[e];
-                R[e] = to_r(S[e], exact, thr, f);
+                R[e] = to_r(S[e], clamp, thr, f);
                 S[e] = R[e] * R[e];
               }
             } else {
 #pragma omp simd
               for (int64_t e = 0; e < QR * TP; ++e) {
-                const T r = to_r(S[e], exact, thr, f);
+                const T r = to_r(S[e], clamp, thr, f);
                 S[e] = r * r;
               }
             }
