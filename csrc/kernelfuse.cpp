@@ -16,18 +16,24 @@ KF_TORCH_LIBRARY(KF_LIBRARY_NAME, m) {
   // ---- kernel density sums (csrc/kde) ----
   // x (m,d) | (B,m,d); y (n,d) | (B,n,d); weights (n,) | (n,c) | (B,n) | (B,n,c);
   // bandwidth () | (d,). Output x.shape[:-1] + weights.shape[y.dim()-1:].
-  m.def("kernel_sum(Tensor x, Tensor y, Tensor? weights, Tensor bandwidth, str kernel, bool exclude_self) -> Tensor");
+  // metric: "euclidean" | "manhattan" | "chebyshev" | "minkowski" (order p >= 1) | "haversine" (d == 2,
+  // (lat, lon) in radians, scalar bandwidth); the kernel sees r = dist(x, y) / h.
+  m.def("kernel_sum(Tensor x, Tensor y, Tensor? weights, Tensor bandwidth, str kernel, bool exclude_self, "
+        "str metric=\"euclidean\", float p=2.0) -> Tensor");
   m.def("kernel_logsumexp(Tensor x, Tensor y, Tensor? log_weights, Tensor bandwidth, str kernel, "
-        "bool exclude_self) -> Tensor");
+        "bool exclude_self, str metric=\"euclidean\", float p=2.0) -> Tensor");
   // (lse, lse2) with lse2 = log sum_i exp(2 (log w_i + log k)), in the same pass (effective sample size).
   m.def("kernel_logsumexp_sq(Tensor x, Tensor y, Tensor? log_weights, Tensor bandwidth, str kernel, "
-        "bool exclude_self) -> (Tensor, Tensor)");
-  // Backward twins: gradients for (x, y, weights); an output not asked for is an empty tensor.
+        "bool exclude_self, str metric=\"euclidean\", float p=2.0) -> (Tensor, Tensor)");
+  // Backward twins: gradients for (x, y, weights, bandwidth); an output not asked for is an empty
+  // tensor. need_bandwidth (scalar bandwidth only) computes dL/dh = -(2/h) sum grad * dk/ds * s in
+  // the pass (what haversine needs; the coordinate metrics can use translation invariance instead).
   m.def("kernel_sum_bwd(Tensor grad, Tensor x, Tensor y, Tensor? weights, Tensor bandwidth, str kernel, "
-        "bool exclude_self, bool need_x, bool need_y, bool need_weights) -> (Tensor, Tensor, Tensor)");
+        "bool exclude_self, bool need_x, bool need_y, bool need_weights, str metric=\"euclidean\", float p=2.0, "
+        "bool need_bandwidth=False) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("kernel_logsumexp_bwd(Tensor grad, Tensor out, Tensor x, Tensor y, Tensor? log_weights, "
-        "Tensor bandwidth, str kernel, bool exclude_self, bool need_x, bool need_y, bool need_weights) "
-        "-> (Tensor, Tensor, Tensor)");
+        "Tensor bandwidth, str kernel, bool exclude_self, bool need_x, bool need_y, bool need_weights, "
+        "str metric=\"euclidean\", float p=2.0, bool need_bandwidth=False) -> (Tensor, Tensor, Tensor, Tensor)");
 
   // ---- long convolutions: fused FFT convolution (csrc/longconv/fftconv_*) ----
   // y = postgate * (conv(u * pregate, k) + D * s), s = u (skip "input") | u * pregate (skip "gated",

@@ -5,6 +5,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -33,6 +34,34 @@ Kernel parse_kernel(const std::string& name) {
   for (int i = 0; i < kNumKernels; ++i) all += std::string(i ? ", " : "") + kKernelNames[i];
   KF_CHECK_ARG(false, "kernel", "unknown kernel '", name, "'; expected one of: ", all);
   return Kernel::Gaussian;
+}
+
+constexpr const char* kMetricNames[kNumMetrics] = {"euclidean", "manhattan", "chebyshev", "minkowski",
+                                                   "haversine"};
+
+// The metric of a call, checked against the operands (d, bandwidth); minkowski with p = 1 / 2 runs
+// the manhattan / euclidean paths.
+Metric parse_metric(const std::string& name, double p, int64_t d, const at::Tensor& h) {
+  int idx = -1;
+  for (int i = 0; i < kNumMetrics; ++i)
+    if (name == kMetricNames[i]) idx = i;
+  if (idx < 0) {
+    std::string all;
+    for (int i = 0; i < kNumMetrics; ++i) all += std::string(i ? ", " : "") + kMetricNames[i];
+    KF_CHECK_ARG(false, "metric", "unknown metric '", name, "'; expected one of: ", all);
+  }
+  const Metric met = static_cast<Metric>(idx);
+  if (met == Metric::Minkowski) {
+    KF_CHECK_ARG(std::isfinite(p) && p >= 1.0, "p", "expected a finite p >= 1 for metric 'minkowski', got ", p);
+    if (p == 1.0) return Metric::Manhattan;
+    if (p == 2.0) return Metric::Euclidean;
+  }
+  if (met == Metric::Haversine) {
+    KF_CHECK_ARG(d == 2, "metric", "'haversine' expects d == 2 columns (latitude, longitude in radians), got d = ", d);
+    KF_CHECK_ARG(h.numel() == 1, "bandwidth", "metric 'haversine' takes a scalar bandwidth, got ", h.numel(),
+                 " values (shape (", h.numel(), ",))");
+  }
+  return met;
 }
 
 // The validated operands of one call, in the 3-d (B, rows, cols) form the kernels use.
@@ -113,8 +142,11 @@ struct Pass {
   at::Tensor out, aux;          // out (B, rows_q, c | d), aux (B, rows_q, c) or undefined
   at::Tensor out_y, out_w;      // Backward: (B, rows_p, d), (B, rows_p, c) or undefined
   int64_t c = 1;
+  at::Tensor out_h;             // Backward: (B, rows_q) in the accumulation type, or undefined
   Kernel kernel = Kernel::Gaussian;
   Mode mode = Mode::Sum;
+  Metric metric = Metric::Euclidean;
+  double p = 2.0;
   bool exclude_self = false;
 };
 
@@ -153,8 +185,11 @@ void launch(const Pass& a) {
   p.aux = mut(a.aux);
   p.out_y = mut(a.out_y);
   p.out_w = mut(a.out_w);
+  p.out_h = a.out_h.defined() ? a.out_h.mutable_data_ptr<A>() : nullptr;
   p.kernel = a.kernel;
   p.mode = a.mode;
+  p.metric = a.metric;
+  p.p = static_cast<A>(a.p);
   p.exclude_self = a.exclude_self;
   if (p.batch == 0 || (p.m == 0 && p.mode != Mode::Backward)) return;
 #ifdef KF_DEVICE
@@ -193,19 +228,23 @@ at::Tensor alloc(const Operands& o, int64_t rows, int64_t cols, bool has_cols) {
 }
 
 // A pass with queries x and points y of the checked operands.
-Pass make_pass(const Operands& o, c10::string_view kernel, Mode mode, bool exclude_self) {
+Pass make_pass(const Operands& o, c10::string_view kernel, Mode mode, bool exclude_self, c10::string_view metric,
+               double p) {
   Pass a{o.x, o.y, o.h};
   a.c = o.c;
   a.kernel = parse_kernel(std::string(kernel));
+  a.metric = parse_metric(std::string(metric), p, o.d, o.h);
+  a.p = p;
   a.mode = mode;
   a.exclude_self = exclude_self;
   return a;
 }
 
 at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
-                      const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self) {
+                      const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self,
+                      c10::string_view metric, double p) {
   Operands o = check_operands(x, y, weights, bandwidth, exclude_self, "weights");
-  Pass a = make_pass(o, kernel, Mode::Sum, exclude_self);
+  Pass a = make_pass(o, kernel, Mode::Sum, exclude_self, metric, p);
   a.pw = o.w;
   a.out = alloc(o, o.m, o.c, o.w_has_cols);
   run_pass(a);
@@ -215,9 +254,9 @@ at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optio
 std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tensor& y,
                                             const std::optional<at::Tensor>& log_weights,
                                             const at::Tensor& bandwidth, c10::string_view kernel,
-                                            bool exclude_self, bool with_sq) {
+                                            bool exclude_self, bool with_sq, c10::string_view metric, double p) {
   Operands o = check_operands(x, y, log_weights, bandwidth, exclude_self, "log_weights");
-  Pass a = make_pass(o, kernel, Mode::LogSumExp, exclude_self);
+  Pass a = make_pass(o, kernel, Mode::LogSumExp, exclude_self, metric, p);
   a.plw = o.w;
   a.out = alloc(o, o.m, o.c, o.w_has_cols);
   if (with_sq) a.aux = alloc(o, o.m, o.c, o.w_has_cols);
@@ -226,15 +265,16 @@ std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tenso
 }
 
 at::Tensor kernel_logsumexp(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& log_weights,
-                            const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self) {
-  return std::get<0>(lse_impl(x, y, log_weights, bandwidth, kernel, exclude_self, false));
+                            const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self,
+                            c10::string_view metric, double p) {
+  return std::get<0>(lse_impl(x, y, log_weights, bandwidth, kernel, exclude_self, false, metric, p));
 }
 
 std::tuple<at::Tensor, at::Tensor> kernel_logsumexp_sq(const at::Tensor& x, const at::Tensor& y,
                                                        const std::optional<at::Tensor>& log_weights,
                                                        const at::Tensor& bandwidth, c10::string_view kernel,
-                                                       bool exclude_self) {
-  return lse_impl(x, y, log_weights, bandwidth, kernel, exclude_self, true);
+                                                       bool exclude_self, c10::string_view metric, double p) {
+  return lse_impl(x, y, log_weights, bandwidth, kernel, exclude_self, true, metric, p);
 }
 
 // grad/out in (B, m, c) form; checked against the forward's output shape.
@@ -252,21 +292,24 @@ at::Tensor grad3(const at::Tensor& g, const Operands& o, const char* name) {
 }
 
 // Shared by both backward ops. log_domain: the forward was kernel_logsumexp (out given).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, const std::optional<at::Tensor>& out,
-                                                        const at::Tensor& x, const at::Tensor& y,
-                                                        const std::optional<at::Tensor>& weights,
-                                                        const at::Tensor& bandwidth, c10::string_view kernel,
-                                                        bool exclude_self, bool need_x, bool need_y, bool need_w,
-                                                        bool log_domain) {
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+Grads backward(const at::Tensor& grad, const std::optional<at::Tensor>& out, const at::Tensor& x,
+               const at::Tensor& y, const std::optional<at::Tensor>& weights, const at::Tensor& bandwidth,
+               c10::string_view kernel, bool exclude_self, bool need_x, bool need_y, bool need_w, bool log_domain,
+               c10::string_view metric, double p, bool need_h) {
   Operands o = check_operands(x, y, weights, bandwidth, exclude_self, log_domain ? "log_weights" : "weights");
   const at::Tensor g = grad3(grad, o, "grad");
   at::Tensor neg_out;
   if (log_domain) neg_out = grad3(*out, o, "out").neg();
   // Outputs not asked for are distinct empty tensors (outputs must not alias).
   at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()),
-             gw = at::empty({0}, o.x.options());
+             gw = at::empty({0}, o.x.options()), gh = at::empty({0}, o.x.options());
   // One pass: queries x, points y; the kernel fills whichever outputs are defined.
-  Pass a = make_pass(o, kernel, Mode::Backward, exclude_self);
+  Pass a = make_pass(o, kernel, Mode::Backward, exclude_self, metric, p);
+  if (need_h)
+    KF_CHECK_ARG(o.h.numel() == 1, "need_bandwidth", "needs a scalar bandwidth (the coordinate metrics' "
+                 "per-dimension gradient follows from the x and y gradients), got bandwidth ", shape_str(bandwidth));
   a.qw = g;
   if (log_domain) {
     a.qlw = neg_out;
@@ -274,27 +317,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
   } else {
     a.pw = o.w;
   }
-  if (need_x) a.out = gx = alloc(o, o.m, o.d, true);
+  if (need_x || need_h) a.out = alloc(o, o.m, o.d, true);  // (CUDA: the bandwidth sums ride on the x pass)
+  if (need_x) gx = a.out;
   if (need_y) a.out_y = gy = alloc(o, o.n, o.d, true);
   if (need_w && o.w.defined()) a.out_w = gw = alloc(o, o.n, o.c, o.w_has_cols);
-  if (need_x || need_y || (need_w && o.w.defined())) run_pass(a);
-  return {gx, gy, gw};
+  if (need_h) {
+    a.out_h = at::empty({o.B, o.m}, o.h.options());
+    if (poison_outputs()) a.out_h.fill_(std::numeric_limits<double>::quiet_NaN());
+    if (o.d == 0) a.out_h.zero_();  // s == 0 for every pair (the CUDA kernel skips d == 0)
+  }
+  if (need_x || need_y || (need_w && o.w.defined()) || need_h) run_pass(a);
+  if (need_h) {  // dL/dh = -(2/h) sum_{b,q,i} coef s, summed in double
+    const at::Tensor tot = a.out_h.to(at::kDouble).sum();
+    gh = tot.mul(-2.0).div(o.h.to(at::kDouble).reshape({})).to(bandwidth.scalar_type()).reshape(bandwidth.sizes());
+  }
+  return {gx, gy, gw, gh};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_sum_bwd(const at::Tensor& grad, const at::Tensor& x,
-                                                              const at::Tensor& y,
-                                                              const std::optional<at::Tensor>& weights,
-                                                              const at::Tensor& bandwidth, c10::string_view kernel,
-                                                              bool exclude_self, bool need_x, bool need_y,
-                                                              bool need_w) {
-  return backward(grad, std::nullopt, x, y, weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, false);
+Grads kernel_sum_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
+                     const std::optional<at::Tensor>& weights, const at::Tensor& bandwidth, c10::string_view kernel,
+                     bool exclude_self, bool need_x, bool need_y, bool need_w, c10::string_view metric, double p,
+                     bool need_h) {
+  return backward(grad, std::nullopt, x, y, weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, false,
+                  metric, p, need_h);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_logsumexp_bwd(
-    const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
-    const std::optional<at::Tensor>& log_weights, const at::Tensor& bandwidth, c10::string_view kernel,
-    bool exclude_self, bool need_x, bool need_y, bool need_w) {
-  return backward(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, true);
+Grads kernel_logsumexp_bwd(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
+                           const std::optional<at::Tensor>& log_weights, const at::Tensor& bandwidth,
+                           c10::string_view kernel, bool exclude_self, bool need_x, bool need_y, bool need_w,
+                           c10::string_view metric, double p, bool need_h) {
+  return backward(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, true,
+                  metric, p, need_h);
 }
 
 }  // namespace

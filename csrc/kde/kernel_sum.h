@@ -1,4 +1,4 @@
-// Fused kernel sums: out[q] = sum_i w_i k(|x_q - y_i| / h) without the m x n matrix.
+// Fused kernel sums: out[q] = sum_i w_i k(dist(x_q, y_i) / h) without the m x n matrix.
 // Torch-free: raw pointers and a params struct, shared by the CPU and CUDA kernels.
 #pragma once
 #include <cstdint>
@@ -19,6 +19,21 @@ enum class Kernel : int32_t {
   Cosine = 9,         // cos(pi r/2)  for r < 1
 };
 constexpr int kNumKernels = 10;
+constexpr bool is_compact(Kernel k) { return static_cast<int32_t>(k) >= static_cast<int32_t>(Kernel::Tophat); }
+
+// Distance of the kernel's r = dist(x, y) / h. Coordinate metrics take the per-dimension scaled
+// differences u_k = (x_k - y_k) / h_k; haversine (d == 2, rows (lat, lon) in radians, one
+// bandwidth) is the great-circle distance 2 asin(sqrt(sin^2(dlat/2) + cos lat1 cos lat2
+// sin^2(dlon/2))) divided by h. Position gradients of s = r^2 at kinks: sign(0) = 0; chebyshev
+// ties go to the first (lowest-index) coordinate attaining the maximum.
+enum class Metric : int32_t {
+  Euclidean = 0,  // sqrt(sum u_k^2)
+  Manhattan = 1,  // sum |u_k|
+  Chebyshev = 2,  // max |u_k|
+  Minkowski = 3,  // (sum |u_k|^p)^(1/p), 1 <= p < inf
+  Haversine = 4,  // great-circle distance / h
+};
+constexpr int kNumMetrics = 5;
 
 // What the pass accumulates for each query row q (x side) over the points i (y side).
 //  Sum:       out[q,c] = sum_i  qw[q,c] pw[i,c] exp(qlw[q,c] + plw[i,c]) k(s_qi)
@@ -32,6 +47,13 @@ constexpr int kNumKernels = 10;
 //               out_w (n, c) = sum_q qw[q,c] e_qi[c]                    if out_w != null
 //             For kernel_sum: qw = grad, pw = weights. For kernel_logsumexp: qw = grad,
 //             qlw = -out, plw = log_weights (out_w is then the log_weights gradient).
+//             With out_h != null also out_h (batch, m) = sum_i coef_qi s_qi (the bandwidth gradient
+//             of a scalar h is -(2/h) sum out_h: s = (dist/h)^2 for every metric).
+//             For other metrics than euclidean, 2 inv_h^2 (x_q - y_i) is replaced by ds/dx_q.
+// Support of the compact kernels (tophat, epanechnikov, linear, cosine) with a scalar bandwidth
+// (h_stride 0): decided exactly as dist(x, y) < h on unscaled distances (squared euclidean
+// distance < h^2, the others < h), and s made consistent (inside s < 1, outside s >= 1). With a
+// per-dimension bandwidth: s < 1 on the scaled coordinates.
 // Every factor pointer may be null (then it is 1, or 0 in the log domain).
 enum class Mode : int32_t { Sum = 0, LogSumExp = 1, Backward = 2 };
 
@@ -52,8 +74,11 @@ struct KernelSumParams {
   T* aux = nullptr;      // (batch, m, c), LogSumExp only
   T* out_y = nullptr;    // (batch, n, d), Backward only
   T* out_w = nullptr;    // (batch, n, c), Backward only
+  A* out_h = nullptr;    // (batch, m), Backward only: sum_i coef_qi s_qi (scalar bandwidth)
   Kernel kernel = Kernel::Gaussian;
   Mode mode = Mode::Sum;
+  Metric metric = Metric::Euclidean;
+  A p = A(2);  // Minkowski order
   bool exclude_self = false;  // skip i == q (requires m == n)
 };
 

@@ -10,6 +10,10 @@
 // gradients for x, y and the weights in the same single pass: the point-side sums go to a tile
 // buffer flushed once per tile into per-thread double accumulators, reduced at the end
 // (O(threads * n * (d + c)) memory).
+// Metrics: the distance block of a register block is picked per block (euclidean: the original
+// sqdist_block; L1 / Linf in the same register-blocked style; minkowski with pow; haversine
+// scalar); the kernel-evaluation and reduction stages are metric-independent. With a compact
+// kernel and a scalar bandwidth the tile is packed unscaled and dist < h decided exactly.
 #include <omp.h>
 
 #include <algorithm>
@@ -30,9 +34,12 @@ constexpr int64_t TP = 256;     // points per tile (multiple of STRIP)
 constexpr int64_t STRIP = 16;   // points per register block
 
 // S[r][i] = sum_k (U[r][k] - V[k][i])^2 for r < QR, i < np (np a multiple of STRIP).
-template <typename T>
+// EXACT (the exact support test of kernel_sum.h, in registers before the store): 1: S = D2 * rs
+// with rs chosen so that D2 * rs < 1 iff D2 < thr (exact_scale); 2: S = D2 < thr ?
+// min(D2 * rs, 1 - ulp) : max(D2 * rs, 1) (NaN stays NaN).
+template <typename T, int EXACT = 0>
 void sqdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np,
-                  T* __restrict S) {
+                  T* __restrict S, T thr = T(1), T rs = T(1)) {
   using VT = typename simd::Vec<T>::type;
   constexpr int W = simd::Vec<T>::W;
   constexpr int NV = STRIP / W;
@@ -52,8 +59,244 @@ void sqdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64
         }
       }
     }
+    if constexpr (EXACT == 1) {
+      for (int r = 0; r < QR; ++r)
+        for (int j = 0; j < NV; ++j) acc[r][j] *= rs;
+    } else if constexpr (EXACT == 2) {
+      constexpr T below1 = T(1) - std::numeric_limits<T>::epsilon() / 2;
+      for (int r = 0; r < QR; ++r)
+        for (int j = 0; j < NV; ++j) {
+          const VT D2 = acc[r][j];
+          const VT v = D2 * rs;
+          const VT vin = v < below1 ? v : VT{} + below1;
+          const VT vout = v < T(1) ? VT{} + T(1) : v;
+          acc[r][j] = D2 < thr ? vin : vout;
+        }
+    }
     for (int r = 0; r < QR; ++r)
       for (int j = 0; j < NV; ++j) simd::store(S + r * TP + i + j * W, acc[r][j]);
+  }
+}
+
+// Coordinate metrics other than euclidean, same register blocking (4 queries x 16 points):
+// L1: S = sum_k |U - V|; Linf: S = max_k |U - V| (NaN propagates); Lp: S = sum_k |U - V|^p.
+template <typename T, int KIND>  // KIND 1: L1, 2: Linf
+void absdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np,
+                   T* __restrict S) {
+  using VT = typename simd::Vec<T>::type;
+  constexpr int W = simd::Vec<T>::W;
+  constexpr int NV = STRIP / W;
+  for (int64_t i = 0; i < np; i += STRIP) {
+    VT acc[QR][NV];
+    for (int r = 0; r < QR; ++r)
+      for (int j = 0; j < NV; ++j) acc[r][j] = VT{};
+    for (int64_t k = 0; k < d; ++k) {
+      const T* vk = V + k * TP + i;
+      VT v[NV];
+      for (int j = 0; j < NV; ++j) v[j] = simd::load<VT>(vk + j * W);
+      for (int r = 0; r < QR; ++r) {
+        const VT u = VT{} + U[r * d + k];
+        for (int j = 0; j < NV; ++j) {
+          const VT df = u - v[j];
+          const VT a = df < T(0) ? -df : df;
+          if constexpr (KIND == 1) {
+            acc[r][j] += a;
+          } else {
+            acc[r][j] = (a > acc[r][j] || a != a) ? a : acc[r][j];
+          }
+        }
+      }
+    }
+    for (int r = 0; r < QR; ++r)
+      for (int j = 0; j < NV; ++j) simd::store(S + r * TP + i + j * W, acc[r][j]);
+  }
+}
+
+// |t|^p: repeated multiplication for integer p <= 8 (vectorised passes over a row), else pow.
+template <typename T>
+inline int small_int_power(T pp) {
+  return (pp == std::floor(pp) && pp >= T(1) && pp <= T(8)) ? static_cast<int>(pp) : 0;
+}
+
+template <typename T>
+void powdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np, T pp,
+                   T* __restrict S, T* __restrict A1, T* __restrict A2) {
+  const int ip = small_int_power(pp);
+  for (int r = 0; r < QR; ++r) {
+    T* __restrict s = S + r * TP;
+    for (int64_t i = 0; i < np; ++i) s[i] = T(0);
+    for (int64_t k = 0; k < d; ++k) {
+      const T u = U[r * d + k];
+      const T* __restrict vk = V + k * TP;
+      if (ip > 0) {
+#pragma omp simd
+        for (int64_t i = 0; i < np; ++i) {
+          const T df = u - vk[i];
+          A1[i] = df < T(0) ? -df : df;
+          A2[i] = A1[i];
+        }
+        for (int e = 1; e < ip; ++e) {
+#pragma omp simd
+          for (int64_t i = 0; i < np; ++i) A2[i] *= A1[i];
+        }
+#pragma omp simd
+        for (int64_t i = 0; i < np; ++i) s[i] += A2[i];
+      } else {
+        for (int64_t i = 0; i < np; ++i) s[i] += std::pow(std::fabs(u - vk[i]), pp);
+      }
+    }
+  }
+}
+
+// Great-circle distance of (lat, lon) rows in radians (U: QR rows of 2, V: [2][TP]).
+template <typename T>
+inline T haversine_a(T lat1, T lon1, T lat2, T lon2) {
+  const T sl = std::sin(T(0.5) * (lat1 - lat2)), so = std::sin(T(0.5) * (lon1 - lon2));
+  T a = sl * sl + std::cos(lat1) * std::cos(lat2) * so * so;
+  a = a < T(0) ? T(0) : a;
+  return a > T(1) ? T(1) : a;
+}
+template <typename T>
+void havdist_block(const T* __restrict U, const T* __restrict V, int64_t np, T* __restrict S,
+                   T* __restrict C2) {
+  for (int64_t i = 0; i < np; ++i) C2[i] = std::cos(V[i]);  // cos lat2, once per point
+  for (int r = 0; r < QR; ++r) {
+    const T lat1 = U[2 * r], lon1 = U[2 * r + 1], c1 = std::cos(lat1);
+    for (int64_t i = 0; i < np; ++i) {
+      const T sl = std::sin(T(0.5) * (lat1 - V[i])), so = std::sin(T(0.5) * (lon1 - V[TP + i]));
+      T a = sl * sl + c1 * C2[i] * so * so;
+      a = a < T(0) ? T(0) : (a > T(1) ? T(1) : a);
+      S[r * TP + i] = T(2) * std::asin(std::sqrt(a));
+    }
+  }
+}
+
+// r from a distance D in packed units: exact support (scalar bandwidth, compact kernel) decides
+// D < thr on the unscaled distance and keeps r = D / h on the same side of 1; else r = D * f.
+// A factor rs near 1 / thr with fl(D * rs) < 1 exactly when D < thr, for every D (rounding is
+// monotone: it suffices that fl(thr * rs) >= 1 > fl(prev(thr) * rs)); false if none is found
+// among the nearest candidates (then the kernels clamp, to_r).
+template <typename T>
+bool exact_scale(T thr, T& rs) {
+  if (!(thr > T(0)) || !std::isfinite(thr)) return false;
+  const T below = std::nextafter(thr, T(0));
+  T c = T(1) / thr;
+  for (int i = 0; i < 4; ++i) c = std::nextafter(c, T(0));
+  for (int i = 0; i < 9; ++i, c = std::nextafter(c, T(INFINITY))) {
+    volatile T a = thr * c, b = below * c;  // the products as the kernel rounds them
+    if (a >= T(1) && b < T(1)) {
+      rs = c;
+      return true;
+    }
+  }
+  return false;
+}
+
+template <typename T>
+inline T to_r(T D, bool exact, T thr, T f) {  // branch-free (vectorises)
+  constexpr T below1 = T(1) - std::numeric_limits<T>::epsilon() / 2;
+  const T v = D * f;
+  const T vin = v < below1 ? v : below1;
+  const T vout = v < T(1) ? T(1) : v;  // NaN stays NaN
+  return exact ? (D < thr ? vin : vout) : v;
+}
+
+// Position gradients of a register block for the metrics other than euclidean. C: QR coef rows
+// (rows >= nr are zero); R: r = dist / h; DP: distance in packed units (U, V). Accumulates
+// sum_i coef g_k into acc[r * accw + k] (x side) and -sum_q coef g_k (or the haversine y term)
+// into GY[k * TP + i], where ds/dx_k = post_k g_k:
+//   manhattan g = r sign(u_k); chebyshev g = r sign(u_k) at the first k with |u_k| = max;
+//   minkowski g = r (|u_k| / D)^(p-1) sign(u_k); haversine g = (D / sqrt(a (1 - a))) da/dx_k.
+template <typename T>
+void metric_grads(Metric met, const T* __restrict U, int64_t d, const T* __restrict V, int64_t nt,
+                  const T* __restrict C, const T* __restrict R, const T* __restrict DP,
+                  T* __restrict F, T pp, int64_t nr, T* __restrict GY, double* acc, int64_t accw) {
+  if (met == Metric::Haversine) {  // d == 2, packed unscaled
+    for (int64_t r = 0; r < nr; ++r) {
+      const T lat1 = U[2 * r], lon1 = U[2 * r + 1];
+      const T s1 = std::sin(lat1), c1 = std::cos(lat1);
+      T gx0 = 0, gx1 = 0;
+      for (int64_t ii = 0; ii < nt; ++ii) {
+        const T cf = C[r * TP + ii];
+        if (cf == T(0)) continue;
+        const T lat2 = V[ii], lon2 = V[TP + ii];
+        const T s2 = std::sin(lat2), c2 = std::cos(lat2);
+        const T dlat = lat1 - lat2, dlon = lon1 - lon2;
+        const T so = std::sin(T(0.5) * dlon);
+        const T a = haversine_a(lat1, lon1, lat2, lon2);
+        const T Dv = DP[r * TP + ii];
+        // D dD/da = D / sqrt(a (1 - a)): 2 at a = 0 (limit), 0 at the antipode (a maximum)
+        const T q = a <= T(0) ? T(2) : (a >= T(1) ? T(0) : Dv / std::sqrt(a * (T(1) - a)));
+        const T w = cf * q;
+        const T sdl = T(0.5) * std::sin(dlat), sdo = T(0.5) * c1 * c2 * std::sin(dlon), so2 = so * so;
+        gx0 += w * (sdl - s1 * c2 * so2);
+        gx1 += w * sdo;
+        if (GY) {
+          GY[ii] += w * (-sdl - c1 * s2 * so2);
+          GY[TP + ii] -= w * sdo;
+        }
+      }
+      acc[r * accw] += static_cast<double>(gx0);
+      acc[r * accw + 1] += static_cast<double>(gx1);
+    }
+    return;
+  }
+  if (met == Metric::Chebyshev) std::fill(F, F + QR * TP, T(0));
+  const T pm1 = pp - T(1);
+  const int ipm1 = small_int_power(pp) - 1;  // -1: not a small integer
+  for (int64_t k = 0; k < d; ++k) {
+    const T* __restrict Vk = V + k * TP;
+    T* __restrict GYk = GY ? GY + k * TP : nullptr;
+    for (int64_t r = 0; r < nr; ++r) {
+      const T u = U[r * d + k];
+      const T* __restrict c = C + r * TP;
+      const T* __restrict rr = R + r * TP;
+      const T* __restrict dp = DP + r * TP;
+      T* __restrict f = F + r * TP;
+      T part = 0;
+      if (met == Metric::Manhattan) {
+#pragma omp simd reduction(+ : part)
+        for (int64_t ii = 0; ii < nt; ++ii) {
+          const T df = u - Vk[ii];
+          const T sg = df > T(0) ? T(1) : (df < T(0) ? T(-1) : T(0));
+          const T t = c[ii] * rr[ii] * sg;
+          part += t;
+          if (GYk) GYk[ii] -= t;
+        }
+      } else if (met == Metric::Chebyshev) {
+#pragma omp simd reduction(+ : part)
+        for (int64_t ii = 0; ii < nt; ++ii) {
+          const T df = u - Vk[ii];
+          const T a = df < T(0) ? -df : df;
+          const bool hit = a == dp[ii] && f[ii] == T(0);
+          f[ii] = hit ? T(1) : f[ii];
+          const T sg = df > T(0) ? T(1) : (df < T(0) ? T(-1) : T(0));
+          const T t = hit ? c[ii] * rr[ii] * sg : T(0);
+          part += t;
+          if (GYk) GYk[ii] -= t;
+        }
+      } else {  // Minkowski
+        for (int64_t ii = 0; ii < nt; ++ii) {
+          const T df = u - Vk[ii];
+          const T a = std::fabs(df);
+          const T sg = df > T(0) ? T(1) : (df < T(0) ? T(-1) : T(0));
+          T ratio = T(0);
+          if (dp[ii] > T(0)) {
+            const T q = a / dp[ii];
+            if (ipm1 >= 0) {
+              ratio = T(1);
+              for (int e = 0; e < ipm1; ++e) ratio *= q;
+            } else {
+              ratio = std::pow(q, pm1);
+            }
+          }
+          const T t = c[ii] * rr[ii] * ratio * sg;
+          part += t;
+          if (GYk) GYk[ii] -= t;
+        }
+      }
+      acc[r * accw + k] += static_cast<double>(part);
+    }
   }
 }
 
@@ -65,16 +308,18 @@ inline T guarded_exp(T e) {  // exp with a NaN exponent (inf - inf) counted as a
 // Per-thread scratch and the state of one task.
 template <typename T>
 struct Scratch {
-  std::vector<T> U, V, S, val, dval, PW, PLW, GY, GW;
+  std::vector<T> U, V, S, val, dval, PW, PLW, GY, GW, R, DP, F, SV;
   std::vector<double> acc, acc2, mx;
-  Scratch(int64_t d, int64_t c, int64_t accw, bool point_grads)
+  Scratch(int64_t d, int64_t c, int64_t accw, bool point_grads, bool metric_bufs, bool keep_s)
       : U(QB * d), V(d * TP), S(QR * TP), val(TP), dval(TP), PW(c * TP), PLW(c * TP),
         GY(point_grads ? d * TP : 0), GW(point_grads ? c * TP : 0),
-        acc(QB * accw), acc2(QB * c), mx(QB * c) {}
+        R(metric_bufs ? QR * TP : 0), DP(metric_bufs ? QR * TP : 0), F(metric_bufs ? QR * TP : 0),
+        SV(keep_s ? QR * TP : 0), acc(QB * accw), acc2(QB * c), mx(QB * c) {}
 };
 
 template <Kernel K, Mode M, typename T>
 void run(const KernelSumParams<T>& p) {
+  using A = T;
   using Lin = Linear<K, T>;
   using Log = Profile<K, T>;
   const int64_t d = p.d, c = p.c, m = p.m, n = p.n;
@@ -94,10 +339,30 @@ void run(const KernelSumParams<T>& p) {
     if (M == Mode::Backward && p.out_w) std::fill(p.out_w, p.out_w + p.batch * n * c, T(0));
     return;
   }
-  std::vector<T> ih(d);
-  for (int64_t k = 0; k < d; ++k) ih[k] = T(1) / p.h[p.h_stride * k];
   constexpr bool BWD = M == Mode::Backward;
-  const int64_t accw = BWD ? d : c;
+  const Metric met = p.metric;
+  const bool euclid = met == Metric::Euclidean, hav = met == Metric::Haversine;
+  // Exact support test (kernel_sum.h): unscaled packing, distances compared with thr.
+  const bool exact = is_compact(K) && p.h_stride == 0 && d > 0;
+  const bool unscaled = exact || hav;
+  // ih: 1 / h; ipack: the packing scale; post: the factor of the accumulated position gradients.
+  std::vector<T> ih(d), ipack(d), post(d);
+  for (int64_t k = 0; k < d; ++k) {
+    ih[k] = T(1) / p.h[p.h_stride * k];
+    ipack[k] = unscaled ? T(1) : ih[k];
+    post[k] = T(2) * ih[k] * ((unscaled && (euclid || hav)) ? ih[k] : T(1));
+  }
+  const T h0 = d > 0 ? T(p.h[0]) : T(1);
+  const T thr = euclid ? h0 * h0 : h0;                 // exact: inside iff D < thr
+  const T rscale = unscaled ? (euclid ? T(1) / (h0 * h0) : T(1) / h0) : T(1);  // D -> r (s for euclid)
+  const T pp = T(p.p), inv_p = T(1) / T(p.p);
+  // exact support by one multiplication where a factor with the exact rounding exists
+  T rs_exact = rscale;
+  const bool exact_mul = exact && exact_scale(thr, rs_exact);
+  const T rfac = exact_mul ? rs_exact : rscale;  // D -> r (s for euclidean)
+  const bool clamp = exact && !exact_mul;
+  const bool need_h = BWD && p.out_h != nullptr;
+  const int64_t accw = BWD ? d + (need_h ? 1 : 0) : c;
   const double ninf = -std::numeric_limits<double>::infinity();
   // Backward: per-thread double accumulators for the point-side gradients, reduced at the end.
   const bool need_y = BWD && p.out_y != nullptr, need_w = BWD && p.out_w != nullptr;
@@ -109,6 +374,7 @@ void run(const KernelSumParams<T>& p) {
 
   // Final value of query q of batch b from its double accumulators.
   auto write_query = [&](int64_t b, int64_t q, const double* acc, const double* acc2, const double* mx) {
+    if (BWD && need_h) p.out_h[b * m + q] = static_cast<A>(acc[d]);
     if (BWD && !p.out) return;
     T* out = p.out + (b * m + q) * (BWD ? d : c);
     const T* qw = p.qw ? p.qw + b * p.qw_bstride : nullptr;
@@ -125,13 +391,17 @@ void run(const KernelSumParams<T>& p) {
         if (aux) aux[col] = static_cast<T>(M0 == ninf ? ninf : 2 * M0 + std::log(acc2[col]));
       }
     } else {
-      for (int64_t k = 0; k < d; ++k) out[k] = static_cast<T>(2.0 * double(ih[k]) * acc[k]);
+      for (int64_t k = 0; k < d; ++k) out[k] = static_cast<T>(double(post[k]) * acc[k]);
     }
   };
 
 #pragma omp parallel num_threads(nthreads)
   {
-    Scratch<T> sc(d, c, accw, need_y || need_w);
+    Scratch<T> sc(d, c, accw, need_y || need_w, BWD && !euclid, need_h);
+    T* __restrict R = sc.R.data();
+    T* __restrict DP = sc.DP.data();
+    T* __restrict F = sc.F.data();
+    T* __restrict SV = sc.SV.data();
     const int tid = omp_get_thread_num();
     double* ytot = nullptr;
     double* wtot = nullptr;
@@ -163,14 +433,14 @@ void run(const KernelSumParams<T>& p) {
       // Pack the queries scaled by 1/h; pad the last register block with the last query.
       for (int64_t r = 0; r < QB; ++r) {
         const T* xr = x + (q0 + std::min(r, qn - 1)) * d;
-        for (int64_t k = 0; k < d; ++k) U[r * d + k] = xr[k] * ih[k];
+        for (int64_t k = 0; k < d; ++k) U[r * d + k] = xr[k] * ipack[k];
       }
       for (int64_t i0 = ibeg; i0 < iend; i0 += TP) {
         const int64_t nt = std::min(TP, iend - i0);
         const int64_t np = (nt + STRIP - 1) / STRIP * STRIP;
         for (int64_t k = 0; k < d; ++k) {
           T* Vk = V + k * TP;
-          for (int64_t ii = 0; ii < nt; ++ii) Vk[ii] = y[(i0 + ii) * d + k] * ih[k];
+          for (int64_t ii = 0; ii < nt; ++ii) Vk[ii] = y[(i0 + ii) * d + k] * ipack[k];
           for (int64_t ii = nt; ii < np; ++ii) Vk[ii] = T(0);
         }
         if (pw)
@@ -183,7 +453,38 @@ void run(const KernelSumParams<T>& p) {
         if (need_w) std::fill(GW, GW + c * TP, T(0));
 
         for (int64_t g = 0; g < qn; g += QR) {
-          sqdist_block<T>(U + g * d, d, V, np, S);
+          // s = (dist / h)^2 of the register block (rows of S); R, DP: r and the packed-unit
+          // distance, kept for the position gradients of the other metrics.
+          if (euclid) {
+            if (exact_mul)
+              sqdist_block<T, 1>(U + g * d, d, V, np, S, thr, rfac);
+            else if (clamp)
+              sqdist_block<T, 2>(U + g * d, d, V, np, S, thr, rfac);
+            else
+              sqdist_block<T>(U + g * d, d, V, np, S);
+          } else {
+            if (met == Metric::Manhattan) absdist_block<T, 1>(U + g * d, d, V, np, S);
+            else if (met == Metric::Chebyshev) absdist_block<T, 2>(U + g * d, d, V, np, S);
+            else if (met == Metric::Minkowski) powdist_block<T>(U + g * d, d, V, np, pp, S, val, dval);
+            else havdist_block<T>(U + g * d, V, np, S, val);
+            if (met == Metric::Minkowski)
+              for (int64_t e = 0; e < QR * TP; ++e) S[e] = std::pow(S[e], inv_p);
+            const T f = hav && !exact ? ih[0] : rfac;
+            if (BWD) {
+#pragma omp simd
+              for (int64_t e = 0; e < QR * TP; ++e) {
+                DP[e] = S[e];
+                R[e] = to_r(S[e], clamp, thr, f);
+                S[e] = R[e] * R[e];
+              }
+            } else {
+#pragma omp simd
+              for (int64_t e = 0; e < QR * TP; ++e) {
+                const T r = to_r(S[e], clamp, thr, f);
+                S[e] = r * r;
+              }
+            }
+          }
           for (int64_t r = 0; r < QR && g + r < qn; ++r) {
             const int64_t qi = g + r, q = q0 + qi;
             const T* __restrict s = S + r * TP;
@@ -284,6 +585,7 @@ void run(const KernelSumParams<T>& p) {
             } else {  // Backward
               // coef_i = dk/ds * sum_c qw pw [exp(qlw + plw + log k)]; point-side weight sums to GW.
               T* __restrict coef = S + r * TP;  // s is consumed: reuse its row
+              if (need_h) std::copy_n(coef, nt, SV + r * TP);
               if (!has_log && c == 1) {
                 const T a = qw ? qw[q] : T(1);
                 if (pw) {
@@ -316,6 +618,13 @@ void run(const KernelSumParams<T>& p) {
                   coef[ii] = a * dval[ii];
                 }
               }
+              if (need_h) {  // sum_i coef_qi s_qi (bandwidth gradient of a scalar h)
+                const T* __restrict sv = SV + r * TP;
+                T hs = 0;
+#pragma omp simd reduction(+ : hs)
+                for (int64_t ii = 0; ii < nt; ++ii) hs += coef[ii] * sv[ii];
+                sc.acc[qi * accw + d] += static_cast<double>(hs);
+              }
             }
           }
           if constexpr (BWD) {
@@ -327,6 +636,10 @@ void run(const KernelSumParams<T>& p) {
             const T* __restrict c1 = S + TP;
             const T* __restrict c2 = S + 2 * TP;
             const T* __restrict c3 = S + 3 * TP;
+            if (!euclid) {
+              metric_grads<T>(met, U + g * d, d, V, nt, S, R, DP, F, pp, nr, need_y ? GY : nullptr,
+                              sc.acc.data() + g * accw, accw);
+            } else
             for (int64_t k = 0; k < d; ++k) {
               const T u0 = U[g * d + k], u1 = U[(g + 1) * d + k], u2 = U[(g + 2) * d + k], u3 = U[(g + 3) * d + k];
               const T* __restrict Vk = V + k * TP;
@@ -354,7 +667,7 @@ void run(const KernelSumParams<T>& p) {
                 }
               }
               const T parts[QR] = {p0, p1, p2, p3};
-              for (int64_t r = 0; r < nr; ++r) sc.acc[(g + r) * d + k] += static_cast<double>(parts[r]);
+              for (int64_t r = 0; r < nr; ++r) sc.acc[(g + r) * accw + k] += static_cast<double>(parts[r]);
             }
           }
         }
@@ -417,7 +730,7 @@ void run(const KernelSumParams<T>& p) {
         for (int64_t k = 0; need_y && k < d; ++k) {
           double t = 0;
           for (int th = 0; th < nthreads; ++th) t += ybuf[th][bi * d + k];
-          p.out_y[bi * d + k] = static_cast<T>(2.0 * double(ih[k]) * t);
+          p.out_y[bi * d + k] = static_cast<T>(double(post[k]) * t);
         }
         for (int64_t col = 0; need_w && col < c; ++col) {
           double t = 0;

@@ -34,6 +34,17 @@
 // per tile, merged into (max, double sum) totals; qlw is added at the end. Gradients use
 // dk/ds = k dlog k/ds in closed form (finite inside a compact support, 0 outside and at r = 0 for
 // the profiles with a kink) or log|dk/ds| inside the exponent when there are log factors.
+//
+// Metrics. A runtime switch per pair (uniform across the grid; no new instantiations): the
+// register path forms dist from the row in registers (manhattan / chebyshev / minkowski on the
+// scaled coordinates, haversine from (lat, lon) at d == 2) and keeps r, the distance in staged
+// units and chebyshev's first maximising coordinate for the gradient; the generic path accumulates
+// sum |t|, sum |t|^p or the running max per DC chunk in ss (chebyshev: the sign bit of ss says
+// whether the first maximiser lies in the block's own gradient chunk g0). Position gradients:
+// euclidean / haversine accumulate in raw units (x 2 / h_k^2 at the end), the others r g_k
+// (x 2 / h_k). Exact support (compact kernel, scalar bandwidth): coordinates staged unscaled,
+// dist < h (squared euclidean < h^2) decided on them and s kept on the same side of 1.
+// out_h (Backward role 0): per-row sum coef s, the haversine bandwidth gradient's ingredient.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -86,6 +97,21 @@ __device__ __forceinline__ double kmin(double a, double b) { return fmin(a, b); 
 __device__ __forceinline__ float kfma(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ __forceinline__ double kfma(double a, double b, double c) { return fma(a, b, c); }
 template <typename A> __device__ __forceinline__ A kinf() { return static_cast<A>(INFINITY); }
+__device__ __forceinline__ float kabs(float v) { return fabsf(v); }
+__device__ __forceinline__ double kabs(double v) { return fabs(v); }
+__device__ __forceinline__ float kpow(float a, float b) { return powf(a, b); }
+__device__ __forceinline__ double kpow(double a, double b) { return pow(a, b); }
+__device__ __forceinline__ float ksin(float v) { return sinf(v); }
+__device__ __forceinline__ double ksin(double v) { return sin(v); }
+__device__ __forceinline__ float kcos(float v) { return cosf(v); }
+__device__ __forceinline__ double kcos(double v) { return cos(v); }
+__device__ __forceinline__ float kasin(float v) { return asinf(v); }
+__device__ __forceinline__ double kasin(double v) { return asin(v); }
+__device__ __forceinline__ bool ksignbit(float v) { return copysignf(1.0f, v) < 0.0f; }
+__device__ __forceinline__ bool ksignbit(double v) { return copysign(1.0, v) < 0.0; }
+template <typename A> __device__ __forceinline__ A ksign(A v) { return v > A(0) ? A(1) : (v < A(0) ? A(-1) : A(0)); }
+// max that propagates NaN (a NaN coordinate difference makes the distance NaN)
+template <typename A> __device__ __forceinline__ A kmaxn(A m, A v) { return (v > m || v != v) ? v : m; }
 
 // Element i of a storage array, converted to A.
 template <typename A> __device__ __forceinline__ A ld(const void* p, int64_t i, Dt dt) {
@@ -398,10 +424,45 @@ template <typename A> struct Args {
   int64_t nrb0, nrb1;  // row blocks of role 0 / role 1
   int64_t nsg;         // gradient-dimension splits (Backward)
   int64_t nsc;         // weight-column splits (Sum / LogSumExp / out_w)
+  A* out_h;            // Backward role 0: (batch, m) sum_i coef s (bandwidth gradient), or null
   Kernel kernel;
+  Metric met;
+  A pp, inv_p;         // Minkowski order and 1 / p
   Dt dt;
   bool exclude_self, has_log;
+  bool exact;          // scalar bandwidth and a compact kernel: the support on unscaled distances
+  bool unscaled;       // the distances in unscaled coordinates (exact, haversine)
 };
+
+// r from a distance D (s from a squared distance for euclidean): with the exact support test,
+// D < thr decides and r keeps to its side of 1; else r = D * f. NaN stays NaN.
+template <typename A> __device__ __forceinline__ A to_r(A D, bool exact, A thr, A f) {
+  const A v = D * f;
+  if (!exact) return v;
+  constexpr A below1 = A(1) - (sizeof(A) == 8 ? A(1.1102230246251565e-16) : A(5.9604645e-08));
+  if (D < thr) return v < below1 ? v : below1;
+  return v < A(1) ? A(1) : v;
+}
+
+// Haversine a = sin^2(dlat/2) + cos lat1 cos lat2 sin^2(dlon/2), clamped to [0, 1].
+template <typename A> __device__ __forceinline__ A hav_a(A lat1, A lon1, A lat2, A lon2) {
+  const A sl = ksin(A(0.5) * (lat1 - lat2)), so = ksin(A(0.5) * (lon1 - lon2));
+  A v = sl * sl + kcos(lat1) * kcos(lat2) * so * so;
+  v = v < A(0) ? A(0) : v;
+  return v > A(1) ? A(1) : v;
+}
+// Haversine position gradient of the own row (lat1, lon1) against the item (lat2, lon2), in the
+// units of the euclidean accumulation (the result is scaled by 2 / h^2): D dD/da * da/d(own).
+template <typename A>
+__device__ __forceinline__ void hav_grad(A lat1, A lon1, A lat2, A lon2, A& g0, A& g1) {
+  const A a = hav_a(lat1, lon1, lat2, lon2);
+  const A D = A(2) * kasin(ksqrt(a));
+  const A q = a <= A(0) ? A(2) : (a >= A(1) ? A(0) : D / ksqrt(a * (A(1) - a)));
+  const A so = ksin(A(0.5) * (lon1 - lon2));
+  const A c2 = kcos(lat2);
+  g0 = q * (A(0.5) * ksin(lat1 - lat2) - ksin(lat1) * c2 * so * so);
+  g1 = q * (A(0.5) * kcos(lat1) * c2 * ksin(lon1 - lon2));
+}
 
 // Backward coefficient sum_c wr wi exp(lwr + lwi) dk/ds over all c > kCols columns (rare path:
 // the factors are read from global memory per pair). r: own row, i: item, role: the own side.
@@ -452,6 +513,7 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
   KF_SHARED(A, sx, [kGen ? DC * (kBlock + 1) : 1]);  // generic: row chunk [dim][row], padded
   KF_SHARED(A, ss, [kGen ? TN * kBlock : 1]);        // generic: partial s [item][row]
   KF_SHARED_ALIGNED(16, A, syg, [kGen && kBwd ? TN * DC : 1]);  // generic Backward: output dims
+  KF_SHARED(A, sihg, [kGen && kBwd ? DC : 1]);  // generic Backward: distance scale of the output dims
 
   const int tid = static_cast<int>(threadIdx.x);
   const int64_t d = a.d, c = a.c;
@@ -483,9 +545,23 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
   const int64_t rr = rok ? r : nrows - 1;  // clamped row for loads (nrows >= 1)
   const int64_t rskip = a.exclude_self ? r : -1;
 
+  // Distance scale of the coordinates: 1 / h, or 1 where distances are unscaled (a.unscaled).
   if constexpr (!kGen) {  // the bandwidths never change: stage them once
-    for (int k = tid; k < DB; k += kBlock) sih[k] = k < d ? A(1) / a.h[k * a.h_stride] : A(0);
+    for (int k = tid; k < DB; k += kBlock)
+      sih[k] = k < d ? (a.unscaled ? A(1) : A(1) / a.h[k * a.h_stride]) : A(0);
     __syncthreads();
+  } else if constexpr (kBwd) {
+    for (int k = tid; k < DC; k += kBlock)
+      sihg[k] = g0 + k < d ? (a.unscaled ? A(1) : A(1) / a.h[(g0 + k) * a.h_stride]) : A(0);
+    // (the first barrier of the tile loop orders this before any use)
+  }
+  const Metric met = a.met;
+  // Unscaled distances: inside iff D < thr (h^2 for euclidean, else h); r (s) = D * rscale.
+  A thr = A(1), rscale = A(1);
+  if (a.unscaled) {
+    const A h0 = a.h[0];
+    thr = met == Metric::Euclidean ? h0 * h0 : h0;
+    rscale = A(1) / thr;
   }
   A ihr[kIhReg ? DB : 1];
   if constexpr (kIhReg) {
@@ -512,6 +588,8 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
     cs.init();
     GradVec<A, GD> gv;
     gv.init();
+    A hpart = A(0);  // Backward role 0 with out_h: sum coef s (tile), totals in double
+    double htot = 0.0;
 
     for (int64_t i0 = 0; i0 < nitems; i0 += TN) {
       const int nt = static_cast<int>(nitems - i0 < TN ? nitems - i0 : TN);
@@ -556,42 +634,112 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
             sx[kk * (kBlock + 1) + t] =
                 k0 + kk < d ? ld<A>(own.rows, own_off + row * d + k0 + kk, dt) : A(0);
           }
-          if (tid < DC) sih[tid] = k0 + tid < d ? A(1) / a.h[(k0 + tid) * a.h_stride] : A(0);
+          if (tid < DC)
+            sih[tid] = k0 + tid < d ? (a.unscaled ? A(1) : A(1) / a.h[(k0 + tid) * a.h_stride]) : A(0);
           if (k0 == 0) stage_factors();
           __syncthreads();
           A xr[DC];
 #pragma unroll
           for (int kk = 0; kk < DC; ++kk) xr[kk] = sx[kk * (kBlock + 1) + tid];
-          for (int j = 0; j < nt; ++j) {
-            A s = k0 == 0 ? A(0) : ss[j * kBlock + tid];
-            const A* yj = sy + j * DC;
+          if (met == Metric::Euclidean) {
+            for (int j = 0; j < nt; ++j) {
+              A s = k0 == 0 ? A(0) : ss[j * kBlock + tid];
+              const A* yj = sy + j * DC;
 #pragma unroll
-            for (int kk = 0; kk < DC; ++kk) {
-              const A t = (xr[kk] - yj[kk]) * sih[kk];
-              s = kfma(t, t, s);
+              for (int kk = 0; kk < DC; ++kk) {
+                const A t = (xr[kk] - yj[kk]) * sih[kk];
+                s = kfma(t, t, s);
+              }
+              ss[j * kBlock + tid] = s;
             }
-            ss[j * kBlock + tid] = s;
+          } else if (met == Metric::Chebyshev) {
+            // ss = running max, its sign bit set while the first maximising coordinate lies in
+            // this block's gradient chunk g0 (Backward: ties go to the first coordinate).
+            for (int j = 0; j < nt; ++j) {
+              const A prev = k0 == 0 ? A(0) : ss[j * kBlock + tid];
+              const A mprev = kabs(prev);
+              bool bit = k0 != 0 && ksignbit(prev);
+              const A* yj = sy + j * DC;
+              A cm = A(0);
+#pragma unroll
+              for (int kk = 0; kk < DC; ++kk) cm = kmaxn(cm, kabs((xr[kk] - yj[kk]) * sih[kk]));
+              if (k0 == g0) bit = cm > mprev || cm != cm;
+              else if (cm > mprev) bit = false;
+              const A mx = kmaxn(mprev, cm);
+              ss[j * kBlock + tid] = bit ? -mx : mx;
+            }
+          } else {  // Manhattan, Minkowski: sum |t| or sum |t|^p
+            const bool l1 = met == Metric::Manhattan;
+            for (int j = 0; j < nt; ++j) {
+              A s = k0 == 0 ? A(0) : ss[j * kBlock + tid];
+              const A* yj = sy + j * DC;
+#pragma unroll
+              for (int kk = 0; kk < DC; ++kk) {
+                const A t = kabs((xr[kk] - yj[kk]) * sih[kk]);
+                s += l1 ? t : (t > A(0) ? kpow(t, a.pp) : t);
+              }
+              ss[j * kBlock + tid] = s;
+            }
           }
         }
       }
 
       // ---- consume the tile: one (row, item) pair per iteration
       for (int j = 0; j < nt; ++j) {
-        A s;
+        // s = (dist / h)^2. Other metrics than euclidean also keep rv = r, dpv = the distance in
+        // the staged units and (chebyshev) kst = the first maximising coordinate (register
+        // path) or whether it lies in this block's gradient chunk (generic path, kst 0 / 1).
+        A s, rv = A(0), dpv = A(0);
+        int kst = -1;
         if constexpr (kGen) {
           s = ss[j * kBlock + tid];
+          if (met == Metric::Chebyshev) {
+            kst = ksignbit(s) ? 1 : 0;
+            s = kabs(s);
+          } else if (met == Metric::Minkowski) {
+            s = kpow(s, a.inv_p);
+          }
         } else {
           s = A(0);
           const A* yj = sy + j * DB;
+          if (met == Metric::Euclidean) {
 #pragma unroll
-          for (int k0 = 0; k0 < DB; k0 += STEP) {
-            if (k0 > 0 && k0 >= dl) break;
+            for (int k0 = 0; k0 < DB; k0 += STEP) {
+              if (k0 > 0 && k0 >= dl) break;
 #pragma unroll
-            for (int k = k0; k < k0 + STEP; ++k) {
-              const A t = (xq[k] - yj[k]) * (kIhReg ? ihr[k] : sih[k]);
-              s = kfma(t, t, s);
+              for (int k = k0; k < k0 + STEP; ++k) {
+                const A t = (xq[k] - yj[k]) * (kIhReg ? ihr[k] : sih[k]);
+                s = kfma(t, t, s);
+              }
             }
+          } else if (met == Metric::Haversine) {  // d == 2 (the host checks it)
+            s = A(2) * kasin(ksqrt(hav_a(xq[0], xq[1 < DB ? 1 : 0], yj[0], yj[1 < DB ? 1 : 0])));
+          } else {
+#pragma unroll
+            for (int k0 = 0; k0 < DB; k0 += STEP) {
+              if (k0 > 0 && k0 >= dl) break;
+#pragma unroll
+              for (int k = k0; k < k0 + STEP; ++k) {
+                const A t = kabs((xq[k] - yj[k]) * (kIhReg ? ihr[k] : sih[k]));
+                if (met == Metric::Manhattan) {
+                  s += t;
+                } else if (met == Metric::Chebyshev) {
+                  if (t > s || t != t) kst = k;
+                  s = kmaxn(s, t);
+                } else {
+                  s += t > A(0) ? kpow(t, a.pp) : t;
+                }
+              }
+            }
+            if (met == Metric::Minkowski) s = kpow(s, a.inv_p);
           }
+        }
+        if (met == Metric::Euclidean) {
+          if (a.exact) s = to_r(s, true, thr, rscale);
+        } else {
+          dpv = s;
+          rv = to_r(s, a.exact, thr, rscale);
+          s = rv * rv;
         }
         const bool keep = j != jskip;
 
@@ -657,12 +805,53 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
                 coef = coef_all_cols(a, own, oth, b, rr, i0 + j, s);
               }
               coef = keep ? coef : A(0);
+              if (a.out_h != nullptr) hpart = kfma(coef, s, hpart);  // role 0 only (glue: out_h)
               const A* yj = (kGen ? syg : sy) + j * DC;
+              if (met == Metric::Euclidean) {
 #pragma unroll
-              for (int k0 = 0; k0 < GD; k0 += STEP) {
-                if (!kGen && k0 > 0 && k0 >= dl) break;
+                for (int k0 = 0; k0 < GD; k0 += STEP) {
+                  if (!kGen && k0 > 0 && k0 >= dl) break;
 #pragma unroll
-                for (int k = k0; k < k0 + STEP; ++k) gv.gp[k] = kfma(coef, xq[k] - yj[k], gv.gp[k]);
+                  for (int k = k0; k < k0 + STEP; ++k) gv.gp[k] = kfma(coef, xq[k] - yj[k], gv.gp[k]);
+                }
+              } else if (met == Metric::Haversine) {  // register path, d == 2: D dD/da da/d(own)
+                if constexpr (!kGen && GD >= 2) {
+                  A g0v, g1v;
+                  hav_grad(xq[0], xq[1], yj[0], yj[1], g0v, g1v);
+                  gv.gp[0] = kfma(coef, g0v, gv.gp[0]);
+                  gv.gp[1] = kfma(coef, g1v, gv.gp[1]);
+                }
+              } else {
+                // ds/dx_k = 2 (r / h_k) g_k with g_k = sign(t_k) times 1 (manhattan), [k is the
+                // first maximiser] (chebyshev) or (|t_k| / D)^(p-1) (minkowski).
+                const A cr = coef * rv;
+                bool found = kGen ? kst != 1 : false;  // generic: the maximiser is in this chunk
+                const A pm1 = a.pp - A(1);
+#pragma unroll
+                for (int k0 = 0; k0 < GD; k0 += STEP) {
+                  if (!kGen && k0 > 0 && k0 >= dl) break;
+#pragma unroll
+                  for (int k = k0; k < k0 + STEP; ++k) {
+                    A ihk;
+                    if constexpr (kGen) ihk = sihg[k];
+                    else ihk = kIhReg ? ihr[k] : sih[k];
+                    const A t = (xq[k] - yj[k]) * ihk;
+                    A g = ksign(t);
+                    if (met == Metric::Chebyshev) {
+                      bool hit;
+                      if constexpr (kGen) {
+                        hit = !found && kabs(t) == dpv;
+                        found = found || hit;
+                      } else {
+                        hit = k == kst;
+                      }
+                      g = hit ? g : A(0);
+                    } else if (met == Metric::Minkowski) {
+                      g = (dpv > A(0) && t != A(0)) ? g * kpow(kabs(t) / dpv, pm1) : A(0);
+                    }
+                    gv.gp[k] = kfma(cr, g, gv.gp[k]);
+                  }
+                }
               }
             }
           }
@@ -670,6 +859,8 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
       }
       cs.flush();
       gv.flush();
+      htot += double(hpart);
+      hpart = A(0);
     }
 
     // ---- write this thread's outputs
@@ -698,13 +889,17 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
         if (do_grad) {  // out (role 0) or out_y (role 1): 2 / h_k^2 * sum coef (own - item)
           const A scale = A(2) * (c == 1 ? own_w[0] : A(1));
           const int64_t o = (b * nrows + r) * d;
+          // euclidean and haversine accumulate in raw units (x 1 / h_k^2), the others r g_k (x 1 / h_k)
+          const bool sq = met == Metric::Euclidean || met == Metric::Haversine;
 #pragma unroll
           for (int k = 0; k < GD; ++k) {
             if (g0 + k < d) {
-              const A ih = kGen ? A(1) / a.h[(g0 + k) * a.h_stride] : sih[k];
-              st<A>(gout, o + g0 + k, double(scale * (gv.total(k) * ih) * ih), dt);
+              const A ih = A(1) / a.h[(g0 + k) * a.h_stride];
+              st<A>(gout, o + g0 + k, double(scale * (gv.total(k) * ih) * (sq ? ih : A(1))), dt);
             }
           }
+          if (role == 0 && a.out_h != nullptr && split == 0)
+            a.out_h[b * nrows + r] = static_cast<A>(htot * double(c == 1 ? own_w[0] : A(1)));
         }
       }
     }
@@ -756,6 +951,11 @@ template <typename T> void launch_impl(const KernelSumParams<T>& p, cudaStream_t
     fail("negative size (batch, m, n, d, c)");
   if (p.h_stride != 0 && p.h_stride != 1) fail("h_stride must be 0 or 1");
   if (p.exclude_self && p.m != p.n) fail("exclude_self requires m == n");
+  if (static_cast<int>(p.metric) < 0 || static_cast<int>(p.metric) >= kNumMetrics)
+    fail("unknown metric " + std::to_string(static_cast<int>(p.metric)));
+  if (p.metric == Metric::Haversine && (p.d != 2 || p.h_stride != 0))
+    fail("haversine needs d == 2 and a scalar bandwidth");
+  if (p.metric == Metric::Minkowski && !(p.p >= 1 && p.p < INFINITY)) fail("minkowski needs 1 <= p < inf");
 
   // What gets written: role 0 rows (queries) and role 1 rows (points, Backward only).
   void* out = p.out;
@@ -789,6 +989,12 @@ template <typename T> void launch_impl(const KernelSumParams<T>& p, cudaStream_t
   a.d = p.d;
   a.c = p.c;
   a.kernel = p.kernel;
+  a.met = p.metric;
+  a.pp = p.p;
+  a.inv_p = A(1) / p.p;
+  a.exact = is_compact(p.kernel) && p.h_stride == 0 && p.d > 0;
+  a.unscaled = a.exact || p.metric == Metric::Haversine;
+  a.out_h = (bwd && role0) ? p.out_h : nullptr;
   a.dt = dtype_of<T>();
   a.exclude_self = p.exclude_self;
   a.has_log = p.plw != nullptr || p.qlw != nullptr;

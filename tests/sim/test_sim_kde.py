@@ -96,8 +96,8 @@ def _d64(t):
     return None if t is None else t.double()
 
 
-def _fwd_ref(op, x, y, w, h, kernel, excl):
-    kw = dict(kernel=kernel, bandwidth=h.double(), exclude_self=excl)
+def _fwd_ref(op, x, y, w, h, kernel, excl, metric="euclidean", p=2.0):
+    kw = dict(kernel=kernel, bandwidth=h.double(), exclude_self=excl, metric=metric, p=p)
     if op == "sum":
         return (ref.kernel_sum(x.double(), y.double(), _d64(w), **kw),)
     if op == "lse":
@@ -105,12 +105,12 @@ def _fwd_ref(op, x, y, w, h, kernel, excl):
     return ref.kernel_logsumexp_sq(x.double(), y.double(), _d64(w), **kw)
 
 
-def _fwd_sim(op, x, y, w, h, kernel, excl):
+def _fwd_sim(op, x, y, w, h, kernel, excl, metric="euclidean", p=2.0):
     if op == "sum":
-        return (sim_ops.kernel_sum(x, y, w, h, kernel, excl),)
+        return (sim_ops.kernel_sum(x, y, w, h, kernel, excl, metric, p),)
     if op == "lse":
-        return (sim_ops.kernel_logsumexp(x, y, w, h, kernel, excl),)
-    return tuple(sim_ops.kernel_logsumexp_sq(x, y, w, h, kernel, excl))
+        return (sim_ops.kernel_logsumexp(x, y, w, h, kernel, excl, metric, p),)
+    return tuple(sim_ops.kernel_logsumexp_sq(x, y, w, h, kernel, excl, metric, p))
 
 
 def _check_fwd(outs, exps, dtype, factor=1.0):
@@ -125,40 +125,49 @@ def _check_fwd(outs, exps, dtype, factor=1.0):
             assert_close_to_ref(out[fin], exp[fin], dtype, factor=factor)
 
 
-def run_fwd(op, x, y, w, h, kernel="gaussian", excl=False, factor=1.0, sim=None):
+def run_fwd(op, x, y, w, h, kernel="gaussian", excl=False, factor=1.0, sim=None, metric="euclidean", p=2.0):
     """op: "sum" (w: weights), "lse" / "lse_sq" (w: log-weights)."""
-    outs = _fwd_sim(op, x, y, w, h, kernel, excl) if sim is None else sim()
-    _check_fwd(outs, _fwd_ref(op, x, y, w, h, kernel, excl), x.dtype, factor)
+    outs = _fwd_sim(op, x, y, w, h, kernel, excl, metric, p) if sim is None else sim()
+    _check_fwd(outs, _fwd_ref(op, x, y, w, h, kernel, excl, metric, p), x.dtype, factor)
     return outs
 
 
-def _ref_grads(op, grad, x, y, w, h, kernel, excl):
-    """(gx, gy, gw, out) by autograd through the float64 reference."""
+def _ref_grads(op, grad, x, y, w, h, kernel, excl, metric="euclidean", p=2.0, with_h=False):
+    """(gx, gy, gw, out) by autograd through the float64 reference (with_h: (gx, gy, gw, out, gh))."""
     x64 = x.double().clone().requires_grad_(True)  # clone: x may be y (and .double() of float64 is x)
     y64 = y.double().clone().requires_grad_(True)
     w64 = None if w is None else w.double().clone().requires_grad_(True)
-    kw = dict(kernel=kernel, bandwidth=h.double(), exclude_self=excl)
+    h64 = h.double().clone().requires_grad_(with_h)
+    kw = dict(kernel=kernel, bandwidth=h64, exclude_self=excl, metric=metric, p=p)
     fn = ref.kernel_sum if op == "sum" else ref.kernel_logsumexp
     out = fn(x64, y64, w64, **kw)
-    leaves = [x64, y64] + ([w64] if w is not None else [])
+    leaves = [x64, y64] + ([w64] if w is not None else []) + ([h64] if with_h else [])
     g = torch.autograd.grad(out, leaves, grad.double(), allow_unused=True)
     g = [torch.zeros_like(t) if gi is None else gi for t, gi in zip(leaves, g)]
-    return g[0], g[1], (g[2] if w is not None else None), out.detach()
+    res = g[0], g[1], (g[2] if w is not None else None), out.detach()
+    return res + (g[-1],) if with_h else res
 
 
 def run_bwd(op, x, y, w, h, kernel="gaussian", excl=False, need=(True, True, True), factor=1.0, seed=7,
-            sim_out=None):
-    """kernel_sum_bwd (op "sum") / kernel_logsumexp_bwd (op "lse") against reference autograd."""
+            sim_out=None, metric="euclidean", p=2.0, need_h=False):
+    """kernel_sum_bwd (op "sum") / kernel_logsumexp_bwd (op "lse") against reference autograd
+    (need_h: also the in-pass bandwidth gradient of a scalar bandwidth)."""
     dtype = x.dtype
     fshape = x.shape[:-1] + ((w.shape[-1],) if (w is not None and w.dim() == y.dim()) else ())
     grad = _pts(fshape, dtype, seed)
-    egx, egy, egw, eout = _ref_grads(op, grad, x, y, w, h, kernel, excl)
+    egx, egy, egw, eout, *egh = _ref_grads(op, grad, x, y, w, h, kernel, excl, metric, p, with_h=need_h)
     nx, ny, nw = need
+    tail = (metric, p, need_h)
     if op == "sum":
-        gx, gy, gw = sim_ops.kernel_sum_bwd(grad, x, y, w, h, kernel, excl, nx, ny, nw)
+        gx, gy, gw, gh = sim_ops.kernel_sum_bwd(grad, x, y, w, h, kernel, excl, nx, ny, nw, *tail)
     else:
         out = eout.to(dtype) if sim_out is None else sim_out
-        gx, gy, gw = sim_ops.kernel_logsumexp_bwd(grad, out, x, y, w, h, kernel, excl, nx, ny, nw)
+        gx, gy, gw, gh = sim_ops.kernel_logsumexp_bwd(grad, out, x, y, w, h, kernel, excl, nx, ny, nw, *tail)
+    if need_h:
+        assert gh.shape == h.shape and torch.isfinite(gh).all()
+        assert_close_to_ref(gh, egh[0], dtype, factor=factor * 4)  # one sum over all pairs
+    else:
+        assert gh.numel() == 0
     for got, exp, want in ((gx, egx, nx), (gy, egy, ny), (gw, egw, nw and w is not None)):
         if not want:
             assert got.numel() == 0
@@ -400,22 +409,22 @@ def test_empty_and_degenerate(dtype):
     assert torch.equal(sim_ops.kernel_sum(x, e0, None, h1, "gaussian", False).double(), torch.zeros(5, dtype=F64))
     lo, lo2 = sim_ops.kernel_logsumexp_sq(x, e0, torch.zeros(0, 2, dtype=dtype), h1, "cosine", False)
     assert lo.shape == (5, 2) and (lo == -math.inf).all() and (lo2 == -math.inf).all()
-    gx, gy, gw = sim_ops.kernel_sum_bwd(torch.ones(5, dtype=dtype), x, e0, None, h1, "gaussian", False,
-                                        True, True, True)
+    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(torch.ones(5, dtype=dtype), x, e0, None, h1, "gaussian", False,
+                                           True, True, True)
     assert torch.equal(gx.double(), torch.zeros(5, 3, dtype=F64)) and gy.shape == (0, 3)
     # m == 0: empty outputs; the backward still writes the points' gradients (zeros)
     assert sim_ops.kernel_sum(x[:0], y, None, h1, "gaussian", False).shape == (0,)
     assert sim_ops.kernel_logsumexp(x[:0], y, torch.zeros(7, 2, dtype=dtype), h1, "gaussian", False).shape == (0, 2)
     w = _weights(2, 7, dtype, 63)
-    gx, gy, gw = sim_ops.kernel_sum_bwd(torch.ones(0, 2, dtype=dtype), x[:0], y, w, h1, "gaussian", False,
-                                        True, True, True)
+    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(torch.ones(0, 2, dtype=dtype), x[:0], y, w, h1, "gaussian", False,
+                                           True, True, True)
     assert gx.shape == (0, 3) and torch.equal(gy.double(), torch.zeros(7, 3, dtype=F64))
     assert torch.equal(gw.double(), torch.zeros(7, 2, dtype=F64))
     # c == 0: empty forward outputs; backward position gradients are zeros
     w0 = torch.ones(7, 0, dtype=dtype)
     assert sim_ops.kernel_sum(x, y, w0, h1, "gaussian", False).shape == (5, 0)
-    gx, gy, gw = sim_ops.kernel_sum_bwd(torch.ones(5, 0, dtype=dtype), x, y, w0, h1, "gaussian", False,
-                                        True, True, True)
+    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(torch.ones(5, 0, dtype=dtype), x, y, w0, h1, "gaussian", False,
+                                           True, True, True)
     assert torch.equal(gx.double(), torch.zeros(5, 3, dtype=F64))
     assert torch.equal(gy.double(), torch.zeros(7, 3, dtype=F64)) and gw.shape == (7, 0)
     # B == 0
@@ -426,6 +435,8 @@ def test_empty_and_degenerate(dtype):
     run_fwd("sum", xd, yd, w, h1, "gaussian")
     run_fwd("lse", xd, yd, w.log(), h1, "cauchy")
     run_bwd("sum", xd, yd, w, h1, "gaussian")
+    run_bwd("sum", xd, yd, w, h1, "gaussian", need_h=True)  # the bandwidth sums: zeros (glue)
+    run_bwd("lse", x, e0, None, h1, "gaussian", need_h=True, metric="manhattan")  # n == 0
     # one row, one point, one dimension
     run_fwd("sum", x[:1, :1], y[:1, :1], None, h1, "laplacian")
     run_bwd("lse", x[:1, :1], y[:1, :1], None, h1, "laplacian")
@@ -471,7 +482,7 @@ def test_exclude_self_single_row():
     h = torch.tensor(1.0)
     assert sim_ops.kernel_sum(x, x, None, h, "gaussian", True).item() == 0
     assert sim_ops.kernel_logsumexp(x, x, None, h, "gaussian", True).item() == -math.inf
-    gx, gy, _ = sim_ops.kernel_sum_bwd(torch.ones(1), x, x, None, h, "laplacian", True, True, True, False)
+    gx, gy, _, _ = sim_ops.kernel_sum_bwd(torch.ones(1), x, x, None, h, "laplacian", True, True, True, False)
     assert torch.equal(gx, torch.zeros(1, 2)) and torch.equal(gy, torch.zeros(1, 2))
 
 
@@ -510,6 +521,165 @@ def test_long_accumulation_float32():
     run_fwd("lse_sq", x, y, w.log(), h, "cosine")
     run_bwd("sum", x, y, w, h, "gaussian")
     run_bwd("lse", x, y, w.log(), h, "cosine")
+
+
+# ---------------------------------------------------------------- distance metrics
+# metric is a runtime switch of the same 48 instantiations (uniform across the grid): the
+# register path (whole rows: every metric, haversine at d == 2) and the generic path (distances
+# accumulated per DC chunk; chebyshev's first maximiser tracked against the block's gradient
+# chunk). With a scalar bandwidth the compact kernels decide dist < h on unscaled distances.
+METRICS = ref.METRICS
+P = 3.0
+
+
+def _mpts(metric, shape, dtype, seed):
+    if metric != "haversine":
+        return _pts(shape, dtype, seed)
+    g = torch.Generator().manual_seed(seed)
+    lat = (torch.rand(*shape[:-1], 1, generator=g, dtype=F64) - 0.5) * 2.0
+    lon = (torch.rand(*shape[:-1], 1, generator=g, dtype=F64) - 0.5) * 4.0
+    return torch.cat([lat, lon], -1).to(dtype)
+
+
+def _mbandwidth(metric, kind, d, dtype, kernel):
+    """s = (dist / h)^2 of order 1 for every metric and d (compact kernels: points on both sides)."""
+    if metric == "haversine":
+        return torch.tensor(0.9 if kernel in COMPACT else 0.6, dtype=_acc(dtype))
+    if metric == "euclidean":
+        return _bandwidth(kind, d, dtype, kernel)
+    f = 1.1 if kernel in COMPACT else 0.8
+    base = {"manhattan": 1.13 * d, "chebyshev": 1.41 * (0.8 + math.sqrt(2 * math.log(max(d, 2)))),
+            "minkowski": (4.51 * d) ** (1 / P)}[metric] * f
+    if kind == "scalar":
+        return torch.tensor(base, dtype=_acc(dtype))
+    fd = torch.tensor([0.8, 1.0, 1.25, 0.9, 1.1], dtype=F64).repeat(d // 5 + 1)[:d]
+    return (base * fd).to(_acc(dtype))
+
+
+def _metric_dims(metric, dtype, bwd):
+    """Register buckets 2 / 4 / reg_max (d = 9) and the generic path (two chunks and a partial one)."""
+    if metric == "haversine":
+        return [2]
+    return [2, 3, 9, reg_max(dtype, bwd) + 1 if bwd else 2 * chunk(dtype) + 3 + reg_max(dtype, False)]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=_dt)
+@pytest.mark.parametrize("metric", METRICS)
+def test_forward_metrics(metric, dtype):
+    """Every metric, forward modes, compact (exact support with a scalar bandwidth) and smooth
+    kernels, scalar and per-dimension bandwidths, every dimension bucket / the generic path."""
+    m, n = 37, 70
+    for i, d in enumerate(_metric_dims(metric, dtype, False)):
+        x, y = _mpts(metric, (m, d), dtype, 100 + i), _mpts(metric, (n, d), dtype, 110 + i)
+        w = _weights(3 if i % 2 else "vec", n, dtype, 120 + i)
+        for kernel, kind in (("gaussian", "dim"), ("epanechnikov", "scalar"), ("tophat", "dim"),
+                             ("cosine", "scalar"), ("laplacian", "scalar"), ("linear", "dim")):
+            if metric == "haversine":
+                kind = "scalar"
+            h = _mbandwidth(metric, kind, d, dtype, kernel)
+            kw = dict(metric=metric, p=P)
+            run_fwd("sum", x, y, w, h, kernel, **kw)
+            f = 50.0 if kernel != "gaussian" and dtype == F32 else 1.0  # compact: k ~ 1e-2 at the edge
+            if kernel in ("gaussian", "epanechnikov", "linear"):
+                run_fwd("lse", x, y, w.log(), h, kernel, factor=f, **kw)
+            if kernel == "cosine":
+                run_fwd("lse_sq", x, y, None, h, kernel, factor=50.0 if dtype == F32 else 1.0, **kw)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=_dt)
+@pytest.mark.parametrize("metric", METRICS)
+def test_backward_metrics(metric, dtype):
+    """Every metric in both backward ops, all gradients (x, y, weights, and the in-pass bandwidth
+    gradient of a scalar bandwidth), register buckets and the generic path (split gradient chunks)."""
+    m, n = 33, 70
+    for i, d in enumerate(_metric_dims(metric, dtype, True)):
+        x, y = _mpts(metric, (m, d), dtype, 130 + i), _mpts(metric, (n, d), dtype, 140 + i)
+        w = _weights(2 if i % 2 else "vec", n, dtype, 150 + i)
+        for kernel, kind in (("gaussian", "scalar"), ("epanechnikov", "dim"), ("cosine", "scalar")):
+            if metric == "haversine":
+                kind = "scalar"
+            h = _mbandwidth(metric, kind, d, dtype, kernel)
+            if kernel in COMPACT:  # log domain: every query needs a point in the support
+                h = h * 2.0
+            kw = dict(metric=metric, p=P, need_h=kind == "scalar")
+            f = 4.0 if metric in ("minkowski", "haversine") else 2.0  # pow / trig chains in float32
+            run_bwd("sum", x, y, w, h, kernel, factor=f, **kw)
+            run_bwd("lse", x, y, w.log(), h, kernel, factor=f, **kw)
+
+
+@pytest.mark.parametrize("metric", ["chebyshev", "haversine", "minkowski"])
+@pytest.mark.parametrize("need", list(itertools.product([False, True], repeat=3)), ids=str)
+def test_backward_metric_need_subsets(metric, need):
+    """Every need_x / need_y / need_weights subset, with the bandwidth gradient on and off."""
+    d = 2 if metric == "haversine" else 40  # 40: the generic Backward path (float reg_max 32)
+    x, y = _mpts(metric, (20, d), F32, 160), _mpts(metric, (30, d), F32, 161)
+    w = _weights(3, 30, F32, 162)
+    h = _mbandwidth(metric, "scalar", d, F32, "gaussian")
+    for need_h in (False, True):
+        run_bwd("sum", x, y, w, h, "gaussian", need=need, metric=metric, p=P, need_h=need_h, factor=4.0)
+        run_bwd("lse", x, y, w.log(), h, "gaussian", need=need, metric=metric, p=P, need_h=need_h, factor=4.0)
+
+
+@pytest.mark.parametrize("d", [3, 9, 40, 70])
+def test_chebyshev_ties_first_coordinate(d):
+    """Integer data: many chebyshev ties. The gradient goes to the first maximising coordinate on
+    every path (register: argmax in registers; generic d = 40 / 70: the chunk flag), as on the CPU."""
+    g = torch.Generator().manual_seed(163)
+    x = torch.randint(0, 4, (25, d), generator=g).double()
+    y = torch.randint(0, 4, (60, d), generator=g).double()
+    w = _weights("vec", 60, F64, 164)
+    gr = _pts((25,), F64, 165)
+    for kernel in ("gaussian", "epanechnikov"):
+        h = torch.tensor(3.5 if kernel == "gaussian" else 4.5, dtype=F64)
+        for hh in (h, h.expand(d).contiguous()):
+            got = sim_ops.kernel_sum_bwd(gr, x, y, w, hh, kernel, False, True, True, True, "chebyshev", 2.0, False)
+            exp = cpu_ops.kernel_sum_bwd(gr, x, y, w, hh, kernel, False, True, True, True, "chebyshev", 2.0, False)
+            for a, b in zip(got[:3], exp[:3]):
+                assert_close_to_ref(a, b, F64)
+            # the rule itself: no row of the x gradient has two nonzero entries for one pair
+            one = sim_ops.kernel_sum_bwd(gr[:1], x[:1], y[:1], None, hh, kernel, False, True, False, False,
+                                         "chebyshev", 2.0, False)[0]
+            assert int((one != 0).sum()) <= 1
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=_dt)
+@pytest.mark.parametrize("metric,d", [("euclidean", 3), ("euclidean", 64), ("euclidean", 70), ("manhattan", 5),
+                                      ("chebyshev", 40), ("chebyshev", 70)])
+def test_exact_support_integer_boundary(metric, d, dtype):
+    """Integer data with many pairs at exactly dist = h: the tophat count is exact (unscaled
+    distances against h^2 / h), on the register and the generic path, float32 included."""
+    g = torch.Generator().manual_seed(166)
+    x = torch.randint(0, 5, (40, d), generator=g)
+    y = torch.randint(0, 5, (70, d), generator=g)
+    diff = (x[:, None, :] - y[None, :, :]).abs()
+    D = (diff * diff).sum(-1) if metric == "euclidean" else (diff.sum(-1) if metric == "manhattan" else diff.amax(-1))
+    if metric == "euclidean":  # an integer h with h^2 an attained squared distance, near the median
+        med = D.double().median().sqrt().item()
+        h = float(min((k for k in range(1, 40) if (D == k * k).any()), key=lambda k: abs(k - med)))
+    else:
+        h = float(D.flatten().median().item())  # an attained integer distance
+    thr = h * h if metric == "euclidean" else h
+    assert int((D.double() == thr).sum()) > 0  # boundary pairs exist
+    count = (D.double() < thr).sum(1).double()
+    ht = torch.tensor(h, dtype=_acc(dtype))
+    out = sim_ops.kernel_sum(x.to(dtype), y.to(dtype), None, ht, "tophat", False, metric, 2.0)
+    assert torch.equal(out.double(), count)
+    lo = sim_ops.kernel_logsumexp(x.to(dtype), y.to(dtype), None, ht, "epanechnikov", False, metric, 2.0)
+    run_fwd("lse", x.to(dtype), y.to(dtype), None, ht, "epanechnikov", metric=metric,
+            factor=50.0 if dtype == F32 else 1.0)
+    assert torch.equal(torch.isfinite(lo), count > 0)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=_dt)
+def test_half_types_metrics(dtype):
+    """float16 / bfloat16 storage (float accumulation) with the other metrics."""
+    for metric, d in (("manhattan", 3), ("chebyshev", 40), ("haversine", 2), ("minkowski", 5)):
+        x, y = _mpts(metric, (30, d), dtype, 167), _mpts(metric, (50, d), dtype, 168)
+        w = _weights("vec", 50, dtype, 169)
+        h = _mbandwidth(metric, "scalar", d, dtype, "gaussian")
+        run_fwd("sum", x, y, w, h, "gaussian", metric=metric, p=P)
+        run_fwd("lse", x, y, w.log(), h, "epanechnikov", metric=metric, p=P)
+        run_bwd("sum", x, y, w, h, "gaussian", metric=metric, p=P, need_h=True)
 
 
 # ---------------------------------------------------------------- thread schedules (races)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import math
+
 import torch
 
-from ..reference.kde import KERNELS
+from ..reference.kde import KERNELS, METRICS
 from ._common import acc_dtype, check_same_device, check_tensor, positive_scalar
 
 _ops = torch.ops.kernelfuse
@@ -20,7 +22,7 @@ Bandwidth = Union[float, torch.Tensor]
 
 
 
-def _prepare(fn, x, y, weights, bandwidth, kernel, wname):
+def _prepare(fn, x, y, weights, bandwidth, kernel, wname, metric="euclidean", p=2.0):
     """Normalise the public arguments to the op's: bandwidth as a tensor, shared weights expanded
     over a batch. Shape, dtype and device checks happen in C++ (one place for every caller)."""
     check_tensor(x, "x", fn)
@@ -29,6 +31,15 @@ def _prepare(fn, x, y, weights, bandwidth, kernel, wname):
     if not isinstance(kernel, str) or kernel not in KERNELS:
         raise ValueError(f"kernelfuse.{fn}: argument 'kernel': unknown kernel {kernel!r}; "
                          f"expected one of: {', '.join(KERNELS)}")
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"kernelfuse.{fn}: argument 'metric': unknown metric {metric!r}; "
+                         f"expected one of: {', '.join(METRICS)}")
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        raise TypeError(f"kernelfuse.{fn}: argument 'p': expected a number, got {type(p).__name__}") from None
+    if metric == "minkowski" and not (math.isfinite(p) and p >= 1.0):
+        raise ValueError(f"kernelfuse.{fn}: argument 'p': expected a finite p >= 1 for metric 'minkowski', got {p}")
     if isinstance(bandwidth, torch.Tensor):
         check_same_device(bandwidth, x, "bandwidth", "x", fn)
         h = bandwidth
@@ -41,12 +52,13 @@ def _prepare(fn, x, y, weights, bandwidth, kernel, wname):
             B, n = y.shape[0], y.shape[1]
             if weights.dim() == 1 or (weights.dim() == 2 and tuple(weights.shape) != (B, n)):
                 weights = weights.expand(B, *weights.shape)  # weights shared by the batch
-    return x, y, weights, h
+    return x, y, weights, h, metric, p
 
 
 def kernel_sum(x: torch.Tensor, y: torch.Tensor, weights: Optional[torch.Tensor] = None, *,
-               kernel: str = "gaussian", bandwidth: Bandwidth = 1.0, exclude_self: bool = False) -> torch.Tensor:
-    """Kernel sums ``out[j] = sum_i weights[i] * k(|x[j] - y[i]| / h)``, fused and tiled.
+               kernel: str = "gaussian", bandwidth: Bandwidth = 1.0, exclude_self: bool = False,
+               metric: str = "euclidean", p: float = 2.0) -> torch.Tensor:
+    """Kernel sums ``out[j] = sum_i weights[i] * k(dist(x[j], y[i]) / h)``, fused and tiled.
 
     Args:
         x: queries, (m, d) or (B, m, d).
@@ -58,38 +70,58 @@ def kernel_sum(x: torch.Tensor, y: torch.Tensor, weights: Optional[torch.Tensor]
             "linear" 1-r, "cosine" cos(pi r/2).
         bandwidth: h > 0, a number or a tensor of shape () or (d,) (per-dimension; differentiable).
         exclude_self: skip the pair i == j (x is y): leave-one-out sums.
+        metric: the distance of r = dist(x, y) / h: "euclidean" (default), "manhattan" (L1),
+            "chebyshev" (L-inf), "minkowski" (order ``p``, 1 <= p < inf), all of the
+            per-dimension scaled differences (x_k - y_k) / h_k, or "haversine" (d == 2, rows
+            (latitude, longitude) in radians, great-circle distance
+            2 asin(sqrt(sin^2(dlat/2) + cos lat1 cos lat2 sin^2(dlon/2))) as scikit-learn's;
+            scalar bandwidth only).
+        p: the Minkowski order (used by metric="minkowski" only).
+
+    Support of the compact kernels: dist(x, y) < h (scikit-learn's rule). With a scalar
+    bandwidth it is decided on unscaled distances (squared euclidean distance against h^2,
+    the other metrics' distance against h), so integer data at exactly dist = h is outside
+    however h rounds; with a per-dimension bandwidth it is r < 1 on the scaled coordinates.
+
+    Gradients (x, y, weights, bandwidth; every metric): at kinks sign(0) = 0 (manhattan,
+    minkowski at u_k = 0, r = 0 of laplacian / linear / cosine); chebyshev's gradient goes to
+    the first (lowest-index) coordinate attaining the maximum. Haversine's bandwidth gradient
+    -(2/h) sum grad dk/ds s is computed in the backward pass itself.
 
     Returns:
         (m,) or (m, c) (batched: (B, m) / (B, m, c)) in x's dtype. Empty y gives zeros.
         float32 results are within ~2e-6 relative of float64 (blocked accumulation). Memory
         O((m + n)(d + c)) in forward and backward; the backward never forms the m x n matrix.
     """
-    x, y, w, h = _prepare("kernel_sum", x, y, weights, bandwidth, kernel, "weights")
-    return _ops.kernel_sum(x, y, w, h, kernel, exclude_self)
+    x, y, w, h, metric, p = _prepare("kernel_sum", x, y, weights, bandwidth, kernel, "weights", metric, p)
+    return _ops.kernel_sum(x, y, w, h, kernel, exclude_self, metric, p)
 
 
 def kernel_logsumexp(x: torch.Tensor, y: torch.Tensor, log_weights: Optional[torch.Tensor] = None, *,
                      kernel: str = "gaussian", bandwidth: Bandwidth = 1.0,
-                     exclude_self: bool = False) -> torch.Tensor:
-    """``out[j] = log sum_i exp(log_weights[i] + log k(|x[j] - y[i]| / h))``, stable in log space.
+                     exclude_self: bool = False, metric: str = "euclidean", p: float = 2.0) -> torch.Tensor:
+    """``out[j] = log sum_i exp(log_weights[i] + log k(dist(x[j], y[i]) / h))``, stable in log space.
 
-    Same arguments and shapes as :func:`kernel_sum`. Use it where densities underflow (in
+    Same arguments (metric and p included) and shapes as :func:`kernel_sum`. Use it where densities underflow (in
     64 dimensions with Scott's bandwidth log-densities are near -99, below float32's range).
     -inf where no point contributes (compact kernels) and for empty y.
     """
-    x, y, lw, h = _prepare("kernel_logsumexp", x, y, log_weights, bandwidth, kernel, "log_weights")
-    return _ops.kernel_logsumexp(x, y, lw, h, kernel, exclude_self)
+    x, y, lw, h, metric, p = _prepare("kernel_logsumexp", x, y, log_weights, bandwidth, kernel, "log_weights",
+                                      metric, p)
+    return _ops.kernel_logsumexp(x, y, lw, h, kernel, exclude_self, metric, p)
 
 
 def kernel_logsumexp_sq(x: torch.Tensor, y: torch.Tensor, log_weights: Optional[torch.Tensor] = None, *,
-                        kernel: str = "gaussian", bandwidth: Bandwidth = 1.0, exclude_self: bool = False):
+                        kernel: str = "gaussian", bandwidth: Bandwidth = 1.0, exclude_self: bool = False,
+                        metric: str = "euclidean", p: float = 2.0):
     """(lse, lse2) in one pass: lse as :func:`kernel_logsumexp`, lse2 = log sum_i exp(2 (log w_i + log k)).
 
     ``exp(2 * lse - lse2)`` is Kish's effective number of points contributing to each query.
     Not differentiable.
     """
-    x, y, lw, h = _prepare("kernel_logsumexp_sq", x, y, log_weights, bandwidth, kernel, "log_weights")
-    return _ops.kernel_logsumexp_sq(x, y, lw, h, kernel, exclude_self)
+    x, y, lw, h, metric, p = _prepare("kernel_logsumexp_sq", x, y, log_weights, bandwidth, kernel, "log_weights",
+                                      metric, p)
+    return _ops.kernel_logsumexp_sq(x, y, lw, h, kernel, exclude_self, metric, p)
 
 
 # ---------------------------------------------------------------- fake kernels (torch.compile)
@@ -101,40 +133,45 @@ def _fake_out(x, y, w):
 
 
 @torch.library.register_fake("kernelfuse::kernel_sum")
-def _(x, y, weights, bandwidth, kernel, exclude_self):
+def _(x, y, weights, bandwidth, kernel, exclude_self, metric="euclidean", p=2.0):
     return _fake_out(x, y, weights)
 
 
 @torch.library.register_fake("kernelfuse::kernel_logsumexp")
-def _(x, y, log_weights, bandwidth, kernel, exclude_self):
+def _(x, y, log_weights, bandwidth, kernel, exclude_self, metric="euclidean", p=2.0):
     return _fake_out(x, y, log_weights)
 
 
 @torch.library.register_fake("kernelfuse::kernel_logsumexp_sq")
-def _(x, y, log_weights, bandwidth, kernel, exclude_self):
+def _(x, y, log_weights, bandwidth, kernel, exclude_self, metric="euclidean", p=2.0):
     return _fake_out(x, y, log_weights), _fake_out(x, y, log_weights)
 
 
-def _fake_bwd(x, y, w, need_x, need_y, need_w):
+def _fake_bwd(x, y, w, h, need_x, need_y, need_w, need_h):
     return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
             y.new_empty(y.shape) if need_y else x.new_empty((0,)),
-            w.new_empty(w.shape) if (need_w and w is not None) else x.new_empty((0,)))
+            w.new_empty(w.shape) if (need_w and w is not None) else x.new_empty((0,)),
+            h.new_empty(h.shape) if need_h else x.new_empty((0,)))
 
 
 @torch.library.register_fake("kernelfuse::kernel_sum_bwd")
-def _(grad, x, y, weights, bandwidth, kernel, exclude_self, need_x, need_y, need_weights):
-    return _fake_bwd(x, y, weights, need_x, need_y, need_weights)
+def _(grad, x, y, weights, bandwidth, kernel, exclude_self, need_x, need_y, need_weights, metric="euclidean",
+      p=2.0, need_bandwidth=False):
+    return _fake_bwd(x, y, weights, bandwidth, need_x, need_y, need_weights, need_bandwidth)
 
 
 @torch.library.register_fake("kernelfuse::kernel_logsumexp_bwd")
-def _(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_weights):
-    return _fake_bwd(x, y, log_weights, need_x, need_y, need_weights)
+def _(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_weights,
+      metric="euclidean", p=2.0, need_bandwidth=False):
+    return _fake_bwd(x, y, log_weights, bandwidth, need_x, need_y, need_weights, need_bandwidth)
 
 
 # ---------------------------------------------------------------- autograd
 def _setup(ctx, inputs, output, log_domain):
-    x, y, w, h, kernel, exclude_self = inputs
+    x, y, w, h, kernel, exclude_self = inputs[:6]
+    metric, p = (tuple(inputs[6:8]) + ("euclidean", 2.0)[len(inputs[6:8]):])
     ctx.kernel, ctx.exclude_self, ctx.log_domain = kernel, exclude_self, log_domain
+    ctx.metric, ctx.p, ctx.ninputs = metric, p, len(inputs)
     ctx.save_for_backward(x, y, w, h, output if log_domain else None)
 
 
@@ -152,16 +189,21 @@ def _bandwidth_grad(gx, gy, x, y, h):
 def _backward(ctx, grad):
     x, y, w, h, out = ctx.saved_tensors
     nx, ny, nw, nh = ctx.needs_input_grad[:4]
-    need_x, need_y = nx or nh, ny or nh
+    # Coordinate metrics: the bandwidth gradient from the position gradients (translation
+    # invariance). Haversine is not a function of scaled differences: the pass sums
+    # grad dk/ds s itself (need_bandwidth) and gives dL/dh = -(2/h) sum.
+    in_pass = nh and ctx.metric == "haversine"
+    need_x, need_y = nx or (nh and not in_pass), ny or (nh and not in_pass)
     need_w = nw and w is not None
+    args = (x, y, w, h, ctx.kernel, ctx.exclude_self, need_x, need_y, need_w, ctx.metric, ctx.p, in_pass)
     if ctx.log_domain:
-        gx, gy, gw = _ops.kernel_logsumexp_bwd(grad.contiguous(), out, x, y, w, h, ctx.kernel, ctx.exclude_self,
-                                                need_x, need_y, need_w)
+        gx, gy, gw, gh = _ops.kernel_logsumexp_bwd(grad.contiguous(), out, *args)
     else:
-        gx, gy, gw = _ops.kernel_sum_bwd(grad.contiguous(), x, y, w, h, ctx.kernel, ctx.exclude_self,
-                                          need_x, need_y, need_w)
-    gh = _bandwidth_grad(gx, gy, x, y, h) if nh else None
-    return (gx if nx else None, gy if ny else None, gw if need_w else None, gh, None, None)
+        gx, gy, gw, gh = _ops.kernel_sum_bwd(grad.contiguous(), *args)
+    if nh and not in_pass:
+        gh = _bandwidth_grad(gx, gy, x, y, h)
+    return (gx if nx else None, gy if ny else None, gw if need_w else None, gh if nh else None) + \
+        (None,) * (ctx.ninputs - 4)
 
 
 torch.library.register_autograd(
@@ -170,4 +212,4 @@ torch.library.register_autograd(
     "kernelfuse::kernel_logsumexp", _backward,
     setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, True))
 
-__all__ = ["KERNELS", "kernel_logsumexp", "kernel_logsumexp_sq", "kernel_sum"]
+__all__ = ["KERNELS", "METRICS", "kernel_logsumexp", "kernel_logsumexp_sq", "kernel_sum"]
