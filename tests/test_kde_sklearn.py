@@ -188,7 +188,9 @@ def test_metrics_match_sklearn_and_brute_force(name, kernel):
     ref = _brute(X, Y, kernel, 1.3, dist)
     np.testing.assert_allclose(ours, ref, rtol=1e-10)
     theirs = SkKernelDensity(bandwidth=1.3, kernel=kernel, rtol=0, atol=0, **kw).fit(X).score_samples(Y)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-8)
+    f = np.isfinite(ours)  # where no point is within h, sklearn may return a rounding residue (about -38)
+    np.testing.assert_allclose(ours[f], theirs[f], rtol=1e-8)
+    assert np.all(~np.isfinite(theirs[~f]) | (theirs[~f] < -30))
     d = 3
     unit_ball = math.pi ** 1.5 / math.gamma(2.5)
     assert kde.density_integral_ == pytest.approx(vol(d) / unit_ball, rel=1e-12)
