@@ -251,6 +251,19 @@ at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optio
   return a.out;
 }
 
+// NaN in, NaN out for the log domain: the pass skips a NaN term as it skips a -inf one (after the
+// running maximum they cannot be told apart), so queries with a NaN coordinate, and every query
+// when a point or a log-weight is NaN (per weight column), are set to NaN here: O((m + n)(d + c))
+// tensor ops, no host sync. (The linear-domain kernel_sum propagates NaN by itself.)
+void propagate_nan(const Operands& o, at::Tensor& out) {
+  if (!out.defined() || out.numel() == 0) return;
+  at::Tensor bad = o.x.isnan().any(-1).unsqueeze(-1);  // (B, m, 1)
+  at::Tensor pbad = o.y.isnan().any(-1).unsqueeze(-1);  // (B, n, 1)
+  if (o.w.defined()) pbad = pbad.logical_or(o.w.isnan());  // (B, n, c)
+  bad = bad.logical_or(pbad.any(1, /*keepdim=*/true));  // (B, m, c) or (B, m, 1)
+  out.view({o.B, o.m, o.c}).masked_fill_(bad, std::numeric_limits<double>::quiet_NaN());
+}
+
 std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tensor& y,
                                             const std::optional<at::Tensor>& log_weights,
                                             const at::Tensor& bandwidth, c10::string_view kernel,
@@ -261,6 +274,8 @@ std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tenso
   a.out = alloc(o, o.m, o.c, o.w_has_cols);
   if (with_sq) a.aux = alloc(o, o.m, o.c, o.w_has_cols);
   run_pass(a);
+  propagate_nan(o, a.out);
+  propagate_nan(o, a.aux);
   return {a.out, a.aux};
 }
 

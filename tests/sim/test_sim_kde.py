@@ -752,3 +752,16 @@ def test_every_instantiation_ran():
                         run_bwd("lse", x, y, w.log(), h)
     launches, variants = kernels_executed()["kernel_sum: kernel_sum_kernel"]
     assert variants == 48, variants
+
+
+def test_sim_logsumexp_nan_in_nan_out():
+    """The glue's NaN propagation on the CUDA branch (issue 13): NaN query -> NaN row, NaN point -> all NaN."""
+    import torch as _t
+    x = _t.randn(6, 3, dtype=_t.float32, generator=_t.Generator().manual_seed(0))
+    y = _t.randn(9, 3, dtype=_t.float32, generator=_t.Generator().manual_seed(1))
+    h = _t.tensor(0.8)
+    xn = x.clone(); xn[3, 0] = float("nan")
+    out = sim_ops.kernel_logsumexp(xn, y, None, h, "tophat", False)
+    assert _t.isnan(out[3]) and not _t.isnan(out[[0, 1, 2, 4, 5]]).any()
+    yn = y.clone(); yn[0, 2] = float("nan")
+    assert _t.isnan(sim_ops.kernel_logsumexp(x, yn, None, h, "gaussian", False)).all()
