@@ -102,14 +102,15 @@ KF_TORCH_LIBRARY(KF_LIBRARY_NAME, m) {
   m.def("fwht(Tensor x, bool normalized) -> Tensor");
   // out = scale * f(x @ W + b), x (..., d), W (d, D), b (D,); kind cos | cos_sin (2D columns: cos then
   // sin) | positive (exp(z - |x|^2/2 - m), m by stabilize: row | global | none) | relu | step.
-  m.def("random_features(Tensor x, Tensor W, Tensor? b, str kind, float scale, str stabilize) -> Tensor");
-  m.def("random_features_bwd(Tensor grad, Tensor out, Tensor x, Tensor W, Tensor? b, str kind, float scale, "
+  // scale None: the default scale of the kind for D features (kernelfuse.ops.features.default_scale).
+  m.def("random_features(Tensor x, Tensor W, Tensor? b, str kind, float? scale, str stabilize) -> Tensor");
+  m.def("random_features_bwd(Tensor grad, Tensor out, Tensor x, Tensor W, Tensor? b, str kind, float? scale, "
         "str stabilize, bool need_x, bool need_W, bool need_b) -> (Tensor, Tensor, Tensor)");
   // Structured maps: signs (nblocks, 3, P) diagonals, perm (nblocks, P) for fastfood; the first
   // n_features of the stacked block projections, then the same epilogue as random_features.
-  m.def("structured_features(Tensor x, Tensor signs, Tensor? perm, Tensor? b, int n_features, str kind, str block, "
-        "float scale, str stabilize) -> Tensor");
+  m.def("structured_features(Tensor x, Tensor signs, Tensor? perm, Tensor? b, SymInt n_features, str kind, str block, "
+        "float? scale, str stabilize) -> Tensor");
   m.def("structured_features_bwd(Tensor grad, Tensor out, Tensor x, Tensor signs, Tensor? perm, Tensor? b, "
-        "int n_features, str kind, str block, float scale, str stabilize, bool need_x, bool need_b) "
+        "SymInt n_features, str kind, str block, float? scale, str stabilize, bool need_x, bool need_b) "
         "-> (Tensor, Tensor)");
 }

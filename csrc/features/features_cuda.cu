@@ -50,8 +50,8 @@ __device__ __forceinline__ void epilogue(Kind kind, T z, T scale, T* row, int64_
       break;
     }
     case Kind::Positive: row[j] = z; break;  // raw z: the row pass applies the exponential
-    case Kind::Relu: row[j] = z > T(0) ? scale * z : T(0); break;
-    case Kind::Step: row[j] = z > T(0) ? scale : T(0); break;
+    case Kind::Relu: row[j] = z <= T(0) ? T(0) : scale * z; break;  // NaN stays NaN
+    case Kind::Step: row[j] = z > T(0) ? scale : (z <= T(0) ? T(0) : z); break;
   }
 }
 
@@ -163,10 +163,10 @@ __global__ void positive_rows_kernel(T* __restrict__ out, const T* __restrict__ 
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     T* row = out + r * D;
     T m = -INFINITY, sq = T(0);
-    for (int64_t j = threadIdx.x; j < D; j += blockDim.x) m = fmax(m, row[j]);
+    for (int64_t j = threadIdx.x; j < D; j += blockDim.x) m = nan_max(m, row[j]);
     for (int64_t k = threadIdx.x; k < d; k += blockDim.x) sq += x[r * d + k] * x[r * d + k];
     for (int o = 16; o > 0; o >>= 1) {
-      m = fmax(m, __shfl_down_sync(0xffffffffu, m, o));
+      m = nan_max(m, __shfl_down_sync(0xffffffffu, m, o));
       sq += __shfl_down_sync(0xffffffffu, sq, o);
     }
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) / 32;
@@ -174,8 +174,8 @@ __global__ void positive_rows_kernel(T* __restrict__ out, const T* __restrict__ 
     __syncthreads();
     if (threadIdx.x == 0) {
       T mm = -INFINITY;
-      for (int i = 0; i < nw; ++i) mm = fmax(mm, red[i]);
-      bcast[0] = (subtract_max && mm > -INFINITY) ? mm : T(0);
+      for (int i = 0; i < nw; ++i) mm = nan_max(mm, red[i]);
+      bcast[0] = subtract_max ? mm : T(0);  // NaN or -inf (inf inputs): the row is NaN, as the reference's
     }
     __syncthreads();
     if (lane == 0) red[w] = sq;
@@ -198,13 +198,13 @@ template <typename T>
 __global__ void global_max_kernel(T* __restrict__ rowmax, int64_t N) {
   KF_SHARED(T, red, [32]);
   T m = -INFINITY;
-  for (int64_t r = threadIdx.x; r < N; r += blockDim.x) m = fmax(m, rowmax[r]);
-  for (int o = 16; o > 0; o >>= 1) m = fmax(m, __shfl_down_sync(0xffffffffu, m, o));
+  for (int64_t r = threadIdx.x; r < N; r += blockDim.x) m = nan_max(m, rowmax[r]);
+  for (int o = 16; o > 0; o >>= 1) m = nan_max(m, __shfl_down_sync(0xffffffffu, m, o));
   if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
   __syncthreads();
   if (threadIdx.x == 0) {
     T mm = -INFINITY;
-    for (int i = 0; i < (blockDim.x + 31) / 32; ++i) mm = fmax(mm, red[i]);
+    for (int i = 0; i < (blockDim.x + 31) / 32; ++i) mm = nan_max(mm, red[i]);
     rowmax[N] = mm;  // the slot after the N row maxima
   }
 }

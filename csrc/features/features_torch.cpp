@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "../common/alloc_checks.h"
 #include "../common/checks.h"
 #include "../common/device.h"
 #include "fwht.h"
@@ -82,22 +83,40 @@ void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
-at::Tensor alloc(c10::IntArrayRef lead, int64_t cols, const at::Tensor& like) {
+at::Tensor alloc(c10::IntArrayRef lead, int64_t cols, const at::Tensor& like, const char* name) {
   std::vector<int64_t> s(lead.begin(), lead.end());
   s.push_back(cols);
-  at::Tensor t = at::empty(s, like.options());
+  at::Tensor t = checked_empty(s, like.options(), name, "the output");
   advise_huge_pages(t);
   if (poison_outputs()) t.fill_(std::numeric_limits<double>::quiet_NaN());
   return t;
 }
 
-void check_scale(double scale) {
-  KF_CHECK_ARG(std::isfinite(scale) && scale > 0, "scale", "expected a positive finite number, got ", scale);
+// scale None: the default of kernelfuse.ops.features.default_scale, from the feature count D (computed
+// here, so that torch.compile does not bake a Python float of the shape into the graph).
+double resolve_scale(const std::optional<double>& scale, Kind kind, int64_t D) {
+  if (!scale.has_value()) return D <= 0 ? 1.0 : std::sqrt((kind == Kind::CosSin || kind == Kind::Positive ? 1.0 : 2.0) / double(D));
+  KF_CHECK_ARG(std::isfinite(*scale) && *scale > 0, "scale", "expected a positive finite number, got ", *scale);
+  return *scale;
+}
+
+void check_defined(const at::Tensor& t, const char* name) {
+  KF_CHECK_ARG(t.defined(), name, "expected a tensor, got None");
+}
+
+// grad and out of a backward op: defined, x's dtype and device.
+void check_grad_out(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x) {
+  check_defined(grad, "grad");
+  check_defined(out, "out");
+  check_same_device(grad, x, "grad", "x");
+  check_same_dtype(grad, x, "grad", "x");
+  check_same_device(out, x, "out", "x");
+  check_same_dtype(out, x, "out", "x");
 }
 
 // Row-max scratch of the Positive kind: (N + 1,), the last entry the global max (CUDA); else undefined.
 at::Tensor rowmax_scratch(Kind kind, int64_t N, const at::Tensor& x) {
-  return kind == Kind::Positive ? at::empty({N + 1}, x.options()) : at::Tensor();
+  return kind == Kind::Positive ? checked_empty({N + 1}, x.options(), "x", "the row-maximum scratch") : at::Tensor();
 }
 
 // The output-side fields random_features and structured_features share.
@@ -112,13 +131,14 @@ void set_output(P& p, const at::Tensor& out, const at::Tensor& rowmax, Kind kind
 
 // ---------------------------------------------------------------- fwht
 at::Tensor fwht(const at::Tensor& x, bool normalized) {
+  check_defined(x, "x");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected at least one dimension, got a scalar");
   check_float_dtype(x, "x", false);
   const int64_t n = x.size(-1);
   KF_CHECK_ARG(n >= 1 && (n & (n - 1)) == 0, "x", "the last dimension must be a power of two, got size ", n,
                " (x of shape ", shape_str(x), "); zero-pad it to ", (n <= 1 ? 1 : int64_t(1) << (64 - __builtin_clzll(n - 1))));
-  const at::Tensor xc = x.contiguous();
-  at::Tensor out = at::empty(x.sizes(), x.options());
+  const at::Tensor xc = checked_contiguous(x, "x");
+  at::Tensor out = checked_empty(x.sizes(), x.options(), "x", "the output");
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
   const int64_t rows = n ? x.numel() / n : 0;
   if (rows == 0) return out;
@@ -156,6 +176,8 @@ struct RF {
 
 RF check_rf(const at::Tensor& x, const at::Tensor& W, const std::optional<at::Tensor>& b) {
   RF r;
+  check_defined(x, "x");
+  check_defined(W, "W");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., d), got a scalar");
   check_float_dtype(x, "x", false);
   KF_CHECK_ARG(W.dim() == 2, "W", "expected shape (d, D) = (", x.size(-1), ", D), got ", shape_str(W));
@@ -165,26 +187,27 @@ RF check_rf(const at::Tensor& x, const at::Tensor& W, const std::optional<at::Te
   KF_CHECK_ARG(W.size(0) == r.d, "W", "expected ", r.d, " rows (the last dim of x ", shape_str(x), "), got W ",
                shape_str(W));
   r.D = W.size(1);
-  if (b.has_value()) {
+  if (b.has_value() && b->defined()) {
     check_same_dtype(*b, x, "b", "x");
     check_same_device(*b, x, "b", "x");
     KF_CHECK_ARG(b->dim() == 1 && b->size(0) == r.D, "b", "expected shape (", r.D, ",) (the columns of W ",
                  shape_str(W), "), got ", shape_str(*b));
-    r.b = b->contiguous();
+    r.b = checked_contiguous(*b, "b");
   }
   r.N = lead_rows(x);
-  r.x2 = x.reshape({r.N, r.d}).contiguous();
-  r.W = W.contiguous();
+  r.x2 = checked_contiguous(x, "x").reshape({r.N, r.d});
+  r.W = checked_contiguous(W, "W");
   return r;
 }
 
 at::Tensor random_features(const at::Tensor& x, const at::Tensor& W, const std::optional<at::Tensor>& b,
-                           c10::string_view kind_name, double scale, c10::string_view stabilize) {
+                           c10::string_view kind_name, std::optional<double> scale_opt, c10::string_view stabilize) {
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);
-  check_scale(scale);
   RF r = check_rf(x, W, b);
-  at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * r.D : r.D, x);
+  const double scale = resolve_scale(scale_opt, kind, r.D);
+  at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * r.D : r.D, x,
+                         r.D >= r.N ? "W" : "x");
   if (r.N == 0 || r.D == 0) return out;
   at::Tensor rowmax = rowmax_scratch(kind, r.N, x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "random_features", [&] {
@@ -239,11 +262,13 @@ std::pair<at::Tensor, at::Tensor> grad_z(const at::Tensor& g, const at::Tensor& 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> random_features_bwd(
     const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& W,
-    const std::optional<at::Tensor>& b, c10::string_view kind_name, double scale, c10::string_view stabilize,
-    bool need_x, bool need_W, bool need_b) {
+    const std::optional<at::Tensor>& b, c10::string_view kind_name, std::optional<double> scale_opt,
+    c10::string_view stabilize, bool need_x, bool need_W, bool need_b) {
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);
   RF r = check_rf(x, W, b);
+  check_grad_out(grad, out, x);
+  const double scale = resolve_scale(scale_opt, kind, r.D);
   const int64_t Dout = kind == Kind::CosSin ? 2 * r.D : r.D;
   KF_CHECK_ARG(grad.sizes() == out.sizes() && out.size(-1) == Dout && out.numel() == r.N * Dout, "grad",
                "expected the output's shape, got grad ", shape_str(grad), " and out ", shape_str(out));
@@ -274,6 +299,8 @@ SF check_sf(const at::Tensor& x, const at::Tensor& diag, const std::optional<at:
             const std::optional<at::Tensor>& b, c10::string_view block, int64_t n_features) {
   SF s;
   s.block = parse_block(block);
+  check_defined(x, "x");
+  check_defined(diag, "signs");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., d), got a scalar");
   check_float_dtype(x, "x", false);
   s.d = x.size(-1);
@@ -290,29 +317,29 @@ SF check_sf(const at::Tensor& x, const at::Tensor& diag, const std::optional<at:
                s.nblocks * s.P, ", got ", n_features);
   s.D = n_features;
   if (s.block == Block::Fastfood) {
-    KF_CHECK_ARG(perm.has_value(), "perm", "block='fastfood' needs a permutation tensor of shape (nblocks, P) = (",
+    KF_CHECK_ARG(perm.has_value() && perm->defined(), "perm", "block='fastfood' needs a permutation tensor of shape (nblocks, P) = (",
                  s.nblocks, ", ", s.P, ")");
     KF_CHECK_ARG(perm->scalar_type() == at::kLong && perm->dim() == 2 && perm->size(0) == s.nblocks &&
                      perm->size(1) == s.P,
                  "perm", "expected an int64 tensor of shape (", s.nblocks, ", ", s.P, "), got ", perm->scalar_type(),
                  " ", shape_str(*perm));
     check_same_device(*perm, x, "perm", "x");
-    s.perm = perm->contiguous();
+    s.perm = checked_contiguous(*perm, "perm");
     if (!on_device(x)) {  // on the device (no synchronisation here) the kernels give NaN for an index out of range
       const bool ok = s.perm.numel() == 0 || (s.perm.min().item<int64_t>() >= 0 && s.perm.max().item<int64_t>() < s.P);
       KF_CHECK_ARG(ok, "perm", "expected values in [0, ", s.P, ")");
     }
   }
-  if (b.has_value()) {
+  if (b.has_value() && b->defined()) {
     check_same_dtype(*b, x, "b", "x");
     check_same_device(*b, x, "b", "x");
     KF_CHECK_ARG(b->dim() == 1 && b->size(0) == s.D, "b", "expected shape (", s.D, ",) (n_features), got ",
                  shape_str(*b));
-    s.b = b->contiguous();
+    s.b = checked_contiguous(*b, "b");
   }
   s.N = lead_rows(x);
-  s.x2 = x.reshape({s.N, s.d}).contiguous();
-  s.diag = diag.contiguous();
+  s.x2 = checked_contiguous(x, "x").reshape({s.N, s.d});
+  s.diag = checked_contiguous(diag, "signs");
   return s;
 }
 
@@ -334,12 +361,13 @@ StructuredFeaturesParams<T> sf_params(const SF& s) {
 
 at::Tensor structured_features(const at::Tensor& x, const at::Tensor& signs, const std::optional<at::Tensor>& perm,
                                const std::optional<at::Tensor>& b, int64_t n_features, c10::string_view kind_name,
-                               c10::string_view block, double scale, c10::string_view stabilize) {
+                               c10::string_view block, std::optional<double> scale_opt, c10::string_view stabilize) {
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);
-  check_scale(scale);
   SF s = check_sf(x, signs, perm, b, block, n_features);
-  at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * s.D : s.D, x);
+  const double scale = resolve_scale(scale_opt, kind, s.D);
+  at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * s.D : s.D, x,
+                         s.D >= s.N ? "n_features" : "x");
   if (s.N == 0 || s.D == 0) return out;
   at::Tensor rowmax = rowmax_scratch(kind, s.N, x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "structured_features", [&] {
@@ -360,11 +388,13 @@ at::Tensor structured_features(const at::Tensor& x, const at::Tensor& signs, con
 std::tuple<at::Tensor, at::Tensor> structured_features_bwd(
     const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& signs,
     const std::optional<at::Tensor>& perm, const std::optional<at::Tensor>& b, int64_t n_features,
-    c10::string_view kind_name, c10::string_view block, double scale, c10::string_view stabilize, bool need_x,
-    bool need_b) {
+    c10::string_view kind_name, c10::string_view block, std::optional<double> scale_opt, c10::string_view stabilize,
+    bool need_x, bool need_b) {
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);
   SF s = check_sf(x, signs, perm, b, block, n_features);
+  check_grad_out(grad, out, x);
+  const double scale = resolve_scale(scale_opt, kind, s.D);
   const int64_t Dout = kind == Kind::CosSin ? 2 * s.D : s.D;
   KF_CHECK_ARG(grad.sizes() == out.sizes() && out.size(-1) == Dout && out.numel() == s.N * Dout, "grad",
                "expected the output's shape, got grad ", shape_str(grad), " and out ", shape_str(out));

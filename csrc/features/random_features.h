@@ -68,10 +68,17 @@ template <typename T>
 KF_HD T feature_scalar(Kind k, T z) {
   switch (k) {
     case Kind::Cos: return cos(z);
-    case Kind::Relu: return z > T(0) ? z : T(0);
-    case Kind::Step: return z > T(0) ? T(1) : T(0);
+    case Kind::Relu: return z <= T(0) ? T(0) : z;                     // NaN stays NaN
+    case Kind::Step: return z > T(0) ? T(1) : (z <= T(0) ? T(0) : z);  // NaN stays NaN
     default: return z;  // Positive / CosSin handled by the callers
   }
+}
+
+// max that propagates NaN (like torch.max): the stabilisers of "positive" use it, so that a NaN
+// pre-activation makes its row (global: every row) NaN instead of being skipped.
+template <typename T>
+KF_HD T nan_max(T a, T b) {
+  return (a != a) ? a : ((b > a || b != b) ? b : a);
 }
 
 }  // namespace kernelfuse::features

@@ -83,12 +83,12 @@ inline void epilogue_vec(Kind kind, typename simd::Vec<T>::type z, T scale, T sh
       break;
     case Kind::Relu: {
       const V zero = V{};
-      r = (z > zero ? z : zero) * scale;
+      r = (z <= zero ? zero : z) * scale;  // NaN stays NaN
       break;
     }
     case Kind::Step: {
       const V zero = V{};
-      r = (z > zero ? zero + 1 : zero) * scale;
+      r = (z > zero ? zero + 1 : (z <= zero ? zero : z)) * scale;  // NaN stays NaN
       break;
     }
   }
@@ -130,8 +130,8 @@ inline void microkernel(const T* __restrict xp, const T* __restrict wp, int64_t 
 template <typename T>
 T positive_row(T* row, int64_t D, T h, T scale) {
   T m = -std::numeric_limits<T>::infinity();
-  for (int64_t j = 0; j < D; ++j) m = std::max(m, row[j]);
-  if (!(m > -std::numeric_limits<T>::infinity())) m = T(0);  // all -inf / NaN: nothing to subtract
+  for (int64_t j = 0; j < D; ++j) m = nan_max(m, row[j]);
+  // all -inf (only from inf inputs) or NaN: subtracted as is, the row becomes NaN like the reference's
   using V = typename simd::Vec<T>::type;
   constexpr int W = simd::Vec<T>::W;
   const T shift = h + m;
@@ -149,7 +149,7 @@ T positive_row(T* row, int64_t D, T h, T scale) {
 template <typename T>
 void global_rescale(T* out, const T* m, int64_t N, int64_t D) {
   T M = -std::numeric_limits<T>::infinity();
-  for (int64_t i = 0; i < N; ++i) M = std::max(M, m[i]);
+  for (int64_t i = 0; i < N; ++i) M = nan_max(M, m[i]);
 #pragma omp parallel for schedule(static) if (N * D > 65536)
   for (int64_t i = 0; i < N; ++i) {
     const T f = std::exp(m[i] - M);

@@ -9,7 +9,9 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 
+#include "../common/alloc_checks.h"
 #include "../common/checks.h"
 #include "../common/device.h"
 #include "ssm_kernel.h"
@@ -37,6 +39,9 @@ Operands check_operands(const at::Tensor& log_dt, const at::Tensor& A_real, cons
                         const std::optional<at::Tensor>& B, const at::Tensor& C, c10::string_view discretization) {
   Operands o;
   o.disc = parse_discretization(discretization);
+  for (const auto& [t, name] : {std::pair<const at::Tensor*, const char*>{&log_dt, "log_dt"}, {&A_real, "A_real"},
+                                {&A_imag, "A_imag"}, {&C, "C"}})
+    KF_CHECK_ARG(t->defined(), name, "expected a tensor, got None");
   KF_CHECK_ARG(A_real.dim() == 2, "A_real", "expected shape (H, N), got ", shape_str(A_real));
   check_float_dtype(A_real, "A_real", false);
   o.H = A_real.size(0);
@@ -58,14 +63,14 @@ Operands check_operands(const at::Tensor& log_dt, const at::Tensor& A_real, cons
                  ", 2) (H, N from A_real ", shape_str(A_real), "), got ", shape_str(t));
   };
   pair(C, "C");
-  o.C = C.contiguous();
-  if (B.has_value()) {
+  o.C = checked_contiguous(C, "C");
+  if (B.has_value() && B->defined()) {
     pair(*B, "B");
-    o.B = B->contiguous();
+    o.B = checked_contiguous(*B, "B");
   }
-  o.log_dt = log_dt.contiguous();
-  o.A_real = A_real.contiguous();
-  o.A_imag = A_imag.contiguous();
+  o.log_dt = checked_contiguous(log_dt, "log_dt");
+  o.A_real = checked_contiguous(A_real, "A_real");
+  o.A_imag = checked_contiguous(A_imag, "A_imag");
   return o;
 }
 
@@ -89,7 +94,7 @@ at::Tensor ssm_kernel(const at::Tensor& log_dt, const at::Tensor& A_real, const 
                       c10::string_view discretization) {
   KF_CHECK_ARG(L >= 0, "L", "expected a length >= 0, got ", L);
   Operands o = check_operands(log_dt, A_real, A_imag, B, C, discretization);
-  at::Tensor K = at::empty({o.H, L}, o.A_real.options());
+  at::Tensor K = checked_empty({o.H, L}, o.A_real.options(), "L", "the kernel K (H, L)");
   if (o.H == 0 || L == 0) return K;
   AT_DISPATCH_FLOATING_TYPES(o.A_real.scalar_type(), "ssm_kernel", [&] {
     SsmKernelParams<scalar_t> p = make_params<scalar_t>(o, L);
@@ -110,12 +115,13 @@ at::Tensor ssm_kernel(const at::Tensor& log_dt, const at::Tensor& A_real, const 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssm_kernel_bwd(
     const at::Tensor& grad, const at::Tensor& log_dt, const at::Tensor& A_real, const at::Tensor& A_imag,
     const std::optional<at::Tensor>& B, const at::Tensor& C, c10::string_view discretization) {
+  KF_CHECK_ARG(grad.defined(), "grad", "expected a tensor, got None");
   Operands o = check_operands(log_dt, A_real, A_imag, B, C, discretization);
   check_same_device(grad, o.A_real, "grad", "A_real");
   check_same_dtype(grad, o.A_real, "grad", "A_real");
   KF_CHECK_ARG(grad.dim() == 2 && grad.size(0) == o.H, "grad", "expected shape (H, L) with H = ", o.H,
                " (the output's), got ", shape_str(grad));
-  const at::Tensor g = grad.contiguous();
+  const at::Tensor g = checked_contiguous(grad, "grad");
   const int64_t L = g.size(1);
   const auto opt = o.A_real.options();
   at::Tensor g_log_dt = at::empty({o.H}, opt), g_Ar = at::empty({o.H, o.N}, opt),

@@ -633,3 +633,18 @@ def test_regression_zero_input_dim():
     signs = torch.ones(2, 3, 1, dtype=torch.float64)
     out = sim_ops.structured_features(x, signs, None, b[:2], 2, "relu", "sorf", 1.0, "row")
     torch.testing.assert_close(out, torch.relu(b[:2]).expand(3, 2))
+
+
+def test_nan_propagates_like_the_reference():
+    """Issue 13: a NaN pre-activation makes relu / step NaN (not 0) and, for positive, its row (global:
+    every row) NaN, as torch.max does in the reference: the CUDA reductions propagate NaN."""
+    g = _gen(13)
+    x = torch.randn(70, 5, generator=g, dtype=torch.float64) * 0.5
+    W = torch.randn(5, 9, generator=g, dtype=torch.float64)
+    W[2, 3] = float("nan")
+    for dtype in F:
+        for kind, stab in (("relu", "row"), ("step", "row"), ("positive", "row"), ("positive", "global"),
+                           ("positive", "none"), ("cos", "row")):
+            out = sim_ops.random_features(x.to(dtype), W.to(dtype), None, kind, 0.5, stab)
+            exp = ref.random_features(x.to(dtype).double(), W.to(dtype).double(), kind=kind, scale=0.5, stabilize=stab)
+            assert torch.equal(out.isnan(), exp.isnan()) and out.isnan().any(), (kind, stab, dtype)

@@ -65,3 +65,17 @@ def check_devices(fn: str, *named) -> None:
             elif t.device != ref.device:
                 raise ValueError(f"kernelfuse.{fn}: argument '{nm}': expected a tensor on {ref.device} (the device "
                                  f"of '{ref_name}'), got one on {t.device}")
+
+
+def check_one_device(fn: str, named) -> None:
+    """All tensors of ``named`` ((name, tensor or None) pairs) on one device, else a ValueError naming
+    the argument that differs. The reference is the first tensor not on ``meta`` (the first tensor if
+    all are), so a meta tensor mixed with real ones is the one named. Called by the public wrappers
+    and the fake kernels: the dispatcher sends a call with any meta argument to the fake kernel, past
+    the C++ checks."""
+    ts = [(n, t) for n, t in named if isinstance(t, torch.Tensor)]
+    if not ts:
+        return
+    ref_name, ref = next(((n, t) for n, t in ts if t.device.type != "meta"), ts[0])
+    for n, t in ts:
+        check_same_device(t, ref, n, ref_name, fn)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from ._common import check_tensor
+from ._common import check_one_device, check_tensor
 
 _ops = torch.ops.kernelfuse
 
@@ -39,9 +39,11 @@ def _check_kind(fn, kind, stabilize):
                          f"expected one of: {', '.join(STABILIZERS)}")
 
 
-def _scale(fn, kind, scale, n):
+def _scale(fn, kind, scale):
+    """A validated float, or None: the op then computes default_scale(kind, D) from the shapes (no
+    Python float of a shape for torch.compile to specialise on)."""
     if scale is None:
-        return default_scale(kind, n)
+        return None
     try:
         s = float(scale)
     except (TypeError, ValueError):
@@ -98,9 +100,9 @@ def random_features(x: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor] 
     check_tensor(W, "W", "random_features")
     if b is not None:
         check_tensor(b, "b", "random_features")
+    check_one_device("random_features", (("x", x), ("W", W), ("b", b)))
     _check_kind("random_features", kind, stabilize)
-    n = W.shape[-1] if W.dim() == 2 else 0
-    return _ops.random_features(x, W, b, kind, _scale("random_features", kind, scale, n), stabilize)
+    return _ops.random_features(x, W, b, kind, _scale("random_features", kind, scale), stabilize)
 
 
 def structured_features(x: torch.Tensor, signs: torch.Tensor, *, kind: str = "cos", block: str = "sorf",
@@ -130,6 +132,10 @@ def structured_features(x: torch.Tensor, signs: torch.Tensor, *, kind: str = "co
     """
     check_tensor(x, "x", "structured_features")
     check_tensor(signs, "signs", "structured_features")
+    for t, name in ((perm, "perm"), (b, "b")):
+        if t is not None:
+            check_tensor(t, name, "structured_features")
+    check_one_device("structured_features", (("x", x), ("signs", signs), ("perm", perm), ("b", b)))
     _check_kind("structured_features", kind, stabilize)
     if not isinstance(block, str) or block not in BLOCKS:
         raise ValueError(f"kernelfuse.structured_features: argument 'block': unknown block {block!r}; "
@@ -139,44 +145,67 @@ def structured_features(x: torch.Tensor, signs: torch.Tensor, *, kind: str = "co
                          f"got {tuple(signs.shape)}")
     if n_features is None:
         n_features = signs.shape[0] * signs.shape[2]
-    n_features = int(n_features)
+    elif isinstance(n_features, bool) or not isinstance(n_features, (int, torch.SymInt)):
+        raise TypeError(f"kernelfuse.structured_features: argument 'n_features' must be an int or None, "
+                        f"got {type(n_features).__name__}")
     if block == "sorf":
         perm = None
     return _ops.structured_features(x, signs, perm, b, n_features, kind, block,
-                                    _scale("structured_features", kind, scale, n_features), stabilize)
+                                    _scale("structured_features", kind, scale), stabilize)
 
 
 # ---------------------------------------------------------------- fake kernels (torch.compile)
+# Outputs are fresh contiguous tensors, as the kernels return (new_empty of a shape, never
+# empty_like of an input, whose strides may be transposed); every tensor argument is checked for
+# one device (a meta argument among CPU ones is routed here by the dispatcher).
+def _dev(fn, **named):
+    check_one_device(fn, tuple(named.items()))
+
+
 @torch.library.register_fake("kernelfuse::fwht")
 def _(x, normalized):
-    return torch.empty_like(x)
+    return x.new_empty(x.shape)
 
 
 def _fake_features(x, D, kind):
     return x.new_empty((*x.shape[:-1], 2 * D if kind == "cos_sin" else D))
 
 
+def _fake_rf_check(x, W, b):
+    torch._check(x.dim() >= 1, lambda: "kernelfuse: argument 'x': expected shape (..., d), got a scalar")
+    torch._check(W.dim() == 2 and W.shape[0] == x.shape[-1],
+                 lambda: f"kernelfuse: argument 'W': expected shape (d, D) with d = {x.shape[-1]}, got {tuple(W.shape)}")
+
+
 @torch.library.register_fake("kernelfuse::random_features")
 def _(x, W, b, kind, scale, stabilize):
+    _dev("random_features", x=x, W=W, b=b)
+    _fake_rf_check(x, W, b)
     return _fake_features(x, W.shape[1], kind)
 
 
 @torch.library.register_fake("kernelfuse::random_features_bwd")
 def _(grad, out, x, W, b, kind, scale, stabilize, need_x, need_W, need_b):
-    return (torch.empty_like(x) if need_x else x.new_empty((0,)),
-            torch.empty_like(W) if need_W else x.new_empty((0,)),
-            torch.empty_like(b) if (need_b and b is not None) else x.new_empty((0,)))
+    _dev("random_features_bwd", grad=grad, out=out, x=x, W=W, b=b)
+    _fake_rf_check(x, W, b)
+    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+            x.new_empty(W.shape) if need_W else x.new_empty((0,)),
+            x.new_empty(b.shape) if (need_b and b is not None) else x.new_empty((0,)))
 
 
 @torch.library.register_fake("kernelfuse::structured_features")
 def _(x, signs, perm, b, n_features, kind, block, scale, stabilize):
+    _dev("structured_features", x=x, signs=signs, perm=perm, b=b)
+    torch._check(x.dim() >= 1, lambda: "kernelfuse: argument 'x': expected shape (..., d), got a scalar")
+    torch._check(n_features >= 0, lambda: f"kernelfuse: argument 'n_features': expected >= 0, got {n_features}")
     return _fake_features(x, n_features, kind)
 
 
 @torch.library.register_fake("kernelfuse::structured_features_bwd")
 def _(grad, out, x, signs, perm, b, n_features, kind, block, scale, stabilize, need_x, need_b):
-    return (torch.empty_like(x) if need_x else x.new_empty((0,)),
-            torch.empty_like(b) if (need_b and b is not None) else x.new_empty((0,)))
+    _dev("structured_features_bwd", grad=grad, out=out, x=x, signs=signs, perm=perm, b=b)
+    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+            x.new_empty(b.shape) if (need_b and b is not None) else x.new_empty((0,)))
 
 
 # ---------------------------------------------------------------- autograd

@@ -35,7 +35,8 @@ def _apply(z, x, kind, scale, stabilize):
     if kind == "relu":
         return scale * torch.relu(z)
     if kind == "step":
-        return scale * (z > 0).to(z.dtype)
+        # NaN propagates (as in the kernels): NaN in, NaN out, not a silent 0
+        return scale * torch.where(torch.isnan(z), torch.full_like(z, float("nan")), (z > 0).to(z.dtype))
     if kind == "positive":
         e = z - 0.5 * (x * x).sum(-1, keepdim=True)
         if stabilize == "row" and z.shape[-1] > 0:
