@@ -139,6 +139,13 @@ def test_compile_dynamic_no_recompile_per_length():
         n = 2 * L + 3
         torch.testing.assert_close(cf(u, k, n), ref.fftconv(u.double(), k.double()).float(), rtol=1e-4, atol=1e-4)
     assert len(frames) == 1, f"{len(frames)} compilations for 5 lengths"
+    # mark_dynamic on L: no ConstraintViolationError (the op does not specialise L)
+    torch._dynamo.reset()
+    cg = torch.compile(lambda u, k: kf.fftconv(u, k, mode="causal"), fullgraph=True, backend="aot_eager")
+    for L in (20, 41):
+        u = torch.randn(2, 3, L)
+        torch._dynamo.mark_dynamic(u, 2)
+        torch.testing.assert_close(cg(u, torch.randn(3, 5)).shape, u.shape)
 
 
 # ------------------------------------------------------------------ gradients, NaN, empty, views
@@ -296,4 +303,8 @@ def test_layers_bad_inputs():
     if m is None:
         pytest.skip("no LongConv")
     with pytest.raises(ValueError, match=r"argument '.*'.*device"):
-        m(torch.randn(2, 4, 16, device="meta"))
+        m(torch.randn(2, 16, 4, device="meta"))
+    with pytest.raises(ValueError, match=r"argument 'k'.*dtype"):
+        m(torch.randn(2, 16, 4, dtype=torch.float64))
+    y = m(torch.randn(2, 16, 4).transpose(0, 1).contiguous().transpose(0, 1))  # (B, L, H) layout
+    assert y.shape == (2, 16, 4) and torch.isfinite(y).all()
