@@ -64,7 +64,8 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
                              are the pair (k0, k1). ``reverse`` selects H3's convention instead.
         fft_size: FFT length n. None: the smallest 2^a 3^b 5^c 7^d >= L + Lk - 1 (causal),
             >= L + Lk (bidirectional), and L for circular. A larger n gives the same result;
-            a too small one (or n != L for circular) is an error.
+            a too small one (or n != L for circular) is an error, and so is n > 2^31 (also for the
+            automatic size of a too long L).
         skip: where D is applied. "input" (default): ``D * u``, the ungated input (this op's
             original convention; safari's LongConv and S4, which have no pregate, agree).
             "gated": ``D * (u * pregate)``, H3's ``fftconv_h3_ref`` and Hyena's convention
