@@ -39,11 +39,11 @@ KF_TORCH_LIBRARY(KF_LIBRARY_NAME, m) {
   // y = postgate * (conv(u * pregate, k) + D * s), s = u (skip "input") | u * pregate (skip "gated",
   // H3 / Hyena). u (B,H,L); k (H,taps) | (1,H,taps) | (B,H,taps); D (H,); gates (B,H,L);
   // mode "causal" | "bidirectional" | "circular"; fft_size None = automatic.
-  m.def("fftconv(Tensor u, Tensor k, Tensor? D, Tensor? pregate, Tensor? postgate, str mode, int? fft_size, "
+  m.def("fftconv(Tensor u, Tensor k, Tensor? D, Tensor? pregate, Tensor? postgate, str mode, SymInt? fft_size, "
         "str skip=\"input\") -> Tensor");
   // Backward twin: gradients for (u, k, D, pregate, postgate); an output not asked for is an empty tensor.
   m.def("fftconv_bwd(Tensor grad, Tensor u, Tensor k, Tensor? D, Tensor? pregate, Tensor? postgate, str mode, "
-        "int? fft_size, bool need_u, bool need_k, bool need_D, bool need_pregate, bool need_postgate, "
+        "SymInt? fft_size, bool need_u, bool need_k, bool need_D, bool need_pregate, bool need_postgate, "
         "str skip=\"input\") -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // ---- S4D convolution kernel (csrc/longconv/ssm_*) ----

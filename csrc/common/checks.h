@@ -33,6 +33,11 @@ inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const 
                "'), got one on ", t.device());
 }
 
+// A required Tensor argument given as None (an undefined tensor) from a raw op call.
+inline void check_defined(const at::Tensor& t, const char* name) {
+  KF_CHECK_ARG(t.defined(), name, "expected a Tensor, got None");
+}
+
 // Rows contiguous (last dim stride 1, rows packed); any batch stride is kept.
 inline at::Tensor rows_contiguous(const at::Tensor& t) {
   const int64_t nd = t.dim();

@@ -6,7 +6,8 @@
 
 #include <cstdint>
 #include <type_traits>
-#include <unordered_map>
+#include <map>
+#include <tuple>
 
 #include "fft_mkl.h"
 
@@ -77,10 +78,11 @@ const Api& api() {
 }
 
 // Per-thread plan cache: (n, rows, direction, precision) -> committed descriptor.
+// The key is the tuple itself (not a packed 64-bit word): sizes of any magnitude never collide.
 struct Cache {
-  std::unordered_map<uint64_t, Handle> plans;
+  std::map<std::tuple<int64_t, int64_t, bool, bool>, Handle> plans;
   Handle get(int64_t n, int64_t rows, bool forward, bool dbl) {
-    const uint64_t key = (uint64_t(n) << 24) ^ (uint64_t(rows) << 2) ^ (uint64_t(forward) << 1) ^ uint64_t(dbl);
+    const auto key = std::make_tuple(n, rows, forward, dbl);
     auto it = plans.find(key);
     if (it != plans.end()) return it->second;
     const Api& a = api();

@@ -64,6 +64,8 @@ int64_t next_fast_size(int64_t x) {
   }
 }
 
+constexpr int64_t kMaxFFTSize = int64_t(1) << 31;
+
 struct Problem {
   at::Tensor u, k, D, pre, post;  // contiguous; optional ones undefined (D: in k's dtype)
   // Mixed precision (half u): k and D are read in one type, float32 if either was given in float32;
@@ -97,6 +99,8 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
                       const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate,
                       c10::string_view mode, std::optional<int64_t> fft_size, c10::string_view skip) {
   Problem p;
+  check_defined(u, "u");
+  check_defined(k, "k");
   p.mode = parse_mode(mode);
   p.skip_gated = parse_skip(skip);
   KF_CHECK_ARG(u.dim() == 3, "u", "expected shape (B, H, L), got ", shape_str(u));
@@ -122,6 +126,30 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
   }
   KF_CHECK_ARG(p.Lk <= p.L, "k", "mode '", std::string(mode), "' needs a kernel no longer than the sequence: Lk = ",
                p.Lk, " > L = ", p.L, " (k ", shape_str(k), ", u ", shape_str(u), ")");
+  int64_t need = 0;
+  switch (p.mode) {
+    case ConvMode::Causal: need = p.L + p.Lk - 1; break;
+    case ConvMode::Bidirectional: need = p.L + p.Lk; break;
+    case ConvMode::Circular: need = p.L; break;
+  }
+  // Size limit (before anything is allocated): n <= 2^31. Every index in the stages is 64-bit, so
+  // B * H * L and rows * n may pass 2^31; one FFT row of 2^31 already takes 16 GiB (complex float).
+  KF_CHECK_ARG(fft_size.has_value() || need <= kMaxFFTSize, "u", "sequence length L = ", p.L, " too long: mode '",
+               std::string(mode), "' needs an FFT size of ", need, ", more than the supported maximum 2^31 = ",
+               kMaxFFTSize, " (u ", shape_str(u), ")");
+  if (fft_size.has_value()) {
+    const int64_t n = *fft_size;
+    KF_CHECK_ARG(n <= kMaxFFTSize, "fft_size", "expected at most 2^31 = ", kMaxFFTSize, ", got ", n);
+    if (p.mode == ConvMode::Circular) {
+      KF_CHECK_ARG(n == p.L, "fft_size", "mode 'circular' has period L: expected fft_size = L = ", p.L, ", got ", n);
+    } else {
+      KF_CHECK_ARG(n >= need, "fft_size", "too small for mode '", std::string(mode), "': expected >= ",
+                   (p.mode == ConvMode::Causal ? "L + Lk - 1 = " : "L + Lk = "), need, ", got ", n);
+    }
+    p.n = n;
+  } else {
+    p.n = p.mode == ConvMode::Circular ? p.L : next_fast_size(need);
+  }
   p.k_dtype = k.scalar_type();
   p.per_batch = k.dim() == 3 && k.size(0) == p.B && p.B != 1;
   p.k = (k.dim() == 3 && !p.per_batch) ? k.reshape({p.H, taps}).contiguous() : k.contiguous();
@@ -145,24 +173,6 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
   p.pre = gate(pregate, "pregate");
   p.post = gate(postgate, "postgate");
   p.u = u.contiguous();
-  int64_t need = 0;
-  switch (p.mode) {
-    case ConvMode::Causal: need = p.L + p.Lk - 1; break;
-    case ConvMode::Bidirectional: need = p.L + p.Lk; break;
-    case ConvMode::Circular: need = p.L; break;
-  }
-  if (fft_size.has_value()) {
-    const int64_t n = *fft_size;
-    if (p.mode == ConvMode::Circular) {
-      KF_CHECK_ARG(n == p.L, "fft_size", "mode 'circular' has period L: expected fft_size = L = ", p.L, ", got ", n);
-    } else {
-      KF_CHECK_ARG(n >= need, "fft_size", "too small for mode '", std::string(mode), "': expected >= ",
-                   (p.mode == ConvMode::Causal ? "L + Lk - 1 = " : "L + Lk = "), need, ", got ", n);
-    }
-    p.n = n;
-  } else {
-    p.n = p.mode == ConvMode::Circular ? p.L : next_fast_size(need);
-  }
   return p;
 }
 
@@ -559,7 +569,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fftconv_b
     const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate, c10::string_view mode,
     std::optional<int64_t> fft_size, bool need_u, bool need_k, bool need_D, bool need_pregate, bool need_postgate,
     c10::string_view skip) {
+  check_defined(grad, "grad");
   Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size, skip);
+  check_same_device(grad, u, "grad", "u");
   KF_CHECK_ARG(grad.sizes() == u.sizes(), "grad", "expected the shape of u ", shape_str(u), ", got ",
                shape_str(grad));
   check_like_u(grad, u, "grad");
@@ -568,8 +580,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fftconv_b
                          to_float(postgate), mode, pb.n, need_u, need_k, need_D, need_pregate, need_postgate, skip);
     const auto st = u.scalar_type();
     const auto D_st = D.has_value() ? D->scalar_type() : st;
-    return {std::get<0>(r).to(st), std::get<1>(r).to(k.scalar_type()), std::get<2>(r).to(D_st),
-            std::get<3>(r).to(st), std::get<4>(r).to(st)};
+    // An output not asked for: empty in u's dtype (as on CUDA and in the fake kernel).
+    auto cast = [&](const at::Tensor& t, bool need, at::ScalarType dt) { return t.to(need ? dt : st); };
+    const bool has_D = D.has_value(), has_pre = pregate.has_value(), has_post = postgate.has_value();
+    return {cast(std::get<0>(r), need_u, st), cast(std::get<1>(r), need_k, k.scalar_type()),
+            cast(std::get<2>(r), need_D && has_D, D_st), cast(std::get<3>(r), need_pregate && has_pre, st),
+            cast(std::get<4>(r), need_postgate && has_post, st)};
   }
   const at::Tensor g = grad.contiguous();
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> res;

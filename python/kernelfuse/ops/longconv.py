@@ -64,7 +64,8 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
                              are the pair (k0, k1). ``reverse`` selects H3's convention instead.
         fft_size: FFT length n. None: the smallest 2^a 3^b 5^c 7^d >= L + Lk - 1 (causal),
             >= L + Lk (bidirectional), and L for circular. A larger n gives the same result;
-            a too small one (or n != L for circular) is an error.
+            a too small one (or n != L for circular) is an error, and so is n > 2^31 (also for the
+            automatic size of a too long L).
         skip: where D is applied. "input" (default): ``D * u``, the ungated input (this op's
             original convention; safari's LongConv and S4, which have no pregate, agree).
             "gated": ``D * (u * pregate)``, H3's ``fftconv_h3_ref`` and Hyena's convention
@@ -122,15 +123,45 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
 
 
 # ---------------------------------------------------------------- fake kernels (torch.compile)
+MAX_FFT_SIZE = 2 ** 31  # the ops' limit on the FFT size n (csrc/longconv/fftconv_torch.cpp)
+
+
+def _fake_checks(tensors, mode, fft_size):
+    """The checks of the C++ kernels that the fake (meta) kernels must repeat: the dispatcher runs
+    the fake kernel whenever any argument is a meta tensor, so a meta tensor mixed with CPU ones
+    would otherwise return uninitialised memory. tensors: (name, tensor or None, required), u first."""
+    for name, t, required in tensors:
+        if t is None and required:
+            raise ValueError(f"kernelfuse: argument '{name}': expected a Tensor, got None")
+    u = tensors[0][1] if tensors[0][0] == "u" else tensors[1][1]
+    for name, t, _ in tensors:
+        if t is not None and t.device != u.device:
+            raise ValueError(f"kernelfuse: argument '{name}': expected a tensor on {u.device} (the device of 'u'), "
+                             f"got one on {t.device}")
+    if u.dim() != 3:
+        raise ValueError(f"kernelfuse: argument 'u': expected shape (B, H, L), got {list(u.shape)}")
+    if fft_size is not None:
+        torch._check_value(fft_size <= MAX_FFT_SIZE,
+                     lambda: f"kernelfuse: argument 'fft_size': expected at most 2^31 = {MAX_FFT_SIZE}, got {fft_size}")
+    elif mode == "circular":
+        torch._check_value(u.shape[-1] <= MAX_FFT_SIZE, lambda: f"kernelfuse: argument 'u': sequence length L = "
+                     f"{u.shape[-1]} too long: more than the supported maximum FFT size 2^31 = {MAX_FFT_SIZE}")
+    return u
+
+
 @torch.library.register_fake("kernelfuse::fftconv")
 def _(u, k, D, pregate, postgate, mode, fft_size, skip="input"):
-    torch._check(u.dim() == 3, lambda: f"kernelfuse: argument 'u': expected shape (B, H, L), got {tuple(u.shape)}")
-    return u.new_empty(u.shape)
+    _fake_checks((("u", u, True), ("k", k, True), ("D", D, False), ("pregate", pregate, False),
+                  ("postgate", postgate, False)), mode, fft_size)
+    return u.new_empty(u.shape)  # contiguous, as the kernels' output (whatever u's strides)
 
 
 @torch.library.register_fake("kernelfuse::fftconv_bwd")
 def _(grad, u, k, D, pregate, postgate, mode, fft_size, need_u, need_k, need_D, need_pregate, need_postgate,
       skip="input"):
+    _fake_checks((("u", u, True), ("grad", grad, True), ("k", k, True), ("D", D, False),
+                  ("pregate", pregate, False), ("postgate", postgate, False)), mode, fft_size)
+
     def like(t, need):
         return t.new_empty(t.shape) if (need and t is not None) else u.new_empty((0,))
     return like(u, need_u), like(k, need_k), like(D, need_D), like(pregate, need_pregate), like(postgate, need_postgate)
