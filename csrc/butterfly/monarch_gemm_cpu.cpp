@@ -1,12 +1,12 @@
 // MKL strided batched GEMM found at run time (see monarch_gemm.h). Torch-free.
 #include <dlfcn.h>
-#include <link.h>
 
 #include <complex>
 #include <cstring>
 #include <limits>
 #include <vector>
 
+#include "../common/mkl_symbols.h"
 #include "monarch_gemm.h"
 
 namespace kernelfuse::butterfly {
@@ -21,37 +21,12 @@ using BatchFn = void (*)(int layout, const int* transa, const int* transb, const
                          const void* alpha, const void** a, const int* lda, const void** b, const int* ldb,
                          const void* beta, void** c, const int* ldc, int group_count, const int* group_size);
 
-// A library already loaded in the process that carries MKL's BLAS (torch's libtorch_cpu, or an
-// MKL runtime), opened again without loading anything new; null if there is none.
-void* loaded_library_with_mkl() {
-  struct Found {
-    void* handle = nullptr;
-  } found;
-  dl_iterate_phdr(
-      [](struct dl_phdr_info* info, size_t, void* data) -> int {
-        auto* f = static_cast<Found*>(data);
-        const char* name = info->dlpi_name;
-        if (!name || !*name || (!std::strstr(name, "libtorch_cpu") && !std::strstr(name, "libmkl_rt"))) return 0;
-        void* h = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
-        if (h && dlsym(h, "cblas_sgemm_batch")) {
-          f->handle = h;
-          return 1;
-        }
-        return 0;
-      },
-      &found);
-  return found.handle;
-}
-
 struct Api {
   BatchFn s = nullptr, d = nullptr, c = nullptr, z = nullptr;
   bool ok = false;
   Api() {
-    void* h = RTLD_DEFAULT;
-    if (!dlsym(h, "cblas_sgemm_batch")) {
-      h = loaded_library_with_mkl();
-      if (!h) return;
-    }
+    void* h = common::mkl_handle_with("cblas_sgemm_batch");
+    if (!h) return;
     s = reinterpret_cast<BatchFn>(dlsym(h, "cblas_sgemm_batch"));
     d = reinterpret_cast<BatchFn>(dlsym(h, "cblas_dgemm_batch"));
     c = reinterpret_cast<BatchFn>(dlsym(h, "cblas_cgemm_batch"));

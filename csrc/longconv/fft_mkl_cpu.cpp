@@ -1,6 +1,5 @@
 // MKL DFTI batched real FFTs found at run time (see fft_mkl.h). Torch-free.
 #include <dlfcn.h>
-#include <link.h>
 
 #include <cstring>
 
@@ -9,6 +8,7 @@
 #include <map>
 #include <tuple>
 
+#include "../common/mkl_symbols.h"
 #include "fft_mkl.h"
 
 namespace kernelfuse::longconv {
@@ -26,28 +26,6 @@ using CommitFn = long (*)(Handle);
 using ComputeFn = long (*)(Handle, void*, ...);
 using FreeFn = long (*)(Handle*);
 
-// A library already loaded in the process that carries MKL's DFTI (torch's libtorch_cpu, or an
-// MKL runtime), opened again without loading anything new; null if there is none.
-void* loaded_library_with_mkl() {
-  struct Found {
-    void* handle = nullptr;
-  } found;
-  dl_iterate_phdr(
-      [](struct dl_phdr_info* info, size_t, void* data) -> int {
-        auto* f = static_cast<Found*>(data);
-        const char* name = info->dlpi_name;
-        if (!name || !*name || (!std::strstr(name, "libtorch_cpu") && !std::strstr(name, "libmkl_rt"))) return 0;
-        void* h = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
-        if (h && dlsym(h, "DftiCreateDescriptor_s_1d")) {
-          f->handle = h;
-          return 1;
-        }
-        return 0;
-      },
-      &found);
-  return found.handle;
-}
-
 struct Api {
   CreateFn create_s = nullptr, create_d = nullptr;
   SetFn set = nullptr;
@@ -56,11 +34,8 @@ struct Api {
   FreeFn free_ = nullptr;
   bool ok = false;
   Api() {
-    void* h = RTLD_DEFAULT;  // (a null handle: the global scope and ours)
-    if (!dlsym(h, "DftiCreateDescriptor_s_1d")) {
-      h = loaded_library_with_mkl();
-      if (!h) return;
-    }
+    void* h = common::mkl_handle_with("DftiCreateDescriptor_s_1d");
+    if (!h) return;
     create_s = reinterpret_cast<CreateFn>(dlsym(h, "DftiCreateDescriptor_s_1d"));
     create_d = reinterpret_cast<CreateFn>(dlsym(h, "DftiCreateDescriptor_d_1d"));
     set = reinterpret_cast<SetFn>(dlsym(h, "DftiSetValue"));
