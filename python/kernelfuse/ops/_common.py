@@ -48,34 +48,29 @@ def check_like(t, ref, name: str, ref_name: str, fn: str) -> None:
     check_same_device(t, ref, name, ref_name, fn)
 
 
-def check_devices(fn: str, *named) -> None:
-    """All tensors among ``named`` ((name, tensor | None | list of tensors) pairs) on one device, that
-    of the first tensor; else a ValueError naming the argument that differs, its device and the
-    expected one. For the fake (meta) kernels and the wrappers: the dispatcher routes a call with
-    any meta tensor argument to the Meta kernel, past the C++ checks."""
-    ref = ref_name = None
+def _named_tensors(named):
+    """(name, tensor) of every tensor among (name, tensor | None | list of tensors) pairs; list items
+    are named ``name[i]``."""
     for name, value in named:
-        items = [(name, value)] if not isinstance(value, (list, tuple)) else \
-            [(f"{name}[{i}]", v) for i, v in enumerate(value)]
-        for nm, t in items:
-            if not isinstance(t, torch.Tensor):
-                continue
-            if ref is None:
-                ref, ref_name = t, nm
-            elif t.device != ref.device:
-                raise ValueError(f"kernelfuse.{fn}: argument '{nm}': expected a tensor on {ref.device} (the device "
-                                 f"of '{ref_name}'), got one on {t.device}")
+        items = [(f"{name}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, (list, tuple)) \
+            else [(name, value)]
+        yield from ((n, t) for n, t in items if isinstance(t, torch.Tensor))
+
+
+def check_devices(fn: str, *named, name_meta: bool = False) -> None:
+    """All tensors among ``named`` ((name, tensor | None | list of tensors) pairs) on one device, else
+    a ValueError naming the argument that differs, its device and the expected one (check_same_device).
+    The reference is the first tensor, or with ``name_meta`` the first one not on ``meta`` (so a meta
+    tensor mixed with real ones is the one named). For the fake (meta) kernels and the wrappers: the
+    dispatcher routes a call with any meta tensor argument to the Meta kernel, past the C++ checks."""
+    ts = list(_named_tensors(named))
+    if not ts:
+        return
+    ref_name, ref = next(((n, t) for n, t in ts if t.device.type != "meta"), ts[0]) if name_meta else ts[0]
+    for n, t in ts:
+        check_same_device(t, ref, n, ref_name, fn)
 
 
 def check_one_device(fn: str, named) -> None:
-    """All tensors of ``named`` ((name, tensor or None) pairs) on one device, else a ValueError naming
-    the argument that differs. The reference is the first tensor not on ``meta`` (the first tensor if
-    all are), so a meta tensor mixed with real ones is the one named. Called by the public wrappers
-    and the fake kernels: the dispatcher sends a call with any meta argument to the fake kernel, past
-    the C++ checks."""
-    ts = [(n, t) for n, t in named if isinstance(t, torch.Tensor)]
-    if not ts:
-        return
-    ref_name, ref = next(((n, t) for n, t in ts if t.device.type != "meta"), ts[0])
-    for n, t in ts:
-        check_same_device(t, ref, n, ref_name, fn)
+    """:func:`check_devices` of a list of pairs, naming the meta tensor among real ones."""
+    check_devices(fn, *named, name_meta=True)
