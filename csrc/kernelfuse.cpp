@@ -97,6 +97,22 @@ KF_TORCH_LIBRARY(KF_LIBRARY_NAME, m) {
   m.def("kron_posterior_var(Tensor[] factors, Tensor noise, Tensor[] cross_factors, str targets, Tensor? prior_var, "
         "Tensor? eig) -> Tensor");
 
+  // ---- NNGP / NTK of deep fully connected networks (csrc/nngp) ----
+  // out = K(x, y) @ weights without the m x n matrix; K the NNGP (ntk false) or NTK of a network of
+  // `depth` hidden layers, activation "relu" | "erf" | "step", weight / bias variances sigma_w2 /
+  // sigma_b2 (NTK parameterisation; csrc/nngp/nngp_matmul.h). x (m,d), y (n,d), weights (n,) | (n,c).
+  m.def("nngp_matmul(Tensor x, Tensor y, Tensor weights, int depth, str activation, float sigma_w2, "
+        "float sigma_b2, bool ntk) -> Tensor");
+  // Backward twin: gradients for (x, y, weights); an output not asked for is an empty tensor.
+  m.def("nngp_matmul_bwd(Tensor grad, Tensor x, Tensor y, Tensor weights, int depth, str activation, "
+        "float sigma_w2, float sigma_b2, bool ntk, bool need_x, bool need_y, bool need_weights) "
+        "-> (Tensor, Tensor, Tensor)");
+  // The kernel matrix K(x1, x2) (m, n) by the same kernels, and its backward twin (x1, x2 gradients).
+  m.def("nngp_kernel(Tensor x1, Tensor x2, int depth, str activation, float sigma_w2, float sigma_b2, bool ntk) "
+        "-> Tensor");
+  m.def("nngp_kernel_bwd(Tensor grad, Tensor x1, Tensor x2, int depth, str activation, float sigma_w2, "
+        "float sigma_b2, bool ntk, bool need_x1, bool need_x2) -> (Tensor, Tensor)");
+
   // ---- random features (csrc/features) ----
   // Fast Walsh-Hadamard transform of the last dim (a power of two); normalized: times 1/sqrt(n).
   m.def("fwht(Tensor x, bool normalized) -> Tensor");

@@ -14,6 +14,7 @@ from .ops.gp import grid_kernel  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
 from .ops.kron import kron_gp_mll, kron_matmul, kron_posterior, kron_solve  # noqa: E402
 from .ops.longconv import fftconv  # noqa: E402
+from .ops.nngp import nngp_matmul  # noqa: E402
 from .ops.ssm import ssm_kernel  # noqa: E402
 
 __version__ = _C.build_info()["version"]
@@ -36,7 +37,7 @@ __all__ = [
     # ops
     "butterfly_multiply", "fftconv", "fwht", "grid_kernel", "kernel_logsumexp", "kernel_sum",
     "kron_gp_mll", "kron_matmul", "kron_posterior", "kron_solve", "monarch_fft", "monarch_irfft",
-    "monarch_multiply", "monarch_rfft", "random_features", "ssm_kernel", "structured_features",
+    "monarch_multiply", "monarch_rfft", "nngp_matmul", "random_features", "ssm_kernel", "structured_features",
     # build and threads
     "build_info", "get_num_threads", "set_num_threads",
 ]

@@ -1,0 +1,82 @@
+"""CUDA simulator tests of the nngp family (csrc/nngp/nngp_matmul_cuda.cu): nngp_matmul(_bwd) and
+nngp_kernel(_bwd) as torch.ops.kernelfuse_sim.* (the CUDA branch of the torch glue, every launch under
+the simulator), compared with the float64 reference kernelfuse.reference.nngp (backward: autograd
+through the reference).
+
+Launch shapes reached (nngp_matmul_cuda.cu; 128 queries per block, tiles of 32 points, 32-dimension
+staging chunks, 8 weight columns / 16 gradient dimensions per grid.y):
+  nngp_fwd_kernel    m across 128 (1, 129), n across 32 (1, 33, 65), d across 32 (1, 33), c = 1, 9
+                     (two column chunks), Matrix mode (nngp_kernel), n = 0 (memset path)
+  nngp_gradx_kernel  the x and y gradients of both ops (the matrix gradient as coefficients), d = 17
+                     (two gradient chunks), c = 9 (two weight-column chunks)
+"""
+import pytest
+import torch
+
+from kernelfuse.reference import nngp as ref
+
+from conftest import assert_close_to_ref, count_launches, run_schedules, sim_ops
+
+ACTS = ("relu", "erf", "step")
+FWD, GRADX = "nngp_matmul: nngp_fwd_kernel", "nngp_matmul: nngp_gradx_kernel"
+
+
+def _data(m, n, d, c, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, d, generator=g, dtype=torch.float64)
+    y = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(n, generator=g, dtype=torch.float64) if c is None else torch.randn(n, c, generator=g,
+                                                                                         dtype=torch.float64)
+    return x.to(dtype), y.to(dtype), w.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("act", ACTS)
+def test_forward(act, dtype):
+    for i, (m, n, d, c, ntk) in enumerate([(1, 1, 1, None, False), (129, 33, 33, 9, True), (5, 65, 3, 1, False),
+                                           (3, 0, 2, 2, True)]):
+        x, y, w = _data(m, n, d, c, dtype, seed=i)
+        with count_launches(FWD) as cl:
+            out = sim_ops.nngp_matmul(x, y, w, 2, act, 1.7, 0.1, ntk)
+        assert cl[FWD] == (1 if n else 0)
+        exp = ref.nngp_matmul(x.double(), y.double(), w.double(), 2, act, 1.7, 0.1, ntk)
+        assert_close_to_ref(out, exp, dtype, factor=1.0 if dtype == torch.float64 else 20.0,
+                            atol_scale=max(1.0, float(w.abs().sum(0).max()) if n else 1.0))
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_kernel_matrix(act):
+    x, y, _ = _data(130, 34, 5, 1, torch.float64, seed=3)
+    for ntk in (False, True):
+        K = sim_ops.nngp_kernel(x, y, 3, act, 1.4, 0.2, ntk)
+        E = (ref.ntk_kernel if ntk else ref.nngp_kernel)(x, y, 3, act, sigma_w2=1.4, sigma_b2=0.2)
+        assert_close_to_ref(K, E, torch.float64)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_backward(act):
+    for dtype in (torch.float64, torch.float32):
+        x, y, w = _data(7, 40, 17, 9, dtype, seed=4)
+        g = torch.randn(7, 9, dtype=dtype)
+        for ntk in (False, True):
+            with count_launches(GRADX, FWD) as cl:
+                gx, gy, gw = sim_ops.nngp_matmul_bwd(g, x, y, w, 2, act, 1.5, 0.1, ntk, True, True, True)
+            assert cl[GRADX] == 2 and cl[FWD] == 1
+            xd, yd, wd = (t.double().requires_grad_(True) for t in (x, y, w))
+            exp = torch.autograd.grad(ref.nngp_matmul(xd, yd, wd, 2, act, 1.5, 0.1, ntk), (xd, yd, wd), g.double())
+            for a, b in zip((gx, gy, gw), exp):
+                assert_close_to_ref(a, b, dtype, factor=1.0 if dtype == torch.float64 else 50.0)
+        # the matrix op's backward (coefficients from the matrix gradient)
+        G = torch.randn(7, 40, dtype=dtype)
+        g1, g2 = sim_ops.nngp_kernel_bwd(G, x, y, 2, act, 1.5, 0.1, True, True, True)
+        xd, yd = (t.double().requires_grad_(True) for t in (x, y))
+        e1, e2 = torch.autograd.grad(ref.ntk_kernel(xd, yd, 2, act, sigma_w2=1.5, sigma_b2=0.1), (xd, yd), G.double())
+        assert_close_to_ref(g1, e1, dtype, factor=1.0 if dtype == torch.float64 else 50.0)
+        assert_close_to_ref(g2, e2, dtype, factor=1.0 if dtype == torch.float64 else 50.0)
+
+
+def test_schedules():
+    x, y, w = _data(130, 35, 9, 3, torch.float32, seed=9)
+    g = torch.randn(130, 3)
+    run_schedules(lambda: sim_ops.nngp_matmul(x, y, w, 2, "relu", 2.0, 0.0, True))
+    run_schedules(lambda: sim_ops.nngp_matmul_bwd(g, x, y, w, 2, "erf", 2.0, 0.1, True, True, False, False)[0])
