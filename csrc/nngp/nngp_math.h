@@ -30,6 +30,31 @@ template <typename T> struct Cfg {
 
 constexpr double kPi = 3.14159265358979323846;
 
+// sqrt in T (the unqualified host sqrt of a float is the double one)
+template <typename T> KF_HD T kf_sqrt(T v) {
+#if defined(__CUDA_ARCH__)
+  return sqrt(v);
+#else
+  return std::sqrt(v);
+#endif
+}
+
+// acos / asin in T (on the host the unqualified calls of a float would be the double ones)
+template <typename T> KF_HD T kf_acos(T c) {
+#if defined(__CUDA_ARCH__)
+  return acos(c);
+#else
+  return std::acos(c);
+#endif
+}
+template <typename T> KF_HD T kf_asin(T z) {
+#if defined(__CUDA_ARCH__)
+  return asin(z);
+#else
+  return std::asin(z);
+#endif
+}
+
 // Layer expectations at (k11, k12, k22): F = E[phi phi], G = E[phi' phi'] and their partials.
 template <typename T> struct LayerOut {
   T F, F12, F11, F22, G, G12, G11, G22;
@@ -44,10 +69,10 @@ KF_HD LayerOut<T> layer(T k11, T k12, T k22) {
     const T A = a1 * a2;
     T D = A - T(4) * k12 * k12;
     D = D < T(1e-30) ? T(1e-30) : D;
-    T z = T(2) * k12 / sqrt(A);
+    T z = T(2) * k12 / kf_sqrt(A);
     z = z > T(1) ? T(1) : (z < T(-1) ? T(-1) : z);
-    const T isd = T(1) / sqrt(D);
-    o.F = T(2.0 / kPi) * asin(z);
+    const T isd = T(1) / kf_sqrt(D);
+    o.F = T(2.0 / kPi) * kf_asin(z);
     o.G = T(4.0 / kPi) * isd;
     if constexpr (GRAD) {
       o.F12 = o.G;
@@ -59,15 +84,15 @@ KF_HD LayerOut<T> layer(T k11, T k12, T k22) {
       o.G22 = -T(4.0 / kPi) * a1 * isd3;
     }
   } else {
-    const T r = sqrt(k11 * k22);
+    const T r = kf_sqrt(k11 * k22);
     T c = r > T(0) ? k12 / r : T(0);
     // |c| within 16 ulp of 1 is taken as parallel: acos has an infinite slope there, so the
     // rounding of x.y against |x|^2 (different summation orders) would otherwise show as
-    // sqrt(ulp) errors on the diagonal (and ulp^(1/2^depth) for the step kernel's deep layers)
+    // kf_sqrt(ulp) errors on the diagonal (and ulp^(1/2^depth) for the step kernel's deep layers)
     const T snap = T(16) * (sizeof(T) == 8 ? T(2.220446049250313e-16) : T(1.1920929e-07));
     c = c >= T(1) - snap ? T(1) : (c <= T(-1) + snap ? T(-1) : c);
-    const T st = sqrt(T(1) - c * c);
-    const T t = acos(c);
+    const T st = kf_sqrt(T(1) - c * c);
+    const T t = kf_acos(c);
     const T G = (T(kPi) - t) * inv2pi;  // E[step step], unit-free
     // 1 / (2 pi r sin t) and -c / (4 pi k sin t), 0 where singular
     const bool ok = r > T(0) && st > T(0);
@@ -108,8 +133,8 @@ KF_HD void diag(T k, T& f, T& df) {
     df = T(0);
   } else {
     const T a = T(1) + T(2) * k;
-    f = T(2.0 / kPi) * asin(T(2) * k / a);
-    df = T(4.0 / kPi) / (a * sqrt(T(1) + T(4) * k));
+    f = T(2.0 / kPi) * kf_asin(T(2) * k / a);
+    df = T(4.0 / kPi) / (a * kf_sqrt(T(1) + T(4) * k));
   }
 }
 

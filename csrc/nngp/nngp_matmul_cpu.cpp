@@ -22,6 +22,83 @@ namespace {
 constexpr int64_t QB = 16;   // queries per task
 constexpr int64_t TP = 128;  // points per tile
 
+// Per-pair state of the forward-mode recursion (nngp_math.h pair()), structure of arrays over a
+// tile: k12 and its partials (s, nx, ny), k22 and d k22 / d ny, Theta and its partials. k11 and
+// d k11 / d nx belong to the query row: scalars.
+template <typename T> struct State {
+  std::vector<T> k12, as, ax, ay, k22, d22, th, ts, tx, ty;
+  explicit State(int64_t n) : k12(n), as(n), ax(n), ay(n), k22(n), d22(n), th(n), ts(n), tx(n), ty(n) {}
+};
+
+template <Activation ACT, bool GRAD, typename T>
+void recursion(const Cfg<T>& cf, T nx, const T* __restrict S, const T* __restrict NY, int64_t nt, T* __restrict KV,
+               T* __restrict KS, T* __restrict KX, State<T>& st) {
+  T* __restrict k12 = st.k12.data();
+  T* __restrict as = st.as.data();
+  T* __restrict ax = st.ax.data();
+  T* __restrict k22 = st.k22.data();
+  T* __restrict d22 = st.d22.data();
+  T* __restrict th = st.th.data();
+  T* __restrict ts = st.ts.data();
+  T* __restrict tx = st.tx.data();
+  const T a0 = cf.sw2 * cf.inv_d, sw2 = cf.sw2, sb2 = cf.sb2;
+  const bool ntk = cf.ntk;
+  T k11 = a0 * nx + sb2, d11 = a0;
+#pragma omp simd
+  for (int64_t i = 0; i < nt; ++i) {
+    k12[i] = a0 * S[i] + sb2;
+    k22[i] = a0 * NY[i] + sb2;
+    as[i] = a0;
+    ax[i] = T(0);
+    d22[i] = a0;
+    th[i] = k12[i];
+    ts[i] = a0;
+    tx[i] = T(0);
+  }
+  for (int32_t h = 0; h < cf.depth; ++h) {
+#pragma omp simd
+    for (int64_t i = 0; i < nt; ++i) {
+      const LayerOut<T> o = layer<ACT, GRAD>(k11, k12[i], k22[i]);
+      const T n12 = sw2 * o.F + sb2;
+      T ns = T(0), nxx = T(0);
+      if constexpr (GRAD) {
+        ns = sw2 * o.F12 * as[i];
+        nxx = sw2 * (o.F12 * ax[i] + o.F11 * d11);
+      }
+      if (ntk) {
+        if constexpr (GRAD) {
+          const T gs = o.G12 * as[i], gx = o.G12 * ax[i] + o.G11 * d11;
+          ts[i] = ns + sw2 * (gs * th[i] + o.G * ts[i]);
+          tx[i] = nxx + sw2 * (gx * th[i] + o.G * tx[i]);
+        }
+        th[i] = n12 + sw2 * o.G * th[i];
+      }
+      T f2, df2;
+      diag<ACT>(k22[i], f2, df2);
+      k22[i] = sw2 * f2 + sb2;
+      if constexpr (GRAD) {
+        d22[i] = sw2 * df2 * d22[i];
+        as[i] = ns;
+        ax[i] = nxx;
+      }
+      k12[i] = n12;
+    }
+    T f1, df1;
+    diag<ACT>(k11, f1, df1);
+    k11 = sw2 * f1 + sb2;
+    d11 = sw2 * df1 * d11;
+  }
+  const T* __restrict kv = ntk ? th : k12;
+  const T* __restrict ksv = ntk ? ts : as;
+  const T* __restrict kxv = ntk ? tx : ax;
+#pragma omp simd
+  for (int64_t i = 0; i < nt; ++i) {
+    KV[i] = kv[i];
+    KS[i] = ksv[i];
+    KX[i] = kxv[i];
+  }
+}
+
 template <Activation ACT, bool GRADX, typename T>
 void run(const NngpParams<T>& p) {
   const int64_t m = p.m, n = p.n, d = p.d, c = p.c;
@@ -38,6 +115,7 @@ void run(const NngpParams<T>& p) {
         CO(QB * TP), part(static_cast<size_t>(std::max<int64_t>(accw, 1)));
     std::vector<double> acc(static_cast<size_t>(QB * accw)), accn(QB);
     T nxq[QB];
+    State<T> st(TP);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < nblocks; ++b) {
       const int64_t q0 = b * QB, nq = std::min(QB, m - q0);
@@ -72,21 +150,10 @@ void run(const NngpParams<T>& p) {
             for (int64_t ii = 0; ii < nt; ++ii) sr[ii] += u * vk[ii];
           }
         }
-        // the recursion per pair
-        for (int64_t r = 0; r < nq; ++r) {
-          const T nx = nxq[r];
-          const T* __restrict sr = S.data() + r * TP;
-          T* __restrict kv = KV.data() + r * TP;
-          T* __restrict ks = KS.data() + r * TP;
-          T* __restrict kx = KX.data() + r * TP;
-#pragma omp simd
-          for (int64_t ii = 0; ii < nt; ++ii) {
-            T a = 0, bx = 0, by = 0;
-            kv[ii] = pair<ACT, GRADX>(cf, sr[ii], nx, NY[ii], a, bx, by);
-            ks[ii] = a;
-            kx[ii] = bx;
-          }
-        }
+        // the recursion, layer by layer over the tile (vectorised over the points)
+        for (int64_t r = 0; r < nq; ++r)
+          recursion<ACT, GRADX>(cf, nxq[r], S.data() + r * TP, NY.data(), nt, KV.data() + r * TP,
+                                KS.data() + r * TP, KX.data() + r * TP, st);
         if (matrix) {
           for (int64_t r = 0; r < nq; ++r)
             std::copy(KV.data() + r * TP, KV.data() + r * TP + nt, p.out + (q0 + r) * n + i0);

@@ -1,0 +1,275 @@
+"""NNGP / NTK of deep fully connected networks (docs/nngp.md).
+
+Sections (all by default; --only to pick):
+  product     the fused K(x, y) @ W (kernelfuse.nngp_matmul) vs the materialised kernel (the torch
+              recursion on the m x n matrix, whole where it fits, else in row chunks) and our own
+              kernel-matrix op followed by a GEMM: time and peak extra memory. Default m = n = 50,000,
+              d = 64, depth 3, ReLU, float32, W (n, 1) (--quick: 5,000).
+  width       empirical NNGP / NTK of random torch networks of width 64 ... 4096 against ours:
+              relative error vs width (should fall as 1/sqrt(width)); plot bench/plots/nngp_width.png.
+  features    random-feature approximation error vs D (NNGPRandomFeatures) against the exact kernel.
+  digits      sklearn digits (1797 8x8 images, 10 classes): test accuracy of NNGP / NTK regression on
+              one-hot targets vs a finite network (same architecture, trained by Adam on the MSE).
+
+Writes bench/results/nngp.md. Timings on a loaded machine are indicative.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
+
+import kernelfuse  # noqa: E402
+from kernelfuse import features as F  # noqa: E402
+from kernelfuse.reference import nngp as ref  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def chunked_reference(x, y, w, depth, chunk):
+    """The materialised kernel, row block by row block (torch recursion on (chunk, n) blocks)."""
+    out = []
+    for s in range(0, x.shape[0], chunk):
+        out.append(ref.nngp_kernel(x[s:s + chunk], y, depth, "relu") @ w)
+    return torch.cat(out)
+
+
+def section_product(args, lines):
+    m = n = 5_000 if args.quick else args.n
+    d, depth, c = 64, 3, 1
+    torch.manual_seed(0)
+    x, y = torch.randn(m, d), torch.randn(n, d)
+    w = torch.randn(n, c)
+    rows = []
+    case = f"m=n={fmt_count(m)} d={d} depth {depth} f32"
+    pairs = float(m) * n
+    for ntk in (False, True):
+        fn = lambda: kernelfuse.nngp_matmul(x, y, w, depth=depth, activation="relu", ntk=ntk)  # noqa: E731
+        t = timeit(fn, warmup=0 if m > 20000 else 1, repeat=1 if m > 20000 else 3)
+        mem = peak_extra_memory(fn)
+        rows.append(Row(case, "fused nngp_matmul" + (" (NTK)" if ntk else ""), t, pairs, mem))
+        print(f"  fused ntk={ntk}: {t:.2f} s, {fmt_bytes(mem)}", flush=True)
+    # backward (x, y, W gradients), NNGP
+    xs, ys, ws = (t.clone().requires_grad_(True) for t in (x, y, w))
+
+    def fb():
+        out = kernelfuse.nngp_matmul(xs, ys, ws, depth=depth, activation="relu")
+        torch.autograd.grad(out.sum(), (xs, ys, ws))
+    t = timeit(fb, warmup=0, repeat=1)
+    rows.append(Row(case, "fused forward + backward (x, y, W)", t, pairs, peak_extra_memory(fb)))
+    print(f"  fused fwd+bwd: {t:.2f} s", flush=True)
+    # materialised: whole matrix where it fits (8 m x n float32 temporaries), else row chunks
+    budget = args.mem_gb * (1 << 30)
+    if 8 * 4 * pairs <= budget:
+        fnm = lambda: ref.nngp_kernel(x, y, depth, "relu") @ w  # noqa: E731
+        t = timeit(fnm, warmup=0, repeat=1)
+        rows.append(Row(case, "materialised (torch recursion, whole)", t, pairs, peak_extra_memory(fnm)))
+    else:
+        rows.append(Row(case, "materialised (torch recursion, whole)", float("inf"), pairs, 8 * 4 * pairs,
+                        note=f"not run: ~{8 * 4 * pairs / (1 << 30):.0f} GiB of m x n temporaries"))
+    chunk = max(1, int(budget / (8 * 4 * n)))
+    fnc = lambda: chunked_reference(x, y, w, depth, chunk)  # noqa: E731
+    t = timeit(fnc, warmup=0, repeat=1)
+    rows.append(Row(case, f"materialised in row chunks of {fmt_count(chunk)}", t, pairs, peak_extra_memory(fnc)))
+    print(f"  chunked reference: {t:.2f} s", flush=True)
+    if 4 * pairs <= budget:
+        fnk = lambda: F.nngp_kernel(x, y, depth, "relu") @ w  # noqa: E731
+        t = timeit(fnk, warmup=0, repeat=1)
+        rows.append(Row(case, "our kernel matrix (nngp_kernel) + GEMM", t, pairs, peak_extra_memory(fnk)))
+    else:
+        rows.append(Row(case, "our kernel matrix (nngp_kernel) + GEMM", float("inf"), pairs, 4 * pairs,
+                        note=f"not run: the m x n matrix alone is {4 * pairs / (1 << 30):.1f} GiB"))
+    # accuracy of the fused float32 product against float64 on the first 200 rows
+    sub = slice(0, 200)
+    e = ref.nngp_matmul(x[sub].double(), y.double(), w.double(), depth, "relu", 2.0, 0.0, False)
+    o = kernelfuse.nngp_matmul(x[sub], y, w, depth=depth, activation="relu")
+    err = float((o.double() - e).abs().max() / e.abs().max())
+    for r in rows:
+        if r.seconds == float("inf"):
+            r.seconds = float("nan")
+    lines += [f"### Fused product K(x, y) @ W (`bench/bench_nngp.py{' --quick' if args.quick else ''}`)", "",
+              machine_line("cpu"), "", markdown_table([r for r in rows if r.seconds == r.seconds] +
+                                                      [r for r in rows if r.seconds != r.seconds],
+                                                      rate_name="Gpairs/s", rate_scale=1e9,
+                                                      baseline=f"materialised in row chunks of {fmt_count(chunk)}"),
+              "", f"ReLU NNGP unless marked, W (n, {c}); neural-tangents is not installed here (JAX-only; not "
+              f"compared). Fused float32 vs float64 reference (first 200 rows): max relative error {err:.1e}.", ""]
+
+
+def _mlp(d, width, depth, seed):
+    g = torch.Generator().manual_seed(seed)
+    sizes = [d] + [width] * depth + [1]
+    return [(torch.randn(a, b, generator=g, dtype=torch.float64), torch.randn(b, generator=g, dtype=torch.float64))
+            for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def _emp(params, x, act, sw2, sb2):
+    """(empirical NNGP given the hidden layers, empirical NTK J J^T) of one network."""
+    phi = {"relu": torch.relu, "erf": torch.erf}[act]
+    flat = [p.clone().requires_grad_(True) for Wb in params for p in Wb]
+    h = x
+    for i in range(len(params)):
+        W, b = flat[2 * i], flat[2 * i + 1]
+        z = math.sqrt(sw2 / W.shape[0]) * h @ W + math.sqrt(sb2) * b
+        if i == len(params) - 1:
+            nngp = (sw2 * h @ h.T / h.shape[1] + sb2).detach()
+            h = z
+        else:
+            h = phi(z)
+    out = h[:, 0]
+    J = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(o, flat, retain_graph=True)]) for o in out])
+    return nngp, (J @ J.T).detach()
+
+
+def section_width(args, lines):
+    widths = [64, 256, 1024] if args.quick else [64, 128, 256, 512, 1024, 2048, 4096]
+    seeds = 3 if args.quick else 5
+    x = torch.randn(8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    res = {}
+    for act in ("relu", "erf"):
+        K = F.nngp_kernel(x, x, 2, act, sigma_b2=0.1)
+        T = F.ntk_kernel(x, x, 2, act, sigma_b2=0.1)
+        for wd in widths:
+            e1, e2 = [], []
+            for s in range(seeds):
+                a, b = _emp(_mlp(6, wd, 2, s), x, act, 2.0, 0.1)
+                e1.append(float((a - K).norm() / K.norm()))
+                e2.append(float((b - T).norm() / T.norm()))
+            res[(act, wd)] = (float(np.mean(e1)), float(np.mean(e2)))
+            print(f"  width {act} {wd}: {res[(act, wd)]}", flush=True)
+    lines += ["### Wide networks converge to the closed forms", "",
+              f"8 inputs in 6 dimensions, depth 2, sigma_w2 = 2, sigma_b2 = 0.1; mean over {seeds} random networks of "
+              "the relative Frobenius error |K_emp - K| / |K| (NNGP: the readout's covariance given the network's "
+              "hidden layers; NTK: J J^T from autograd).", "",
+              "| width | ReLU NNGP | ReLU NTK | erf NNGP | erf NTK |", "|---:|---:|---:|---:|---:|"]
+    for wd in widths:
+        lines.append(f"| {wd} | {res[('relu', wd)][0]:.4f} | {res[('relu', wd)][1]:.4f} | "
+                     f"{res[('erf', wd)][0]:.4f} | {res[('erf', wd)][1]:.4f} |")
+    slopes = []
+    for act in ("relu", "erf"):
+        for k, name in ((0, "NNGP"), (1, "NTK")):
+            lw = np.log(widths)
+            le = np.log([res[(act, wd)][k] for wd in widths])
+            slopes.append(f"{act} {name} {np.polyfit(lw, le, 1)[0]:.2f}")
+    lines += ["", "Log-log slopes of error vs width (1/sqrt(width) is -0.5): " + ", ".join(slopes) + ".", ""]
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for act in ("relu", "erf"):
+            for k, name, ls in ((0, "NNGP", "-"), (1, "NTK", "--")):
+                ax.loglog(widths, [res[(act, wd)][k] for wd in widths], ls, marker="o", label=f"{act} {name}")
+        ax.loglog(widths, [res[("relu", widths[0])][1] * math.sqrt(widths[0] / wd) for wd in widths], ":", color="k",
+                  label="1/sqrt(width)")
+        ax.set_xlabel("width")
+        ax.set_ylabel("relative error vs closed form")
+        ax.set_title("Empirical NNGP / NTK of wide networks (depth 2)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        os.makedirs(os.path.join(HERE, "plots"), exist_ok=True)
+        fig.savefig(os.path.join(HERE, "plots", "nngp_width.png"), dpi=110)
+        lines += ["![width](../plots/nngp_width.png)", ""]
+    except ImportError:
+        pass
+
+
+def section_features(args, lines):
+    X = torch.randn(300, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    Ds = [64, 256, 1024] if args.quick else [64, 256, 1024, 4096]
+    lines += ["### Random features: relative Frobenius error of the Gram matrix vs D", "",
+              "300 points in 8 dimensions, depth 2, sigma_b2 = 0.1, mean over 3 draws (NNGPRandomFeatures; NTK: "
+              "tensor-product sketch with D index pairs per layer).", "",
+              "| D | ReLU NNGP | ReLU NTK | erf NNGP | erf NTK |", "|---:|---:|---:|---:|---:|"]
+    exact = {(a, k): (ref.ntk_kernel if k else ref.nngp_kernel)(X, X, 2, a, sigma_b2=0.1)
+             for a in ("relu", "erf") for k in (False, True)}
+    for D in Ds:
+        cells = []
+        for a in ("relu", "erf"):
+            for k in (False, True):
+                e = []
+                for s in range(3):
+                    phi = F.NNGPRandomFeatures(8, width=D, depth=2, activation=a, sigma_b2=0.1, ntk=k, seed=s)(X)
+                    e.append(float((phi @ phi.T - exact[(a, k)]).norm() / exact[(a, k)].norm()))
+                cells.append(f"{np.mean(e):.4f}")
+        lines.append(f"| {D} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+
+def section_digits(args, lines):
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        lines += ["(digits: scikit-learn not installed, skipped)", ""]
+        return
+    Xd, yd = load_digits(return_X_y=True)
+    Xd = Xd / 16.0
+    Xtr, Xte, ytr, yte = train_test_split(Xd, yd, test_size=0.3, random_state=0, stratify=yd)
+    Xtr_t, Xte_t = torch.tensor(Xtr), torch.tensor(Xte)
+    Ytr = torch.nn.functional.one_hot(torch.tensor(ytr), 10).double() - 0.1
+    rows = ["### sklearn digits: infinite-width regression vs a finite network", "",
+            f"{len(Xtr)} train / {len(Xte)} test images (8x8, scaled to [0, 1]), one-hot targets minus 0.1, "
+            "depth 2 ReLU, sigma_w2 = 2, sigma_b2 = 0.05.", "",
+            "| model | test accuracy | time |", "|---|---:|---:|"]
+    kw = dict(depth=2, activation="relu", sigma_w2=2.0, sigma_b2=0.05)
+    for kernel in ("nngp", "ntk"):
+        t0 = time.perf_counter()
+        mean, info = F.nngp_posterior(Xtr_t, Ytr, Xte_t, kernel=kernel, noise=1e-2, tol=1e-6, **kw)
+        acc = float((mean.argmax(1).numpy() == yte).mean())
+        rows.append(f"| {kernel.upper()} regression (PCG, noise 1e-2, {info['iterations']} iterations) | {acc:.4f} | "
+                    f"{time.perf_counter() - t0:.2f} s |")
+    t0 = time.perf_counter()
+    acc = float((F.ntk_gradient_flow(Xtr_t, Ytr, Xte_t, 1.0 / 64, **kw).argmax(1).numpy() == yte).mean())
+    rows.append(f"| NTK gradient flow, lr t = 1/64 (closed form) | {acc:.4f} | {time.perf_counter() - t0:.2f} s |")
+    for width in (256, 2048):
+        torch.manual_seed(0)
+        layers, fan = [], 64
+        for _ in range(2):
+            layers += [torch.nn.Linear(fan, width), torch.nn.ReLU()]
+            fan = width
+        net = torch.nn.Sequential(*layers, torch.nn.Linear(fan, 10)).double()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        t0 = time.perf_counter()
+        for _ in range(300 if args.quick else 1000):
+            opt.zero_grad()
+            loss = ((net(Xtr_t) - Ytr) ** 2).mean()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            acc = float((net(Xte_t).argmax(1).numpy() == yte).mean())
+        rows.append(f"| finite network width {width} (Adam, full batch, {300 if args.quick else 1000} steps) | "
+                    f"{acc:.4f} | {time.perf_counter() - t0:.2f} s |")
+        print(f"  digits width {width}: {acc}", flush=True)
+    lines += rows + [""]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
+    ap.add_argument("--n", type=int, default=50_000, help="m = n of the product section")
+    ap.add_argument("--mem-gb", type=float, default=4.0, help="memory budget of the materialised baselines (GiB)")
+    ap.add_argument("--only", nargs="*", default=["product", "width", "features", "digits"])
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "nngp.md"))
+    args = ap.parse_args(argv)
+    lines = ["## NNGP / NTK kernels (`bench/bench_nngp.py`)", ""]
+    for name in args.only:
+        print(f"== {name}", flush=True)
+        {"product": section_product, "width": section_width, "features": section_features,
+         "digits": section_digits}[name](args, lines)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
