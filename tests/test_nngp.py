@@ -181,6 +181,16 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(g1, g2)
 
 
+def test_autocast_runs_in_float32():
+    x, y, w = _data(6, 9, 3, 2, torch.float32, seed=6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = kernelfuse.nngp_matmul(x.bfloat16(), y.bfloat16(), w.bfloat16(), depth=2)
+        K = F.nngp_kernel(x.bfloat16(), y.bfloat16(), 2)
+    assert out.dtype == torch.float32 and K.dtype == torch.float32
+    exp = kernelfuse.nngp_matmul(x.bfloat16().float(), y.bfloat16().float(), w.bfloat16().float(), depth=2)
+    torch.testing.assert_close(out, exp)
+
+
 # ---------------------------------------------------------------- bad inputs
 def test_bad_inputs():
     x, y, w = _data(4, 5, 3, 2, torch.float64)

@@ -38,6 +38,7 @@ FP32_OPS = (
     "ssm_kernel",                                              # Vandermonde of exp(dt A)
     "butterfly_multiply", "monarch_multiply", "monarch_fft",   # no half kernels
     "fwht", "random_features", "structured_features",          # no half kernels; cos / exp of projections
+    "nngp_matmul", "nngp_kernel",                              # no half kernels; arccos recursions
 )
 # Ops with their own rule (below).
 MIXED_OPS = ("fftconv",)
