@@ -231,13 +231,13 @@ class GaussianKDE:
         d, n_local = data.shape
         if weights is not None:
             w = torch.as_tensor(np.asarray(weights) if not isinstance(weights, torch.Tensor) else weights)
-            w = w.to(torch.float64).reshape(-1)
+            w = w.to(device=data.device, dtype=torch.float64).reshape(-1)
             if w.shape[0] != n_local:
                 raise ValueError(f"weights: should be of length n={n_local} (this rank's points), got {w.shape[0]}")
             if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
                 raise ValueError("weights: must be finite and non-negative")
         else:
-            w = torch.ones(n_local, dtype=torch.float64)
+            w = torch.ones(n_local, dtype=torch.float64, device=data.device)
         sizes = all_gather_sizes([n_local, d], g, data.device).tolist()
         if len({s[1] for s in sizes}) > 1:
             raise ValueError(f"dataset: the ranks disagree on the dimension: {[s[1] for s in sizes]} (rank by rank)")
@@ -340,7 +340,8 @@ class GaussianKDE:
         rng = _kdm._check_random_state(seed)
         noise = rng.standard_normal((size, self.d)) @ self._chol.cpu().numpy().T
         idx = rng.choice(self.n, size=size, p=self._wglobal)
-        out = _owned_rows(self._data.T.contiguous(), idx, self._offset, g).T + torch.from_numpy(noise.T)
+        centres = _owned_rows(self._data.T.contiguous(), idx, self._offset, g).T
+        out = centres + torch.from_numpy(noise.T).to(self._data.device)
         return self._o(out)
 
 
@@ -353,6 +354,9 @@ class PrivateKernelDensity(_PrivateKernelDensity):
     estimator, or from the OS's generator) and broadcasts it; every rank releases the same sketch.
     The frequencies come from ``seed`` (the same on every rank); with ``seed=None`` rank 0 draws
     them and broadcasts them.
+
+    The sketch is computed on the CPU (exact integer arithmetic), so ``group`` must have a CPU
+    backend (gloo; under NCCL pass e.g. ``torch.distributed.new_group(backend="gloo")``).
 
     Guarantee: the released sketch is (epsilon, delta)-DP with respect to the global data set
     (replace-one neighbours, global n public), exactly as a single-process fit: the sensitivity of

@@ -63,7 +63,7 @@ class _RFBase:
             raise RuntimeError(f"kernelfuse.features.{name}: argument 'features': not fitted (pass in_features or "
                                "call features.fit first; every rank must hold the same draws, e.g. the same seed)")
         phi = f(X.to(f.get_params()["dtype"])).to(dt) if X.shape[0] > 0 else \
-            torch.zeros(0, f.get_params()["n_features"], dtype=dt)
+            torch.zeros(0, f.get_params()["n_features"], dtype=dt, device=X.device)
         if y is None:
             return phi, None, numpy_in
         y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(dt)
@@ -75,7 +75,7 @@ class _RFBase:
     def _stats(self, phi, y):
         """Summed over ranks: n, sum phi, sum y, Phi^T Phi, Phi^T y, y^T y (per output)."""
         y2 = y if y.dim() == 2 else y[:, None]
-        n = torch.tensor([float(phi.shape[0])], dtype=phi.dtype)
+        n = torch.tensor([float(phi.shape[0])], dtype=phi.dtype, device=phi.device)
         parts = [n, phi.sum(0), y2.sum(0), phi.T @ phi, phi.T @ y2, (y2 * y2).sum(0)]
         return _all_reduce(parts, _resolve_group(self.group))
 
