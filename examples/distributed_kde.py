@@ -1,6 +1,6 @@
 """Sharded KDE and kernel sums with kernelfuse.distributed; run under torchrun:
 
-    torchrun --standalone --nproc-per-node 2 examples/distributed_kde.py [--n 200000] [--d 3]
+    torchrun --standalone --nproc-per-node 2 examples/distributed_kde.py [--points 200000] [--dim 3]
 
 Each rank generates its own shard of the data (in practice: reads its part of the file), fits a
 KernelDensity on the shards together, scores queries replicated and sharded, checks the ring and
@@ -21,8 +21,8 @@ import kernelfuse.distributed as kd
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=200_000, help="points over all ranks")
-    ap.add_argument("--d", type=int, default=3)
+    ap.add_argument("--points", type=int, default=200_000, help="points over all ranks")
+    ap.add_argument("--dim", type=int, default=3)
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
@@ -31,14 +31,14 @@ def main():
     if cuda:
         torch.cuda.set_device(dev)
     g = torch.Generator().manual_seed(1000 + rank)
-    n_mine = args.n // P + (1 if rank < args.n % P else 0)
-    y = torch.randn(n_mine, args.d, generator=g, dtype=torch.float64).to(dev)  # this rank's points
+    n_mine = args.points // P + (1 if rank < args.points % P else 0)
+    y = torch.randn(n_mine, args.dim, generator=g, dtype=torch.float64).to(dev)  # this rank's points
 
     kde = kd.KernelDensity(bandwidth="scott", min_neff=None).fit(y)
-    q = torch.zeros(4, args.d, dtype=torch.float64, device=dev)  # the same queries on every rank
+    q = torch.zeros(4, args.dim, dtype=torch.float64, device=dev)  # the same queries on every rank
     logp = kde.score_samples(q)
     if rank == 0:
-        print(f"{P} ranks, n = {args.n}, h = {kde.bandwidth_:.4f}, log p(0) = {logp[0].item():.6f}")
+        print(f"{P} ranks, n = {args.points}, h = {kde.bandwidth_:.4f}, log p(0) = {logp[0].item():.6f}")
 
     # both sharded: the ring, and the same sums through the all-reduce schedule
     x_mine = y[:1000]
@@ -58,8 +58,9 @@ def main():
     for step in range(20):
         opt.zero_grad()
         lse = kd.kernel_logsumexp(sub, sub, bandwidth=log_h.exp(), exclude_self=True, schedule="ring")
-        nll = -(lse - args.d * log_h).sum()
-        nll.backward()  # d/dh: this rank's part of the global loss; the bandwidth grad is all-reduced
+        nll = -(lse - args.dim * log_h).sum()
+        nll.backward()  # log_h.grad: this rank's contribution (replicated parameter)
+        dist.all_reduce(log_h.grad)  # the gradient of the global loss: the sum over the ranks
         opt.step()
     if rank == 0:
         print(f"leave-one-out bandwidth: {log_h.exp().item():.4f}")

@@ -42,6 +42,15 @@ def _relerr(a, b):
     return float((a[fa] - b[fb]).abs().max() / scale)
 
 
+def _sum_ranks(t):
+    """The gradient of a replicated tensor: the sum of its copies' gradients over the ranks."""
+    if t is None:
+        return None
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
 def _layout(P):
     """(point counts, query counts) per rank: uneven, one empty point shard, one rank without queries."""
     if P == 1:
@@ -94,10 +103,13 @@ def check_schedules(rank, P, kd, kf):
                 out = fd(xin, yin, win, bandwidth=hin, schedule=sched, **kw, **extra)
                 xsl = slice(None) if sched == "reduce" else slice(ox, ox + nx)
                 ysl = slice(None) if sched == "local" else slice(oy, oy + ny)
-                (out * gout[xsl]).sum().backward()
+                # objective: the sum of the ranks' losses; a replicated output counts once
+                ((out * gout[xsl]).sum() / (P if sched == "reduce" else 1)).backward()
+                gx = _sum_ranks(xin.grad) if sched == "reduce" else xin.grad
+                gy, gw = (_sum_ranks(yin.grad), _sum_ranks(win.grad)) if sched == "local" else (yin.grad, win.grad)
                 errs = {"out": _relerr(out.detach(), ref.detach()[xsl]),
-                        "gx": _relerr(xin.grad, Xr.grad[xsl]), "gy": _relerr(yin.grad, Yr.grad[ysl]),
-                        "gw": _relerr(win.grad, Wr.grad[ysl]), "gh": _relerr(hin.grad, Hr.grad)}
+                        "gx": _relerr(gx, Xr.grad[xsl]), "gy": _relerr(gy, Yr.grad[ysl]),
+                        "gw": _relerr(gw, Wr.grad[ysl]), "gh": _relerr(_sum_ranks(hin.grad), Hr.grad)}
                 bad = {k: v for k, v in errs.items() if not v <= tol * (10 if k != "out" else 1)}
                 if bad:
                     fails.append(f"config {ci} {mode} {sched}: {bad}")
@@ -122,9 +134,10 @@ def check_batched(rank, P, kd, kf):
         xin = X if sched == "reduce" else X[:, ox:ox + nx]
         xin, yin, win = [t.clone().requires_grad_() for t in (xin, Y[:, oy:oy + ny], W[:, oy:oy + ny])]
         out = kd.kernel_sum(xin, yin, win, bandwidth=0.8, schedule=sched)
-        out.sum().backward()
+        (out.sum() / (P if sched == "reduce" else 1)).backward()
         xsl = slice(None) if sched == "reduce" else slice(ox, ox + nx)
-        e = max(_relerr(out.detach(), ref.detach()[:, xsl]), _relerr(xin.grad, Xr.grad[:, xsl]),
+        gx = _sum_ranks(xin.grad) if sched == "reduce" else xin.grad
+        e = max(_relerr(out.detach(), ref.detach()[:, xsl]), _relerr(gx, Xr.grad[:, xsl]),
                 _relerr(yin.grad, Yr.grad[:, oy:oy + ny]), _relerr(win.grad, Wr.grad[:, oy:oy + ny]))
         if not e <= 1e-11:
             fails.append(f"{sched}: {e}")
@@ -139,14 +152,17 @@ def check_exclude_self_and_sq(rank, P, kd, kf):
     oy, ny = _offsets(ncount, rank)
     ys = Y[oy:oy + ny].clone().requires_grad_()
     Yr = Y.clone().requires_grad_()
-    ref = kf.kernel_logsumexp(Yr, Yr, exclude_self=True, bandwidth=0.6)
+    h1 = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
+    h2 = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
+    ref = kf.kernel_logsumexp(Yr, Yr, exclude_self=True, bandwidth=h1)
     fin = torch.isfinite(ref)
-    (ref[fin]).sum().backward()
-    out = kd.kernel_logsumexp(ys, ys, exclude_self=True, bandwidth=0.6, x_sharded=True)  # auto: ring
+    (ref[fin] - 3 * torch.log(h1)).sum().backward()  # the bandwidth also outside the op: a LOO likelihood
+    out = kd.kernel_logsumexp(ys, ys, exclude_self=True, bandwidth=h2, x_sharded=True)  # auto: ring
     o_fin = torch.isfinite(out)
-    out[o_fin].sum().backward()
+    (out[o_fin] - 3 * torch.log(h2)).sum().backward()
     fails = []
-    e = max(_relerr(out.detach(), ref.detach()[oy:oy + ny]), _relerr(ys.grad, Yr.grad[oy:oy + ny]))
+    e = max(_relerr(out.detach(), ref.detach()[oy:oy + ny]), _relerr(ys.grad, Yr.grad[oy:oy + ny]),
+            _relerr(_sum_ranks(h2.grad), h1.grad))
     if not e <= 1e-11:
         fails.append(f"exclude_self: {e}")
     l1, l2 = kf.ops.kde.kernel_logsumexp_sq(Y, Y, bandwidth=0.6)
@@ -204,32 +220,35 @@ def check_auto_and_errors(rank, P, kd, kf):
 
 
 def check_compile(rank, P, kd, kf):
-    """torch.compile over a training-style step (the collectives run eagerly: graph breaks)."""
+    """torch.compile over a training-style step calling the reduce and ring schedules (the
+    collectives run eagerly: graph breaks); loss and bandwidth gradient equal to eager."""
     ncount, mcount = _layout(P)
     N, M = sum(ncount), sum(mcount)
     g = _gen(11)
     X, Y = torch.randn(M, 3, generator=g, dtype=torch.float64), torch.randn(N, 3, generator=g, dtype=torch.float64)
     oy, ny = _offsets(ncount, rank)
     ox, nx = _offsets(mcount, rank)
-    fails = []
-    for sched in ("reduce", "ring"):
-        xin = X if sched == "reduce" else X[ox:ox + nx]
 
-        def step(x, y, h):
-            return (kd.kernel_logsumexp(x, y, bandwidth=h, schedule=sched) ** 2).sum()
+    def step(xr, xm, y, h):
+        a = kd.kernel_logsumexp(xr, y, bandwidth=h, schedule="reduce")
+        b = kd.kernel_sum(xm, y, bandwidth=h, schedule="ring")
+        return (a ** 2).sum() / P + (b ** 2).sum()
 
-        torch._dynamo.reset()
-        cstep = torch.compile(step, backend="aot_eager")
-        h1 = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
-        h2 = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
-        l1 = step(xin, Y[oy:oy + ny], h1)
-        l1.backward()
-        l2 = cstep(xin, Y[oy:oy + ny], h2)
-        l2.backward()
-        e = max(_relerr(l2.detach(), l1.detach()), _relerr(h2.grad, h1.grad))
-        if not e <= 1e-12:
-            fails.append(f"{sched}: {e}")
-    return "; ".join(fails) or None
+    torch._dynamo.reset()
+    cstep = torch.compile(step, backend="aot_eager")
+    h1 = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    h2 = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    l1 = step(X, X[ox:ox + nx], Y[oy:oy + ny], h1)
+    l1.backward()
+    l2 = cstep(X, X[ox:ox + nx], Y[oy:oy + ny], h2)
+    l2.backward()
+    hr = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    ref = (kf.kernel_logsumexp(X, Y, bandwidth=hr) ** 2).sum() + (kf.kernel_sum(X, Y, bandwidth=hr) ** 2).sum()
+    ref.backward()
+    L = _sum_ranks(l2.detach())
+    e = max(_relerr(l2.detach(), l1.detach()), _relerr(h2.grad, h1.grad), _relerr(_sum_ranks(h2.grad), hr.grad),
+            _relerr(L, ref.detach()))
+    return None if e <= 1e-12 else f"compile: {e}"
 
 
 # ---------------------------------------------------------------- estimators
@@ -269,9 +288,9 @@ def check_kernel_density(rank, P, kd, kf):
     est = kd.KernelDensity(bandwidth=0.5, min_neff=None).fit(X[oy:oy + ny])
     ref = KD1(bandwidth=0.5, min_neff=None).fit(X)
     q1, q2 = Q.clone().requires_grad_(), Q.clone().requires_grad_()
-    est.score_samples(q1).sum().backward()
+    (est.score_samples(q1).sum() / P).backward()  # replicated queries: every rank's loss counted once
     ref.score_samples(q2).sum().backward()
-    if not _relerr(q1.grad, q2.grad) <= 1e-11:
+    if not _relerr(_sum_ranks(q1.grad), q2.grad) <= 1e-11:
         fails.append("grad")
     return "; ".join(fails) or None
 

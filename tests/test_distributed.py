@@ -34,7 +34,7 @@ def _ctx():
     # forkserver: the server imports torch and kernelfuse once and each rank forks from it (the
     # pytest process may have run OpenMP kernels already, so plain fork is not safe).
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "kernelfuse", "dist_checks"])
+    ctx.set_forkserver_preload(["torch", "torch._dynamo", "torch._functorch.aot_autograd", "kernelfuse", "dist_checks"])
     return ctx
 
 

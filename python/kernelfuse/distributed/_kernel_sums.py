@@ -12,13 +12,14 @@ Four schedules (docs/distributed.md has the cost model and when each wins):
 * ``"gather"`` -- both sharded, the points small enough to replicate: one all-gather of y, then
   ``"local"``.
 
-Gradients (x, y, weights, bandwidth) flow through every schedule; each rank receives the gradients
-of the tensors it passed: its own shards, and the full gradient of replicated tensors (the
-bandwidth always; x in "reduce"; y and the weights in "local"). The objective is the loss of the
-global output: for a sharded output, each rank back-propagates the gradient of its own rows; for a
-replicated output (``"reduce"``), every rank must back-propagate the same gradient (it does when
-every rank computes the same loss from it). The ring backward sends the y-gradient accumulators
-around the ring with the shards.
+Gradients (x, y, weights, bandwidth) flow through every schedule, with the semantics of
+``torch.distributed.nn``: the objective is the sum over the ranks of the losses they
+back-propagate, and each rank receives the gradient of that sum with respect to the tensors it
+passed -- its own shards (which collect the contributions of every rank's loss), and its own copy
+of each replicated tensor (the bandwidth always; x in "reduce"; y and the weights in "local"),
+whose gradient is the contribution of that rank. The gradient of a replicated parameter is the
+sum of its copies' gradients over the ranks: all-reduce it (DDP averages it for module
+parameters). The ring backward sends the y-gradient accumulators around the ring with the shards.
 """
 from __future__ import annotations
 
@@ -218,19 +219,16 @@ class _DistKernelSum(torch.autograd.Function):
         g = g.contiguous()
         if cfg.schedule == "ring":
             gx, gy, gw, gh = _ring_backward(cfg, g, out, x, y, w, h, nx, ny, nw, nh)
-            (gh,) = _reduce([gh], cfg.group)
             return None, gx, gy, gw, gh
+        if cfg.schedule == "reduce":  # every rank's partial sum feeds every rank's loss
+            (g,) = _reduce([g], cfg.group)
         if x.shape[cfg.bd] == 0 or y.shape[cfg.bd] == 0:
             gx, gy, gw, gh = (torch.zeros_like(x) if nx else None, torch.zeros_like(y) if ny else None,
                               torch.zeros_like(w) if nw else None, torch.zeros_like(h) if nh else None)
         else:
             gx, gy, gw, gh = _apply_bwd(cfg, g, out, x, y, w, h, False, nx, ny, nw, nh)
-        if cfg.schedule == "reduce":  # x and h replicated: sum their partial gradients
-            gx, gh = _reduce([gx, gh], cfg.group)
-        elif cfg.schedule == "local":  # y, w and h replicated
-            gy, gw, gh = _reduce([gy, gw, gh], cfg.group)
-        else:  # gather: the gathered points' gradients summed, then each rank keeps its rows
-            gy, gw, gh = _reduce([gy, gw, gh], cfg.group)
+        if cfg.schedule == "gather":  # the gathered points' gradients go back to their owners
+            gy, gw = _reduce([gy, gw], cfg.group)
             start = sum(cfg.counts_y[:cfg.rank])
             n = cfg.counts_y[cfg.rank]
             gy, gw = _narrow(gy, cfg.bd, start, n), _narrow(gw, cfg.bd, start, n)
