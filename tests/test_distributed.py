@@ -136,3 +136,60 @@ if __name__ == "__main__":  # debugging: python tests/test_distributed.py P
     for r in sorted(out):
         for k, v in out[r].items():
             print(r, k, v)
+
+
+# ---------------------------------------------------------------- the random-feature models, one process
+def _rf_data(n=60, seed=0):
+    from kernelfuse.features import RandomFeatures
+
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    y = torch.sin(2 * X[:, 0]) + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    return X, y, RandomFeatures(2, 30, kernel="gaussian", seed=1, dtype=torch.float64)
+
+
+def test_rf_ridge_matches_closed_form():
+    from kernelfuse.features import RandomFeatureRidge
+
+    X, y, feats = _rf_data()
+    phi = feats(X)
+    for fit_intercept in (False, True):
+        m = RandomFeatureRidge(feats, alpha=0.5, fit_intercept=fit_intercept).fit(X, y)
+        P = phi - phi.mean(0) if fit_intercept else phi
+        t = y - y.mean() if fit_intercept else y
+        coef = torch.linalg.solve(P.T @ P + 0.5 * torch.eye(30, dtype=torch.float64), P.T @ t)
+        torch.testing.assert_close(m.coef_, coef, rtol=1e-9, atol=1e-12)
+        pred = phi @ coef + ((y.mean() - phi.mean(0) @ coef) if fit_intercept else 0.0)
+        torch.testing.assert_close(m.predict(X), pred, rtol=1e-9, atol=1e-12)
+    out = RandomFeatureRidge(feats, alpha=0.5).fit(X.numpy(), y.numpy()).predict(X.numpy())
+    assert out.shape == (60,)
+    with pytest.raises(ValueError, match="argument 'alpha'"):
+        RandomFeatureRidge(feats, alpha=0.0)
+    with pytest.raises(TypeError, match="argument 'features'"):
+        RandomFeatureRidge("rff")
+    with pytest.raises(ValueError, match="argument 'y'"):
+        RandomFeatureRidge(feats).fit(X, y[:5])
+
+
+def test_rf_gp_matches_exact_gp_on_the_feature_kernel():
+    from kernelfuse.features import RandomFeatureGP
+
+    X, y, feats = _rf_data()
+    noise, amp = 0.05, 1.3
+    m = RandomFeatureGP(feats, noise=noise, amplitude=amp).fit(X, y)
+    phi = feats(X)
+    K = amp ** 2 * phi @ phi.T + noise * torch.eye(60, dtype=torch.float64)
+    lml = torch.distributions.MultivariateNormal(torch.zeros(60, dtype=torch.float64), K).log_prob(y)
+    assert abs(m.log_marginal_likelihood_ - float(lml)) <= 1e-9 * abs(float(lml))
+    Q = torch.randn(7, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    pq = feats(Q)
+    kq = amp ** 2 * pq @ phi.T
+    mean = kq @ torch.linalg.solve(K, y)
+    var = amp ** 2 * (pq * pq).sum(1) - (kq * torch.linalg.solve(K, kq.T).T).sum(1)
+    mu, sd = m.predict(Q, return_std=True)
+    torch.testing.assert_close(mu, mean, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(sd, var.clamp_min(0).sqrt(), rtol=1e-7, atol=1e-9)
+    _, sdn = m.predict(Q, return_std=True, include_noise=True)
+    torch.testing.assert_close(sdn, (var + noise).sqrt(), rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="argument 'noise'"):
+        RandomFeatureGP(feats, noise=-1.0)

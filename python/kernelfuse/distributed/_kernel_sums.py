@@ -392,4 +392,14 @@ def kernel_logsumexp_sq(x, y, log_weights=None, *, kernel: str = "gaussian", ban
 
 
 for _f in (kernel_sum, kernel_logsumexp, kernel_logsumexp_sq):
-    _f.__doc__ += _DOC_ARGS
+    _f.__doc__ += _DOC_ARGS + """
+    Under torch.compile the call is not traced (torch.compiler.disable): the compiled function
+    breaks its graph here, the shard exchange, collectives and ring run eagerly, and the code
+    around the call is compiled. fullgraph=True therefore raises.
+"""
+
+# Dynamo cannot trace the run-time shard-size exchange and the point-to-point ring; excluding the
+# whole call keeps compiled callers to one graph break per call instead of one per collective.
+kernel_sum = torch.compiler.disable(kernel_sum)
+kernel_logsumexp = torch.compiler.disable(kernel_logsumexp)
+kernel_logsumexp_sq = torch.compiler.disable(kernel_logsumexp_sq)
