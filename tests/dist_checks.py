@@ -384,11 +384,14 @@ def check_rf_regression(rank, P, kd, kf):
 
 # ---------------------------------------------------------------- nn modules under DDP / FSDP
 def _modules():
-    from kernelfuse.nn import LongConv, MonarchLinear, SNNKLinear
+    from kernelfuse.nn import S4D, ButterflyLinear, GatedLongConv, LongConv, MonarchLinear, SNNKLinear
 
     torch.manual_seed(0)
     return [("MonarchLinear", lambda: MonarchLinear(16, 16, nblocks=4).double(), (16,)),
+            ("ButterflyLinear", lambda: ButterflyLinear(16, 12).double(), (16,)),
             ("LongConv", lambda: LongConv(8, 12, channels=1).double(), (12, 8)),
+            ("GatedLongConv", lambda: GatedLongConv(8, 12).double(), (12, 8)),
+            ("S4D", lambda: S4D(8, 4).double(), (12, 8)),
             ("SNNKLinear", lambda: SNNKLinear(6, 5, n_features=8, seed=1).double(), (6,))]
 
 
