@@ -475,6 +475,30 @@ def ring_failure(rank, P, kd, kf):
     return "no exception"
 
 
+def ring_hang(rank, P, kd, kf):
+    """Rank 1 stalls (alive, connections open) before posting its first ring exchange; the others
+    must raise within the ring timeout instead of waiting for it."""
+    from kernelfuse.distributed import _comm
+
+    if rank == 1:
+        orig = _comm.Ring.start
+
+        def stalling(self, *a, **k):
+            if not getattr(self, "_stalled", False):
+                self._stalled = True
+                time.sleep(6.0)
+            return orig(self, *a, **k)
+
+        _comm.Ring.start = stalling
+    x = torch.randn(5, 2, generator=_gen(rank), dtype=torch.float64)
+    t0 = time.perf_counter()
+    try:
+        kd.kernel_sum(x, x, schedule="ring", timeout=2.0)
+    except RuntimeError as e:
+        raise RuntimeError(f"after {time.perf_counter() - t0:.1f} s: {e}") from None
+    return "no exception"
+
+
 def worker(rank, P, port, queue, names, fail_last):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -499,8 +523,9 @@ def worker(rank, P, port, queue, names, fail_last):
             times[fn.__name__] = round(time.perf_counter() - t0, 2)
         if fail_last:
             t0 = time.perf_counter()
+            fail = ring_failure if fail_last == "raise" else ring_hang
             try:
-                results["ring_failure"] = ("returned", ring_failure(rank, P, kd, kf))
+                results["ring_failure"] = ("returned", fail(rank, P, kd, kf))
             except Exception as e:
                 results["ring_failure"] = ("raised", f"{type(e).__name__}: {e}")
             times["ring_failure"] = round(time.perf_counter() - t0, 2)

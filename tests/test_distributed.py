@@ -4,7 +4,9 @@ Spawning costs seconds per process on the CI machine, so each world is spawned o
 module-scoped fixture) and runs every check of tests/dist_checks.py; the test functions below read
 its per-rank results. Every world is bounded: gloo timeouts on the group and on the ring
 exchanges, and a deadline on the join after which the processes are killed and the test fails.
-The 4-process world ends with a rank failing mid-ring, which must make every rank raise.
+The 4-process world ends with a rank failing mid-ring, which must make every rank raise; the
+2-process world with a rank stalling (alive, connections open), which must make its peer raise
+within the ring timeout.
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ def run_world(P: int, *, fail_last: bool = False, names=None, deadline: float = 
 
 @pytest.fixture(scope="module")
 def world2():
-    return run_world(2)
+    return run_world(2, fail_last="hang")
 
 
 # torch.compile costs ~10 s per process here, so it is checked in the 2-process world only
@@ -76,7 +78,7 @@ NAMES4 = [fn.__name__ for fn in dist_checks.CHECKS if fn is not dist_checks.chec
 
 @pytest.fixture(scope="module")
 def world4():
-    return run_world(4, fail_last=True, names=NAMES4)
+    return run_world(4, fail_last="raise", names=NAMES4)
 
 
 def _assert_check(world, P, name):
@@ -112,6 +114,17 @@ def test_ring_failure_makes_every_rank_raise(world4):
             assert "ring step" in msg, f"rank {r}: {msg}"
 
 
+def test_ring_stall_times_out(world2):
+    """Rank 1 stalls without dying: rank 0 raises after the ring timeout (2 s), not after the
+    stall (6 s) or the group's timeout (30 s); the world then ends (rank 1 is not left hanging)."""
+    assert sorted(world2) == [0, 1], f"ranks reported: {sorted(world2)} (a rank hung)"
+    kind, msg = world2[0]["ring_failure"]
+    assert kind == "raised", msg
+    assert "ring step 0 of 2" in msg, msg
+    secs = float(msg.split()[2])
+    assert secs < 5.5, f"rank 0 raised only after {secs} s (timeout 2 s, stall 6 s)"
+
+
 def test_single_process_world():
     """A world of one: every schedule degenerates to the single-process op."""
     res = run_world(1, names=["check_schedules", "check_exclude_self_and_sq", "check_kernel_density"])
@@ -131,7 +144,7 @@ def test_not_initialised_error():
 
 if __name__ == "__main__":  # debugging: python tests/test_distributed.py P
     t0 = time.perf_counter()
-    out = run_world(int(sys.argv[1]) if len(sys.argv) > 1 else 2, fail_last=len(sys.argv) > 2)
+    out = run_world(int(sys.argv[1]) if len(sys.argv) > 1 else 2, fail_last=sys.argv[2] if len(sys.argv) > 2 else False)
     print("wall", time.perf_counter() - t0)
     for r in sorted(out):
         for k, v in out[r].items():

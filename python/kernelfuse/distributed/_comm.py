@@ -100,6 +100,14 @@ class Ring:
               tag: int = 0):
         """Post the sends of ``send`` and receives into fresh tensors shaped like ``recv_like``
         (message k tagged ``tag + k``); returns (handle, received tensors)."""
+        try:
+            return self._start(send, recv_like, step, tag)
+        except RuntimeError as e:  # a peer already gone: posting fails at once
+            raise RuntimeError(
+                f"kernelfuse.distributed.{self.fn}: ring step {step} of {self.size}: posting the exchange with "
+                f"ranks {self.prev_rank} (receive) / {self.next_rank} (send) failed: {e}") from e
+
+    def _start(self, send, recv_like, step, tag):
         works, received, keep = [], [], []
         for k, t in enumerate(send):
             if t is not None and t.numel() > 0:
@@ -117,6 +125,20 @@ class Ring:
                 works.append(dist.irecv(buf, src=self.prev_rank, group=self.group, tag=tag + k))
             received.append(buf)
         return (works, step, keep), received
+
+    def finish(self, device):
+        """One tiny all-reduce after the last step: every rank completes the ring or every rank
+        raises (a rank downstream of a failure could otherwise have received all its blocks)."""
+        flag = torch.ones(1, dtype=torch.int32, device=device)
+        try:
+            work = dist.all_reduce(flag, group=self.group, async_op=True)
+            ok = work.wait(self.timeout) if self.timeout is not None else work.wait()
+        except Exception as e:
+            raise RuntimeError(f"kernelfuse.distributed.{self.fn}: ring step {self.size} of {self.size} "
+                               f"(completion check): a rank did not complete the ring: {e}") from e
+        if ok is False or int(flag.item()) != self.size:
+            raise RuntimeError(f"kernelfuse.distributed.{self.fn}: ring step {self.size} of {self.size} "
+                               f"(completion check): a rank did not complete the ring")
 
     def wait(self, handle):
         works, step, _keep = handle

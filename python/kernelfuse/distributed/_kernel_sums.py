@@ -157,6 +157,8 @@ def _ring_forward(cfg: _Cfg, x, y, w, h):
         if handle is not None:
             ring.wait(handle)
             blk = tuple(nxt)
+    if P > 1:
+        ring.finish(x.device)
     return acc
 
 
@@ -195,6 +197,8 @@ def _ring_backward(cfg: _Cfg, g, out, x, y, w, h, nx, ny, nw, nh):
             ring.wait(h2)
             acc = tuple(nacc)
     # after P sends each rank holds the accumulators of its own block
+    if P > 1:
+        ring.finish(x.device)
     return gx, acc[0], acc[1], gh
 
 
