@@ -10,6 +10,7 @@ all-gather schedule for comparison. Model: a rank sends every shard but the next
 the forward, (P - 1) n / P (d + 1) 4 bytes, and in the backward the same plus the y-gradient
 accumulators of all P shards, P n / P (d + 1) 4 bytes; the compute is m n / P pairs per rank at
 the one-process pair rate, stretched by P / cores when the processes over-subscribe the cores.
+(Each ring call also ends with a 4-byte completion all-reduce, counted in the measured bytes.)
 docs/distributed.md turns these figures into a model for 8 nodes x 8 GPUs.
 """
 from __future__ import annotations

@@ -130,6 +130,7 @@ class Ring:
         """One tiny all-reduce after the last step: every rank completes the ring or every rank
         raises (a rank downstream of a failure could otherwise have received all its blocks)."""
         flag = torch.ones(1, dtype=torch.int32, device=device)
+        comm_stats.collective_bytes += 4
         try:
             work = dist.all_reduce(flag, group=self.group, async_op=True)
             ok = work.wait(self.timeout) if self.timeout is not None else work.wait()
