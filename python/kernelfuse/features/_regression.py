@@ -9,7 +9,6 @@ Results equal the single-process fit on the concatenated rows up to the summatio
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch
