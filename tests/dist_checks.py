@@ -117,7 +117,7 @@ def check_schedules(rank, P, kd, kf):
 
 
 def check_batched(rank, P, kd, kf):
-    """Batched (B, n, d) points with (B, n, c) weights, ring and reduce, with gradients."""
+    """Batched (B, n, d) points with (B, n, c) weights, ring, reduce and gather, with gradients."""
     ncount, mcount = _layout(P)
     N, M, B = sum(ncount), sum(mcount), 2
     g = _gen(5)
@@ -127,7 +127,7 @@ def check_batched(rank, P, kd, kf):
     oy, ny = _offsets(ncount, rank)
     ox, nx = _offsets(mcount, rank)
     fails = []
-    for sched in ("ring", "reduce"):
+    for sched in ("ring", "reduce", "gather"):
         Xr, Yr, Wr = [t.clone().requires_grad_() for t in (X, Y, W)]
         ref = kf.kernel_sum(Xr, Yr, Wr, bandwidth=0.8)
         ref.sum().backward()
