@@ -10,6 +10,8 @@
 * :class:`RandomFeaturesTransformer` -- every kernel / method of :class:`RandomFeatures` as a
   scikit-learn estimator; needs scikit-learn.
 * :func:`exact_kernel` -- the kernels themselves, to measure the approximation.
+* :class:`RandomFeatureRidge`, :class:`RandomFeatureGP` -- ridge / GP regression on the features,
+  single-process or with rows sharded over a torch.distributed group (``group=``).
 
 scikit-learn is optional: the two estimators are imported from ``._sklearn`` on first access.
 See docs/features.md.
@@ -17,6 +19,7 @@ See docs/features.md.
 import importlib.util as _importlib_util
 
 from ._random_features import KERNELS, METHODS, RandomFeatures, exact_kernel
+from ._regression import RandomFeatureGP, RandomFeatureRidge
 
 _SKLEARN_CLASSES = ("RBFSampler", "RandomFeaturesTransformer")
 
@@ -29,7 +32,7 @@ def _have_sklearn() -> bool:
         return False
 
 
-__all__ = ["KERNELS", "METHODS", "RandomFeatures", "exact_kernel"]
+__all__ = ["KERNELS", "METHODS", "RandomFeatures", "exact_kernel", "RandomFeatureRidge", "RandomFeatureGP"]
 if _have_sklearn():  # so `from kernelfuse.features import *` does not fail without it
     __all__ += list(_SKLEARN_CLASSES)
 
