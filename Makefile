@@ -15,7 +15,7 @@ SIM_ENV = KERNELFUSE_SIM_LIB=$(abspath $(SIM_BUILD))/libkernelfuse_sim.so \
 	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: setup build sim test test-sim bench clean
+.PHONY: setup build sim test test-sim bench lint lint-setup format clean
 
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -43,6 +43,25 @@ test-sim: sim
 bench: build
 	@$(PY) -c "import pykeops" 2>/dev/null || $(PY) -m pip install --quiet pykeops || echo "pykeops not installed: skipped in the benchmarks"
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+# Style: ruff (lint + format check) over the Python, clang-format over csrc/ (pinned versions, so
+# every machine formats alike). `make format` applies both.
+LINT_TOOLS = "ruff==0.17.6" "clang-format==23.1.5"
+PY_SRC = python tests bench scripts examples
+CXX_SRC = $$(git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 'third_party/*.h' 'third_party/*.cpp')
+
+lint-setup: $(PY)
+	@$(VENV)/bin/ruff --version 2>/dev/null | grep -q 0.17.6 && $(VENV)/bin/clang-format --version 2>/dev/null | grep -q 23.1.5 || $(PY) -m pip install --quiet $(LINT_TOOLS)
+
+lint: lint-setup
+	$(VENV)/bin/ruff check $(PY_SRC)
+	$(VENV)/bin/ruff format --check $(PY_SRC)
+	$(VENV)/bin/clang-format --dry-run -Werror $(CXX_SRC)
+
+format: lint-setup
+	$(VENV)/bin/ruff check --fix $(PY_SRC)
+	$(VENV)/bin/ruff format $(PY_SRC)
+	$(VENV)/bin/clang-format -i $(CXX_SRC)
 
 clean:
 	rm -rf build dist *.egg-info $(SIM_BUILD) $(SIM_BUILD).log

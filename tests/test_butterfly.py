@@ -307,25 +307,35 @@ def test_monarch_linear_layout_sl(inf, outf, nb):
         kf.nn.MonarchLinear(8, 8, layout="bad")
 
 
-@pytest.mark.slow
-def test_monarch_aten_gemm_path_env():
-    # KERNELFUSE_MONARCH_GEMM=aten (read once per process): the CPU GEMMs by ATen's bmm_out on the
-    # strided views (the path of torch builds without MKL, and of CUDA) give the same results.
+@pytest.mark.parametrize("env", [{"KERNELFUSE_MONARCH_GEMM": "aten"}, {"KERNELFUSE_MONARCH_CHUNK_BYTES": "1"},
+                                 {"KERNELFUSE_MONARCH_GEMM": "aten", "KERNELFUSE_MONARCH_CHUNK_BYTES": "1"}])
+def test_monarch_gemm_paths_env(env):
+    # Read once per process, so each in a child. KERNELFUSE_MONARCH_GEMM=aten: the CPU GEMMs by
+    # ATen's bmm_out / baddbmm on the strided views (the path of torch builds without MKL, and of
+    # CUDA). KERNELFUSE_MONARCH_CHUNK_BYTES=1: the smallest row chunks (32 rows), so that 100 rows
+    # take 4 chunks with a short last one and dw1 / dw2 accumulate over chunks. Every subset of
+    # inputs requiring grad, real and complex.
     import subprocess
     import sys
-    code = ("import torch, kernelfuse as kf\n"
+    code = ("import itertools, torch, kernelfuse as kf\n"
             "from kernelfuse.reference import butterfly as ref\n"
             "g = torch.Generator().manual_seed(0)\n"
             "for dt in (torch.float64, torch.complex128):\n"
             "    for (k, q, p), (l, s, r) in [((3, 5, 4), (5, 2, 3)), ((2, 3, 5), (6, 4, 1)), ((4, 4, 4), (4, 4, 4))]:\n"
-            "        ins = [torch.randn(*sh, generator=g, dtype=dt).requires_grad_() for sh in [(7, k * p), (k, q, p), (l, s, r)]]\n"
-            "        y = kf.monarch_multiply(*ins)\n"
-            "        torch.testing.assert_close(y, ref.monarch_multiply(*ins))\n"
-            "        gy = torch.randn(y.shape, generator=g, dtype=dt)\n"
-            "        for a, b in zip(torch.autograd.grad(y, ins, gy), torch.autograd.grad(ref.monarch_multiply(*ins), ins, gy)):\n"
-            "            torch.testing.assert_close(a, b)\n")
-    env = dict(__import__("os").environ, KERNELFUSE_MONARCH_GEMM="aten")
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+            "        for M in (100, 33, 1):\n"
+            "            ins = [torch.randn(*sh, generator=g, dtype=dt) for sh in [(M, k * p), (k, q, p), (l, s, r)]]\n"
+            "            torch.testing.assert_close(kf.monarch_multiply(*ins), ref.monarch_multiply(*ins))\n"
+            "            gy = torch.randn(M, l * s, generator=g, dtype=dt)\n"
+            "            for need in itertools.product([False, True], repeat=3):\n"
+            "                if not any(need):\n"
+            "                    continue\n"
+            "                xs = [t.clone().requires_grad_(n) for t, n in zip(ins, need)]\n"
+            "                got = torch.autograd.grad(kf.monarch_multiply(*xs), [t for t in xs if t.requires_grad], gy)\n"
+            "                exp = torch.autograd.grad(ref.monarch_multiply(*xs), [t for t in xs if t.requires_grad], gy)\n"
+            "                for a, b in zip(got, exp):\n"
+            "                    torch.testing.assert_close(a, b)\n")
+    res = subprocess.run([sys.executable, "-c", code], env=dict(__import__("os").environ, **env), capture_output=True,
+                         text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
 
 

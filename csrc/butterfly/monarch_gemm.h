@@ -15,6 +15,7 @@ bool mkl_gemm_available();
 
 struct GemmBatch {
   char op_a = 'N', op_b = 'N';
+  bool accumulate = false;  // C_i += op(A_i) op(B_i) (beta = 1) instead of C_i = ...
   int64_t m = 0, n = 0, k = 0, batch = 0;
   const void* a = nullptr;
   int64_t lda = 1, sa = 0;

@@ -63,12 +63,12 @@ bool mkl_gemm_batch(char elem, const GemmBatch& g) {
     case 'z': fn = A.z; bytes = 16; break;
     default: return false;
   }
-  // alpha = 1, beta = 0 in the element type (complex: (1, 0), (0, 0)).
+  // alpha = 1, beta = 0 (1 when accumulating) in the element type (complex: (1, 0), (0, 0)).
   const double one[2] = {1.0, 0.0}, zero[2] = {0.0, 0.0};
   const float onef[2] = {1.0f, 0.0f}, zerof[2] = {0.0f, 0.0f};
   const bool single = elem == 's' || elem == 'c';
   const void* alpha = single ? static_cast<const void*>(onef) : static_cast<const void*>(one);
-  const void* beta = single ? static_cast<const void*>(zerof) : static_cast<const void*>(zero);
+  const void* beta = g.accumulate ? alpha : single ? static_cast<const void*>(zerof) : static_cast<const void*>(zero);
   const int64_t nb = g.batch;
   std::vector<const void*> pa(nb), pb(nb);
   std::vector<void*> pc(nb);

@@ -51,6 +51,8 @@ namespace {
 // (PyTorch's complex convention: for Y = A B^T, dA = G conj(B), dB = G^T conj(A).) The backward
 // recomputes Yt (one GEMM) instead of saving it, so autograd keeps only x, w1 and w2, and then
 // reuses Yt's buffer for dYt. Cost: forward 2 GEMM passes, backward 5, no other pass over the data.
+// On the CPU all of it runs per chunk of rows (Chunking below): M above is then the chunk's row
+// count, Yt's leading dimension the chunk buffer's, and dw1 / dw2 accumulate over the chunks.
 struct MonarchShape {
   int64_t M = 0, n = 0, k = 0, q = 0, p = 0, l = 0, s = 0, r = 0;
   std::vector<int64_t> out_shape;
@@ -99,45 +101,85 @@ struct Operand {
   int64_t off, ld, batch_stride;
 };
 
-// C_i = op_a(A_i) op_b(B_i), (m x n), inner size kk, for i < batch; op 'N', 'T' or 'C'.
-void gemm(char op_a, char op_b, int64_t m, int64_t n, int64_t kk, int64_t batch, const Operand& A, const Operand& B,
-          const Operand& C) {
-  const at::Tensor& ct = *C.t;
-  if (!on_device(ct) && !force_aten_gemm() && m >= 1 && n >= 1 && kk >= 1) {
-    GemmBatch g;
-    g.op_a = op_a; g.op_b = op_b;
-    g.m = m; g.n = n; g.k = kk; g.batch = batch;
-    const int64_t e = ct.element_size();
-    g.a = static_cast<const char*>(A.t->const_data_ptr()) + A.off * e; g.lda = A.ld; g.sa = A.batch_stride;
-    g.b = static_cast<const char*>(B.t->const_data_ptr()) + B.off * e; g.ldb = B.ld; g.sb = B.batch_stride;
-    g.c = static_cast<char*>(const_cast<at::Tensor&>(ct).mutable_data_ptr()) + C.off * e; g.ldc = C.ld;
-    g.sc = C.batch_stride;
-    const auto st = ct.scalar_type();
-    const char elem = st == at::kFloat ? 's' : st == at::kDouble ? 'd' : st == at::kComplexFloat ? 'c' : 'z';
-    if (mkl_gemm_batch(elem, g)) return;
-  }
-  // ATen: the same matrices as strided views (batch, rows, cols) with strides (batch_stride, 1, ld).
-  auto view = [](const Operand& o, int64_t rows, int64_t cols, int64_t nb) {
-    return o.t->as_strided({nb, rows, cols}, {o.batch_stride, 1, std::max<int64_t>(o.ld, 1)}, o.t->storage_offset() + o.off);
+// One batched GEMM: C_i = op_a(A_i) op_b(B_i) (acc: C_i += ...), (m x n), inner size kk, for
+// i < batch; op 'N', 'T' or 'C'.
+struct Gemm {
+  char op_a, op_b;
+  int64_t m, n, kk, batch;
+  Operand A, B, C;
+  bool acc = false;
+};
+
+// MKL's batched GEMM for j; false where MKL cannot take it (device tensor, no MKL, sizes).
+bool mkl_gemm(const Gemm& j) {
+  const at::Tensor& ct = *j.C.t;
+  if (on_device(ct) || force_aten_gemm() || j.m < 1 || j.n < 1 || j.kk < 1) return false;
+  const int64_t e = ct.element_size();
+  GemmBatch g;
+  g.op_a = j.op_a; g.op_b = j.op_b;
+  g.m = j.m; g.n = j.n; g.k = j.kk; g.batch = j.batch;
+  g.accumulate = j.acc;
+  g.a = static_cast<const char*>(j.A.t->const_data_ptr()) + j.A.off * e; g.lda = j.A.ld; g.sa = j.A.batch_stride;
+  g.b = static_cast<const char*>(j.B.t->const_data_ptr()) + j.B.off * e; g.ldb = j.B.ld; g.sb = j.B.batch_stride;
+  g.c = static_cast<char*>(const_cast<at::Tensor&>(ct).mutable_data_ptr()) + j.C.off * e; g.ldc = j.C.ld;
+  g.sc = j.C.batch_stride;
+  const auto st = ct.scalar_type();
+  const char elem = st == at::kFloat ? 's' : st == at::kDouble ? 'd' : st == at::kComplexFloat ? 'c' : 'z';
+  return mkl_gemm_batch(elem, g);
+}
+
+// ATen: the same matrices as strided views (batch, rows, cols) with strides (batch_stride, 1, ld).
+void aten_gemm(const Gemm& j) {
+  auto view = [&](const Operand& o, int64_t rows, int64_t cols) {
+    return o.t->as_strided({j.batch, rows, cols}, {o.batch_stride, 1, std::max<int64_t>(o.ld, 1)},
+                           o.t->storage_offset() + o.off);
   };
   auto opv = [&](const Operand& o, char op, int64_t rows, int64_t cols) {
-    if (op == 'N') return view(o, rows, cols, batch);
-    at::Tensor v = view(o, cols, rows, batch).transpose(1, 2);
+    if (op == 'N') return view(o, rows, cols);
+    at::Tensor v = view(o, cols, rows).transpose(1, 2);
     return op == 'C' ? v.conj() : v;
   };
-  at::Tensor cv = view(C, m, n, batch);
+  at::Tensor cv = view(j.C, j.m, j.n);
   const at::NoGradGuard no_grad;  // inputs may require grad where no autograd kernel wraps the op (simulator)
-  at::bmm_out(cv, opv(A, op_a, m, kk), opv(B, op_b, kk, n));
+  if (j.acc) {
+    cv.baddbmm_(opv(j.A, j.op_a, j.m, j.kk), opv(j.B, j.op_b, j.kk, j.n));
+  } else {
+    at::bmm_out(cv, opv(j.A, j.op_a, j.m, j.kk), opv(j.B, j.op_b, j.kk, j.n));
+  }
+}
+
+void gemm(const Gemm& j) {
+  if (!mkl_gemm(j)) aten_gemm(j);
 }
 
 // x, w1, w2 as contiguous, resolved tensors; x viewed (M, n).
 at::Tensor plain(const at::Tensor& t) { return t.contiguous().resolve_conj().resolve_neg().contiguous(); }
 
-// Yt (k q, M) = the transposed intermediate (factor 1).
-at::Tensor factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape& m) {
-  at::Tensor Yt = at::empty({m.k * m.q, m.M}, X.options());
-  gemm('T', 'N', m.M, m.q, m.p, m.k, {&X, 0, m.n, m.p}, {&W1, 0, m.p, m.q * m.p}, {&Yt, 0, m.M, m.q * m.M});
-  return Yt;
+// Rows per chunk. On the CPU the M rows go in chunks whose intermediate (k q rows of the chunk) is
+// about 2 MiB: it stays in cache between the two GEMMs that write and read it, and one small buffer
+// serves every chunk (a fresh (k q, M) buffer costs a page fault per 4 KiB, ~35% of the time at
+// 4096^2, B = 1024). Devices: one chunk. The buffer's leading dimension is padded off multiples of
+// 1 KiB (power-of-two strides alias in the caches).
+struct Chunking {
+  int64_t rows = 0, ld = 0;
+};
+
+Chunking chunking(const MonarchShape& m, const at::Tensor& x) {
+  static const int64_t target = [] {
+    const char* v = std::getenv("KERNELFUSE_MONARCH_CHUNK_BYTES");
+    return v ? std::max<int64_t>(1, std::atoll(v)) : int64_t(2) << 20;
+  }();
+  const int64_t e = x.element_size(), row_bytes = std::max<int64_t>(1, m.k * m.q * e);
+  Chunking c;
+  c.rows = on_device(x) ? m.M : std::min(m.M, std::max<int64_t>(32, (target / row_bytes + 15) / 16 * 16));
+  c.ld = (c.rows * e) % 1024 == 0 ? c.rows + std::max<int64_t>(1, 64 / e) : c.rows;
+  return c;
+}
+
+// Factor 1 for rows [r0, r0 + mc): Yt[:, 0:mc] = the transposed intermediate of those rows.
+void factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape& m, int64_t r0, int64_t mc, const at::Tensor& Yt,
+             int64_t ld) {
+  gemm({'T', 'N', mc, m.q, m.p, m.k, {&X, r0 * m.n, m.n, m.p}, {&W1, 0, m.p, m.q * m.p}, {&Yt, 0, ld, m.q * ld}});
 }
 
 at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
@@ -146,8 +188,14 @@ at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at:
   const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
   at::Tensor out = at::empty({m.M, m.l * m.s}, X.options());
   if (m.k * m.q == 0) return out.zero_().view(m.out_shape);
-  const at::Tensor Yt = factor1(X, W1, m);
-  gemm('T', 'T', m.s, m.M, m.r, m.l, {&W2, 0, m.r, m.s * m.r}, {&Yt, 0, m.l * m.M, m.M}, {&out, 0, m.l * m.s, m.s});
+  const Chunking c = chunking(m, X);
+  const at::Tensor Yt = at::empty({m.k * m.q, c.ld}, X.options());
+  for (int64_t r0 = 0; r0 < m.M; r0 += c.rows) {
+    const int64_t mc = std::min(c.rows, m.M - r0);
+    factor1(X, W1, m, r0, mc, Yt, c.ld);
+    gemm({'T', 'T', m.s, mc, m.r, m.l, {&W2, 0, m.r, m.s * m.r}, {&Yt, 0, m.l * c.ld, c.ld},
+          {&out, r0 * m.l * m.s, m.l * m.s, m.s}});
+  }
   return out.view(m.out_shape);
 }
 
@@ -168,31 +216,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
   const char H = cplx ? 'C' : 'T';  // the conjugate transpose (the transpose for real dtypes)
   const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
   const at::Tensor G = plain(grad.reshape({m.M, m.l * m.s}));
-  at::Tensor dw2 = none, dx = none, dw1 = none, buf;
-  if (need_w2) {
-    buf = factor1(X, W1, m);  // Yt, recomputed (not saved by the forward)
-    dw2 = at::empty({m.l, m.s, m.r}, X.options());
-    gemm(H, 'T', m.r, m.s, m.M, m.l, {&buf, 0, m.l * m.M, m.M}, {&G, 0, m.l * m.s, m.s}, {&dw2, 0, m.r, m.s * m.r});
-  }
-  if (need_x || need_w1) {
-    // dYt reuses Yt's buffer (Yt is dead once dw2 is done): one (k q, M) buffer in the backward.
-    at::Tensor dYt = buf.defined() ? buf : at::empty({m.k * m.q, m.M}, X.options());
-    gemm('T', H, m.M, m.r, m.s, m.l, {&G, 0, m.l * m.s, m.s}, {&W2, 0, m.r, m.s * m.r}, {&dYt, 0, m.l * m.M, m.M});
-    if (need_x) {
-      const at::Tensor W1c = cplx ? plain(w1.conj()) : W1;
-      dx = at::empty({m.M, m.n}, X.options());
-      gemm('N', 'T', m.p, m.M, m.q, m.k, {&W1c, 0, m.p, m.q * m.p}, {&dYt, 0, m.M, m.q * m.M}, {&dx, 0, m.n, m.p});
-      dx = dx.view(x.sizes());
+  const at::Tensor W1c = cplx && need_x ? plain(w1.conj()) : W1;
+  at::Tensor dw2 = none;
+  at::Tensor dx = need_x ? at::empty({m.M, m.n}, X.options()) : none;
+  // dw1: real, dw1[a]^T = X_a^T dY1_a straight into dw1 ((p x q) column-major = (q, p) row-major);
+  // complex, dw1[a] = dY1_a^T conj(X_a) into t[a] = dw1[a]^T, then one transpose of the small result.
+  at::Tensor dw1 = !need_w1 ? none : at::empty(cplx ? at::IntArrayRef{m.k, m.p, m.q} : at::IntArrayRef{m.k, m.q, m.p},
+                                               X.options());
+  // Per chunk of rows: Yt (recomputed: the forward saves nothing), dw2 += Yt^H G, then dYt = G W2
+  // in Yt's buffer (dead by then), dx = dYt W1, dw1 += ... : one small buffer in the backward.
+  const Chunking c = chunking(m, X);
+  const int64_t ld = c.ld, ls = m.l * m.s;
+  if (need_w2) dw2 = at::empty({m.l, m.s, m.r}, X.options());
+  const at::Tensor B = at::empty({m.k * m.q, ld}, X.options());
+  for (int64_t r0 = 0; r0 < m.M; r0 += c.rows) {
+    const int64_t mc = std::min(c.rows, m.M - r0);
+    const bool acc = r0 > 0;
+    const Operand Gc{&G, r0 * ls, ls, m.s}, Xc{&X, r0 * m.n, m.n, m.p};
+    if (need_w2) {
+      factor1(X, W1, m, r0, mc, B, ld);
+      gemm({H, 'T', m.r, m.s, mc, m.l, {&B, 0, m.l * ld, ld}, Gc, {&dw2, 0, m.r, m.s * m.r}, acc});
     }
-    if (need_w1 && !cplx) {
-      dw1 = at::empty({m.k, m.q, m.p}, X.options());
-      gemm('N', 'N', m.p, m.q, m.M, m.k, {&X, 0, m.n, m.p}, {&dYt, 0, m.M, m.q * m.M}, {&dw1, 0, m.p, m.q * m.p});
-    } else if (need_w1) {
-      at::Tensor t = at::empty({m.k, m.p, m.q}, X.options());  // t[a] = dw1[a]^T
-      gemm('T', 'C', m.q, m.p, m.M, m.k, {&dYt, 0, m.M, m.q * m.M}, {&X, 0, m.n, m.p}, {&t, 0, m.q, m.p * m.q});
-      dw1 = t.transpose(1, 2).contiguous();
-    }
+    if (!need_x && !need_w1) continue;
+    gemm({'T', H, mc, m.r, m.s, m.l, Gc, {&W2, 0, m.r, m.s * m.r}, {&B, 0, m.l * ld, ld}});
+    const Operand dY{&B, 0, ld, m.q * ld};
+    if (need_x) gemm({'N', 'T', m.p, mc, m.q, m.k, {&W1c, 0, m.p, m.q * m.p}, dY, {&dx, r0 * m.n, m.n, m.p}});
+    if (need_w1 && !cplx) gemm({'N', 'N', m.p, m.q, mc, m.k, Xc, dY, {&dw1, 0, m.p, m.q * m.p}, acc});
+    if (need_w1 && cplx) gemm({'T', 'C', m.q, m.p, mc, m.k, dY, Xc, {&dw1, 0, m.q, m.p * m.q}, acc});
   }
+  if (need_x) dx = dx.view(x.sizes());
+  if (need_w1 && cplx) dw1 = dw1.transpose(1, 2).contiguous();
   return {dx, dw1, dw2};
 }
 

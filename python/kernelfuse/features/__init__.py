@@ -10,6 +10,8 @@
 * :class:`RandomFeaturesTransformer` -- every kernel / method of :class:`RandomFeatures` as a
   scikit-learn estimator; needs scikit-learn.
 * :func:`exact_kernel` -- the kernels themselves, to measure the approximation.
+* :class:`RandomFeatureRidge`, :class:`RandomFeatureGP` -- ridge / GP regression on the features,
+  single-process or with rows sharded over a torch.distributed group (``group=``).
 * :func:`nngp_kernel` / :func:`ntk_kernel` -- the NNGP / NTK of deep fully connected networks (fused
   kernels, docs/nngp.md), with :func:`nngp_posterior` (PCG on the fused products),
   :func:`ntk_gradient_flow`, :class:`NNGPRegressor` and :class:`NNGPRandomFeatures`.
@@ -22,6 +24,7 @@ import importlib.util as _importlib_util
 from ._random_features import KERNELS, METHODS, RandomFeatures, exact_kernel
 from ._nngp import (NNGPRandomFeatures, NNGPRegressor, kernel_diag, nngp_kernel, nngp_posterior,
                     ntk_gradient_flow, ntk_kernel)
+from ._regression import RandomFeatureGP, RandomFeatureRidge
 
 _SKLEARN_CLASSES = ("RBFSampler", "RandomFeaturesTransformer")
 
@@ -34,8 +37,9 @@ def _have_sklearn() -> bool:
         return False
 
 
-__all__ = ["KERNELS", "METHODS", "NNGPRandomFeatures", "NNGPRegressor", "RandomFeatures", "exact_kernel",
-           "kernel_diag", "nngp_kernel", "nngp_posterior", "ntk_gradient_flow", "ntk_kernel"]
+__all__ = ["KERNELS", "METHODS", "NNGPRandomFeatures", "NNGPRegressor", "RandomFeatureGP", "RandomFeatureRidge",
+           "RandomFeatures", "exact_kernel", "kernel_diag", "nngp_kernel", "nngp_posterior", "ntk_gradient_flow",
+           "ntk_kernel"]
 if _have_sklearn():  # so `from kernelfuse.features import *` does not fail without it
     __all__ += list(_SKLEARN_CLASSES)
 
