@@ -54,6 +54,7 @@
 #include <type_traits>
 
 #include "kernel_sum_cuda.h"
+#include "profiles.h"
 #include "common/cuda_launch.cuh"
 
 namespace kernelfuse::kde {
@@ -80,16 +81,8 @@ enum class Dt : int32_t { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
 // Scalar helpers (float / double overloads of the device math library).
 __device__ __forceinline__ float kexp(float v) { return expf(v); }
 __device__ __forceinline__ double kexp(double v) { return exp(v); }
-__device__ __forceinline__ float klog(float v) { return logf(v); }
-__device__ __forceinline__ double klog(double v) { return log(v); }
-__device__ __forceinline__ float klog1p(float v) { return log1pf(v); }
-__device__ __forceinline__ double klog1p(double v) { return log1p(v); }
 __device__ __forceinline__ float ksqrt(float v) { return sqrtf(v); }
 __device__ __forceinline__ double ksqrt(double v) { return sqrt(v); }
-__device__ __forceinline__ float kcospi(float v) { return cospif(v); }
-__device__ __forceinline__ double kcospi(double v) { return cospi(v); }
-__device__ __forceinline__ float ksinpi(float v) { return sinpif(v); }
-__device__ __forceinline__ double ksinpi(double v) { return sinpi(v); }
 __device__ __forceinline__ float kmax(float a, float b) { return fmaxf(a, b); }
 __device__ __forceinline__ double kmax(double a, double b) { return fmax(a, b); }
 __device__ __forceinline__ float kmin(float a, float b) { return fminf(a, b); }
@@ -162,150 +155,17 @@ template <typename A> __device__ __forceinline__ void st(void* p, int64_t i, dou
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernel profiles of s = r^2: k, log k, dk/ds (= k dlog k/ds) and log(-dk/ds).
-constexpr double kSqrt3 = 1.7320508075688772;
-constexpr double kSqrt5 = 2.23606797749979;
-constexpr double kLn2 = 0.6931471805599453;
-constexpr double kLn3Over2 = 0.4054651081081644;    // log(3/2)
-constexpr double kLn5Over6 = -0.1823215567939546;   // log(5/6)
-constexpr double kPiOver4 = 0.7853981633974483;
-constexpr double kLnPiOver4 = -0.2415644752704905;  // log(pi/4)
-
-template <Kernel K, typename A> __device__ __forceinline__ A k_val(A s) {
-  if constexpr (K == Kernel::Gaussian) {
-    return kexp(A(-0.5) * s);
-  } else if constexpr (K == Kernel::Laplacian) {
-    return kexp(-ksqrt(s));
-  } else if constexpr (K == Kernel::Cauchy) {
-    return A(1) / (A(1) + s);
-  } else if constexpr (K == Kernel::Matern32) {
-    const A u = A(kSqrt3) * ksqrt(s);
-    return (A(1) + u) * kexp(-u);
-  } else if constexpr (K == Kernel::Matern52) {
-    const A u = A(kSqrt5) * ksqrt(s);
-    return (A(1) + u + A(5.0 / 3.0) * s) * kexp(-u);
-  } else if constexpr (K == Kernel::InverseMultiquadric) {
-    return A(1) / ksqrt(A(1) + s);
-  } else if constexpr (K == Kernel::Tophat) {
-    return s < A(1) ? A(1) : A(0);
-  } else if constexpr (K == Kernel::Epanechnikov) {
-    return s < A(1) ? A(1) - s : A(0);
-  } else if constexpr (K == Kernel::Linear) {
-    return s < A(1) ? A(1) - ksqrt(s) : A(0);
-  } else {  // Cosine
-    return s < A(1) ? kcospi(A(0.5) * ksqrt(s)) : A(0);
-  }
-}
-
-template <Kernel K, typename A> __device__ __forceinline__ A k_log(A s) {
-  if constexpr (K == Kernel::Gaussian) {
-    return A(-0.5) * s;
-  } else if constexpr (K == Kernel::Laplacian) {
-    return -ksqrt(s);
-  } else if constexpr (K == Kernel::Cauchy) {
-    return -klog1p(s);
-  } else if constexpr (K == Kernel::Matern32) {
-    const A u = A(kSqrt3) * ksqrt(s);
-    return klog1p(u) - u;
-  } else if constexpr (K == Kernel::Matern52) {
-    const A u = A(kSqrt5) * ksqrt(s);
-    return klog1p(u + A(5.0 / 3.0) * s) - u;
-  } else if constexpr (K == Kernel::InverseMultiquadric) {
-    return A(-0.5) * klog1p(s);
-  } else if constexpr (K == Kernel::Tophat) {
-    return s < A(1) ? A(0) : -kinf<A>();
-  } else if constexpr (K == Kernel::Epanechnikov) {
-    return s < A(1) ? klog1p(-s) : -kinf<A>();
-  } else if constexpr (K == Kernel::Linear) {
-    return s < A(1) ? klog1p(-ksqrt(s)) : -kinf<A>();
-  } else {  // Cosine
-    return s < A(1) ? klog(kcospi(A(0.5) * ksqrt(s))) : -kinf<A>();
-  }
-}
-
-// dk/ds <= 0, finite everywhere (0 outside a support, and at r = 0 for laplacian / linear /
-// cosine, where the (x - y) factor it multiplies is 0 anyway).
-template <Kernel K, typename A> __device__ __forceinline__ A k_dk(A s) {
-  if constexpr (K == Kernel::Gaussian) {
-    return A(-0.5) * kexp(A(-0.5) * s);
-  } else if constexpr (K == Kernel::Laplacian) {
-    const A r = ksqrt(s);
-    return r > A(0) ? A(-0.5) * kexp(-r) / r : A(0);
-  } else if constexpr (K == Kernel::Cauchy) {
-    const A v = A(1) / (A(1) + s);
-    return -v * v;
-  } else if constexpr (K == Kernel::Matern32) {
-    return A(-1.5) * kexp(-A(kSqrt3) * ksqrt(s));
-  } else if constexpr (K == Kernel::Matern52) {
-    const A u = A(kSqrt5) * ksqrt(s);
-    return A(-5.0 / 6.0) * (A(1) + u) * kexp(-u);
-  } else if constexpr (K == Kernel::InverseMultiquadric) {
-    const A v = A(1) / ksqrt(A(1) + s);
-    return A(-0.5) * v * v * v;
-  } else if constexpr (K == Kernel::Tophat) {
-    return s == s ? A(0) : s;
-  } else if constexpr (K == Kernel::Epanechnikov) {
-    return s < A(1) ? A(-1) : A(0);
-  } else if constexpr (K == Kernel::Linear) {
-    const A r = ksqrt(s);
-    return (s < A(1) && r > A(0)) ? A(-0.5) / r : A(0);
-  } else {  // Cosine
-    const A r = ksqrt(s);
-    return (s < A(1) && r > A(0)) ? A(-kPiOver4) * ksinpi(A(0.5) * r) / r : A(0);
-  }
-}
-
-// log(-dk/ds); -inf where dk/ds == 0.
-template <Kernel K, typename A> __device__ __forceinline__ A k_ldk(A s) {
-  if constexpr (K == Kernel::Gaussian) {
-    return A(-0.5) * s - A(kLn2);
-  } else if constexpr (K == Kernel::Laplacian) {
-    const A r = ksqrt(s);
-    return r > A(0) ? -r - klog(A(2) * r) : -kinf<A>();
-  } else if constexpr (K == Kernel::Cauchy) {
-    return A(-2) * klog1p(s);
-  } else if constexpr (K == Kernel::Matern32) {
-    return A(kLn3Over2) - A(kSqrt3) * ksqrt(s);
-  } else if constexpr (K == Kernel::Matern52) {
-    const A u = A(kSqrt5) * ksqrt(s);
-    return A(kLn5Over6) + klog1p(u) - u;
-  } else if constexpr (K == Kernel::InverseMultiquadric) {
-    return A(-1.5) * klog1p(s) - A(kLn2);
-  } else if constexpr (K == Kernel::Tophat) {
-    return s == s ? -kinf<A>() : s;
-  } else if constexpr (K == Kernel::Epanechnikov) {
-    return s < A(1) ? A(0) : -kinf<A>();
-  } else if constexpr (K == Kernel::Linear) {
-    const A r = ksqrt(s);
-    return (s < A(1) && r > A(0)) ? -klog(A(2) * r) : -kinf<A>();
-  } else {  // Cosine
-    const A r = ksqrt(s);
-    return (s < A(1) && r > A(0)) ? A(kLnPiOver4) + klog(ksinpi(A(0.5) * r)) - klog(r)
-                                  : -kinf<A>();
-  }
-}
-
-// Runtime profile dispatch (the switch is uniform across a block).
+// Kernel profiles (profiles.h): k, log k, dk/ds and log(-dk/ds) of the runtime kernel (the switch
+// is uniform across the grid).
 enum class Q { Val, Log, Dk, LogDk };
-template <Q W, Kernel K, typename A> __device__ __forceinline__ A k_one(A s) {
-  if constexpr (W == Q::Val) return k_val<K>(s);
-  else if constexpr (W == Q::Log) return k_log<K>(s);
-  else if constexpr (W == Q::Dk) return k_dk<K>(s);
-  else return k_ldk<K>(s);
-}
 template <Q W, typename A> __device__ __forceinline__ A prof(Kernel k, A s) {
-  switch (k) {
-    case Kernel::Gaussian: return k_one<W, Kernel::Gaussian>(s);
-    case Kernel::Laplacian: return k_one<W, Kernel::Laplacian>(s);
-    case Kernel::Cauchy: return k_one<W, Kernel::Cauchy>(s);
-    case Kernel::Matern32: return k_one<W, Kernel::Matern32>(s);
-    case Kernel::Matern52: return k_one<W, Kernel::Matern52>(s);
-    case Kernel::InverseMultiquadric: return k_one<W, Kernel::InverseMultiquadric>(s);
-    case Kernel::Tophat: return k_one<W, Kernel::Tophat>(s);
-    case Kernel::Epanechnikov: return k_one<W, Kernel::Epanechnikov>(s);
-    case Kernel::Linear: return k_one<W, Kernel::Linear>(s);
-    default: return k_one<W, Kernel::Cosine>(s);  // the host rejects unknown kernels
-  }
+  return visit_kernel(k, [s](auto kc) {
+    using P = Profile<decltype(kc)::value>;
+    if constexpr (W == Q::Val) return P::k(s);
+    else if constexpr (W == Q::Log) return P::logk(s);
+    else if constexpr (W == Q::Dk) return P::dk(s);
+    else return P::log_ndk(s);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
