@@ -174,39 +174,42 @@ inline T to_r(T D, bool exact, T thr, T f) {  // branch-free (vectorises)
 //   manhattan g = r sign(u_k); chebyshev g = r sign(u_k) at the first k with |u_k| = max;
 //   minkowski g = r (|u_k| / D)^(p-1) sign(u_k); haversine g = (D / sqrt(a (1 - a))) da/dx_k.
 template <typename T>
+void haversine_grads(const T* __restrict U, const T* __restrict V, int64_t nt, const T* __restrict C,
+                     const T* __restrict DP, int64_t nr, T* __restrict GY, double* acc, int64_t accw) {
+  for (int64_t r = 0; r < nr; ++r) {
+    const T lat1 = U[2 * r], lon1 = U[2 * r + 1];
+    const T s1 = std::sin(lat1), c1 = std::cos(lat1);
+    T gx0 = 0, gx1 = 0;
+    for (int64_t ii = 0; ii < nt; ++ii) {
+      const T cf = C[r * TP + ii];
+      if (cf == T(0)) continue;
+      const T lat2 = V[ii], lon2 = V[TP + ii];
+      const T s2 = std::sin(lat2), c2 = std::cos(lat2);
+      const T dlat = lat1 - lat2, dlon = lon1 - lon2;
+      const T so = std::sin(T(0.5) * dlon);
+      const T a = haversine_a(lat1, lon1, lat2, lon2);
+      const T Dv = DP[r * TP + ii];
+      // D dD/da = D / sqrt(a (1 - a)): 2 at a = 0 (limit), 0 at the antipode (a maximum)
+      const T q = a <= T(0) ? T(2) : (a >= T(1) ? T(0) : Dv / std::sqrt(a * (T(1) - a)));
+      const T w = cf * q;
+      const T sdl = T(0.5) * std::sin(dlat), sdo = T(0.5) * c1 * c2 * std::sin(dlon), so2 = so * so;
+      gx0 += w * (sdl - s1 * c2 * so2);
+      gx1 += w * sdo;
+      if (GY) {
+        GY[ii] += w * (-sdl - c1 * s2 * so2);
+        GY[TP + ii] -= w * sdo;
+      }
+    }
+    acc[r * accw] += static_cast<double>(gx0);
+    acc[r * accw + 1] += static_cast<double>(gx1);
+  }
+}
+
+template <typename T>
 void metric_grads(Metric met, const T* __restrict U, int64_t d, const T* __restrict V, int64_t nt,
                   const T* __restrict C, const T* __restrict R, const T* __restrict DP,
                   T* __restrict F, T pp, int64_t nr, T* __restrict GY, double* acc, int64_t accw) {
-  if (met == Metric::Haversine) {  // d == 2, packed unscaled
-    for (int64_t r = 0; r < nr; ++r) {
-      const T lat1 = U[2 * r], lon1 = U[2 * r + 1];
-      const T s1 = std::sin(lat1), c1 = std::cos(lat1);
-      T gx0 = 0, gx1 = 0;
-      for (int64_t ii = 0; ii < nt; ++ii) {
-        const T cf = C[r * TP + ii];
-        if (cf == T(0)) continue;
-        const T lat2 = V[ii], lon2 = V[TP + ii];
-        const T s2 = std::sin(lat2), c2 = std::cos(lat2);
-        const T dlat = lat1 - lat2, dlon = lon1 - lon2;
-        const T so = std::sin(T(0.5) * dlon);
-        const T a = haversine_a(lat1, lon1, lat2, lon2);
-        const T Dv = DP[r * TP + ii];
-        // D dD/da = D / sqrt(a (1 - a)): 2 at a = 0 (limit), 0 at the antipode (a maximum)
-        const T q = a <= T(0) ? T(2) : (a >= T(1) ? T(0) : Dv / std::sqrt(a * (T(1) - a)));
-        const T w = cf * q;
-        const T sdl = T(0.5) * std::sin(dlat), sdo = T(0.5) * c1 * c2 * std::sin(dlon), so2 = so * so;
-        gx0 += w * (sdl - s1 * c2 * so2);
-        gx1 += w * sdo;
-        if (GY) {
-          GY[ii] += w * (-sdl - c1 * s2 * so2);
-          GY[TP + ii] -= w * sdo;
-        }
-      }
-      acc[r * accw] += static_cast<double>(gx0);
-      acc[r * accw + 1] += static_cast<double>(gx1);
-    }
-    return;
-  }
+  if (met == Metric::Haversine) return haversine_grads(U, V, nt, C, DP, nr, GY, acc, accw);  // d == 2, unscaled
   if (met == Metric::Chebyshev) std::fill(F, F + QR * TP, T(0));
   const T pm1 = pp - T(1);
   const int ipm1 = small_int_power(pp) - 1;  // -1: not a small integer

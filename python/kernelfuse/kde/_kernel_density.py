@@ -54,6 +54,7 @@ SAMPLEABLE_KERNELS = (
     "epanechnikov",
     "linear",
     "cosine",
+    "rational_quadratic",
 )
 
 
@@ -358,7 +359,8 @@ class KernelDensity(_Base):
         value. As scikit-learn, "kd_tree" rejects the metrics a KD tree cannot use (haversine).
     kernel : str, default="gaussian"
         One of "gaussian", "tophat", "epanechnikov", "laplacian" (alias "exponential"), "linear",
-        "cosine", "matern32", "matern52" or "cauchy" (d = 1 only). "inverse_multiquadric" is
+        "cosine", "matern32", "matern52", "cauchy" (d = 1 only) or "rational_quadratic" (d < 4).
+        "inverse_multiquadric" is
         rejected: it is not integrable, so it defines no density.
     metric : str, default="euclidean"
         "euclidean" ("l2"), "manhattan" ("cityblock", "l1"), "chebyshev" ("infinity"),
