@@ -241,8 +241,8 @@ template <> struct Profile<Kernel::Cosine> : CompactBase<Profile<Kernel::Cosine>
     return pm::log_sphere_area(d) + std::log(0.5 * M_PI) - std::log((n + 1) * (n + 2)) + std::log(total);
   }
 };
-// Rational quadratic with alpha = 2: (1 + r^2 / (2 alpha))^-alpha = (1 + r^2 / 4)^-2, a
-// multivariate-t shape (integrable for d < 4).
+// Rational quadratic with alpha = 2: (1 + r^2 / (2 alpha))^-alpha = (1 + r^2 / 4)^-2; decays like
+// 1 / r^4, so integrable for d < 4 only.
 template <> struct Profile<Kernel::RationalQuadratic> : ProfileBase<Profile<Kernel::RationalQuadratic>> {
   template <typename T> static KF_HD T k(T s) { T v = T(1) / (T(1) + T(0.25) * s); return v * v; }
   template <typename T> static KF_HD T logk(T s) { return T(-2) * pm::log1p(T(0.25) * s); }
@@ -275,9 +275,12 @@ constexpr bool is_compact(Kernel k) {
   }
   return false;
 }
-// log of the integral of k(|u|) over R^d (bandwidth 1); NaN where it diverges.
+#if !defined(__CUDACC__)
+// log of the integral of k(|u|) over R^d (bandwidth 1); NaN where it diverges. (Host C++ only:
+// the estimators' normalisers, kernelfuse._C.kde_log_normaliser.)
 inline double log_normaliser(Kernel k, int d) {
   return visit_kernel(k, [d](auto kc) { return Profile<decltype(kc)::value>::log_normaliser(d); });
 }
+#endif
 
 }  // namespace kernelfuse::kde
