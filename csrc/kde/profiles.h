@@ -56,6 +56,17 @@ constexpr const char* kKernelNames[kNumKernels] = {
 #undef KF_X
 };
 
+// The math below differs by backend (the CPU's float exp approximation, the device functions), so
+// it lives in a backend-named inline namespace: the CPU kernels and the CUDA / simulated kernels
+// linked into one library then get distinct symbols (no ODR clash), callers still write
+// kde::Profile<...>.
+#if defined(__CUDACC__) || defined(KERNELFUSE_CUDA_SIM)
+#define KF_PROFILE_BACKEND device_math
+#else
+#define KF_PROFILE_BACKEND host_math
+#endif
+inline namespace KF_PROFILE_BACKEND {
+
 // ---- the math the profiles use: on the host CPU the float forms the CPU kernels always used
 // (float exp by the vectorisable approximation, the others through the double functions); on the
 // device (and under the CUDA simulator) the native float / double functions.
@@ -283,4 +294,6 @@ inline double log_normaliser(Kernel k, int d) {
 }
 #endif
 
+}  // inline namespace KF_PROFILE_BACKEND
+#undef KF_PROFILE_BACKEND
 }  // namespace kernelfuse::kde
