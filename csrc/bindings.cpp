@@ -3,7 +3,8 @@
 #include <omp.h>
 #include <pybind11/pybind11.h>
 
-#include "kde/kernel_sum.h"
+#include "common/build_info.h"
+#include "kde/profiles.h"
 
 #ifndef KERNELFUSE_VERSION
 #define KERNELFUSE_VERSION "0.0.0"
@@ -40,7 +41,7 @@ PYBIND11_MODULE(_C, m) {
     d["cuda_archs"] = archs;
     d["openmp"] = _OPENMP;
     d["omp_threads"] = omp_get_max_threads();
-    d["cpu_isa"] = kernelfuse::kde::cpu_isa();
+    d["cpu_isa"] = kernelfuse::cpu_isa();
 #ifdef NDEBUG
     d["debug"] = false;
 #else
@@ -48,6 +49,18 @@ PYBIND11_MODULE(_C, m) {
 #endif
     return d;
   }, "Build information: versions, CUDA on/off and archs, OpenMP threads, CPU vector ISA.");
+  m.def("kde_kernels", [] {
+    py::list names;
+    for (const char* name : kernelfuse::kde::kKernelNames) names.append(name);
+    return names;
+  }, "Names of the kernel-sum kernels (csrc/kde/profiles.h), in the order of their enum values.");
+  m.def("kde_log_normaliser", [](const std::string& kernel, int d) {
+    for (int i = 0; i < kernelfuse::kde::kNumKernels; ++i)
+      if (kernel == kernelfuse::kde::kKernelNames[i])
+        return kernelfuse::kde::log_normaliser(static_cast<kernelfuse::kde::Kernel>(i), d);
+    throw py::value_error("kernelfuse._C.kde_log_normaliser: argument 'kernel': unknown kernel '" + kernel + "'");
+  }, py::arg("kernel"), py::arg("d"),
+     "log of the integral of the kernel profile over R^d (profiles.h); NaN where it diverges.");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("kernelfuse.set_num_threads: argument 'n' must be >= 1, got " + std::to_string(n));

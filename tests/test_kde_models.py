@@ -59,6 +59,8 @@ def profile_np(kernel: str, r):
         return inside * (1 - r)
     if kernel == "cosine":
         return inside * np.cos(0.5 * np.pi * np.minimum(r, 1))
+    if kernel == "rational_quadratic":
+        return (1 + r * r / 4) ** -2
     raise AssertionError(kernel)
 
 
@@ -169,6 +171,24 @@ def test_normaliser_cauchy_and_imq():
     with pytest.raises(ValueError, match="kernel: the inverse_multiquadric kernel .* not integrable"):
         log_kernel_normaliser("inverse_multiquadric", 1)
     assert log_kernel_normaliser("exponential", 3) == log_kernel_normaliser("laplacian", 3)
+
+
+def test_kernel_table_matches_reference_and_rational_quadratic_normaliser():
+    # the C++ table of profiles (csrc/kde/profiles.h) lists the reference's kernels, in order
+    from kernelfuse import _C
+    from kernelfuse.reference import kde as ref
+
+    assert tuple(_C.kde_kernels()) == ref.KERNELS
+    for d in (1, 2, 3):
+        expected = log_sphere_area(d) + math.log(radial_moment("rational_quadratic", d, 0))
+        assert log_kernel_normaliser("rational_quadratic", d) == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match="kernel: the rational_quadratic kernel .* not integrable in d=4"):
+        log_kernel_normaliser("rational_quadratic", 4)
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_sample_radial_law_rational_quadratic(d):
+    test_sample_radial_law_chi_square("rational_quadratic", d)
 
 
 def test_cosine_normaliser_stable_in_high_dimension():

@@ -23,10 +23,7 @@
 namespace kernelfuse::kde {
 namespace {
 
-constexpr const char* kKernelNames[kNumKernels] = {
-    "gaussian", "laplacian", "cauchy", "matern32", "matern52", "inverse_multiquadric",
-    "tophat", "epanechnikov", "linear", "cosine"};
-
+// The kernel names come from the one table of profiles.h (kKernelNames).
 Kernel parse_kernel(const std::string& name) {
   for (int i = 0; i < kNumKernels; ++i)
     if (name == kKernelNames[i]) return static_cast<Kernel>(i);

@@ -3,23 +3,11 @@
 #pragma once
 #include <cstdint>
 
+#include "profiles.h"
+
 namespace kernelfuse::kde {
 
-// Unnormalised kernel profiles of r = |x - y| / h (s = r^2 is what the kernels see).
-enum class Kernel : int32_t {
-  Gaussian = 0,       // exp(-r^2 / 2)
-  Laplacian = 1,      // exp(-r)
-  Cauchy = 2,         // 1 / (1 + r^2)
-  Matern32 = 3,       // (1 + sqrt3 r) exp(-sqrt3 r)
-  Matern52 = 4,       // (1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r)
-  InverseMultiquadric = 5,  // 1 / sqrt(1 + r^2)
-  Tophat = 6,         // 1            for r < 1
-  Epanechnikov = 7,   // 1 - r^2      for r < 1
-  Linear = 8,         // 1 - r        for r < 1
-  Cosine = 9,         // cos(pi r/2)  for r < 1
-};
-constexpr int kNumKernels = 10;
-constexpr bool is_compact(Kernel k) { return static_cast<int32_t>(k) >= static_cast<int32_t>(Kernel::Tophat); }
+// The kernels (Kernel, kNumKernels, kKernelNames, is_compact) and their profiles: profiles.h.
 
 // Distance of the kernel's r = dist(x, y) / h. Coordinate metrics take the per-dimension scaled
 // differences u_k = (x_k - y_k) / h_k; haversine (d == 2, rows (lat, lon) in radians, one
@@ -84,8 +72,6 @@ struct KernelSumParams {
 
 // CPU (OpenMP) kernels; T in {float, double}.
 template <typename T> void kernel_sum_cpu(const KernelSumParams<T>& p);
-// Vector ISA compiled into the CPU kernels ("avx512", "avx2", "neon", "generic").
-const char* cpu_isa();
 
 // CUDA kernels (kernel_sum_cuda.cu): one launch per call, no host sync, float accumulation for
 // half types. T in {float, double, __half, __nv_bfloat16}; stream is a cudaStream_t.

@@ -1,7 +1,8 @@
 """Kernel density estimation on the fused kernel-sum ops.
 
 * :class:`KernelDensity` -- scikit-learn compatible estimator (``sklearn.neighbors.KernelDensity``
-  API), exact densities for ten kernel shapes, correctly normalised in any dimension.
+  API), exact densities for the kernel shapes of csrc/kde/profiles.h, correctly normalised in
+  every dimension where they are integrable.
 * :class:`GaussianKDE` -- ``scipy.stats.gaussian_kde`` API: full-covariance Gaussian kernels,
   weights, ``logpdf``, ``resample``.
 * :class:`FewPointsWarning` -- raised when the density at most queries rests on O(1) data points

@@ -54,6 +54,7 @@ SAMPLEABLE_KERNELS = (
     "epanechnikov",
     "linear",
     "cosine",
+    "rational_quadratic",
 )
 
 
@@ -94,42 +95,23 @@ def _ops():
 # --------------------------------------------------------------------------------------------
 # Normalisers
 # --------------------------------------------------------------------------------------------
-def _log_sphere_area(d: int) -> float:
-    """log |S^{d-1}|, the surface area of the unit sphere in R^d (|S^0| = 2 points)."""
-    return math.log(2.0) + 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d)
-
-
-def _log_ball_volume(d: int) -> float:
-    """log V_d = log(pi^(d/2) / Gamma(d/2 + 1)), the volume of the unit ball in R^d."""
-    return 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1.0)
-
-
-def _log_cosine_radial_integral(d: int) -> float:
-    """log int_0^1 r^(d-1) cos(pi r / 2) dr, accurate for every d >= 1.
-
-    With t = 1 - r the integrand is (1 - t)^(d-1) sin(a t), a = pi / 2. Expanding the sine and
-    integrating term by term with Beta integrals gives, with n = d - 1::
-
-        I = a / ((n + 1)(n + 2)) * sum_k (-1)^k c_k,
-        c_0 = 1,  c_k = c_{k-1} a^2 / ((n + 2k + 1)(n + 2k + 2)).
-
-    The ratios are at most a^2 / 12 ~ 0.21, so the alternating sum converges fast and without
-    cancellation (unlike the recursion in r, whose terms grow like (d-1)! (2/pi)^d).
-    """
-    n = d - 1
-    a2 = (0.5 * math.pi) ** 2
-    total, c, k = 1.0, 1.0, 0
-    while c > 1e-20:
-        k += 1
-        c *= a2 / ((n + 2 * k + 1) * (n + 2 * k + 2))
-        total += -c if k % 2 else c
-    return math.log(0.5 * math.pi) - math.log((n + 1) * (n + 2)) + math.log(total)
+# The closed forms live with the kernel profiles in csrc/kde/profiles.h (one table for the C++
+# kernels and the estimators); these are the reasons where they diverge.
+_NOT_INTEGRABLE = {
+    "cauchy": lambda d: (f"kernel: the cauchy kernel 1/(1+r^2) is not integrable in d={d} dimensions "
+                         "(only d=1), so it does not define a density; use e.g. 'matern32' or 'laplacian'"),
+    "inverse_multiquadric": lambda d: ("kernel: the inverse_multiquadric kernel 1/sqrt(1+r^2) is not integrable in "
+                                       "any dimension, so it does not define a density"),
+    "rational_quadratic": lambda d: (f"kernel: the rational_quadratic kernel (1+r^2/4)^-2 is not integrable in "
+                                     f"d={d} dimensions (only d < 4), so it does not define a density"),
+}
 
 
 def log_kernel_normaliser(kernel: str, d: int) -> float:
     """log of the integral of the kernel profile ``k(|u|)`` over ``R^d`` (bandwidth 1).
 
-    Closed forms (``S = |S^{d-1}|`` the unit sphere's area, ``V = S / d`` the unit ball's volume):
+    Closed forms (``S = |S^{d-1}|`` the unit sphere's area, ``V = S / d`` the unit ball's volume),
+    computed by the kernel table of ``csrc/kde/profiles.h``:
 
     ================== =========================================================
     gaussian           (2 pi)^(d/2)
@@ -137,48 +119,27 @@ def log_kernel_normaliser(kernel: str, d: int) -> float:
     matern32           S Gamma(d) (1 + d) / 3^(d/2)
     matern52           S Gamma(d) (1 + d + d (d+1) / 3) / 5^(d/2)
     cauchy             S pi / (2 sin(pi d / 2))          (integrable for d < 2 only)
+    rational_quadratic (4 pi)^(d/2) Gamma(2 - d/2)       (integrable for d < 4 only)
     tophat             V
     epanechnikov       V 2 / (d + 2)
     linear             V / (d + 1)
-    cosine             S int_0^1 r^(d-1) cos(pi r / 2) dr (see _log_cosine_radial_integral)
+    cosine             S int_0^1 r^(d-1) cos(pi r / 2) dr (a fast alternating series)
     ================== =========================================================
 
     ``inverse_multiquadric`` (``1/sqrt(1 + r^2)`` decays like ``1/r``) is not integrable in any
-    dimension, and ``cauchy`` (decays like ``1/r^2``) only in ``d = 1``: both raise ValueError.
+    dimension, ``cauchy`` (decays like ``1/r^2``) only in ``d = 1`` and ``rational_quadratic``
+    (``1/r^4``) only in ``d < 4``: elsewhere they raise ValueError.
     """
+    from .. import _C
+
     kernel = _check_kernel(kernel)
     d = int(d)
     if d < 1:
         raise ValueError(f"d: the dimension must be at least 1, got {d}")
-    log_s = _log_sphere_area(d)
-    if kernel == "gaussian":
-        return 0.5 * d * math.log(2.0 * math.pi)
-    if kernel == "laplacian":
-        return log_s + math.lgamma(d)
-    if kernel == "matern32":
-        return log_s + math.lgamma(d) + math.log1p(d) - 0.5 * d * math.log(3.0)
-    if kernel == "matern52":
-        return log_s + math.lgamma(d) + math.log(1.0 + d + d * (d + 1) / 3.0) - 0.5 * d * math.log(5.0)
-    if kernel == "cauchy":
-        if d >= 2:
-            raise ValueError(
-                f"kernel: the cauchy kernel 1/(1+r^2) is not integrable in d={d} dimensions "
-                "(only d=1), so it does not define a density; use e.g. 'matern32' or 'laplacian'"
-            )
-        return log_s + math.log(0.5 * math.pi / math.sin(0.5 * math.pi * d))
-    if kernel == "inverse_multiquadric":
-        raise ValueError(
-            "kernel: the inverse_multiquadric kernel 1/sqrt(1+r^2) is not integrable in any "
-            "dimension, so it does not define a density"
-        )
-    if kernel == "tophat":
-        return _log_ball_volume(d)
-    if kernel == "epanechnikov":
-        return _log_ball_volume(d) + math.log(2.0 / (d + 2.0))
-    if kernel == "linear":
-        return _log_ball_volume(d) - math.log(d + 1.0)
-    # cosine
-    return log_s + _log_cosine_radial_integral(d)
+    value = _C.kde_log_normaliser(kernel, d)
+    if math.isnan(value):
+        raise ValueError(_NOT_INTEGRABLE[kernel](d))
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,7 +359,8 @@ class KernelDensity(_Base):
         value. As scikit-learn, "kd_tree" rejects the metrics a KD tree cannot use (haversine).
     kernel : str, default="gaussian"
         One of "gaussian", "tophat", "epanechnikov", "laplacian" (alias "exponential"), "linear",
-        "cosine", "matern32", "matern52" or "cauchy" (d = 1 only). "inverse_multiquadric" is
+        "cosine", "matern32", "matern52", "cauchy" (d = 1 only) or "rational_quadratic" (d < 4).
+        "inverse_multiquadric" is
         rejected: it is not integrable, so it defines no density.
     metric : str, default="euclidean"
         "euclidean" ("l2"), "manhattan" ("cityblock", "l1"), "chebyshev" ("infinity"),

@@ -78,6 +78,8 @@ def _sample_radii(kernel: str, d: int, n: int, rng) -> np.ndarray:
         return _gamma_mixture(rng, n, [d, d + 1, d + 2], [1.0, d, d * (d + 1) / 3.0], 1.0 / math.sqrt(5.0))
     if kernel == "cauchy":  # only d = 1 is a density: |standard Cauchy|
         return np.abs(rng.standard_cauchy(size=n))
+    if kernel == "rational_quadratic":  # r^2/4 = G1/G2 ~ BetaPrime(d/2, 2 - d/2) (a density for d < 4)
+        return 2.0 * np.sqrt(rng.gamma(0.5 * d, 1.0, size=n) / rng.gamma(2.0 - 0.5 * d, 1.0, size=n))
     if kernel == "cosine":
         # Rejection from Beta(d, 2) ~ r^(d-1) (1 - r): with t = 1 - r the ratio
         # cos(pi r / 2) / (1 - r) = sin(pi t / 2) / t lies in [1, pi/2]; accept w.p. ratio / (pi/2).

@@ -66,7 +66,7 @@ def kernel_sum(x: torch.Tensor, y: torch.Tensor, weights: Optional[torch.Tensor]
         weights: None (all ones), (n,), (n, c), or batched (B, n) / (B, n, c).
         kernel: profile of r = |x - y| / h, unnormalised: "gaussian" exp(-r^2/2), "laplacian"
             exp(-r), "cauchy" 1/(1+r^2), "matern32", "matern52", "inverse_multiquadric"
-            1/sqrt(1+r^2), and compact ones (zero for r >= 1): "tophat" 1, "epanechnikov" 1-r^2,
+            1/sqrt(1+r^2), "rational_quadratic" (1+r^2/4)^-2, and compact ones (zero for r >= 1): "tophat" 1, "epanechnikov" 1-r^2,
             "linear" 1-r, "cosine" cos(pi r/2).
         bandwidth: h > 0, a number or a tensor of shape () or (d,) (per-dimension; differentiable).
         exclude_self: skip the pair i == j (x is y): leave-one-out sums.

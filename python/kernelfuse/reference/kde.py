@@ -24,6 +24,7 @@ KERNELS = (
     "epanechnikov",
     "linear",
     "cosine",
+    "rational_quadratic",
 )
 COMPACT_KERNELS = ("tophat", "epanechnikov", "linear", "cosine")
 METRICS = ("euclidean", "manhattan", "chebyshev", "minkowski", "haversine")
@@ -63,6 +64,8 @@ def log_profile(kernel: str, s: torch.Tensor, inside=None) -> torch.Tensor:
         return torch.log1p(a + a * a / 3.0) - a
     if kernel == "inverse_multiquadric":
         return -0.5 * torch.log1p(s)
+    if kernel == "rational_quadratic":  # (1 + r^2 / (2 alpha))^(-alpha), alpha = 2
+        return -2.0 * torch.log1p(s / 4.0)
     inside = r < 1 if inside is None else inside
     ninf = torch.full_like(s, -math.inf)
     if kernel == "tophat":
@@ -93,6 +96,8 @@ def profile(kernel: str, s: torch.Tensor, inside=None) -> torch.Tensor:
         return (1 + a + a * a / 3.0) * torch.exp(-a)
     if kernel == "inverse_multiquadric":
         return torch.rsqrt(1.0 + s)
+    if kernel == "rational_quadratic":
+        return (1.0 + s / 4.0) ** -2
     inside = (r < 1 if inside is None else inside).to(s.dtype)
     if kernel == "tophat":
         return inside
