@@ -11,12 +11,15 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
-#include <map>
+#include <list>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
+#include "../common/alloc_checks.h"
 #include "../common/checks.h"
 #include "../common/device.h"
 #include "monarch_fft.h"
@@ -57,6 +60,9 @@ struct MonarchShape {
 };
 
 MonarchShape check_monarch(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
+  check_defined(x, "x");
+  check_defined(w1, "w1");
+  check_defined(w2, "w2");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., n), got a 0-d tensor");
   const auto st = x.scalar_type();
   KF_CHECK_ARG(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble, "x",
@@ -130,12 +136,18 @@ void gemm(char op_a, char op_b, int64_t m, int64_t n, int64_t kk, int64_t batch,
   at::bmm_out(cv, opv(A, op_a, m, kk), opv(B, op_b, kk, n));
 }
 
-// x, w1, w2 as contiguous, resolved tensors; x viewed (M, n).
-at::Tensor plain(const at::Tensor& t) { return t.contiguous().resolve_conj().resolve_neg().contiguous(); }
+// x, w1, w2 as contiguous, resolved tensors (the copy of an expanded view size-checked, naming
+// the argument).
+at::Tensor plain(const at::Tensor& t, const char* name) {
+  return checked_contiguous(t, name).resolve_conj().resolve_neg().contiguous();
+}
+
+// The argument that sets the size of a (rows_from_w, M) buffer: x when its rows are the longer side.
+const char* bigger(const MonarchShape& m, int64_t cols, const char* wname) { return cols > m.n ? wname : "x"; }
 
 // Yt (k q, M) = the transposed intermediate (factor 1).
 at::Tensor factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape& m) {
-  at::Tensor Yt = at::empty({m.k * m.q, m.M}, X.options());
+  at::Tensor Yt = checked_empty({m.k * m.q, m.M}, X.options(), bigger(m, m.k * m.q, "w1"), "the intermediate");
   gemm('T', 'N', m.M, m.q, m.p, m.k, {&X, 0, m.n, m.p}, {&W1, 0, m.p, m.q * m.p}, {&Yt, 0, m.M, m.q * m.M});
   return Yt;
 }
@@ -143,8 +155,8 @@ at::Tensor factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape
 at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
   const MonarchShape m = check_monarch(x, w1, w2);
   if (m.M == 0) return at::empty(m.out_shape, x.options());
-  const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
-  at::Tensor out = at::empty({m.M, m.l * m.s}, X.options());
+  const at::Tensor X = plain(x, "x").view({m.M, m.n}), W1 = plain(w1, "w1"), W2 = plain(w2, "w2");
+  at::Tensor out = checked_empty({m.M, m.l * m.s}, X.options(), bigger(m, m.l * m.s, "w2"), "the output");
   if (m.k * m.q == 0) return out.zero_().view(m.out_shape);
   const at::Tensor Yt = factor1(X, W1, m);
   gemm('T', 'T', m.s, m.M, m.r, m.l, {&W2, 0, m.r, m.s * m.r}, {&Yt, 0, m.l * m.M, m.M}, {&out, 0, m.l * m.s, m.s});
@@ -154,6 +166,7 @@ at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Tensor& grad, const at::Tensor& x,
                                                                     const at::Tensor& w1, const at::Tensor& w2,
                                                                     bool need_x, bool need_w1, bool need_w2) {
+  check_defined(grad, "grad");
   const MonarchShape m = check_monarch(x, w1, w2);
   KF_CHECK_ARG(grad.sizes() == at::IntArrayRef(m.out_shape), "grad", "expected shape ", c10::IntArrayRef(m.out_shape),
                ", got ", shape_str(grad));
@@ -166,8 +179,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
   }
   const bool cplx = x.is_complex();
   const char H = cplx ? 'C' : 'T';  // the conjugate transpose (the transpose for real dtypes)
-  const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
-  const at::Tensor G = plain(grad.reshape({m.M, m.l * m.s}));
+  const at::Tensor X = plain(x, "x").view({m.M, m.n}), W1 = plain(w1, "w1"), W2 = plain(w2, "w2");
+  const at::Tensor G = plain(grad, "grad").view({m.M, m.l * m.s});
   at::Tensor dw2 = none, dx = none, dw1 = none, buf;
   if (need_w2) {
     buf = factor1(X, W1, m);  // Yt, recomputed (not saved by the forward)
@@ -176,11 +189,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
   }
   if (need_x || need_w1) {
     // dYt reuses Yt's buffer (Yt is dead once dw2 is done): one (k q, M) buffer in the backward.
-    at::Tensor dYt = buf.defined() ? buf : at::empty({m.k * m.q, m.M}, X.options());
+    at::Tensor dYt = buf.defined() ? buf : checked_empty({m.k * m.q, m.M}, X.options(), bigger(m, m.k * m.q, "w1"),
+                                                         "the intermediate");
     gemm('T', H, m.M, m.r, m.s, m.l, {&G, 0, m.l * m.s, m.s}, {&W2, 0, m.r, m.s * m.r}, {&dYt, 0, m.l * m.M, m.M});
     if (need_x) {
-      const at::Tensor W1c = cplx ? plain(w1.conj()) : W1;
-      dx = at::empty({m.M, m.n}, X.options());
+      const at::Tensor W1c = cplx ? plain(w1.conj(), "w1") : W1;
+      dx = checked_empty({m.M, m.n}, X.options(), "x", "the gradient of x");
       gemm('N', 'T', m.p, m.M, m.q, m.k, {&W1c, 0, m.p, m.q * m.p}, {&dYt, 0, m.M, m.q * m.M}, {&dx, 0, m.n, m.p});
       dx = dx.view(x.sizes());
     }
@@ -221,17 +235,80 @@ std::vector<int64_t> fft_factors(int64_t N) {
   return f;
 }
 
-std::mutex cache_mutex;
-std::map<std::string, at::Tensor> cache;
+// The DFT matrices and twiddles, computed once per (rows, cols, N, direction, dtype, device) and
+// kept in an LRU cache bounded by bytes (issue 13: an unbounded cache grew by gigabytes over
+// thousands of distinct lengths). Default cap kDefaultCacheLimit; a table larger than the cap is
+// used for its call only (recomputed per call). monarch_fft_cache (the op) reads the byte count,
+// sets the cap and clears the cache; kernelfuse.butterfly.{monarch_fft_cache_info,
+// set_monarch_fft_cache_limit, clear_monarch_fft_cache} call it. Thread-safe: one mutex around the
+// map and the list; tables are computed outside the lock (two threads may compute the same table,
+// the first stored one stays).
+constexpr int64_t kDefaultCacheLimit = int64_t(256) << 20;  // 256 MiB
+
+class RootsCache {
+ public:
+  std::optional<at::Tensor> get(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      ++misses_;
+      return std::nullopt;
+    }
+    lru_.splice(lru_.begin(), lru_, it->second);  // most recently used first
+    ++hits_;
+    return it->second->second;
+  }
+  // Stores t unless it alone exceeds the cap; evicts the least recently used entries beyond it.
+  // Returns the stored tensor (an earlier one under the same key wins).
+  at::Tensor put(const std::string& key, const at::Tensor& t) {
+    const int64_t nb = int64_t(t.nbytes());
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(key);
+    if (it != index_.end()) return it->second->second;
+    if (nb > limit_) return t;
+    lru_.emplace_front(key, t);
+    index_.emplace(key, lru_.begin());
+    bytes_ += nb;
+    evict_locked();
+    return t;
+  }
+  // [bytes, entries, limit, hits, misses, evictions]; limit >= 0 sets the cap first, clear empties.
+  std::vector<int64_t> control(int64_t limit, bool clear) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (limit >= 0) limit_ = limit;
+    if (clear) {
+      lru_.clear();
+      index_.clear();
+      bytes_ = 0;
+    }
+    evict_locked();
+    return {bytes_, int64_t(lru_.size()), limit_, hits_, misses_, evictions_};
+  }
+
+ private:
+  void evict_locked() {
+    while (bytes_ > limit_ && !lru_.empty()) {
+      bytes_ -= int64_t(lru_.back().second.nbytes());
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+      ++evictions_;
+    }
+  }
+  std::mutex mu_;
+  std::list<std::pair<std::string, at::Tensor>> lru_;
+  std::unordered_map<std::string, std::list<std::pair<std::string, at::Tensor>>::iterator> index_;
+  int64_t bytes_ = 0, limit_ = kDefaultCacheLimit, hits_ = 0, misses_ = 0, evictions_ = 0;
+};
+
+RootsCache& roots_cache() {
+  static RootsCache* c = new RootsCache();  // never destroyed: no device frees after CUDA shutdown
+  return *c;
+}
 
 // exp(sign 2 pi i (a b mod N) / N) for a < rows, b < cols: (rows, cols), in x's dtype and device.
 at::Tensor roots(int64_t rows, int64_t cols, int64_t N, bool inverse, const at::Tensor& like) {
   const std::string key = c10::str(rows, ",", cols, ",", N, ",", inverse, ",", like.scalar_type(), ",", like.device());
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
+  if (auto hit = roots_cache().get(key)) return *hit;
   at::Tensor t = at::empty({rows, cols, 2}, at::TensorOptions().dtype(at::kDouble));
   double* d = t.data_ptr<double>();
   const double sign = inverse ? 1.0 : -1.0;
@@ -242,10 +319,13 @@ at::Tensor roots(int64_t rows, int64_t cols, int64_t N, bool inverse, const at::
       d[(a * cols + b) * 2] = std::cos(ang);
       d[(a * cols + b) * 2 + 1] = std::sin(ang);
     }
-  at::Tensor c = at::view_as_complex(t).to(like.options().dtype(like.scalar_type()));
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  cache.emplace(key, c);
-  return c;
+  return roots_cache().put(key, at::view_as_complex(t).to(like.options().dtype(like.scalar_type())));
+}
+
+std::vector<int64_t> monarch_fft_cache(int64_t limit_bytes, bool clear) {
+  KF_CHECK_ARG(limit_bytes >= -1, "limit_bytes", "expected a byte count >= 0 (or -1: keep the cap), got ",
+               limit_bytes);
+  return roots_cache().control(limit_bytes, clear);
 }
 
 at::Tensor fft_rec(const at::Tensor& x, const std::vector<int64_t>& f, size_t idx, bool inverse) {
@@ -259,6 +339,7 @@ at::Tensor fft_rec(const at::Tensor& x, const std::vector<int64_t>& f, size_t id
 }
 
 at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm) {
+  check_defined(x, "x");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., n), got a 0-d tensor");
   KF_CHECK_ARG(x.scalar_type() == at::kComplexFloat || x.scalar_type() == at::kComplexDouble, "x",
                "expected dtype complex64 or complex128, got ", x.scalar_type());
@@ -277,8 +358,8 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
 #ifdef KF_DEVICE
   if (on_device(x)) {  // lengths with two factors <= 64: one fused kernel (monarch_fft_cuda.cu)
     KF_DEVICE_GUARD(x);
-    at::Tensor xc = x.reshape({M, N}).contiguous().resolve_conj().resolve_neg();
-    at::Tensor out = at::empty({M, N}, xc.options());
+    at::Tensor xc = checked_contiguous(x, "x").resolve_conj().resolve_neg().view({M, N});
+    at::Tensor out = checked_empty({M, N}, xc.options(), "x", "the output");
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(x.scalar_type()), "monarch_fft", [&] {
       MonarchFFTParams<scalar_t> p;
@@ -295,7 +376,8 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
     if (done) return out.view(x.sizes());
   }
 #endif
-  at::Tensor y = N == 1 ? x.reshape({M, 1}).clone() : fft_rec(x.reshape({M, N}).contiguous(), f, 0, inverse);
+  const at::Tensor xc = checked_contiguous(x, "x").view({M, N});  // an expanded view's copy size-checked
+  at::Tensor y = N == 1 ? xc.clone() : fft_rec(xc, f, 0, inverse);
   if (scale != 1.0) y.mul_(scale);
   return y.view(x.sizes());
 }
@@ -307,6 +389,13 @@ KF_CPU_LIBRARY_IMPL(m) {
   m.impl("monarch_multiply_bwd", &monarch_multiply_bwd);
   m.impl("monarch_fft", &monarch_fft);
 }
+
+// The cache control takes no tensor (no backend key to dispatch on): one kernel for every backend.
+#if defined(KERNELFUSE_CUDA_SIM)
+TORCH_LIBRARY_IMPL(kernelfuse_sim, CompositeImplicitAutograd, m) { m.impl("monarch_fft_cache", &monarch_fft_cache); }
+#else
+TORCH_LIBRARY_IMPL(kernelfuse, CompositeImplicitAutograd, m) { m.impl("monarch_fft_cache", &monarch_fft_cache); }
+#endif
 
 #ifdef KF_DEVICE
 KF_DEVICE_LIBRARY_IMPL(m) {
