@@ -312,13 +312,23 @@ at::Tensor roots(int64_t rows, int64_t cols, int64_t N, bool inverse, const at::
   at::Tensor t = at::empty({rows, cols, 2}, at::TensorOptions().dtype(at::kDouble));
   double* d = t.data_ptr<double>();
   const double sign = inverse ? 1.0 : -1.0;
-  for (int64_t a = 0; a < rows; ++a)
-    for (int64_t b = 0; b < cols; ++b) {
-      const int64_t e = (a * b) % N;
-      const double ang = sign * 2.0 * M_PI * double(e) / double(N);
-      d[(a * cols + b) * 2] = std::cos(ang);
-      d[(a * cols + b) * 2 + 1] = std::sin(ang);
-    }
+  auto root = [&](int64_t e, double* out) {
+    const double ang = sign * 2.0 * M_PI * double(e) / double(N);
+    out[0] = std::cos(ang);
+    out[1] = std::sin(ang);
+  };
+  if (rows * cols > 2 * N) {  // DFT matrices (N x N for a dense prime factor): N roots, then gathered
+    std::vector<double> w(2 * N);
+    for (int64_t e = 0; e < N; ++e) root(e, &w[2 * e]);
+    for (int64_t a = 0; a < rows; ++a)
+      for (int64_t b = 0, e = 0; b < cols; ++b, e = (e + a) % N) {
+        d[(a * cols + b) * 2] = w[2 * e];
+        d[(a * cols + b) * 2 + 1] = w[2 * e + 1];
+      }
+  } else {  // twiddles (rows cols = N entries)
+    for (int64_t a = 0; a < rows; ++a)
+      for (int64_t b = 0; b < cols; ++b) root((a * b) % N, &d[(a * cols + b) * 2]);
+  }
   return roots_cache().put(key, at::view_as_complex(t).to(like.options().dtype(like.scalar_type())));
 }
 
@@ -388,9 +398,12 @@ KF_CPU_LIBRARY_IMPL(m) {
   m.impl("monarch_multiply", &monarch_multiply);
   m.impl("monarch_multiply_bwd", &monarch_multiply_bwd);
   m.impl("monarch_fft", &monarch_fft);
+  m.impl("monarch_fft_cache", &monarch_fft_cache);
 }
 
-// The cache control takes no tensor (no backend key to dispatch on): one kernel for every backend.
+// The cache control takes no tensor (no backend key to dispatch on): one kernel for every backend
+// (CompositeImplicitAutograd serves the call; the CPU and device registrations make every op
+// visibly registered for both backends, scripts/check_cuda_registrations.py).
 #if defined(KERNELFUSE_CUDA_SIM)
 TORCH_LIBRARY_IMPL(kernelfuse_sim, CompositeImplicitAutograd, m) { m.impl("monarch_fft_cache", &monarch_fft_cache); }
 #else
@@ -402,6 +415,7 @@ KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("monarch_multiply", &monarch_multiply);
   m.impl("monarch_multiply_bwd", &monarch_multiply_bwd);
   m.impl("monarch_fft", &monarch_fft);
+  m.impl("monarch_fft_cache", &monarch_fft_cache);
 }
 #endif
 
