@@ -259,11 +259,14 @@ MAX_DENSE_FACTOR = 2048  # the largest prime factor of a length monarch_fft take
 
 
 def _largest_prime_factor(n):
-    p, r, d = 1, n, 2
-    while d * d <= r:
+    """n's largest prime factor when it is at most MAX_DENSE_FACTOR, else a number above it (the
+    cofactor left after dividing out every prime <= MAX_DENSE_FACTOR): a bounded loop for any n."""
+    p, r = 1, n
+    for d in range(2, MAX_DENSE_FACTOR + 1):
+        if d * d > r:
+            break
         while r % d == 0:
             p, r = d, r // d
-        d += 1
     return max(p, r)
 
 
@@ -275,9 +278,8 @@ def _check_fft_length(x, fn):
     if x.dim() >= 1 and isinstance(x.shape[-1], int) and x.shape[-1] >= 1:
         n = x.shape[-1]
         if _largest_prime_factor(n) > MAX_DENSE_FACTOR:
-            raise ValueError(f"kernelfuse.{fn}: argument 'x': n = {n} has a prime factor "
-                             f"{_largest_prime_factor(n)} > {MAX_DENSE_FACTOR}; monarch_fft supports lengths whose "
-                             f"prime factors are at most {MAX_DENSE_FACTOR}")
+            raise ValueError(f"kernelfuse.{fn}: argument 'x': n = {n} has a prime factor > {MAX_DENSE_FACTOR}; "
+                             f"monarch_fft supports lengths whose prime factors are at most {MAX_DENSE_FACTOR}")
 
 
 @torch.library.register_fake("kernelfuse::monarch_fft")
