@@ -215,6 +215,10 @@ def grad_subsets(c, label, fn, ref_fn, ins, rtol=1e-10, atol=1e-12):
                 c.wrong.append(((label, sub), "grads wrong or given to inputs that did not ask"))
 
 
+def as_tuple(r):
+    return r if isinstance(r, tuple) else (r,)
+
+
 def meta_positions(op, tnames, args):
     """Raw op calls with one tensor argument moved to meta, in every position: (name, args); then the
     all-meta call (None, args)."""

@@ -44,7 +44,8 @@ def _raw_calls():
         ("butterfly_multiply", ["x", "twiddle"], [x, tw, True]),
         ("butterfly_multiply_bwd", ["grad", "x", "twiddle"], [torch.ones_like(x), x, tw, False, True, True]),
         ("monarch_multiply", ["x", "w1", "w2"], [mx, w1, w2]),
-        ("monarch_multiply_bwd", ["grad", "x", "w1", "w2"], [torch.ones(3, 15, dtype=F64), mx, w1, w2, True, True, True]),
+        ("monarch_multiply_bwd", ["grad", "x", "w1", "w2"],
+         [torch.ones(3, 15, dtype=F64), mx, w1, w2, True, True, True]),
         ("monarch_fft", ["x"], [torch.randn(3, 12, dtype=C128, generator=_g(2)), False, "ortho"]),
     ]
 
@@ -57,7 +58,7 @@ def test_repro1_meta_in_every_position_of_every_raw_op():
         for an, a in rel.meta_positions(name, tnames, args):
             if an is None or len(tnames) == 1:  # all meta: the fake kernel's shapes and strides
                 res = op(*a)
-                for r, e in zip(res if isinstance(res, tuple) else (res,), real if isinstance(real, tuple) else (real,)):
+                for r, e in zip(rel.as_tuple(res), rel.as_tuple(real)):
                     assert r.device.type == "meta" and r.shape == e.shape and r.stride() == e.stride(), name
                 continue
             with pytest.raises(ValueError, match=rf"argument '{an}'.*meta"):
@@ -210,8 +211,8 @@ def test_repro7_rfft_storage_offset_and_views():
         for layout in ("ls", "sl"):
             torch.testing.assert_close(kf.monarch_multiply(v, w1, w2, layout=layout),
                                        ref.monarch_multiply(v, w1, w2, layout=layout))
-    torch.testing.assert_close(kf.monarch_multiply(mx, w1.transpose(1, 2).contiguous().transpose(1, 2), w2[:1].expand(3, 5, 2)),
-                               ref.monarch_multiply(mx, w1, w2[:1].expand(3, 5, 2)))
+    w1t, w2e = w1.transpose(1, 2).contiguous().transpose(1, 2), w2[:1].expand(3, 5, 2)
+    torch.testing.assert_close(kf.monarch_multiply(mx, w1t, w2e), ref.monarch_multiply(mx, w1, w2e))
 
 
 def test_repro7_fake_strides_match_real_and_opcheck():
@@ -227,8 +228,10 @@ def test_repro7_fake_strides_match_real_and_opcheck():
     rel.fake_strides_match(ops.monarch_multiply_bwd, (g, mxt, w1, w2, True, True, True))
     z = torch.randn(12, 5, dtype=C128).t()
     rel.fake_strides_match(ops.monarch_fft, (z, True, "forward"))
-    for op, args in ((ops.butterfly_multiply, (xt, tw, True)), (ops.butterfly_multiply_bwd, (xt, xt, tw, True, True, True)),
-                     (ops.monarch_multiply, (mxt, w1, w2)), (ops.monarch_multiply_bwd, (g, mxt, w1, w2, True, True, True)),
+    for op, args in ((ops.butterfly_multiply, (xt, tw, True)),
+                     (ops.butterfly_multiply_bwd, (xt, xt, tw, True, True, True)),
+                     (ops.monarch_multiply, (mxt, w1, w2)),
+                     (ops.monarch_multiply_bwd, (g, mxt, w1, w2, True, True, True)),
                      (ops.monarch_fft, (z, False, "ortho"))):
         torch.library.opcheck(op.default, args, test_utils=("test_schema", "test_faketensor"))
 
@@ -321,14 +324,16 @@ def test_repro4_every_requires_grad_subset(capsys):
     c = rel.Counts()
     x, tw = _bf(rows=3, n=8, seed=7)
     for inc in (True, False):
-        rel.grad_subsets(c, f"butterfly[{inc}]", lambda t: kf.butterfly_multiply(t["x"], t["tw"], increasing_stride=inc),
+        rel.grad_subsets(c, f"butterfly[{inc}]",
+                         lambda t: kf.butterfly_multiply(t["x"], t["tw"], increasing_stride=inc),
                          lambda t: ref.butterfly_multiply(t["x"], t["tw"], increasing_stride=inc), {"x": x, "tw": tw})
     xc, twc = _bf(rows=2, n=4, dtype=C128, seed=8)
     rel.grad_subsets(c, "butterfly[complex]", lambda t: kf.butterfly_multiply(t["x"], t["tw"]),
                      lambda t: ref.butterfly_multiply(t["x"], t["tw"]), {"x": xc, "tw": twc})
     mx, w1, w2 = _mm(seed=9)
     for layout in ("ls", "sl"):
-        rel.grad_subsets(c, f"monarch[{layout}]", lambda t: kf.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
+        rel.grad_subsets(c, f"monarch[{layout}]",
+                         lambda t: kf.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
                          lambda t: ref.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
                          {"x": mx, "w1": w1, "w2": w2})
     cm = [t.to(C128) + 0.5j * torch.randn(t.shape, dtype=F64, generator=_g(10)) for t in _mm(rows=2, seed=10)]

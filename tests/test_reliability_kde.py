@@ -48,7 +48,7 @@ def test_repro1_meta_in_every_position_of_every_raw_op():
         for an, a in rel.meta_positions(name, tnames, args):
             if an is None:
                 res = op(*a)
-                for r, e in zip(res if isinstance(res, tuple) else (res,), real if isinstance(real, tuple) else (real,)):
+                for r, e in zip(rel.as_tuple(res), rel.as_tuple(real)):
                     assert r.device.type == "meta" and r.shape == e.shape and r.stride() == e.stride(), name
                 continue
             with pytest.raises(ValueError, match=rf"argument '{an}'.*meta"):
@@ -71,7 +71,8 @@ def test_repro1_meta_mixed_with_cpu_public():
 
 def test_fake_kernels_check_shapes_like_the_kernels():
     x, y, w, h = [t.to("meta") for t in _data()]
-    for bad, name in (((x, y[:, :1], None, h), "y"), ((x, y, w[:2], h), "weights"), ((x, y, None, h[:1].expand(3)), "bandwidth"),
+    for bad, name in (((x, y[:, :1], None, h), "y"), ((x, y, w[:2], h), "weights"),
+                      ((x, y, None, h[:1].expand(3)), "bandwidth"),
                       ((x[0], y, None, h), "x"), ((x, y.float(), None, h), "y")):
         with pytest.raises(ValueError, match=rf"argument '{name}'"):
             ops.kernel_sum(*bad, "gaussian", False)
@@ -230,8 +231,8 @@ def test_property_sweep_kde_ops(capsys):
                           {"x": torch.stack([x, x + 1]), "y": torch.stack([y, -y]), "bandwidth": hs}),
               lambda t: ref.kernel_sum(t["x"], t["y"], kernel="cauchy", bandwidth=t["bandwidth"]))
     rel.sweep(c, "raw kernel_logsumexp_sq",
-              rel.Builder(lambda t: ops.kernel_logsumexp_sq(t["x"], t["y"], t["log_weights"], t["bandwidth"], "laplacian",
-                                                            False),
+              rel.Builder(lambda t: ops.kernel_logsumexp_sq(t["x"], t["y"], t["log_weights"], t["bandwidth"],
+                                                            "laplacian", False),
                           {"x": x, "y": y, "log_weights": w.log(), "bandwidth": h}),
               lambda t: ref.kernel_logsumexp_sq(t["x"], t["y"], t["log_weights"], kernel="laplacian",
                                                 bandwidth=t["bandwidth"]))
@@ -249,7 +250,8 @@ def test_property_sweep_kde_ops(capsys):
             if log_domain:  # queries no point reaches (log-sum -inf) contribute exactly 0 (the reference's
                 # autograd gives NaN there: exp(-inf - (-inf))): left out of the reference's graph
                 with torch.no_grad():
-                    keep = ~torch.isneginf(rf(t["x"], t["y"], t["weights"], kernel="gaussian", bandwidth=t["bandwidth"]))
+                    keep = ~torch.isneginf(rf(t["x"], t["y"], t["weights"], kernel="gaussian",
+                                              bandwidth=t["bandwidth"]))
             out = rf(leaves["x"][keep], leaves["y"], leaves["weights"], kernel="gaussian", bandwidth=t["bandwidth"])
             gs = torch.autograd.grad(out, list(leaves.values()), t["grad"].to(F64)[keep], allow_unused=True)
             return tuple(torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(leaves, gs)) + (None,)
@@ -257,16 +259,14 @@ def test_property_sweep_kde_ops(capsys):
 
     gq = torch.randn(5, dtype=F64, generator=_g(22))
     rel.sweep(c, "raw kernel_sum_bwd",
-              rel.Builder(lambda t: ops.kernel_sum_bwd(t["grad"], t["x"], t["y"], t["weights"], t["bandwidth"], "gaussian",
-                                                       False, True, True, True),
+              rel.Builder(lambda t: ops.kernel_sum_bwd(t["grad"], t["x"], t["y"], t["weights"], t["bandwidth"],
+                                                       "gaussian", False, True, True, True),
                           {"grad": gq, "x": x, "y": y, "weights": w, "bandwidth": h}, strict=("grad",)),
               grads(False))
     rel.sweep(c, "raw kernel_logsumexp_bwd",
-              rel.Builder(lambda t: ops.kernel_logsumexp_bwd(t["grad"], ops.kernel_logsumexp(t["x"], t["y"], t["weights"],
-                                                                                            t["bandwidth"], "gaussian",
-                                                                                            False),
-                                                             t["x"], t["y"], t["weights"], t["bandwidth"], "gaussian",
-                                                             False, True, True, True),
+              rel.Builder(lambda t: ops.kernel_logsumexp_bwd(
+                  t["grad"], ops.kernel_logsumexp(t["x"], t["y"], t["weights"], t["bandwidth"], "gaussian", False),
+                  t["x"], t["y"], t["weights"], t["bandwidth"], "gaussian", False, True, True, True),
                           {"grad": gq, "x": x, "y": y, "weights": w.log(), "bandwidth": h}, strict=("grad",)),
               lambda t: grads(True)(t), names=["grad", "out", "x", "y", "weights", "log_weights", "bandwidth"])
     c.report(capsys, "kde")

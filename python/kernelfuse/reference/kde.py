@@ -94,7 +94,8 @@ def profile(kernel: str, s: torch.Tensor, inside=None) -> torch.Tensor:
     if kernel == "inverse_multiquadric":
         return torch.rsqrt(1.0 + s)
     inside = r < 1 if inside is None else inside
-    zero = torch.where(s.isnan(), s, 0.0)  # outside the support (an infinite distance too: 0, not inf * 0); NaN stays NaN
+    # outside the support (an infinite distance too: 0, not inf * 0); NaN stays NaN
+    zero = torch.where(s.isnan(), s, 0.0)
     if kernel == "tophat":
         return torch.where(inside, torch.ones_like(s), zero)
     if kernel == "epanechnikov":
