@@ -110,7 +110,8 @@ std::tuple<at::Tensor, at::Tensor> butterfly_multiply_bwd(const at::Tensor& grad
   check_same_device(grad, x, "grad", "x");
   const auto none = at::empty({0}, x.options());
   if (pb.n == 1) {
-    return {need_x ? grad.clone(at::MemoryFormat::Contiguous) : none, need_twiddle ? at::zeros(twiddle.sizes(), twiddle.options()) : none};
+    return {need_x ? grad.clone(at::MemoryFormat::Contiguous) : none,
+            need_twiddle ? at::zeros(twiddle.sizes(), twiddle.options()) : none};
   }
   at::Tensor g = checked_contiguous(grad, "grad").resolve_conj().resolve_neg().view({pb.rows, pb.n});
   at::Tensor dx = need_x ? fresh(pb.x, "x", "the gradient of x") : none;
