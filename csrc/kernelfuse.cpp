@@ -69,6 +69,9 @@ KF_TORCH_LIBRARY(KF_LIBRARY_NAME, m) {
   // DFT of the last dim of a complex x via the Monarch (multi-level Cooley-Tukey) factorisation;
   // norm "backward" | "ortho" | "forward". The op is its own adjoint (backward: inverse flipped).
   m.def("monarch_fft(Tensor x, bool inverse, str norm) -> Tensor");
+  // monarch_fft's DFT/twiddle cache (LRU, bounded by bytes): limit_bytes >= 0 sets the cap, clear
+  // empties it; returns [bytes, entries, limit, hits, misses, evictions].
+  m.def("monarch_fft_cache(int limit_bytes=-1, bool clear=False) -> int[]");
 
   // ---- kron: grid kernels (csrc/kron/grid_kernel_*) ----
   // K (n1, n2) = d^a/dx^a d^b/dx'^b sum_q k_q(x1[i] - x2[j]); kind "rbf" | "matern12" | "matern32" |

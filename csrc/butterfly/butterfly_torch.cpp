@@ -11,6 +11,7 @@
 #include <limits>
 #include <tuple>
 
+#include "../common/alloc_checks.h"
 #include "../common/checks.h"
 #include "../common/device.h"
 #include "butterfly.h"
@@ -25,6 +26,8 @@ struct Problem {
 };
 
 Problem check(const at::Tensor& x, const at::Tensor& twiddle) {
+  check_defined(x, "x");
+  check_defined(twiddle, "twiddle");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., n), got a 0-d tensor");
   const auto st = x.scalar_type();
   KF_CHECK_ARG(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble, "x",
@@ -42,14 +45,15 @@ Problem check(const at::Tensor& x, const at::Tensor& twiddle) {
                ", 2, 2) for n = ", p.n, " (x is ", shape_str(x), "), got ", shape_str(twiddle));
   p.nblocks = twiddle.size(0);
   p.rows = p.n ? x.numel() / p.n : 0;
-  // Lazy conjugate / negative views are materialised: the kernels read raw memory.
-  p.x = x.reshape({p.rows, p.n}).contiguous().resolve_conj().resolve_neg();
-  p.tw = twiddle.contiguous().resolve_conj().resolve_neg();
+  // Lazy conjugate / negative views are materialised: the kernels read raw memory. Copies of
+  // expanded views are allocated with a size check naming the argument (issue 13).
+  p.x = checked_contiguous(x, "x").resolve_conj().resolve_neg().view({p.rows, p.n});
+  p.tw = checked_contiguous(twiddle, "twiddle").resolve_conj().resolve_neg();
   return p;
 }
 
-at::Tensor fresh(const at::Tensor& like) {
-  at::Tensor t = at::empty(like.sizes(), like.options());
+at::Tensor fresh(const at::Tensor& like, const char* name, const char* what) {
+  at::Tensor t = checked_empty(like.sizes(), like.options(), name, what);
   if (poison_outputs()) t.fill_(std::numeric_limits<double>::quiet_NaN());
   return t;
 }
@@ -78,8 +82,8 @@ ButterflyParams<T> params(const Problem& pb) {
 
 at::Tensor butterfly_multiply(const at::Tensor& x, const at::Tensor& twiddle, bool increasing_stride) {
   Problem pb = check(x, twiddle);
-  if (pb.n == 1) return x.clone();
-  at::Tensor out = fresh(pb.x);
+  if (pb.n == 1) return x.clone(at::MemoryFormat::Contiguous);  // contiguous, as the fake kernel
+  at::Tensor out = fresh(pb.x, "x", "the output");
   dispatch_real(pb.x, [&]<typename T>() {
     ButterflyParams<T> p = params<T>(pb);
     p.increasing_stride = increasing_stride;
@@ -99,17 +103,19 @@ at::Tensor butterfly_multiply(const at::Tensor& x, const at::Tensor& twiddle, bo
 std::tuple<at::Tensor, at::Tensor> butterfly_multiply_bwd(const at::Tensor& grad, const at::Tensor& x,
                                                           const at::Tensor& twiddle, bool increasing_stride,
                                                           bool need_x, bool need_twiddle) {
+  check_defined(grad, "grad");
   Problem pb = check(x, twiddle);
   KF_CHECK_ARG(grad.sizes() == x.sizes(), "grad", "expected the shape of x ", shape_str(x), ", got ", shape_str(grad));
   check_same_dtype(grad, x, "grad", "x");
   check_same_device(grad, x, "grad", "x");
   const auto none = at::empty({0}, x.options());
   if (pb.n == 1) {
-    return {need_x ? grad.clone() : none, need_twiddle ? at::zeros(twiddle.sizes(), twiddle.options()) : none};
+    return {need_x ? grad.clone(at::MemoryFormat::Contiguous) : none,
+            need_twiddle ? at::zeros(twiddle.sizes(), twiddle.options()) : none};
   }
-  at::Tensor g = grad.reshape({pb.rows, pb.n}).contiguous().resolve_conj().resolve_neg();
-  at::Tensor dx = need_x ? fresh(pb.x) : none;
-  at::Tensor dtw = need_twiddle ? fresh(pb.tw) : none;
+  at::Tensor g = checked_contiguous(grad, "grad").resolve_conj().resolve_neg().view({pb.rows, pb.n});
+  at::Tensor dx = need_x ? fresh(pb.x, "x", "the gradient of x") : none;
+  at::Tensor dtw = need_twiddle ? fresh(pb.tw, "twiddle", "the gradient of twiddle") : none;
   dispatch_real(pb.x, [&]<typename T>() {
     ButterflyParams<T> p = params<T>(pb);
     p.increasing_stride = increasing_stride;

@@ -11,12 +11,15 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
-#include <map>
+#include <list>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
+#include "../common/alloc_checks.h"
 #include "../common/checks.h"
 #include "../common/device.h"
 #include "monarch_fft.h"
@@ -59,6 +62,9 @@ struct MonarchShape {
 };
 
 MonarchShape check_monarch(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
+  check_defined(x, "x");
+  check_defined(w1, "w1");
+  check_defined(w2, "w2");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., n), got a 0-d tensor");
   const auto st = x.scalar_type();
   KF_CHECK_ARG(st == at::kFloat || st == at::kDouble || st == at::kComplexFloat || st == at::kComplexDouble, "x",
@@ -152,8 +158,14 @@ void gemm(const Gemm& j) {
   if (!mkl_gemm(j)) aten_gemm(j);
 }
 
-// x, w1, w2 as contiguous, resolved tensors; x viewed (M, n).
-at::Tensor plain(const at::Tensor& t) { return t.contiguous().resolve_conj().resolve_neg().contiguous(); }
+// x, w1, w2 as contiguous, resolved tensors (the copy of an expanded view size-checked, naming
+// the argument).
+at::Tensor plain(const at::Tensor& t, const char* name) {
+  return checked_contiguous(t, name).resolve_conj().resolve_neg().contiguous();
+}
+
+// The argument that sets the size of a (rows_from_w, M) buffer: x when its rows are the longer side.
+const char* bigger(const MonarchShape& m, int64_t cols, const char* wname) { return cols > m.n ? wname : "x"; }
 
 // Rows per chunk. On the CPU the M rows go in chunks whose intermediate (k q rows of the chunk) is
 // about 2 MiB: it stays in cache between the two GEMMs that write and read it, and one small buffer
@@ -185,8 +197,8 @@ void factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape& m, i
 at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
   const MonarchShape m = check_monarch(x, w1, w2);
   if (m.M == 0) return at::empty(m.out_shape, x.options());
-  const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
-  at::Tensor out = at::empty({m.M, m.l * m.s}, X.options());
+  const at::Tensor X = plain(x, "x").view({m.M, m.n}), W1 = plain(w1, "w1"), W2 = plain(w2, "w2");
+  at::Tensor out = checked_empty({m.M, m.l * m.s}, X.options(), bigger(m, m.l * m.s, "w2"), "the output");
   if (m.k * m.q == 0) return out.zero_().view(m.out_shape);
   const Chunking c = chunking(m, X);
   const at::Tensor Yt = at::empty({m.k * m.q, c.ld}, X.options());
@@ -202,6 +214,7 @@ at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Tensor& grad, const at::Tensor& x,
                                                                     const at::Tensor& w1, const at::Tensor& w2,
                                                                     bool need_x, bool need_w1, bool need_w2) {
+  check_defined(grad, "grad");
   const MonarchShape m = check_monarch(x, w1, w2);
   KF_CHECK_ARG(grad.sizes() == at::IntArrayRef(m.out_shape), "grad", "expected shape ", c10::IntArrayRef(m.out_shape),
                ", got ", shape_str(grad));
@@ -214,11 +227,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
   }
   const bool cplx = x.is_complex();
   const char H = cplx ? 'C' : 'T';  // the conjugate transpose (the transpose for real dtypes)
-  const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
-  const at::Tensor G = plain(grad.reshape({m.M, m.l * m.s}));
-  const at::Tensor W1c = cplx && need_x ? plain(w1.conj()) : W1;
+  const at::Tensor X = plain(x, "x").view({m.M, m.n}), W1 = plain(w1, "w1"), W2 = plain(w2, "w2");
+  const at::Tensor G = plain(grad, "grad").view({m.M, m.l * m.s});
+  const at::Tensor W1c = cplx && need_x ? plain(w1.conj(), "w1") : W1;
   at::Tensor dw2 = none;
-  at::Tensor dx = need_x ? at::empty({m.M, m.n}, X.options()) : none;
+  at::Tensor dx = need_x ? checked_empty({m.M, m.n}, X.options(), "x", "the gradient of x") : none;
   // dw1: real, dw1[a]^T = X_a^T dY1_a straight into dw1 ((p x q) column-major = (q, p) row-major);
   // complex, dw1[a] = dY1_a^T conj(X_a) into t[a] = dw1[a]^T, then one transpose of the small result.
   at::Tensor dw1 = !need_w1 ? none : at::empty(cplx ? at::IntArrayRef{m.k, m.p, m.q} : at::IntArrayRef{m.k, m.q, m.p},
@@ -274,31 +287,107 @@ std::vector<int64_t> fft_factors(int64_t N) {
   return f;
 }
 
-std::mutex cache_mutex;
-std::map<std::string, at::Tensor> cache;
+// The DFT matrices and twiddles, computed once per (rows, cols, N, direction, dtype, device) and
+// kept in an LRU cache bounded by bytes (issue 13: an unbounded cache grew by gigabytes over
+// thousands of distinct lengths). Default cap kDefaultCacheLimit; a table larger than the cap is
+// used for its call only (recomputed per call). monarch_fft_cache (the op) reads the byte count,
+// sets the cap and clears the cache; kernelfuse.butterfly.{monarch_fft_cache_info,
+// set_monarch_fft_cache_limit, clear_monarch_fft_cache} call it. Thread-safe: one mutex around the
+// map and the list; tables are computed outside the lock (two threads may compute the same table,
+// the first stored one stays).
+constexpr int64_t kDefaultCacheLimit = int64_t(256) << 20;  // 256 MiB
+
+class RootsCache {
+ public:
+  std::optional<at::Tensor> get(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      ++misses_;
+      return std::nullopt;
+    }
+    lru_.splice(lru_.begin(), lru_, it->second);  // most recently used first
+    ++hits_;
+    return it->second->second;
+  }
+  // Stores t unless it alone exceeds the cap; evicts the least recently used entries beyond it.
+  // Returns the stored tensor (an earlier one under the same key wins).
+  at::Tensor put(const std::string& key, const at::Tensor& t) {
+    const int64_t nb = int64_t(t.nbytes());
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(key);
+    if (it != index_.end()) return it->second->second;
+    if (nb > limit_) return t;
+    lru_.emplace_front(key, t);
+    index_.emplace(key, lru_.begin());
+    bytes_ += nb;
+    evict_locked();
+    return t;
+  }
+  // [bytes, entries, limit, hits, misses, evictions]; limit >= 0 sets the cap first, clear empties.
+  std::vector<int64_t> control(int64_t limit, bool clear) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (limit >= 0) limit_ = limit;
+    if (clear) {
+      lru_.clear();
+      index_.clear();
+      bytes_ = 0;
+    }
+    evict_locked();
+    return {bytes_, int64_t(lru_.size()), limit_, hits_, misses_, evictions_};
+  }
+
+ private:
+  void evict_locked() {
+    while (bytes_ > limit_ && !lru_.empty()) {
+      bytes_ -= int64_t(lru_.back().second.nbytes());
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+      ++evictions_;
+    }
+  }
+  std::mutex mu_;
+  std::list<std::pair<std::string, at::Tensor>> lru_;
+  std::unordered_map<std::string, std::list<std::pair<std::string, at::Tensor>>::iterator> index_;
+  int64_t bytes_ = 0, limit_ = kDefaultCacheLimit, hits_ = 0, misses_ = 0, evictions_ = 0;
+};
+
+RootsCache& roots_cache() {
+  static RootsCache* c = new RootsCache();  // never destroyed: no device frees after CUDA shutdown
+  return *c;
+}
 
 // exp(sign 2 pi i (a b mod N) / N) for a < rows, b < cols: (rows, cols), in x's dtype and device.
 at::Tensor roots(int64_t rows, int64_t cols, int64_t N, bool inverse, const at::Tensor& like) {
   const std::string key = c10::str(rows, ",", cols, ",", N, ",", inverse, ",", like.scalar_type(), ",", like.device());
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
+  if (auto hit = roots_cache().get(key)) return *hit;
   at::Tensor t = at::empty({rows, cols, 2}, at::TensorOptions().dtype(at::kDouble));
   double* d = t.data_ptr<double>();
   const double sign = inverse ? 1.0 : -1.0;
-  for (int64_t a = 0; a < rows; ++a)
-    for (int64_t b = 0; b < cols; ++b) {
-      const int64_t e = (a * b) % N;
-      const double ang = sign * 2.0 * M_PI * double(e) / double(N);
-      d[(a * cols + b) * 2] = std::cos(ang);
-      d[(a * cols + b) * 2 + 1] = std::sin(ang);
-    }
-  at::Tensor c = at::view_as_complex(t).to(like.options().dtype(like.scalar_type()));
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  cache.emplace(key, c);
-  return c;
+  auto root = [&](int64_t e, double* out) {
+    const double ang = sign * 2.0 * M_PI * double(e) / double(N);
+    out[0] = std::cos(ang);
+    out[1] = std::sin(ang);
+  };
+  if (rows * cols > 2 * N) {  // DFT matrices (N x N for a dense prime factor): N roots, then gathered
+    std::vector<double> w(2 * N);
+    for (int64_t e = 0; e < N; ++e) root(e, &w[2 * e]);
+    for (int64_t a = 0; a < rows; ++a)
+      for (int64_t b = 0, e = 0; b < cols; ++b, e = (e + a) % N) {
+        d[(a * cols + b) * 2] = w[2 * e];
+        d[(a * cols + b) * 2 + 1] = w[2 * e + 1];
+      }
+  } else {  // twiddles (rows cols = N entries)
+    for (int64_t a = 0; a < rows; ++a)
+      for (int64_t b = 0; b < cols; ++b) root((a * b) % N, &d[(a * cols + b) * 2]);
+  }
+  return roots_cache().put(key, at::view_as_complex(t).to(like.options().dtype(like.scalar_type())));
+}
+
+std::vector<int64_t> monarch_fft_cache(int64_t limit_bytes, bool clear) {
+  KF_CHECK_ARG(limit_bytes >= -1, "limit_bytes", "expected a byte count >= 0 (or -1: keep the cap), got ",
+               limit_bytes);
+  return roots_cache().control(limit_bytes, clear);
 }
 
 at::Tensor fft_rec(const at::Tensor& x, const std::vector<int64_t>& f, size_t idx, bool inverse) {
@@ -312,6 +401,7 @@ at::Tensor fft_rec(const at::Tensor& x, const std::vector<int64_t>& f, size_t id
 }
 
 at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm) {
+  check_defined(x, "x");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., n), got a 0-d tensor");
   KF_CHECK_ARG(x.scalar_type() == at::kComplexFloat || x.scalar_type() == at::kComplexDouble, "x",
                "expected dtype complex64 or complex128, got ", x.scalar_type());
@@ -330,8 +420,8 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
 #ifdef KF_DEVICE
   if (on_device(x)) {  // lengths with two factors <= 64: one fused kernel (monarch_fft_cuda.cu)
     KF_DEVICE_GUARD(x);
-    at::Tensor xc = x.reshape({M, N}).contiguous().resolve_conj().resolve_neg();
-    at::Tensor out = at::empty({M, N}, xc.options());
+    at::Tensor xc = checked_contiguous(x, "x").resolve_conj().resolve_neg().view({M, N});
+    at::Tensor out = checked_empty({M, N}, xc.options(), "x", "the output");
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(x.scalar_type()), "monarch_fft", [&] {
       MonarchFFTParams<scalar_t> p;
@@ -348,7 +438,8 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
     if (done) return out.view(x.sizes());
   }
 #endif
-  at::Tensor y = N == 1 ? x.reshape({M, 1}).clone() : fft_rec(x.reshape({M, N}).contiguous(), f, 0, inverse);
+  const at::Tensor xc = checked_contiguous(x, "x").view({M, N});  // an expanded view's copy size-checked
+  at::Tensor y = N == 1 ? xc.clone() : fft_rec(xc, f, 0, inverse);
   if (scale != 1.0) y.mul_(scale);
   return y.view(x.sizes());
 }
@@ -359,13 +450,24 @@ KF_CPU_LIBRARY_IMPL(m) {
   m.impl("monarch_multiply", &monarch_multiply);
   m.impl("monarch_multiply_bwd", &monarch_multiply_bwd);
   m.impl("monarch_fft", &monarch_fft);
+  m.impl("monarch_fft_cache", &monarch_fft_cache);
 }
+
+// The cache control takes no tensor (no backend key to dispatch on): one kernel for every backend
+// (CompositeImplicitAutograd serves the call; the CPU and device registrations make every op
+// visibly registered for both backends, scripts/check_cuda_registrations.py).
+#if defined(KERNELFUSE_CUDA_SIM)
+TORCH_LIBRARY_IMPL(kernelfuse_sim, CompositeImplicitAutograd, m) { m.impl("monarch_fft_cache", &monarch_fft_cache); }
+#else
+TORCH_LIBRARY_IMPL(kernelfuse, CompositeImplicitAutograd, m) { m.impl("monarch_fft_cache", &monarch_fft_cache); }
+#endif
 
 #ifdef KF_DEVICE
 KF_DEVICE_LIBRARY_IMPL(m) {
   m.impl("monarch_multiply", &monarch_multiply);
   m.impl("monarch_multiply_bwd", &monarch_multiply_bwd);
   m.impl("monarch_fft", &monarch_fft);
+  m.impl("monarch_fft_cache", &monarch_fft_cache);
 }
 #endif
 

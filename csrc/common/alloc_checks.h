@@ -44,4 +44,9 @@ inline at::Tensor checked_contiguous(const at::Tensor& t, const char* name) {
   return c;
 }
 
+// rows_contiguous (checks.h) with the copy, when one is needed, allocated by checked_empty.
+inline at::Tensor checked_rows_contiguous(const at::Tensor& t, const char* name) {
+  return has_contiguous_rows(t) ? t : checked_contiguous(t, name);
+}
+
 }  // namespace kernelfuse

@@ -38,14 +38,17 @@ inline void check_defined(const at::Tensor& t, const char* name) {
   KF_CHECK_ARG(t.defined(), name, "expected a Tensor, got None");
 }
 
-// Rows contiguous (last dim stride 1, rows packed); any batch stride is kept.
-inline at::Tensor rows_contiguous(const at::Tensor& t) {
+// Whether t's rows are contiguous (last dim stride 1, rows packed); any batch stride is allowed.
+inline bool has_contiguous_rows(const at::Tensor& t) {
   const int64_t nd = t.dim();
-  if (nd == 0) return t.contiguous();
+  if (nd == 0) return t.is_contiguous();
   bool ok = t.stride(nd - 1) == 1 || t.size(nd - 1) <= 1;
   if (nd >= 2) ok = ok && (t.stride(nd - 2) == t.size(nd - 1) || t.size(nd - 2) <= 1);
-  return ok ? t : t.contiguous();
+  return ok;
 }
+
+// Rows contiguous (last dim stride 1, rows packed); any batch stride is kept.
+inline at::Tensor rows_contiguous(const at::Tensor& t) { return has_contiguous_rows(t) ? t : t.contiguous(); }
 
 // KERNELFUSE_POISON=1: fill fresh outputs with NaN before the kernels run (tests use it to catch
 // elements a kernel leaves unwritten). Read once.

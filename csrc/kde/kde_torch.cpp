@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../common/alloc_checks.h"
 #include "../common/checks.h"
 #include "../common/device.h"
 #include "kernel_sum.h"
@@ -72,6 +73,9 @@ struct Operands {
 Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
                         const at::Tensor& bandwidth, bool exclude_self, const char* wname) {
   Operands o;
+  check_defined(x, "x");
+  check_defined(y, "y");
+  check_defined(bandwidth, "bandwidth");
   KF_CHECK_ARG(x.dim() == 2 || x.dim() == 3, "x", "expected shape (m, d) or (B, m, d), got ", shape_str(x));
   KF_CHECK_ARG(y.dim() == x.dim(), "y", "expected ", x.dim(), " dims like x ", shape_str(x), ", got ", shape_str(y));
   check_same_device(y, x, "y", "x");
@@ -85,8 +89,8 @@ Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::opt
   if (o.batched)
     KF_CHECK_ARG(y.size(0) == x.size(0), "y", "expected batch size ", x.size(0), " (of x ", shape_str(x),
                  "), got y ", shape_str(y));
-  o.x = rows_contiguous(o.batched ? x : x.unsqueeze(0));
-  o.y = rows_contiguous(o.batched ? y : y.unsqueeze(0));
+  o.x = checked_rows_contiguous(o.batched ? x : x.unsqueeze(0), "x");  // expanded views: size-checked copies
+  o.y = checked_rows_contiguous(o.batched ? y : y.unsqueeze(0), "y");
   o.B = o.x.size(0);
   o.m = o.x.size(1);
   o.n = o.y.size(1);
@@ -106,7 +110,7 @@ Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::opt
     o.w_has_cols = w.dim() == pd + 1;
     at::Tensor w3 = o.w_has_cols ? w : w.unsqueeze(-1);
     if (!o.batched) w3 = w3.unsqueeze(0);
-    o.w = rows_contiguous(w3);
+    o.w = checked_rows_contiguous(w3, wname);
     o.c = o.w.size(2);
   }
   KF_CHECK_ARG(bandwidth.dim() == 0 || (bandwidth.dim() == 1 && (bandwidth.size(0) == o.d || bandwidth.size(0) == 1)),
@@ -214,12 +218,12 @@ void run_pass(const Pass& a) {
 // Outputs are allocated in the user's shape; the kernels see the same memory as (B, rows, cols).
 // Under KERNELFUSE_POISON=1 (the tests) they start as NaN, so an element a kernel forgot to write
 // shows up.
-at::Tensor alloc(const Operands& o, int64_t rows, int64_t cols, bool has_cols) {
+at::Tensor alloc(const Operands& o, int64_t rows, int64_t cols, bool has_cols, const char* name = "x") {
   std::vector<int64_t> s;
   if (o.batched) s.push_back(o.B);
   s.push_back(rows);
   if (has_cols) s.push_back(cols);
-  at::Tensor t = at::empty(s, o.x.options());
+  at::Tensor t = checked_empty(s, o.x.options(), name, "the output");
   if (poison_outputs()) t.fill_(std::numeric_limits<double>::quiet_NaN());
   return t;
 }
@@ -237,6 +241,24 @@ Pass make_pass(const Operands& o, c10::string_view kernel, Mode mode, bool exclu
   return a;
 }
 
+// NaN in, NaN out: the log-domain pass skips a NaN term as it skips a -inf one (after the running
+// maximum they cannot be told apart), and a compact kernel's support test rejects a NaN distance
+// (a 0 term), so queries with a NaN coordinate, and every query when a point or a (log-)weight is
+// NaN (per weight column), are set to NaN here: O((m + n)(d + c)) tensor ops, no host sync.
+void propagate_nan(const Operands& o, at::Tensor& out, bool exclude_self) {
+  if (!out.defined() || out.numel() == 0) return;
+  at::Tensor bad = o.x.isnan().any(-1).unsqueeze(-1);  // (B, m, 1)
+  at::Tensor pbad = o.y.isnan().any(-1).unsqueeze(-1);  // (B, n, 1)
+  if (o.w.defined()) pbad = pbad.logical_or(o.w.isnan());  // (B, n, c)
+  if (exclude_self) {  // query j skips point j (m == n): a NaN point reaches every other query
+    const at::Tensor cnt = pbad.sum(1, /*keepdim=*/true, at::kInt);  // (B, 1, c)
+    bad = bad.logical_or(cnt.sub(pbad.to(at::kInt)).gt(0));
+  } else {
+    bad = bad.logical_or(pbad.any(1, /*keepdim=*/true));  // (B, m, c) or (B, m, 1)
+  }
+  out.view({o.B, o.m, o.c}).masked_fill_(bad, std::numeric_limits<double>::quiet_NaN());
+}
+
 at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
                       const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self,
                       c10::string_view metric, double p) {
@@ -245,20 +267,8 @@ at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optio
   a.pw = o.w;
   a.out = alloc(o, o.m, o.c, o.w_has_cols);
   run_pass(a);
+  propagate_nan(o, a.out, exclude_self);  // compact kernels: a NaN distance fails the support test (0, not NaN)
   return a.out;
-}
-
-// NaN in, NaN out for the log domain: the pass skips a NaN term as it skips a -inf one (after the
-// running maximum they cannot be told apart), so queries with a NaN coordinate, and every query
-// when a point or a log-weight is NaN (per weight column), are set to NaN here: O((m + n)(d + c))
-// tensor ops, no host sync. (The linear-domain kernel_sum propagates NaN by itself.)
-void propagate_nan(const Operands& o, at::Tensor& out) {
-  if (!out.defined() || out.numel() == 0) return;
-  at::Tensor bad = o.x.isnan().any(-1).unsqueeze(-1);  // (B, m, 1)
-  at::Tensor pbad = o.y.isnan().any(-1).unsqueeze(-1);  // (B, n, 1)
-  if (o.w.defined()) pbad = pbad.logical_or(o.w.isnan());  // (B, n, c)
-  bad = bad.logical_or(pbad.any(1, /*keepdim=*/true));  // (B, m, c) or (B, m, 1)
-  out.view({o.B, o.m, o.c}).masked_fill_(bad, std::numeric_limits<double>::quiet_NaN());
 }
 
 std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tensor& y,
@@ -271,8 +281,8 @@ std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tenso
   a.out = alloc(o, o.m, o.c, o.w_has_cols);
   if (with_sq) a.aux = alloc(o, o.m, o.c, o.w_has_cols);
   run_pass(a);
-  propagate_nan(o, a.out);
-  propagate_nan(o, a.aux);
+  propagate_nan(o, a.out, exclude_self);
+  propagate_nan(o, a.aux, exclude_self);
   return {a.out, a.aux};
 }
 
@@ -295,12 +305,13 @@ at::Tensor grad3(const at::Tensor& g, const Operands& o, const char* name) {
   if (o.batched) want.push_back(o.B);
   want.push_back(o.m);
   if (o.w_has_cols) want.push_back(o.c);
+  check_defined(g, name);
   KF_CHECK_ARG(g.sizes().vec() == want, name, "expected shape ", c10::IntArrayRef(want), " (the output's), got ",
                shape_str(g));
   check_same_dtype(g, o.x, name, "x");
   check_same_device(g, o.x, name, "x");
   at::Tensor t = o.w_has_cols ? g : g.unsqueeze(-1);
-  return rows_contiguous(o.batched ? t : t.unsqueeze(0));
+  return checked_rows_contiguous(o.batched ? t : t.unsqueeze(0), name);
 }
 
 // Shared by both backward ops. log_domain: the forward was kernel_logsumexp (out given).
@@ -331,14 +342,28 @@ Grads backward(const at::Tensor& grad, const std::optional<at::Tensor>& out, con
   }
   if (need_x || need_h) a.out = alloc(o, o.m, o.d, true);  // (CUDA: the bandwidth sums ride on the x pass)
   if (need_x) gx = a.out;
-  if (need_y) a.out_y = gy = alloc(o, o.n, o.d, true);
-  if (need_w && o.w.defined()) a.out_w = gw = alloc(o, o.n, o.c, o.w_has_cols);
+  if (need_y) a.out_y = gy = alloc(o, o.n, o.d, true, "y");
+  if (need_w && o.w.defined()) a.out_w = gw = alloc(o, o.n, o.c, o.w_has_cols, "y");
   if (need_h) {
     a.out_h = at::empty({o.B, o.m}, o.h.options());
     if (poison_outputs()) a.out_h.fill_(std::numeric_limits<double>::quiet_NaN());
     if (o.d == 0) a.out_h.zero_();  // s == 0 for every pair (the CUDA kernel skips d == 0)
   }
   if (need_x || need_y || (need_w && o.w.defined()) || need_h) run_pass(a);
+  if (log_domain && (need_x || need_y || need_w)) {
+    // NaN in, NaN out: where the forward output is NaN (query j, column c) every gradient through it
+    // is NaN (x's row j, every point's row of y, weights column c); the pass skips NaN terms.
+    // (exclude_self: point i is not in query i's sum, m == n.)
+    const at::Tensor bad = grad3(*out, o, "out").isnan();  // (B, m, c)
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    auto reached = [&](const at::Tensor& b) {  // b (B, m, k) -> (B, n, k): some other query's output is NaN
+      if (!exclude_self) return b.any(1, true);
+      return b.sum(1, true, at::kInt).sub(b.to(at::kInt)).gt(0);
+    };
+    if (need_x && gx.numel()) gx.view({o.B, o.m, o.d}).masked_fill_(bad.any(-1, true), nan);
+    if (need_y && gy.numel()) gy.view({o.B, o.n, o.d}).masked_fill_(reached(bad.any(-1, true)), nan);
+    if (need_w && o.w.defined() && gw.numel()) gw.view({o.B, o.n, o.c}).masked_fill_(reached(bad), nan);
+  }
   if (need_h) {  // dL/dh = -(2/h) sum_{b,q,i} coef s, summed in double
     const at::Tensor tot = a.out_h.to(at::kDouble).sum();
     gh = tot.mul(-2.0).div(o.h.to(at::kDouble).reshape({})).to(bandwidth.scalar_type()).reshape(bandwidth.sizes());

@@ -499,3 +499,56 @@ def test_monarch_fft_every_fused_split(dtype):
     for i, N in enumerate(_fused_lengths(dtype)):
         x = _rand(((1, 2, 3)[i % 3], N), dtype, seed=N)
         _fft_check(x, bool(i % 2), NORMS[i % 3], dtype, True)
+
+
+# ================================================================== issue 13: bounded cache, views, sizes
+def test_monarch_fft_device_cache_bounded_and_right_after_eviction():
+    # fallback lengths (a factor > 64 or over the fused kernel's shared memory) run the glue's GEMM
+    # levels with the DFT / twiddle tables in the (device) cache: bounded by the cap, LRU-evicted,
+    # results unchanged after eviction
+    prev = sim_ops.monarch_fft_cache(-1, True)[2]
+    cap = 64 * 1024
+    try:
+        sim_ops.monarch_fft_cache(cap, True)
+        lengths = [67 * k for k in range(1, 13)] + [4097, 8192]
+        first = {}
+        for N in lengths:
+            x = _rand((2, N), torch.complex128, seed=N)
+            y = sim_ops.monarch_fft(x, False, "backward")
+            first[N] = (x, y)
+            _close_fft(y, torch.fft.fft(x), torch.complex128)
+            assert sim_ops.monarch_fft_cache(-1, False)[0] <= cap
+        b, entries, limit, hits, misses, evictions = sim_ops.monarch_fft_cache(-1, False)
+        assert limit == cap and evictions > 0 and entries > 0 and misses > 0
+        for N in (lengths[0], lengths[-1]):
+            x, y = first[N]
+            assert torch.equal(sim_ops.monarch_fft(x, False, "backward"), y)
+        assert sim_ops.monarch_fft_cache(0, False)[:2] == [0, 0]  # cap 0: nothing kept, still right
+        x, y = first[lengths[3]]
+        assert torch.equal(sim_ops.monarch_fft(x, False, "backward"), y)
+        assert sim_ops.monarch_fft_cache(-1, False)[0] == 0
+    finally:
+        sim_ops.monarch_fft_cache(prev, True)
+
+
+def test_butterfly_ops_offset_expanded_views_and_named_errors(sim_python_layer):
+    bf = sim_python_layer
+    x = torch.randn(17, dtype=torch.float64)[1:]  # storage offset 1 (view_as_complex refused it)
+    _close_fft(bf.monarch_rfft(x), torch.fft.rfft(x), torch.float64)
+    xe = _rand((1, 24), torch.float64, 3).expand(3, 24)
+    _close_fft(bf.monarch_rfft(xe), torch.fft.rfft(xe), torch.float64)
+    _close_fft(sim_ops.monarch_fft(xe.to(torch.complex128)[:, 1:], False, "ortho"),
+               torch.fft.fft(xe.to(torch.complex128)[:, 1:], norm="ortho"), torch.complex128)
+    xb = _rand((1, 16), torch.float64, 4).expand(5, 16)
+    tw = _twiddle(2, 16, torch.float64)
+    _bf_fwd_check(xb, tw, True, torch.float64)
+    dx, dt = sim_ops.butterfly_multiply_bwd(xb, xb, tw, True, True, True)
+    x64, tw64 = xb.clone().requires_grad_(True), tw.clone().requires_grad_(True)
+    ex, et = torch.autograd.grad(ref.butterfly_multiply(x64, tw64), [x64, tw64], xb)
+    assert_close_to_ref(dx, ex, torch.float64)
+    assert_close_to_ref(dt, et, torch.float64)
+    # (the size checks of 2^40-element copies are CPU-tested only: under ASan a refused allocation aborts)
+    with pytest.raises(ValueError, match=r"argument 'twiddle'.*None"):
+        sim_ops.butterfly_multiply(xb, None, True)
+    with pytest.raises(ValueError, match=r"argument 'w1'.*None"):
+        sim_ops.monarch_multiply(xb, None, torch.randn(2, 2, 2, dtype=torch.float64))

@@ -765,3 +765,19 @@ def test_sim_logsumexp_nan_in_nan_out():
     assert _t.isnan(out[3]) and not _t.isnan(out[[0, 1, 2, 4, 5]]).any()
     yn = y.clone(); yn[0, 2] = float("nan")
     assert _t.isnan(sim_ops.kernel_logsumexp(x, yn, None, h, "gaussian", False)).all()
+
+
+def test_sim_expanded_views_and_none_named():
+    """Expanded / strided views and None checks on the CUDA branch of the glue (issue 13; the size
+    checks of huge copies are CPU-tested only: under ASan a refused allocation aborts)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 3, generator=g).expand(5, 3)
+    y = torch.randn(7, 3, generator=g)[::2]
+    w = torch.rand(1, generator=g).expand(4)
+    h = torch.tensor(0.9)
+    out = sim_ops.kernel_sum(x, y, w, h, "gaussian", False)
+    assert_close_to_ref(out, ref.kernel_sum(x.double(), y.double(), w.double(), bandwidth=0.9), torch.float32)
+    with pytest.raises(ValueError, match=r"argument 'y'.*None"):
+        sim_ops.kernel_logsumexp(x, None, None, h, "gaussian", False)
+    with pytest.raises(ValueError, match=r"argument 'grad'.*None"):
+        sim_ops.kernel_sum_bwd(None, x, y, None, h, "gaussian", False, True, True, False)

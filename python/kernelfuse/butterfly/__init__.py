@@ -13,6 +13,9 @@ Sylvester Hadamard matrix and ``scipy.fft.dct``.
 - :func:`monarch_dft_factors`: DFT of length N = N1 N2 as Monarch factors with an input and an
   output permutation.
 - :func:`butterfly_to_dense`, :func:`monarch_to_dense`: the dense matrices (testing, projection).
+- :func:`monarch_fft_cache_info`, :func:`set_monarch_fft_cache_limit`, :func:`clear_monarch_fft_cache`:
+  the byte-bounded LRU caches of :func:`kernelfuse.monarch_fft`'s DFT matrices and twiddles
+  (default cap 256 MiB each; docs/butterfly.md).
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..ops.butterfly import butterfly_multiply, monarch_multiply
+from ..ops.butterfly import (DEFAULT_FFT_CACHE_LIMIT, butterfly_multiply, clear_monarch_fft_cache,
+                             monarch_fft_cache_info, monarch_multiply, set_monarch_fft_cache_limit)
 
 __all__ = ["bitreversal_permutation", "butterfly_fft_twiddle", "hadamard_twiddle", "dct_butterfly",
-           "monarch_dft_factors", "butterfly_to_dense", "monarch_to_dense", "fft_factor_split"]
+           "monarch_dft_factors", "butterfly_to_dense", "monarch_to_dense", "fft_factor_split",
+           "DEFAULT_FFT_CACHE_LIMIT", "monarch_fft_cache_info", "set_monarch_fft_cache_limit",
+           "clear_monarch_fft_cache"]
 
 
 def _log2(n: int, fn: str) -> int:

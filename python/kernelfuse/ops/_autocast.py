@@ -42,6 +42,8 @@ FP32_OPS = (
 )
 # Ops with their own rule (below).
 MIXED_OPS = ("fftconv",)
+# Ops without tensor arguments (cache control): nothing to cast, no rule.
+NO_TENSOR_OPS = ("monarch_fft_cache",)
 
 
 def _eligible(t, device_type: str) -> bool:
@@ -140,4 +142,4 @@ for _dt in DEVICE_TYPES:
     for _name in FP32_OPS:
         _register(_name, _dt, _fp32_rewrite)
 
-__all__ = ["FP32_OPS", "MIXED_OPS", "fftconv_autocast_args", "fp32_under_autocast"]
+__all__ = ["FP32_OPS", "MIXED_OPS", "NO_TENSOR_OPS", "fftconv_autocast_args", "fp32_under_autocast"]

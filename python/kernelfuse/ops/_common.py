@@ -1,6 +1,7 @@
 """Helpers shared by the op wrappers."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Union
 
@@ -74,3 +75,29 @@ def check_devices(fn: str, *named, name_meta: bool = False) -> None:
 def check_one_device(fn: str, named) -> None:
     """:func:`check_devices` of a list of pairs, naming the meta tensor among real ones."""
     check_devices(fn, *named, name_meta=True)
+
+
+def check_required(*named) -> None:
+    """ValueError naming a required tensor argument given as None ((name, value) pairs): what the
+    C++ kernels say through check_defined, repeated by the fake kernels (a raw op call with a meta
+    tensor among its arguments reaches the fake kernel, not the C++ checks)."""
+    for name, t in named:
+        if t is None:
+            raise ValueError(f"kernelfuse: argument '{name}': expected a Tensor, got None")
+
+
+@contextlib.contextmanager
+def sized(fn: str, name: str, what: str = "a buffer"):
+    """Turns an allocator failure inside the block (an expanded view's copy, an output) into a
+    ValueError naming the argument whose size set it, like the C++ checked_empty."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        raise ValueError(f"kernelfuse.{fn}: argument '{name}': too large: {what} could not be allocated: "
+                         f"{str(err).splitlines()[0]}") from None
+    except RuntimeError as err:
+        msg = str(err)
+        if "can't allocate memory" not in msg and "out of memory" not in msg:
+            raise
+        raise ValueError(f"kernelfuse.{fn}: argument '{name}': too large: {what} could not be allocated: "
+                         f"{msg.splitlines()[0][:200]}") from None

@@ -8,11 +8,13 @@ public Python API, the fake (meta) kernels for torch.compile, and autograd.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 
 import torch
 
 from ._autocast import fp32_under_autocast
-from ._common import check_like, check_tensor
+from ._common import check_devices, check_like, check_required, check_tensor, sized
 
 _ops = torch.ops.kernelfuse
 NORMS = ("backward", "ortho", "forward")
@@ -49,6 +51,7 @@ def butterfly_multiply(x: torch.Tensor, twiddle: torch.Tensor, *, increasing_str
     """
     check_tensor(x, "x", "butterfly_multiply")
     check_tensor(twiddle, "twiddle", "butterfly_multiply")
+    check_devices("butterfly_multiply", ("x", x), ("twiddle", twiddle), name_meta=True)
     _check_dtype(x, "x", "butterfly_multiply")
     check_like(twiddle, x, "twiddle", "x", "butterfly_multiply")
     if x.dim() < 1:
@@ -64,13 +67,52 @@ def butterfly_multiply(x: torch.Tensor, twiddle: torch.Tensor, *, increasing_str
     return _ops.butterfly_multiply(x, twiddle, bool(increasing_stride))
 
 
+# Fake kernels: the C++ checks repeated (the dispatcher routes a call with any meta tensor here, past
+# them: a meta tensor among CPU ones must be an error naming it, not uninitialised memory), outputs
+# fresh contiguous tensors as the kernels return. Sizes may be symbolic (torch.compile dynamic).
+def _fake_common(fn, *named):
+    check_required(*named)
+    check_devices(fn, *named, name_meta=True)
+    x = named[0][1] if named[0][0] == "x" else named[1][1]
+    for name, t in named:
+        torch._check_value(t.dtype == x.dtype, lambda: f"kernelfuse: argument '{name}': expected dtype {x.dtype} "
+                           f"(the dtype of 'x'), got {t.dtype}")
+    torch._check_value(x.dim() >= 1, lambda: "kernelfuse: argument 'x': expected shape (..., n), got a 0-d tensor")
+    torch._check_value(x.dtype in _DTYPES, lambda: f"kernelfuse: argument 'x': expected dtype float32, float64, "
+                       f"complex64 or complex128, got {x.dtype}")
+    return x
+
+
+def _fake_grad(grad, shape):
+    torch._check_value(tuple(grad.shape) == tuple(shape), lambda: f"kernelfuse: argument 'grad': expected shape "
+                       f"{list(shape)}, got {list(grad.shape)}")
+
+
+def _fake_butterfly(fn, x, twiddle, grad=None):
+    named = (("x", x), ("twiddle", twiddle)) + ((("grad", grad),) if grad is not None or fn.endswith("_bwd") else ())
+    x = _fake_common(fn, *named)
+    n = x.shape[-1]
+    log_n = n.bit_length() - 1 if isinstance(n, int) else None
+    if log_n is not None:
+        torch._check_value(n >= 1 and n & (n - 1) == 0, lambda: f"kernelfuse: argument 'x': the last dimension n "
+                           f"must be a power of two, got shape {list(x.shape)}")
+    torch._check_value(twiddle.dim() == 5 and (log_n is None or twiddle.shape[1] == log_n) and
+                       twiddle.shape[2] == n // 2 and twiddle.shape[3] == 2 and twiddle.shape[4] == 2,
+                       lambda: f"kernelfuse: argument 'twiddle': expected shape (nblocks, log2 n, n / 2, 2, 2) for "
+                       f"n = {n}, got {list(twiddle.shape)}")
+    if grad is not None:
+        _fake_grad(grad, x.shape)
+
+
 @torch.library.register_fake("kernelfuse::butterfly_multiply")
 def _(x, twiddle, increasing_stride):
+    _fake_butterfly("butterfly_multiply", x, twiddle)
     return x.new_empty(x.shape)
 
 
 @torch.library.register_fake("kernelfuse::butterfly_multiply_bwd")
 def _(grad, x, twiddle, increasing_stride, need_x, need_twiddle):
+    _fake_butterfly("butterfly_multiply_bwd", x, twiddle, grad)
     return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
             twiddle.new_empty(twiddle.shape) if need_twiddle else x.new_empty((0,)))
 
@@ -117,6 +159,7 @@ def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, *, lay
     """
     for t, name in ((x, "x"), (w1, "w1"), (w2, "w2")):
         check_tensor(t, name, "monarch_multiply")
+    check_devices("monarch_multiply", ("x", x), ("w1", w1), ("w2", w2), name_meta=True)
     _check_dtype(x, "x", "monarch_multiply")
     check_like(w1, x, "w1", "x", "monarch_multiply")
     check_like(w2, x, "w2", "x", "monarch_multiply")
@@ -138,13 +181,26 @@ def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, *, lay
     return out
 
 
+def _fake_monarch(fn, x, w1, w2, *extra):
+    x = _fake_common(fn, ("x", x), ("w1", w1), ("w2", w2), *extra)
+    torch._check_value(w1.dim() == 3 and w1.shape[0] >= 1 and w1.shape[0] * w1.shape[2] == x.shape[-1],
+                       lambda: f"kernelfuse: argument 'w1': expected shape (k, q, p) with k * p = n = {x.shape[-1]}, "
+                       f"got {list(w1.shape)}")
+    torch._check_value(w2.dim() == 3 and w2.shape[0] >= 1 and w2.shape[0] * w2.shape[2] == w1.shape[0] * w1.shape[1],
+                       lambda: f"kernelfuse: argument 'w2': expected shape (l, s, r) with l * r = k * q = "
+                       f"{w1.shape[0] * w1.shape[1]}, got {list(w2.shape)}")
+    return (*x.shape[:-1], w2.shape[0] * w2.shape[1])
+
+
 @torch.library.register_fake("kernelfuse::monarch_multiply")
 def _(x, w1, w2):
-    return x.new_empty((*x.shape[:-1], w2.shape[0] * w2.shape[1]))
+    shape = _fake_monarch("monarch_multiply", x, w1, w2)
+    return x.new_empty(shape)
 
 
 @torch.library.register_fake("kernelfuse::monarch_multiply_bwd")
 def _(grad, x, w1, w2, need_x, need_w1, need_w2):
+    _fake_grad(grad, _fake_monarch("monarch_multiply_bwd", x, w1, w2, ("grad", grad)))
     e = x.new_empty((0,))
     return (x.new_empty(x.shape) if need_x else e, w1.new_empty(w1.shape) if need_w1 else e,
             w2.new_empty(w2.shape) if need_w2 else e)
@@ -187,18 +243,55 @@ def monarch_fft(x: torch.Tensor, *, inverse: bool = False, norm: str = "backward
     """
     check_tensor(x, "x", "monarch_fft")
     _check_norm(norm, "monarch_fft")
+    _check_fft_length(x, "monarch_fft")
     if x.dtype not in _DTYPES:
         raise TypeError(f"kernelfuse.monarch_fft: argument 'x': expected dtype float32, float64, complex64 or "
                         f"complex128, got {x.dtype}")
     if x.dim() < 1:
         raise ValueError("kernelfuse.monarch_fft: argument 'x': expected shape (..., n), got a 0-d tensor")
     if not x.is_complex():
-        x = x.to(_complex_dtype(x.dtype))
+        with sized("monarch_fft", "x", "the complex copy of a real input"):
+            x = x.to(_complex_dtype(x.dtype))
     return _ops.monarch_fft(x, bool(inverse), norm)
+
+
+MAX_DENSE_FACTOR = 2048  # the largest prime factor of a length monarch_fft takes (monarch_torch.cpp)
+
+
+def _largest_prime_factor(n):
+    """n's largest prime factor when it is at most MAX_DENSE_FACTOR, else a number above it (the
+    cofactor left after dividing out every prime <= MAX_DENSE_FACTOR): a bounded loop for any n."""
+    p, r = 1, n
+    for d in range(2, MAX_DENSE_FACTOR + 1):
+        if d * d > r:
+            break
+        while r % d == 0:
+            p, r = d, r // d
+    return max(p, r)
+
+
+def _check_fft_length(x, fn):
+    """The length rule of the C++ op, checked before any copy (a concrete length only: a symbolic one
+    is checked by the kernel at run time; under torch.compile the factorisation would guard on it)."""
+    if torch.compiler.is_compiling():
+        return
+    if x.dim() >= 1 and isinstance(x.shape[-1], int) and x.shape[-1] >= 1:
+        n = x.shape[-1]
+        if _largest_prime_factor(n) > MAX_DENSE_FACTOR:
+            raise ValueError(f"kernelfuse.{fn}: argument 'x': n = {n} has a prime factor > {MAX_DENSE_FACTOR}; "
+                             f"monarch_fft supports lengths whose prime factors are at most {MAX_DENSE_FACTOR}")
 
 
 @torch.library.register_fake("kernelfuse::monarch_fft")
 def _(x, inverse, norm):
+    check_required(("x", x))
+    torch._check_value(x.dim() >= 1, lambda: "kernelfuse: argument 'x': expected shape (..., n), got a 0-d tensor")
+    torch._check_value(x.dtype in (torch.complex64, torch.complex128),
+                       lambda: f"kernelfuse: argument 'x': expected dtype complex64 or complex128, got {x.dtype}")
+    torch._check_value(norm in NORMS, lambda: f"kernelfuse: argument 'norm': expected one of {NORMS}, got {norm!r}")
+    torch._check_value(x.shape[-1] >= 1, lambda: f"kernelfuse: argument 'x': expected a last dimension n >= 1, got "
+                       f"shape {list(x.shape)}")
+    _check_fft_length(x, "monarch_fft")
     return x.new_empty(x.shape)
 
 
@@ -216,22 +309,84 @@ torch.library.register_autograd("kernelfuse::monarch_fft", _fft_backward, setup_
 _SCALE = {"backward": lambda n: 1.0, "ortho": lambda n: n ** -0.5, "forward": lambda n: 1.0 / n}
 
 
-_SPLIT_CACHE = {}
+# ---- the caches: the C++ DFT/twiddle tables (monarch_fft_cache op) and the rfft split coefficients
+DEFAULT_FFT_CACHE_LIMIT = 256 * 2 ** 20  # bytes; the C++ default (kDefaultCacheLimit, monarch_torch.cpp)
+_split_lock = threading.Lock()
+_split_cache: "OrderedDict[tuple, tuple]" = OrderedDict()  # LRU, most recent last
+_split_state = {"bytes": 0, "limit": DEFAULT_FFT_CACHE_LIMIT}
+
+
+def monarch_fft_cache_info() -> dict:
+    """State of monarch_fft's caches: the DFT matrices and twiddles of the C++ op and the split
+    coefficients of monarch_rfft / monarch_irfft, each an LRU bounded by ``limit`` bytes.
+
+    Returns a dict: ``bytes`` (both caches), ``entries``, ``limit``, and the C++ cache's ``hits``,
+    ``misses``, ``evictions``."""
+    b, e, lim, hits, misses, ev = _ops.monarch_fft_cache(-1, False)
+    with _split_lock:
+        return {"bytes": b + _split_state["bytes"], "entries": e + len(_split_cache), "limit": lim,
+                "hits": hits, "misses": misses, "evictions": ev}
+
+
+def set_monarch_fft_cache_limit(limit_bytes: int) -> int:
+    """Cap each of monarch_fft's caches at ``limit_bytes`` (default 256 MiB; 0 disables caching, every
+    call recomputes its tables) and evict down to it now. A table larger than the cap is used for
+    its call only. Returns the previous cap."""
+    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 0:
+        raise ValueError(f"kernelfuse.set_monarch_fft_cache_limit: argument 'limit_bytes': expected an int >= 0, "
+                         f"got {limit_bytes!r}")
+    prev = _ops.monarch_fft_cache(-1, False)[2]
+    _ops.monarch_fft_cache(limit_bytes, False)
+    with _split_lock:
+        _split_state["limit"] = limit_bytes
+        _split_evict_locked()
+    return prev
+
+
+def clear_monarch_fft_cache() -> None:
+    """Empty monarch_fft's caches (the cap stays)."""
+    _ops.monarch_fft_cache(-1, True)
+    with _split_lock:
+        _split_cache.clear()
+        _split_state["bytes"] = 0
+
+
+def _split_evict_locked():
+    while _split_state["bytes"] > _split_state["limit"] and _split_cache:
+        _, (A, B) = _split_cache.popitem(last=False)
+        _split_state["bytes"] -= A.nbytes + B.nbytes
+
+
+def _split_table(n, inverse, dtype, device):
+    k = torch.arange(n // 2 + 1, dtype=torch.float64)
+    w = torch.polar(torch.ones_like(k), (1.0 if inverse else -1.0) * 2 * math.pi * k / n)
+    if inverse:
+        A, B = 1 + 1j * w, 1 - 1j * w
+    else:
+        A, B = (1 - 1j * w) / 2, (1 + 1j * w) / 2
+    return A.to(dtype=dtype, device=device), B.to(dtype=dtype, device=device)
 
 
 def _split_coeffs(n, inverse, like):
     """(A, B) with A_k = (1 -+ i w_k) / c, B_k = (1 +- i w_k) / c, w_k = exp(-+2 pi i k / n), k = 0..n/2
-    (c = 2 forward, 1 inverse); computed in float64, cached per (n, direction, dtype, device)."""
+    (c = 2 forward, 1 inverse); computed in float64, cached per (n, direction, dtype, device) in an
+    LRU bounded by bytes. Under torch.compile (n possibly symbolic) computed in the graph, uncached:
+    a cache key would specialise n."""
+    if not isinstance(n, int) or torch.compiler.is_compiling():
+        return _split_table(n, inverse, like.dtype, like.device)
     key = (n, inverse, like.dtype, like.device)
-    if key not in _SPLIT_CACHE:
-        k = torch.arange(n // 2 + 1, dtype=torch.float64)
-        w = torch.polar(torch.ones_like(k), (1.0 if inverse else -1.0) * 2 * math.pi * k / n)
-        if inverse:
-            A, B = 1 + 1j * w, 1 - 1j * w
-        else:
-            A, B = (1 - 1j * w) / 2, (1 + 1j * w) / 2
-        _SPLIT_CACHE[key] = (A.to(dtype=like.dtype, device=like.device), B.to(dtype=like.dtype, device=like.device))
-    return _SPLIT_CACHE[key]
+    with _split_lock:
+        hit = _split_cache.get(key)
+        if hit is not None:
+            _split_cache.move_to_end(key)
+            return hit
+    A, B = _split_table(n, inverse, like.dtype, like.device)
+    with _split_lock:
+        if key not in _split_cache and A.nbytes + B.nbytes <= _split_state["limit"]:
+            _split_cache[key] = (A, B)
+            _split_state["bytes"] += A.nbytes + B.nbytes
+            _split_evict_locked()
+    return A, B
 
 
 @fp32_under_autocast
@@ -243,6 +398,7 @@ def monarch_rfft(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
     transform of the promoted input, cropped."""
     check_tensor(x, "x", "monarch_rfft")
     _check_norm(norm, "monarch_rfft")
+    _check_fft_length(x, "monarch_rfft")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"kernelfuse.monarch_rfft: argument 'x': expected dtype float32 or float64, got {x.dtype}")
     if x.dim() < 1:
@@ -250,8 +406,10 @@ def monarch_rfft(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
     n = x.shape[-1]
     if n % 2 or n < 2:
         return monarch_fft(x, norm=norm)[..., : n // 2 + 1]
-    h = n // 2
-    z = torch.view_as_complex(x.reshape(*x.shape[:-1], h, 2).contiguous())
+    # z = x[0::2] + i x[1::2]: a fresh complex tensor whatever x's strides, storage offset or
+    # expansion (view_as_complex would need an even offset and unit last stride).
+    with sized("monarch_rfft", "x", "the complex half-length signal"):
+        z = torch.complex(x[..., 0::2], x[..., 1::2])
     Z = _ops.monarch_fft(z, False, "backward")
     # X_k = E_k + w^k O_k with E = (Z_k + conj Z_{h-k}) / 2, O = (Z_k - conj Z_{h-k}) / 2i
     A, Bc = _split_coeffs(n, False, Z)
@@ -269,8 +427,14 @@ def monarch_irfft(X: torch.Tensor, n: int | None = None, *, norm: str = "backwar
     extension, inverted."""
     check_tensor(X, "X", "monarch_irfft")
     _check_norm(norm, "monarch_irfft")
+    if isinstance(n, int) and n >= 1 and _largest_prime_factor(n if n % 2 else n // 2) > MAX_DENSE_FACTOR:
+        raise ValueError(f"kernelfuse.monarch_irfft: argument 'n': n = {n} needs a transform of a length with a prime "
+                         f"factor > {MAX_DENSE_FACTOR}; monarch_fft supports lengths whose prime factors are at most "
+                         f"{MAX_DENSE_FACTOR}")
     if X.dtype not in (torch.complex64, torch.complex128):
         raise TypeError(f"kernelfuse.monarch_irfft: argument 'X': expected dtype complex64 or complex128, got {X.dtype}")
+    if X.dim() < 1:
+        raise ValueError("kernelfuse.monarch_irfft: argument 'X': expected shape (..., m), got a 0-d tensor")
     if n is None:
         n = 2 * (X.shape[-1] - 1)
     if not isinstance(n, int) or n < 1:
@@ -295,4 +459,6 @@ def monarch_irfft(X: torch.Tensor, n: int | None = None, *, norm: str = "backwar
     return x * s
 
 
-__all__ = ["MONARCH_LAYOUTS", "NORMS", "butterfly_multiply", "monarch_fft", "monarch_irfft", "monarch_multiply", "monarch_rfft"]
+__all__ = ["DEFAULT_FFT_CACHE_LIMIT", "MONARCH_LAYOUTS", "NORMS", "butterfly_multiply", "clear_monarch_fft_cache",
+           "monarch_fft", "monarch_fft_cache_info", "monarch_irfft", "monarch_multiply", "monarch_rfft",
+           "set_monarch_fft_cache_limit"]

@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..reference.kde import KERNELS, METRICS
-from ._common import acc_dtype, check_same_device, check_tensor, positive_scalar
+from ._common import acc_dtype, check_devices, check_required, check_tensor, positive_scalar
 
 _ops = torch.ops.kernelfuse
 Bandwidth = Union[float, torch.Tensor]
@@ -27,7 +27,10 @@ def _prepare(fn, x, y, weights, bandwidth, kernel, wname, metric="euclidean", p=
     over a batch. Shape, dtype and device checks happen in C++ (one place for every caller)."""
     check_tensor(x, "x", fn)
     check_tensor(y, "y", fn)
-    check_same_device(y, x, "y", "x", fn)
+    if weights is not None:
+        check_tensor(weights, wname, fn)
+    # one device for every tensor, the meta one named when mixed with real ones (issue 13)
+    check_devices(fn, ("x", x), ("y", y), (wname, weights), ("bandwidth", bandwidth), name_meta=True)
     if not isinstance(kernel, str) or kernel not in KERNELS:
         raise ValueError(f"kernelfuse.{fn}: argument 'kernel': unknown kernel {kernel!r}; "
                          f"expected one of: {', '.join(KERNELS)}")
@@ -41,13 +44,10 @@ def _prepare(fn, x, y, weights, bandwidth, kernel, wname, metric="euclidean", p=
     if metric == "minkowski" and not (math.isfinite(p) and p >= 1.0):
         raise ValueError(f"kernelfuse.{fn}: argument 'p': expected a finite p >= 1 for metric 'minkowski', got {p}")
     if isinstance(bandwidth, torch.Tensor):
-        check_same_device(bandwidth, x, "bandwidth", "x", fn)
         h = bandwidth
     else:
         h = torch.tensor(positive_scalar(bandwidth, "bandwidth", fn), dtype=acc_dtype(x.dtype), device=x.device)
     if weights is not None:
-        check_tensor(weights, wname, fn)
-        check_same_device(weights, x, wname, "x", fn)
         if x.dim() == 3 and y.dim() == 3:
             B, n = y.shape[0], y.shape[1]
             if weights.dim() == 1 or (weights.dim() == 2 and tuple(weights.shape) != (B, n)):
@@ -128,6 +128,38 @@ def kernel_logsumexp_sq(x: torch.Tensor, y: torch.Tensor, log_weights: Optional[
 
 
 # ---------------------------------------------------------------- fake kernels (torch.compile)
+# The C++ operand checks repeated (a meta tensor among CPU ones reaches the fake kernel, past the C++
+# checks: an error naming it, never uninitialised memory); outputs fresh contiguous tensors.
+def _fake_check(fn, x, y, w, h, wname, extra=()):
+    named = (("x", x), ("y", y), ("bandwidth", h)) + tuple(extra)
+    check_required(*named)
+    check_devices(fn, *named, (wname, w), name_meta=True)
+    torch._check_value(x.dim() in (2, 3), lambda: f"kernelfuse: argument 'x': expected shape (m, d) or (B, m, d), "
+                       f"got {list(x.shape)}")
+    torch._check_value(y.dim() == x.dim(), lambda: f"kernelfuse: argument 'y': expected {x.dim()} dims like x "
+                       f"{list(x.shape)}, got {list(y.shape)}")
+    torch._check_value(x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+                       lambda: f"kernelfuse: argument 'x': expected dtype float32 or float64, got {x.dtype}")
+    for name, t in ((("y", y), (wname, w)) + tuple(extra)):
+        if t is not None:
+            torch._check_value(t.dtype == x.dtype, lambda: f"kernelfuse: argument '{name}': expected dtype "
+                               f"{x.dtype} (the dtype of 'x'), got {t.dtype}")
+    torch._check_value(y.shape[-1] == x.shape[-1], lambda: f"kernelfuse: argument 'y': expected {x.shape[-1]} "
+                       f"columns (the d of x {list(x.shape)}), got y {list(y.shape)}")
+    if x.dim() == 3:
+        torch._check_value(y.shape[0] == x.shape[0], lambda: f"kernelfuse: argument 'y': expected batch size "
+                           f"{x.shape[0]} (of x {list(x.shape)}), got y {list(y.shape)}")
+    if w is not None:
+        pd = y.dim() - 1
+        torch._check_value(w.dim() in (pd, pd + 1) and w.shape[pd - 1] == y.shape[-2] and
+                           (x.dim() == 2 or w.shape[0] == y.shape[0]),
+                           lambda: f"kernelfuse: argument '{wname}': expected one row per point of y "
+                           f"{list(y.shape)}, got {list(w.shape)}")
+    torch._check_value(h.dim() == 0 or (h.dim() == 1 and (h.shape[0] == x.shape[-1] or h.shape[0] == 1)),
+                       lambda: f"kernelfuse: argument 'bandwidth': expected a scalar or shape (d,) = "
+                       f"({x.shape[-1]},), got {list(h.shape)}")
+
+
 def _fake_out(x, y, w):
     shape = list(x.shape[:-1])
     if w is not None and w.dim() == y.dim():
@@ -135,37 +167,51 @@ def _fake_out(x, y, w):
     return x.new_empty(shape)
 
 
+def _fake_grad(g, name, x, y, w):
+    want = _fake_out(x, y, w).shape
+    torch._check_value(tuple(g.shape) == tuple(want), lambda: f"kernelfuse: argument '{name}': expected shape "
+                       f"{list(want)} (the output's), got {list(g.shape)}")
+
+
 @torch.library.register_fake("kernelfuse::kernel_sum")
 def _(x, y, weights, bandwidth, kernel, exclude_self, metric="euclidean", p=2.0):
+    _fake_check("kernel_sum", x, y, weights, bandwidth, "weights")
     return _fake_out(x, y, weights)
 
 
 @torch.library.register_fake("kernelfuse::kernel_logsumexp")
 def _(x, y, log_weights, bandwidth, kernel, exclude_self, metric="euclidean", p=2.0):
+    _fake_check("kernel_logsumexp", x, y, log_weights, bandwidth, "log_weights")
     return _fake_out(x, y, log_weights)
 
 
 @torch.library.register_fake("kernelfuse::kernel_logsumexp_sq")
 def _(x, y, log_weights, bandwidth, kernel, exclude_self, metric="euclidean", p=2.0):
+    _fake_check("kernel_logsumexp_sq", x, y, log_weights, bandwidth, "log_weights")
     return _fake_out(x, y, log_weights), _fake_out(x, y, log_weights)
 
 
 def _fake_bwd(x, y, w, h, need_x, need_y, need_w, need_h):
     return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
-            y.new_empty(y.shape) if need_y else x.new_empty((0,)),
-            w.new_empty(w.shape) if (need_w and w is not None) else x.new_empty((0,)),
+            x.new_empty(y.shape) if need_y else x.new_empty((0,)),
+            x.new_empty(w.shape) if (need_w and w is not None) else x.new_empty((0,)),
             h.new_empty(h.shape) if need_h else x.new_empty((0,)))
 
 
 @torch.library.register_fake("kernelfuse::kernel_sum_bwd")
 def _(grad, x, y, weights, bandwidth, kernel, exclude_self, need_x, need_y, need_weights, metric="euclidean",
       p=2.0, need_bandwidth=False):
+    _fake_check("kernel_sum_bwd", x, y, weights, bandwidth, "weights", (("grad", grad),))
+    _fake_grad(grad, "grad", x, y, weights)
     return _fake_bwd(x, y, weights, bandwidth, need_x, need_y, need_weights, need_bandwidth)
 
 
 @torch.library.register_fake("kernelfuse::kernel_logsumexp_bwd")
 def _(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_weights,
       metric="euclidean", p=2.0, need_bandwidth=False):
+    _fake_check("kernel_logsumexp_bwd", x, y, log_weights, bandwidth, "log_weights", (("grad", grad), ("out", out)))
+    _fake_grad(grad, "grad", x, y, log_weights)
+    _fake_grad(out, "out", x, y, log_weights)
     return _fake_bwd(x, y, log_weights, bandwidth, need_x, need_y, need_weights, need_bandwidth)
 
 

@@ -67,7 +67,7 @@ def log_profile(kernel: str, s: torch.Tensor, inside=None) -> torch.Tensor:
     if kernel == "rational_quadratic":  # (1 + r^2 / (2 alpha))^(-alpha), alpha = 2
         return -2.0 * torch.log1p(s / 4.0)
     inside = r < 1 if inside is None else inside
-    ninf = torch.full_like(s, -math.inf)
+    ninf = torch.where(s.isnan(), s, -math.inf)  # outside the support (an infinite distance too); NaN stays NaN
     if kernel == "tophat":
         return torch.where(inside, torch.zeros_like(s), ninf)
     if kernel == "epanechnikov":
@@ -98,15 +98,17 @@ def profile(kernel: str, s: torch.Tensor, inside=None) -> torch.Tensor:
         return torch.rsqrt(1.0 + s)
     if kernel == "rational_quadratic":
         return (1.0 + s / 4.0) ** -2
-    inside = (r < 1 if inside is None else inside).to(s.dtype)
+    inside = r < 1 if inside is None else inside
+    # outside the support (an infinite distance too: 0, not inf * 0); NaN stays NaN
+    zero = torch.where(s.isnan(), s, 0.0)
     if kernel == "tophat":
-        return inside
+        return torch.where(inside, torch.ones_like(s), zero)
     if kernel == "epanechnikov":
-        return inside * (1 - s)
+        return torch.where(inside, 1 - s, zero)
     if kernel == "linear":
-        return inside * (1 - r)
+        return torch.where(inside, 1 - r, zero)
     if kernel == "cosine":
-        return inside * torch.cos(0.5 * math.pi * torch.clamp(r, max=1.0))
+        return torch.where(inside, torch.cos(0.5 * math.pi * torch.clamp(r, max=1.0)), zero)
     raise ValueError(f"kernel: unknown kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
 
 
