@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <pybind11/pybind11.h>
 
+#include "common/config.h"
 #include "kde/kernel_sum.h"
 
 #ifndef KERNELFUSE_VERSION
@@ -48,6 +49,19 @@ PYBIND11_MODULE(_C, m) {
 #endif
     return d;
   }, "Build information: versions, CUDA on/off and archs, OpenMP threads, CPU vector ISA.");
+  m.def("config", [] {
+    const kernelfuse::Config& c = kernelfuse::config();
+    py::dict d;
+    d["poison"] = c.poison;
+    d["no_mkl_fft"] = c.no_mkl_fft;
+    d["no_tc_fftconv"] = c.no_tc_fftconv;
+    d["kron_gemm_aten"] = c.kron_gemm_aten;
+    d["monarch_gemm_aten"] = c.monarch_gemm_aten;
+    d["hugepages"] = c.hugepages;
+    return d;
+  }, "The environment switches as read (common/config.h; table in README.md).");
+  m.def("reload_config", [] { kernelfuse::reload_config(); },
+        "Read the environment switches again (after changing one in-process, e.g. in a test).");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("kernelfuse.set_num_threads: argument 'n' must be >= 1, got " + std::to_string(n));

@@ -3,7 +3,7 @@
 // contiguous, so that each factor (forward and backward) is ONE strided batched GEMM that reads
 // its operands and writes its result in place, the Monarch permutation and the input / output
 // transposes all being leading dimensions and batch strides: no copy, no shuffle pass. CPU: MKL's
-// cblas_?gemm_batch (monarch_gemm.h); CUDA (and CPU torch builds without MKL): ATen's bmm_out on
+// cblas_?gemm_batch (third_party/mkl/mkl_gemm_batch.h); CUDA (and CPU torch builds without MKL): ATen's bmm_out on
 // the same strided views (cuBLAS strided batched on CUDA).
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -18,9 +18,10 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/config.h"
 #include "../common/device.h"
 #include "monarch_fft.h"
-#include "monarch_gemm.h"
+#include "mkl/mkl_gemm_batch.h"
 
 
 namespace kernelfuse::butterfly {
@@ -81,16 +82,10 @@ MonarchShape check_monarch(const at::Tensor& x, const at::Tensor& w1, const at::
   return m;
 }
 
-// KERNELFUSE_MONARCH_GEMM=aten: CPU GEMMs by ATen's bmm_out on the strided views (the CUDA path
-// and the fallback for torch builds without MKL) instead of MKL's batched GEMM; tests cover both.
-// Read once.
-bool force_aten_gemm() {
-  static const bool on = [] {
-    const char* v = std::getenv("KERNELFUSE_MONARCH_GEMM");
-    return v != nullptr && std::string(v) == "aten";
-  }();
-  return on;
-}
+// KERNELFUSE_MONARCH_GEMM=aten (common/config.h): CPU GEMMs by ATen's bmm_out on the strided
+// views (the CUDA path and the fallback for torch builds without MKL) instead of MKL's batched
+// GEMM; tests cover both.
+bool force_aten_gemm() { return config().monarch_gemm_aten; }
 
 // A column-major operand: matrix i of the batch at data + off + i * batch_stride, (rows x cols)
 // with element (row, col) at row + col * ld. t is contiguous, conj / neg bits resolved.
@@ -104,7 +99,7 @@ void gemm(char op_a, char op_b, int64_t m, int64_t n, int64_t kk, int64_t batch,
           const Operand& C) {
   const at::Tensor& ct = *C.t;
   if (!on_device(ct) && !force_aten_gemm() && m >= 1 && n >= 1 && kk >= 1) {
-    GemmBatch g;
+    mkl::GemmBatch g;
     g.op_a = op_a; g.op_b = op_b;
     g.m = m; g.n = n; g.k = kk; g.batch = batch;
     const int64_t e = ct.element_size();
@@ -114,7 +109,7 @@ void gemm(char op_a, char op_b, int64_t m, int64_t n, int64_t kk, int64_t batch,
     g.sc = C.batch_stride;
     const auto st = ct.scalar_type();
     const char elem = st == at::kFloat ? 's' : st == at::kDouble ? 'd' : st == at::kComplexFloat ? 'c' : 'z';
-    if (mkl_gemm_batch(elem, g)) return;
+    if (mkl::mkl_gemm_batch(elem, g)) return;
   }
   // ATen: the same matrices as strided views (batch, rows, cols) with strides (batch_stride, 1, ld).
   auto view = [](const Operand& o, int64_t rows, int64_t cols, int64_t nb) {
@@ -141,6 +136,7 @@ at::Tensor factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape
 }
 
 at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
+  KF_OP_SCOPE("monarch_multiply");
   const MonarchShape m = check_monarch(x, w1, w2);
   if (m.M == 0) return at::empty(m.out_shape, x.options());
   const at::Tensor X = plain(x.reshape({m.M, m.n})), W1 = plain(w1), W2 = plain(w2);
@@ -154,6 +150,7 @@ at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Tensor& grad, const at::Tensor& x,
                                                                     const at::Tensor& w1, const at::Tensor& w2,
                                                                     bool need_x, bool need_w1, bool need_w2) {
+  KF_OP_SCOPE("monarch_multiply_bwd");
   const MonarchShape m = check_monarch(x, w1, w2);
   KF_CHECK_ARG(grad.sizes() == at::IntArrayRef(m.out_shape), "grad", "expected shape ", c10::IntArrayRef(m.out_shape),
                ", got ", shape_str(grad));
@@ -259,6 +256,7 @@ at::Tensor fft_rec(const at::Tensor& x, const std::vector<int64_t>& f, size_t id
 }
 
 at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm) {
+  KF_OP_SCOPE("monarch_fft");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., n), got a 0-d tensor");
   KF_CHECK_ARG(x.scalar_type() == at::kComplexFloat || x.scalar_type() == at::kComplexDouble, "x",
                "expected dtype complex64 or complex128, got ", x.scalar_type());

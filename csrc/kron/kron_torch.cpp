@@ -25,14 +25,15 @@
 
 #include <cmath>
 #include <limits>
-#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/config.h"
 #include "../common/device.h"
+#include "../common/dispatch.h"
 #include "kron.h"
 #include "kron_checks.h"
 
@@ -95,15 +96,9 @@ void check_noise(const Tensor& noise, const Tensor& ref) {
   check_like(noise, ref, "noise");
 }
 
-// KERNELFUSE_KRON_GEMM=aten: CPU mode products by ATen's GEMM (MKL) in the cyclic layout instead
-// of the torch-free kernel (for comparison; tests cover both). Read once.
-bool use_aten_gemm() {
-  static const bool on = [] {
-    const char* v = std::getenv("KERNELFUSE_KRON_GEMM");
-    return v != nullptr && std::string(v) == "aten";
-  }();
-  return on;
-}
+// KERNELFUSE_KRON_GEMM=aten (common/config.h): CPU mode products by ATen's GEMM (MKL) in the
+// cyclic layout instead of the torch-free kernel (for comparison; tests cover both).
+bool use_aten_gemm() { return config().kron_gemm_aten; }
 
 // Cyclic mode products with at::mm_out: the grid (a_d, ..., a_{D-1}, n_0, ..., n_{d-1}) viewed as
 // (a_d, R); Z (R, n_d) = X^T M_d^T moves the transformed axis to the end; after D GEMMs every axis
@@ -377,10 +372,7 @@ void run_rowwise(RowwiseParams<T>& p, bool cuda) {
 
 template <typename F>
 void dispatch(const Tensor& t, F&& f) {
-#ifdef KF_DEVICE
-  KF_DEVICE_GUARD(t);
-#endif
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "kron", [&] { f.template operator()<scalar_t>(); });
+  dispatch_float(t, "kron", f);
 }
 
 // out = in * w(lam) over the grid (in undefined: w(lam) as a (1, N) tensor); optional reductions.
@@ -429,6 +421,7 @@ std::string dims_str(const std::vector<int64_t>& v) { return c10::str(c10::IntAr
 
 // ------------------------------------------------------------------ kron_matmul
 Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
+  KF_OP_SCOPE("kron_matmul");
   auto fs = check_factors(factors, "factors", false, kMaxDims);
   std::vector<int64_t> in_dims;
   for (const auto& f : fs) in_dims.push_back(f.size(transpose ? 0 : 1));
@@ -448,6 +441,7 @@ Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
 
 std::tuple<Tensor, std::vector<Tensor>> kron_matmul_bwd(const Tensor& grad, at::TensorList factors, const Tensor& x,
                                                         bool transpose, bool need_x, bool need_factors) {
+  KF_OP_SCOPE("kron_matmul_bwd");
   auto fs = check_factors(factors, "factors", false, kMaxDims);
   std::vector<int64_t> in_dims, out_dims;
   for (const auto& f : fs) {
@@ -513,6 +507,7 @@ MllInputs check_mll(at::TensorList factors, const Tensor& y, const Tensor& noise
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> kron_gp_mll(at::TensorList factors, const Tensor& y, const Tensor& noise) {
+  KF_OP_SCOPE("kron_gp_mll");
   MllInputs in = check_mll(factors, y, noise, "y");
   Tensor nll, alpha, packed, at_rot;
   dispatch(y, [&]<typename T>() {
@@ -533,6 +528,7 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(
     const std::optional<Tensor>& grad_nll, const std::optional<Tensor>& grad_alpha, at::TensorList factors,
     const Tensor& noise, const Tensor& eig, const Tensor& alpha_rot, bool need_y, bool need_noise,
     bool need_factors) {
+  KF_OP_SCOPE("kron_gp_mll_bwd");
   MllInputs in = check_mll(factors, alpha_rot, noise, "alpha_rot");
   const Tensor& ref = in.fs[0];
   const int64_t B = alpha_rot.size(0);
@@ -608,6 +604,7 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(
 Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::TensorList cross_factors,
                           c10::string_view targets, const std::optional<Tensor>& prior_var,
                           const std::optional<Tensor>& eig) {
+  KF_OP_SCOPE("kron_posterior_var");
   auto fs = check_factors(factors, "factors", true, kMaxDims);
   const Tensor& ref = fs[0];
   check_noise(noise, ref);

@@ -63,6 +63,7 @@ def _root_conftest():
 
 _rc = _root_conftest()
 TOL, assert_close_to_ref = _rc.TOL, _rc.assert_close_to_ref  # the dtype tolerance table of tests/conftest.py
+_rc.RELOADERS.append(_lib.kernelfuse_reload_config)  # the env_switch fixture re-reads the simulator library's too
 
 sim_ops = torch.ops.kernelfuse_sim  # the CUDA code paths, under the simulator
 cpu_ops = torch.ops.kernelfuse      # the CPU kernels
