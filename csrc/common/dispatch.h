@@ -2,8 +2,8 @@
 //   Storage<S>::type / ::acc   the kernels' storage type of an ATen scalar type S and its compute
 //                              type (at::Half -> __half with float compute on the device)
 //   in_ptr<S>(t), out_ptr<S>(t)  t's data as kernel storage pointers (null for an undefined t)
-//   dispatch_float(t, name, f)        f.template operator()<S>() for S in {float, double}
-//   dispatch_float_half(t, name, f)   the same plus at::Half and at::BFloat16
+//   dispatch_float(t, f)        f.template operator()<S>() for S in {float, double}
+//   dispatch_float_half(t, f)   the same plus at::Half and at::BFloat16
 // Both make t's device current for the call when t is a CUDA tensor (a CPU tensor gets no guard:
 // a CUDAGuard on a CPU device throws).
 #pragma once
@@ -37,17 +37,17 @@ storage_t<S>* out_ptr(at::Tensor& t) {
 }
 
 template <typename F>
-void dispatch_float(const at::Tensor& t, const char* name, F&& f) {
+void dispatch_float(const at::Tensor& t, F&& f) {
   c10::OptionalDeviceGuard guard;
   if (t.is_cuda()) guard.reset_device(t.device());
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), name, [&] { f.template operator()<scalar_t>(); });
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "kernelfuse", [&] { f.template operator()<scalar_t>(); });
 }
 
 template <typename F>
-void dispatch_float_half(const at::Tensor& t, const char* name, F&& f) {
+void dispatch_float_half(const at::Tensor& t, F&& f) {
   c10::OptionalDeviceGuard guard;
   if (t.is_cuda()) guard.reset_device(t.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), name,
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "kernelfuse",
                                   [&] { f.template operator()<scalar_t>(); });
 }
 

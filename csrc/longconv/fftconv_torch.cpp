@@ -322,7 +322,7 @@ template <typename F>
 void dispatch(const at::Tensor& u, at::ScalarType k_dtype, F&& f) {
 #ifdef KF_DEVICE
   if (on_device(u)) {
-    dispatch_float_half(u, "fftconv", [&]<typename S>() {
+    dispatch_float_half(u, [&]<typename S>() {
       if constexpr (std::is_same_v<S, at::Half> || std::is_same_v<S, at::BFloat16>) {
         if (k_dtype == at::kFloat) {
           f.template operator()<S, float>();
@@ -335,7 +335,7 @@ void dispatch(const at::Tensor& u, at::ScalarType k_dtype, F&& f) {
   }
 #endif
   (void)k_dtype;
-  dispatch_float(u, "fftconv", [&]<typename S>() { f.template operator()<S, S>(); });
+  dispatch_float(u, [&]<typename S>() { f.template operator()<S, S>(); });
 }
 
 #ifdef KF_DEVICE
