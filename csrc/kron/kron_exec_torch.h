@@ -1,13 +1,13 @@
 // The kron runner's interfaces (kron_runner.h) filled in with ATen, for kron_torch.cpp only (a
 // torch glue header: included by that one translation unit).
 #pragma once
-#include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/linalg_eigh.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sub.h>
 
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../common/device.h"
+#include "../common/parallel.h"
 #include "kron_runner.h"
 
 namespace kernelfuse::kron {
@@ -43,6 +44,8 @@ struct TorchKronExec final : KronStages<T> {
     if (batch == 1) {
       Tensor c2 = c[0];
       at::mm_out(c2, view(A, 1, m, k)[0], view(B, 1, k, n)[0]);
+    } else if (A.bs == 0) {  // one matrix for the whole batch (a mode product's M): broadcast by matmul
+      at::matmul_out(c, view(A, 1, m, k)[0], view(B, batch, k, n));
     } else {
       at::bmm_out(c, view(A, batch, m, k), view(B, batch, k, n));
     }
@@ -67,13 +70,7 @@ struct TorchKronExec final : KronStages<T> {
     at::from_blob(Q, {n, n}, opt).copy_(q);
   }
   void run_tasks(int64_t ntasks, const std::function<void(int64_t)>& task) override {
-    if (this->device) {
-      for (int64_t t = 0; t < ntasks; ++t) task(t);
-      return;
-    }
-    at::parallel_for(0, ntasks, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) task(i);
-    });
+    kernelfuse::run_tasks(ntasks, this->device, task);
   }
 };
 

@@ -24,6 +24,7 @@
 #include "../common/config.h"
 #include "../common/device.h"
 #include "../common/dispatch.h"
+#include "../common/parallel.h"
 #include "fftconv.h"
 #include "fftconv_runner.h"
 #include "mkl/mkl_fft.h"  // third_party/
@@ -198,9 +199,8 @@ struct TorchFFT final : RealFFT<A> {
   }
 };
 
-// The stages (FFTConvStages) plus memory and the task loop: ATen tensors on the data's device;
-// CPU tasks in parallel (one per thread at a time, nested OpenMP regions and the FFTs then run
-// single-threaded), device tasks in order.
+// The stages (FFTConvStages) plus memory and the task loop (common/parallel.h): ATen tensors on
+// the data's device, each task with its own scratch.
 template <typename T, typename A, typename TK>
 struct TorchExec final : FFTConvStages<T, A, TK> {
   at::TensorOptions ropt;
@@ -224,16 +224,9 @@ struct TorchExec final : FFTConvStages<T, A, TK> {
   void copy(A* dst, const A* src, int64_t count) override { wrap(dst, count).copy_(wrap(src, count)); }
   void add(A* dst, const A* src, int64_t count) override { wrap(dst, count).add_(wrap(src, count)); }
   void run_tasks(int64_t ntasks, int64_t scratch, const std::function<void(int64_t, A*)>& task) override {
-    auto one = [&](int64_t t) {
+    kernelfuse::run_tasks(ntasks, this->device, [&](int64_t t) {
       at::Tensor w = at::empty({scratch}, ropt);
       task(t, w.template mutable_data_ptr<A>());
-    };
-    if (this->device || ntasks <= 1) {
-      for (int64_t t = 0; t < ntasks; ++t) one(t);
-      return;
-    }
-    at::parallel_for(0, ntasks, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) one(t);
     });
   }
 };
