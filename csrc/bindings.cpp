@@ -5,6 +5,7 @@
 
 #include "common/build_info.h"
 #include "kde/profiles.h"
+#include "common/config.h"
 
 #ifndef KERNELFUSE_VERSION
 #define KERNELFUSE_VERSION "0.0.0"
@@ -61,6 +62,20 @@ PYBIND11_MODULE(_C, m) {
     throw py::value_error("kernelfuse._C.kde_log_normaliser: argument 'kernel': unknown kernel '" + kernel + "'");
   }, py::arg("kernel"), py::arg("d"),
      "log of the integral of the kernel profile over R^d (profiles.h); NaN where it diverges.");
+  m.def("config", [] {
+    const kernelfuse::Config& c = kernelfuse::config();
+    py::dict d;
+    d["poison"] = c.poison;
+    d["no_mkl_fft"] = c.no_mkl_fft;
+    d["no_tc_fftconv"] = c.no_tc_fftconv;
+    d["kron_gemm_aten"] = c.kron_gemm_aten;
+    d["monarch_gemm_aten"] = c.monarch_gemm_aten;
+    d["hugepages"] = c.hugepages;
+    d["monarch_chunk_bytes"] = c.monarch_chunk_bytes;
+    return d;
+  }, "The environment switches as read (common/config.h; table in README.md).");
+  m.def("reload_config", [] { kernelfuse::reload_config(); },
+        "Read the environment switches again (after changing one in-process, e.g. in a test).");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("kernelfuse.set_num_threads: argument 'n' must be >= 1, got " + std::to_string(n));

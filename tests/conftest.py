@@ -8,6 +8,41 @@ import torch  # noqa: E402
 
 import kernelfuse  # noqa: F401, E402  (registers the ops)
 
+
+
+# The native libraries read the environment switches once (csrc/common/config.h); these re-read
+# them (tests/sim/conftest.py adds the simulator library's).
+RELOADERS = [kernelfuse.reload_config]
+
+
+def _reload_switches():
+    for reload in RELOADERS:
+        reload()
+
+
+@pytest.fixture
+def env_switch():
+    """env_switch(name, value): set (value None: unset) an environment switch for this test, and make
+    the native code re-read it; every switch touched is restored (and re-read) after the test."""
+    saved = {}
+
+    def set_switch(name, value):
+        saved.setdefault(name, os.environ.get(name))
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+        _reload_switches()
+
+    yield set_switch
+    for name, old in saved.items():
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+    _reload_switches()
+
+
 # tests/sim runs in its own session with the simulator library and ASan preloaded (make test).
 collect_ignore = [] if os.environ.get("KERNELFUSE_SIM_LIB") else ["sim"]
 

@@ -325,6 +325,13 @@ def test_build_info():
     assert info["omp_threads"] >= 1
 
 
+def test_kernel_lists_agree():
+    """The ops layer owns its kernel and metric lists; the reference (the spec) keeps its own."""
+    from kernelfuse.ops import kde as ops_kde
+    assert ops_kde.KERNELS == ref.KERNELS and ops_kde.METRICS == ref.METRICS
+    assert set(ref.COMPACT_KERNELS) <= set(ops_kde.KERNELS)
+
+
 # ------------------------------------------------------------------ CUDA-only paths
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -266,9 +266,9 @@ def test_block_partitions_forward_backward(kshape):
             torch.testing.assert_close(x.grad, y.grad, rtol=1e-9, atol=1e-9 * max(1.0, y.grad.abs().max().item()))
 
 
-def test_aten_fft_fallback(monkeypatch):
+def test_aten_fft_fallback(env_switch):
     """The path without MKL (ATen's FFT through the dispatcher) gives the same results."""
-    monkeypatch.setenv("KERNELFUSE_NO_MKL_FFT", "1")
+    env_switch("KERNELFUSE_NO_MKL_FFT", "1")
     for mode in MODES:
         for kshape in ("shared", "batch"):
             u, k, D, pre, post = _inputs(3, 5, 97, 30, mode, kshape=kshape, seed=4)

@@ -81,6 +81,7 @@ ButterflyParams<T> params(const Problem& pb) {
 }
 
 at::Tensor butterfly_multiply(const at::Tensor& x, const at::Tensor& twiddle, bool increasing_stride) {
+  KF_OP_SCOPE("butterfly_multiply");
   Problem pb = check(x, twiddle);
   if (pb.n == 1) return x.clone(at::MemoryFormat::Contiguous);  // contiguous, as the fake kernel
   at::Tensor out = fresh(pb.x, "x", "the output");
@@ -103,6 +104,7 @@ at::Tensor butterfly_multiply(const at::Tensor& x, const at::Tensor& twiddle, bo
 std::tuple<at::Tensor, at::Tensor> butterfly_multiply_bwd(const at::Tensor& grad, const at::Tensor& x,
                                                           const at::Tensor& twiddle, bool increasing_stride,
                                                           bool need_x, bool need_twiddle) {
+  KF_OP_SCOPE("butterfly_multiply_bwd");
   check_defined(grad, "grad");
   Problem pb = check(x, twiddle);
   KF_CHECK_ARG(grad.sizes() == x.sizes(), "grad", "expected the shape of x ", shape_str(x), ", got ", shape_str(grad));

@@ -3,7 +3,7 @@
 // contiguous, so that each factor (forward and backward) is ONE strided batched GEMM that reads
 // its operands and writes its result in place, the Monarch permutation and the input / output
 // transposes all being leading dimensions and batch strides: no copy, no shuffle pass. CPU: MKL's
-// cblas_?gemm_batch (monarch_gemm.h); CUDA (and CPU torch builds without MKL): ATen's bmm_out on
+// cblas_?gemm_batch (third_party/mkl/mkl_gemm_batch.h); CUDA (and CPU torch builds without MKL): ATen's bmm_out on
 // the same strided views (cuBLAS strided batched on CUDA).
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -21,9 +21,10 @@
 
 #include "../common/alloc_checks.h"
 #include "../common/checks.h"
+#include "../common/config.h"
 #include "../common/device.h"
 #include "monarch_fft.h"
-#include "monarch_gemm.h"
+#include "mkl/mkl_gemm_batch.h"
 
 
 namespace kernelfuse::butterfly {
@@ -89,16 +90,10 @@ MonarchShape check_monarch(const at::Tensor& x, const at::Tensor& w1, const at::
   return m;
 }
 
-// KERNELFUSE_MONARCH_GEMM=aten: CPU GEMMs by ATen's bmm_out on the strided views (the CUDA path
-// and the fallback for torch builds without MKL) instead of MKL's batched GEMM; tests cover both.
-// Read once.
-bool force_aten_gemm() {
-  static const bool on = [] {
-    const char* v = std::getenv("KERNELFUSE_MONARCH_GEMM");
-    return v != nullptr && std::string(v) == "aten";
-  }();
-  return on;
-}
+// KERNELFUSE_MONARCH_GEMM=aten (common/config.h): CPU GEMMs by ATen's bmm_out on the strided
+// views (the CUDA path and the fallback for torch builds without MKL) instead of MKL's batched
+// GEMM; tests cover both.
+bool force_aten_gemm() { return config().monarch_gemm_aten; }
 
 // A column-major operand: matrix i of the batch at data + off + i * batch_stride, (rows x cols)
 // with element (row, col) at row + col * ld. t is contiguous, conj / neg bits resolved.
@@ -121,7 +116,7 @@ bool mkl_gemm(const Gemm& j) {
   const at::Tensor& ct = *j.C.t;
   if (on_device(ct) || force_aten_gemm() || j.m < 1 || j.n < 1 || j.kk < 1) return false;
   const int64_t e = ct.element_size();
-  GemmBatch g;
+  mkl::GemmBatch g;
   g.op_a = j.op_a; g.op_b = j.op_b;
   g.m = j.m; g.n = j.n; g.k = j.kk; g.batch = j.batch;
   g.accumulate = j.acc;
@@ -131,7 +126,7 @@ bool mkl_gemm(const Gemm& j) {
   g.sc = j.C.batch_stride;
   const auto st = ct.scalar_type();
   const char elem = st == at::kFloat ? 's' : st == at::kDouble ? 'd' : st == at::kComplexFloat ? 'c' : 'z';
-  return mkl_gemm_batch(elem, g);
+  return mkl::mkl_gemm_batch(elem, g);
 }
 
 // ATen: the same matrices as strided views (batch, rows, cols) with strides (batch_stride, 1, ld).
@@ -177,10 +172,7 @@ struct Chunking {
 };
 
 Chunking chunking(const MonarchShape& m, const at::Tensor& x) {
-  static const int64_t target = [] {
-    const char* v = std::getenv("KERNELFUSE_MONARCH_CHUNK_BYTES");
-    return v ? std::max<int64_t>(1, std::atoll(v)) : int64_t(2) << 20;
-  }();
+  const int64_t target = config().monarch_chunk_bytes;
   const int64_t e = x.element_size(), row_bytes = std::max<int64_t>(1, m.k * m.q * e);
   Chunking c;
   c.rows = on_device(x) ? m.M : std::min(m.M, std::max<int64_t>(32, (target / row_bytes + 15) / 16 * 16));
@@ -195,6 +187,7 @@ void factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape& m, i
 }
 
 at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
+  KF_OP_SCOPE("monarch_multiply");
   const MonarchShape m = check_monarch(x, w1, w2);
   if (m.M == 0) return at::empty(m.out_shape, x.options());
   const at::Tensor X = plain(x, "x").view({m.M, m.n}), W1 = plain(w1, "w1"), W2 = plain(w2, "w2");
@@ -214,6 +207,7 @@ at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Tensor& grad, const at::Tensor& x,
                                                                     const at::Tensor& w1, const at::Tensor& w2,
                                                                     bool need_x, bool need_w1, bool need_w2) {
+  KF_OP_SCOPE("monarch_multiply_bwd");
   check_defined(grad, "grad");
   const MonarchShape m = check_monarch(x, w1, w2);
   KF_CHECK_ARG(grad.sizes() == at::IntArrayRef(m.out_shape), "grad", "expected shape ", c10::IntArrayRef(m.out_shape),
@@ -401,6 +395,7 @@ at::Tensor fft_rec(const at::Tensor& x, const std::vector<int64_t>& f, size_t id
 }
 
 at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm) {
+  KF_OP_SCOPE("monarch_fft");
   check_defined(x, "x");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., n), got a 0-d tensor");
   KF_CHECK_ARG(x.scalar_type() == at::kComplexFloat || x.scalar_type() == at::kComplexDouble, "x",

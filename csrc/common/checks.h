@@ -4,16 +4,39 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
-#include <cstdlib>
 #include <optional>
 #include <string>
+
+#include "config.h"
 
 namespace kernelfuse {
 
 inline std::string shape_str(const at::Tensor& t) { return c10::str(t.sizes()); }
 
+// One message style for every error (C++ and Python alike):
+//   kernelfuse.<op>: argument '<name>': expected ..., got ...
+// <op> is the public name (the op, or the Python function / class). The C++ op entry points name
+// themselves with KF_OP_SCOPE("fftconv") on their first line; KF_CHECK_ARG then prefixes that name
+// (code outside an op scope gets "kernelfuse: ").
+inline const char*& current_op_name() {
+  thread_local const char* name = nullptr;
+  return name;
+}
+struct OpScope {
+  const char* prev;
+  explicit OpScope(const char* name) : prev(current_op_name()) { current_op_name() = name; }
+  ~OpScope() { current_op_name() = prev; }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+};
+#define KF_OP_SCOPE(name) const ::kernelfuse::OpScope kf_op_scope_(name)
+inline std::string error_prefix() {
+  const char* op = current_op_name();
+  return op ? std::string("kernelfuse.") + op + ": " : std::string("kernelfuse: ");
+}
+
 #define KF_CHECK_ARG(cond, name, ...) \
-  TORCH_CHECK_VALUE(cond, "kernelfuse: argument '", name, "': ", __VA_ARGS__)
+  TORCH_CHECK_VALUE(cond, ::kernelfuse::error_prefix(), "argument '", name, "': ", __VA_ARGS__)
 
 inline void check_float_dtype(const at::Tensor& t, const char* name, bool allow_half) {
   const auto st = t.scalar_type();
@@ -50,14 +73,8 @@ inline bool has_contiguous_rows(const at::Tensor& t) {
 // Rows contiguous (last dim stride 1, rows packed); any batch stride is kept.
 inline at::Tensor rows_contiguous(const at::Tensor& t) { return has_contiguous_rows(t) ? t : t.contiguous(); }
 
-// KERNELFUSE_POISON=1: fill fresh outputs with NaN before the kernels run (tests use it to catch
-// elements a kernel leaves unwritten). Read once.
-inline bool poison_outputs() {
-  static const bool on = [] {
-    const char* v = std::getenv("KERNELFUSE_POISON");
-    return v != nullptr && v[0] == '1';
-  }();
-  return on;
-}
+// KERNELFUSE_POISON=1 (common/config.h): fill fresh outputs with NaN before the kernels run (tests
+// use it to catch elements a kernel leaves unwritten).
+inline bool poison_outputs() { return config().poison; }
 
 }  // namespace kernelfuse

@@ -6,7 +6,10 @@
 //   launch_kernel("op: kernel", kern<T, 4>, grid, block, smem_bytes, stream, args...);
 //   KF_SHARED(float, tile, [32][33]);          // __shared__ float tile[32][33];
 //   KF_DYNAMIC_SHARED(unsigned char, smem);    // extern __shared__ unsigned char smem[];
-//   check_cuda(cudaMemsetAsync(p, 0, n, st), "op: zero the gradient");
+//   check_cuda(cudaMemsetAsync(p, 0, n, st), "op: zero the gradient");  // what: "<op>: <step>"
+//
+// Streams: every launcher declared in a kernel header takes `void* stream` (a cudaStream_t), so
+// those headers need no CUDA header and CPU files can include them; launch_kernel takes the same.
 //
 // Every launch is checked: a failed launch throws std::runtime_error naming the op, the kernel
 // and the launch configuration (grid, block, dynamic shared memory).
@@ -43,15 +46,16 @@ inline std::string launch_config_string(dim3 grid, dim3 block, size_t smem) {
 inline void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
     cudaGetLastError();  // clear the non-sticky error so the next op starts clean
-    throw std::runtime_error(std::string("kernelfuse: ") + what + ": " + cudaGetErrorName(e) + ": " +
+    throw std::runtime_error(std::string("kernelfuse.") + what + ": " + cudaGetErrorName(e) + ": " +
                              cudaGetErrorString(e));
   }
 }
 
 // Enqueues kernel<<<grid, block, smem, stream>>>(args...) and checks the launch.
 template <typename... P, typename... A>
-void launch_kernel(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+void launch_kernel(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, void* stream_,
                    A&&... args) {
+  const auto stream = static_cast<cudaStream_t>(stream_);
   static_assert(sizeof...(P) == sizeof...(A), "launch_kernel: wrong number of kernel arguments");
 #if defined(KERNELFUSE_CUDA_SIM)
   kf_sim::launch(what, kernel, grid, block, smem, stream, std::forward<A>(args)...);
@@ -60,7 +64,7 @@ void launch_kernel(const char* what, void (*kernel)(P...), dim3 grid, dim3 block
 #endif
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
-    throw std::runtime_error(std::string("kernelfuse: ") + what + ": launch with " + launch_config_string(grid, block, smem) +
+    throw std::runtime_error(std::string("kernelfuse.") + what + ": launch with " + launch_config_string(grid, block, smem) +
                              " failed: " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
 }
 

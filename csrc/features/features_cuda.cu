@@ -222,7 +222,7 @@ void positive_passes(T* out, const T* x, int64_t N, int64_t d, int64_t D, T scal
   const int grid = static_cast<int>(N < 65535 * 8 ? N : 65535 * 8);
   launch_kernel("features: positive_rows_kernel", positive_rows_kernel<T>, grid, 256, 0, stream, out, x, N, d, D, scale, stab != Stabilize::None, rowmax);
   if (stab == Stabilize::Global) {
-    if (rowmax == nullptr) throw std::runtime_error("kernelfuse: the global stabiliser needs a rowmax buffer of N + 1");
+    if (rowmax == nullptr) throw std::runtime_error("kernelfuse.features: the global stabiliser needs a rowmax buffer of N + 1");
     launch_kernel("features: global_max_kernel", global_max_kernel<T>, 1, 1024, 0, stream, rowmax, N);
     launch_kernel("features: global_rescale_kernel", global_rescale_kernel<T>, grid_for(N * D, 256), 256, 0, stream, out, rowmax, N, D);
   }
@@ -386,7 +386,7 @@ template <typename T>
 size_t structured_smem_bytes(const StructuredFeaturesParams<T>& p, const char* op) {
   const size_t bytes = 2 * sizeof(T) * static_cast<size_t>(p.P);
   if (bytes > 48 * 1024)
-    throw std::runtime_error(std::string("kernelfuse: ") + op + " on CUDA supports P * sizeof(dtype) <= 24 KB (P = " +
+    throw std::runtime_error(std::string("kernelfuse.") + op + ": on CUDA, supports P * sizeof(dtype) <= 24 KB (P = " +
                              std::to_string(p.P) + ")");
   return bytes;
 }
@@ -396,7 +396,8 @@ int structured_threads(int64_t P) { return static_cast<int>(P / 2 < 256 ? (P / 2
 }  // namespace
 
 template <typename T>
-void launch_fwht(const FwhtParams<T>& p, cudaStream_t stream) {
+void launch_fwht(const FwhtParams<T>& p, void* stream_) {
+  const auto stream = static_cast<cudaStream_t>(stream_);
   if (p.rows == 0) return;
   const size_t bytes = sizeof(T) * static_cast<size_t>(p.n);
   if (bytes <= 32 * 1024) {
@@ -415,7 +416,8 @@ void launch_fwht(const FwhtParams<T>& p, cudaStream_t stream) {
 }
 
 template <typename T>
-void launch_random_features(const RandomFeaturesParams<T>& p, cudaStream_t stream) {
+void launch_random_features(const RandomFeaturesParams<T>& p, void* stream_) {
+  const auto stream = static_cast<cudaStream_t>(stream_);
   if (p.N == 0 || p.D == 0) return;
   const int64_t gy = (p.N + TM - 1) / TM, gx = (p.D + TN - 1) / TN;
   if (gy > 65535) {  // grid.y limit: split the rows
@@ -436,7 +438,8 @@ void launch_random_features(const RandomFeaturesParams<T>& p, cudaStream_t strea
 }
 
 template <typename T>
-void launch_structured_features(const StructuredFeaturesParams<T>& p, cudaStream_t stream) {
+void launch_structured_features(const StructuredFeaturesParams<T>& p, void* stream_) {
+  const auto stream = static_cast<cudaStream_t>(stream_);
   if (p.N == 0 || p.D == 0) return;
   const size_t bytes = structured_smem_bytes(p, "structured_features");
   const int64_t tasks = p.N * ((p.D + p.P - 1) / p.P);
@@ -446,7 +449,8 @@ void launch_structured_features(const StructuredFeaturesParams<T>& p, cudaStream
 }
 
 template <typename T>
-void launch_structured_project(const StructuredFeaturesParams<T>& p, T* z, cudaStream_t stream) {
+void launch_structured_project(const StructuredFeaturesParams<T>& p, T* z, void* stream_) {
+  const auto stream = static_cast<cudaStream_t>(stream_);
   if (p.N == 0 || p.D == 0) return;
   const size_t bytes = structured_smem_bytes(p, "structured_features_bwd");
   StructuredFeaturesParams<T> q = p;
@@ -458,7 +462,8 @@ void launch_structured_project(const StructuredFeaturesParams<T>& p, T* z, cudaS
 }
 
 template <typename T>
-void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& q, cudaStream_t stream) {
+void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& q, void* stream_) {
+  const auto stream = static_cast<cudaStream_t>(stream_);
   const StructuredFeaturesParams<T>& p = q.f;
   if (q.gx != nullptr && p.N > 0 && p.d > 0) {
     if (p.D == 0) {  // no features: J is empty
@@ -480,7 +485,7 @@ void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& q, cud
     const int64_t chunks = structured_bwd_gb_chunks(p.N);
     const int64_t rows_per_chunk = (p.N + chunks - 1) / chunks;
     if (chunks > 1 && q.gb_partial == nullptr)
-      throw std::runtime_error("kernelfuse: structured_features_bwd: gb needs a scratch of (" + std::to_string(chunks) +
+      throw std::runtime_error("kernelfuse.structured_features_bwd: gb needs a scratch of (" + std::to_string(chunks) +
                                ", D) partial sums");
     T* dst = chunks > 1 ? q.gb_partial : q.gb;
     const dim3 grid(static_cast<unsigned>((p.D + 255) / 256), static_cast<unsigned>(chunks));
@@ -492,15 +497,15 @@ void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& q, cud
   }
 }
 
-template void launch_fwht<float>(const FwhtParams<float>&, cudaStream_t);
-template void launch_fwht<double>(const FwhtParams<double>&, cudaStream_t);
-template void launch_random_features<float>(const RandomFeaturesParams<float>&, cudaStream_t);
-template void launch_random_features<double>(const RandomFeaturesParams<double>&, cudaStream_t);
-template void launch_structured_features<float>(const StructuredFeaturesParams<float>&, cudaStream_t);
-template void launch_structured_features<double>(const StructuredFeaturesParams<double>&, cudaStream_t);
-template void launch_structured_project<float>(const StructuredFeaturesParams<float>&, float*, cudaStream_t);
-template void launch_structured_project<double>(const StructuredFeaturesParams<double>&, double*, cudaStream_t);
-template void launch_structured_features_bwd<float>(const StructuredFeaturesBwdParams<float>&, cudaStream_t);
-template void launch_structured_features_bwd<double>(const StructuredFeaturesBwdParams<double>&, cudaStream_t);
+template void launch_fwht<float>(const FwhtParams<float>&, void*);
+template void launch_fwht<double>(const FwhtParams<double>&, void*);
+template void launch_random_features<float>(const RandomFeaturesParams<float>&, void*);
+template void launch_random_features<double>(const RandomFeaturesParams<double>&, void*);
+template void launch_structured_features<float>(const StructuredFeaturesParams<float>&, void*);
+template void launch_structured_features<double>(const StructuredFeaturesParams<double>&, void*);
+template void launch_structured_project<float>(const StructuredFeaturesParams<float>&, float*, void*);
+template void launch_structured_project<double>(const StructuredFeaturesParams<double>&, double*, void*);
+template void launch_structured_features_bwd<float>(const StructuredFeaturesBwdParams<float>&, void*);
+template void launch_structured_features_bwd<double>(const StructuredFeaturesBwdParams<double>&, void*);
 
 }  // namespace kernelfuse::features

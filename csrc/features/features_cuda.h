@@ -1,10 +1,9 @@
 // CUDA launchers of the random-feature ops (fwht.h, random_features.h). Torch-free. Each enqueues
-// its kernels on the given stream, never synchronises, and throws std::runtime_error on a failed
+// its kernels on the given stream (a cudaStream_t passed as void*, the one stream type of every
+// kernel header: see common/cuda_launch.cuh), never synchronises, and throws std::runtime_error on a failed
 // launch. Instantiated for float and double in features_cuda.cu. Compiled for sm_80 / sm_90a;
 // every kernel runs under the CUDA simulator in the tests (tests/sim/test_sim_features.py).
 #pragma once
-#include <cuda_runtime.h>
-
 #include <cstdint>
 
 #include "fwht.h"
@@ -12,9 +11,9 @@
 
 namespace kernelfuse::features {
 
-template <typename T> void launch_fwht(const FwhtParams<T>& p, cudaStream_t stream);
-template <typename T> void launch_random_features(const RandomFeaturesParams<T>& p, cudaStream_t stream);
-template <typename T> void launch_structured_features(const StructuredFeaturesParams<T>& p, cudaStream_t stream);
+template <typename T> void launch_fwht(const FwhtParams<T>& p, void* stream);
+template <typename T> void launch_random_features(const RandomFeaturesParams<T>& p, void* stream);
+template <typename T> void launch_structured_features(const StructuredFeaturesParams<T>& p, void* stream);
 
 // The backward of structured_features: the pre-activations z (for the elementwise step, which the
 // glue does), then gx = J^T gz (J: the stacked block transforms) and gb = sum over rows of gz.
@@ -37,8 +36,8 @@ inline int64_t structured_bwd_gb_chunks(int64_t N) {
 }
 
 // z (N, D) = the stacked block projections of x plus b (no epilogue): structured_project_cpu.
-template <typename T> void launch_structured_project(const StructuredFeaturesParams<T>& p, T* z, cudaStream_t stream);
+template <typename T> void launch_structured_project(const StructuredFeaturesParams<T>& p, T* z, void* stream);
 // gx and / or gb from gz (StructuredFeaturesBwdParams): structured_adjoint_cpu and gz.sum(0).
-template <typename T> void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& p, cudaStream_t stream);
+template <typename T> void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& p, void* stream);
 
 }  // namespace kernelfuse::features

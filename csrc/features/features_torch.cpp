@@ -66,13 +66,10 @@ Block parse_block(c10::string_view name) {
 // 400,000 first-touch 4 KB page faults (measured ~1.1 CPU-s in this VM, as much as the GEMM on
 // one core) versus 800 2 MB faults (~0.25 CPU-s) once huge pages are available. Only a hint:
 // with THP "never" (or no free 2 MB blocks) the kernel silently falls back to 4 KB pages.
-// KERNELFUSE_HUGEPAGES=0 in the environment turns the hint off.
+// KERNELFUSE_HUGEPAGES=0 in the environment turns the hint off (common/config.h).
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  static const bool enabled = [] {
-    const char* e = std::getenv("KERNELFUSE_HUGEPAGES");
-    return e == nullptr || std::string(e) != "0";
-  }();
+  const bool enabled = config().hugepages;
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
   if (!enabled || !t.device().is_cpu() || t.nbytes() < 16 * kHuge) return;
   const uintptr_t p = reinterpret_cast<uintptr_t>(t.const_data_ptr());
@@ -131,6 +128,7 @@ void set_output(P& p, const at::Tensor& out, const at::Tensor& rowmax, Kind kind
 
 // ---------------------------------------------------------------- fwht
 at::Tensor fwht(const at::Tensor& x, bool normalized) {
+  KF_OP_SCOPE("fwht");
   check_defined(x, "x");
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected at least one dimension, got a scalar");
   check_float_dtype(x, "x", false);
@@ -202,6 +200,7 @@ RF check_rf(const at::Tensor& x, const at::Tensor& W, const std::optional<at::Te
 
 at::Tensor random_features(const at::Tensor& x, const at::Tensor& W, const std::optional<at::Tensor>& b,
                            c10::string_view kind_name, std::optional<double> scale_opt, c10::string_view stabilize) {
+  KF_OP_SCOPE("random_features");
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);
   RF r = check_rf(x, W, b);
@@ -264,6 +263,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> random_features_bwd(
     const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& W,
     const std::optional<at::Tensor>& b, c10::string_view kind_name, std::optional<double> scale_opt,
     c10::string_view stabilize, bool need_x, bool need_W, bool need_b) {
+  KF_OP_SCOPE("random_features_bwd");
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);
   RF r = check_rf(x, W, b);
@@ -362,6 +362,7 @@ StructuredFeaturesParams<T> sf_params(const SF& s) {
 at::Tensor structured_features(const at::Tensor& x, const at::Tensor& signs, const std::optional<at::Tensor>& perm,
                                const std::optional<at::Tensor>& b, int64_t n_features, c10::string_view kind_name,
                                c10::string_view block, std::optional<double> scale_opt, c10::string_view stabilize) {
+  KF_OP_SCOPE("structured_features");
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);
   SF s = check_sf(x, signs, perm, b, block, n_features);
@@ -390,6 +391,7 @@ std::tuple<at::Tensor, at::Tensor> structured_features_bwd(
     const std::optional<at::Tensor>& perm, const std::optional<at::Tensor>& b, int64_t n_features,
     c10::string_view kind_name, c10::string_view block, std::optional<double> scale_opt, c10::string_view stabilize,
     bool need_x, bool need_b) {
+  KF_OP_SCOPE("structured_features_bwd");
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);
   SF s = check_sf(x, signs, perm, b, block, n_features);

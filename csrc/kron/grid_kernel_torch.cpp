@@ -161,6 +161,7 @@ GridKernelParams<T> make_params(const Operands& o) {
 
 at::Tensor grid_kernel(const at::Tensor& x1, const at::Tensor& x2, c10::string_view kind, const at::Tensor& params,
                        int64_t a, int64_t b, int64_t toeplitz) {
+  KF_OP_SCOPE("grid_kernel");
   const Operands o = check_operands(x1, x2, kind, params, a, b, toeplitz);
   at::Tensor K = at::empty({o.x1.size(0), o.x2.size(0)}, o.x1.options());
   if (poison_outputs()) K.fill_(std::numeric_limits<double>::quiet_NaN());
@@ -189,6 +190,7 @@ at::Tensor grid_kernel(const at::Tensor& x1, const at::Tensor& x2, c10::string_v
 // Gradient for params (Q, P): sum_ij grad[i, j] dK[i, j] / dparams.
 at::Tensor grid_kernel_bwd(const at::Tensor& grad, const at::Tensor& x1, const at::Tensor& x2, c10::string_view kind,
                            const at::Tensor& params, int64_t a, int64_t b, int64_t toeplitz) {
+  KF_OP_SCOPE("grid_kernel_bwd");
   const Operands o = check_operands(x1, x2, kind, params, a, b, toeplitz);
   check_defined(grad, "grad");
   check_same_device(grad, o.x1, "grad", "x1");

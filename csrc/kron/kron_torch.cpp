@@ -1,40 +1,40 @@
-// Torch glue for the Kronecker GP algebra: argument checks, dtype dispatch, the per-axis
-// eigendecompositions (at::linalg_eigh: LAPACK / cuSOLVER), the mode-product GEMMs (at::mm_out:
-// MKL / cuBLAS) and the TORCH_LIBRARY_IMPL registrations. The fused elementwise and contraction
-// stages between the GEMMs are the torch-free kernels of kron.h.
-//
-// Mode products, cyclically. A vector x of the grid (a_0, ..., a_{D-1}) (row-major) is viewed as a
-// matrix (a_0, R); one GEMM Z = X^T A_0^T gives (R, n_0) = the grid (a_1, ..., a_{D-1}, n_0): the
-// transformed axis moved to the end. After D such GEMMs every axis is transformed and back in its
-// place. Each step is one large GEMM with a transposed operand (no explicit permutation copies);
-// temporaries are two ping-pong buffers of the largest intermediate size.
+// Torch glue for the Kronecker GP algebra: argument checks, dtype dispatch, allocation, the
+// runner's interfaces (GEMMs by at::mm_out / bmm_out: MKL / cuBLAS; eigendecompositions by
+// at::linalg_eigh: LAPACK / cuSOLVER), the MLL's tensor algebra and the TORCH_LIBRARY_IMPL
+// registrations. The mode-product chain, the eigendecompositions' schedule and the posterior
+// variance are the torch-free runner of kron_runner.h; the stages between the GEMMs are kron.h.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/diag.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_eigh.h>
 #include <ATen/ops/isfinite.h>
-#include <ATen/ops/matmul.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/sub.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
-#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/config.h"
 #include "../common/device.h"
+#include "../common/dispatch.h"
 #include "kron.h"
 #include "kron_checks.h"
+#include "kron_exec_torch.h"
+#include "kron_runner.h"
 
 
 namespace kernelfuse::kron {
@@ -95,56 +95,12 @@ void check_noise(const Tensor& noise, const Tensor& ref) {
   check_like(noise, ref, "noise");
 }
 
-// KERNELFUSE_KRON_GEMM=aten: CPU mode products by ATen's GEMM (MKL) in the cyclic layout instead
-// of the torch-free kernel (for comparison; tests cover both). Read once.
-bool use_aten_gemm() {
-  static const bool on = [] {
-    const char* v = std::getenv("KERNELFUSE_KRON_GEMM");
-    return v != nullptr && std::string(v) == "aten";
-  }();
-  return on;
-}
+// KERNELFUSE_KRON_GEMM=aten (common/config.h): CPU mode products by ATen's GEMM (MKL) in the
+// cyclic layout instead of the torch-free kernel (for comparison; tests cover both).
+bool use_aten_gemm() { return config().kron_gemm_aten; }
 
-// Cyclic mode products with at::mm_out: the grid (a_d, ..., a_{D-1}, n_0, ..., n_{d-1}) viewed as
-// (a_d, R); Z (R, n_d) = X^T M_d^T moves the transformed axis to the end; after D GEMMs every axis
-// is transformed and back in place. Identity axes are a transposing copy.
-Tensor chain_cyclic_aten(const std::vector<Tensor>& mats, bool transpose, const Tensor& Xc,
-                         const std::vector<int64_t>& in_dims, const std::vector<int64_t>& out_dims) {
-  const size_t D = in_dims.size();
-  const int64_t B = Xc.size(0), Nin = prod(in_dims), Nout = prod(out_dims);
-  int64_t maxi = 0;
-  std::vector<int64_t> cd = in_dims;
-  for (size_t d = 0; d + 1 < D; ++d) {
-    cd[d] = out_dims[d];
-    maxi = std::max(maxi, prod(cd));
-  }
-  Tensor out = at::empty({B, Nout}, Xc.options());
-  Tensor bufs[2];
-  if (D > 1) {
-    bufs[0] = at::empty({maxi}, Xc.options());
-    bufs[1] = at::empty({maxi}, Xc.options());
-  }
-  for (int64_t b = 0; b < B; ++b) {
-    Tensor cur = Xc[b];
-    int64_t size = Nin;
-    for (size_t d = 0; d < D; ++d) {
-      const int64_t a = in_dims[d], n = out_dims[d], R = size / a;
-      Tensor dst = d + 1 == D ? out[b] : bufs[d % 2].narrow(0, 0, R * n);
-      Tensor dv = dst.view({R, n});
-      if (mats[d].defined())
-        at::mm_out(dv, cur.view({a, R}).t(), transpose ? mats[d] : mats[d].t());
-      else
-        dv.copy_(cur.view({a, R}).t());
-      cur = dst;
-      size = R * n;
-    }
-  }
-  return out;
-}
-
-// One mode-product chain over a batch: X (B, prod in_dims) -> (B, prod out_dims). mats[d]
-// undefined: identity on axis d. transpose: apply mats[d]^T instead of mats[d].
-// CPU: the torch-free kron_chain_cpu. CUDA: per axis one cuBLAS GEMM (batched over `pre`).
+// One mode-product chain over a batch (kron_runner.h): X (B, prod in_dims) -> (B, prod out_dims).
+// mats[d] undefined: identity on axis d. transpose: apply mats[d]^T instead of mats[d].
 Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, const std::vector<int64_t>& in_dims) {
   const size_t D = in_dims.size();
   std::vector<int64_t> out_dims(D);
@@ -154,66 +110,15 @@ Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, c
   if (B == 0 || Nout == 0) return at::empty({B, Nout}, X.options());
   if (Nin == 0) return at::zeros({B, Nout}, X.options());
   const Tensor Xc = X.contiguous();
-  if (!on_device(X) && use_aten_gemm()) return chain_cyclic_aten(mats, transpose, Xc, in_dims, out_dims);
-  if (!on_device(X)) {
-    // Natural layout, axis by axis into two ping-pong buffers. Thin GEMMs (the common case:
-    // n_d, a_d up to a few hundred, or a middle axis) run on the torch-free kernel; a large square
-    // GEMM on the first or last axis (a, n >= 192) goes to ATen's GEMM (MKL), which is faster
-    // there (measurements in docs/kron.md).
-    int last = -1;
-    for (size_t d = 0; d < D; ++d)
-      if (mats[d].defined()) last = int(d);
-    if (last < 0) return Xc.clone();
-    int64_t maxi = 0;
-    std::vector<int64_t> cur_dims = in_dims;
-    for (int d = 0; d < last; ++d) {
-      cur_dims[d] = out_dims[d];
-      maxi = std::max(maxi, prod(cur_dims));
-    }
-    Tensor out = at::empty({B, Nout}, X.options());
-    if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
-    Tensor w[2] = {at::empty({B * maxi}, X.options()), at::empty({B * maxi}, X.options())};
-    std::vector<int64_t> dims = in_dims;
-    Tensor cur = Xc.view({-1});
-    int buf = 0;
-    for (int d = 0; d <= last; ++d) {
-      if (!mats[d].defined()) continue;
-      const int64_t pre = B * prod(dims, 0, d), post = prod(dims, d + 1), a = dims[d], n = out_dims[d];
-      Tensor dst = d == last ? out.view({-1}) : w[buf].narrow(0, 0, pre * n * post);
-      const Tensor M = transpose ? mats[d].t() : mats[d];  // applied matrix (n x a)
-      if ((pre == 1 || post == 1) && a >= 192 && n >= 192) {
-        Tensor dv = post == 1 ? dst.view({pre, n}) : dst.view({n, post});
-        if (post == 1)
-          at::mm_out(dv, cur.view({pre, a}), M.t());
-        else
-          at::mm_out(dv, M, cur.view({a, post}));
-      } else {
-        AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "kron_mode_product", [&] {
-          kron_mode_product_cpu<scalar_t>(pre, a, post, n, M.const_data_ptr<scalar_t>(), M.stride(0), M.stride(1),
-                                          cur.const_data_ptr<scalar_t>(), dst.mutable_data_ptr<scalar_t>());
-        });
-      }
-      dims[d] = n;
-      cur = dst;
-      if (d != last) buf ^= 1;
-    }
-    return out;
-  }
-  // CUDA: natural layout (pre, a, post) -> (pre, n, post) by at::matmul (cuBLAS, batched over pre).
-  Tensor cur = Xc;
-  std::vector<int64_t> dims = in_dims;
-  for (size_t d = 0; d < D; ++d) {
-    if (!mats[d].defined()) continue;
-    const int64_t pre = B * prod(dims, 0, d), post = prod(dims, d + 1), a = dims[d], n = out_dims[d];
-    const Tensor M = transpose ? mats[d].t() : mats[d];  // (n x a)
-    if (post == 1)
-      cur = at::mm(cur.reshape({pre, a}), M.t());
-    else
-      cur = at::matmul(M, cur.reshape({pre, a, post}));
-    dims[d] = n;
-    cur = cur.reshape({B, -1});
-  }
-  return cur.contiguous().view({B, Nout});
+  Tensor out = at::empty({B, Nout}, X.options());
+  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  dispatch_float(X, [&]<typename T>() {
+    std::vector<KronMat<T>> km;
+    for (const auto& m : mats) km.push_back(kmat<T>(m, transpose));
+    TorchKronExec<T> ex(X);
+    kron_chain<T>(ex, B, in_dims, km, Xc.const_data_ptr<T>(), out.mutable_data_ptr<T>(), use_aten_gemm());
+  });
+  return out;
 }
 
 // sum over the batch and every axis but d of U[..., k, ...] V[..., l, ...] -> (a_d, b_d), for
@@ -237,12 +142,9 @@ struct Eig {
   std::vector<int64_t> dims;
 };
 
-// eigh of every symmetrised factor; a factor passed twice (the same tensor) is decomposed once.
-// On CPU the distinct factors are decomposed concurrently, one per thread (LAPACK then runs
-// single-threaded inside the parallel region, also for a single factor): these matrices are
-// small, and MKL's own threading of syevd was measured to burn up to ~1 s of CPU spinning on a
-// loaded 2-core machine for a 128 x 128 problem that takes 5 ms on one thread (and ~15 s instead
-// of ~0.1 s for a 512 x 512 one).
+// eigh of every symmetrised factor (kron_eig of kron_runner.h: on CPU the distinct factors
+// concurrently, single-threaded LAPACK each); a factor passed twice (the same tensor) is
+// decomposed once. The checks (NaN / inf factors named) are here.
 Eig eig_factors(const std::vector<Tensor>& fs) {
   Eig E;
   const size_t D = fs.size();
@@ -269,35 +171,22 @@ Eig eig_factors(const std::vector<Tensor>& fs) {
         check_finite(fs[d], fname("factors", int64_t(d)).c_str(), " (a covariance factor with NaN or inf has no "
                                                                    "eigendecomposition)");
   }
-  E.lam.resize(D);
-  E.Q.resize(D);
-  auto decompose = [&](size_t d) {
-    const Tensor sym = (fs[d] + fs[d].t()) * 0.5;
-    auto [l, q] = at::linalg_eigh(sym, "L");
-    E.lam[d] = l;
-    E.Q[d] = q.contiguous();
-  };
-  if (!on_device(fs[0])) {
-    // At least two tasks, so that even a single factor is decomposed inside a parallel region
-    // (single-threaded LAPACK); the spare task does nothing.
-    const int64_t tasks = std::max<int64_t>(2, int64_t(uniq.size()));
-    at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        if (i < int64_t(uniq.size())) decompose(uniq[i]);
-    });
-  } else {
-    for (size_t d : uniq) decompose(d);
-  }
-  std::vector<Tensor> parts;
+  int64_t P = 0;
+  for (const auto& f : fs) P += f.size(0) + f.size(0) * f.size(0);
+  E.packed = at::empty({P}, fs[0].options());
+  dispatch_float(fs[0], [&]<typename T>() {
+    std::vector<KronMat<T>> km;
+    for (const auto& f : fs) km.push_back(kmat<T>(f, false));
+    TorchKronExec<T> ex(fs[0]);
+    kron_eig<T>(ex, km, src, E.packed.mutable_data_ptr<T>());
+  });
+  int64_t off = 0;
   for (size_t d = 0; d < D; ++d) {
-    if (src[d] >= 0) {
-      E.lam[d] = E.lam[src[d]];
-      E.Q[d] = E.Q[src[d]];
-    }
-    parts.push_back(E.lam[d].reshape({-1}));
-    parts.push_back(E.Q[d].reshape({-1}));
+    const int64_t n = E.dims[d];
+    E.lam.push_back(E.packed.narrow(0, off, n));
+    E.Q.push_back(E.packed.narrow(0, off + n, n * n).view({n, n}));
+    off += n + n * n;
   }
-  E.packed = at::cat(parts);
   return E;
 }
 
@@ -363,24 +252,10 @@ void run_trace(TraceParams<T>& p, bool cuda) {
   (void)cuda;
   kron_trace_cpu<T>(p);
 }
-template <typename T>
-void run_rowwise(RowwiseParams<T>& p, bool cuda) {
-#ifdef KF_DEVICE
-  if (cuda) {
-    launch_kron_rowwise<T>(p, device_stream());
-    return;
-  }
-#endif
-  (void)cuda;
-  kron_rowwise_cpu<T>(p);
-}
 
 template <typename F>
 void dispatch(const Tensor& t, F&& f) {
-#ifdef KF_DEVICE
-  KF_DEVICE_GUARD(t);
-#endif
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "kron", [&] { f.template operator()<scalar_t>(); });
+  dispatch_float(t, f);
 }
 
 // out = in * w(lam) over the grid (in undefined: w(lam) as a (1, N) tensor); optional reductions.
@@ -429,6 +304,7 @@ std::string dims_str(const std::vector<int64_t>& v) { return c10::str(c10::IntAr
 
 // ------------------------------------------------------------------ kron_matmul
 Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
+  KF_OP_SCOPE("kron_matmul");
   auto fs = check_factors(factors, "factors", false, kMaxDims);
   std::vector<int64_t> in_dims;
   for (const auto& f : fs) in_dims.push_back(f.size(transpose ? 0 : 1));
@@ -448,6 +324,7 @@ Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
 
 std::tuple<Tensor, std::vector<Tensor>> kron_matmul_bwd(const Tensor& grad, at::TensorList factors, const Tensor& x,
                                                         bool transpose, bool need_x, bool need_factors) {
+  KF_OP_SCOPE("kron_matmul_bwd");
   auto fs = check_factors(factors, "factors", false, kMaxDims);
   std::vector<int64_t> in_dims, out_dims;
   for (const auto& f : fs) {
@@ -513,6 +390,7 @@ MllInputs check_mll(at::TensorList factors, const Tensor& y, const Tensor& noise
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> kron_gp_mll(at::TensorList factors, const Tensor& y, const Tensor& noise) {
+  KF_OP_SCOPE("kron_gp_mll");
   MllInputs in = check_mll(factors, y, noise, "y");
   Tensor nll, alpha, packed, at_rot;
   dispatch(y, [&]<typename T>() {
@@ -533,6 +411,7 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(
     const std::optional<Tensor>& grad_nll, const std::optional<Tensor>& grad_alpha, at::TensorList factors,
     const Tensor& noise, const Tensor& eig, const Tensor& alpha_rot, bool need_y, bool need_noise,
     bool need_factors) {
+  KF_OP_SCOPE("kron_gp_mll_bwd");
   MllInputs in = check_mll(factors, alpha_rot, noise, "alpha_rot");
   const Tensor& ref = in.fs[0];
   const int64_t B = alpha_rot.size(0);
@@ -608,6 +487,7 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(
 Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::TensorList cross_factors,
                           c10::string_view targets, const std::optional<Tensor>& prior_var,
                           const std::optional<Tensor>& eig) {
+  KF_OP_SCOPE("kron_posterior_var");
   auto fs = check_factors(factors, "factors", true, kMaxDims);
   const Tensor& ref = fs[0];
   check_noise(noise, ref);
@@ -661,49 +541,22 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
   }
   dispatch(ref, [&]<typename T>() {
     Eig E = eig.has_value() ? unpack_eig(*eig, fs) : eig_factors(fs);
-    const T s2 = noise.item<T>();
-    if (train) {
-      std::vector<Tensor> sq;
-      for (const auto& q : E.Q) sq.push_back(q * q);
-      if (!prior_var.has_value()) {
-        const Tensor w = scale<T>(E, s2, Weight::PostVar, 0, Tensor(), ref);
-        var = chain(sq, false, w, dims).reshape({N});
-      } else {
-        const Tensor w = scale<T>(E, s2, Weight::SqOverDenom, 0, Tensor(), ref);
-        var = *prior_var - chain(sq, false, w, dims).reshape({N});
-      }
-      return;
+    PosteriorVarProblem<T> q;
+    q.dims = dims;
+    for (size_t d = 0; d < dims.size(); ++d) {
+      q.lam.push_back(E.lam[d].template const_data_ptr<T>());
+      q.Q.push_back(E.Q[d].template const_data_ptr<T>());
     }
-    std::vector<Tensor> W;
-    for (size_t d = 0; d < cs.size(); ++d) {
-      const Tensor cq = at::mm(cs[d], E.Q[d]);
-      W.push_back((cq * cq).contiguous());
-    }
-    const Tensor w = scale<T>(E, s2, Weight::Inv, 0, Tensor(), ref);  // (1, N)
-    if (grid) {
-      var = *prior_var - chain(W, false, w, dims).reshape({M});
-      return;
-    }
-    // Scattered: contract the last axis for a chunk of targets by one GEMM, S = W_L[chunk] w^T
-    // (mc, R), then the remaining axes per target (kron_rowwise).
-    const int64_t nl = dims.back(), R = N / nl;
-    const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 22) / std::max<int64_t>(1, R));
-    Tensor red = at::empty({M}, ref.options());
-    const Tensor wm = w.view({R, nl});
-    std::vector<int64_t> rest(dims.begin(), dims.end() - 1);
-    for (int64_t i0 = 0; i0 < M; i0 += chunk) {
-      const int64_t mc = std::min(chunk, M - i0);
-      const Tensor S = at::mm(W.back().narrow(0, i0, mc), wm.t()).contiguous();  // (mc, R)
-      RowwiseParams<T> p;
-      p.g = make_grid(rest);
-      if (rest.empty()) p.g.N = 1;
-      for (size_t d = 0; d < rest.size(); ++d) p.W[d] = W[d].template const_data_ptr<T>() + i0 * dims[d];
-      p.S = S.template const_data_ptr<T>();
-      p.M = mc;
-      p.out = red.template mutable_data_ptr<T>() + i0;
-      run_rowwise<T>(p, on_device(ref));
-    }
-    var = *prior_var - red;
+    q.noise = noise.item<T>();
+    q.targets = train ? Targets::Train : grid ? Targets::Grid : Targets::Scattered;
+    for (const auto& c : cs) q.cross.push_back(kmat<T>(c, false));
+    q.M = M;
+    const Tensor prior = prior_var.has_value() ? prior_var->contiguous() : Tensor();
+    q.prior = prior.defined() ? prior.template const_data_ptr<T>() : nullptr;
+    var = at::empty({M}, ref.options());
+    q.var = var.template mutable_data_ptr<T>();
+    TorchKronExec<T> ex(ref);
+    kron_posterior_var_run<T>(ex, q);
   });
   return var;
 }

@@ -1,36 +1,35 @@
 // Torch glue for the fused FFT convolution (fftconv, fftconv_bwd): argument checks, dtype
-// dispatch, block buffers, the FFTs (ATen's r2c / c2r: MKL or pocketfft on CPU, cuFFT on CUDA)
-// and the TORCH_LIBRARY_IMPL registrations. The pointwise and spectral work around the FFTs is in
-// the torch-free stages of fftconv.h.
-//
-// Rows (b, h) are processed in blocks of nb rows: pack (gates fused) -> r2c -> multiply by the
-// kernel spectrum -> c2r -> unpack (skip term, gate fused), so every temporary is O(nb * n)
-// besides the outputs; the kernel spectrum of a shared kernel is computed once (H rows).
+// dispatch, allocation, the runner's FFT (MKL or ATen's r2c / c2r: pocketfft on CPU, cuFFT on
+// CUDA) and memory / task interfaces, the tensor-core path's launch, and the TORCH_LIBRARY_IMPL
+// registrations. The launch sequence (block partition, forward / backward pipelines) is the
+// torch-free runner of fftconv_runner.h; the pointwise and spectral stages are in fftconv.h.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_fft_c2r.h>
 #include <ATen/ops/_fft_r2c.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <functional>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/config.h"
 #include "../common/device.h"
-#include "fft_mkl.h"
+#include "../common/dispatch.h"
+#include "../common/parallel.h"
 #include "fftconv.h"
+#include "fftconv_runner.h"
+#include "mkl/mkl_fft.h"  // third_party/
 
 #ifdef KF_DEVICE
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "fftconv_tc.h"
 #endif
 
@@ -176,193 +175,101 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
   return p;
 }
 
-// Storage type of an ATen scalar type for the kernels, and its compute type.
-template <typename S> struct Storage { using type = S; using acc = S; };
-#ifdef KF_DEVICE
-template <> struct Storage<at::Half> { using type = __half; using acc = float; };
-template <> struct Storage<at::BFloat16> { using type = __nv_bfloat16; using acc = float; };
-#endif
+// ------------------------------------------------------------------ the runner's interfaces
+// Batched real FFTs: MKL directly on CPU when the installed torch carries it (plans cached per
+// thread, results written into the runner's buffers: no allocation per call; off with
+// KERNELFUSE_NO_MKL_FFT), else ATen's (MKL or pocketfft on CPU, cuFFT on CUDA).
+template <typename A>
+struct TorchFFT final : RealFFT<A> {
+  at::TensorOptions ropt, copt;
+  bool mkl;
+  TorchFFT(const at::Tensor& like, bool device)
+      : ropt(like.options().dtype(std::is_same_v<A, double> ? at::kDouble : at::kFloat)),
+        copt(like.options().dtype(std::is_same_v<A, double> ? at::kComplexDouble : at::kComplexFloat)),
+        mkl(!device && !config().no_mkl_fft && mkl::mkl_fft_available()) {}
+  void r2c(const A* in, A* out, int64_t rows, int64_t n) override {
+    if (mkl && mkl::mkl_rfft<A>(in, out, rows, n, true)) return;
+    at::Tensor c = at::from_blob(out, {rows, n / 2 + 1}, copt);
+    at::_fft_r2c_out(c, at::from_blob(const_cast<A*>(in), {rows, n}, ropt), {1}, 0, true);
+  }
+  void c2r(const A* in, A* out, int64_t rows, int64_t n) override {
+    if (mkl && mkl::mkl_rfft<A>(in, out, rows, n, false)) return;
+    at::Tensor r = at::from_blob(out, {rows, n}, ropt);
+    at::_fft_c2r_out(r, at::from_blob(const_cast<A*>(in), {rows, n / 2 + 1}, copt), {1}, 0, n);
+  }
+};
 
-// S: storage of u (gates, grad); SK: of k and D (S, or float with half S on CUDA).
-template <typename S, typename SK = S>
-struct Runner {
-  using T = typename Storage<S>::type;
+// The stages (FFTConvStages) plus memory and the task loop (common/parallel.h): ATen tensors on
+// the data's device, each task with its own scratch.
+template <typename T, typename A, typename TK>
+struct TorchExec final : FFTConvStages<T, A, TK> {
+  at::TensorOptions ropt;
+  std::vector<at::Tensor> keep;
+  TorchExec(const FFTConvParams<T, A, TK>& p, const at::Tensor& like, bool device)
+      : FFTConvStages<T, A, TK>(p, device, device ? stream() : nullptr),
+        ropt(like.options().dtype(std::is_same_v<A, double> ? at::kDouble : at::kFloat)) {}
+  static void* stream() {
+#ifdef KF_DEVICE
+    return device_stream();
+#else
+    return nullptr;
+#endif
+  }
+  at::Tensor wrap(const A* x, int64_t count) const { return at::from_blob(const_cast<A*>(x), {count}, ropt); }
+  A* alloc(int64_t count) override {
+    keep.push_back(at::empty({count}, ropt));
+    return keep.back().template mutable_data_ptr<A>();
+  }
+  void zero(A* x, int64_t count) override { wrap(x, count).zero_(); }
+  void copy(A* dst, const A* src, int64_t count) override { wrap(dst, count).copy_(wrap(src, count)); }
+  void add(A* dst, const A* src, int64_t count) override { wrap(dst, count).add_(wrap(src, count)); }
+  void run_tasks(int64_t ntasks, int64_t scratch, const std::function<void(int64_t, A*)>& task) override {
+    kernelfuse::run_tasks(ntasks, this->device, [&](int64_t t) {
+      at::Tensor w = at::empty({scratch}, ropt);
+      task(t, w.template mutable_data_ptr<A>());
+    });
+  }
+};
+
+// S: storage of u (gates, grad); SK: of k and D (S, or float with half S on the device).
+template <typename S, typename SK>
+struct Glue {
+  using T = storage_t<S>;
   using A = typename Storage<S>::acc;
-  using TK = typename Storage<SK>::type;
+  using TK = storage_t<SK>;
   const Problem& pb;
   FFTConvParams<T, A, TK> p;
-  bool cuda = false;
-  at::TensorOptions ropt, copt;
-  int64_t rows = 0, nf = 0;
-  // Work partition. by_heads (shared kernel, H >= nb): task t owns the heads [t nb, t nb + nh) and
-  // walks its blocks (b H + h0, nh) for b < B, with the spectra of its heads only; tasks own
-  // disjoint kernel rows, so the kernel gradient needs no reduction. Otherwise task t walks a
-  // contiguous range of blocks of nb rows (shared kernel: all H spectra per task, H < nb).
-  bool by_heads = false;
-  // KERNELFUSE_NO_MKL_FFT=1 forces ATen's FFT (tests cover both paths).
-  bool use_mkl = mkl_fft_available() && !std::getenv("KERNELFUSE_NO_MKL_FFT");
-  int64_t nb = 0, ntasks = 0, nblocks = 0, per_task = 0;
+  FFTConvShape shape;
 
-  explicit Runner(const Problem& pr) : pb(pr) {
+  explicit Glue(const Problem& pr) : pb(pr) {
     p.B = pr.B; p.H = pr.H; p.L = pr.L; p.Lk = pr.Lk; p.n = pr.n; p.nf = pr.n / 2 + 1;
     p.mode = pr.mode;
     p.k_per_batch = pr.per_batch;
     p.skip_gated = pr.skip_gated;
-    p.u = in(pr.u);
-    p.k = in_k(pr.k);
-    p.D = in_k(pr.D);
-    p.pregate = in(pr.pre);
-    p.postgate = in(pr.post);
-    cuda = on_device(pr.u);
-    ropt = pr.u.options().dtype(std::is_same_v<A, double> ? at::kDouble : at::kFloat);
-    copt = pr.u.options().dtype(std::is_same_v<A, double> ? at::kComplexDouble : at::kComplexFloat);
-    rows = pr.B * pr.H;
-    nf = p.nf;
-    // Rows per block: about 2^19 real elements on CPU (MKL / pocketfft plan costs are paid per
-    // call, so blocks must not be too small; the buffers stay in L2 / L3 while the block's FFTs
-    // run single-threaded, one task per thread), at least as many tasks as threads; up to 2^26
-    // elements per buffer on CUDA.
-    const int64_t target = cuda ? (int64_t(1) << 26) : (int64_t(1) << 19);
-    const int64_t threads = cuda ? 1 : std::max<int64_t>(1, at::get_num_threads());
-    nb = std::max<int64_t>(1, std::min(target / pr.n, std::max<int64_t>(rows, 1)));
-    by_heads = !pr.per_batch && pr.H >= nb;
-    if (by_heads) {
-      nb = std::min(nb, (pr.H + threads - 1) / threads);
-      ntasks = (pr.H + nb - 1) / nb;
-    } else {
-      nb = std::max<int64_t>(1, std::min(nb, (rows + threads - 1) / threads));
-      nblocks = (rows + nb - 1) / nb;
-      ntasks = std::min<int64_t>(nblocks, threads);
-      per_task = ntasks ? (nblocks + ntasks - 1) / ntasks : 0;
-    }
-  }
-  static const T* in(const at::Tensor& t) {
-    return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr<S>()) : nullptr;
-  }
-  static T* out(at::Tensor& t) { return t.defined() ? reinterpret_cast<T*>(t.mutable_data_ptr<S>()) : nullptr; }
-  static const TK* in_k(const at::Tensor& t) {
-    return t.defined() ? reinterpret_cast<const TK*>(t.const_data_ptr<SK>()) : nullptr;
-  }
-  static TK* out_k(at::Tensor& t) { return t.defined() ? reinterpret_cast<TK*>(t.mutable_data_ptr<SK>()) : nullptr; }
-  static A* buf(const at::Tensor& t) { return t.defined() ? reinterpret_cast<A*>(t.data_ptr()) : nullptr; }
-
-  void stage(Stage s, int64_t row0, int64_t m, const at::Tensor& R, A scale = A(1)) {
-#ifdef KF_DEVICE
-    if (cuda) {
-      launch_fftconv_stage<T, A, TK>(p, s, row0, m, buf(R), scale, device_stream());
-      return;
-    }
-#endif
-    if constexpr (std::is_same_v<T, A> && std::is_same_v<T, TK>) {
-      fftconv_stage_cpu<T>(p, s, row0, m, buf(R), scale);
-    } else {
-      TORCH_CHECK(false, "kernelfuse: internal error: half storage on CPU");
-    }
-  }
-  void spectral(SpecOp op, int64_t row0, int64_t m, int64_t kbase, const at::Tensor& X, const at::Tensor* Y,
-                const at::Tensor& K) {
-    const A* y = Y ? buf(*Y) : nullptr;
-#ifdef KF_DEVICE
-    if (cuda) {
-      launch_fftconv_spectral<A>(op, row0, m, nf, p.H, kbase, pb.per_batch, buf(X), y, buf(K),
-                                 device_stream());
-      return;
-    }
-#endif
-    fftconv_spectral_cpu<A>(op, row0, m, nf, p.H, kbase, pb.per_batch, buf(X), y, buf(K));
-  }
-  // Batched real FFTs along rows. CPU: MKL directly when the installed torch carries it (plans
-  // cached per thread, results written into the block buffers: no allocation per call), else
-  // ATen's FFT (MKL or pocketfft through the dispatcher). CUDA: ATen's cuFFT path.
-  void r2c(const at::Tensor& C, const at::Tensor& R) {
-    if (!cuda && use_mkl && mkl_rfft<A>(buf(R), buf(C), R.size(0), p.n, true)) return;
-    at::Tensor c = C;
-    at::_fft_r2c_out(c, R, {1}, 0, true);
-  }
-  void c2r(const at::Tensor& R, const at::Tensor& C) {
-    if (!cuda && use_mkl && mkl_rfft<A>(buf(C), buf(R), C.size(0), p.n, false)) return;
-    at::Tensor r = R;
-    at::_fft_c2r_out(r, C, {1}, 0, p.n);
-  }
-
-  // Kernel rows [kr0, kr0 + nk) owned by task t, and its blocks (row0, m).
-  void task_kernel_rows(int64_t t, int64_t& kr0, int64_t& nk) const {
-    if (pb.per_batch) {
-      kr0 = 0;
-      nk = 0;
-    } else if (by_heads) {
-      kr0 = t * nb;
-      nk = std::min(nb, p.H - kr0);
-    } else {
-      kr0 = 0;
-      nk = p.H;
-    }
-  }
-  template <typename F>
-  void for_blocks(int64_t t, F&& f) const {
-    if (by_heads) {
-      const int64_t h0 = t * nb, nh = std::min(nb, p.H - h0);
-      for (int64_t b = 0; b < p.B; ++b) f(b * p.H + h0, nh);
-    } else {
-      const int64_t b1 = std::min(nblocks, (t + 1) * per_task);
-      for (int64_t blk = t * per_task; blk < b1; ++blk) f(blk * nb, std::min(nb, rows - blk * nb));
-    }
-  }
-  // Runs task(t) for every task: in parallel on CPU (one task per thread at a time, nested
-  // OpenMP regions and ATen's FFTs then run single-threaded), in order on CUDA.
-  template <typename F>
-  void run_tasks(F&& task) {
-    if (cuda || ntasks <= 1) {
-      for (int64_t t = 0; t < ntasks; ++t) task(t);
-      return;
-    }
-    at::parallel_for(0, ntasks, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) task(t);
-    });
-  }
-  // Spectra (nk, nf) of kernel rows [kr0, kr0 + nk) with 1/n folded in, packed through R.
-  at::Tensor kernel_spectrum(int64_t kr0, int64_t nk, const at::Tensor& R) {
-    at::Tensor Rk = nk <= R.size(0) ? R.narrow(0, 0, nk) : at::empty({nk, p.n}, ropt);
-    stage(Stage::PackKernel, kr0, nk, Rk, A(1) / A(p.n));
-    at::Tensor K = at::empty({nk, nf}, copt);
-    r2c(K, Rk);
-    return K;
+    p.u = in_ptr<S>(pr.u);
+    p.k = in_ptr<SK>(pr.k);
+    p.D = in_ptr<SK>(pr.D);
+    p.pregate = in_ptr<S>(pr.pre);
+    p.postgate = in_ptr<S>(pr.post);
+    shape.B = pr.B; shape.H = pr.H; shape.n = pr.n;
+    shape.per_batch = pr.per_batch;
+    shape.device = on_device(pr.u);
+    shape.threads = shape.device ? 1 : std::max<int64_t>(1, at::get_num_threads());
   }
 
   at::Tensor forward() {
     at::Tensor y = at::empty(pb.u.sizes(), pb.u.options());
-    p.y = out(y);
-    if (rows == 0) return y;
-    run_tasks([&](int64_t t) {
-      int64_t kr0, nk;
-      task_kernel_rows(t, kr0, nk);
-      at::Tensor R = at::empty({nb, p.n}, ropt), C = at::empty({nb, nf}, copt);
-      at::Tensor Ck = pb.per_batch ? at::empty({nb, nf}, copt) : at::Tensor();
-      at::Tensor K = pb.per_batch ? at::Tensor() : kernel_spectrum(kr0, nk, R);
-      for_blocks(t, [&](int64_t row0, int64_t m) {
-        at::Tensor Rv = R.narrow(0, 0, m), Cv = C.narrow(0, 0, m);
-        if (pb.per_batch) {
-          at::Tensor Ckv = Ck.narrow(0, 0, m);
-          stage(Stage::PackKernel, row0, m, Rv, A(1) / A(p.n));
-          r2c(Ckv, Rv);
-          stage(Stage::PackInput, row0, m, Rv);
-          r2c(Cv, Rv);
-          spectral(SpecOp::MulKernel, row0, m, 0, Cv, nullptr, Ckv);
-        } else {
-          stage(Stage::PackInput, row0, m, Rv);
-          r2c(Cv, Rv);
-          spectral(SpecOp::MulKernel, row0, m, kr0, Cv, nullptr, K);
-        }
-        c2r(Rv, Cv);
-        stage(Stage::UnpackOutput, row0, m, Rv);
-      });
-    });
+    p.y = out_ptr<S>(y);
+    TorchExec<T, A, TK> ex(p, pb.u, shape.device);
+    TorchFFT<A> fft(pb.u, shape.device);
+    fftconv_forward<A>(shape, ex, fft);
     return y;
   }
 
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
       const at::Tensor& grad, bool need_u, bool need_k, bool need_D, bool need_pre, bool need_post) {
     const auto opts = pb.u.options();
+    const auto ropt = opts.dtype(std::is_same_v<A, double> ? at::kDouble : at::kFloat);
     auto none = [&] { return at::empty({0}, opts); };
     need_D = need_D && pb.D.defined();
     need_pre = need_pre && pb.pre.defined();
@@ -372,95 +279,25 @@ struct Runner {
     at::Tensor dpost = need_post ? at::empty(pb.u.sizes(), opts) : none();
     at::Tensor dk = need_k ? at::empty(pb.k.sizes(), pb.k.options()) : none();
     at::Tensor dD_rows = need_D ? at::empty({pb.B, pb.H}, ropt) : at::Tensor();
-    p.grad = in(grad);
-    p.du = need_u ? out(du) : nullptr;
-    p.dpregate = need_pre ? out(dpre) : nullptr;
-    p.dpostgate = need_post ? out(dpost) : nullptr;
-    p.dk = need_k ? out_k(dk) : nullptr;
-    p.dD_rows = need_D ? buf(dD_rows) : nullptr;
     at::Tensor dD = need_D ? at::empty({pb.H}, opts.dtype(pb.D_dtype)) : none();
-    auto result = [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> {
-      return {du, need_k ? dk.view(pb.k_shape).to(pb.k_dtype) : dk, dD, dpre, dpost};
-    };
-    if (rows == 0) {
+    p.grad = in_ptr<S>(grad);
+    p.du = need_u ? out_ptr<S>(du) : nullptr;
+    p.dpregate = need_pre ? out_ptr<S>(dpre) : nullptr;
+    p.dpostgate = need_post ? out_ptr<S>(dpost) : nullptr;
+    p.dk = need_k ? out_ptr<SK>(dk) : nullptr;
+    p.dD_rows = need_D ? dD_rows.template mutable_data_ptr<A>() : nullptr;
+    if (pb.B * pb.H == 0) {
       if (need_k) dk.zero_();
       if (need_D) dD.zero_();
-      return result();
+    } else {
+      TorchExec<T, A, TK> ex(p, pb.u, shape.device);
+      TorchFFT<A> fft(pb.u, shape.device);
+      fftconv_backward<A>(shape, FFTConvNeed{need_u, need_k, need_pre, need_post}, ex, fft);
+      if (need_D) dD.copy_(dD_rows.sum(0));
     }
-    const bool need_v = need_k || need_post;  // the spectrum of v = u * pregate
-    const bool need_dv = need_u || need_pre;  // the correlation of dz with k
-    const bool need_kspec = need_post || need_dv;
-    const A inv_n = A(1) / A(p.n);
-    // Shared kernel, not by heads: every task accumulates the spectra of all H heads; summed after.
-    std::vector<at::Tensor> partial(by_heads || pb.per_batch || !need_k ? 0 : ntasks);
-    run_tasks([&](int64_t t) {
-      int64_t kr0, nk;
-      task_kernel_rows(t, kr0, nk);
-      at::Tensor R = at::empty({nb, p.n}, ropt), C2 = at::empty({nb, nf}, copt);
-      at::Tensor C1 = need_v ? at::empty({nb, nf}, copt) : at::Tensor();
-      at::Tensor Ck = (pb.per_batch && need_kspec) ? at::empty({nb, nf}, copt) : at::Tensor();
-      at::Tensor K = (!pb.per_batch && need_kspec) ? kernel_spectrum(kr0, nk, R) : at::Tensor();
-      at::Tensor Kacc = (!pb.per_batch && need_k) ? at::zeros({nk, nf}, copt) : at::Tensor();
-      for_blocks(t, [&](int64_t row0, int64_t m) {
-        at::Tensor Rv = R.narrow(0, 0, m), C2v = C2.narrow(0, 0, m);
-        at::Tensor C1v = need_v ? C1.narrow(0, 0, m) : at::Tensor();
-        at::Tensor Ckv = Ck.defined() ? Ck.narrow(0, 0, m) : at::Tensor();
-        const at::Tensor& Kb = pb.per_batch ? Ckv : K;
-        const int64_t kbase = pb.per_batch ? 0 : kr0;
-        if (Ck.defined()) {
-          stage(Stage::PackKernel, row0, m, Rv, inv_n);
-          r2c(Ckv, Rv);
-        }
-        if (need_v) {
-          stage(Stage::PackInput, row0, m, Rv);
-          r2c(C1v, Rv);
-        }
-        if (need_post) {  // z = conv(v, k) + D s, recomputed: dpostgate = grad * z
-          C2v.copy_(C1v);
-          spectral(SpecOp::MulKernel, row0, m, kbase, C2v, nullptr, Kb);
-          c2r(Rv, C2v);
-          stage(Stage::UnpackPostGrad, row0, m, Rv);
-        }
-        stage(Stage::PackGrad, row0, m, Rv);  // dz = grad * postgate (and the dD row sums)
-        if (!need_k && !need_dv) return;
-        r2c(C2v, Rv);
-        if (need_k) {  // dkk = corr(dz, v) = c2r(conj(V) DZ) / n
-          if (pb.per_batch) {
-            spectral(SpecOp::Corr, row0, m, 0, C1v, &C2v, Kb);
-            c2r(Rv, C1v);
-            stage(Stage::GatherKernelGrad, row0, m, Rv, inv_n);
-          } else {
-            spectral(SpecOp::CorrAccumulate, row0, m, kr0, C1v, &C2v, Kacc);
-          }
-        }
-        if (need_dv) {  // dv = corr(dz, k) = c2r(DZ conj(K))
-          spectral(SpecOp::MulConjKernel, row0, m, kbase, C2v, nullptr, Kb);
-          c2r(Rv, C2v);
-          stage(Stage::UnpackInputGrad, row0, m, Rv);
-        }
-      });
-      if (need_k && !pb.per_batch) {
-        if (by_heads) {
-          at::Tensor Rk = R.narrow(0, 0, nk);
-          c2r(Rk, Kacc);
-          stage(Stage::GatherKernelGrad, kr0, nk, Rk, inv_n);
-        } else {
-          partial[t] = Kacc;
-        }
-      }
-    });
-    if (!partial.empty()) {
-      at::Tensor acc = partial[0];
-      for (size_t i = 1; i < partial.size(); ++i) acc.add_(partial[i]);
-      at::Tensor Rk = at::empty({p.H, p.n}, ropt);
-      c2r(Rk, acc);
-      stage(Stage::GatherKernelGrad, 0, p.H, Rk, inv_n);
-    }
-    if (need_D) dD.copy_(dD_rows.sum(0));
-    return result();
+    return {du, need_k ? dk.view(pb.k_shape).to(pb.k_dtype) : dk, dD, dpre, dpost};
   }
 };
-
 
 // CPU float16 / bfloat16: computed in float32 (inputs upcast, outputs cast back: each gradient to
 // its input's dtype, so an fp32 k gets an fp32 dk).
@@ -473,26 +310,25 @@ std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
 }
 
 // f.template operator()<S, SK>(): S the storage of u, SK that of k and D (float for a half u with
-// an fp32 kernel, CUDA only: on CPU half inputs were upcast before).
+// an fp32 kernel, device only: on CPU half inputs were upcast before).
 template <typename F>
 void dispatch(const at::Tensor& u, at::ScalarType k_dtype, F&& f) {
 #ifdef KF_DEVICE
   if (on_device(u)) {
-    KF_DEVICE_GUARD(u);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "fftconv", [&] {
-      if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+    dispatch_float_half(u, [&]<typename S>() {
+      if constexpr (std::is_same_v<S, at::Half> || std::is_same_v<S, at::BFloat16>) {
         if (k_dtype == at::kFloat) {
-          f.template operator()<scalar_t, float>();
+          f.template operator()<S, float>();
           return;
         }
       }
-      f.template operator()<scalar_t, scalar_t>();
+      f.template operator()<S, S>();
     });
     return;
   }
 #endif
   (void)k_dtype;
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fftconv", [&] { f.template operator()<scalar_t, scalar_t>(); });
+  dispatch_float(u, [&]<typename S>() { f.template operator()<S, S>(); });
 }
 
 #ifdef KF_DEVICE
@@ -501,7 +337,7 @@ void dispatch(const at::Tensor& u, at::ScalarType k_dtype, F&& f) {
 // one sequence does not fit the device's opt-in shared memory; the caller then takes the cuFFT path.
 // KERNELFUSE_NO_TC_FFTCONV=1 disables it. Forward only: fftconv_bwd stays on the cuFFT path.
 bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
-  if (!on_device(pb.u) || pb.mode != ConvMode::Causal || pb.per_batch || std::getenv("KERNELFUSE_NO_TC_FFTCONV"))
+  if (!on_device(pb.u) || pb.mode != ConvMode::Causal || pb.per_batch || config().no_tc_fftconv)
     return false;
   const auto st = pb.u.scalar_type();
   if (st != at::kHalf && st != at::kBFloat16) return false;
@@ -516,31 +352,25 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
   at::Tensor kspec = at::empty({pb.H, N, 2}, pb.u.options().dtype(at::kFloat));
   at::Tensor kexp = at::empty({pb.H}, pb.u.options().dtype(at::kInt));
   bool ok = false;
-  auto run = [&]<typename S, typename T, typename SK, typename TK>() {
-    FFTConvTCParams<T, TK> p;
+  auto run = [&]<typename S, typename SK>() {
+    FFTConvTCParams<storage_t<S>, storage_t<SK>> p;
     p.B = pb.B; p.H = pb.H; p.L = pb.L; p.Lk = pb.Lk; p.N = N;
-    auto in = [](const at::Tensor& t) -> const T* {
-      return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr<S>()) : nullptr;
-    };
-    auto in_k = [](const at::Tensor& t) -> const TK* {
-      return t.defined() ? reinterpret_cast<const TK*>(t.const_data_ptr<SK>()) : nullptr;
-    };
-    p.u = in(pb.u);
-    p.k = in_k(pb.k);
-    p.D = in_k(pb.D);
-    p.pregate = in(pb.pre);
-    p.postgate = in(pb.post);
+    p.u = in_ptr<S>(pb.u);
+    p.k = in_ptr<SK>(pb.k);
+    p.D = in_ptr<SK>(pb.D);
+    p.pregate = in_ptr<S>(pb.pre);
+    p.postgate = in_ptr<S>(pb.post);
     p.skip_gated = pb.skip_gated;
-    p.y = reinterpret_cast<T*>(out.mutable_data_ptr<S>());
+    p.y = out_ptr<S>(out);
     p.kspec = kspec.mutable_data_ptr<float>();
     p.kexp = kexp.mutable_data_ptr<int>();
-    ok = launch_fftconv_tc<T, TK>(p, device_stream());
+    ok = launch_fftconv_tc<storage_t<S>, storage_t<SK>>(p, device_stream());
   };
   const bool k_fp32 = pb.k.scalar_type() == at::kFloat;  // mixed precision: fp32 k and D
-  if (st == at::kHalf && k_fp32) run.template operator()<at::Half, __half, float, float>();
-  else if (st == at::kHalf) run.template operator()<at::Half, __half, at::Half, __half>();
-  else if (k_fp32) run.template operator()<at::BFloat16, __nv_bfloat16, float, float>();
-  else run.template operator()<at::BFloat16, __nv_bfloat16, at::BFloat16, __nv_bfloat16>();
+  if (st == at::kHalf && k_fp32) run.template operator()<at::Half, float>();
+  else if (st == at::kHalf) run.template operator()<at::Half, at::Half>();
+  else if (k_fp32) run.template operator()<at::BFloat16, float>();
+  else run.template operator()<at::BFloat16, at::BFloat16>();
   if (!ok) return false;
   y = out;
   return true;
@@ -550,6 +380,7 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
 at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional<at::Tensor>& D,
                    const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate,
                    c10::string_view mode, std::optional<int64_t> fft_size, c10::string_view skip) {
+  KF_OP_SCOPE("fftconv");
   Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size, skip);
   if (upcast_needed(u)) {
     return fftconv(u.to(at::kFloat), k.to(at::kFloat), to_float(D), to_float(pregate), to_float(postgate), mode,
@@ -560,7 +391,7 @@ at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional
 #ifdef KF_DEVICE
   if (fftconv_tc_try(pb, y)) return y;
 #endif
-  dispatch(pb.u, pb.k.scalar_type(), [&]<typename S, typename SK>() { y = Runner<S, SK>(pb).forward(); });
+  dispatch(pb.u, pb.k.scalar_type(), [&]<typename S, typename SK>() { y = Glue<S, SK>(pb).forward(); });
   return y;
 }
 
@@ -569,6 +400,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fftconv_b
     const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate, c10::string_view mode,
     std::optional<int64_t> fft_size, bool need_u, bool need_k, bool need_D, bool need_pregate, bool need_postgate,
     c10::string_view skip) {
+  KF_OP_SCOPE("fftconv_bwd");
   check_defined(grad, "grad");
   Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size, skip);
   check_same_device(grad, u, "grad", "u");
@@ -590,7 +422,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fftconv_b
   const at::Tensor g = grad.contiguous();
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> res;
   dispatch(pb.u, pb.k.scalar_type(), [&]<typename S, typename SK>() {
-    res = Runner<S, SK>(pb).backward(g, need_u, need_k, need_D, need_pregate, need_postgate);
+    res = Glue<S, SK>(pb).backward(g, need_u, need_k, need_D, need_pregate, need_postgate);
   });
   return res;
 }

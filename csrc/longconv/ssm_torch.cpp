@@ -92,6 +92,7 @@ SsmKernelParams<T> make_params(const Operands& o, int64_t L) {
 at::Tensor ssm_kernel(const at::Tensor& log_dt, const at::Tensor& A_real, const at::Tensor& A_imag,
                       const std::optional<at::Tensor>& B, const at::Tensor& C, int64_t L,
                       c10::string_view discretization) {
+  KF_OP_SCOPE("ssm_kernel");
   KF_CHECK_ARG(L >= 0, "L", "expected a length >= 0, got ", L);
   Operands o = check_operands(log_dt, A_real, A_imag, B, C, discretization);
   at::Tensor K = checked_empty({o.H, L}, o.A_real.options(), "L", "the kernel K (H, L)");
@@ -115,6 +116,7 @@ at::Tensor ssm_kernel(const at::Tensor& log_dt, const at::Tensor& A_real, const 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssm_kernel_bwd(
     const at::Tensor& grad, const at::Tensor& log_dt, const at::Tensor& A_real, const at::Tensor& A_imag,
     const std::optional<at::Tensor>& B, const at::Tensor& C, c10::string_view discretization) {
+  KF_OP_SCOPE("ssm_kernel_bwd");
   KF_CHECK_ARG(grad.defined(), "grad", "expected a tensor, got None");
   Operands o = check_operands(log_dt, A_real, A_imag, B, C, discretization);
   check_same_device(grad, o.A_real, "grad", "A_real");

@@ -28,6 +28,16 @@ def build_info() -> dict:
     return info
 
 
+def config() -> dict:
+    """The environment switches as the native code read them (README.md, "Environment switches")."""
+    return dict(_C.config())
+
+
+def reload_config() -> None:
+    """Read the environment switches again, e.g. after a test changed one (not while ops run)."""
+    _C.reload_config()
+
+
 get_num_threads = _C.get_num_threads
 set_num_threads = _C.set_num_threads
 
@@ -39,5 +49,5 @@ __all__ = [
     "kron_gp_mll", "kron_matmul", "kron_posterior", "kron_solve", "monarch_fft", "monarch_irfft",
     "monarch_multiply", "monarch_rfft", "nngp_matmul", "random_features", "ssm_kernel", "structured_features",
     # build and threads
-    "build_info", "get_num_threads", "set_num_threads",
+    "build_info", "config", "get_num_threads", "reload_config", "set_num_threads",
 ]

@@ -369,7 +369,7 @@ def test_structured_features_largest_P(dtype, P):
 def test_structured_features_P_limit_error(dtype, P):
     signs, perm, _ = _sf_inputs(P, 1, "sorf", dtype=dtype)
     x = torch.zeros(1, 5, dtype=dtype)
-    with pytest.raises(RuntimeError, match=rf"structured_features on CUDA supports P \* sizeof\(dtype\) <= 24 KB "
+    with pytest.raises(RuntimeError, match=rf"kernelfuse\.structured_features: on CUDA, supports P \* sizeof\(dtype\) <= 24 KB "
                                            rf"\(P = {P}\)"):
         sim_ops.structured_features(x, signs, None, None, 3, "cos", "sorf", 1.0, "row")
 
@@ -524,7 +524,7 @@ def test_structured_features_bwd_P_limit_error(dtype, P):
     x = torch.zeros(1, 5, dtype=dtype)
     grad = out = torch.zeros(1, 3, dtype=dtype)
     for kind in ("cos", "cos_sin"):  # cos: the z recompute fails first; cos_sin: the adjoint
-        with pytest.raises(RuntimeError, match=rf"structured_features_bwd on CUDA supports P \* sizeof\(dtype\) <= "
+        with pytest.raises(RuntimeError, match=rf"kernelfuse\.structured_features_bwd: on CUDA, supports P \* sizeof\(dtype\) <= "
                                                rf"24 KB \(P = {P}\)"):
             sim_ops.structured_features_bwd(grad if kind == "cos" else torch.zeros(1, 6, dtype=dtype),
                                             out if kind == "cos" else torch.zeros(1, 6, dtype=dtype), x, signs, perm,

@@ -246,7 +246,7 @@ def _half_check(out, exp, dtype, factor=1.0):
 
 
 @pytest.mark.parametrize("dtype", HALF)
-def test_fftconv_half_cufft_path(dtype, monkeypatch):
+def test_fftconv_half_cufft_path(dtype, env_switch):
     """Half storage read as is, float computation: the modes / kernel kinds the TC path does not
     take (bidirectional, circular, per-batch kernels), and causal shared with the TC path disabled."""
     cases = [("bidirectional", "shared"), ("circular", "one"), ("causal", "batch"), ("bidirectional", "batch")]
@@ -256,7 +256,7 @@ def test_fftconv_half_cufft_path(dtype, monkeypatch):
             y = _fwd(u, k, D, pre, post, mode)
         assert c.n[TC] == 0 and c.n[STAGE] > 0
         _half_check(y, _ref(u, k, D, pre, post, mode), dtype)
-    monkeypatch.setenv("KERNELFUSE_NO_TC_FFTCONV", "1")
+    env_switch("KERNELFUSE_NO_TC_FFTCONV", "1")
     u, k, D, pre, post = _inputs(3, 2, 97, 33, "causal", dtype, "shared", seed=35)
     with _Count(TC, STAGE) as c:
         y = _fwd(u, k, D, pre, post, "causal")
@@ -291,14 +291,14 @@ def _tc_run(u, k, D, pre, post, fft_size=None):
     return y
 
 
-def _tc_fallback(u, k, D, pre, post, monkeypatch):
-    monkeypatch.setenv("KERNELFUSE_NO_TC_FFTCONV", "1")
+def _tc_fallback(u, k, D, pre, post, env_switch):
+    env_switch("KERNELFUSE_NO_TC_FFTCONV", "1")
     try:
         with _Count(TC, STAGE) as c:
             y = _fwd(u, k, D, pre, post, "causal")
         assert c.n[TC] == 0 and c.n[STAGE] > 0
     finally:
-        monkeypatch.delenv("KERNELFUSE_NO_TC_FFTCONV")
+        env_switch("KERNELFUSE_NO_TC_FFTCONV", None)
     return y
 
 
@@ -314,30 +314,30 @@ TC_SIZES = {256: (200, 57), 512: (300, 100), 1024: (1000, 25), 2048: (1500, 549)
 TC_NS = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
 
 
-def _tc_case(N, dtype, B=3, H=2, D=True, gates=True, kshape="shared", seed=0, monkeypatch=None):
+def _tc_case(N, dtype, B=3, H=2, D=True, gates=True, kshape="shared", seed=0, env_switch=None):
     L, Lk = TC_SIZES[N]
     assert _tc_n(L, Lk) == N
     u, k, Dv, pre, post = _inputs(B, H, L, Lk, "causal", dtype, kshape, D=D, gates=gates, seed=seed)
     exp = _ref(u, k, Dv, pre, post, "causal")
     y = _tc_run(u, k, Dv, pre, post)
     _half_check(y, exp, dtype, TC_FACTOR)
-    if monkeypatch is not None:
-        _half_check(_tc_fallback(u, k, Dv, pre, post, monkeypatch), exp, dtype)
+    if env_switch is not None:
+        _half_check(_tc_fallback(u, k, Dv, pre, post, env_switch), exp, dtype)
     return y, exp
 
 
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("N", TC_NS)
-def test_fftconv_tc_sizes(N, dtype, monkeypatch):
+def test_fftconv_tc_sizes(N, dtype, env_switch):
     """Every pass list: r = 1, 2, 4, 8 with two radix-16 passes (N = 256 ... 2048) and with three
     (N = 4096 ... 32768, the largest size), odd B (the last complex sequence has a zero imaginary
     row), against the reference; the cuFFT fallback (KERNELFUSE_NO_TC_FFTCONV=1) on the same inputs."""
     B, H = (3, 2) if N <= 4096 else (1, 1)
-    _tc_case(N, dtype, B=B, H=H, seed=N, monkeypatch=monkeypatch)
+    _tc_case(N, dtype, B=B, H=H, seed=N, env_switch=env_switch)
 
 
 @pytest.mark.parametrize("dtype", HALF)
-def test_fftconv_tc_small_and_odd(dtype, monkeypatch):
+def test_fftconv_tc_small_and_odd(dtype, env_switch):
     """Tiny L (N = 256, the minimum), B = 1 / 2 / 5, D and gates absent, (1, H, taps) kernels, B = 1
     with a (B, H, taps) kernel (shared), an explicit fft_size (ignored by the TC path)."""
     cases = [dict(B=1, H=1, L=1, Lk=1), dict(B=2, H=3, L=5, Lk=2, D=False, gates=False),
@@ -356,13 +356,13 @@ def test_fftconv_tc_small_and_odd(dtype, monkeypatch):
             pre = None
         exp = _ref(u, k, Dv, pre, post, "causal")
         _half_check(_tc_run(u, k, Dv, pre, post), exp, dtype, TC_FACTOR)
-        _half_check(_tc_fallback(u, k, Dv, pre, post, monkeypatch), exp, dtype)
+        _half_check(_tc_fallback(u, k, Dv, pre, post, env_switch), exp, dtype)
     u, k, Dv, pre, post = _inputs(2, 2, 40, 10, "causal", dtype, seed=59)
     _half_check(_tc_run(u, k, Dv, pre, post, fft_size=1000), _ref(u, k, Dv, pre, post, "causal"), dtype, TC_FACTOR)
 
 
 @pytest.mark.parametrize("dtype", HALF)
-def test_fftconv_tc_skip_gated(dtype, monkeypatch):
+def test_fftconv_tc_skip_gated(dtype, env_switch):
     """The tensor-core path with skip "gated" (D * u * pregate in its store loop): N = 256 and
     1024, odd B (the imaginary row's skip), pregate with and without a postgate; the cuFFT fallback."""
     for i, (B, L, Lk, post_on) in enumerate([(3, 200, 57, True), (2, 1000, 25, False)]):
@@ -374,9 +374,9 @@ def test_fftconv_tc_skip_gated(dtype, monkeypatch):
         assert c.n[TC] == 1 and c.n[STAGE] == 0
         _half_check(y, exp, dtype, TC_FACTOR)
         assert ((y.double() - _ref(u, k, D, pre, post, "causal")).norm() / exp.norm()).item() > 1e-2
-        monkeypatch.setenv("KERNELFUSE_NO_TC_FFTCONV", "1")
+        env_switch("KERNELFUSE_NO_TC_FFTCONV", "1")
         _half_check(_fwd(u, k, D, pre, post, "causal", skip="gated"), exp, dtype)
-        monkeypatch.delenv("KERNELFUSE_NO_TC_FFTCONV")
+        env_switch("KERNELFUSE_NO_TC_FFTCONV", None)
 
 
 def test_fftconv_tc_schedules():
@@ -389,7 +389,7 @@ def test_fftconv_tc_schedules():
         _half_check(y, _ref(u, k, D, pre, post, "causal"), dtype, TC_FACTOR)
 
 
-def test_fftconv_tc_size_limit_falls_back(monkeypatch):
+def test_fftconv_tc_size_limit_falls_back(env_switch):
     """L + Lk - 1 = 32769 > kTCMaxN: the cuFFT path (half storage), not the TC kernel."""
     u, k, D, pre, post = _inputs(1, 1, 32768, 2, "causal", torch.float16, seed=61)
     with _Count(TC, STAGE) as c:

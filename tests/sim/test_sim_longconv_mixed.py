@@ -80,7 +80,7 @@ def test_mixed_cufft_path_forward_backward(dtype, mode, kshape):
 
 
 @pytest.mark.parametrize("dtype", HALF)
-def test_mixed_causal_shared_backward_and_fallback(dtype, monkeypatch):
+def test_mixed_causal_shared_backward_and_fallback(dtype, env_switch):
     """Causal, shared kernel: the backward (always the cuFFT path: CorrAccumulate, dk gathered in
     float32) and the forward with the TC path disabled; every subset of need_* flags once."""
     xs = _mixed(dtype, 2, 3, 61, 20, seed=70)
@@ -96,7 +96,7 @@ def test_mixed_causal_shared_backward_and_fallback(dtype, monkeypatch):
                 assert_close_to_ref(o, exp[name], dtype)
             else:
                 assert o.numel() == 0
-    monkeypatch.setenv("KERNELFUSE_NO_TC_FFTCONV", "1")
+    env_switch("KERNELFUSE_NO_TC_FFTCONV", "1")
     with _Count(TC, STAGE) as c:
         y = _fwd(xs, "causal")
     assert c.n[TC] == 0 and c.n[STAGE] > 0
@@ -127,7 +127,7 @@ def test_mixed_stage_schedules():
 # ------------------------------------------------------------------ tensor-core path (fftconv_tc_kernel<T, float>)
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("L,Lk,B,H", [(200, 57, 3, 2), (300, 100, 2, 2), (3001, 1000, 1, 1), (17, 17, 5, 1)])
-def test_mixed_tc_path(dtype, L, Lk, B, H, monkeypatch):
+def test_mixed_tc_path(dtype, L, Lk, B, H, env_switch):
     """N = 256 (radix-16 only), 512 (a radix-2 pass first), 4096 (three radix-16 passes); odd B.
     The fp32 kernel goes into the fp32 spectrum unrounded; D read in float32."""
     xs = _mixed(dtype, B, H, L, Lk, seed=L)
@@ -135,7 +135,7 @@ def test_mixed_tc_path(dtype, L, Lk, B, H, monkeypatch):
         y = _fwd(xs, "causal")
     assert c.n[TC] == 1 and c.n[TC_SPEC] == 1 and c.n[STAGE] == 0, c.n
     _check_fwd(y, xs, "causal", dtype)
-    monkeypatch.setenv("KERNELFUSE_NO_TC_FFTCONV", "1")
+    env_switch("KERNELFUSE_NO_TC_FFTCONV", "1")
     with _Count(TC, STAGE) as c:
         y2 = _fwd(xs, "causal")
     assert c.n[TC] == 0 and c.n[STAGE] > 0
@@ -169,9 +169,9 @@ def _ref_gated(xs, mode):
 
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("mode", ["causal", "bidirectional"])
-def test_mixed_gated_skip_cufft_path(dtype, mode, monkeypatch):
+def test_mixed_gated_skip_cufft_path(dtype, mode, env_switch):
     """stage_kernel<T, float, float> with the H3/Hyena skip, forward and backward."""
-    monkeypatch.setenv("KERNELFUSE_NO_TC_FFTCONV", "1")
+    env_switch("KERNELFUSE_NO_TC_FFTCONV", "1")
     xs = _mixed(dtype, 2, 3, 97, 33, mode, "shared", seed=91)
     y = sim_ops.fftconv(*xs, mode, None, "gated")
     assert y.dtype == dtype

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Kernels of :func:`kernelfuse.kernel_logsumexp` (unnormalised profiles, ``k(0) = 1``).
-from ..reference.kde import KERNELS  # noqa: E402  (one list for ops, reference and models)
+from ..ops.kde import KERNELS  # noqa: E402  (the ops layer owns the list; the reference keeps its own)
 
 #: scikit-learn's names for our kernels.
 KERNEL_ALIASES = {"exponential": "laplacian"}

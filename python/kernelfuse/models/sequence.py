@@ -52,11 +52,11 @@ class SequenceModel(nn.Module):
                  layer_kwargs: Optional[dict] = None, final_norm: bool = True):
         super().__init__()
         if layer not in LAYERS:
-            raise ValueError(f"SequenceModel: unknown layer {layer!r}; expected one of: {', '.join(LAYERS)}")
+            raise ValueError(f"kernelfuse.models.SequenceModel: unknown layer {layer!r}; expected one of: {', '.join(LAYERS)}")
         if pool not in ("mean", "last", None):
-            raise ValueError(f"SequenceModel: unknown pool {pool!r}; expected 'mean', 'last' or None")
+            raise ValueError(f"kernelfuse.models.SequenceModel: unknown pool {pool!r}; expected 'mean', 'last' or None")
         if layer in ("longconv", "gated") and l_max is None:
-            raise ValueError(f"SequenceModel: layer={layer!r} needs l_max")
+            raise ValueError(f"kernelfuse.models.SequenceModel: layer={layer!r} needs l_max")
         kw = dict(layer_kwargs or {})
         self.pool = pool
         self.encoder = nn.Linear(d_input, d_model)

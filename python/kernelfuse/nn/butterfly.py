@@ -35,11 +35,11 @@ class ButterflyLinear(nn.Module):
                  device=None, dtype=None):
         super().__init__()
         if init not in BUTTERFLY_INITS:
-            raise ValueError(f"ButterflyLinear: argument 'init': expected one of {BUTTERFLY_INITS}, got {init!r}")
+            raise ValueError(f"kernelfuse.nn.ButterflyLinear: argument 'init': expected one of {BUTTERFLY_INITS}, got {init!r}")
         if init == "fft" and not complex:
-            raise ValueError("ButterflyLinear: init='fft' needs complex=True (the DFT has complex twiddles)")
+            raise ValueError("kernelfuse.nn.ButterflyLinear: init='fft' needs complex=True (the DFT has complex twiddles)")
         if in_features < 1 or out_features < 1 or nblocks < 1:
-            raise ValueError(f"ButterflyLinear: expected in_features, out_features, nblocks >= 1, got "
+            raise ValueError(f"kernelfuse.nn.ButterflyLinear: expected in_features, out_features, nblocks >= 1, got "
                              f"{in_features}, {out_features}, {nblocks}")
         self.in_features, self.out_features, self.nblocks = in_features, out_features, nblocks
         self.increasing_stride, self.complex, self.init = increasing_stride, complex, init
@@ -85,7 +85,7 @@ class ButterflyLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"ButterflyLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}")
+            raise ValueError(f"kernelfuse.nn.ButterflyLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}")
         x = x.to(self.twiddle.dtype)
         if self.n != self.in_features:
             x = nn.functional.pad(x, (0, self.n - self.in_features))
@@ -117,10 +117,10 @@ class MonarchLinear(nn.Module):
                  layout: str = "ls", device=None, dtype=None):
         super().__init__()
         if in_features < 1 or out_features < 1 or nblocks < 1:
-            raise ValueError(f"MonarchLinear: expected in_features, out_features, nblocks >= 1, got "
+            raise ValueError(f"kernelfuse.nn.MonarchLinear: expected in_features, out_features, nblocks >= 1, got "
                              f"{in_features}, {out_features}, {nblocks}")
         if layout not in MONARCH_LAYOUTS:
-            raise ValueError(f"MonarchLinear: argument 'layout': expected one of {MONARCH_LAYOUTS}, got {layout!r}")
+            raise ValueError(f"kernelfuse.nn.MonarchLinear: argument 'layout': expected one of {MONARCH_LAYOUTS}, got {layout!r}")
         self.in_features, self.out_features, self.nblocks = in_features, out_features, nblocks
         self.layout = layout
         p = -(-in_features // nblocks)
@@ -144,7 +144,7 @@ class MonarchLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"MonarchLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}")
+            raise ValueError(f"kernelfuse.nn.MonarchLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}")
         if self.in_padded != self.in_features:
             x = nn.functional.pad(x, (0, self.in_padded - self.in_features))
         y = monarch_multiply(x, self.w1, self.w2, layout=self.layout)
@@ -166,19 +166,19 @@ class MonarchLinear(nn.Module):
         in_features defaults to k p, out_features to l s (fly pads / crops the same way). The
         tensors are copied."""
         if w1.dim() != 3 or w2.dim() != 3:
-            raise ValueError(f"MonarchLinear.from_fly_weights: expected w1 (k, q, p) and w2 (l, s, r), got "
+            raise ValueError(f"kernelfuse.nn.MonarchLinear.from_fly_weights: expected w1 (k, q, p) and w2 (l, s, r), got "
                              f"{tuple(w1.shape)} and {tuple(w2.shape)}")
         (k, q, p), (l, s, r) = w1.shape, w2.shape
         if l * r != k * q:
-            raise ValueError(f"MonarchLinear.from_fly_weights: argument 'w2': expected shape (l, s, r) with "
+            raise ValueError(f"kernelfuse.nn.MonarchLinear.from_fly_weights: argument 'w2': expected shape (l, s, r) with "
                              f"l * r = k * q = {k * q} (w1 is {tuple(w1.shape)}), got {tuple(w2.shape)}")
         in_f = k * p if in_features is None else in_features
         out_f = l * s if out_features is None else out_features
         if not (1 <= in_f <= k * p and 1 <= out_f <= l * s):
-            raise ValueError(f"MonarchLinear.from_fly_weights: expected 1 <= in_features <= k p = {k * p} and "
+            raise ValueError(f"kernelfuse.nn.MonarchLinear.from_fly_weights: expected 1 <= in_features <= k p = {k * p} and "
                              f"1 <= out_features <= l s = {l * s}, got {in_f}, {out_f}")
         if bias is not None and tuple(bias.shape) != (out_f,):
-            raise ValueError(f"MonarchLinear.from_fly_weights: argument 'bias': expected shape ({out_f},), got "
+            raise ValueError(f"kernelfuse.nn.MonarchLinear.from_fly_weights: argument 'bias': expected shape ({out_f},), got "
                              f"{tuple(bias.shape)}")
         m = cls(in_f, out_f, nblocks=k, bias=bias is not None, layout="sl", device=w1.device, dtype=w1.dtype)
         m.w1 = nn.Parameter(w1.detach().clone())
@@ -195,7 +195,7 @@ class MonarchLinear(nn.Module):
         only: with "ls" the output order differs and, in general, no weights of fly's form give
         the same matrix (use ``from_dense(..., layout="sl")`` to project one)."""
         if self.layout != "sl":
-            raise ValueError("MonarchLinear.fly_weights: the layer has layout='ls'; fly's output order is 'sl' "
+            raise ValueError("kernelfuse.nn.MonarchLinear.fly_weights: the layer has layout='ls'; fly's output order is 'sl' "
                              "(build the layer with layout='sl', or project with MonarchLinear.from_dense(linear, "
                              "layout='sl'))")
         b = None if self.bias is None else self.bias.detach().clone()

@@ -56,9 +56,9 @@ class FlashFFTConv(nn.Module):
     def __init__(self, seqlen: int, dtype: torch.dtype = torch.float16, use_32_butterfly: bool = True):
         super().__init__()
         if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 1:
-            raise ValueError(f"FlashFFTConv: argument 'seqlen' (the FFT size) must be a positive int, got {seqlen!r}")
+            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'seqlen' (the FFT size) must be a positive int, got {seqlen!r}")
         if dtype not in _DTYPES:
-            raise TypeError(f"FlashFFTConv: argument 'dtype': expected one of float16, bfloat16, float32, float64, "
+            raise TypeError(f"kernelfuse.nn.FlashFFTConv: argument 'dtype': expected one of float16, bfloat16, float32, float64, "
                             f"got {dtype}")
         self.seqlen = seqlen
         self.dtype = dtype
@@ -71,16 +71,16 @@ class FlashFFTConv(nn.Module):
                 postgate: Optional[torch.Tensor] = None) -> torch.Tensor:
         n = self.seqlen
         if not isinstance(u, torch.Tensor) or u.dim() != 3:
-            raise ValueError(f"FlashFFTConv: argument 'u': expected a (B, H, L) tensor, got "
+            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'u': expected a (B, H, L) tensor, got "
                              f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
         if not isinstance(k, torch.Tensor) or k.dim() not in (2, 3):
-            raise ValueError(f"FlashFFTConv: argument 'k': expected an (H, Lk) tensor, got "
+            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'k': expected an (H, Lk) tensor, got "
                              f"{tuple(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__}")
         L, Lk = u.shape[-1], k.shape[-1]
         if L > n:
-            raise ValueError(f"FlashFFTConv: argument 'u': length L = {L} exceeds the FFT size seqlen = {n}")
+            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'u': length L = {L} exceeds the FFT size seqlen = {n}")
         if Lk > n:
-            raise ValueError(f"FlashFFTConv: argument 'k': length {Lk} exceeds the FFT size seqlen = {n}")
+            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'k': length {Lk} exceeds the FFT size seqlen = {n}")
         if L + Lk - 1 <= n:
             # No wrap-around: the causal linear convolution; taps past L never reach an output.
             kk = k[..., :L] if Lk > L else k

@@ -100,9 +100,9 @@ class LongConv(nn.Module):
                  reg_order: str = "smooth_squash", reverse: str = "safari"):
         super().__init__()
         if reg_order not in REG_ORDERS:
-            raise ValueError(f"LongConv: argument 'reg_order': expected one of {', '.join(REG_ORDERS)}, got {reg_order!r}")
+            raise ValueError(f"kernelfuse.nn.LongConv: argument 'reg_order': expected one of {', '.join(REG_ORDERS)}, got {reg_order!r}")
         if reverse not in ("safari", "h3"):
-            raise ValueError(f"LongConv: argument 'reverse': expected 'safari' or 'h3', got {reverse!r}")
+            raise ValueError(f"kernelfuse.nn.LongConv: argument 'reverse': expected 'safari' or 'h3', got {reverse!r}")
         self.d_model, self.l_max, self.channels = d_model, l_max, channels
         self.bidirectional, self.reg_order, self.reverse = bidirectional, reg_order, reverse
         self.squash_lambda, self.smooth_window = squash_lambda, smooth_window
@@ -113,11 +113,11 @@ class LongConv(nn.Module):
         self.kernel_dropout = nn.Dropout(kernel_dropout) if kernel_dropout > 0 else nn.Identity()
         self.output_linear = nn.Linear(channels * d_model, d_model) if channels > 1 else None
         if fft not in ("fixed", "learned"):
-            raise ValueError(f"LongConv: argument 'fft': expected 'fixed' or 'learned', got {fft!r}")
+            raise ValueError(f"kernelfuse.nn.LongConv: argument 'fft': expected 'fixed' or 'learned', got {fft!r}")
         self.fft = fft
         if fft == "learned":
             if bidirectional:
-                raise ValueError("LongConv: fft='learned' supports causal kernels only (bidirectional=False)")
+                raise ValueError("kernelfuse.nn.LongConv: fft='learned' supports causal kernels only (bidirectional=False)")
             from ..butterfly import monarch_dft_factors
             n = 1
             while n < 2 * l_max:
@@ -146,7 +146,7 @@ class LongConv(nn.Module):
         u = _to_ops_layout(u, self.transposed)  # (B, H, L)
         L = u.shape[-1]
         if L > self.l_max:
-            raise ValueError(f"LongConv: input length {L} exceeds l_max={self.l_max}")
+            raise ValueError(f"kernelfuse.nn.LongConv: input length {L} exceeds l_max={self.l_max}")
         k = self.regularised_kernel()
         if self.channels > 1:
             u = u.repeat(1, self.channels, 1)  # index c*H + h
@@ -206,7 +206,7 @@ def s4d_init(init: str, H: int, N2: int) -> Tuple[torch.Tensor, torch.Tensor]:
             ev = torch.cat([ev, ev[-1:].expand(N2 - ev.numel())])
         re, im = ev.real.clamp(max=-1e-4), ev.imag
     else:
-        raise ValueError(f"S4D: unknown init {init!r}; expected one of: {', '.join(S4D_INITS)}")
+        raise ValueError(f"kernelfuse.nn.S4D: unknown init {init!r}; expected one of: {', '.join(S4D_INITS)}")
     return re.expand(H, N2).clone(), im.expand(H, N2).clone()
 
 
@@ -235,10 +235,10 @@ class S4D(nn.Module):
                  reverse: str = "safari"):
         super().__init__()
         if reverse not in ("safari", "h3"):
-            raise ValueError(f"S4D: argument 'reverse': expected 'safari' or 'h3', got {reverse!r}")
+            raise ValueError(f"kernelfuse.nn.S4D: argument 'reverse': expected 'safari' or 'h3', got {reverse!r}")
         self.reverse = reverse
         if d_state < 2 or d_state % 2:
-            raise ValueError(f"S4D: d_state must be an even number >= 2, got {d_state}")
+            raise ValueError(f"kernelfuse.nn.S4D: d_state must be an even number >= 2, got {d_state}")
         H, N2 = d_model, d_state // 2
         self.d_model, self.d_state, self.discretization = d_model, d_state, discretization
         self.bidirectional, self.transposed = bidirectional, transposed
@@ -301,7 +301,7 @@ class S4D(nn.Module):
 
         x_t = Abar x_{t-1} + Bbar u_t, y_t = 2 Re(sum_n C_n x_t[n]) + D u_t. Causal only."""
         if self.bidirectional:
-            raise RuntimeError("S4D.step: the bidirectional layer has no recurrent mode")
+            raise RuntimeError("kernelfuse.nn.S4D.step: the bidirectional layer has no recurrent mode")
         Abar, Bbar = self.discretized()
         C = torch.view_as_complex(self.C)
         state = Abar * state + Bbar * u_t[..., None].to(state.dtype)
@@ -327,7 +327,7 @@ class GatedLongConv(nn.Module):
                  transposed: bool = False, skip: str = "gated", reg_order: str = "smooth_squash"):
         super().__init__()
         if skip not in ("input", "gated"):
-            raise ValueError(f"GatedLongConv: argument 'skip': expected 'input' or 'gated', got {skip!r}")
+            raise ValueError(f"kernelfuse.nn.GatedLongConv: argument 'skip': expected 'input' or 'gated', got {skip!r}")
         self.d_model, self.l_max, self.transposed, self.skip = d_model, l_max, transposed, skip
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.short_conv = nn.Conv1d(3 * d_model, 3 * d_model, short_kernel, groups=3 * d_model,
@@ -342,7 +342,7 @@ class GatedLongConv(nn.Module):
             u = u.transpose(1, 2)
         L = u.shape[1]
         if L > self.l_max:
-            raise ValueError(f"GatedLongConv: input length {L} exceeds l_max={self.l_max}")
+            raise ValueError(f"kernelfuse.nn.GatedLongConv: input length {L} exceeds l_max={self.l_max}")
         z = self.in_proj(u).transpose(1, 2)               # (B, 3H, L)
         z = self.short_conv(z)[..., :L]                   # causal: keep the first L outputs
         q, k, v = z.chunk(3, dim=1)

@@ -171,23 +171,23 @@ def _fake_features(x, D, kind):
     return x.new_empty((*x.shape[:-1], 2 * D if kind == "cos_sin" else D))
 
 
-def _fake_rf_check(x, W, b):
-    torch._check(x.dim() >= 1, lambda: "kernelfuse: argument 'x': expected shape (..., d), got a scalar")
+def _fake_rf_check(fn, x, W, b):
+    torch._check(x.dim() >= 1, lambda: f"kernelfuse.{fn}: argument 'x': expected shape (..., d), got a scalar")
     torch._check(W.dim() == 2 and W.shape[0] == x.shape[-1],
-                 lambda: f"kernelfuse: argument 'W': expected shape (d, D) with d = {x.shape[-1]}, got {tuple(W.shape)}")
+                 lambda: f"kernelfuse.{fn}: argument 'W': expected shape (d, D) with d = {x.shape[-1]}, got {tuple(W.shape)}")
 
 
 @torch.library.register_fake("kernelfuse::random_features")
 def _(x, W, b, kind, scale, stabilize):
     _dev("random_features", x=x, W=W, b=b)
-    _fake_rf_check(x, W, b)
+    _fake_rf_check("random_features", x, W, b)
     return _fake_features(x, W.shape[1], kind)
 
 
 @torch.library.register_fake("kernelfuse::random_features_bwd")
 def _(grad, out, x, W, b, kind, scale, stabilize, need_x, need_W, need_b):
     _dev("random_features_bwd", grad=grad, out=out, x=x, W=W, b=b)
-    _fake_rf_check(x, W, b)
+    _fake_rf_check("random_features_bwd", x, W, b)
     return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
             x.new_empty(W.shape) if need_W else x.new_empty((0,)),
             x.new_empty(b.shape) if (need_b and b is not None) else x.new_empty((0,)))
@@ -196,8 +196,8 @@ def _(grad, out, x, W, b, kind, scale, stabilize, need_x, need_W, need_b):
 @torch.library.register_fake("kernelfuse::structured_features")
 def _(x, signs, perm, b, n_features, kind, block, scale, stabilize):
     _dev("structured_features", x=x, signs=signs, perm=perm, b=b)
-    torch._check(x.dim() >= 1, lambda: "kernelfuse: argument 'x': expected shape (..., d), got a scalar")
-    torch._check(n_features >= 0, lambda: f"kernelfuse: argument 'n_features': expected >= 0, got {n_features}")
+    torch._check(x.dim() >= 1, lambda: "kernelfuse.structured_features: argument 'x': expected shape (..., d), got a scalar")
+    torch._check(n_features >= 0, lambda: f"kernelfuse.structured_features: argument 'n_features': expected >= 0, got {n_features}")
     return _fake_features(x, n_features, kind)
 
 

@@ -98,7 +98,7 @@ def _(x1, x2, kind, params, a, b, toeplitz):
     for nm, t in (("x1", x1), ("x2", x2), ("params", params)):
         check_tensor(t, nm, "grid_kernel")
     check_devices("grid_kernel", ("x1", x1), ("x2", x2), ("params", params))
-    torch._check(x1.dim() == 1 and x2.dim() == 1, lambda: "kernelfuse: arguments 'x1', 'x2': expected 1-D tensors")
+    torch._check(x1.dim() == 1 and x2.dim() == 1, lambda: "kernelfuse.grid_kernel: arguments 'x1', 'x2': expected 1-D tensors")
     return x1.new_empty((x1.shape[0], x2.shape[0]))
 
 

@@ -13,8 +13,25 @@ import math
 
 import torch
 
-from ..reference.kde import KERNELS, METRICS
 from ._common import acc_dtype, check_devices, check_required, check_tensor, positive_scalar
+
+#: The kernel profiles the op implements (csrc/kde). The ops layer owns this list; the reference
+#: (kernelfuse.reference.kde, the independent spec) keeps its own copy and tests check they agree.
+KERNELS = (
+    "gaussian",
+    "laplacian",
+    "cauchy",
+    "matern32",
+    "matern52",
+    "inverse_multiquadric",
+    "tophat",
+    "epanechnikov",
+    "linear",
+    "cosine",
+    "rational_quadratic",
+)
+#: Distances between points the op implements.
+METRICS = ("euclidean", "manhattan", "chebyshev", "minkowski", "haversine")
 
 _ops = torch.ops.kernelfuse
 Bandwidth = Union[float, torch.Tensor]

@@ -126,32 +126,32 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
 MAX_FFT_SIZE = 2 ** 31  # the ops' limit on the FFT size n (csrc/longconv/fftconv_torch.cpp)
 
 
-def _fake_checks(tensors, mode, fft_size):
+def _fake_checks(fn, tensors, mode, fft_size):
     """The checks of the C++ kernels that the fake (meta) kernels must repeat: the dispatcher runs
     the fake kernel whenever any argument is a meta tensor, so a meta tensor mixed with CPU ones
-    would otherwise return uninitialised memory. tensors: (name, tensor or None, required), u first."""
+    would otherwise return uninitialised memory. fn: the op; tensors: (name, tensor or None, required), u first."""
     for name, t, required in tensors:
         if t is None and required:
-            raise ValueError(f"kernelfuse: argument '{name}': expected a Tensor, got None")
+            raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a Tensor, got None")
     u = tensors[0][1] if tensors[0][0] == "u" else tensors[1][1]
     for name, t, _ in tensors:
         if t is not None and t.device != u.device:
-            raise ValueError(f"kernelfuse: argument '{name}': expected a tensor on {u.device} (the device of 'u'), "
+            raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {u.device} (the device of 'u'), "
                              f"got one on {t.device}")
     if u.dim() != 3:
-        raise ValueError(f"kernelfuse: argument 'u': expected shape (B, H, L), got {list(u.shape)}")
+        raise ValueError(f"kernelfuse.{fn}: argument 'u': expected shape (B, H, L), got {list(u.shape)}")
     if fft_size is not None:
         torch._check_value(fft_size <= MAX_FFT_SIZE,
-                     lambda: f"kernelfuse: argument 'fft_size': expected at most 2^31 = {MAX_FFT_SIZE}, got {fft_size}")
+                     lambda: f"kernelfuse.{fn}: argument 'fft_size': expected at most 2^31 = {MAX_FFT_SIZE}, got {fft_size}")
     elif mode == "circular":
-        torch._check_value(u.shape[-1] <= MAX_FFT_SIZE, lambda: f"kernelfuse: argument 'u': sequence length L = "
+        torch._check_value(u.shape[-1] <= MAX_FFT_SIZE, lambda: f"kernelfuse.{fn}: argument 'u': sequence length L = "
                      f"{u.shape[-1]} too long: more than the supported maximum FFT size 2^31 = {MAX_FFT_SIZE}")
     return u
 
 
 @torch.library.register_fake("kernelfuse::fftconv")
 def _(u, k, D, pregate, postgate, mode, fft_size, skip="input"):
-    _fake_checks((("u", u, True), ("k", k, True), ("D", D, False), ("pregate", pregate, False),
+    _fake_checks("fftconv", (("u", u, True), ("k", k, True), ("D", D, False), ("pregate", pregate, False),
                   ("postgate", postgate, False)), mode, fft_size)
     return u.new_empty(u.shape)  # contiguous, as the kernels' output (whatever u's strides)
 
@@ -159,7 +159,7 @@ def _(u, k, D, pregate, postgate, mode, fft_size, skip="input"):
 @torch.library.register_fake("kernelfuse::fftconv_bwd")
 def _(grad, u, k, D, pregate, postgate, mode, fft_size, need_u, need_k, need_D, need_pregate, need_postgate,
       skip="input"):
-    _fake_checks((("u", u, True), ("grad", grad, True), ("k", k, True), ("D", D, False),
+    _fake_checks("fftconv_bwd", (("u", u, True), ("grad", grad, True), ("k", k, True), ("D", D, False),
                   ("pregate", pregate, False), ("postgate", postgate, False)), mode, fft_size)
 
     def like(t, need):

@@ -72,8 +72,8 @@ def ssm_kernel(log_dt: torch.Tensor, A_real: torch.Tensor, A_imag: torch.Tensor,
 @torch.library.register_fake("kernelfuse::ssm_kernel")
 def _(log_dt, A_real, A_imag, B, C, L, discretization):
     check_one_device("ssm_kernel", (("log_dt", log_dt), ("A_real", A_real), ("A_imag", A_imag), ("B", B), ("C", C)))
-    torch._check(A_real.dim() == 2, lambda: f"kernelfuse: argument 'A_real': expected shape (H, N), got {tuple(A_real.shape)}")
-    torch._check(L >= 0, lambda: f"kernelfuse: argument 'L': expected a length >= 0, got {L}")
+    torch._check(A_real.dim() == 2, lambda: f"kernelfuse.ssm_kernel: argument 'A_real': expected shape (H, N), got {tuple(A_real.shape)}")
+    torch._check(L >= 0, lambda: f"kernelfuse.ssm_kernel: argument 'L': expected a length >= 0, got {L}")
     return A_real.new_empty((A_real.shape[0], L))
 
 
@@ -81,7 +81,7 @@ def _(log_dt, A_real, A_imag, B, C, L, discretization):
 def _(grad, log_dt, A_real, A_imag, B, C, discretization):
     check_one_device("ssm_kernel_bwd", (("grad", grad), ("log_dt", log_dt), ("A_real", A_real), ("A_imag", A_imag),
                                         ("B", B), ("C", C)))
-    torch._check(A_real.dim() == 2, lambda: f"kernelfuse: argument 'A_real': expected shape (H, N), got {tuple(A_real.shape)}")
+    torch._check(A_real.dim() == 2, lambda: f"kernelfuse.ssm_kernel_bwd: argument 'A_real': expected shape (H, N), got {tuple(A_real.shape)}")
     H, N = A_real.shape
     return (A_real.new_empty((H,)), A_real.new_empty((H, N)), A_real.new_empty((H, N)),
             A_real.new_empty((H, N, 2)) if B is not None else A_real.new_empty((0,)),

@@ -1,5 +1,5 @@
 // Strided batched GEMM through the MKL that the installed torch carries (cblas_?gemm_batch, found
-// at run time with dlsym like longconv/fft_mkl.h: nothing is linked or copied). Torch-free.
+// at run time with dlsym like mkl_fft.h: nothing is linked or copied). Torch-free.
 //
 // BLAS convention (column-major): for i < batch, C_i = op(A_i) op(B_i) with C_i (m x n) at
 // C + i sc, element (row, col) at row + col ldc; A_i at A + i sa, B_i at B + i sb likewise; op is
@@ -8,7 +8,7 @@
 #pragma once
 #include <cstdint>
 
-namespace kernelfuse::butterfly {
+namespace kernelfuse::mkl {
 
 // True when MKL's cblas_?gemm_batch entry points are present in the process (x86 torch builds).
 bool mkl_gemm_available();
@@ -30,4 +30,4 @@ struct GemmBatch {
 // integers; the caller then uses another GEMM.
 bool mkl_gemm_batch(char elem, const GemmBatch& g);
 
-}  // namespace kernelfuse::butterfly
+}  // namespace kernelfuse::mkl

@@ -1,4 +1,4 @@
-// MKL strided batched GEMM found at run time (see monarch_gemm.h). Torch-free.
+// MKL strided batched GEMM found at run time (see mkl_gemm_batch.h). Torch-free.
 #include <dlfcn.h>
 
 #include <complex>
@@ -6,10 +6,10 @@
 #include <limits>
 #include <vector>
 
-#include "../common/mkl_symbols.h"
-#include "monarch_gemm.h"
+#include "mkl/mkl_symbols.h"
+#include "mkl/mkl_gemm_batch.h"
 
-namespace kernelfuse::butterfly {
+namespace kernelfuse::mkl {
 namespace {
 
 // CBLAS constants (mkl_cblas.h); MKL_INT is int in the LP64 interface these names export.
@@ -25,7 +25,7 @@ struct Api {
   BatchFn s = nullptr, d = nullptr, c = nullptr, z = nullptr;
   bool ok = false;
   Api() {
-    void* h = common::mkl_handle_with("cblas_sgemm_batch");
+    void* h = mkl_handle_with("cblas_sgemm_batch");
     if (!h) return;
     s = reinterpret_cast<BatchFn>(dlsym(h, "cblas_sgemm_batch"));
     d = reinterpret_cast<BatchFn>(dlsym(h, "cblas_dgemm_batch"));
@@ -87,4 +87,4 @@ bool mkl_gemm_batch(char elem, const GemmBatch& g) {
   return true;
 }
 
-}  // namespace kernelfuse::butterfly
+}  // namespace kernelfuse::mkl

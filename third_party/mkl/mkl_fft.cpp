@@ -1,4 +1,4 @@
-// MKL DFTI batched real FFTs found at run time (see fft_mkl.h). Torch-free.
+// MKL DFTI batched real FFTs found at run time (see mkl_fft.h). Torch-free.
 #include <dlfcn.h>
 
 #include <cstring>
@@ -8,10 +8,10 @@
 #include <map>
 #include <tuple>
 
-#include "../common/mkl_symbols.h"
-#include "fft_mkl.h"
+#include "mkl/mkl_symbols.h"
+#include "mkl/mkl_fft.h"
 
-namespace kernelfuse::longconv {
+namespace kernelfuse::mkl {
 namespace {
 
 // DFTI constants (mkl_dfti.h).
@@ -34,7 +34,7 @@ struct Api {
   FreeFn free_ = nullptr;
   bool ok = false;
   Api() {
-    void* h = common::mkl_handle_with("DftiCreateDescriptor_s_1d");
+    void* h = mkl_handle_with("DftiCreateDescriptor_s_1d");
     if (!h) return;
     create_s = reinterpret_cast<CreateFn>(dlsym(h, "DftiCreateDescriptor_s_1d"));
     create_d = reinterpret_cast<CreateFn>(dlsym(h, "DftiCreateDescriptor_d_1d"));
@@ -102,4 +102,4 @@ bool mkl_rfft(const A* in, A* out, int64_t rows, int64_t n, bool forward) {
 template bool mkl_rfft<float>(const float*, float*, int64_t, int64_t, bool);
 template bool mkl_rfft<double>(const double*, double*, int64_t, int64_t, bool);
 
-}  // namespace kernelfuse::longconv
+}  // namespace kernelfuse::mkl

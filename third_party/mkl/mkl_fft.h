@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-namespace kernelfuse::longconv {
+namespace kernelfuse::mkl {
 
 // True when MKL's DFTI entry points are present in the process (x86 torch builds).
 bool mkl_fft_available();
@@ -16,4 +16,4 @@ bool mkl_fft_available();
 template <typename A>
 bool mkl_rfft(const A* in, A* out, int64_t rows, int64_t n, bool forward);
 
-}  // namespace kernelfuse::longconv
+}  // namespace kernelfuse::mkl

@@ -1,14 +1,14 @@
 // Finding MKL entry points at run time in a library the process has already loaded (torch's
 // libtorch_cpu carries MKL's BLAS and DFTI, or an MKL runtime), without linking MKL or loading
-// anything new. Shared by the MKL FFT (longconv/fft_mkl_cpu.cpp) and the batched-GEMM Monarch path
-// (butterfly/monarch_gemm_cpu.cpp). Torch-free.
+// anything new. Shared by the MKL FFT (mkl_fft.cpp, for longconv) and the batched GEMM
+// (mkl_gemm_batch.cpp, for the Monarch path of butterfly). Torch-free.
 #pragma once
 #include <dlfcn.h>
 #include <link.h>
 
 #include <cstring>
 
-namespace kernelfuse::common {
+namespace kernelfuse::mkl {
 
 // A dlsym handle under which `symbol` resolves: the global scope when it is there, else a loaded
 // libtorch_cpu / libmkl_rt that exports it (reopened with RTLD_NOLOAD), else null.
@@ -34,4 +34,4 @@ inline void* mkl_handle_with(const char* symbol) {
   return found.handle;
 }
 
-}  // namespace kernelfuse::common
+}  // namespace kernelfuse::mkl
