@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 # one module per op family: bench/bench_<family>.py
-FAMILIES = ["bench_kde", "bench_longconv", "bench_ssm", "bench_butterfly", "bench_kron", "bench_gp", "bench_features",
+FAMILIES = ["bench_kde", "bench_longconv", "bench_longconv_ssm", "bench_butterfly", "bench_kron", "bench_kron_gp", "bench_features",
             "bench_distributed"]
 
 

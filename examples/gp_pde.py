@@ -1,7 +1,7 @@
 """GP-HM reproduction: high-frequency / multi-scale Poisson problems solved with kernelfuse.gp.GPPDESolver.
 
     python examples/gp_pde.py [--quick] [--cases poisson1d_sin100 poisson1d_multiscale poisson2d_sin100]
-                              [--time-limit 300] [--out docs/gp_pde_results.json]
+                              [--time-limit 300] [--out docs/kron_gp_pde_results.json]
 
 Cases (GP-HM, ICLR 2024, reports relative L2 errors between about 1e-3 and 1e-7 on these):
   poisson1d_sin100:      u_xx = f on [0, 1], u = sin(100 x)
@@ -68,7 +68,7 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="*", default=None)
     ap.add_argument("--rounds", type=int, default=5, help="hyper-parameter rounds of fit()")
     ap.add_argument("--time-limit", type=float, default=300.0, help="seconds per case")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "gp_pde_results.json"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "kron_gp_pde_results.json"))
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 """Worst elementwise error ratios of fftconv's mixed precision (fp16 / bf16 u and gates, fp32 k and
 D) against the float64 reference: max |err| / (atol + rtol |ref|) with the TOL table of
 tests/conftest.py, for y and every gradient (dk, dD also against the float32 TOL). The numbers in
-docs/fftconv.md ("Dtypes, mixed precision and autocast") come from this script.
+docs/longconv_fftconv.md ("Dtypes, mixed precision and autocast") come from this script.
 
     PYTHONPATH=python python scripts/measure_fftconv_mixed.py            # CPU kernels
     <the Makefile's SIM_ENV> PYTHONPATH=python python scripts/measure_fftconv_mixed.py

@@ -1,5 +1,5 @@
 """Shared machinery of the issue-13 property sweeps over bad and odd inputs (used by
-tests/test_reliability_butterfly.py and tests/test_reliability_kde.py).
+tests/test_butterfly_reliability.py and tests/test_kde_reliability.py).
 
 A sweep is an explicit, deterministic enumeration (no randomness beyond seeded inputs, a fixed
 number of cases): for each tensor argument of an op, invalid replacements (dtype, meta device,

@@ -378,7 +378,7 @@ def test_fftconv_tensor_core_algorithm_model(N):
 
 # ------------------------------------------------------------------ conventions (issue 12)
 # Plain-torch transcriptions of the peers' formulas, written here from their published definitions;
-# docs/fftconv.md lists the conventions and the mapping.
+# docs/longconv_fftconv.md lists the conventions and the mapping.
 def _h3_fftconv_h3_ref(k, ssm_kernel, D, q, v, ssm_kernel_rev=None):
     """H3's fftconv_h3_ref at head_dim 1: kv = k * v convolved (FFT size 2L, 1/n on the input
     spectrum, irfft norm "forward"), D applied to the gated kv, then the q gate."""

@@ -2,7 +2,7 @@
 autocast rule, kernelfuse.nn.FlashFFTConv, and the long-convolution layers under torch.autocast.
 
 Everything is compared with the float64 reference evaluated on the same (rounded) inputs, with the
-tolerance of u's dtype (conftest.TOL); docs/fftconv.md lists the measured worst ratios."""
+tolerance of u's dtype (conftest.TOL); docs/longconv_fftconv.md lists the measured worst ratios."""
 import pytest
 import torch
 

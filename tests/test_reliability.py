@@ -73,7 +73,7 @@ import math
 import re
 import time
 
-from kernelfuse.reference import gp as gref
+from kernelfuse.reference import kron_grid as gref
 from kernelfuse.reference import kron as kref
 
 F64 = torch.float64

@@ -13,6 +13,7 @@
 
 #include "../common/alloc_checks.h"
 #include "../common/checks.h"
+#include "../common/dispatch.h"
 #include "../common/device.h"
 #include "kernel_sum.h"
 
@@ -130,12 +131,6 @@ Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::opt
 }
 
 
-template <typename T> struct Storage { using type = T; };
-#ifdef KF_DEVICE
-template <> struct Storage<at::Half> { using type = __half; };
-template <> struct Storage<at::BFloat16> { using type = __nv_bfloat16; };
-#endif
-
 // One launch of the generic pass. qside/pside: (B, rows, d) operands; factors (B, rows, c).
 struct Pass {
   at::Tensor q, pts, h;
@@ -153,12 +148,10 @@ struct Pass {
 
 template <typename S>
 void launch(const Pass& a) {
-  using T = typename Storage<S>::type;
+  using T = storage_t<S>;
   using A = typename AccType<T>::type;
   KernelSumParams<T> p;
-  auto ptr = [](const at::Tensor& t) -> const T* {
-    return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr<S>()) : nullptr;
-  };
+  auto ptr = [](const at::Tensor& t) { return in_ptr<S>(t); };
   auto bstride = [](const at::Tensor& t) -> int64_t { return t.defined() ? t.stride(0) : 0; };
   p.batch = a.q.size(0);
   p.m = a.q.size(1);
@@ -179,9 +172,7 @@ void launch(const Pass& a) {
   p.qw_bstride = bstride(a.qw);
   p.qlw = ptr(a.qlw);
   p.qlw_bstride = bstride(a.qlw);
-  auto mut = [](const at::Tensor& t) -> T* {
-    return t.defined() ? reinterpret_cast<T*>(t.mutable_data_ptr<S>()) : nullptr;
-  };
+  auto mut = [](const at::Tensor& t) { at::Tensor o = t; return out_ptr<S>(o); };
   p.out = mut(a.out);
   p.aux = mut(a.aux);
   p.out_y = mut(a.out_y);
@@ -209,9 +200,9 @@ void launch(const Pass& a) {
 
 void run_pass(const Pass& a) {
 #ifdef KF_DEVICE
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.q.scalar_type(), "kernel_sum", [&] { launch<scalar_t>(a); });
+  dispatch_float_half(a.q, [&]<typename S>() { launch<S>(a); });
 #else
-  AT_DISPATCH_FLOATING_TYPES(a.q.scalar_type(), "kernel_sum", [&] { launch<scalar_t>(a); });
+  dispatch_float(a.q, [&]<typename S>() { launch<S>(a); });
 #endif
 }
 
@@ -262,6 +253,7 @@ void propagate_nan(const Operands& o, at::Tensor& out, bool exclude_self) {
 at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
                       const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self,
                       c10::string_view metric, double p) {
+  KF_OP_SCOPE("kernel_sum");
   Operands o = check_operands(x, y, weights, bandwidth, exclude_self, "weights");
   Pass a = make_pass(o, kernel, Mode::Sum, exclude_self, metric, p);
   a.pw = o.w;
@@ -289,6 +281,7 @@ std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tenso
 at::Tensor kernel_logsumexp(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& log_weights,
                             const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self,
                             c10::string_view metric, double p) {
+  KF_OP_SCOPE("kernel_logsumexp");
   return std::get<0>(lse_impl(x, y, log_weights, bandwidth, kernel, exclude_self, false, metric, p));
 }
 
@@ -296,6 +289,7 @@ std::tuple<at::Tensor, at::Tensor> kernel_logsumexp_sq(const at::Tensor& x, cons
                                                        const std::optional<at::Tensor>& log_weights,
                                                        const at::Tensor& bandwidth, c10::string_view kernel,
                                                        bool exclude_self, c10::string_view metric, double p) {
+  KF_OP_SCOPE("kernel_logsumexp_sq");
   return lse_impl(x, y, log_weights, bandwidth, kernel, exclude_self, true, metric, p);
 }
 
@@ -375,6 +369,7 @@ Grads kernel_sum_bwd(const at::Tensor& grad, const at::Tensor& x, const at::Tens
                      const std::optional<at::Tensor>& weights, const at::Tensor& bandwidth, c10::string_view kernel,
                      bool exclude_self, bool need_x, bool need_y, bool need_w, c10::string_view metric, double p,
                      bool need_h) {
+  KF_OP_SCOPE("kernel_sum_bwd");
   return backward(grad, std::nullopt, x, y, weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, false,
                   metric, p, need_h);
 }
@@ -383,6 +378,7 @@ Grads kernel_logsumexp_bwd(const at::Tensor& grad, const at::Tensor& out, const 
                            const std::optional<at::Tensor>& log_weights, const at::Tensor& bandwidth,
                            c10::string_view kernel, bool exclude_self, bool need_x, bool need_y, bool need_w,
                            c10::string_view metric, double p, bool need_h) {
+  KF_OP_SCOPE("kernel_logsumexp_bwd");
   return backward(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, true,
                   metric, p, need_h);
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/dispatch.h"
 #include "../common/device.h"
 #include "nngp_matmul.h"
 
@@ -83,8 +84,7 @@ at::Tensor alloc(const at::Tensor& like, std::vector<int64_t> shape) {
 void run(const at::Tensor& q, const at::Tensor& pts, const at::Tensor& w, const at::Tensor& g, at::Tensor& out,
          Mode mode, int64_t depth, Activation act, double sw2, double sb2, bool ntk,
          const at::Tensor& coef = at::Tensor()) {
-  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "nngp_matmul", [&] {
-    using T = scalar_t;
+  dispatch_float(q, [&]<typename T>() {
     NngpParams<T> p;
     p.m = q.size(0);
     p.n = pts.size(0);
@@ -115,6 +115,7 @@ void run(const at::Tensor& q, const at::Tensor& pts, const at::Tensor& w, const 
 
 at::Tensor nngp_matmul(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weights, int64_t depth,
                        c10::string_view activation, double sigma_w2, double sigma_b2, bool ntk) {
+  KF_OP_SCOPE("nngp_matmul");
   check_config(depth, sigma_w2, sigma_b2);
   const Activation act = parse_act(activation);
   Operands o = check_operands(x, y, weights, "weights");
@@ -127,6 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nngp_matmul_bwd(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& weights, int64_t depth,
     c10::string_view activation, double sigma_w2, double sigma_b2, bool ntk, bool need_x, bool need_y,
     bool need_weights) {
+  KF_OP_SCOPE("nngp_matmul_bwd");
   check_config(depth, sigma_w2, sigma_b2);
   const Activation act = parse_act(activation);
   Operands o = check_operands(x, y, weights, "weights");
@@ -182,6 +184,7 @@ Operands check_pair(const at::Tensor& x1, const at::Tensor& x2) {
 
 at::Tensor nngp_kernel(const at::Tensor& x1, const at::Tensor& x2, int64_t depth, c10::string_view activation,
                        double sigma_w2, double sigma_b2, bool ntk) {
+  KF_OP_SCOPE("nngp_kernel");
   check_config(depth, sigma_w2, sigma_b2);
   const Activation act = parse_act(activation);
   Operands o = check_pair(x1, x2);
@@ -193,6 +196,7 @@ at::Tensor nngp_kernel(const at::Tensor& x1, const at::Tensor& x2, int64_t depth
 std::tuple<at::Tensor, at::Tensor> nngp_kernel_bwd(const at::Tensor& grad, const at::Tensor& x1, const at::Tensor& x2,
                                                    int64_t depth, c10::string_view activation, double sigma_w2,
                                                    double sigma_b2, bool ntk, bool need_x1, bool need_x2) {
+  KF_OP_SCOPE("nngp_kernel_bwd");
   check_config(depth, sigma_w2, sigma_b2);
   const Activation act = parse_act(activation);
   Operands o = check_pair(x1, x2);

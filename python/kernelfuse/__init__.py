@@ -10,12 +10,12 @@ from . import _C  # noqa: E402
 from . import butterfly, features, gp, kde, models, nn, ops, reference  # noqa: E402
 from .ops.butterfly import butterfly_multiply, monarch_fft, monarch_irfft, monarch_multiply, monarch_rfft  # noqa: E402
 from .ops.features import fwht, random_features, structured_features  # noqa: E402
-from .ops.gp import grid_kernel  # noqa: E402
+from .ops.kron_grid import grid_kernel  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
 from .ops.kron import kron_gp_mll, kron_matmul, kron_posterior, kron_solve  # noqa: E402
 from .ops.longconv import fftconv  # noqa: E402
 from .ops.nngp import nngp_matmul  # noqa: E402
-from .ops.ssm import ssm_kernel  # noqa: E402
+from .ops.longconv_ssm import ssm_kernel  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 

@@ -38,8 +38,8 @@ import pytest
 import torch
 
 from conftest import TOL, assert_close_to_ref, configure, run_schedules, sim_ops
-from kernelfuse.ops.gp import KINDS, MAX_ORDER, NPARAMS
-from kernelfuse.reference import gp as gref
+from kernelfuse.ops.kron_grid import KINDS, MAX_ORDER, NPARAMS
+from kernelfuse.reference import kron_grid as gref
 from kernelfuse.reference import kron as ref
 
 
@@ -683,7 +683,7 @@ def test_grid_kernel_bwd_schedules_direct():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_grid_kernel_x_gradients(kind):
-    """The rest of grid_kernel's backward as ops/gp.py composes it: d/dx1 and d/dx2 by the forward op
+    """The rest of grid_kernel's backward as ops/kron_grid.py composes it: d/dx1 and d/dx2 by the forward op
     at one more order (the op's bwd covers params only; it has no need-flags), on random points
     (direct path), against autograd through the reference."""
     for a, b in _orders(kind):

@@ -33,7 +33,7 @@ import pytest
 import torch
 
 from kernelfuse.reference import longconv as ref
-from kernelfuse.reference import ssm as ssm_ref
+from kernelfuse.reference import longconv_ssm as ssm_ref
 
 from kf_inputs import fftconv_inputs as _inputs
 from conftest import assert_close_to_ref, configure, count_launches as _Count, run_schedules, sim_ops
@@ -435,7 +435,7 @@ CDT = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 def _ssm_params(H, N, dtype=torch.float64, seed=0, with_B=True, dt_range=(1e-3, 1e-1)):
-    """S4D-Lin-like parameters (as tests/test_ssm_kernel.py); B, C as (re, im) pairs (H, N, 2)."""
+    """S4D-Lin-like parameters (as tests/test_longconv_ssm.py); B, C as (re, im) pairs (H, N, 2)."""
     g = torch.Generator().manual_seed(seed)
     lo, hi = math.log(dt_range[0]), math.log(dt_range[1])
     log_dt = lo + (hi - lo) * torch.rand(H, generator=g, dtype=torch.float64)

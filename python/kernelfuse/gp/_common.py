@@ -7,7 +7,7 @@ from typing import List
 import numpy as np
 import torch
 
-from ..ops.gp import KINDS, NPARAMS
+from ..ops.kron_grid import KINDS, NPARAMS
 
 
 def as_tensor(x, name: str, dtype: torch.dtype, device=None, cls: str = "GridGPRegressor") -> torch.Tensor:

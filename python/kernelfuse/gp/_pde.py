@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..ops.gp import grid_kernel
+from ..ops.kron_grid import grid_kernel
 from ._common import as_tensor, check_axes, check_kind, default_params, to_output
 from ..ops.kron import kron_gp_mll, kron_matmul, kron_posterior
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.longconv import fftconv
-from ..ops.ssm import ssm_kernel
+from ..ops.longconv_ssm import ssm_kernel
 
 __all__ = ["LongConv", "S4D", "GatedLongConv", "squash", "smooth", "s4d_init", "REG_ORDERS"]
 

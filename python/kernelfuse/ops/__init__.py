@@ -1,5 +1,6 @@
-"""Public op wrappers, one module per family: argument normalisation, fake kernels, autograd."""
-from . import butterfly, features, gp, kde, kron, longconv, nngp, ssm
+"""Public op wrappers, one module per family or op group (<family>[_<group>], docs/adding_an_op.md):
+argument normalisation, fake kernels, autograd."""
+from . import butterfly, features, kde, kron, kron_grid, longconv, longconv_ssm, nngp
 from . import _autocast  # noqa: E402,F401  (autocast kernels of the ops above; docs/autocast.md)
 
-__all__ = ["butterfly", "features", "gp", "kde", "kron", "longconv", "nngp", "ssm"]
+__all__ = ["butterfly", "features", "kde", "kron", "kron_grid", "longconv", "longconv_ssm", "nngp"]

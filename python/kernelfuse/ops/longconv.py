@@ -45,7 +45,7 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
             Every other tensor in u's dtype, except that with a half u, k and D may be float32
             (mixed precision, FlashFFTConv's convention; gradients in each input's dtype). Under
             torch.autocast: u and the gates in the autocast dtype, k and D in float32
-            (docs/fftconv.md, docs/autocast.md).
+            (docs/longconv_fftconv.md, docs/autocast.md).
         k: (H, taps) shared by the batch, (1, H, taps), or (B, H, taps) one kernel per batch row.
             For mode "bidirectional" taps = 2 * Lk (forward taps then backward taps), or pass the
             pair ``(k_fwd, k_bwd)`` of (.., Lk) kernels.
@@ -84,7 +84,7 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
     spectrum (one per head, computed once) multiplies in place, and the skip term and the post
     gate are fused into the crop, so temporaries are O(block * n). CUDA: cuFFT with the same fused
     pointwise stages as kernels; float16 / bfloat16 causal with a shared kernel and L + Lk - 1 <=
-    32768: one fused tensor-core Monarch FFT kernel instead (forward only; see docs/fftconv.md).
+    32768: one fused tensor-core Monarch FFT kernel instead (forward only; see docs/longconv_fftconv.md).
     Both CUDA paths are compiled, not yet run on a GPU by the authors.
     """
     check_tensor(u, "u", "fftconv")

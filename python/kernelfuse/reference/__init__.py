@@ -3,6 +3,6 @@
 Each function has the exact signature of the op it specifies, e.g.
 ``kernelfuse.reference.kde.kernel_sum`` for ``kernelfuse.kernel_sum``.
 """
-from . import butterfly, features, gp, kde, kron, longconv, nngp, ssm
+from . import butterfly, features, kde, kron, kron_grid, longconv, longconv_ssm, nngp
 
-__all__ = ["butterfly", "features", "gp", "kde", "kron", "longconv", "nngp", "ssm"]
+__all__ = ["butterfly", "features", "kde", "kron", "kron_grid", "longconv", "longconv_ssm", "nngp"]

@@ -1,12 +1,12 @@
 """Grid kernels and grid GP models: kernelfuse vs the plain-torch reference and GPyTorch, one run.
 
-    python bench/bench_gp.py [--quick] [--out bench/results/gp.md]
+    python bench/bench_kron_gp.py [--quick] [--out bench/results/kron_gp.md]
 
 Cases (float64, CPU):
 - grid_kernel: a spectral-mixture kernel matrix with Q = 30 components on a uniform 400-point
   grid, orders (0, 0) and (2, 0), forward and forward + backward (hyper-parameter gradient):
   kernelfuse's Toeplitz path (detected), kernelfuse's direct path (toeplitz=False), and the
-  torch.func reference (kernelfuse.reference.gp; forward only at n = 400, its backward takes minutes).
+  torch.func reference (kernelfuse.reference.kron_grid; forward only at n = 400, its backward takes minutes).
 - a training step of a 256^2 RBF grid GP (exact negative log marginal likelihood + gradient for
   lengthscales, outputscale and noise): kernelfuse (grid_kernel + kron_gp_mll) vs GPyTorch
   (GridKernel(RBFKernel) + ExactMarginalLogLikelihood), when installed. Target (issue) <= 50 ms.
@@ -17,7 +17,7 @@ Cases (float64, CPU):
   Target (issue) <= 0.3 s. Also the same step with the kernel matrices from kernelfuse's direct
   O(n^2 Q) path, and (--quick only; minutes at 400^2) from the torch.func reference.
 - the GP-HM PDE table (relative L2 error and wall time) from examples/gp_pde.py's latest run
-  (docs/gp_pde_results.json).
+  (docs/kron_gp_pde_results.json).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import save_report, Row, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
 
 import kernelfuse as kf  # noqa: E402
-from kernelfuse.reference import gp as ref  # noqa: E402
+from kernelfuse.reference import kron_grid as ref  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DT = torch.float64
@@ -172,7 +172,7 @@ def bench_gphm_step(rows, n, Q, with_reference):
                "kernel matrices by kernelfuse's direct O(n^2 Q) path, the rest identical")]
     if with_reference:
         builds.append(("reference kernel build", ref.grid_kernel,
-                       "kernel matrices by kernelfuse.reference.gp (torch.func), the rest identical"))
+                       "kernel matrices by kernelfuse.reference.kron_grid (torch.func), the rest identical"))
     for name, fn, note in builds:
         pde_mod.grid_kernel = fn
         try:
@@ -182,7 +182,7 @@ def bench_gphm_step(rows, n, Q, with_reference):
 
 
 def pde_table():
-    path = os.path.join(HERE, "..", "docs", "gp_pde_results.json")
+    path = os.path.join(HERE, "..", "docs", "kron_gp_pde_results.json")
     if not os.path.exists(path):
         return "(no PDE results yet: run `python examples/gp_pde.py`)\n"
     with open(path) as f:
@@ -199,18 +199,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "gp.md"))
-    ap.add_argument("--plot", default=os.path.join(HERE, "plots", "gp.png"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "kron_gp.md"))
+    ap.add_argument("--plot", default=os.path.join(HERE, "plots", "kron_gp.png"))
     args = ap.parse_args(argv)
     if args.device != "cpu":
-        print("bench_gp: CPU only (the CUDA grid_kernel is compiled, not run); running on cpu")
+        print("bench_kron_gp: CPU only (the CUDA grid_kernel is compiled, not run); running on cpu")
     torch.manual_seed(0)
     rows = []
     bench_grid_kernel(rows, 200 if args.quick else 400, 30, args.quick)
     bench_rbf_step(rows, 64 if args.quick else 256)
     bench_gphm_step(rows, 100 if args.quick else 400, 30, with_reference=args.quick)
     table = markdown_table(rows, rate_name="calls/s", rate_scale=1.0, baseline="reference")
-    text = (f"### Grid kernels and grid GP models (`bench/bench_gp.py{' --quick' if args.quick else ''}`)\n\n"
+    text = (f"### Grid kernels and grid GP models (`bench/bench_kron_gp.py{' --quick' if args.quick else ''}`)\n\n"
             f"{machine_line('cpu')}\n\n{table}\n\n"
             "float64. grid_kernel: sm (spectral mixture) with Q = 30; Toeplitz = the detected uniform-grid path "
             "(n lags x Q kernel evaluations, then a fill), direct = every (i, j, q); fwd+bwd adds the "

@@ -11,7 +11,7 @@ import torch
 
 import kernelfuse as kf
 from kernelfuse.reference import features as rf_ref
-from kernelfuse.reference import ssm as ssm_ref
+from kernelfuse.reference import longconv_ssm as ssm_ref
 
 from kf_inputs import structured_inputs
 

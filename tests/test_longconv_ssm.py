@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kernelfuse as kf
-from kernelfuse.reference import ssm as ref
+from kernelfuse.reference import longconv_ssm as ref
 
 from conftest import assert_close_to_ref as _assert_close
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import kernelfuse as kf
-from kernelfuse.ops.gp import KINDS, MAX_ORDER, NPARAMS
-from kernelfuse.reference import gp as ref
+from kernelfuse.ops.kron_grid import KINDS, MAX_ORDER, NPARAMS
+from kernelfuse.reference import kron_grid as ref
 
 from conftest import TOL
 
@@ -298,7 +298,7 @@ def test_regressor_bad_inputs():
 # ------------------------------------------------------------------ GPPDESolver
 def test_pde_poisson_1d_small():
     """u = sin(20 x) on [0, 1]: u_xx = -400 sin(20 x). 100 collocation points, 10 sm components.
-    Documented bound (docs/gp.md): relative L2 error < 1e-4 on the grid and at held-out points,
+    Documented bound (docs/kron_gp.md): relative L2 error < 1e-4 on the grid and at held-out points,
     after one round of hyper-parameter steps; the collocation solve reaches the same order."""
     sol = lambda x: np.sin(20 * x)  # noqa: E731
     src = lambda x: -400 * np.sin(20 * x)  # noqa: E731

@@ -1,10 +1,10 @@
 """S4D convolution kernel: kernelfuse.ssm_kernel vs the naive reference vs a chunked plain-torch
 Vandermonde, one run.
 
-    python bench/bench_ssm.py [--device cuda] [--quick] [--out bench/results/ssm.md]
+    python bench/bench_longconv_ssm.py [--device cuda] [--quick] [--out bench/results/longconv_ssm.md]
 
 Shape from the issue: H=256, N=64, L=16K, ZOH, float32 (and float64). Forward and forward+backward
-(gradients for log_dt, A_real, A_imag, B, C). The naive reference (kernelfuse.reference.ssm)
+(gradients for log_dt, A_real, A_imag, B, C). The naive reference (kernelfuse.reference.longconv_ssm)
 materialises the H x N x L complex Vandermonde tensor (2 GiB in complex64 at full size, plus
 temporaries and autograd's saved copies) and takes tens of seconds, so both baselines run on the
 first --sub channels of the same inputs (rates compare: the work is linear in H); "torch chunked" is what a careful user writes: the same product in
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import save_report, Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
 
 import kernelfuse as kf  # noqa: E402
-from kernelfuse.reference import ssm as ref  # noqa: E402
+from kernelfuse.reference import longconv_ssm as ref  # noqa: E402
 
 CDT = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -105,8 +105,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
     ap.add_argument("--sub", type=int, default=32, help="channels for the slow baselines (float64: half)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "ssm.md"))
-    ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "plots", "ssm.png"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "longconv_ssm.md"))
+    ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "plots", "longconv_ssm.png"))
     args = ap.parse_args(argv)
     device = args.device
     torch.manual_seed(0)
@@ -120,7 +120,7 @@ def main(argv=None):
     for r in rows:
         if r.impl == "kernelfuse" and r.case in chunked:
             lines.append(f"- {r.case}: {r.rate / chunked[r.case].rate:.1f}x the throughput of torch chunked")
-    text = (f"### S4D kernel (`bench/bench_ssm.py{' --quick' if args.quick else ''}`)\n\n{machine_line(device)}\n\n"
+    text = (f"### S4D kernel (`bench/bench_longconv_ssm.py{' --quick' if args.quick else ''}`)\n\n{machine_line(device)}\n\n"
             f"{table}\n\n" + "\n".join(lines) + "\n\n"
             "ZOH; terms = H N L (one term C_n Bbar_n Abar_n^l). fwd+bwd: gradients for log_dt, A_real, A_imag, B "
             "and C from K.sum(). The naive reference materialises the complex H x N x L Vandermonde tensor "
