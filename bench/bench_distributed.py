@@ -13,6 +13,7 @@ the one-process pair rate, stretched by P / cores when the processes over-subscr
 (Each ring call also ends with a 4-byte completion all-reduce, counted in the measured bytes.)
 docs/distributed.md turns these figures into a model for 8 nodes x 8 GPUs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,9 @@ def _free_port() -> int:
 
 def _worker(rank, P, port, N, d, repeat, queue):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    import torch.distributed as dist
-
     import kernelfuse as kf
     import kernelfuse.distributed as kd
+    import torch.distributed as dist
 
     torch.set_num_threads(1)
     kf.set_num_threads(1)
@@ -128,9 +128,11 @@ def main(argv=None):
         print(f"done P={P} ({time.perf_counter() - t0:.0f} s)", flush=True)
     base = {k: v for k, v in results[min(results)][0].items() if k != "max_rel_err"}
     p0 = min(results)
-    lines = ["| processes | schedule | median time | speed-up vs 1 process | model time | bytes sent / rank "
-             "(max over ranks) | model bytes / rank | max rel. err vs 1 process |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| processes | schedule | median time | speed-up vs 1 process | model time | bytes sent / rank "
+        "(max over ranks) | model bytes / rank | max rel. err vs 1 process |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     rows = []
     for P, per_rank in results.items():
         for kind in ("ring fwd", "ring fwd+bwd", "gather fwd"):
@@ -142,15 +144,19 @@ def main(argv=None):
             t1 = base[bkind][0] * p0
             model_t = t1 / P * max(1.0, P / cores)
             err = max(per_rank[r]["max_rel_err"] for r in per_rank)
-            lines.append(f"| {P} | {kind} | {t * 1e3:.1f} ms | {t1 / t:.2f}x | {model_t * 1e3:.1f} ms | "
-                         f"{fmt_bytes(b)} | {fmt_bytes(model_bytes(kind, P, N, d))} | {err:.1e} |")
+            lines.append(
+                f"| {P} | {kind} | {t * 1e3:.1f} ms | {t1 / t:.2f}x | {model_t * 1e3:.1f} ms | "
+                f"{fmt_bytes(b)} | {fmt_bytes(model_bytes(kind, P, N, d))} | {err:.1e} |"
+            )
             rows.append((P, kind, t, b))
-    text = (f"### Sharded kernel sums (`bench/bench_distributed.py{' --quick' if args.quick else ''}`)\n\n"
-            f"{machine_line('cpu')}\n\nm = n = {fmt_count(N)} points, d = {d}, weights (n,), float32, Gaussian; x and "
-            f"y sharded evenly over P gloo processes on loopback, one kernelfuse thread each ({cores} cores: P = 4 "
-            "over-subscribes). Times: median over the ranks' slowest, between barriers. Bytes: payload sent by each "
-            "rank (point-to-point and collectives). Model time: the 1-process time / P, times P / cores when "
-            "over-subscribed (communication on loopback not modelled).\n\n" + "\n".join(lines) + "\n")
+    text = (
+        f"### Sharded kernel sums (`bench/bench_distributed.py{' --quick' if args.quick else ''}`)\n\n"
+        f"{machine_line('cpu')}\n\nm = n = {fmt_count(N)} points, d = {d}, weights (n,), float32, Gaussian; x and "
+        f"y sharded evenly over P gloo processes on loopback, one kernelfuse thread each ({cores} cores: P = 4 "
+        "over-subscribes). Times: median over the ranks' slowest, between barriers. Bytes: payload sent by each "
+        "rank (point-to-point and collectives). Model time: the 1-process time / P, times P / cores when "
+        "over-subscribed (communication on loopback not modelled).\n\n" + "\n".join(lines) + "\n"
+    )
     print(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

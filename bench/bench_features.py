@@ -16,6 +16,7 @@ CPU, float32 (the issue's shapes):
 * SNNKLinear vs the dense layer it replaces on sklearn's digits (parameters, test accuracy).
 --quick: small shapes, a smoke run in seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, machine_line, markdown_table, peak_extra_memory, save_report  # noqa: E402
-
 import kernelfuse as kf  # noqa: E402
+from common import Row, machine_line, markdown_table, peak_extra_memory, save_report  # noqa: E402
 from kernelfuse.features import RandomFeatures, exact_kernel  # noqa: E402
 from kernelfuse.reference.features import fwht as torch_fwht  # noqa: E402  (plain-torch radix-2 FWHT)
 
@@ -82,6 +82,7 @@ def bench_rff(rows, N, d, D, repeat, with_sklearn=True, tag=""):
     add(rows, case, "torch addmm + cos", measure(lambda: torch_rff(X, W, b, scale), repeat), work)
     if with_sklearn:
         from sklearn.kernel_approximation import RBFSampler
+
         Xn = X.numpy()
         S = RBFSampler(gamma=0.5, n_components=D, random_state=0).fit(Xn)
         add(rows, case, "sklearn RBFSampler.transform", measure(lambda: S.transform(Xn), repeat), work)
@@ -103,6 +104,7 @@ def bench_fwht(rows, R, n, repeat):
 
 def approx_errors(n_feat, seeds):
     from sklearn.datasets import load_digits
+
     X = torch.tensor(load_digits().data, dtype=torch.float64)
     X = (X - X.mean(0)) / (X.std(0) + 1e-12)
     X = X[:, X.std(0) > 0]
@@ -110,13 +112,23 @@ def approx_errors(n_feat, seeds):
     K = exact_kernel("gaussian", X, X, lengthscale=ls)
     res = {}
     for m in ("rff", "orf", "sorf", "fastfood"):
-        e = [rel_frob(RandomFeatures(X.shape[1], n_feat, method=m, lengthscale=ls, seed=s, pairs=True,
-                                     dtype=torch.float64)(X), K) for s in range(seeds)]
+        e = [
+            rel_frob(
+                RandomFeatures(X.shape[1], n_feat, method=m, lengthscale=ls, seed=s, pairs=True, dtype=torch.float64)(
+                    X
+                ),
+                K,
+            )
+            for s in range(seeds)
+        ]
         res[m] = (float(np.mean(e)), float(np.std(e)))
     from sklearn.kernel_approximation import RBFSampler
+
     e = []
     for s in range(seeds):
-        Z = torch.tensor(RBFSampler(gamma=1 / (2 * ls * ls), n_components=n_feat, random_state=s).fit_transform(X.numpy()))
+        Z = torch.tensor(
+            RBFSampler(gamma=1 / (2 * ls * ls), n_components=n_feat, random_state=s).fit_transform(X.numpy())
+        )
         e.append(rel_frob(Z, K))
     res["sklearn RBFSampler (cos + phase)"] = (float(np.mean(e)), float(np.std(e)))
     return X.shape, ls, res
@@ -126,37 +138,55 @@ def d1024_errors(n_pts, d, D, seeds):
     """Error of cos features (rff vs sorf) at d = 1024 on 2,000 points of a 10-cluster mixture."""
     g = torch.Generator().manual_seed(1)
     centres = torch.randn(10, d, generator=g, dtype=torch.float64)
-    X = centres[torch.randint(0, 10, (n_pts,), generator=g)] + 0.7 * torch.randn(n_pts, d, generator=g,
-                                                                               dtype=torch.float64)
+    X = centres[torch.randint(0, 10, (n_pts,), generator=g)] + 0.7 * torch.randn(
+        n_pts, d, generator=g, dtype=torch.float64
+    )
     ls = torch.cdist(X, X).median().item()
     K = exact_kernel("gaussian", X, X, lengthscale=ls)
     out = {}
     for m in ("rff", "sorf"):
-        out[m] = float(np.mean([rel_frob(RandomFeatures(d, D, method=m, lengthscale=ls, seed=s,
-                                                        dtype=torch.float64)(X), K) for s in range(seeds)]))
+        out[m] = float(
+            np.mean(
+                [
+                    rel_frob(RandomFeatures(d, D, method=m, lengthscale=ls, seed=s, dtype=torch.float64)(X), K)
+                    for s in range(seeds)
+                ]
+            )
+        )
     return out
 
 
 def dp_errors(eps_list, seeds, m=256):
-    from sklearn.datasets import load_breast_cancer
     from kernelfuse.kde import PrivateKernelDensity
+    from sklearn.datasets import load_breast_cancer
+
     X = load_breast_cancer().data
     X = (X - X.mean(0)) / X.std(0)
     Xt = torch.tensor(X)
     ls = torch.cdist(Xt, Xt).median().item()
     Q = Xt[::3]
     truth = exact_kernel("gaussian", Q, Xt, lengthscale=ls).mean(1)
-    rf_only = np.mean([(RandomFeatures(X.shape[1], 2 * m, lengthscale=ls, seed=s, pairs=True, dtype=torch.float64)(Q)
-                        @ RandomFeatures(X.shape[1], 2 * m, lengthscale=ls, seed=s, pairs=True,
-                                         dtype=torch.float64)(Xt).mean(0) - truth).abs().mean().item()
-                       for s in range(seeds)])
+    rf_only = np.mean(
+        [
+            (
+                RandomFeatures(X.shape[1], 2 * m, lengthscale=ls, seed=s, pairs=True, dtype=torch.float64)(Q)
+                @ RandomFeatures(X.shape[1], 2 * m, lengthscale=ls, seed=s, pairs=True, dtype=torch.float64)(Xt).mean(0)
+                - truth
+            )
+            .abs()
+            .mean()
+            .item()
+            for s in range(seeds)
+        ]
+    )
     out = []
     for eps in eps_list:
         for delta in (0.0, 1e-6):
             e, bound = [], 0.0
             for s in range(seeds):
-                p = PrivateKernelDensity(eps, delta=delta, radius=float(np.sqrt(X.shape[1]) * 3), n_features=m,
-                                         lengthscale=ls, seed=s).fit(X)
+                p = PrivateKernelDensity(
+                    eps, delta=delta, radius=float(np.sqrt(X.shape[1]) * 3), n_features=m, lengthscale=ls, seed=s
+                ).fit(X)
                 e.append((p.kernel_mean(Q) - truth).abs().mean().item())
                 bound = p.error_bound()
             out.append((eps, delta, float(np.mean(e)), bound))
@@ -166,6 +196,7 @@ def dp_errors(eps_list, seeds, m=256):
 def snnk_digits(seeds, epochs, hidden=128, m=32):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
     D = load_digits()
     X = torch.tensor(D.data, dtype=torch.float32) / 16.0
     y = torch.tensor(D.target)
@@ -175,8 +206,11 @@ def snnk_digits(seeds, epochs, hidden=128, m=32):
         for s in range(seeds):
             Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=s, stratify=y)
             torch.manual_seed(s)
-            first = (torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU()) if name == "dense"
-                     else kf.nn.SNNKLinear(64, hidden, activation="relu", n_features=m, seed=s))
+            first = (
+                torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU())
+                if name == "dense"
+                else kf.nn.SNNKLinear(64, hidden, activation="relu", n_features=m, seed=s)
+            )
             model = torch.nn.Sequential(first, torch.nn.Linear(hidden, 10))
             opt = torch.optim.Adam(model.parameters(), lr=1e-2)
             for _ in range(epochs):
@@ -228,45 +262,74 @@ def main(argv=None):
         return f"{ratio(case, a, b):.2f}x (CPU time: {ratio(case, a, b, True):.2f}x)"
 
     table = markdown_table(rows, rate_name="GFLOP/s (2NdD) or Gop/s", rate_scale=1e9, baseline="torch addmm + cos")
-    lines = [f"### Random features (`bench/bench_features.py{' --quick' if q else ''}`)", "", machine_line("cpu"), "",
-             table, "",
-             "CPU time of the process during one call (median; all threads; robust to other jobs on the machine):",
-             "", "| case | implementation | CPU seconds |", "|---|---|---:|",
-             *[f"| {r.case} | {r.impl} | {r.extra['cpu']:.2f} |" for r in rows], "",
-             "| target | measured (wall time ratio; CPU-time ratio) |", "|---|---:|",
-             f"| fused rff >= 1.5x torch addmm + cos ({case_rff}) | "
-             f"{both(case_rff, 'kernelfuse rff (fused)', 'torch addmm + cos')} |",
-             f"| fused rff vs sklearn RBFSampler.transform | "
-             f"{both(case_rff, 'kernelfuse rff (fused)', 'sklearn RBFSampler.transform')} |",
-             f"| fused sorf >= 2x torch rff at d = 1024 ({case_1024}) | "
-             f"{both(case_1024, 'kernelfuse sorf (fused)', 'torch addmm + cos')} |",
-             f"| sorf error <= rff error at d = 1024 (cos features, D = {4096 if not q else 1024}, "
-             f"{500 if q else 2000} points) | sorf {err1024['sorf']:.4f} vs rff {err1024['rff']:.4f} |",
-             "",
-             f"Kernel approximation error, relative Frobenius |Phi Phi^T - K|_F / |K|_F, Gaussian kernel, "
-             f"sklearn digits {tuple(shape)} standardised, bandwidth = median distance ({ls:.2f}), 1,024 features "
-             f"(512 frequencies as cos/sin pairs; sklearn: 1,024 cos features with random phase):", "",
-             "| method | error (mean ± std over seeds) |", "|---|---:|"]
+    lines = [
+        f"### Random features (`bench/bench_features.py{' --quick' if q else ''}`)",
+        "",
+        machine_line("cpu"),
+        "",
+        table,
+        "",
+        "CPU time of the process during one call (median; all threads; robust to other jobs on the machine):",
+        "",
+        "| case | implementation | CPU seconds |",
+        "|---|---|---:|",
+        *[f"| {r.case} | {r.impl} | {r.extra['cpu']:.2f} |" for r in rows],
+        "",
+        "| target | measured (wall time ratio; CPU-time ratio) |",
+        "|---|---:|",
+        f"| fused rff >= 1.5x torch addmm + cos ({case_rff}) | "
+        f"{both(case_rff, 'kernelfuse rff (fused)', 'torch addmm + cos')} |",
+        f"| fused rff vs sklearn RBFSampler.transform | "
+        f"{both(case_rff, 'kernelfuse rff (fused)', 'sklearn RBFSampler.transform')} |",
+        f"| fused sorf >= 2x torch rff at d = 1024 ({case_1024}) | "
+        f"{both(case_1024, 'kernelfuse sorf (fused)', 'torch addmm + cos')} |",
+        f"| sorf error <= rff error at d = 1024 (cos features, D = {4096 if not q else 1024}, "
+        f"{500 if q else 2000} points) | sorf {err1024['sorf']:.4f} vs rff {err1024['rff']:.4f} |",
+        "",
+        f"Kernel approximation error, relative Frobenius |Phi Phi^T - K|_F / |K|_F, Gaussian kernel, "
+        f"sklearn digits {tuple(shape)} standardised, bandwidth = median distance ({ls:.2f}), 1,024 features "
+        f"(512 frequencies as cos/sin pairs; sklearn: 1,024 cos features with random phase):",
+        "",
+        "| method | error (mean ± std over seeds) |",
+        "|---|---:|",
+    ]
     for k, (m_, s_) in errs.items():
         lines.append(f"| {k} | {m_:.4f} ± {s_:.4f} |")
-    lines += ["", f"Private kernel mean (PrivateKernelDensity, m = 256 frequencies, breast-cancer {tuple(dshape)} "
-              f"standardised, bandwidth = median distance, {math.ceil(dshape[0] / 3)} queries; mean exact kernel mean "
-              f"{kmean:.3f}; random-feature error alone (no noise) {rf_only:.4f}):", "",
-              "| epsilon | delta | mean abs error | noise bound (95%) |", "|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"Private kernel mean (PrivateKernelDensity, m = 256 frequencies, breast-cancer {tuple(dshape)} "
+        f"standardised, bandwidth = median distance, {math.ceil(dshape[0] / 3)} queries; mean exact kernel mean "
+        f"{kmean:.3f}; random-feature error alone (no noise) {rf_only:.4f}):",
+        "",
+        "| epsilon | delta | mean abs error | noise bound (95%) |",
+        "|---:|---:|---:|---:|",
+    ]
     for eps, delta, e, bnd in dp:
         lines.append(f"| {eps} | {delta:g} | {e:.4f} | {bnd:.4f} |")
-    lines += ["", "SNNK on sklearn digits (64 -> 128 hidden -> 10, Adam, full batch; the hidden layer replaced):", "",
-              "| hidden layer | parameters | test accuracy (mean ± std) |", "|---|---:|---:|",
-              f"| dense Linear(64, 128) + ReLU | {snnk['dense'][2]:,} | {snnk['dense'][0]:.4f} ± {snnk['dense'][1]:.4f} |",
-              f"| SNNKLinear(64, 128, relu, n_features=32) | {snnk['snnk'][2]:,} | "
-              f"{snnk['snnk'][0]:.4f} ± {snnk['snnk'][1]:.4f} |",
-              "", "Throughput rows: rate = 2 N d D / time (GFLOP/s of the projection; fwht rows: n log2 n per row). "
-              "torch addmm + cos runs in place (addmm, cos_, mul_: one output-size buffer). sklearn's transform is "
-              "given float32 input. Peak extra memory: resident-set peak during one call over the level before it "
-              f"(includes the output). Total bench time {time.perf_counter() - t_start:.0f} s.", ""]
+    lines += [
+        "",
+        "SNNK on sklearn digits (64 -> 128 hidden -> 10, Adam, full batch; the hidden layer replaced):",
+        "",
+        "| hidden layer | parameters | test accuracy (mean ± std) |",
+        "|---|---:|---:|",
+        f"| dense Linear(64, 128) + ReLU | {snnk['dense'][2]:,} | {snnk['dense'][0]:.4f} ± {snnk['dense'][1]:.4f} |",
+        f"| SNNKLinear(64, 128, relu, n_features=32) | {snnk['snnk'][2]:,} | "
+        f"{snnk['snnk'][0]:.4f} ± {snnk['snnk'][1]:.4f} |",
+        "",
+        "Throughput rows: rate = 2 N d D / time (GFLOP/s of the projection; fwht rows: n log2 n per row). "
+        "torch addmm + cos runs in place (addmm, cos_, mul_: one output-size buffer). sklearn's transform is "
+        "given float32 input. Peak extra memory: resident-set peak during one call over the level before it "
+        f"(includes the output). Total bench time {time.perf_counter() - t_start:.0f} s.",
+        "",
+    ]
     text = "\n".join(lines)
-    save_report(text, args.out, rows, args.plot,
-                [(lambda r: r.seconds * 1e3, "median time (ms, log)", "random features: time (lower is better)")])
+    save_report(
+        text,
+        args.out,
+        rows,
+        args.plot,
+        [(lambda r: r.seconds * 1e3, "median time (ms, log)", "random features: time (lower is better)")],
+    )
     return rows
 
 

@@ -7,6 +7,7 @@ baselines run on the first `--sub` queries of the same inputs; every row reports
 rate, so ratios compare throughput on identical data. sklearn (exact, rtol=0) runs one smaller
 size. Peak extra memory is measured per call (bench/common.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,16 +18,15 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save_report, Row, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
-
 import kernelfuse as kf  # noqa: E402
+from common import Row, fmt_count, machine_line, markdown_table, peak_extra_memory, save_report, timeit  # noqa: E402
 
 
 def torch_chunked(x, y, w, h, chunk=1024):
     """What users write without kernelfuse: chunked torch.cdist + exp + matmul."""
     out = []
     for s in range(0, x.shape[0], chunk):
-        d = torch.cdist(x[s:s + chunk] / h, y / h)
+        d = torch.cdist(x[s : s + chunk] / h, y / h)
         k = torch.exp(-0.5 * d * d)
         out.append(k @ w if w is not None else k.sum(1))
     return torch.cat(out)
@@ -34,6 +34,7 @@ def torch_chunked(x, y, w, h, chunk=1024):
 
 def keops_sum(x, y, w, h):
     from pykeops.torch import LazyTensor
+
     xi = LazyTensor((x / h)[:, None, :])
     yj = LazyTensor((y / h)[None, :, :])
     k = (-0.5 * ((xi - yj) ** 2).sum(-1)).exp()
@@ -43,6 +44,7 @@ def keops_sum(x, y, w, h):
 def have_keops() -> bool:
     try:
         import pykeops  # noqa: F401
+
         return True
     except Exception:
         return False
@@ -53,42 +55,87 @@ def bench_forward_backward(rows, case, x, y, w, h, sub, device, with_keops, ref_
     xs = x[:sub]
     # forward
     f = lambda: kf.kernel_sum(x, y, w, bandwidth=h)  # noqa: E731
-    rows.append(Row(case + " fwd", "kernelfuse", timeit(f, device=device, repeat=5), m * n, peak_extra_memory(f, device=device)))
+    rows.append(
+        Row(case + " fwd", "kernelfuse", timeit(f, device=device, repeat=5), m * n, peak_extra_memory(f, device=device))
+    )
     xr = x if ref_full else xs
     f = lambda: torch_chunked(xr, y, w, h)  # noqa: E731
-    rows.append(Row(case + " fwd", "torch chunked cdist", timeit(f, device=device, repeat=3), xr.shape[0] * n,
-                    peak_extra_memory(f, device=device), "" if ref_full else f"first {sub} queries"))
+    rows.append(
+        Row(
+            case + " fwd",
+            "torch chunked cdist",
+            timeit(f, device=device, repeat=3),
+            xr.shape[0] * n,
+            peak_extra_memory(f, device=device),
+            "" if ref_full else f"first {sub} queries",
+        )
+    )
     if with_keops:
         f = lambda: keops_sum(xs, y, w, h)  # noqa: E731
         f()  # compile outside the timing
-        rows.append(Row(case + " fwd", "pykeops", timeit(f, device=device, repeat=3), sub * n,
-                        peak_extra_memory(f, device=device), f"first {sub} queries"))
+        rows.append(
+            Row(
+                case + " fwd",
+                "pykeops",
+                timeit(f, device=device, repeat=3),
+                sub * n,
+                peak_extra_memory(f, device=device),
+                f"first {sub} queries",
+            )
+        )
     # forward + backward for x (the KDE gradient / mean-shift use), and for x, y and weights
     xg = x.clone().requires_grad_(True)
 
     def fb():
         kf.kernel_sum(xg, y, w, bandwidth=h).sum().backward()
         xg.grad = None
-    rows.append(Row(case + " fwd+bwd(x)", "kernelfuse", timeit(fb, device=device, repeat=3), m * n, peak_extra_memory(fb, device=device)))
+
+    rows.append(
+        Row(
+            case + " fwd+bwd(x)",
+            "kernelfuse",
+            timeit(fb, device=device, repeat=3),
+            m * n,
+            peak_extra_memory(fb, device=device),
+        )
+    )
     yg, wg = y.clone().requires_grad_(True), w.clone().requires_grad_(True)
 
     def fb_all():
         kf.kernel_sum(xg, yg, wg, bandwidth=h).sum().backward()
         xg.grad = yg.grad = wg.grad = None
-    rows.append(Row(case + " fwd+bwd(x,y,w)", "kernelfuse", timeit(fb_all, device=device, repeat=3), m * n,
-                    peak_extra_memory(fb_all, device=device)))
+
+    rows.append(
+        Row(
+            case + " fwd+bwd(x,y,w)",
+            "kernelfuse",
+            timeit(fb_all, device=device, repeat=3),
+            m * n,
+            peak_extra_memory(fb_all, device=device),
+        )
+    )
     xsg = xr.clone().requires_grad_(True)
 
     def fb_ref():
         torch_chunked(xsg, y, w, h).sum().backward()
         xsg.grad = None
-    rows.append(Row(case + " fwd+bwd(x)", "torch chunked cdist", timeit(fb_ref, device=device, repeat=3), xr.shape[0] * n,
-                    peak_extra_memory(fb_ref, device=device), "" if ref_full else f"first {sub} queries"))
+
+    rows.append(
+        Row(
+            case + " fwd+bwd(x)",
+            "torch chunked cdist",
+            timeit(fb_ref, device=device, repeat=3),
+            xr.shape[0] * n,
+            peak_extra_memory(fb_ref, device=device),
+            "" if ref_full else f"first {sub} queries",
+        )
+    )
 
 
 def bench_sklearn(rows, device):
     import numpy as np
     from sklearn.neighbors import KernelDensity
+
     g = torch.Generator().manual_seed(1)
     m, n, d, h = 2000, 20000, 3, 0.3
     X = torch.randn(n, d, generator=g, dtype=torch.float64)
@@ -134,13 +181,20 @@ def main(argv=None):
     except ImportError:
         print("scikit-learn not installed: skipped")
     table = markdown_table(rows, rate_name="Gpairs/s", rate_scale=1e9, baseline="torch chunked cdist")
-    text = (f"### Kernel sums (`bench/bench_kde.py{' --quick' if args.quick else ''}`)\n\n{machine_line(device)}\n\n"
-            f"{table}\n\npykeops: {'included' if with_keops else 'not installed (skipped)'}. Gaussian kernel, "
-            "weights (n,). 'first N queries': that baseline ran on the first N query rows of the same data; "
-            "rates (pairs per second) are comparable.\n")
-    save_report(text, args.out, rows, args.plot, [(lambda r: r.rate / 1e9, "Gpairs / s (log)", "Kernel sums: throughput (higher is better)")])
+    text = (
+        f"### Kernel sums (`bench/bench_kde.py{' --quick' if args.quick else ''}`)\n\n{machine_line(device)}\n\n"
+        f"{table}\n\npykeops: {'included' if with_keops else 'not installed (skipped)'}. Gaussian kernel, "
+        "weights (n,). 'first N queries': that baseline ran on the first N query rows of the same data; "
+        "rates (pairs per second) are comparable.\n"
+    )
+    save_report(
+        text,
+        args.out,
+        rows,
+        args.plot,
+        [(lambda r: r.rate / 1e9, "Gpairs / s (log)", "Kernel sums: throughput (higher is better)")],
+    )
     return rows
-
 
 
 if __name__ == "__main__":

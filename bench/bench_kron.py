@@ -18,6 +18,7 @@ posterior variance at 512^2 in a subprocess capped at 16 GiB of address space.
 Targets (2-core CPU): mat-vec <= 15 ms, solve + log-det <= 35 ms, MLL + gradient <= 60 ms,
 512^2 exact variance <= 150 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,14 +32,14 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, machine_line, markdown_table, peak_extra_memory, save_report, timeit  # noqa: E402
-
 import kernelfuse as kf  # noqa: E402
+from common import Row, machine_line, markdown_table, peak_extra_memory, save_report, timeit  # noqa: E402
 from kernelfuse.reference import kron as ref  # noqa: E402
 
 try:
     import gpytorch  # noqa: F401
     from linear_operator.operators import DenseLinearOperator, KroneckerProductLinearOperator
+
     HAVE_LO = True
 except Exception:  # noqa: BLE001
     HAVE_LO = False
@@ -48,7 +49,7 @@ DT = torch.float64
 
 def rbf(n, ls, lo=0.0, hi=1.0):
     x = torch.linspace(lo, hi, n, dtype=DT)[:, None]
-    return torch.exp(-0.5 * (x - x.T) ** 2 / ls ** 2)
+    return torch.exp(-0.5 * (x - x.T) ** 2 / ls**2)
 
 
 def measure(fn, repeat):
@@ -71,7 +72,7 @@ def rel(a, b):
 
 def bench_grid3(rows, n, repeat):
     fs = [rbf(n, 0.15), rbf(n, 0.2), rbf(n, 0.25)]  # three distinct factors (no shared eigh)
-    N = n ** 3
+    N = n**3
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N, generator=g, dtype=DT)
     s2 = torch.tensor(1e-2, dtype=DT)
@@ -83,19 +84,35 @@ def bench_grid3(rows, n, repeat):
     if HAVE_LO:
         K = KroneckerProductLinearOperator(*[DenseLinearOperator(f) for f in fs])
         xl = x.unsqueeze(-1)
-        add(rows, case, "linear_operator", lambda: K @ xl, repeat, flops,
-            f"max rel. diff {rel((K @ xl).squeeze(-1), y1):.1e}")
+        add(
+            rows,
+            case,
+            "linear_operator",
+            lambda: K @ xl,
+            repeat,
+            flops,
+            f"max rel. diff {rel((K @ xl).squeeze(-1), y1):.1e}",
+        )
 
     case = f"solve+logdet 3x{n}^3"
     n0, a0 = kf.kron_gp_mll(fs, x, s2)
     n1, a1 = ref.kron_gp_mll_eig(fs, x, s2)
-    add(rows, case, "kernelfuse", lambda: kf.kron_gp_mll(fs, x, s2), repeat, N,
-        f"nll diff {abs(n0 - n1).item():.1e}, alpha rel. diff {rel(a0, a1):.1e}")
+    add(
+        rows,
+        case,
+        "kernelfuse",
+        lambda: kf.kron_gp_mll(fs, x, s2),
+        repeat,
+        N,
+        f"nll diff {abs(n0 - n1).item():.1e}, alpha rel. diff {rel(a0, a1):.1e}",
+    )
     add(rows, case, "torch (eigh + mode products)", lambda: ref.kron_gp_mll_eig(fs, x, s2), repeat, N)
     if HAVE_LO:
+
         def lo_fwd():
             A = KroneckerProductLinearOperator(*[DenseLinearOperator(f) for f in fs]).add_diagonal(s2)
             return A.inv_quad_logdet(inv_quad_rhs=x.unsqueeze(-1), logdet=True)
+
         q, ld = lo_fwd()
         lo_nll = 0.5 * q + 0.5 * ld + 0.5 * N * math.log(2 * math.pi)
         add(rows, case, "linear_operator", lo_fwd, repeat, N, f"nll diff {abs(lo_nll - n1).item():.1e}")
@@ -110,17 +127,20 @@ def bench_grid3(rows, n, repeat):
             nll.backward()
             for t in (*fr, sr):
                 t.grad = None
+
         return run
+
     add(rows, case, "kernelfuse", step(kf.kron_gp_mll), repeat, N)
-    add(rows, case, "torch (eigh + mode products)", step(ref.kron_gp_mll_eig), repeat, N,
-        "autograd through eigh")
+    add(rows, case, "torch (eigh + mode products)", step(ref.kron_gp_mll_eig), repeat, N, "autograd through eigh")
     if HAVE_LO:
+
         def lo_step():
             A = KroneckerProductLinearOperator(*[DenseLinearOperator(f) for f in fr]).add_diagonal(sr)
             q, ld = A.inv_quad_logdet(inv_quad_rhs=x.unsqueeze(-1), logdet=True)
             (0.5 * q + 0.5 * ld).backward()
             for t in (*fr, sr):
                 t.grad = None
+
         add(rows, case, "linear_operator", lo_step, repeat, N)
 
 
@@ -134,10 +154,24 @@ def bench_var(rows, n, repeat):
         case = f"exact var {n}^2" + (" (same factor)" if shared else "")
         m0, v0 = kf.kron_posterior(fs, y, s2)
         v1 = ref.kron_posterior_var_eig(fs, s2)
-        add(rows, case, "kernelfuse", lambda: kf.kron_posterior(fs, y, s2), repeat, N,
-            f"var max abs diff {((v0 - v1).abs().max()).item():.1e}; mean included")
-        add(rows, case, "torch (eigh + mode products)", lambda: ref.kron_posterior_var_eig(fs, s2), repeat, N,
-            "variance only")
+        add(
+            rows,
+            case,
+            "kernelfuse",
+            lambda: kf.kron_posterior(fs, y, s2),
+            repeat,
+            N,
+            f"var max abs diff {((v0 - v1).abs().max()).item():.1e}; mean included",
+        )
+        add(
+            rows,
+            case,
+            "torch (eigh + mode products)",
+            lambda: ref.kron_posterior_var_eig(fs, s2),
+            repeat,
+            N,
+            "variance only",
+        )
 
 
 GPY_SCRIPT = textwrap.dedent("""
@@ -171,23 +205,29 @@ GPY_SCRIPT = textwrap.dedent("""
 
 def gpytorch_checks(n_var, quick):
     """What GPyTorch / linear_operator compute, measured."""
-    lines = ["| check | GPyTorch / linear_operator | exact (kernelfuse, checked against dense float64) | note |",
-             "|---|---|---|---|"]
+    lines = [
+        "| check | GPyTorch / linear_operator | exact (kernelfuse, checked against dense float64) | note |",
+        "|---|---|---|---|",
+    ]
     if not HAVE_LO:
         return "GPyTorch / linear_operator not installed: checks skipped.\n"
     import gpytorch
     import linear_operator
+
     # 1. log-det of jittered, near-singular Kronecker factors
     for n, ls, jit in ((16, 0.5, 1e-6), (16, 0.5, 1e-8), (32, 0.5, 1e-6)):
         fs = [rbf(n, ls)] * 2
         A = KroneckerProductLinearOperator(*[DenseLinearOperator(f) for f in fs]).add_diagonal(
-            torch.tensor(jit, dtype=DT))
+            torch.tensor(jit, dtype=DT)
+        )
         lo_ld = A.logdet().item()
         z = torch.zeros(n * n, dtype=DT)
         ours = 2 * (kf.kron_gp_mll(fs, z, jit)[0].item() - 0.5 * n * n * math.log(2 * math.pi))
         dense = torch.linalg.slogdet(torch.kron(fs[0], fs[1]) + jit * torch.eye(n * n, dtype=DT))[1].item()
-        lines.append(f"| log det, RBF {n}x{n} grid (ls {ls}), jitter {jit:g} | {lo_ld:.6f} | {ours:.6f} "
-                     f"(dense slogdet {dense:.6f}) | difference {lo_ld - ours:+.3g} nats |")
+        lines.append(
+            f"| log det, RBF {n}x{n} grid (ls {ls}), jitter {jit:g} | {lo_ld:.6f} | {ours:.6f} "
+            f"(dense slogdet {dense:.6f}) | difference {lo_ld - ours:+.3g} nats |"
+        )
     # 2. ExactGP on a grid: which operator, which algorithm, how close to exact
     n = 32 if quick else 48
     x = torch.linspace(0, 1, n, dtype=DT)
@@ -195,6 +235,7 @@ def gpytorch_checks(n_var, quick):
     X = gpytorch.utils.grid.create_data_from_grid(grid)
     y = torch.sin(6 * X[:, 0]) * torch.cos(4 * X[:, 1]) + 0.05 * torch.randn(n * n, dtype=DT)
     for scaled in (False, True):
+
         class GP(gpytorch.models.ExactGP):
             def __init__(s, X, y, lik):
                 super().__init__(X, y, lik)
@@ -204,6 +245,7 @@ def gpytorch_checks(n_var, quick):
 
             def forward(s, x):
                 return gpytorch.distributions.MultivariateNormal(s.mean_module(x), s.covar_module(x))
+
         lik = gpytorch.likelihoods.GaussianLikelihood().double()
         m = GP(X, y, lik).double()
         m.train()
@@ -223,20 +265,26 @@ def gpytorch_checks(n_var, quick):
         ours = kf.kron_gp_mll(K, y, lik.noise.item())[0].item()
         t_ours = time.perf_counter() - t0
         name = "ScaleKernel(GridKernel(RBF))" if scaled else "GridKernel(RBF)"
-        lines.append(f"| ExactGP nll, {name}, {n}x{n} grid | {gp_nll:.6f} ({t_gp * 1e3:.0f} ms; operator {op}; "
-                     f"max_cholesky_size {gpytorch.settings.max_cholesky_size.value()}) | {ours:.6f} "
-                     f"({t_ours * 1e3:.0f} ms) | difference {gp_nll - ours:+.3g} nats |")
+        lines.append(
+            f"| ExactGP nll, {name}, {n}x{n} grid | {gp_nll:.6f} ({t_gp * 1e3:.0f} ms; operator {op}; "
+            f"max_cholesky_size {gpytorch.settings.max_cholesky_size.value()}) | {ours:.6f} "
+            f"({t_ours * 1e3:.0f} ms) | difference {gp_nll - ours:+.3g} nats |"
+        )
     # 3. exact variance at n_var^2 in a capped subprocess
     try:
-        res = subprocess.run([sys.executable, "-c", GPY_SCRIPT, str(n_var)], capture_output=True, text=True,
-                             timeout=240)
+        res = subprocess.run(
+            [sys.executable, "-c", GPY_SCRIPT, str(n_var)], capture_output=True, text=True, timeout=240
+        )
         msg = (res.stdout.strip().splitlines() or [res.stderr.strip().splitlines()[-1] if res.stderr else "?"])[-1]
     except subprocess.TimeoutExpired:
         msg = "no result within 240 s"
-    lines.append(f"| exact posterior variance, GridKernel(RBF) ExactGP, {n_var}^2 grid, 16 GiB cap | {msg} | see the "
-                 f"table above | fast_pred_var(False) |")
-    return (f"GPyTorch {gpytorch.__version__}, linear_operator {linear_operator.__version__}.\n\n" + "\n".join(lines)
-            + "\n")
+    lines.append(
+        f"| exact posterior variance, GridKernel(RBF) ExactGP, {n_var}^2 grid, 16 GiB cap | {msg} | see the "
+        f"table above | fast_pred_var(False) |"
+    )
+    return (
+        f"GPyTorch {gpytorch.__version__}, linear_operator {linear_operator.__version__}.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def main(argv=None):
@@ -263,12 +311,26 @@ def main(argv=None):
         tgt = next((f"<= {v} ms" for k, v in targets.items() if c.startswith(k)), "")
         ratio.append(f"| {c} | {ms(get('kernelfuse'))} | {ms(get('torch'))} | {ms(get('linear_operator'))} | {tgt} |")
     checks = gpytorch_checks(nv, args.quick)
-    text = (f"### Kronecker GP algebra (`bench/bench_kron.py{' --quick' if args.quick else ''}`)\n\n"
-            f"{machine_line('cpu')}\n\nfloat64. Mpoints/s: grid points N per second.\n\n{table}\n\n"
-            + "\n".join(ratio) + "\n\n#### What GPyTorch computes (measured)\n\n" + checks)
-    save_report(text, args.out, rows, args.plot,
-                [(lambda r: r.seconds * 1e3 if r.seconds == r.seconds else 0, "median time (ms, log)",
-                  "kron: time (lower is better)")])
+    text = (
+        f"### Kronecker GP algebra (`bench/bench_kron.py{' --quick' if args.quick else ''}`)\n\n"
+        f"{machine_line('cpu')}\n\nfloat64. Mpoints/s: grid points N per second.\n\n{table}\n\n"
+        + "\n".join(ratio)
+        + "\n\n#### What GPyTorch computes (measured)\n\n"
+        + checks
+    )
+    save_report(
+        text,
+        args.out,
+        rows,
+        args.plot,
+        [
+            (
+                lambda r: r.seconds * 1e3 if r.seconds == r.seconds else 0,
+                "median time (ms, log)",
+                "kron: time (lower is better)",
+            )
+        ],
+    )
     return rows
 
 

@@ -9,6 +9,7 @@ explicit padding to 2L, one full-size spectrum per tensor, autograd through torc
 GPU (--device cuda): B=64, H=768, gated (pre and post), float16 / bfloat16, L in 1K..32K.
 Targets (CPU): >= 1.5x the reference's speed with at most half its peak extra memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,18 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import (save_report, Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, sync,  # noqa: E402
-                    timeit)
-
 import kernelfuse as kf  # noqa: E402
+from common import (
+    Row,
+    fmt_bytes,
+    fmt_count,
+    machine_line,
+    markdown_table,
+    peak_extra_memory,
+    save_report,
+    sync,  # noqa: E402
+    timeit,
+)
 
 
 def fftconv_ref(u, k, D, pregate=None, postgate=None):
@@ -51,6 +60,7 @@ def measure(fn, device, repeat):
         sync(device)
         box["t"] = time.perf_counter() - t0
         return out
+
     mem = peak_extra_memory(timed, device=device)
     return box["t"], mem
 
@@ -58,7 +68,7 @@ def measure(fn, device, repeat):
 def bench_case(rows, case, B, H, L, dtype, device, gated, repeat):
     g = torch.Generator(device=device).manual_seed(0)
     u = torch.randn(B, H, L, device=device, dtype=dtype, generator=g)
-    k = torch.randn(H, L, device=device, dtype=torch.float32, generator=g) / L ** 0.5
+    k = torch.randn(H, L, device=device, dtype=torch.float32, generator=g) / L**0.5
     D = torch.randn(H, device=device, dtype=torch.float32, generator=g)
     pre = torch.randn(B, H, L, device=device, dtype=dtype, generator=g) if gated else None
     post = torch.randn(B, H, L, device=device, dtype=dtype, generator=g) if gated else None
@@ -98,8 +108,10 @@ def bench_case(rows, case, B, H, L, dtype, device, gated, repeat):
 
 def summary(rows):
     """Per case: speed ratio and memory ratio of kernelfuse against the reference."""
-    out = ["| case | speed vs reference (target >= 1.5x) | peak extra memory: kernelfuse / reference (target <= 0.5) |",
-           "|---|---:|---:|"]
+    out = [
+        "| case | speed vs reference (target >= 1.5x) | peak extra memory: kernelfuse / reference (target <= 0.5) |",
+        "|---|---:|---:|",
+    ]
     cases = list(dict.fromkeys(r.case for r in rows))
     for c in cases:
         a = next(r for r in rows if r.case == c and r.impl == "kernelfuse")
@@ -139,18 +151,27 @@ def main(argv=None):
                     torch.cuda.empty_cache()
                 print(f"done {case}", flush=True)
     table = markdown_table(rows, rate_name="Melem/s", rate_scale=1e6, baseline="torch (fftconv_ref)")
-    text = (f"### Long convolution: fftconv (`bench/bench_longconv.py{' --quick' if args.quick else ''}"
-            f"{' --device ' + device if device != 'cpu' else ''}`)\n\n{machine_line(device)}\n\n{table}\n\n"
-            f"{summary(rows)}\n\nKernel of length L per head (shared by the batch), D skip term"
-            f"{', pre and post gates' if device != 'cpu' else ', no gates'}; fwd+bwd: gradients for u, k and D "
-            "from a given output gradient. Melem/s: B*H*L per second. Reference: safari's fftconv_ref in plain "
-            "torch (rfft/irfft with explicit padding to 2L, autograd through torch.fft). Peak extra memory: "
-            "resident-set (CPU) or allocator (CUDA) peak during one call, over the level before it; it "
-            "includes the output (and the gradients) for both.\n")
-    save_report(text, args.out, rows, args.plot, [(lambda r: r.seconds * 1e3, "median time (ms, log)", "fftconv: time (lower is better)"),
-                                                (lambda r: (r.mem or 0) / 2 ** 20, "peak extra memory (MiB, log)", "fftconv: peak extra memory")])
+    text = (
+        f"### Long convolution: fftconv (`bench/bench_longconv.py{' --quick' if args.quick else ''}"
+        f"{' --device ' + device if device != 'cpu' else ''}`)\n\n{machine_line(device)}\n\n{table}\n\n"
+        f"{summary(rows)}\n\nKernel of length L per head (shared by the batch), D skip term"
+        f"{', pre and post gates' if device != 'cpu' else ', no gates'}; fwd+bwd: gradients for u, k and D "
+        "from a given output gradient. Melem/s: B*H*L per second. Reference: safari's fftconv_ref in plain "
+        "torch (rfft/irfft with explicit padding to 2L, autograd through torch.fft). Peak extra memory: "
+        "resident-set (CPU) or allocator (CUDA) peak during one call, over the level before it; it "
+        "includes the output (and the gradients) for both.\n"
+    )
+    save_report(
+        text,
+        args.out,
+        rows,
+        args.plot,
+        [
+            (lambda r: r.seconds * 1e3, "median time (ms, log)", "fftconv: time (lower is better)"),
+            (lambda r: (r.mem or 0) / 2**20, "peak extra memory (MiB, log)", "fftconv: peak extra memory"),
+        ],
+    )
     return rows
-
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ first --sub channels of the same inputs (rates compare: the work is linear in H)
 chunks of L, so only H x N x chunk exists at a time. Peak extra memory is measured per call
 (bench/common.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save_report, Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
-
 import kernelfuse as kf  # noqa: E402
+from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, save_report, timeit  # noqa: E402
 from kernelfuse.reference import longconv_ssm as ref  # noqa: E402
 
 CDT = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -75,21 +75,42 @@ def bench_case(rows, H, N, L, dtype, device, sub):
             if hh == H:
                 return ""
             return f"first {hh} of {H} channels (memory at full H ~{fmt_bytes(mem * H / hh)})"
+
         f = lambda: fn(*params, L)  # noqa: E731
         mem = peak_extra_memory(f, device=device)
-        rows.append(Row(case + " fwd", name, timeit(f, device=device, repeat=reps, warmup=warm), work, mem,
-                        note(mem), {"mem_full_H": mem * H / hh}))
+        rows.append(
+            Row(
+                case + " fwd",
+                name,
+                timeit(f, device=device, repeat=reps, warmup=warm),
+                work,
+                mem,
+                note(mem),
+                {"mem_full_H": mem * H / hh},
+            )
+        )
         leaves = [t.clone().requires_grad_(True) for t in params]
 
         def fb():
             fn(*leaves, L).sum().backward()
             for t in leaves:
                 t.grad = None
+
         mem = peak_extra_memory(fb, device=device)
-        rows.append(Row(case + " fwd+bwd", name, timeit(fb, device=device, repeat=reps, warmup=warm), work, mem,
-                        note(mem), {"mem_full_H": mem * H / hh}))
-        print(f"  {case} {name}: fwd {rows[-2].seconds * 1e3:.1f} ms, fwd+bwd {rows[-1].seconds * 1e3:.1f} ms",
-              flush=True)
+        rows.append(
+            Row(
+                case + " fwd+bwd",
+                name,
+                timeit(fb, device=device, repeat=reps, warmup=warm),
+                work,
+                mem,
+                note(mem),
+                {"mem_full_H": mem * H / hh},
+            )
+        )
+        print(
+            f"  {case} {name}: fwd {rows[-2].seconds * 1e3:.1f} ms, fwd+bwd {rows[-1].seconds * 1e3:.1f} ms", flush=True
+        )
     # accuracy of this run's float inputs against the float64 reference (chunked, exact powers)
     params = full
     p64 = [t.to(torch.complex128 if t.is_complex() else torch.float64) for t in params]
@@ -120,17 +141,30 @@ def main(argv=None):
     for r in rows:
         if r.impl == "kernelfuse" and r.case in chunked:
             lines.append(f"- {r.case}: {r.rate / chunked[r.case].rate:.1f}x the throughput of torch chunked")
-    text = (f"### S4D kernel (`bench/bench_longconv_ssm.py{' --quick' if args.quick else ''}`)\n\n{machine_line(device)}\n\n"
-            f"{table}\n\n" + "\n".join(lines) + "\n\n"
-            "ZOH; terms = H N L (one term C_n Bbar_n Abar_n^l). fwd+bwd: gradients for log_dt, A_real, A_imag, B "
-            "and C from K.sum(). The naive reference materialises the complex H x N x L Vandermonde tensor "
-            "(and autograd keeps copies of it); torch chunked builds H x N x 1024 at a time; kernelfuse keeps "
-            "O(H (N + L)). Both baselines ran on the first channels of the same inputs (see notes); throughput "
-            "(terms per second) and speed ratios compare, memory figures are for the channels run. Target (issue): kernelfuse >= 5x the naive reference on the 2-core CPU.\n")
-    save_report(text, args.out, rows, args.plot, [(lambda r: r.rate / 1e9, "G terms / s (log)", "S4D kernel: throughput (higher is better)"),
-                                                (lambda r: r.extra.get("mem_full_H", r.mem or 0) / 2 ** 20, "peak extra memory at full H (MiB, log)", "S4D kernel: peak extra memory (baselines at full H)")])
+    text = (
+        f"### S4D kernel (`bench/bench_longconv_ssm.py{' --quick' if args.quick else ''}`)\n\n{machine_line(device)}\n\n"
+        f"{table}\n\n" + "\n".join(lines) + "\n\n"
+        "ZOH; terms = H N L (one term C_n Bbar_n Abar_n^l). fwd+bwd: gradients for log_dt, A_real, A_imag, B "
+        "and C from K.sum(). The naive reference materialises the complex H x N x L Vandermonde tensor "
+        "(and autograd keeps copies of it); torch chunked builds H x N x 1024 at a time; kernelfuse keeps "
+        "O(H (N + L)). Both baselines ran on the first channels of the same inputs (see notes); throughput "
+        "(terms per second) and speed ratios compare, memory figures are for the channels run. Target (issue): kernelfuse >= 5x the naive reference on the 2-core CPU.\n"
+    )
+    save_report(
+        text,
+        args.out,
+        rows,
+        args.plot,
+        [
+            (lambda r: r.rate / 1e9, "G terms / s (log)", "S4D kernel: throughput (higher is better)"),
+            (
+                lambda r: r.extra.get("mem_full_H", r.mem or 0) / 2**20,
+                "peak extra memory at full H (MiB, log)",
+                "S4D kernel: peak extra memory (baselines at full H)",
+            ),
+        ],
+    )
     return rows
-
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Sections (all by default; --only to pick):
 
 Writes bench/results/nngp.md. Timings on a loaded machine are indicative.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
-
 import kernelfuse  # noqa: E402
+from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
 from kernelfuse import features as F  # noqa: E402
 from kernelfuse.reference import nngp as ref  # noqa: E402
 
@@ -38,7 +38,7 @@ def chunked_reference(x, y, w, depth, chunk):
     """The materialised kernel, row block by row block (torch recursion on (chunk, n) blocks)."""
     out = []
     for s in range(0, x.shape[0], chunk):
-        out.append(ref.nngp_kernel(x[s:s + chunk], y, depth, "relu") @ w)
+        out.append(ref.nngp_kernel(x[s : s + chunk], y, depth, "relu") @ w)
     return torch.cat(out)
 
 
@@ -63,6 +63,7 @@ def section_product(args, lines):
     def fb():
         out = kernelfuse.nngp_matmul(xs, ys, ws, depth=depth, activation="relu")
         torch.autograd.grad(out.sum(), (xs, ys, ws))
+
     t = timeit(fb, warmup=0, repeat=1)
     rows.append(Row(case, "fused forward + backward (x, y, W)", t, pairs, peak_extra_memory(fb)))
     print(f"  fused fwd+bwd: {t:.2f} s", flush=True)
@@ -73,8 +74,16 @@ def section_product(args, lines):
         t = timeit(fnm, warmup=0, repeat=1)
         rows.append(Row(case, "materialised (torch recursion, whole)", t, pairs, peak_extra_memory(fnm)))
     else:
-        rows.append(Row(case, "materialised (torch recursion, whole)", float("inf"), pairs, 8 * 4 * pairs,
-                        note=f"not run: ~{8 * 4 * pairs / (1 << 30):.0f} GiB of m x n temporaries"))
+        rows.append(
+            Row(
+                case,
+                "materialised (torch recursion, whole)",
+                float("inf"),
+                pairs,
+                8 * 4 * pairs,
+                note=f"not run: ~{8 * 4 * pairs / (1 << 30):.0f} GiB of m x n temporaries",
+            )
+        )
     chunk = max(1, min(2048, int(budget / (8 * 4 * n))))
     fnc = lambda: chunked_reference(x, y, w, depth, chunk)  # noqa: E731
     t = timeit(fnc, warmup=0, repeat=1)
@@ -85,8 +94,16 @@ def section_product(args, lines):
         t = timeit(fnk, warmup=0, repeat=1)
         rows.append(Row(case, "our kernel matrix (nngp_kernel) + GEMM", t, pairs, peak_extra_memory(fnk)))
     else:
-        rows.append(Row(case, "our kernel matrix (nngp_kernel) + GEMM", float("inf"), pairs, 4 * pairs,
-                        note=f"not run: the m x n matrix alone is {4 * pairs / (1 << 30):.1f} GiB"))
+        rows.append(
+            Row(
+                case,
+                "our kernel matrix (nngp_kernel) + GEMM",
+                float("inf"),
+                pairs,
+                4 * pairs,
+                note=f"not run: the m x n matrix alone is {4 * pairs / (1 << 30):.1f} GiB",
+            )
+        )
     # accuracy of the fused float32 product against float64 on the first 200 rows
     sub = slice(0, 200)
     e = ref.nngp_matmul(x[sub].double(), y.double(), w.double(), depth, "relu", 2.0, 0.0, False)
@@ -95,20 +112,31 @@ def section_product(args, lines):
     for r in rows:
         if r.seconds == float("inf"):
             r.seconds = float("nan")
-    lines += [f"### Fused product K(x, y) @ W (`bench/bench_nngp.py{' --quick' if args.quick else ''}`)", "",
-              machine_line("cpu"), "", markdown_table([r for r in rows if r.seconds == r.seconds] +
-                                                      [r for r in rows if r.seconds != r.seconds],
-                                                      rate_name="Gpairs/s", rate_scale=1e9,
-                                                      baseline=f"materialised in row chunks of {fmt_count(chunk)}"),
-              "", f"ReLU NNGP unless marked, W (n, {c}); neural-tangents is not installed here (JAX-only; not "
-              f"compared). Fused float32 vs float64 reference (first 200 rows): max relative error {err:.1e}.", ""]
+    lines += [
+        f"### Fused product K(x, y) @ W (`bench/bench_nngp.py{' --quick' if args.quick else ''}`)",
+        "",
+        machine_line("cpu"),
+        "",
+        markdown_table(
+            [r for r in rows if r.seconds == r.seconds] + [r for r in rows if r.seconds != r.seconds],
+            rate_name="Gpairs/s",
+            rate_scale=1e9,
+            baseline=f"materialised in row chunks of {fmt_count(chunk)}",
+        ),
+        "",
+        f"ReLU NNGP unless marked, W (n, {c}); neural-tangents is not installed here (JAX-only; not "
+        f"compared). Fused float32 vs float64 reference (first 200 rows): max relative error {err:.1e}.",
+        "",
+    ]
 
 
 def _mlp(d, width, depth, seed):
     g = torch.Generator().manual_seed(seed)
     sizes = [d] + [width] * depth + [1]
-    return [(torch.randn(a, b, generator=g, dtype=torch.float64), torch.randn(b, generator=g, dtype=torch.float64))
-            for a, b in zip(sizes[:-1], sizes[1:])]
+    return [
+        (torch.randn(a, b, generator=g, dtype=torch.float64), torch.randn(b, generator=g, dtype=torch.float64))
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
 
 
 def _emp(params, x, act, sw2, sb2):
@@ -145,14 +173,21 @@ def section_width(args, lines):
                 e2.append(float((b - T).norm() / T.norm()))
             res[(act, wd)] = (float(np.mean(e1)), float(np.mean(e2)))
             print(f"  width {act} {wd}: {res[(act, wd)]}", flush=True)
-    lines += ["### Wide networks converge to the closed forms", "",
-              f"8 inputs in 6 dimensions, depth 2, sigma_w2 = 2, sigma_b2 = 0.1; mean over {seeds} random networks of "
-              "the relative Frobenius error |K_emp - K| / |K| (NNGP: the readout's covariance given the network's "
-              "hidden layers; NTK: J J^T from autograd).", "",
-              "| width | ReLU NNGP | ReLU NTK | erf NNGP | erf NTK |", "|---:|---:|---:|---:|---:|"]
+    lines += [
+        "### Wide networks converge to the closed forms",
+        "",
+        f"8 inputs in 6 dimensions, depth 2, sigma_w2 = 2, sigma_b2 = 0.1; mean over {seeds} random networks of "
+        "the relative Frobenius error |K_emp - K| / |K| (NNGP: the readout's covariance given the network's "
+        "hidden layers; NTK: J J^T from autograd).",
+        "",
+        "| width | ReLU NNGP | ReLU NTK | erf NNGP | erf NTK |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for wd in widths:
-        lines.append(f"| {wd} | {res[('relu', wd)][0]:.4f} | {res[('relu', wd)][1]:.4f} | "
-                     f"{res[('erf', wd)][0]:.4f} | {res[('erf', wd)][1]:.4f} |")
+        lines.append(
+            f"| {wd} | {res[('relu', wd)][0]:.4f} | {res[('relu', wd)][1]:.4f} | "
+            f"{res[('erf', wd)][0]:.4f} | {res[('erf', wd)][1]:.4f} |"
+        )
     slopes = []
     for act in ("relu", "erf"):
         for k, name in ((0, "NNGP"), (1, "NTK")):
@@ -162,14 +197,21 @@ def section_width(args, lines):
     lines += ["", "Log-log slopes of error vs width (1/sqrt(width) is -0.5): " + ", ".join(slopes) + ".", ""]
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for act in ("relu", "erf"):
             for k, name, ls in ((0, "NNGP", "-"), (1, "NTK", "--")):
                 ax.loglog(widths, [res[(act, wd)][k] for wd in widths], ls, marker="o", label=f"{act} {name}")
-        ax.loglog(widths, [res[("relu", widths[0])][1] * math.sqrt(widths[0] / wd) for wd in widths], ":", color="k",
-                  label="1/sqrt(width)")
+        ax.loglog(
+            widths,
+            [res[("relu", widths[0])][1] * math.sqrt(widths[0] / wd) for wd in widths],
+            ":",
+            color="k",
+            label="1/sqrt(width)",
+        )
         ax.set_xlabel("width")
         ax.set_ylabel("relative error vs closed form")
         ax.set_title("Empirical NNGP / NTK of wide networks (depth 2)")
@@ -185,12 +227,20 @@ def section_width(args, lines):
 def section_features(args, lines):
     X = torch.randn(300, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     Ds = [64, 256, 1024] if args.quick else [64, 256, 1024, 4096]
-    lines += ["### Random features: relative Frobenius error of the Gram matrix vs D", "",
-              "300 points in 8 dimensions, depth 2, sigma_b2 = 0.1, mean over 3 draws (NNGPRandomFeatures; NTK: "
-              "tensor-product sketch with D index pairs per layer).", "",
-              "| D | ReLU NNGP | ReLU NTK | erf NNGP | erf NTK |", "|---:|---:|---:|---:|---:|"]
-    exact = {(a, k): (ref.ntk_kernel if k else ref.nngp_kernel)(X, X, 2, a, sigma_b2=0.1)
-             for a in ("relu", "erf") for k in (False, True)}
+    lines += [
+        "### Random features: relative Frobenius error of the Gram matrix vs D",
+        "",
+        "300 points in 8 dimensions, depth 2, sigma_b2 = 0.1, mean over 3 draws (NNGPRandomFeatures; NTK: "
+        "tensor-product sketch with D index pairs per layer).",
+        "",
+        "| D | ReLU NNGP | ReLU NTK | erf NNGP | erf NTK |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    exact = {
+        (a, k): (ref.ntk_kernel if k else ref.nngp_kernel)(X, X, 2, a, sigma_b2=0.1)
+        for a in ("relu", "erf")
+        for k in (False, True)
+    }
     for D in Ds:
         cells = []
         for a in ("relu", "erf"):
@@ -216,17 +266,24 @@ def section_digits(args, lines):
     Xtr, Xte, ytr, yte = train_test_split(Xd, yd, test_size=0.3, random_state=0, stratify=yd)
     Xtr_t, Xte_t = torch.tensor(Xtr), torch.tensor(Xte)
     Ytr = torch.nn.functional.one_hot(torch.tensor(ytr), 10).double() - 0.1
-    rows = ["### sklearn digits: infinite-width regression vs a finite network", "",
-            f"{len(Xtr)} train / {len(Xte)} test images (8x8, scaled to [0, 1]), one-hot targets minus 0.1, "
-            "depth 2 ReLU, sigma_w2 = 2, sigma_b2 = 0.05.", "",
-            "| model | test accuracy | time |", "|---|---:|---:|"]
+    rows = [
+        "### sklearn digits: infinite-width regression vs a finite network",
+        "",
+        f"{len(Xtr)} train / {len(Xte)} test images (8x8, scaled to [0, 1]), one-hot targets minus 0.1, "
+        "depth 2 ReLU, sigma_w2 = 2, sigma_b2 = 0.05.",
+        "",
+        "| model | test accuracy | time |",
+        "|---|---:|---:|",
+    ]
     kw = dict(depth=2, activation="relu", sigma_w2=2.0, sigma_b2=0.05)
     for kernel in ("nngp", "ntk"):
         t0 = time.perf_counter()
         mean, info = F.nngp_posterior(Xtr_t, Ytr, Xte_t, kernel=kernel, noise=1e-2, tol=1e-6, **kw)
         acc = float((mean.argmax(1).numpy() == yte).mean())
-        rows.append(f"| {kernel.upper()} regression (PCG, noise 1e-2, {info['iterations']} iterations) | {acc:.4f} | "
-                    f"{time.perf_counter() - t0:.2f} s |")
+        rows.append(
+            f"| {kernel.upper()} regression (PCG, noise 1e-2, {info['iterations']} iterations) | {acc:.4f} | "
+            f"{time.perf_counter() - t0:.2f} s |"
+        )
     t0 = time.perf_counter()
     acc = float((F.ntk_gradient_flow(Xtr_t, Ytr, Xte_t, 1.0 / 64, **kw).argmax(1).numpy() == yte).mean())
     rows.append(f"| NTK gradient flow, lr t = 1/64 (closed form) | {acc:.4f} | {time.perf_counter() - t0:.2f} s |")
@@ -247,8 +304,10 @@ def section_digits(args, lines):
             opt.step()
         with torch.no_grad():
             acc = float((net(Xte_t.float()).argmax(1).numpy() == yte).mean())
-        rows.append(f"| finite network width {width}, float32 (Adam lr 1e-3, full batch, {300 if args.quick else 1000} steps) | "
-                    f"{acc:.4f} | {time.perf_counter() - t0:.2f} s |")
+        rows.append(
+            f"| finite network width {width}, float32 (Adam lr 1e-3, full batch, {300 if args.quick else 1000} steps) | "
+            f"{acc:.4f} | {time.perf_counter() - t0:.2f} s |"
+        )
         print(f"  digits width {width}: {acc}", flush=True)
     lines += rows + [""]
 
@@ -264,8 +323,9 @@ def main(argv=None):
     lines = ["## NNGP / NTK kernels (`bench/bench_nngp.py`)", ""]
     for name in args.only:
         print(f"== {name}", flush=True)
-        {"product": section_product, "width": section_width, "features": section_features,
-         "digits": section_digits}[name](args, lines)
+        {"product": section_product, "width": section_width, "features": section_features, "digits": section_digits}[
+            name
+        ](args, lines)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -1,4 +1,5 @@
 """Benchmark helpers shared by bench_<family>.py: timing, peak extra memory, tables, machine info."""
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ def _fix_malloc() -> None:
     memory shows every large temporary and peak-memory figures are comparable between rows."""
     try:
         import ctypes
+
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (also disables the dynamic threshold)
         libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
@@ -32,8 +34,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timeit(fn: Callable[[], object], *, device: str = "cpu", warmup: int = 1, repeat: int = 5,
-           max_seconds: float = 60.0) -> float:
+def timeit(
+    fn: Callable[[], object], *, device: str = "cpu", warmup: int = 1, repeat: int = 5, max_seconds: float = 60.0
+) -> float:
     """Median wall time (s) over `repeat` runs after `warmup` runs; stops early past max_seconds."""
     for _ in range(warmup):
         fn()
@@ -123,14 +126,18 @@ def fmt_bytes(b: Optional[float]) -> str:
 
 def markdown_table(rows: List[Row], *, rate_name: str, rate_scale: float, baseline: str) -> str:
     """One table; speed ratios are against `baseline` rows of the same case (by work rate)."""
-    out = [f"| case | implementation | median time | {rate_name} | speed vs {baseline} | peak extra memory | note |",
-           "|---|---|---:|---:|---:|---:|---|"]
+    out = [
+        f"| case | implementation | median time | {rate_name} | speed vs {baseline} | peak extra memory | note |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     base = {r.case: r for r in rows if r.impl == baseline}
     for r in rows:
         b = base.get(r.case)
         ratio = f"{r.rate / b.rate:.2f}x" if b else "–"
         t = f"{r.seconds * 1e3:.1f} ms" if r.seconds < 1 else f"{r.seconds:.2f} s"
-        out.append(f"| {r.case} | {r.impl} | {t} | {r.rate / rate_scale:.3f} | {ratio} | {fmt_bytes(r.mem)} | {r.note} |")
+        out.append(
+            f"| {r.case} | {r.impl} | {t} | {r.rate / rate_scale:.3f} | {ratio} | {fmt_bytes(r.mem)} | {r.note} |"
+        )
     return "\n".join(out)
 
 
@@ -145,18 +152,23 @@ def machine_line(device: str = "cpu") -> str:
     except OSError:
         pass
     import kernelfuse
+
     info = kernelfuse.build_info()
     gpu = f", GPU {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
-    return (f"{time.strftime('%Y-%m-%d')}, {cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"kernelfuse {info['omp_threads']} OpenMP threads, ISA {info['cpu_isa']}){gpu}, torch {torch.__version__}, "
-            f"kernelfuse {info['version']}")
+    return (
+        f"{time.strftime('%Y-%m-%d')}, {cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"kernelfuse {info['omp_threads']} OpenMP threads, ISA {info['cpu_isa']}){gpu}, torch {torch.__version__}, "
+        f"kernelfuse {info['version']}"
+    )
 
 
 def bar_chart(rows: List[Row], path: str, panels) -> None:
     """Grouped log-scale bars, one panel per (value_of_row, y_label, title), cases on the x axis."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     cases = list(dict.fromkeys(r.case for r in rows))
     impls = list(dict.fromkeys(r.impl for r in rows))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 4 * (len(panels) == 1), 4.5), squeeze=False)

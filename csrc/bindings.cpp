@@ -21,64 +21,81 @@ namespace py = pybind11;
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "kernelfuse native module: build info; the ops live in torch.ops.kernelfuse";
-  m.def("build_info", [] {
-    py::dict d;
-    d["version"] = KERNELFUSE_VERSION;
-    d["torch_version"] = KERNELFUSE_TORCH_VERSION;
+  m.def(
+      "build_info",
+      [] {
+        py::dict d;
+        d["version"] = KERNELFUSE_VERSION;
+        d["torch_version"] = KERNELFUSE_TORCH_VERSION;
 #ifdef KERNELFUSE_WITH_CUDA
-    d["cuda"] = true;
+        d["cuda"] = true;
 #else
-    d["cuda"] = false;
+        d["cuda"] = false;
 #endif
-    py::list archs;
-    std::string a = KERNELFUSE_CUDA_ARCHS;
-    size_t start = 0;
-    while (start < a.size()) {
-      size_t end = a.find(';', start);
-      if (end == std::string::npos) end = a.size();
-      if (end > start) archs.append(a.substr(start, end - start));
-      start = end + 1;
-    }
-    d["cuda_archs"] = archs;
-    d["openmp"] = _OPENMP;
-    d["omp_threads"] = omp_get_max_threads();
-    d["cpu_isa"] = kernelfuse::cpu_isa();
+        py::list archs;
+        std::string a = KERNELFUSE_CUDA_ARCHS;
+        size_t start = 0;
+        while (start < a.size()) {
+          size_t end = a.find(';', start);
+          if (end == std::string::npos) end = a.size();
+          if (end > start) archs.append(a.substr(start, end - start));
+          start = end + 1;
+        }
+        d["cuda_archs"] = archs;
+        d["openmp"] = _OPENMP;
+        d["omp_threads"] = omp_get_max_threads();
+        d["cpu_isa"] = kernelfuse::cpu_isa();
 #ifdef NDEBUG
-    d["debug"] = false;
+        d["debug"] = false;
 #else
-    d["debug"] = true;
+        d["debug"] = true;
 #endif
-    return d;
-  }, "Build information: versions, CUDA on/off and archs, OpenMP threads, CPU vector ISA.");
-  m.def("kde_kernels", [] {
-    py::list names;
-    for (const char* name : kernelfuse::kde::kKernelNames) names.append(name);
-    return names;
-  }, "Names of the kernel-sum kernels (csrc/kde/profiles.h), in the order of their enum values.");
-  m.def("kde_log_normaliser", [](const std::string& kernel, int d) {
-    for (int i = 0; i < kernelfuse::kde::kNumKernels; ++i)
-      if (kernel == kernelfuse::kde::kKernelNames[i])
-        return kernelfuse::kde::log_normaliser(static_cast<kernelfuse::kde::Kernel>(i), d);
-    throw py::value_error("kernelfuse._C.kde_log_normaliser: argument 'kernel': unknown kernel '" + kernel + "'");
-  }, py::arg("kernel"), py::arg("d"),
-     "log of the integral of the kernel profile over R^d (profiles.h); NaN where it diverges.");
-  m.def("config", [] {
-    const kernelfuse::Config& c = kernelfuse::config();
-    py::dict d;
-    d["poison"] = c.poison;
-    d["no_mkl_fft"] = c.no_mkl_fft;
-    d["no_tc_fftconv"] = c.no_tc_fftconv;
-    d["kron_gemm_aten"] = c.kron_gemm_aten;
-    d["monarch_gemm_aten"] = c.monarch_gemm_aten;
-    d["hugepages"] = c.hugepages;
-    d["monarch_chunk_bytes"] = c.monarch_chunk_bytes;
-    return d;
-  }, "The environment switches as read (common/config.h; table in README.md).");
-  m.def("reload_config", [] { kernelfuse::reload_config(); },
-        "Read the environment switches again (after changing one in-process, e.g. in a test).");
+        return d;
+      },
+      "Build information: versions, CUDA on/off and archs, OpenMP threads, CPU vector ISA.");
+  m.def(
+      "kde_kernels",
+      [] {
+        py::list names;
+        for (const char* name : kernelfuse::kde::kKernelNames) names.append(name);
+        return names;
+      },
+      "Names of the kernel-sum kernels (csrc/kde/profiles.h), in the order of their enum values.");
+  m.def(
+      "kde_log_normaliser",
+      [](const std::string& kernel, int d) {
+        for (int i = 0; i < kernelfuse::kde::kNumKernels; ++i)
+          if (kernel == kernelfuse::kde::kKernelNames[i])
+            return kernelfuse::kde::log_normaliser(static_cast<kernelfuse::kde::Kernel>(i), d);
+        throw py::value_error("kernelfuse._C.kde_log_normaliser: argument 'kernel': unknown kernel '" + kernel + "'");
+      },
+      py::arg("kernel"), py::arg("d"),
+      "log of the integral of the kernel profile over R^d (profiles.h); NaN where it diverges.");
+  m.def(
+      "config",
+      [] {
+        const kernelfuse::Config& c = kernelfuse::config();
+        py::dict d;
+        d["poison"] = c.poison;
+        d["no_mkl_fft"] = c.no_mkl_fft;
+        d["no_tc_fftconv"] = c.no_tc_fftconv;
+        d["kron_gemm_aten"] = c.kron_gemm_aten;
+        d["monarch_gemm_aten"] = c.monarch_gemm_aten;
+        d["hugepages"] = c.hugepages;
+        d["monarch_chunk_bytes"] = c.monarch_chunk_bytes;
+        return d;
+      },
+      "The environment switches as read (common/config.h; table in README.md).");
+  m.def(
+      "reload_config", [] { kernelfuse::reload_config(); },
+      "Read the environment switches again (after changing one in-process, e.g. in a test).");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
-  m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("kernelfuse.set_num_threads: argument 'n' must be >= 1, got " + std::to_string(n));
-    omp_set_num_threads(n);
-  }, py::arg("n"), "Set the OpenMP threads of the CPU kernels (shared with torch's OpenMP runtime).");
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        if (n < 1)
+          throw py::value_error("kernelfuse.set_num_threads: argument 'n' must be >= 1, got " + std::to_string(n));
+        omp_set_num_threads(n);
+      },
+      py::arg("n"), "Set the OpenMP threads of the CPU kernels (shared with torch's OpenMP runtime).");
 }

@@ -8,15 +8,15 @@ the all-reduce schedules against each other, learns a bandwidth by gradient desc
 ring, and samples from the global mixture. gloo on CPU; NCCL (and each rank's GPU) when CUDA is
 available.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 
+import kernelfuse.distributed as kd
 import torch
 import torch.distributed as dist
-
-import kernelfuse.distributed as kd
 
 
 def main():
@@ -47,7 +47,7 @@ def main():
     dist.all_gather_object(xs, x_mine.cpu())
     b = kd.kernel_logsumexp(torch.cat(xs).to(dev), y, bandwidth=0.3, schedule="reduce")
     off = sum(t.shape[0] for t in xs[:rank])
-    err = (a - b[off:off + x_mine.shape[0]]).abs().max().item()
+    err = (a - b[off : off + x_mine.shape[0]]).abs().max().item()
     if rank == 0:
         print(f"ring vs reduce: max abs difference {err:.2e}")
 
@@ -55,7 +55,7 @@ def main():
     log_h = torch.tensor(0.0, dtype=torch.float64, device=dev, requires_grad=True)
     opt = torch.optim.Adam([log_h], lr=0.1)
     sub = y[:2000]  # a subsample of every shard, for speed
-    for step in range(20):
+    for _step in range(20):
         opt.zero_grad()
         lse = kd.kernel_logsumexp(sub, sub, bandwidth=log_h.exp(), exclude_self=True, schedule="ring")
         nll = -(lse - args.dim * log_h).sum()

@@ -10,6 +10,7 @@ Cases (GP-HM, ICLR 2024, reports relative L2 errors between about 1e-3 and 1e-7 
 Prints and saves the relative L2 error on the collocation grid and on 1000 (1-D) / 200 x 200 (2-D)
 held-out points, the fit wall time and the number of objective evaluations.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,9 @@ import os
 import sys
 import time
 
+import kernelfuse as kf
 import numpy as np
 import torch
-
-import kernelfuse as kf
 
 
 def cases(quick: bool):
@@ -33,18 +33,26 @@ def cases(quick: bool):
     n2 = 100 if quick else 400
     return {
         "poisson1d_sin100": dict(
-            build=lambda: kf.gp.GPPDESolver.poisson_1d(lambda x: -1e4 * np.sin(100 * x), s100, n_grid=n1,
-                                                       num_mixtures=30, max_freq=200.0),
-            exact=s100, test=np.linspace(0, 1, 1000)),
+            build=lambda: kf.gp.GPPDESolver.poisson_1d(
+                lambda x: -1e4 * np.sin(100 * x), s100, n_grid=n1, num_mixtures=30, max_freq=200.0
+            ),
+            exact=s100,
+            test=np.linspace(0, 1, 1000),
+        ),
         "poisson1d_multiscale": dict(
             build=lambda: kf.gp.GPPDESolver.poisson_1d(ms_xx, ms, n_grid=n1, num_mixtures=30, max_freq=200.0),
-            exact=ms, test=np.linspace(0, 1, 1000)),
+            exact=ms,
+            test=np.linspace(0, 1, 1000),
+        ),
         "poisson2d_sin100": dict(
-            build=lambda: kf.gp.GPPDESolver.poisson_2d(lambda x, y: -2e4 * np.sin(100 * x) * np.sin(100 * y), s2,
-                                                       n_grid=n2, num_mixtures=30, max_freq=200.0),
+            build=lambda: kf.gp.GPPDESolver.poisson_2d(
+                lambda x, y: -2e4 * np.sin(100 * x) * np.sin(100 * y), s2, n_grid=n2, num_mixtures=30, max_freq=200.0
+            ),
             exact=s2,
-            test=np.stack([a.reshape(-1) for a in np.meshgrid(np.linspace(0, 1, 200), np.linspace(0, 1, 200),
-                                                              indexing="ij")], 1)),
+            test=np.stack(
+                [a.reshape(-1) for a in np.meshgrid(np.linspace(0, 1, 200), np.linspace(0, 1, 200), indexing="ij")], 1
+            ),
+        ),
     }
 
 
@@ -55,10 +63,21 @@ def run(name, spec, max_iter, time_limit, verbose):
     wall = time.perf_counter() - t0
     err_grid = pde.relative_l2_error(spec["exact"])
     err_test = pde.relative_l2_error(spec["exact"], spec["test"])
-    res = dict(case=name, rounds=max_iter, grid=list(pde.shape), components=int(pde.params[0].shape[0]), err_grid=err_grid,
-               err_test=err_test, seconds=wall, evals=len(pde.history_))
-    print(f"{name}: grid {pde.shape}, rel. L2 error {err_grid:.2e} (grid) / {err_test:.2e} (held-out), "
-          f"{wall:.1f} s, {len(pde.history_)} evaluations", flush=True)
+    res = dict(
+        case=name,
+        rounds=max_iter,
+        grid=list(pde.shape),
+        components=int(pde.params[0].shape[0]),
+        err_grid=err_grid,
+        err_test=err_test,
+        seconds=wall,
+        evals=len(pde.history_),
+    )
+    print(
+        f"{name}: grid {pde.shape}, rel. L2 error {err_grid:.2e} (grid) / {err_test:.2e} (held-out), "
+        f"{wall:.1f} s, {len(pde.history_)} evaluations",
+        flush=True,
+    )
     return res
 
 
@@ -82,8 +101,7 @@ def main(argv=None):
     old = []
     if os.path.exists(args.out):
         with open(args.out) as f:
-            old = [r for r in json.load(f) if (r["case"], r.get("rounds", 5)) not in
-                   {(n, args.rounds) for n in names}]
+            old = [r for r in json.load(f) if (r["case"], r.get("rounds", 5)) not in {(n, args.rounds) for n in names}]
     with open(args.out, "w") as f:
         json.dump(old + results, f, indent=1)
     return results

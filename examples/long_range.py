@@ -19,13 +19,13 @@ Fresh random batches every step (an endless training stream; batch 32, d_model 3
 test on a fixed held-out set of 512 sequences. Prints the final test accuracy and the wall time
 per model.
 """
+
 import argparse
 import time
 
+import kernelfuse
 import torch
 import torch.nn.functional as F
-
-import kernelfuse
 from kernelfuse.models import SequenceModel, accuracy, param_groups
 
 KERNEL_PARAMS = ("log_dt", "log_A_real", "A_imag", "kernel")  # C keeps the default learning rate here
@@ -71,12 +71,18 @@ def run(kind, L, steps, seed, V=8, M=1, d_model=32, n_layers=2, bs=32, short_tap
                 for blk in model.blocks:
                     blk.layer.kernel.mul_(mask)
         if (step + 1) % max(1, steps // 5) == 0:
-            print(f"  [{kind}] step {step + 1:4d}/{steps}  loss {loss.item():.4f}  "
-                  f"test acc {accuracy(model, Xte, yte, batch_size=128):.4f}  ({time.time() - t0:.0f} s)", flush=True)
+            print(
+                f"  [{kind}] step {step + 1:4d}/{steps}  loss {loss.item():.4f}  "
+                f"test acc {accuracy(model, Xte, yte, batch_size=128):.4f}  ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
     acc = accuracy(model, Xte, yte, batch_size=128)
     wall = time.time() - t0
-    print(f"{kind}: L={L}, final test accuracy {acc:.4f} (chance {1 / V:.3f}, {len(Xte)} test sequences), "
-          f"wall time {wall:.1f} s", flush=True)
+    print(
+        f"{kind}: L={L}, final test accuracy {acc:.4f} (chance {1 / V:.3f}, {len(Xte)} test sequences), "
+        f"wall time {wall:.1f} s",
+        flush=True,
+    )
     return acc, wall
 
 
@@ -88,8 +94,7 @@ def main():
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noise-tokens", type=int, default=1, help="M, the number of distinct noise tokens")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads (1 is fastest on a loaded 2-core machine)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest on a loaded 2-core machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kernelfuse.set_num_threads(args.threads)

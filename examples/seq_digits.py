@@ -6,16 +6,16 @@
 stratified 80/20 split. A SequenceModel (mean pooling) is trained with AdamW + cosine schedule;
 prints the final test accuracy and the wall time per layer type.
 """
+
 import argparse
 import time
 
+import kernelfuse
 import torch
 import torch.nn.functional as F
+from kernelfuse.models import SequenceModel, accuracy, param_groups
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-
-import kernelfuse
-from kernelfuse.models import SequenceModel, accuracy, param_groups
 
 
 def run(layer, epochs, seed, d_model=64, n_layers=4):
@@ -42,7 +42,7 @@ def run(layer, epochs, seed, d_model=64, n_layers=4):
         perm = torch.randperm(len(Xtr), generator=g)
         tot = 0.0
         for i in range(0, len(Xtr), bs):
-            idx = perm[i: i + bs]
+            idx = perm[i : i + bs]
             loss = F.cross_entropy(model(Xtr[idx]), ytr[idx])
             opt.zero_grad()
             loss.backward()
@@ -50,12 +50,18 @@ def run(layer, epochs, seed, d_model=64, n_layers=4):
             sched.step()
             tot += loss.item() * len(idx)
         if (ep + 1) % max(1, epochs // 5) == 0 or ep == epochs - 1:
-            print(f"  [{layer}] epoch {ep + 1:3d}/{epochs}  train loss {tot / len(Xtr):.4f}  "
-                  f"test acc {accuracy(model, Xte, yte):.4f}  ({time.time() - t0:.0f} s)", flush=True)
+            print(
+                f"  [{layer}] epoch {ep + 1:3d}/{epochs}  train loss {tot / len(Xtr):.4f}  "
+                f"test acc {accuracy(model, Xte, yte):.4f}  ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
     acc = accuracy(model, Xte, yte)
     wall = time.time() - t0
-    print(f"{layer}: final test accuracy {acc:.4f} ({len(Xte)} test images), wall time {wall:.1f} s "
-          f"({sum(p.numel() for p in model.parameters())} parameters)", flush=True)
+    print(
+        f"{layer}: final test accuracy {acc:.4f} ({len(Xte)} test images), wall time {wall:.1f} s "
+        f"({sum(p.numel() for p in model.parameters())} parameters)",
+        flush=True,
+    )
     return acc, wall
 
 
@@ -65,8 +71,7 @@ def main():
     ap.add_argument("--layer", default="both", choices=["s4d", "longconv", "both"])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads (1 is fastest on a loaded 2-core machine)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest on a loaded 2-core machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kernelfuse.set_num_threads(args.threads)

@@ -10,6 +10,7 @@ Usage (in an environment with a CUDA build of kernelfuse installed):
     python scripts/check_cuda_registrations.py [--source csrc/kernelfuse.cpp]
 Called by scripts/ci_cuda_build.sh.
 """
+
 import argparse
 import pathlib
 import re
@@ -30,23 +31,29 @@ def ops_from_source(path):
 
 def ops_from_torch(torch):
     prefix = NAMESPACE + "::"
-    return sorted({n[len(prefix):] for n in torch._C._dispatch_get_all_op_names() if n.startswith(prefix)})
+    return sorted({n[len(prefix) :] for n in torch._C._dispatch_get_all_op_names() if n.startswith(prefix)})
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", type=pathlib.Path, default=DEFAULT_SOURCE,
-                    help="the file with TORCH_LIBRARY(kernelfuse, m) (default: %(default)s)")
+    ap.add_argument(
+        "--source",
+        type=pathlib.Path,
+        default=DEFAULT_SOURCE,
+        help="the file with TORCH_LIBRARY(kernelfuse, m) (default: %(default)s)",
+    )
     args = ap.parse_args()
 
-    import torch
     import kernelfuse  # registers the schemas and kernels
+    import torch
 
     info = kernelfuse.build_info()
     print(f"kernelfuse {info.get('version')} from {pathlib.Path(kernelfuse.__file__).parent}")
-    print(f"  built against torch {info.get('torch_version')}, running torch {torch.__version__} "
-          f"(CUDA {torch.version.cuda}); build cuda={info.get('cuda')} archs={info.get('cuda_archs')}; "
-          f"GPU present: {torch.cuda.is_available()}")
+    print(
+        f"  built against torch {info.get('torch_version')}, running torch {torch.__version__} "
+        f"(CUDA {torch.version.cuda}); build cuda={info.get('cuda')} archs={info.get('cuda_archs')}; "
+        f"GPU present: {torch.cuda.is_available()}"
+    )
 
     errors = []
     if not info.get("cuda"):
@@ -59,11 +66,11 @@ def main():
     if not src_set:
         errors.append(f'no m.def("name(...") schemas found in {args.source}')
     if src_set - torch_set:
-        errors.append(f"in {args.source.name} but unknown to torch after import: "
-                      f"{', '.join(sorted(src_set - torch_set))}")
+        errors.append(
+            f"in {args.source.name} but unknown to torch after import: {', '.join(sorted(src_set - torch_set))}"
+        )
     if torch_set - src_set:
-        errors.append(f"registered with torch but not in {args.source.name}: "
-                      f"{', '.join(sorted(torch_set - src_set))}")
+        errors.append(f"registered with torch but not in {args.source.name}: {', '.join(sorted(torch_set - src_set))}")
 
     ops = sorted(src_set | torch_set)
     has = lambda op, key: torch._C._dispatch_has_kernel_for_dispatch_key(f"{NAMESPACE}::{op}", key)  # noqa: E731
@@ -78,8 +85,10 @@ def main():
         print(f"  {op:<{w}}  {'yes' if cpu else 'NO ':<3}  {'yes' if cuda else 'NO'}{mark}")
     missing = [op for op, _, cuda, _ in rows if not cuda]
     n_cuda = len(ops) - len(missing)
-    print(f"\n{n_cuda}/{len(ops)} ops have a CUDA kernel "
-          f"({len(src_set)} schemas in {args.source.name}, {len(torch_set)} ops in torch.ops.{NAMESPACE})")
+    print(
+        f"\n{n_cuda}/{len(ops)} ops have a CUDA kernel "
+        f"({len(src_set)} schemas in {args.source.name}, {len(torch_set)} ops in torch.ops.{NAMESPACE})"
+    )
     if missing:
         errors.append(f"{len(missing)} op(s) without a CUDA kernel: {', '.join(missing)}")
 

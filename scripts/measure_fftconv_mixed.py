@@ -8,6 +8,7 @@ docs/longconv_fftconv.md ("Dtypes, mixed precision and autocast") come from this
     <the Makefile's SIM_ENV> PYTHONPATH=python python scripts/measure_fftconv_mixed.py
                                               # the CUDA glue and kernels under the simulator
 """
+
 import os
 import sys
 from pathlib import Path
@@ -53,8 +54,9 @@ def main():
                     for n, o, e in zip(NAMES, out, gr):
                         r["d" + n] = max(r.get("d" + n, 0.0), ratio(o, e, dt))
                         if n in ("k", "D"):
-                            r["d" + n + " (float32 TOL)"] = max(r.get("d" + n + " (float32 TOL)", 0.0),
-                                                                ratio(o, e, torch.float32))
+                            r["d" + n + " (float32 TOL)"] = max(
+                                r.get("d" + n + " (float32 TOL)", 0.0), ratio(o, e, torch.float32)
+                            )
     for key, v in sorted(res.items()):
         print(key, {a: round(b, 3) for a, b in v.items()})
 

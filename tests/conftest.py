@@ -1,14 +1,12 @@
 """Shared test fixtures: devices (cpu, and cuda when available) and the tolerance table."""
+
 import os
 
 os.environ.setdefault("KERNELFUSE_POISON", "1")  # fresh op outputs start as NaN: unwritten elements show
 
+import kernelfuse  # noqa: F401, E402  (registers the ops)
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-import kernelfuse  # noqa: F401, E402  (registers the ops)
-
-
 
 # The native libraries read the environment switches once (csrc/common/config.h); these re-read
 # them (tests/sim/conftest.py adds the simulator library's).
@@ -66,8 +64,9 @@ def assert_close_to_ref(out, expected, dtype, *, factor=1.0, atol_scale=None):
     if atol_scale is None:
         atol_scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
     wide = torch.complex128 if (out.is_complex() or expected.is_complex()) else torch.float64
-    torch.testing.assert_close(out.to(wide).cpu(), expected.to(wide).cpu(), rtol=tol["rtol"] * factor,
-                               atol=tol["atol"] * atol_scale * factor)
+    torch.testing.assert_close(
+        out.to(wide).cpu(), expected.to(wide).cpu(), rtol=tol["rtol"] * factor, atol=tol["atol"] * atol_scale * factor
+    )
 
 
 @pytest.fixture(params=DEVICES)

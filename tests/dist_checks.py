@@ -4,6 +4,7 @@ Every rank builds the same global data from fixed seeds, passes its shard to the
 and compares with the single-process result on the concatenated data. Each check returns None
 (pass) or a message; exceptions count as failures.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -66,14 +67,35 @@ def check_schedules(rank, P, kd, kf):
     ncount, mcount = _layout(P)
     N, M = sum(ncount), sum(mcount)
     configs = [
-        dict(kernel="gaussian", bandwidth=torch.tensor([0.7, 0.9, 1.3], dtype=torch.float64), metric="euclidean",
-             c=2, dtype=torch.float64),
-        dict(kernel="epanechnikov", bandwidth=torch.tensor(1.6, dtype=torch.float64), metric="manhattan", c=0,
-             dtype=torch.float64),
-        dict(kernel="matern32", bandwidth=torch.tensor(0.8, dtype=torch.float64), metric="haversine", c=0,
-             dtype=torch.float64, d=2),
-        dict(kernel="laplacian", bandwidth=torch.tensor(0.9, dtype=torch.float32), metric="euclidean", c=1,
-             dtype=torch.float32),
+        dict(
+            kernel="gaussian",
+            bandwidth=torch.tensor([0.7, 0.9, 1.3], dtype=torch.float64),
+            metric="euclidean",
+            c=2,
+            dtype=torch.float64,
+        ),
+        dict(
+            kernel="epanechnikov",
+            bandwidth=torch.tensor(1.6, dtype=torch.float64),
+            metric="manhattan",
+            c=0,
+            dtype=torch.float64,
+        ),
+        dict(
+            kernel="matern32",
+            bandwidth=torch.tensor(0.8, dtype=torch.float64),
+            metric="haversine",
+            c=0,
+            dtype=torch.float64,
+            d=2,
+        ),
+        dict(
+            kernel="laplacian",
+            bandwidth=torch.tensor(0.9, dtype=torch.float32),
+            metric="euclidean",
+            c=1,
+            dtype=torch.float32,
+        ),
     ]
     fails = []
     for ci, cfg in enumerate(configs):
@@ -81,8 +103,9 @@ def check_schedules(rank, P, kd, kf):
         g = _gen(100 + ci)
         X = torch.randn(M, d, generator=g, dtype=torch.float64).to(dt)
         Y = torch.randn(N, d, generator=g, dtype=torch.float64).to(dt)
-        W = (torch.rand(N, c, generator=g, dtype=torch.float64) if c else torch.rand(N, generator=g,
-                                                                                     dtype=torch.float64)).to(dt)
+        W = (
+            torch.rand(N, c, generator=g, dtype=torch.float64) if c else torch.rand(N, generator=g, dtype=torch.float64)
+        ).to(dt)
         tol = F64_RTOL if dt == torch.float64 else 2e-5
         oy, ny = _offsets(ncount, rank)
         ox, nx = _offsets(mcount, rank)
@@ -96,8 +119,8 @@ def check_schedules(rank, P, kd, kf):
             gout = torch.randn(ref.shape, generator=_gen(7), dtype=torch.float64).to(dt)
             (ref * gout).sum().backward()
             for sched in ("reduce", "local", "ring", "gather", None):
-                xin = X if sched == "reduce" else X[ox:ox + nx]
-                yin, win = (Y, wt) if sched == "local" else (Y[oy:oy + ny], wt[oy:oy + ny])
+                xin = X if sched == "reduce" else X[ox : ox + nx]
+                yin, win = (Y, wt) if sched == "local" else (Y[oy : oy + ny], wt[oy : oy + ny])
                 xin, yin, win, hin = [t.clone().requires_grad_() for t in (xin, yin, win, cfg["bandwidth"])]
                 extra = dict(x_sharded=True, y_sharded=True) if sched is None else {}
                 out = fd(xin, yin, win, bandwidth=hin, schedule=sched, **kw, **extra)
@@ -107,9 +130,13 @@ def check_schedules(rank, P, kd, kf):
                 ((out * gout[xsl]).sum() / (P if sched == "reduce" else 1)).backward()
                 gx = _sum_ranks(xin.grad) if sched == "reduce" else xin.grad
                 gy, gw = (_sum_ranks(yin.grad), _sum_ranks(win.grad)) if sched == "local" else (yin.grad, win.grad)
-                errs = {"out": _relerr(out.detach(), ref.detach()[xsl]),
-                        "gx": _relerr(gx, Xr.grad[xsl]), "gy": _relerr(gy, Yr.grad[ysl]),
-                        "gw": _relerr(gw, Wr.grad[ysl]), "gh": _relerr(_sum_ranks(hin.grad), Hr.grad)}
+                errs = {
+                    "out": _relerr(out.detach(), ref.detach()[xsl]),
+                    "gx": _relerr(gx, Xr.grad[xsl]),
+                    "gy": _relerr(gy, Yr.grad[ysl]),
+                    "gw": _relerr(gw, Wr.grad[ysl]),
+                    "gh": _relerr(_sum_ranks(hin.grad), Hr.grad),
+                }
                 bad = {k: v for k, v in errs.items() if not v <= tol * (10 if k != "out" else 1)}
                 if bad:
                     fails.append(f"config {ci} {mode} {sched}: {bad}")
@@ -121,8 +148,10 @@ def check_batched(rank, P, kd, kf):
     ncount, mcount = _layout(P)
     N, M, B = sum(ncount), sum(mcount), 2
     g = _gen(5)
-    X, Y = torch.randn(B, M, 2, generator=g, dtype=torch.float64), torch.randn(B, N, 2, generator=g,
-                                                                               dtype=torch.float64)
+    X, Y = (
+        torch.randn(B, M, 2, generator=g, dtype=torch.float64),
+        torch.randn(B, N, 2, generator=g, dtype=torch.float64),
+    )
     W = torch.rand(B, N, 3, generator=g, dtype=torch.float64)
     oy, ny = _offsets(ncount, rank)
     ox, nx = _offsets(mcount, rank)
@@ -131,14 +160,18 @@ def check_batched(rank, P, kd, kf):
         Xr, Yr, Wr = [t.clone().requires_grad_() for t in (X, Y, W)]
         ref = kf.kernel_sum(Xr, Yr, Wr, bandwidth=0.8)
         ref.sum().backward()
-        xin = X if sched == "reduce" else X[:, ox:ox + nx]
-        xin, yin, win = [t.clone().requires_grad_() for t in (xin, Y[:, oy:oy + ny], W[:, oy:oy + ny])]
+        xin = X if sched == "reduce" else X[:, ox : ox + nx]
+        xin, yin, win = [t.clone().requires_grad_() for t in (xin, Y[:, oy : oy + ny], W[:, oy : oy + ny])]
         out = kd.kernel_sum(xin, yin, win, bandwidth=0.8, schedule=sched)
         (out.sum() / (P if sched == "reduce" else 1)).backward()
         xsl = slice(None) if sched == "reduce" else slice(ox, ox + nx)
         gx = _sum_ranks(xin.grad) if sched == "reduce" else xin.grad
-        e = max(_relerr(out.detach(), ref.detach()[:, xsl]), _relerr(gx, Xr.grad[:, xsl]),
-                _relerr(yin.grad, Yr.grad[:, oy:oy + ny]), _relerr(win.grad, Wr.grad[:, oy:oy + ny]))
+        e = max(
+            _relerr(out.detach(), ref.detach()[:, xsl]),
+            _relerr(gx, Xr.grad[:, xsl]),
+            _relerr(yin.grad, Yr.grad[:, oy : oy + ny]),
+            _relerr(win.grad, Wr.grad[:, oy : oy + ny]),
+        )
         if not e <= 1e-11:
             fails.append(f"{sched}: {e}")
     return "; ".join(fails) or None
@@ -150,7 +183,7 @@ def check_exclude_self_and_sq(rank, P, kd, kf):
     N = sum(ncount)
     Y = torch.randn(N, 3, generator=_gen(9), dtype=torch.float64)
     oy, ny = _offsets(ncount, rank)
-    ys = Y[oy:oy + ny].clone().requires_grad_()
+    ys = Y[oy : oy + ny].clone().requires_grad_()
     Yr = Y.clone().requires_grad_()
     h1 = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
     h2 = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
@@ -161,20 +194,23 @@ def check_exclude_self_and_sq(rank, P, kd, kf):
     o_fin = torch.isfinite(out)
     (out[o_fin] - 3 * torch.log(h2)).sum().backward()
     fails = []
-    e = max(_relerr(out.detach(), ref.detach()[oy:oy + ny]), _relerr(ys.grad, Yr.grad[oy:oy + ny]),
-            _relerr(_sum_ranks(h2.grad), h1.grad))
+    e = max(
+        _relerr(out.detach(), ref.detach()[oy : oy + ny]),
+        _relerr(ys.grad, Yr.grad[oy : oy + ny]),
+        _relerr(_sum_ranks(h2.grad), h1.grad),
+    )
     if not e <= 1e-11:
         fails.append(f"exclude_self: {e}")
     l1, l2 = kf.ops.kde.kernel_logsumexp_sq(Y, Y, bandwidth=0.6)
     for sched in ("reduce", "ring"):
-        q = Y if sched == "reduce" else Y[oy:oy + ny]
-        a, b = kd.kernel_logsumexp_sq(q, Y[oy:oy + ny], bandwidth=0.6, schedule=sched)
+        q = Y if sched == "reduce" else Y[oy : oy + ny]
+        a, b = kd.kernel_logsumexp_sq(q, Y[oy : oy + ny], bandwidth=0.6, schedule=sched)
         sl = slice(None) if sched == "reduce" else slice(oy, oy + ny)
         e = max(_relerr(a, l1[sl]), _relerr(b, l2[sl]))
         if not e <= F64_RTOL:
             fails.append(f"sq {sched}: {e}")
     try:
-        kd.kernel_sum(Y[:3], Y[oy:oy + ny], exclude_self=True, schedule="reduce")
+        kd.kernel_sum(Y[:3], Y[oy : oy + ny], exclude_self=True, schedule="reduce")
         fails.append("exclude_self with reduce did not raise")
     except ValueError as ex:
         if "exclude_self" not in str(ex):
@@ -185,9 +221,14 @@ def check_exclude_self_and_sq(rank, P, kd, kf):
 def check_auto_and_errors(rank, P, kd, kf):
     fails = []
     cs = kd.choose_schedule
-    if not (cs(False, True) == "reduce" and cs(True, False) == "local" and cs(False, False) is None
-            and cs(True, True, gathered_bytes=10) == "gather" and cs(True, True, gathered_bytes=1 << 40) == "ring"
-            and cs(True, True, exclude_self=True) == "ring"):
+    if not (
+        cs(False, True) == "reduce"
+        and cs(True, False) == "local"
+        and cs(False, False) is None
+        and cs(True, True, gathered_bytes=10) == "gather"
+        and cs(True, True, gathered_bytes=1 << 40) == "ring"
+        and cs(True, True, exclude_self=True) == "ring"
+    ):
         fails.append("choose_schedule")
     # the ranks disagree on d: every rank raises the same ValueError (no hang)
     d = 3 if rank == 0 else 4
@@ -232,22 +273,26 @@ def check_compile(rank, P, kd, kf):
     def step(xr, xm, y, h):
         a = kd.kernel_logsumexp(xr, y, bandwidth=h, schedule="reduce")
         b = kd.kernel_sum(xm, y, bandwidth=h, schedule="ring")
-        return (a ** 2).sum() / P + (b ** 2).sum()
+        return (a**2).sum() / P + (b**2).sum()
 
     torch._dynamo.reset()
     cstep = torch.compile(step, backend="aot_eager")
     h1 = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
     h2 = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
-    l1 = step(X, X[ox:ox + nx], Y[oy:oy + ny], h1)
+    l1 = step(X, X[ox : ox + nx], Y[oy : oy + ny], h1)
     l1.backward()
-    l2 = cstep(X, X[ox:ox + nx], Y[oy:oy + ny], h2)
+    l2 = cstep(X, X[ox : ox + nx], Y[oy : oy + ny], h2)
     l2.backward()
     hr = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
     ref = (kf.kernel_logsumexp(X, Y, bandwidth=hr) ** 2).sum() + (kf.kernel_sum(X, Y, bandwidth=hr) ** 2).sum()
     ref.backward()
     L = _sum_ranks(l2.detach())
-    e = max(_relerr(l2.detach(), l1.detach()), _relerr(h2.grad, h1.grad), _relerr(_sum_ranks(h2.grad), hr.grad),
-            _relerr(L, ref.detach()))
+    e = max(
+        _relerr(l2.detach(), l1.detach()),
+        _relerr(h2.grad, h1.grad),
+        _relerr(_sum_ranks(h2.grad), hr.grad),
+        _relerr(L, ref.detach()),
+    )
     return None if e <= 1e-12 else f"compile: {e}"
 
 
@@ -265,13 +310,17 @@ def check_kernel_density(rank, P, kd, kf):
     oy, ny = _offsets(ncount, rank)
     ox, nx = _offsets(mcount, rank)
     fails = []
-    for kernel, bw, weighted in (("gaussian", "scott", False), ("epanechnikov", "silverman", True),
-                                 ("cosine", 0.9, True)):
-        ref = KD1(kernel=kernel, bandwidth=bw, min_neff=None).fit(X.numpy(), sample_weight=sw.numpy() if weighted
-                                                                  else None)
+    for kernel, bw, weighted in (
+        ("gaussian", "scott", False),
+        ("epanechnikov", "silverman", True),
+        ("cosine", 0.9, True),
+    ):
+        ref = KD1(kernel=kernel, bandwidth=bw, min_neff=None).fit(
+            X.numpy(), sample_weight=sw.numpy() if weighted else None
+        )
         for sharded in (False, True):
             est = kd.KernelDensity(kernel=kernel, bandwidth=bw, min_neff=None, queries_sharded=sharded)
-            est.fit(X[oy:oy + ny].numpy(), sample_weight=sw[oy:oy + ny].numpy() if weighted else None)
+            est.fit(X[oy : oy + ny].numpy(), sample_weight=sw[oy : oy + ny].numpy() if weighted else None)
             sl = slice(ox, ox + nx) if sharded else slice(None)
             a = torch.from_numpy(est.score_samples(Q[sl].numpy()))
             b = torch.from_numpy(ref.score_samples(Q.numpy()))[sl]
@@ -285,7 +334,7 @@ def check_kernel_density(rank, P, kd, kf):
         if not np.array_equal(s1, s0):
             fails.append(f"{kernel} sample: {np.abs(s1 - s0).max()}")
     # torch input with gradients through score_samples
-    est = kd.KernelDensity(bandwidth=0.5, min_neff=None).fit(X[oy:oy + ny])
+    est = kd.KernelDensity(bandwidth=0.5, min_neff=None).fit(X[oy : oy + ny])
     ref = KD1(bandwidth=0.5, min_neff=None).fit(X)
     q1, q2 = Q.clone().requires_grad_(), Q.clone().requires_grad_()
     (est.score_samples(q1).sum() / P).backward()  # replicated queries: every rank's loss counted once
@@ -311,8 +360,12 @@ def check_gaussian_kde(rank, P, kd, kf):
     for bw, weighted in ((None, False), ("silverman", True), (0.4, True)):
         ref = G1(X.numpy(), bw_method=bw, weights=w.numpy() if weighted else None)
         for sharded in (False, True):
-            est = kd.GaussianKDE(X[:, oy:oy + ny].numpy(), bw_method=bw, weights=w[oy:oy + ny].numpy() if weighted
-                                 else None, queries_sharded=sharded)
+            est = kd.GaussianKDE(
+                X[:, oy : oy + ny].numpy(),
+                bw_method=bw,
+                weights=w[oy : oy + ny].numpy() if weighted else None,
+                queries_sharded=sharded,
+            )
             if not (abs(est.neff - ref.neff) <= 1e-12 * ref.neff and abs(est.factor - ref.factor) <= 1e-12):
                 fails.append(f"{bw} neff/factor")
             e = _relerr(torch.from_numpy(np.asarray(est.covariance)), torch.from_numpy(np.asarray(ref.covariance)))
@@ -337,13 +390,13 @@ def check_private_kde(rank, P, kd, kf):
     fails = []
     for delta in (0.0, 1e-6):
         ref = PK1(1.0, delta=delta, radius=2.0, n_features=32, seed=4).fit(X)
-        est = kd.PrivateKernelDensity(1.0, delta=delta, radius=2.0, n_features=32, seed=4).fit(X[oy:oy + ny])
+        est = kd.PrivateKernelDensity(1.0, delta=delta, radius=2.0, n_features=32, seed=4).fit(X[oy : oy + ny])
         if not torch.equal(est.sketch_, ref.sketch_):
             fails.append(f"delta={delta}: sketch differs")
         if not torch.equal(est.kernel_mean(Q), ref.kernel_mean(Q)):
             fails.append(f"delta={delta}: kernel_mean differs")
     # seed=None: frequencies and noise from rank 0, broadcast: every rank holds the same sketch
-    est = kd.PrivateKernelDensity(1.0, radius=2.0, n_features=16).fit(X[oy:oy + ny])
+    est = kd.PrivateKernelDensity(1.0, radius=2.0, n_features=16).fit(X[oy : oy + ny])
     allsk = [torch.empty_like(est.sketch_) for _ in range(P)]
     dist.all_gather(allsk, est.sketch_)
     if not all(torch.equal(s, allsk[0]) for s in allsk):
@@ -367,17 +420,23 @@ def check_rf_regression(rank, P, kd, kf):
     fails = []
     for target in (y, Y2):
         r1 = RandomFeatureRidge(feats, alpha=0.3).fit(X, target)
-        r2 = RandomFeatureRidge(feats, alpha=0.3, group="world").fit(X[oy:oy + ny], target[oy:oy + ny])
-        if not (_relerr(r2.coef_, r1.coef_) <= 1e-10 and _relerr(r2.predict(Q), r1.predict(Q)) <= 1e-10
-                and r2.n_samples_ == N):
+        r2 = RandomFeatureRidge(feats, alpha=0.3, group="world").fit(X[oy : oy + ny], target[oy : oy + ny])
+        if not (
+            _relerr(r2.coef_, r1.coef_) <= 1e-10
+            and _relerr(r2.predict(Q), r1.predict(Q)) <= 1e-10
+            and r2.n_samples_ == N
+        ):
             fails.append(f"ridge {tuple(target.shape)}")
         g1 = RandomFeatureGP(feats, noise=0.05, amplitude=1.2).fit(X, target)
-        g2 = RandomFeatureGP(feats, noise=0.05, amplitude=1.2, group="world").fit(X[oy:oy + ny], target[oy:oy + ny])
+        g2 = RandomFeatureGP(feats, noise=0.05, amplitude=1.2, group="world").fit(X[oy : oy + ny], target[oy : oy + ny])
         m1, s1 = g1.predict(Q, return_std=True)
         m2, s2 = g2.predict(Q, return_std=True)
-        if not (_relerr(m2, m1) <= 1e-10 and _relerr(s2, s1) <= 1e-10
-                and abs(g2.log_marginal_likelihood_ - g1.log_marginal_likelihood_)
-                <= 1e-10 * abs(g1.log_marginal_likelihood_)):
+        if not (
+            _relerr(m2, m1) <= 1e-10
+            and _relerr(s2, s1) <= 1e-10
+            and abs(g2.log_marginal_likelihood_ - g1.log_marginal_likelihood_)
+            <= 1e-10 * abs(g1.log_marginal_likelihood_)
+        ):
             fails.append(f"gp {tuple(target.shape)}")
     return "; ".join(fails) or None
 
@@ -387,12 +446,14 @@ def _modules():
     from kernelfuse.nn import S4D, ButterflyLinear, GatedLongConv, LongConv, MonarchLinear, SNNKLinear
 
     torch.manual_seed(0)
-    return [("MonarchLinear", lambda: MonarchLinear(16, 16, nblocks=4).double(), (16,)),
-            ("ButterflyLinear", lambda: ButterflyLinear(16, 12).double(), (16,)),
-            ("LongConv", lambda: LongConv(8, 12, channels=1).double(), (12, 8)),
-            ("GatedLongConv", lambda: GatedLongConv(8, 12).double(), (12, 8)),
-            ("S4D", lambda: S4D(8, 4).double(), (12, 8)),
-            ("SNNKLinear", lambda: SNNKLinear(6, 5, n_features=8, seed=1).double(), (6,))]
+    return [
+        ("MonarchLinear", lambda: MonarchLinear(16, 16, nblocks=4).double(), (16,)),
+        ("ButterflyLinear", lambda: ButterflyLinear(16, 12).double(), (16,)),
+        ("LongConv", lambda: LongConv(8, 12, channels=1).double(), (12, 8)),
+        ("GatedLongConv", lambda: GatedLongConv(8, 12).double(), (12, 8)),
+        ("S4D", lambda: S4D(8, 4).double(), (12, 8)),
+        ("SNNKLinear", lambda: SNNKLinear(6, 5, n_features=8, seed=1).double(), (6,)),
+    ]
 
 
 def _single_grads(make, shape, batch, seed=0):
@@ -417,9 +478,9 @@ def check_ddp(rank, P, kd, kf):
         mod = make()
         mod.load_state_dict(state)
         ddp = DDP(mod)
-        out = ddp(xb[o:o + nb])
+        out = ddp(xb[o : o + nb])
         # the global mean over the batch: DDP averages the per-rank gradients over P
-        loss = (out ** 2).sum() * P / (batch * out[0].numel())
+        loss = (out**2).sum() * P / (batch * out[0].numel())
         loss.backward()
         for n, p in mod.named_parameters():
             if not _relerr(p.grad, ref[n]) <= 1e-12:
@@ -441,8 +502,8 @@ def check_fsdp(rank, P, kd, kf):
         mod = make()
         mod.load_state_dict(state)
         fully_shard(mod, mesh=mesh)
-        out = mod(xb[o:o + nb])
-        loss = (out ** 2).sum() * P / (batch * out[0].numel())  # FSDP averages the gradients too
+        out = mod(xb[o : o + nb])
+        loss = (out**2).sum() * P / (batch * out[0].numel())  # FSDP averages the gradients too
         loss.backward()
         for n, p in mod.named_parameters():
             full = p.grad.full_tensor()
@@ -451,8 +512,19 @@ def check_fsdp(rank, P, kd, kf):
     return "; ".join(fails) or None
 
 
-CHECKS = [check_schedules, check_batched, check_exclude_self_and_sq, check_auto_and_errors, check_compile,
-          check_kernel_density, check_gaussian_kde, check_private_kde, check_rf_regression, check_ddp, check_fsdp]
+CHECKS = [
+    check_schedules,
+    check_batched,
+    check_exclude_self_and_sq,
+    check_auto_and_errors,
+    check_compile,
+    check_kernel_density,
+    check_gaussian_kde,
+    check_private_kde,
+    check_rf_regression,
+    check_ddp,
+    check_fsdp,
+]
 
 
 # ---------------------------------------------------------------- the failing ring (last: it breaks the world)

@@ -9,6 +9,7 @@ naming one of the op's arguments) or a result equal to the float64 reference (sa
 non-finite pattern, values close); anything else is counted wrong, and the test prints
 tried / clear error / correct / wrong.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -26,8 +27,10 @@ class Counts:
 
     def report(self, capsys, label):
         with capsys.disabled():
-            print(f"\n[{label} reliability] tried {self.tried} / clear error {self.clear} / correct {self.correct} / "
-                  f"wrong {len(self.wrong)}")
+            print(
+                f"\n[{label} reliability] tried {self.tried} / clear error {self.clear} / correct {self.correct} / "
+                f"wrong {len(self.wrong)}"
+            )
             for w in self.wrong[:40]:
                 print("   WRONG", w)
         assert self.tried == self.clear + self.correct + len(self.wrong)
@@ -136,8 +139,11 @@ def bad(t):
     """Replacements of a tensor argument that are invalid for most ops: (label, tensor). Ops that
     accept some of them (a batch dim, an empty batch, promotion) are judged against the reference."""
     other = {F64: torch.float32, torch.float32: F64, C128: torch.complex64, torch.complex64: C128}.get(t.dtype, F64)
-    out = [("int64", t.to(torch.int64) if not t.is_complex() else t.real.to(torch.int64)),
-           ("other-float", t.to(other)), ("meta", t.to("meta"))]
+    out = [
+        ("int64", t.to(torch.int64) if not t.is_complex() else t.real.to(torch.int64)),
+        ("other-float", t.to(other)),
+        ("meta", t.to("meta")),
+    ]
     if t.dim() >= 1 and t.shape[-1] > 1:
         out.append(("short-last-dim", t[..., :-1]))
     out.append(("extra-dim", t.unsqueeze(0).expand(2, *t.shape)))
@@ -234,6 +240,7 @@ def meta_positions(op, tnames, args):
 def fake_strides_match(op, args):
     """The fake kernel's outputs have the real kernel's shapes and strides."""
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     real = op(*args)
     with FakeTensorMode() as m:
         fa = [m.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]

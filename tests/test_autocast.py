@@ -5,10 +5,10 @@ fftconv's mixed rule is tested in tests/test_longconv_mixed.py; here: the float3
 other op (half inputs -> float32, computed and returned in float32, bitwise equal to the call on
 the upcast inputs; float64 untouched), through the public wrappers and torch.ops directly, with
 opcheck and torch.compile, and a registry check that no forward op was left without a decision."""
-import pytest
-import torch
 
 import kernelfuse as kf
+import pytest
+import torch
 from kernelfuse.ops import _autocast
 
 ADTS = [torch.bfloat16, torch.float16]
@@ -40,8 +40,9 @@ def _cases():
         "kron_matmul": lambda c: kf.kron_matmul([c(f3), c(f4)], c(x12)),
         "kron_gp_mll": lambda c: kf.kron_gp_mll([c(s3), c(s4)], c(y12), 0.1),
         "kron_posterior_var": lambda c: kf.kron_posterior([c(s3), c(s4)], c(y12), 0.1),
-        "ssm_kernel": lambda c: kf.ssm_kernel(c(ldt), c(Are), c(Aim), None,
-                                              C.to(torch.complex128) if c(ldt).dtype == torch.float64 else C, 10),
+        "ssm_kernel": lambda c: kf.ssm_kernel(
+            c(ldt), c(Are), c(Aim), None, C.to(torch.complex128) if c(ldt).dtype == torch.float64 else C, 10
+        ),
         "butterfly_multiply": lambda c: kf.butterfly_multiply(c(xb), c(tw)),
         "monarch_multiply": lambda c: kf.monarch_multiply(c(xm), c(w1), c(w2)),
         "monarch_fft": lambda c: kf.monarch_fft(c(xm)),
@@ -61,7 +62,7 @@ def test_fp32_rule_through_the_wrappers(name, adt):
     f = _cases()[name]
     exp = _flat(f(lambda t: t.to(adt).float()))  # no autocast, float32 inputs holding half values
     with torch.autocast("cpu", dtype=adt):
-        got = _flat(f(lambda t: t.to(adt)))        # half inputs, e.g. the output of an autocast Linear
+        got = _flat(f(lambda t: t.to(adt)))  # half inputs, e.g. the output of an autocast Linear
         got32 = _flat(f(lambda t: t.to(adt).float()))
         got64 = _flat(f(lambda t: t.to(adt).double()))
     for a, b, c64 in zip(got, exp, got64):
@@ -112,10 +113,13 @@ def test_opcheck_under_autocast():
     x = torch.randn(5, 3, generator=g).bfloat16()
     y = torch.randn(7, 3, generator=g).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        torch.library.opcheck(torch.ops.kernelfuse.kernel_sum,
-                              (x.requires_grad_(True), y, None, torch.tensor(0.9), "gaussian", False))
-        torch.library.opcheck(torch.ops.kernelfuse.monarch_multiply,
-                              (torch.randn(2, 16).bfloat16(), torch.randn(4, 4, 4), torch.randn(4, 4, 4)))
+        torch.library.opcheck(
+            torch.ops.kernelfuse.kernel_sum, (x.requires_grad_(True), y, None, torch.tensor(0.9), "gaussian", False)
+        )
+        torch.library.opcheck(
+            torch.ops.kernelfuse.monarch_multiply,
+            (torch.randn(2, 16).bfloat16(), torch.randn(4, 4, 4), torch.randn(4, 4, 4)),
+        )
 
 
 def test_torch_compile_under_autocast():
@@ -126,8 +130,8 @@ def test_torch_compile_under_autocast():
 
     def f(x, w1, w2):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            h = lin(x)                                   # bf16 under autocast
-            y = kf.monarch_multiply(h, w1, w2)           # float32 rule
+            h = lin(x)  # bf16 under autocast
+            y = kf.monarch_multiply(h, w1, w2)  # float32 rule
             s = kf.kernel_sum(h, h, None, bandwidth=2.0)  # float32 rule
         return y, s
 
@@ -141,8 +145,9 @@ def test_torch_compile_under_autocast():
 # ------------------------------------------------------------------ modules under autocast
 def _close(a, b, adt, factor=8.0):
     tol = {torch.bfloat16: (2e-2, 1e-2), torch.float16: (1e-2, 1e-3)}[adt]
-    torch.testing.assert_close(a.float(), b.float(), rtol=tol[0] * factor,
-                               atol=tol[1] * factor * max(1.0, b.abs().max().item()))
+    torch.testing.assert_close(
+        a.float(), b.float(), rtol=tol[0] * factor, atol=tol[1] * factor * max(1.0, b.abs().max().item())
+    )
 
 
 @pytest.mark.parametrize("adt", ADTS)

@@ -1,23 +1,18 @@
 """Butterfly family: butterfly_multiply, monarch_multiply, monarch_fft (+ rfft/irfft) against the
 float64 references / torch.fft / scipy; gradcheck, opcheck, torch.compile, exact constructions
 (FFT, inverse FFT, Hadamard, DCT), ButterflyLinear, MonarchLinear (+ from_dense, fly's layout: from_fly_weights / fly_weights), learned LongConv."""
+
 import math
 
+import kernelfuse as kf
 import pytest
 import torch
-
-import kernelfuse as kf
+from conftest import assert_close_to_ref as _close
 from kernelfuse import butterfly as bfc
 from kernelfuse.reference import butterfly as ref
 
-from conftest import assert_close_to_ref as _close
-
 REAL = [torch.float64, torch.float32]
 CPLX = [torch.complex128, torch.complex64]
-
-
-
-
 
 
 def _rand(shape, dtype, seed=0, device="cpu"):
@@ -79,8 +74,9 @@ def test_butterfly_gradcheck(dtype, inc):
     for n, nblocks, rows in [(2, 1, 3), (8, 2, 5), (16, 1, 17)]:  # 17 rows: a full lane block plus one
         x = _rand((rows, n), dtype, seed=3).requires_grad_()
         tw = _twiddle(nblocks, n, dtype).requires_grad_()
-        assert torch.autograd.gradcheck(lambda a, b: kf.butterfly_multiply(a, b, increasing_stride=inc), (x, tw),
-                                        fast_mode=rows > 5)
+        assert torch.autograd.gradcheck(
+            lambda a, b: kf.butterfly_multiply(a, b, increasing_stride=inc), (x, tw), fast_mode=rows > 5
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
@@ -129,11 +125,14 @@ def test_butterfly_noncontiguous_input():
 def test_lazy_conjugate_inputs():
     x = _rand((5, 8), torch.complex128, 1)
     tw = _twiddle(1, 8, torch.complex128)
-    torch.testing.assert_close(kf.butterfly_multiply(x.conj(), tw.conj()),
-                               ref.butterfly_multiply(x.conj().resolve_conj(), tw.conj().resolve_conj()))
+    torch.testing.assert_close(
+        kf.butterfly_multiply(x.conj(), tw.conj()),
+        ref.butterfly_multiply(x.conj().resolve_conj(), tw.conj().resolve_conj()),
+    )
     w1, w2 = _rand((2, 3, 4), torch.complex128, 2), _rand((3, 5, 2), torch.complex128, 3)
-    torch.testing.assert_close(kf.monarch_multiply(x.conj(), w1.conj(), w2),
-                               ref.monarch_multiply(x.conj(), w1.conj(), w2))
+    torch.testing.assert_close(
+        kf.monarch_multiply(x.conj(), w1.conj(), w2), ref.monarch_multiply(x.conj(), w1.conj(), w2)
+    )
     torch.testing.assert_close(kf.monarch_fft(x.conj()), torch.fft.fft(x.conj()))
 
 
@@ -224,9 +223,9 @@ def _fly_monarch(x, w1, w2):
     B = x.shape[0]
     k, q, p = w1.shape
     l, s, r = w2.shape
-    out1 = torch.bmm(x.reshape(B, k, p).transpose(0, 1), w1.transpose(-1, -2))                 # (k, B, q)
+    out1 = torch.bmm(x.reshape(B, k, p).transpose(0, 1), w1.transpose(-1, -2))  # (k, B, q)
     out1 = out1.transpose(0, 1).reshape(B, r, l).transpose(-1, -2).contiguous().transpose(0, 1)  # (l, B, r)
-    out2 = torch.bmm(out1, w2.transpose(-1, -2))                                                 # (l, B, s)
+    out2 = torch.bmm(out1, w2.transpose(-1, -2))  # (l, B, s)
     return out2.permute(1, 2, 0).reshape(B, s * l)
 
 
@@ -242,11 +241,17 @@ def test_monarch_layout_sl_is_fly(dtype, device):
         _close(out.cpu(), _fly_monarch(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu()), dtype, factor=4)
         ls = kf.monarch_multiply(x, w1, w2)  # the two layouts: one reshape + transpose apart, exactly
         assert torch.equal(out, ls.unflatten(-1, (l, s)).transpose(-1, -2).flatten(-2))
-        torch.testing.assert_close(ref.monarch_multiply(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu(), layout="sl"),
-                                   _fly_monarch(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu()))
+        torch.testing.assert_close(
+            ref.monarch_multiply(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu(), layout="sl"),
+            _fly_monarch(x.to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu()),
+        )
         xb = _rand((2, 3, k * p), dtype, seed=5, device=device)  # batch dims
-        _close(kf.monarch_multiply(xb, w1, w2, layout="sl").reshape(6, -1).cpu(),
-               _fly_monarch(xb.reshape(6, -1).to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu()), dtype, factor=4)
+        _close(
+            kf.monarch_multiply(xb, w1, w2, layout="sl").reshape(6, -1).cpu(),
+            _fly_monarch(xb.reshape(6, -1).to(w).cpu(), w1.to(w).cpu(), w2.to(w).cpu()),
+            dtype,
+            factor=4,
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
@@ -258,8 +263,9 @@ def test_monarch_layout_sl_grads_match_fly(dtype):
         exp = torch.autograd.grad(_fly_monarch(*ins), ins, g)
         for a, b in zip(got, exp):
             torch.testing.assert_close(a, b)
-    x, w1, w2 = (t.requires_grad_() for t in (_rand((3, 12), dtype, 1), _rand((3, 5, 4), dtype, 2),
-                                               _rand((5, 2, 3), dtype, 3)))
+    x, w1, w2 = (
+        t.requires_grad_() for t in (_rand((3, 12), dtype, 1), _rand((3, 5, 4), dtype, 2), _rand((5, 2, 3), dtype, 3))
+    )
     assert torch.autograd.gradcheck(lambda *a: kf.monarch_multiply(*a, layout="sl"), (x, w1, w2))
     with pytest.raises(ValueError, match="'layout'"):
         kf.monarch_multiply(x, w1, w2, layout="cs")
@@ -307,8 +313,14 @@ def test_monarch_linear_layout_sl(inf, outf, nb):
         kf.nn.MonarchLinear(8, 8, layout="bad")
 
 
-@pytest.mark.parametrize("env", [{"KERNELFUSE_MONARCH_GEMM": "aten"}, {"KERNELFUSE_MONARCH_CHUNK_BYTES": "1"},
-                                 {"KERNELFUSE_MONARCH_GEMM": "aten", "KERNELFUSE_MONARCH_CHUNK_BYTES": "1"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"KERNELFUSE_MONARCH_GEMM": "aten"},
+        {"KERNELFUSE_MONARCH_CHUNK_BYTES": "1"},
+        {"KERNELFUSE_MONARCH_GEMM": "aten", "KERNELFUSE_MONARCH_CHUNK_BYTES": "1"},
+    ],
+)
 def test_monarch_gemm_paths_env(env):
     # Read once per process, so each in a child. KERNELFUSE_MONARCH_GEMM=aten: the CPU GEMMs by
     # ATen's bmm_out / baddbmm on the strided views (the path of torch builds without MKL, and of
@@ -317,30 +329,38 @@ def test_monarch_gemm_paths_env(env):
     # inputs requiring grad, real and complex.
     import subprocess
     import sys
-    code = ("import itertools, torch, kernelfuse as kf\n"
-            "from kernelfuse.reference import butterfly as ref\n"
-            "g = torch.Generator().manual_seed(0)\n"
-            "for dt in (torch.float64, torch.complex128):\n"
-            "    for (k, q, p), (l, s, r) in [((3, 5, 4), (5, 2, 3)), ((2, 3, 5), (6, 4, 1)), ((4, 4, 4), (4, 4, 4))]:\n"
-            "        for M in (100, 33, 1):\n"
-            "            ins = [torch.randn(*sh, generator=g, dtype=dt) for sh in [(M, k * p), (k, q, p), (l, s, r)]]\n"
-            "            torch.testing.assert_close(kf.monarch_multiply(*ins), ref.monarch_multiply(*ins))\n"
-            "            gy = torch.randn(M, l * s, generator=g, dtype=dt)\n"
-            "            for need in itertools.product([False, True], repeat=3):\n"
-            "                if not any(need):\n"
-            "                    continue\n"
-            "                xs = [t.clone().requires_grad_(n) for t, n in zip(ins, need)]\n"
-            "                got = torch.autograd.grad(kf.monarch_multiply(*xs), [t for t in xs if t.requires_grad], gy)\n"
-            "                exp = torch.autograd.grad(ref.monarch_multiply(*xs), [t for t in xs if t.requires_grad], gy)\n"
-            "                for a, b in zip(got, exp):\n"
-            "                    torch.testing.assert_close(a, b)\n")
-    res = subprocess.run([sys.executable, "-c", code], env=dict(__import__("os").environ, **env), capture_output=True,
-                         text=True, timeout=180)
+
+    code = (
+        "import itertools, torch, kernelfuse as kf\n"
+        "from kernelfuse.reference import butterfly as ref\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for dt in (torch.float64, torch.complex128):\n"
+        "    for (k, q, p), (l, s, r) in [((3, 5, 4), (5, 2, 3)), ((2, 3, 5), (6, 4, 1)), ((4, 4, 4), (4, 4, 4))]:\n"
+        "        for M in (100, 33, 1):\n"
+        "            ins = [torch.randn(*sh, generator=g, dtype=dt) for sh in [(M, k * p), (k, q, p), (l, s, r)]]\n"
+        "            torch.testing.assert_close(kf.monarch_multiply(*ins), ref.monarch_multiply(*ins))\n"
+        "            gy = torch.randn(M, l * s, generator=g, dtype=dt)\n"
+        "            for need in itertools.product([False, True], repeat=3):\n"
+        "                if not any(need):\n"
+        "                    continue\n"
+        "                xs = [t.clone().requires_grad_(n) for t, n in zip(ins, need)]\n"
+        "                got = torch.autograd.grad(kf.monarch_multiply(*xs), [t for t in xs if t.requires_grad], gy)\n"
+        "                exp = torch.autograd.grad(ref.monarch_multiply(*xs), [t for t in xs if t.requires_grad], gy)\n"
+        "                for a, b in zip(got, exp):\n"
+        "                    torch.testing.assert_close(a, b)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(__import__("os").environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
 
 
 # ------------------------------------------------------------------ monarch_fft
-POW2 = [2 ** e for e in range(1, 23)]
+POW2 = [2**e for e in range(1, 23)]
 
 
 def _fft_rel_err(N, rows, dtype=torch.complex64, inverse=False, norm="backward", seed=0):
@@ -392,8 +412,7 @@ def test_monarch_rfft_irfft(N):
 def test_monarch_fft_gradcheck(inverse, norm):
     for N in [6, 96]:  # one level, two levels
         x = _rand((1, N), torch.complex128, 3).requires_grad_()
-        assert torch.autograd.gradcheck(lambda a: kf.monarch_fft(a, inverse=inverse, norm=norm), (x,),
-                                        fast_mode=N > 6)
+        assert torch.autograd.gradcheck(lambda a: kf.monarch_fft(a, inverse=inverse, norm=norm), (x,), fast_mode=N > 6)
     xr = _rand((2, 12), torch.float64, 4).requires_grad_()
     assert torch.autograd.gradcheck(lambda a: kf.monarch_rfft(a), (xr,))
     X = _rand((2, 7), torch.complex128, 5).requires_grad_()
@@ -437,8 +456,10 @@ def test_opcheck():
     w1 = _rand((3, 5, 4), torch.float64, 5).requires_grad_()
     w2 = _rand((5, 2, 3), torch.float64, 6).requires_grad_()
     torch.library.opcheck(torch.ops.kernelfuse.monarch_multiply, (xm, w1, w2))
-    torch.library.opcheck(torch.ops.kernelfuse.monarch_multiply_bwd,
-                          (_rand((2, 10), torch.float64, 7), xm.detach(), w1.detach(), w2.detach(), True, True, True))
+    torch.library.opcheck(
+        torch.ops.kernelfuse.monarch_multiply_bwd,
+        (_rand((2, 10), torch.float64, 7), xm.detach(), w1.detach(), w2.detach(), True, True, True),
+    )
     xf = _rand((1, 72), torch.complex128, 8).requires_grad_()
     torch.library.opcheck(torch.ops.kernelfuse.monarch_fft, (xf, False, "backward"))
     torch.library.opcheck(torch.ops.kernelfuse.monarch_fft, (xf, True, "ortho"))
@@ -474,8 +495,12 @@ def test_fft_and_inverse_as_butterfly(n):
             exp = torch.fft.ifft(x, norm=norm) if inverse else torch.fft.fft(x, norm=norm)
             torch.testing.assert_close(y, exp)
     tw32 = bfc.butterfly_fft_twiddle(n)
-    _close(kf.butterfly_multiply(x.to(torch.complex64)[..., perm], tw32), torch.fft.fft(x), torch.float32,
-           factor=10 * math.log2(n))
+    _close(
+        kf.butterfly_multiply(x.to(torch.complex64)[..., perm], tw32),
+        torch.fft.fft(x),
+        torch.float32,
+        factor=10 * math.log2(n),
+    )
 
 
 @pytest.mark.parametrize("n", [1, 2, 8, 64, 1024])
@@ -486,8 +511,9 @@ def test_hadamard_as_butterfly(n):
     for inc in (True, False):
         y = kf.butterfly_multiply(x, bfc.hadamard_twiddle(n, dtype=torch.float64), increasing_stride=inc)
         torch.testing.assert_close(y, x @ H / math.sqrt(n))
-        y = kf.butterfly_multiply(x, bfc.hadamard_twiddle(n, normalized=False, dtype=torch.float64),
-                                  increasing_stride=inc)
+        y = kf.butterfly_multiply(
+            x, bfc.hadamard_twiddle(n, normalized=False, dtype=torch.float64), increasing_stride=inc
+        )
         torch.testing.assert_close(y, x @ H)
 
 

@@ -4,16 +4,15 @@ of the issue that concerns them (meta mixed with CPU, unbounded DFT cache, fake 
 storage offset / dynamic length, huge sizes and None naming the argument, every requires-grad
 subset), then a property sweep over bad and odd inputs (deterministic enumeration, counts
 printed; tests/kf_reliability.py)."""
+
 import threading
 
+import kernelfuse as kf
+import kf_reliability as rel
 import pytest
 import torch
-
-import kernelfuse as kf
 from kernelfuse import butterfly as kfb
 from kernelfuse.reference import butterfly as ref
-
-import kf_reliability as rel
 
 ops = torch.ops.kernelfuse
 F64, C128 = torch.float64, torch.complex128
@@ -26,14 +25,19 @@ def _g(seed):
 def _bf(rows=3, n=8, nblocks=2, dtype=F64, seed=0):
     g = _g(seed)
     log_n = n.bit_length() - 1
-    return (torch.randn(rows, n, generator=g, dtype=dtype),
-            torch.randn(nblocks, log_n, n // 2, 2, 2, generator=g, dtype=dtype) * 0.7)
+    return (
+        torch.randn(rows, n, generator=g, dtype=dtype),
+        torch.randn(nblocks, log_n, n // 2, 2, 2, generator=g, dtype=dtype) * 0.7,
+    )
 
 
 def _mm(rows=3, dtype=F64, seed=1):
     g = _g(seed)  # n = k p = 2 * 4, k q = 2 * 3 = l r = 3 * 2, output l s = 3 * 5
-    return (torch.randn(rows, 8, generator=g, dtype=dtype), torch.randn(2, 3, 4, generator=g, dtype=dtype),
-            torch.randn(3, 5, 2, generator=g, dtype=dtype))
+    return (
+        torch.randn(rows, 8, generator=g, dtype=dtype),
+        torch.randn(2, 3, 4, generator=g, dtype=dtype),
+        torch.randn(3, 5, 2, generator=g, dtype=dtype),
+    )
 
 
 def _raw_calls():
@@ -44,8 +48,11 @@ def _raw_calls():
         ("butterfly_multiply", ["x", "twiddle"], [x, tw, True]),
         ("butterfly_multiply_bwd", ["grad", "x", "twiddle"], [torch.ones_like(x), x, tw, False, True, True]),
         ("monarch_multiply", ["x", "w1", "w2"], [mx, w1, w2]),
-        ("monarch_multiply_bwd", ["grad", "x", "w1", "w2"],
-         [torch.ones(3, 15, dtype=F64), mx, w1, w2, True, True, True]),
+        (
+            "monarch_multiply_bwd",
+            ["grad", "x", "w1", "w2"],
+            [torch.ones(3, 15, dtype=F64), mx, w1, w2, True, True, True],
+        ),
         ("monarch_fft", ["x"], [torch.randn(3, 12, dtype=C128, generator=_g(2)), False, "ortho"]),
     ]
 
@@ -104,6 +111,7 @@ def _fft_lengths(count, start=2):
 
 def rel_prime_ok(n):
     from kernelfuse.ops.butterfly import _largest_prime_factor
+
     return _largest_prime_factor(n) <= 64  # cheap tables (no dense prime DFT): keeps the test fast
 
 
@@ -118,8 +126,8 @@ def fft_cache():
 
 def test_repro6_cache_is_bounded_over_many_lengths_and_right_after_eviction(fft_cache):
     info = kfb.monarch_fft_cache_info()
-    assert info["limit"] == kfb.DEFAULT_FFT_CACHE_LIMIT == 256 * 2 ** 20 and info["bytes"] == 0
-    limit = 2 ** 18
+    assert info["limit"] == kfb.DEFAULT_FFT_CACHE_LIMIT == 256 * 2**20 and info["bytes"] == 0
+    limit = 2**18
     assert kfb.set_monarch_fft_cache_limit(limit) == kfb.DEFAULT_FFT_CACHE_LIMIT
     lengths = _fft_lengths(150, start=200)
     g = _g(3)
@@ -138,7 +146,7 @@ def test_repro6_cache_is_bounded_over_many_lengths_and_right_after_eviction(fft_
     assert info["evictions"] > 0 and info["entries"] > 0 and peak > limit // 4, info
     assert info["evictions"] >= 50  # the tables of most lengths came and went
     # results after eviction (the first lengths' tables are gone) equal the first ones, and torch.fft
-    for n, (x, y, r) in first.items():
+    for n, (x, y, r) in first.items():  # noqa: B007
         torch.testing.assert_close(kf.monarch_fft(x), y, rtol=0, atol=0)
         torch.testing.assert_close(kf.monarch_fft(x), torch.fft.fft(x), rtol=1e-12, atol=1e-10)
         torch.testing.assert_close(kf.monarch_rfft(x.real), r, rtol=0, atol=0)
@@ -195,13 +203,17 @@ def test_repro7_rfft_storage_offset_and_views():
     x = torch.randn(17, dtype=F64, generator=_g(4))[1:]
     torch.testing.assert_close(kf.monarch_rfft(x), torch.fft.rfft(x))
     base = torch.randn(5, 24, dtype=F64, generator=_g(5))
-    for v in (base[:, 1:13], base[:, ::2], base.t().contiguous().t()[:, :20], base[:1].expand(4, 24),
-              base.reshape(-1)[3:3 + 40].view(2, 20)):
+    for v in (
+        base[:, 1:13],
+        base[:, ::2],
+        base.t().contiguous().t()[:, :20],
+        base[:1].expand(4, 24),
+        base.reshape(-1)[3 : 3 + 40].view(2, 20),
+    ):
         for op, r in ((kf.monarch_rfft, torch.fft.rfft), (kf.monarch_fft, torch.fft.fft)):
             torch.testing.assert_close(op(v), r(v))
         X = torch.fft.rfft(v)
-        torch.testing.assert_close(kf.monarch_irfft(X[..., 1:], v.shape[-1]),
-                                   torch.fft.irfft(X[..., 1:], v.shape[-1]))
+        torch.testing.assert_close(kf.monarch_irfft(X[..., 1:], v.shape[-1]), torch.fft.irfft(X[..., 1:], v.shape[-1]))
     xv = torch.randn(4, 8, dtype=F64, generator=_g(6)).t()  # every op with a transposed / offset / expanded x
     tw = _bf(n=4)[1]
     for v in (xv, xv[1:5], xv[:1].expand(4, 4)):
@@ -209,8 +221,9 @@ def test_repro7_rfft_storage_offset_and_views():
     mx, w1, w2 = _mm()
     for v in (mx.t().contiguous().t(), torch.randn(9 * 8, dtype=F64)[1:65].view(8, 8), mx[:1].expand(3, 8)):
         for layout in ("ls", "sl"):
-            torch.testing.assert_close(kf.monarch_multiply(v, w1, w2, layout=layout),
-                                       ref.monarch_multiply(v, w1, w2, layout=layout))
+            torch.testing.assert_close(
+                kf.monarch_multiply(v, w1, w2, layout=layout), ref.monarch_multiply(v, w1, w2, layout=layout)
+            )
     w1t, w2e = w1.transpose(1, 2).contiguous().transpose(1, 2), w2[:1].expand(3, 5, 2)
     torch.testing.assert_close(kf.monarch_multiply(mx, w1t, w2e), ref.monarch_multiply(mx, w1, w2e))
 
@@ -228,16 +241,19 @@ def test_repro7_fake_strides_match_real_and_opcheck():
     rel.fake_strides_match(ops.monarch_multiply_bwd, (g, mxt, w1, w2, True, True, True))
     z = torch.randn(12, 5, dtype=C128).t()
     rel.fake_strides_match(ops.monarch_fft, (z, True, "forward"))
-    for op, args in ((ops.butterfly_multiply, (xt, tw, True)),
-                     (ops.butterfly_multiply_bwd, (xt, xt, tw, True, True, True)),
-                     (ops.monarch_multiply, (mxt, w1, w2)),
-                     (ops.monarch_multiply_bwd, (g, mxt, w1, w2, True, True, True)),
-                     (ops.monarch_fft, (z, False, "ortho"))):
+    for op, args in (
+        (ops.butterfly_multiply, (xt, tw, True)),
+        (ops.butterfly_multiply_bwd, (xt, xt, tw, True, True, True)),
+        (ops.monarch_multiply, (mxt, w1, w2)),
+        (ops.monarch_multiply_bwd, (g, mxt, w1, w2, True, True, True)),
+        (ops.monarch_fft, (z, False, "ortho")),
+    ):
         torch.library.opcheck(op.default, args, test_utils=("test_schema", "test_faketensor"))
 
 
 def test_repro7_rfft_dynamic_length_under_compile():
     from torch._dynamo.testing import CompileCounter
+
     torch._dynamo.reset()
     cnt = CompileCounter()
     f = torch.compile(lambda v: kf.monarch_rfft(v, norm="ortho") * 2, backend=cnt, fullgraph=True)
@@ -274,14 +290,20 @@ def test_repro7_inductor_butterfly_transposed():
 
 # ====================================================================== repro 8: sizes and None name the argument
 def test_repro8_huge_sizes_name_the_argument():
-    huge = 2 ** 40
+    huge = 2**40
     with pytest.raises(ValueError, match=r"argument 'x'.*too large"):
         kf.butterfly_multiply(torch.randn(1, 8).expand(huge, 8), torch.randn(1, 3, 4, 2, 2))
     with pytest.raises(ValueError, match=r"argument 'twiddle'.*too large"):
         kf.butterfly_multiply(torch.randn(2, 8), torch.randn(1, 1, 1, 1, 1).expand(huge, 3, 4, 2, 2))
     with pytest.raises(ValueError, match=r"argument 'x'.*too large"):  # x is checked first
-        ops.butterfly_multiply_bwd(torch.randn(1, 8).expand(huge, 8), torch.randn(1, 8).expand(huge, 8),
-                                   torch.randn(1, 3, 4, 2, 2), True, True, False)
+        ops.butterfly_multiply_bwd(
+            torch.randn(1, 8).expand(huge, 8),
+            torch.randn(1, 8).expand(huge, 8),
+            torch.randn(1, 3, 4, 2, 2),
+            True,
+            True,
+            False,
+        )
     mx, w1, w2 = _mm()
     with pytest.raises(ValueError, match=r"argument 'x'.*too large"):
         kf.monarch_multiply(mx[:1].expand(huge, 8), w1, w2)
@@ -296,7 +318,7 @@ def test_repro8_huge_sizes_name_the_argument():
     with pytest.raises(ValueError, match=r"argument 'x'.*too large"):
         kf.monarch_rfft(torch.randn(1).expand(huge))
     with pytest.raises(ValueError, match=r"argument 'x'.*too large"):
-        kf.monarch_rfft(torch.randn(1).expand(3 ** 25))  # odd: the promoted full transform
+        kf.monarch_rfft(torch.randn(1).expand(3**25))  # odd: the promoted full transform
     with pytest.raises(ValueError, match=r"argument 'x'.*prime factor"):
         kf.monarch_rfft(torch.randn(1).expand(2 * 4099))  # refused before any copy
     with pytest.raises(ValueError, match=r"argument 'n'.*prime factor"):
@@ -324,31 +346,59 @@ def test_repro4_every_requires_grad_subset(capsys):
     c = rel.Counts()
     x, tw = _bf(rows=3, n=8, seed=7)
     for inc in (True, False):
-        rel.grad_subsets(c, f"butterfly[{inc}]",
-                         lambda t: kf.butterfly_multiply(t["x"], t["tw"], increasing_stride=inc),
-                         lambda t: ref.butterfly_multiply(t["x"], t["tw"], increasing_stride=inc), {"x": x, "tw": tw})
+        rel.grad_subsets(
+            c,
+            f"butterfly[{inc}]",
+            lambda t: kf.butterfly_multiply(t["x"], t["tw"], increasing_stride=inc),
+            lambda t: ref.butterfly_multiply(t["x"], t["tw"], increasing_stride=inc),
+            {"x": x, "tw": tw},
+        )
     xc, twc = _bf(rows=2, n=4, dtype=C128, seed=8)
-    rel.grad_subsets(c, "butterfly[complex]", lambda t: kf.butterfly_multiply(t["x"], t["tw"]),
-                     lambda t: ref.butterfly_multiply(t["x"], t["tw"]), {"x": xc, "tw": twc})
+    rel.grad_subsets(
+        c,
+        "butterfly[complex]",
+        lambda t: kf.butterfly_multiply(t["x"], t["tw"]),
+        lambda t: ref.butterfly_multiply(t["x"], t["tw"]),
+        {"x": xc, "tw": twc},
+    )
     mx, w1, w2 = _mm(seed=9)
     for layout in ("ls", "sl"):
-        rel.grad_subsets(c, f"monarch[{layout}]",
-                         lambda t: kf.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
-                         lambda t: ref.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
-                         {"x": mx, "w1": w1, "w2": w2})
+        rel.grad_subsets(
+            c,
+            f"monarch[{layout}]",
+            lambda t: kf.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
+            lambda t: ref.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
+            {"x": mx, "w1": w1, "w2": w2},
+        )
     cm = [t.to(C128) + 0.5j * torch.randn(t.shape, dtype=F64, generator=_g(10)) for t in _mm(rows=2, seed=10)]
-    rel.grad_subsets(c, "monarch[complex]", lambda t: kf.monarch_multiply(t["x"], t["w1"], t["w2"]),
-                     lambda t: ref.monarch_multiply(t["x"], t["w1"], t["w2"]), dict(zip(("x", "w1", "w2"), cm)))
+    rel.grad_subsets(
+        c,
+        "monarch[complex]",
+        lambda t: kf.monarch_multiply(t["x"], t["w1"], t["w2"]),
+        lambda t: ref.monarch_multiply(t["x"], t["w1"], t["w2"]),
+        dict(zip(("x", "w1", "w2"), cm)),
+    )
     z = torch.randn(2, 12, dtype=C128, generator=_g(11))
-    rel.grad_subsets(c, "monarch_fft", lambda t: kf.monarch_fft(t["x"], norm="ortho"),
-                     lambda t: ref.monarch_fft(t["x"], norm="ortho"), {"x": z})
+    rel.grad_subsets(
+        c,
+        "monarch_fft",
+        lambda t: kf.monarch_fft(t["x"], norm="ortho"),
+        lambda t: ref.monarch_fft(t["x"], norm="ortho"),
+        {"x": z},
+    )
     for n in (12, 9):
         xr = torch.randn(2, n, dtype=F64, generator=_g(n))
-        rel.grad_subsets(c, f"monarch_rfft[{n}]", lambda t: kf.monarch_rfft(t["x"]), lambda t: ref.monarch_rfft(t["x"]),
-                         {"x": xr})
+        rel.grad_subsets(
+            c, f"monarch_rfft[{n}]", lambda t: kf.monarch_rfft(t["x"]), lambda t: ref.monarch_rfft(t["x"]), {"x": xr}
+        )
         X = torch.fft.rfft(xr)
-        rel.grad_subsets(c, f"monarch_irfft[{n}]", lambda t: kf.monarch_irfft(t["X"], n),
-                         lambda t: ref.monarch_irfft(t["X"], n), {"X": X})
+        rel.grad_subsets(
+            c,
+            f"monarch_irfft[{n}]",
+            lambda t: kf.monarch_irfft(t["X"], n),
+            lambda t: ref.monarch_irfft(t["X"], n),
+            {"X": X},
+        )
     c.report(capsys, "butterfly grads")
 
 
@@ -377,11 +427,13 @@ def test_repro5_empty_inputs():
 # ====================================================================== property sweep
 def _fft_ref(fn):
     """The torch.fft reference, with empty inputs (MKL refuses them) answered by torch's meta shape."""
+
     def f(t):
         if next(iter(t.values())).numel() == 0:
             r = fn({k: v.to("meta") for k, v in t.items()})
             return torch.zeros(r.shape, dtype=r.dtype)
         return fn(t)
+
     return f
 
 
@@ -389,17 +441,29 @@ def test_property_sweep_butterfly_ops(capsys):
     c = rel.Counts()
     x, tw = _bf(rows=3, n=8, seed=21)
     for inc in (True, False):
-        rel.sweep(c, f"butterfly_multiply[{inc}]",
-                  rel.Builder(lambda t: kf.butterfly_multiply(t["x"], t["twiddle"], increasing_stride=inc),
-                              {"x": x, "twiddle": tw}),
-                  lambda t: ref.butterfly_multiply(t["x"], t["twiddle"], increasing_stride=inc))
-    rel.sweep(c, "raw butterfly_multiply", rel.Builder(lambda t: ops.butterfly_multiply(t["x"], t["twiddle"], True),
-                                                       {"x": x, "twiddle": tw}, strict=("twiddle",)),
-              lambda t: ref.butterfly_multiply(t["x"], t["twiddle"]))
+        rel.sweep(
+            c,
+            f"butterfly_multiply[{inc}]",
+            rel.Builder(
+                lambda t: kf.butterfly_multiply(t["x"], t["twiddle"], increasing_stride=inc), {"x": x, "twiddle": tw}
+            ),
+            lambda t: ref.butterfly_multiply(t["x"], t["twiddle"], increasing_stride=inc),
+        )
+    rel.sweep(
+        c,
+        "raw butterfly_multiply",
+        rel.Builder(
+            lambda t: ops.butterfly_multiply(t["x"], t["twiddle"], True), {"x": x, "twiddle": tw}, strict=("twiddle",)
+        ),
+        lambda t: ref.butterfly_multiply(t["x"], t["twiddle"]),
+    )
     xc, twc = _bf(rows=2, n=4, dtype=C128, seed=22)
-    rel.sweep(c, "butterfly_multiply[complex]", rel.Builder(lambda t: kf.butterfly_multiply(t["x"], t["twiddle"]),
-                                                            {"x": xc, "twiddle": twc}),
-              lambda t: ref.butterfly_multiply(t["x"], t["twiddle"]))
+    rel.sweep(
+        c,
+        "butterfly_multiply[complex]",
+        rel.Builder(lambda t: kf.butterfly_multiply(t["x"], t["twiddle"]), {"x": xc, "twiddle": twc}),
+        lambda t: ref.butterfly_multiply(t["x"], t["twiddle"]),
+    )
 
     def bf_grads(t):
         leaves = {k: v.detach().to(F64).clone().requires_grad_(True) for k, v in t.items() if k != "grad"}
@@ -407,17 +471,27 @@ def test_property_sweep_butterfly_ops(capsys):
         return torch.autograd.grad(out, [leaves["x"], leaves["twiddle"]], t["grad"].to(F64))
 
     gy = torch.randn(3, 8, dtype=F64, generator=_g(23))
-    rel.sweep(c, "raw butterfly_multiply_bwd",
-              rel.Builder(lambda t: ops.butterfly_multiply_bwd(t["grad"], t["x"], t["twiddle"], False, True, True),
-                          {"grad": gy, "x": x, "twiddle": tw}, strict=("grad", "twiddle")),
-              bf_grads)
+    rel.sweep(
+        c,
+        "raw butterfly_multiply_bwd",
+        rel.Builder(
+            lambda t: ops.butterfly_multiply_bwd(t["grad"], t["x"], t["twiddle"], False, True, True),
+            {"grad": gy, "x": x, "twiddle": tw},
+            strict=("grad", "twiddle"),
+        ),
+        bf_grads,
+    )
 
     mx, w1, w2 = _mm(seed=24)
     for layout in ("ls", "sl"):
-        rel.sweep(c, f"monarch_multiply[{layout}]",
-                  rel.Builder(lambda t: kf.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
-                              {"x": mx, "w1": w1, "w2": w2}),
-                  lambda t: ref.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout))
+        rel.sweep(
+            c,
+            f"monarch_multiply[{layout}]",
+            rel.Builder(
+                lambda t: kf.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout), {"x": mx, "w1": w1, "w2": w2}
+            ),
+            lambda t: ref.monarch_multiply(t["x"], t["w1"], t["w2"], layout=layout),
+        )
 
     def mm_grads(t):
         leaves = {k: v.detach().to(F64).clone().requires_grad_(True) for k, v in t.items() if k != "grad"}
@@ -425,25 +499,44 @@ def test_property_sweep_butterfly_ops(capsys):
         return torch.autograd.grad(out, [leaves["x"], leaves["w1"], leaves["w2"]], t["grad"].to(F64))
 
     gm = torch.randn(3, 15, dtype=F64, generator=_g(25))
-    rel.sweep(c, "raw monarch_multiply_bwd",
-              rel.Builder(lambda t: ops.monarch_multiply_bwd(t["grad"], t["x"], t["w1"], t["w2"], True, True, True),
-                          {"grad": gm, "x": mx, "w1": w1, "w2": w2}, strict=("grad", "w1", "w2")),
-              mm_grads)
+    rel.sweep(
+        c,
+        "raw monarch_multiply_bwd",
+        rel.Builder(
+            lambda t: ops.monarch_multiply_bwd(t["grad"], t["x"], t["w1"], t["w2"], True, True, True),
+            {"grad": gm, "x": mx, "w1": w1, "w2": w2},
+            strict=("grad", "w1", "w2"),
+        ),
+        mm_grads,
+    )
 
     z = torch.randn(3, 12, dtype=C128, generator=_g(26))
     for inverse in (False, True):
-        rel.sweep(c, f"monarch_fft[{inverse}]",
-                  rel.Builder(lambda t: kf.monarch_fft(t["x"], inverse=inverse, norm="ortho"), {"x": z}, superset=True),
-                  _fft_ref(lambda t: ref.monarch_fft(t["x"], inverse=inverse, norm="ortho")))
-    rel.sweep(c, "raw monarch_fft", rel.Builder(lambda t: ops.monarch_fft(t["x"], False, "forward"), {"x": z},
-                                                superset=True),
-              _fft_ref(lambda t: ref.monarch_fft(t["x"], norm="forward") if t["x"].is_complex() else 1 / 0))
+        rel.sweep(
+            c,
+            f"monarch_fft[{inverse}]",
+            rel.Builder(lambda t: kf.monarch_fft(t["x"], inverse=inverse, norm="ortho"), {"x": z}, superset=True),
+            _fft_ref(lambda t: ref.monarch_fft(t["x"], inverse=inverse, norm="ortho")),
+        )
+    rel.sweep(
+        c,
+        "raw monarch_fft",
+        rel.Builder(lambda t: ops.monarch_fft(t["x"], False, "forward"), {"x": z}, superset=True),
+        _fft_ref(lambda t: ref.monarch_fft(t["x"], norm="forward") if t["x"].is_complex() else 1 / 0),
+    )
     for n in (12, 9, 1):
         xr = torch.randn(3, n, dtype=F64, generator=_g(27 + n))
-        rel.sweep(c, f"monarch_rfft[{n}]", rel.Builder(lambda t: kf.monarch_rfft(t["x"], norm="ortho"), {"x": xr},
-                                                       superset=True),
-                  _fft_ref(lambda t: ref.monarch_rfft(t["x"], norm="ortho")))
+        rel.sweep(
+            c,
+            f"monarch_rfft[{n}]",
+            rel.Builder(lambda t: kf.monarch_rfft(t["x"], norm="ortho"), {"x": xr}, superset=True),
+            _fft_ref(lambda t: ref.monarch_rfft(t["x"], norm="ortho")),
+        )
         X = torch.fft.rfft(xr)
-        rel.sweep(c, f"monarch_irfft[{n}]", rel.Builder(lambda t: kf.monarch_irfft(t["X"], n), {"X": X}, superset=True),
-                  _fft_ref(lambda t: ref.monarch_irfft(t["X"], n)))
+        rel.sweep(
+            c,
+            f"monarch_irfft[{n}]",
+            rel.Builder(lambda t: kf.monarch_irfft(t["X"], n), {"X": X}, superset=True),
+            _fft_ref(lambda t: ref.monarch_irfft(t["X"], n)),
+        )
     c.report(capsys, "butterfly")

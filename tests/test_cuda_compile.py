@@ -3,6 +3,7 @@
 Runs wherever nvcc exists (CI has it, with or without a GPU or a CUDA torch), so CUDA code always
 at least compiles. The kernel files are torch-free, so no torch headers are involved.
 """
+
 import os
 import shutil
 import subprocess
@@ -22,8 +23,21 @@ def _nvcc():
 @pytest.mark.skipif(_nvcc() is None, reason="nvcc not found: the compile-only CUDA check needs the CUDA toolkit")
 @pytest.mark.parametrize("cu", CU_FILES)
 def test_cuda_file_compiles(cu, tmp_path):
-    cmd = [_nvcc(), "-std=c++17", "-O3", "-c", "--threads", "0", f"-I{ROOT / 'csrc'}", "-DKERNELFUSE_WITH_CUDA", "-Werror", "all-warnings",
-           "-o", str(tmp_path / "out.o"), str(ROOT / cu)]
+    cmd = [
+        _nvcc(),
+        "-std=c++17",
+        "-O3",
+        "-c",
+        "--threads",
+        "0",
+        f"-I{ROOT / 'csrc'}",
+        "-DKERNELFUSE_WITH_CUDA",
+        "-Werror",
+        "all-warnings",
+        "-o",
+        str(tmp_path / "out.o"),
+        str(ROOT / cu),
+    ]
     for a in ARCHS:
         cmd[1:1] = [f"-gencode=arch=compute_{a},code=sm_{a}"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -8,6 +8,7 @@ The 4-process world ends with a rank failing mid-ring, which must make every ran
 2-process world with a rank stalling (alive, connections open), which must make its peer raise
 within the ring timeout.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -15,13 +16,14 @@ import socket
 import sys
 import time
 
+import dist_checks
 import pytest
 import torch
 
-import dist_checks
-
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="torch.distributed with gloo is required")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="torch.distributed with gloo is required",
+)
 
 WORLD_DEADLINE_S = 150.0
 
@@ -44,8 +46,10 @@ def run_world(P: int, *, fail_last: bool = False, names=None, deadline: float = 
     ctx = _ctx()
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=dist_checks.worker, args=(r, P, port, queue, names, fail_last), daemon=True)
-             for r in range(P)]
+    procs = [
+        ctx.Process(target=dist_checks.worker, args=(r, P, port, queue, names, fail_last), daemon=True)
+        for r in range(P)
+    ]
     for p in procs:
         p.start()
     results, t_end = {}, time.monotonic() + deadline
@@ -191,14 +195,14 @@ def test_rf_gp_matches_exact_gp_on_the_feature_kernel():
     noise, amp = 0.05, 1.3
     m = RandomFeatureGP(feats, noise=noise, amplitude=amp).fit(X, y)
     phi = feats(X)
-    K = amp ** 2 * phi @ phi.T + noise * torch.eye(60, dtype=torch.float64)
+    K = amp**2 * phi @ phi.T + noise * torch.eye(60, dtype=torch.float64)
     lml = torch.distributions.MultivariateNormal(torch.zeros(60, dtype=torch.float64), K).log_prob(y)
     assert abs(m.log_marginal_likelihood_ - float(lml)) <= 1e-9 * abs(float(lml))
     Q = torch.randn(7, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     pq = feats(Q)
-    kq = amp ** 2 * pq @ phi.T
+    kq = amp**2 * pq @ phi.T
     mean = kq @ torch.linalg.solve(K, y)
-    var = amp ** 2 * (pq * pq).sum(1) - (kq * torch.linalg.solve(K, kq.T).T).sum(1)
+    var = amp**2 * (pq * pq).sum(1) - (kq * torch.linalg.solve(K, kq.T).T).sum(1)
     mu, sd = m.predict(Q, return_std=True)
     torch.testing.assert_close(mu, mean, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(sd, var.clamp_min(0).sqrt(), rtol=1e-7, atol=1e-9)

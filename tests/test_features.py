@@ -1,29 +1,27 @@
 """Random features: fwht vs the dense Hadamard matrix, the fused maps vs the float64 reference
 (awkward sizes), kernel-approximation statistics (1/sqrt(D) decay, orthogonal < iid, sklearn
 RBFSampler equivalence), gradcheck, opcheck, torch.compile, the models, bad inputs."""
+
 import functools
 import math
 
+import kernelfuse as kf
 import numpy as np
 import pytest
 import torch
-
-import kernelfuse as kf
+from conftest import assert_close_to_ref as _close
 from kernelfuse.features import RandomFeatures, exact_kernel
 from kernelfuse.reference import features as ref
-
-from conftest import assert_close_to_ref as _close
 from kf_inputs import structured_inputs as _sf_inputs
 
 KINDS = ["cos", "cos_sin", "positive", "relu", "step"]
-
-
 
 
 # ------------------------------------------------------------------ fwht
 @functools.lru_cache(maxsize=None)
 def _hadamard(n):
     from scipy.linalg import hadamard
+
     return torch.tensor(hadamard(n, dtype=np.float64))
 
 
@@ -34,7 +32,7 @@ def test_fwht_matches_dense_hadamard(dtype, normalized):
     for k in range(13):
         n = 1 << k
         H = _hadamard(n) / (math.sqrt(n) if normalized else 1.0)
-        for shape in ([(3,), (2, 5), (1,), ()] if k < 10 else [(2,)]):
+        for shape in [(3,), (2, 5), (1,), ()] if k < 10 else [(2,)]:
             x = torch.randn(*shape, n, generator=g, dtype=torch.float64)
             out = kf.fwht(x.to(dtype), normalized=normalized)
             assert out.shape == x.shape and out.dtype == dtype
@@ -84,8 +82,16 @@ def _rf_inputs(N, d, D, dtype, bias, seed=0, xscale=0.5):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kind", KINDS)
 def test_random_features_matches_reference(kind, dtype):
-    for N, d, D in [(0, 3, 5), (1, 1, 1), (7, 13, 17), (50, 7, 33), (13, 31, 64), (97, 128, 100), (8, 300, 40),
-                    (13, 600, 17)]:
+    for N, d, D in [
+        (0, 3, 5),
+        (1, 1, 1),
+        (7, 13, 17),
+        (50, 7, 33),
+        (13, 31, 64),
+        (97, 128, 100),
+        (8, 300, 40),
+        (13, 600, 17),
+    ]:
         for bias in (False, True):
             x, W, b = _rf_inputs(N, d, D, dtype, bias, seed=N + d + D)
             out = kf.random_features(x, W, b, kind=kind)
@@ -107,8 +113,9 @@ def test_positive_stabilizers(stabilize):
     out = kf.random_features(x, W, kind="positive", stabilize=stabilize, scale=0.3)
     torch.testing.assert_close(out, ref.random_features(x, W, kind="positive", stabilize=stabilize, scale=0.3))
     if stabilize == "row":
-        assert torch.allclose(out.max(dim=1).values * torch.exp((x * x).sum(1) / 2), torch.full((23,), 0.3,
-                                                                                                dtype=torch.float64))
+        assert torch.allclose(
+            out.max(dim=1).values * torch.exp((x * x).sum(1) / 2), torch.full((23,), 0.3, dtype=torch.float64)
+        )
     # batch dims pass through
     xb = x.reshape(23, 1, 9).expand(23, 2, 9)
     assert kf.random_features(xb, W, kind="positive", stabilize=stabilize).shape == (23, 2, 40)
@@ -131,7 +138,7 @@ def test_random_features_gradcheck(kind):
     x.requires_grad_(True)
     W.requires_grad_(True)
     args = (x, W) if b is None else (x, W, b.requires_grad_(True))
-    for stab in (["row", "global", "none"] if kind == "positive" else ["row"]):
+    for stab in ["row", "global", "none"] if kind == "positive" else ["row"]:
         assert torch.autograd.gradcheck(lambda *a: kf.random_features(*a, kind=kind, stabilize=stab, scale=0.7), args)
 
 
@@ -153,8 +160,15 @@ def test_structured_features_matches_reference(kind, block, dtype):
         x = (torch.randn(N, d, generator=g, dtype=torch.float64) * 0.3).to(dtype)
         b = (torch.rand(D, generator=g, dtype=torch.float64) * 6).to(dtype) if kind == "cos" else None
         out = kf.structured_features(x, signs, kind=kind, block=block, perm=perm, b=b, n_features=D)
-        expected = ref.structured_features(x.double(), signs.double(), kind=kind, block=block, perm=perm,
-                                           b=None if b is None else b.double(), n_features=D)
+        expected = ref.structured_features(
+            x.double(),
+            signs.double(),
+            kind=kind,
+            block=block,
+            perm=perm,
+            b=None if b is None else b.double(),
+            n_features=D,
+        )
         assert out.shape == (N, 2 * D if kind == "cos_sin" else D)
         if kind == "step" and dtype == torch.float32:
             continue  # sign decisions at z ~ 0 differ; the float64 case covers the map
@@ -167,8 +181,16 @@ def test_structured_features_gradcheck(kind, block):
     signs, perm, P = _sf_inputs(5, 2, block, seed=4)
     x = (torch.randn(3, 5, dtype=torch.float64) * 0.3).requires_grad_(True)
     b = torch.rand(13, dtype=torch.float64).requires_grad_(True) if kind == "cos" else None
-    fn = lambda x, b=None: kf.structured_features(x, signs, kind=kind, block=block, perm=perm, b=b,  # noqa: E731
-                                                   n_features=13, scale=0.5)
+    fn = lambda x, b=None: kf.structured_features(
+        x,
+        signs,
+        kind=kind,
+        block=block,
+        perm=perm,
+        b=b,  # noqa: E731
+        n_features=13,
+        scale=0.5,
+    )
     assert torch.autograd.gradcheck(fn, (x,) if b is None else (x, b))
 
 
@@ -177,11 +199,15 @@ def test_opcheck():
     x, W, b = _rf_inputs(6, 5, 9, torch.float64, True)
     torch.library.opcheck(torch.ops.kernelfuse.fwht.default, (torch.randn(3, 16, dtype=torch.float64), True))
     for kind in ("positive",):
-        torch.library.opcheck(torch.ops.kernelfuse.random_features.default,
-                              (x.clone().requires_grad_(True), W.clone().requires_grad_(True), b, kind, 0.5, "row"))
+        torch.library.opcheck(
+            torch.ops.kernelfuse.random_features.default,
+            (x.clone().requires_grad_(True), W.clone().requires_grad_(True), b, kind, 0.5, "row"),
+        )
     signs, perm, P = _sf_inputs(5, 2, "fastfood")
-    torch.library.opcheck(torch.ops.kernelfuse.structured_features.default,
-                          (x.clone().requires_grad_(True), signs, perm, None, 11, "cos_sin", "fastfood", 0.5, "row"))
+    torch.library.opcheck(
+        torch.ops.kernelfuse.structured_features.default,
+        (x.clone().requires_grad_(True), signs, perm, None, 11, "cos_sin", "fastfood", 0.5, "row"),
+    )
 
 
 def test_torch_compile_fullgraph():
@@ -189,8 +215,11 @@ def test_torch_compile_fullgraph():
     signs, _, _ = _sf_inputs(5, 2, "sorf", dtype=torch.float32)
 
     def f(x, W, b):
-        return (kf.random_features(x, W, b, kind="cos").sum(-1) + kf.fwht(x[:, :4]).sum(-1)
-                + kf.structured_features(x, signs, kind="relu", n_features=10).sum(-1))
+        return (
+            kf.random_features(x, W, b, kind="cos").sum(-1)
+            + kf.fwht(x[:, :4]).sum(-1)
+            + kf.structured_features(x, signs, kind="relu", n_features=10).sum(-1)
+        )
 
     torch._dynamo.reset()
     cf = torch.compile(f, fullgraph=True, backend="aot_eager")
@@ -220,8 +249,14 @@ def test_error_decays_like_inverse_sqrt_D():
     X, med = _data()
     errs = []
     for D in (128, 512, 2048):
-        errs.append(np.mean([_rel_err(RandomFeatures(8, D, lengthscale=med, seed=s, dtype=torch.float64), X,
-                                      "gaussian", med) for s in range(4)]))
+        errs.append(
+            np.mean(
+                [
+                    _rel_err(RandomFeatures(8, D, lengthscale=med, seed=s, dtype=torch.float64), X, "gaussian", med)
+                    for s in range(4)
+                ]
+            )
+        )
     # each 4x in D halves the error (1/sqrt(D)); allow sampling noise
     assert 1.5 < errs[0] / errs[1] < 2.7 and 1.5 < errs[1] / errs[2] < 2.7, errs
 
@@ -230,8 +265,12 @@ def test_error_decays_like_inverse_sqrt_D():
 def test_every_kernel_is_approximated(kernel):
     X, med = _data(n=120, d=6, seed=1)
     ls = med if kernel not in ("softmax",) else 3.0
-    err = np.mean([_rel_err(RandomFeatures(6, 4096, kernel=kernel, lengthscale=ls, seed=s, dtype=torch.float64), X,
-                            kernel, ls) for s in range(2)])
+    err = np.mean(
+        [
+            _rel_err(RandomFeatures(6, 4096, kernel=kernel, lengthscale=ls, seed=s, dtype=torch.float64), X, kernel, ls)
+            for s in range(2)
+        ]
+    )
     assert err < 0.1, err
 
 
@@ -239,9 +278,20 @@ def test_every_kernel_is_approximated(kernel):
 def test_orthogonal_methods_beat_iid(method):
     X, med = _data(n=200, d=16, seed=2)
     D = 64  # pairs: 32 frequencies = 2 blocks of 16
-    e = {m: np.mean([_rel_err(RandomFeatures(16, D, method=m, lengthscale=med, seed=s, pairs=True,
-                                             dtype=torch.float64), X, "gaussian", med) for s in range(8)])
-         for m in ("rff", method)}
+    e = {
+        m: np.mean(
+            [
+                _rel_err(
+                    RandomFeatures(16, D, method=m, lengthscale=med, seed=s, pairs=True, dtype=torch.float64),
+                    X,
+                    "gaussian",
+                    med,
+                )
+                for s in range(8)
+            ]
+        )
+        for m in ("rff", method)
+    }
     if method == "fastfood":  # Fastfood is unbiased with variance close to iid; not required to win
         assert e[method] < 1.3 * e["rff"], e
     else:
@@ -250,8 +300,9 @@ def test_orthogonal_methods_beat_iid(method):
 
 def test_rff_matches_sklearn_rbfsampler_statistically():
     from sklearn.kernel_approximation import RBFSampler
+
     X, med = _data(n=200, d=10, seed=3)
-    gamma = 1.0 / (2 * med ** 2)
+    gamma = 1.0 / (2 * med**2)
     Xn = X.numpy()
     K = exact_kernel("gaussian", X, X, lengthscale=med).numpy()
     ours, theirs = [], []
@@ -268,8 +319,7 @@ def test_rff_matches_sklearn_rbfsampler_statistically():
     S = RBFSampler(gamma=gamma, n_components=64, random_state=0).fit(Xn)
     W = torch.as_tensor(S.random_weights_)
     b = torch.as_tensor(S.random_offset_)
-    np.testing.assert_allclose(kf.random_features(X, W, b, kind="cos").numpy(), S.transform(Xn), rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(kf.random_features(X, W, b, kind="cos").numpy(), S.transform(Xn), rtol=1e-10, atol=1e-12)
 
 
 def test_random_features_module_api():
@@ -367,6 +417,7 @@ def _softmax_attention(q, k, v, causal):
 @pytest.mark.parametrize("causal", [False, True])
 def test_favor_attention_vs_exact_softmax_and_reference(causal):
     from kernelfuse.nn.features import favor_attention, favor_attention_reference
+
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 37, 8, generator=g, dtype=torch.float64) * 0.5 for _ in range(3))
     att = kf.nn.FavorAttention(8, n_features=8192, causal=causal, seed=0, chunk_size=16, dtype=torch.float64).eval()
@@ -374,8 +425,10 @@ def test_favor_attention_vs_exact_softmax_and_reference(causal):
     exact = _softmax_attention(q, k, v, causal)
     assert ((out - exact).norm() / exact.norm()).item() < 0.05
     qf, kf_ = att.feature_maps(q, k)  # fixed features: the chunked prefix sums equal the quadratic form
-    torch.testing.assert_close(favor_attention(qf, kf_, v, causal=causal, chunk_size=5, eps=0.0),
-                               favor_attention_reference(qf, kf_, v, causal=causal))
+    torch.testing.assert_close(
+        favor_attention(qf, kf_, v, causal=causal, chunk_size=5, eps=0.0),
+        favor_attention_reference(qf, kf_, v, causal=causal),
+    )
     qr = q.clone().requires_grad_(True)
     att(qr, k, v).sum().backward()
     assert torch.isfinite(qr.grad).all()
@@ -387,13 +440,13 @@ def _performer_favor(q, k, v, omega, causal):
     keys by the max over features and sequence of their (batch, head); non-causal
     phi(q) (phi(k)^T v) / (phi(q) . sum_j phi(k_j)), causal with prefix sums; no eps."""
     d, m = q.shape[-1], omega.shape[1]
-    xq, xk = q * d ** -0.25, k * d ** -0.25
+    xq, xk = q * d**-0.25, k * d**-0.25
     wq, wk = xq @ omega, xk @ omega
-    pq = torch.exp(wq - (xq ** 2).sum(-1, keepdim=True) / 2 - wq.amax(-1, keepdim=True)) / math.sqrt(m)
-    pk = torch.exp(wk - (xk ** 2).sum(-1, keepdim=True) / 2 - wk.amax((-1, -2), keepdim=True)) / math.sqrt(m)
+    pq = torch.exp(wq - (xq**2).sum(-1, keepdim=True) / 2 - wq.amax(-1, keepdim=True)) / math.sqrt(m)
+    pk = torch.exp(wk - (xk**2).sum(-1, keepdim=True) / 2 - wk.amax((-1, -2), keepdim=True)) / math.sqrt(m)
     if not causal:
         return (pq @ (pk.transpose(-1, -2) @ v)) / (pq @ pk.sum(-2)[..., None])
-    kv = torch.cumsum(pk[..., :, :, None] * v[..., :, None, :], dim=-3)      # (..., L, m, e)
+    kv = torch.cumsum(pk[..., :, :, None] * v[..., :, None, :], dim=-3)  # (..., L, m, e)
     num = torch.einsum("...lm,...lme->...le", pq, kv)
     den = torch.einsum("...lm,...lm->...l", pq, torch.cumsum(pk, dim=-2))
     return num / den[..., None]
@@ -404,8 +457,9 @@ def test_favor_attention_matches_performer_formula(causal):
     g = torch.Generator().manual_seed(3)
     d = 32
     q, k, v = (torch.randn(2, 3, 45, d, generator=g, dtype=torch.float64) for _ in range(3))
-    att = kf.nn.FavorAttention(d, n_features=64, causal=causal, seed=1, chunk_size=16, eps=0.0,
-                               dtype=torch.float64).eval()
+    att = kf.nn.FavorAttention(
+        d, n_features=64, causal=causal, seed=1, chunk_size=16, eps=0.0, dtype=torch.float64
+    ).eval()
     exp = _performer_favor(q, k, v, att.omega, causal)
     torch.testing.assert_close(att(q, k, v), exp, rtol=1e-9, atol=1e-11)
     att.eps = 1e-6  # the default, relative: moves the output by ~1e-5 (the absolute 1e-6: by 46-100%)
@@ -433,14 +487,19 @@ def test_favor_attention_rows_independent_of_the_batch(causal):
 def test_favor_attention_eps_is_relative():
     """Scaling the features (what the stabilisers do) leaves the eps > 0 output unchanged."""
     from kernelfuse.nn.features import favor_attention
+
     g = torch.Generator().manual_seed(5)
     qf, kf_ = (torch.rand(2, 30, 16, generator=g, dtype=torch.float64) for _ in range(2))
     v = torch.randn(2, 30, 4, generator=g, dtype=torch.float64)
     for causal in (False, True):
         base = favor_attention(qf, kf_, v, causal=causal, chunk_size=7, eps=1e-3)
         for sq, sk in ((1e-8, 1.0), (1.0, 1e-9), (1e5, 1e-7)):
-            torch.testing.assert_close(favor_attention(qf * sq, kf_ * sk, v, causal=causal, chunk_size=7, eps=1e-3),
-                                       base, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(
+                favor_attention(qf * sq, kf_ * sk, v, causal=causal, chunk_size=7, eps=1e-3),
+                base,
+                rtol=1e-10,
+                atol=1e-12,
+            )
         # all features zero: 0, not NaN
         assert torch.equal(favor_attention(qf * 0, kf_, v, causal=causal, eps=0.0), torch.zeros_like(base))
 
@@ -461,7 +520,9 @@ def test_favor_redraw_interval():
 def test_discrete_samplers_distribution():
     import random
     from fractions import Fraction
+
     from kernelfuse.kde._private import sample_discrete_gaussian, sample_discrete_laplace
+
     rng = random.Random(0)
     lap = np.array([sample_discrete_laplace(Fraction(3), rng) for _ in range(4000)])
     gau = np.array([sample_discrete_gaussian(Fraction(9), rng) for _ in range(4000)])
@@ -474,8 +535,9 @@ def test_discrete_samplers_distribution():
 
 @pytest.mark.parametrize("delta", [0.0, 1e-6])
 def test_private_kde_error_shrinks_with_epsilon(delta):
-    from sklearn.datasets import load_breast_cancer
     from kernelfuse.kde import PrivateKernelDensity
+    from sklearn.datasets import load_breast_cancer
+
     X = load_breast_cancer().data
     X = (X - X.mean(0)) / X.std(0)
     Xt = torch.tensor(X)

@@ -3,16 +3,15 @@ their *_bwd raw ops) and ssm_kernel (+ bwd): one regression test per repro of th
 property-style sweep over bad and odd inputs (deterministic enumeration): every case ends in a
 clear error naming an argument or a result equal to the float64 reference, never a wrong answer.
 """
+
 import itertools
 import math
 
+import kernelfuse as kf
 import pytest
 import torch
-
-import kernelfuse as kf
 from kernelfuse.reference import features as rf_ref
 from kernelfuse.reference import longconv_ssm as ssm_ref
-
 from kf_inputs import structured_inputs
 
 ops = torch.ops.kernelfuse
@@ -25,8 +24,11 @@ def _g(seed):
 
 def _rf_args(N=5, d=3, D=7, seed=0):
     g = _g(seed)
-    return (torch.randn(N, d, generator=g, dtype=F64) * 0.5, torch.randn(d, D, generator=g, dtype=F64),
-            torch.rand(D, generator=g, dtype=F64) * 6)
+    return (
+        torch.randn(N, d, generator=g, dtype=F64) * 0.5,
+        torch.randn(d, D, generator=g, dtype=F64),
+        torch.rand(D, generator=g, dtype=F64) * 6,
+    )
 
 
 def _ssm_args(H=3, N=4, seed=0):
@@ -62,14 +64,23 @@ def _raw_calls():
     return [
         ("fwht", ["x"], [torch.randn(3, 8, dtype=F64), True]),
         ("random_features", ["x", "W", "b"], [x, W, b, "cos", 0.7, "row"]),
-        ("random_features_bwd", ["grad", "out", "x", "W", "b"],
-         [torch.ones_like(out), out, x, W, b, "cos", 0.7, "row", True, True, True]),
+        (
+            "random_features_bwd",
+            ["grad", "out", "x", "W", "b"],
+            [torch.ones_like(out), out, x, W, b, "cos", 0.7, "row", True, True, True],
+        ),
         ("structured_features", ["x", "signs", "perm", "b"], [x, signs, perm, b, 7, "cos", "fastfood", 0.7, "row"]),
-        ("structured_features_bwd", ["grad", "out", "x", "signs", "perm", "b"],
-         [torch.ones_like(sout), sout, x, signs, perm, b, 7, "cos", "fastfood", 0.7, "row", True, True]),
+        (
+            "structured_features_bwd",
+            ["grad", "out", "x", "signs", "perm", "b"],
+            [torch.ones_like(sout), sout, x, signs, perm, b, 7, "cos", "fastfood", 0.7, "row", True, True],
+        ),
         ("ssm_kernel", ["log_dt", "A_real", "A_imag", "B", "C"], [log_dt, Ar, Ai, Bv, Cv, 10, "zoh"]),
-        ("ssm_kernel_bwd", ["grad", "log_dt", "A_real", "A_imag", "B", "C"],
-         [torch.ones(3, 10, dtype=F64), log_dt, Ar, Ai, Bv, Cv, "zoh"]),
+        (
+            "ssm_kernel_bwd",
+            ["grad", "log_dt", "A_real", "A_imag", "B", "C"],
+            [torch.ones(3, 10, dtype=F64), log_dt, Ar, Ai, Bv, Cv, "zoh"],
+        ),
     ]
 
 
@@ -129,6 +140,7 @@ def test_repro5_empty_inputs_forward_and_backward():
 
 def _fake_strides_match(op, args):
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     real = op(*args)
     with FakeTensorMode() as m:
         fa = [m.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
@@ -179,6 +191,7 @@ def test_repro7_inductor_fwht_transposed():
 
 def test_repro7_default_scale_does_not_recompile_per_feature_count():
     from torch._dynamo.testing import CompileCounter
+
     torch._dynamo.reset()
     cnt = CompileCounter()
     f = torch.compile(lambda x, W: kf.random_features(x, W) * 2, backend=cnt, dynamic=True, fullgraph=True)
@@ -190,8 +203,7 @@ def test_repro7_default_scale_does_not_recompile_per_feature_count():
     # structured: the default n_features (nblocks * P) stays symbolic too
     torch._dynamo.reset()
     cnt = CompileCounter()
-    f = torch.compile(lambda x, s: kf.structured_features(x, s, kind="relu"), backend=cnt, dynamic=True,
-                      fullgraph=True)
+    f = torch.compile(lambda x, s: kf.structured_features(x, s, kind="relu"), backend=cnt, dynamic=True, fullgraph=True)
     for nb in (2, 3, 4):
         s, _, _ = structured_inputs(3, nb, "sorf")
         torch.testing.assert_close(f(x, s), rf_ref.structured_features(x, s, kind="relu"))
@@ -201,20 +213,20 @@ def test_repro7_default_scale_does_not_recompile_per_feature_count():
 def test_repro8_huge_sizes_name_the_argument():
     log_dt, Ar, Ai, B, C = _ssm_args()
     with pytest.raises(ValueError, match=r"argument 'L'.*too large"):
-        kf.ssm_kernel(log_dt, Ar, Ai, B, C, 2 ** 40)
+        kf.ssm_kernel(log_dt, Ar, Ai, B, C, 2**40)
     with pytest.raises(ValueError, match=r"argument 'L'.*too large"):
-        kf.ssm_kernel(log_dt, Ar, Ai, B, C, 2 ** 62)
+        kf.ssm_kernel(log_dt, Ar, Ai, B, C, 2**62)
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match=r"argument 'W'.*too large"):
-        kf.random_features(x, torch.randn(3, 1).expand(3, 2 ** 40))
+        kf.random_features(x, torch.randn(3, 1).expand(3, 2**40))
     with pytest.raises(ValueError, match=r"argument 'x'.*too large"):
-        kf.random_features(torch.randn(1, 3).expand(2 ** 40, 3), torch.randn(3, 4))
+        kf.random_features(torch.randn(1, 3).expand(2**40, 3), torch.randn(3, 4))
     with pytest.raises(ValueError, match=r"argument 'x'.*too large"):
-        kf.fwht(torch.randn(1, 8).expand(2 ** 40, 8))
+        kf.fwht(torch.randn(1, 8).expand(2**40, 8))
     with pytest.raises(ValueError, match=r"argument 'n_features'"):
-        kf.structured_features(x, torch.ones(2, 3, 4), n_features=2 ** 40)
+        kf.structured_features(x, torch.ones(2, 3, 4), n_features=2**40)
     with pytest.raises(ValueError, match=r"argument 'signs'.*too large"):
-        kf.structured_features(x, torch.ones(1, 1, 1).expand(2 ** 38, 3, 4), n_features=4)
+        kf.structured_features(x, torch.ones(1, 1, 1).expand(2**38, 3, 4), n_features=4)
 
 
 def test_repro8_none_for_non_optional_raw_arguments():
@@ -336,11 +348,23 @@ def _poison(t, val):
 
 def _bad(t, name):
     """Invalid replacements of a tensor argument: (label, tensor)."""
-    out = [("int64" if t.dtype != torch.int64 else "float64", t.to(torch.int64 if t.dtype != torch.int64 else F64)),
-           ("meta", t.to("meta"))]
+    out = [
+        ("int64" if t.dtype != torch.int64 else "float64", t.to(torch.int64 if t.dtype != torch.int64 else F64)),
+        ("meta", t.to("meta")),
+    ]
     if t.is_floating_point() or t.is_complex():
-        out.append(("other-float", t.to(torch.float32 if t.dtype in (F64, torch.complex128) and not t.is_complex()
-                                       else torch.complex64 if t.is_complex() else F64)))
+        out.append(
+            (
+                "other-float",
+                t.to(
+                    torch.float32
+                    if t.dtype in (F64, torch.complex128) and not t.is_complex()
+                    else torch.complex64
+                    if t.is_complex()
+                    else F64
+                ),
+            )
+        )
     if t.dim() >= 1 and t.shape[-1] > 1:
         out.append(("short-last-dim", t[..., :-1]))
     out.append(("extra-dim", t.unsqueeze(0).expand(2, *t.shape)))
@@ -360,8 +384,7 @@ def _sweep(c, opname, tnames, build, ref, values_ok=True):
         for lab, bad in _bad(t, n):
             ts = dict(base, **{n: bad})
             # some "bad" shapes are valid (e.g. a batch dim of x): then the reference decides
-            _run(c, (opname, n, lab), lambda: build(ts), (lambda: ref(ts)) if n in build.batchable else None,
-                 names)
+            _run(c, (opname, n, lab), lambda: build(ts), (lambda: ref(ts)) if n in build.batchable else None, names)
         for lab, v in _variants(t).items():
             ts = dict(base, **{n: v})
             _run(c, (opname, n, lab), lambda: build(ts), lambda: ref(ts), names)
@@ -382,15 +405,25 @@ class _B:
 
 
 def _grad_of(ref_fn, ts, wrt, grad):
-    leaves = {k: (v.detach().double().clone().requires_grad_(k in wrt) if isinstance(v, torch.Tensor) and
-                  (v.is_floating_point() or v.is_complex()) else v) for k, v in ts.items()}
+    leaves = {
+        k: (
+            v.detach().double().clone().requires_grad_(k in wrt)
+            if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())
+            else v
+        )
+        for k, v in ts.items()
+    }
     out = ref_fn(leaves)
     gs = torch.autograd.grad(out, [leaves[k] for k in wrt], grad.to(out.dtype), allow_unused=True)
     return [torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(wrt, gs)]
 
 
 def _complex_pair(t):
-    return torch.view_as_complex(t.clone(memory_format=torch.contiguous_format)) if t is not None and not t.is_complex() else t
+    return (
+        torch.view_as_complex(t.clone(memory_format=torch.contiguous_format))
+        if t is not None and not t.is_complex()
+        else t
+    )
 
 
 def test_property_sweep_random_feature_ops_and_ssm_kernel(capsys):
@@ -401,32 +434,65 @@ def test_property_sweep_random_feature_ops_and_ssm_kernel(capsys):
 
     # ---- fwht (public and raw)
     xf = torch.randn(3, 8, dtype=F64, generator=_g(1))
-    _sweep(c, "fwht", ["x"], _B(lambda t: kf.fwht(t["x"]), {"x": xf}, batchable=("x",)),
-           lambda t: rf_ref.fwht(t["x"].double()))
-    _sweep(c, "raw fwht", ["x"], _B(lambda t: ops.fwht(t["x"], False), {"x": xf}, batchable=("x",)),
-           lambda t: rf_ref.fwht(t["x"].double(), normalized=False))
+    _sweep(
+        c,
+        "fwht",
+        ["x"],
+        _B(lambda t: kf.fwht(t["x"]), {"x": xf}, batchable=("x",)),
+        lambda t: rf_ref.fwht(t["x"].double()),
+    )
+    _sweep(
+        c,
+        "raw fwht",
+        ["x"],
+        _B(lambda t: ops.fwht(t["x"], False), {"x": xf}, batchable=("x",)),
+        lambda t: rf_ref.fwht(t["x"].double(), normalized=False),
+    )
 
     # ---- random_features: public (every kind) and raw forward / backward
     for kind in ("cos", "cos_sin", "positive", "relu", "step"):
         stab = "global" if kind == "positive" else "row"
-        _sweep(c, f"random_features[{kind}]", ["x", "W", "b"],
-               _B(lambda t: kf.random_features(t["x"], t["W"], t["b"], kind=kind, stabilize=stab),
-                  {"x": x, "W": W, "b": b}, batchable=("x",)),
-               lambda t: rf_ref.random_features(t["x"].double(), t["W"].double(), t["b"].double(), kind=kind,
-                                                stabilize=stab))
-    _sweep(c, "raw random_features", ["x", "W", "b"],
-           _B(lambda t: ops.random_features(t["x"], t["W"], t["b"], "positive", 0.6, "row"),
-              {"x": x, "W": W, "b": b}, batchable=("x",)),
-           lambda t: rf_ref.random_features(t["x"].double(), t["W"].double(), t["b"].double(), kind="positive",
-                                            scale=0.6))
+        _sweep(
+            c,
+            f"random_features[{kind}]",
+            ["x", "W", "b"],
+            _B(
+                lambda t: kf.random_features(t["x"], t["W"], t["b"], kind=kind, stabilize=stab),
+                {"x": x, "W": W, "b": b},
+                batchable=("x",),
+            ),
+            lambda t: rf_ref.random_features(
+                t["x"].double(), t["W"].double(), t["b"].double(), kind=kind, stabilize=stab
+            ),
+        )
+    _sweep(
+        c,
+        "raw random_features",
+        ["x", "W", "b"],
+        _B(
+            lambda t: ops.random_features(t["x"], t["W"], t["b"], "positive", 0.6, "row"),
+            {"x": x, "W": W, "b": b},
+            batchable=("x",),
+        ),
+        lambda t: rf_ref.random_features(t["x"].double(), t["W"].double(), t["b"].double(), kind="positive", scale=0.6),
+    )
     rfw = lambda t: rf_ref.random_features(t["x"], t["W"], t["b"], kind="cos", scale=0.6)  # noqa: E731
     out = ops.random_features(x, W, b, "cos", 0.6, "row")
     grad = torch.randn(out.shape, dtype=F64, generator=_g(5))
-    _sweep(c, "raw random_features_bwd", ["grad", "out", "x", "W", "b"],
-           _B(lambda t: ops.random_features_bwd(t["grad"], t["out"], t["x"], t["W"], t["b"], "cos", 0.6, "row",
-                                                True, True, True),
-              {"grad": grad, "out": out, "x": x, "W": W, "b": b}, no_poison=("out",)),
-           lambda t: _grad_of(rfw, t, ["x", "W", "b"], t["grad"]), values_ok=True)
+    _sweep(
+        c,
+        "raw random_features_bwd",
+        ["grad", "out", "x", "W", "b"],
+        _B(
+            lambda t: ops.random_features_bwd(
+                t["grad"], t["out"], t["x"], t["W"], t["b"], "cos", 0.6, "row", True, True, True
+            ),
+            {"grad": grad, "out": out, "x": x, "W": W, "b": b},
+            no_poison=("out",),
+        ),
+        lambda t: _grad_of(rfw, t, ["x", "W", "b"], t["grad"]),
+        values_ok=True,
+    )
 
     # ---- structured_features
     bS = b.clone()
@@ -435,46 +501,121 @@ def test_property_sweep_random_feature_ops_and_ssm_kernel(capsys):
             base = {"x": x, "signs": sg, "b": bS}
             if pm is not None:
                 base["perm"] = pm
-            _sweep(c, f"structured_features[{block},{kind}]", list(base),
-                   _B(lambda t: kf.structured_features(t["x"], t["signs"], kind=kind, block=block, perm=t.get("perm"),
-                                                       b=t["b"], n_features=5), base, batchable=("x",),
-                      no_poison=("signs",)),
-                   lambda t: rf_ref.structured_features(t["x"].double(), t["signs"].double(), kind=kind, block=block,
-                                                        perm=t.get("perm"), b=t["b"].double(), n_features=5))
-    sfw = lambda t: rf_ref.structured_features(t["x"], t["signs"], kind="cos", block="fastfood", perm=t["perm"],  # noqa
-                                               b=t["b"], n_features=5, scale=0.6)
+            _sweep(
+                c,
+                f"structured_features[{block},{kind}]",
+                list(base),
+                _B(
+                    lambda t: kf.structured_features(
+                        t["x"], t["signs"], kind=kind, block=block, perm=t.get("perm"), b=t["b"], n_features=5
+                    ),
+                    base,
+                    batchable=("x",),
+                    no_poison=("signs",),
+                ),
+                lambda t: rf_ref.structured_features(
+                    t["x"].double(),
+                    t["signs"].double(),
+                    kind=kind,
+                    block=block,
+                    perm=t.get("perm"),
+                    b=t["b"].double(),
+                    n_features=5,
+                ),
+            )
+    sfw = lambda t: rf_ref.structured_features(
+        t["x"],
+        t["signs"],
+        kind="cos",
+        block="fastfood",
+        perm=t["perm"],  # noqa
+        b=t["b"],
+        n_features=5,
+        scale=0.6,
+    )
     sout = ops.structured_features(x, signs, perm, bS, 5, "cos", "fastfood", 0.6, "row")
-    _sweep(c, "raw structured_features_bwd", ["grad", "out", "x", "signs", "perm", "b"],
-           _B(lambda t: ops.structured_features_bwd(t["grad"], t["out"], t["x"], t["signs"], t["perm"], t["b"], 5,
-                                                    "cos", "fastfood", 0.6, "row", True, True),
-              {"grad": grad, "out": sout, "x": x, "signs": signs, "perm": perm, "b": bS},
-              batchable=("x",), no_poison=("out", "signs")),
-           lambda t: _grad_of(sfw, t, ["x", "b"], t["grad"]))
+    _sweep(
+        c,
+        "raw structured_features_bwd",
+        ["grad", "out", "x", "signs", "perm", "b"],
+        _B(
+            lambda t: ops.structured_features_bwd(
+                t["grad"], t["out"], t["x"], t["signs"], t["perm"], t["b"], 5, "cos", "fastfood", 0.6, "row", True, True
+            ),
+            {"grad": grad, "out": sout, "x": x, "signs": signs, "perm": perm, "b": bS},
+            batchable=("x",),
+            no_poison=("out", "signs"),
+        ),
+        lambda t: _grad_of(sfw, t, ["x", "b"], t["grad"]),
+    )
 
     # ---- ssm_kernel (public, raw, raw bwd)
     log_dt, Ar, Ai, B, C = _ssm_args(H=3, N=4, seed=6)
     sbase = {"log_dt": log_dt, "A_real": Ar, "A_imag": Ai, "B": B, "C": C}
-    sref = lambda t: ssm_ref.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], _complex_pair(t["B"]),  # noqa: E731
-                                        _complex_pair(t["C"]), 12)
-    _sweep(c, "ssm_kernel", list(sbase),
-           _B(lambda t: kf.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], 12), sbase,
-              no_poison=("A_real", "A_imag")), sref)
+    sref = lambda t: ssm_ref.ssm_kernel(
+        t["log_dt"],
+        t["A_real"],
+        t["A_imag"],
+        _complex_pair(t["B"]),  # noqa: E731
+        _complex_pair(t["C"]),
+        12,
+    )
+    _sweep(
+        c,
+        "ssm_kernel",
+        list(sbase),
+        _B(
+            lambda t: kf.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], 12),
+            sbase,
+            no_poison=("A_real", "A_imag"),
+        ),
+        sref,
+    )
     rbase = dict(sbase, B=torch.view_as_real(B), C=torch.view_as_real(C))
-    _sweep(c, "raw ssm_kernel", list(rbase),
-           _B(lambda t: ops.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], 12, "bilinear"), rbase,
-              no_poison=("A_real", "A_imag")),
-           lambda t: ssm_ref.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], _complex_pair(t["B"]),
-                                        _complex_pair(t["C"]), 12, discretization="bilinear"))
+    _sweep(
+        c,
+        "raw ssm_kernel",
+        list(rbase),
+        _B(
+            lambda t: ops.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], 12, "bilinear"),
+            rbase,
+            no_poison=("A_real", "A_imag"),
+        ),
+        lambda t: ssm_ref.ssm_kernel(
+            t["log_dt"],
+            t["A_real"],
+            t["A_imag"],
+            _complex_pair(t["B"]),
+            _complex_pair(t["C"]),
+            12,
+            discretization="bilinear",
+        ),
+    )
     sg = torch.randn(3, 12, dtype=F64, generator=_g(7))
-    _sweep(c, "raw ssm_kernel_bwd", ["grad"] + list(rbase),
-           _B(lambda t: ops.ssm_kernel_bwd(t["grad"], t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], "zoh"),
-              dict(rbase, grad=sg), batchable=("grad",), no_poison=("A_real", "A_imag")),
-           lambda t: _grad_of(lambda u: ssm_ref.ssm_kernel(u["log_dt"], u["A_real"], u["A_imag"],
-                                                           torch.view_as_complex(u["B"]),
-                                                           torch.view_as_complex(u["C"]), u["grad"].shape[-1]),
-                              {k: (v.clone(memory_format=torch.contiguous_format) if v.dim() == 3 else v)
-                               for k, v in t.items()},
-                              ["log_dt", "A_real", "A_imag", "B", "C"], t["grad"]))
+    _sweep(
+        c,
+        "raw ssm_kernel_bwd",
+        ["grad"] + list(rbase),
+        _B(
+            lambda t: ops.ssm_kernel_bwd(t["grad"], t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], "zoh"),
+            dict(rbase, grad=sg),
+            batchable=("grad",),
+            no_poison=("A_real", "A_imag"),
+        ),
+        lambda t: _grad_of(
+            lambda u: ssm_ref.ssm_kernel(
+                u["log_dt"],
+                u["A_real"],
+                u["A_imag"],
+                torch.view_as_complex(u["B"]),
+                torch.view_as_complex(u["C"]),
+                u["grad"].shape[-1],
+            ),
+            {k: (v.clone(memory_format=torch.contiguous_format) if v.dim() == 3 else v) for k, v in t.items()},
+            ["log_dt", "A_real", "A_imag", "B", "C"],
+            t["grad"],
+        ),
+    )
 
     # ---- every requires-grad subset of the public ops: each subset's grads equal the full backward's
     def subsets(label, fn, ins):
@@ -489,7 +630,8 @@ def test_property_sweep_random_feature_ops_and_ssm_kernel(capsys):
                     o = fn(part)
                     o.backward(torch.ones_like(o))
                     ok = all((part[k].grad is None) == (k not in sub) for k in keys) and all(
-                        torch.allclose(part[k].grad, full[k].grad, rtol=1e-12, atol=1e-13) for k in sub)
+                        torch.allclose(part[k].grad, full[k].grad, rtol=1e-12, atol=1e-13) for k in sub
+                    )
                 except Exception as err:  # noqa: BLE001
                     c.wrong.append(((label, sub), f"{type(err).__name__}: {err}"[:200]))
                     continue
@@ -500,18 +642,26 @@ def test_property_sweep_random_feature_ops_and_ssm_kernel(capsys):
 
     subsets("fwht", lambda t: kf.fwht(t["x"]) ** 2, {"x": xf})
     for kind in ("cos", "cos_sin", "positive", "relu"):
-        subsets(f"random_features[{kind}]", lambda t: kf.random_features(t["x"], t["W"], t["b"], kind=kind),
-                {"x": x, "W": W, "b": b})
+        subsets(
+            f"random_features[{kind}]",
+            lambda t: kf.random_features(t["x"], t["W"], t["b"], kind=kind),
+            {"x": x, "W": W, "b": b},
+        )
     for block, sg_, pm in (("sorf", ssigns, None), ("fastfood", signs, perm)):
-        subsets(f"structured_features[{block}]",
-                lambda t: kf.structured_features(t["x"], sg_, kind="positive", block=block, perm=pm, b=t["b"],
-                                                 n_features=5), {"x": x, "b": bS})
-    subsets("ssm_kernel", lambda t: kf.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], 12),
-            sbase)
+        subsets(
+            f"structured_features[{block}]",
+            lambda t: kf.structured_features(
+                t["x"], sg_, kind="positive", block=block, perm=pm, b=t["b"], n_features=5
+            ),
+            {"x": x, "b": bS},
+        )
+    subsets("ssm_kernel", lambda t: kf.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], 12), sbase)
 
     with capsys.disabled():
-        print(f"\n[features/ssm reliability] tried {c.tried} / clear error {c.clear} / correct {c.correct} / "
-              f"wrong {len(c.wrong)}")
+        print(
+            f"\n[features/ssm reliability] tried {c.tried} / clear error {c.clear} / correct {c.correct} / "
+            f"wrong {len(c.wrong)}"
+        )
         for w in c.wrong[:40]:
             print("   WRONG", w)
     assert c.tried == c.clear + c.correct + len(c.wrong)

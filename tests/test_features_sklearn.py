@@ -3,6 +3,7 @@ RandomFeaturesTransformer. check_estimator (parametrize_with_checks) on a set of
 check_param_validation, identity with sklearn's RBFSampler, the plain numpy formula on our own
 fitted parameters, CSR = dense (both sparse paths), dtypes, clone / pickle, random_state, kernel
 accuracy at 4,096 components, Pipeline + GridSearchCV, bad parameters, import without sklearn."""
+
 import pickle
 import subprocess
 import sys
@@ -13,14 +14,13 @@ import torch
 
 sklearn = pytest.importorskip("sklearn")
 
+import kernelfuse  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from kernelfuse.features import RandomFeaturesTransformer, RBFSampler, exact_kernel  # noqa: E402
+from kernelfuse.features import _sklearn as kfsk  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.kernel_approximation import RBFSampler as SkRBFSampler  # noqa: E402
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks  # noqa: E402
-
-import kernelfuse  # noqa: E402
-from kernelfuse.features import RandomFeaturesTransformer, RBFSampler, exact_kernel  # noqa: E402
-from kernelfuse.features import _sklearn as kfsk  # noqa: E402
 
 T = RandomFeaturesTransformer
 
@@ -40,12 +40,27 @@ ESTIMATORS = [
 ]
 
 # (kernel, method, pairs) for the per-configuration tests
-CONFIGS = [("rbf", "rff", False), ("rbf", "orf", False), ("rbf", "sorf", False), ("rbf", "fastfood", False),
-           ("rbf", "rff", True), ("rbf", "orf", True), ("rbf", "sorf", True), ("laplacian", "rff", False),
-           ("laplacian", "rff", True), ("cauchy", "rff", False), ("cauchy", "rff", True), ("arccos0", "rff", False),
-           ("arccos0", "fastfood", False), ("arccos1", "rff", False), ("arccos1", "sorf", False),
-           ("softmax", "rff", False), ("softmax", "orf", False), ("softmax", "sorf", False),
-           ("softmax", "fastfood", False)]
+CONFIGS = [
+    ("rbf", "rff", False),
+    ("rbf", "orf", False),
+    ("rbf", "sorf", False),
+    ("rbf", "fastfood", False),
+    ("rbf", "rff", True),
+    ("rbf", "orf", True),
+    ("rbf", "sorf", True),
+    ("laplacian", "rff", False),
+    ("laplacian", "rff", True),
+    ("cauchy", "rff", False),
+    ("cauchy", "rff", True),
+    ("arccos0", "rff", False),
+    ("arccos0", "fastfood", False),
+    ("arccos1", "rff", False),
+    ("arccos1", "sorf", False),
+    ("softmax", "rff", False),
+    ("softmax", "orf", False),
+    ("softmax", "sorf", False),
+    ("softmax", "fastfood", False),
+]
 DENSE_CONFIGS = [c for c in CONFIGS if c[1] in ("rff", "orf")]
 
 
@@ -131,7 +146,7 @@ def _numpy_map(est, X):
     if kind == "relu":
         return np.sqrt(2.0 / n_out) * np.maximum(Z, 0)
     assert kind == "positive"
-    sq = 0.5 * (X * X).sum(1) / est.lengthscale_ ** 2
+    sq = 0.5 * (X * X).sum(1) / est.lengthscale_**2
     return np.sqrt(1.0 / n_out) * np.exp(Z - sq[:, None])
 
 
@@ -143,8 +158,9 @@ def test_transformer_numpy_formula(cfg, n_components):
     est = T(kernel=kernel, method=method, pairs=pairs, n_components=n_components, gamma=0.8, random_state=0).fit(X)
     nf = (n_components + 1) // 2 if pairs else n_components
     assert est.random_weights_.shape == (6, nf) and est.random_weights_.dtype == np.float64
-    assert hasattr(est, "random_offset_") == (kernel in ("rbf", "laplacian", "cauchy") and
-                                              (not pairs or n_components % 2 == 1))
+    assert hasattr(est, "random_offset_") == (
+        kernel in ("rbf", "laplacian", "cauchy") and (not pairs or n_components % 2 == 1)
+    )
     Z = est.transform(X)
     assert Z.shape == (40, n_components) and Z.dtype == np.float64
     np.testing.assert_allclose(Z, _numpy_map(est, X), rtol=1e-12, atol=1e-12)
@@ -165,8 +181,9 @@ def test_structured_attributes(method):
 # ------------------------------------------------------------------ kernel approximation
 def _exact(kernel, X, ls):
     from sklearn.metrics.pairwise import laplacian_kernel, rbf_kernel
+
     if kernel == "rbf":
-        return rbf_kernel(X, X, gamma=0.5 / ls ** 2)
+        return rbf_kernel(X, X, gamma=0.5 / ls**2)
     if kernel == "laplacian":
         return laplacian_kernel(X, X, gamma=1.0 / ls)
     t = torch.from_numpy(X)
@@ -182,7 +199,7 @@ def test_kernel_approximation(cfg, n_components):
     est = T(kernel=kernel, method=method, pairs=pairs, n_components=n_components, gamma=gamma, random_state=0)
     Z = est.fit_transform(X)
     # gamma as sklearn.metrics.pairwise defines it (rbf, laplacian), 1 / l^2 for the others
-    assert est.lengthscale_ == pytest.approx({"rbf": 1.0, "laplacian": 2.0}.get(kernel, gamma ** -0.5))
+    assert est.lengthscale_ == pytest.approx({"rbf": 1.0, "laplacian": 2.0}.get(kernel, gamma**-0.5))
     K = _exact(kernel, X, est.lengthscale_)
     err = np.abs(K - Z @ Z.T).mean() / np.abs(K).mean()
     # measured 0.02-0.06 (1/sqrt(D) regime); SORF at d = 6 (P = 8) has a bias floor of ~0.12 that
@@ -192,6 +209,7 @@ def test_kernel_approximation(cfg, n_components):
 
 def test_rbf_sampler_kernel_approximation():
     from sklearn.metrics.pairwise import rbf_kernel
+
     X = _data(n=50, d=6)
     Z = RBFSampler(gamma=0.5, n_components=4096, random_state=0).fit_transform(X)
     K = rbf_kernel(X, X, gamma=0.5)
@@ -199,8 +217,16 @@ def test_rbf_sampler_kernel_approximation():
 
 
 # ------------------------------------------------------------------ dtypes, sparse, lists
-@pytest.mark.parametrize("est", [RBFSampler(random_state=0), T(random_state=0), T(method="sorf", random_state=0),
-                                 T(kernel="softmax", method="fastfood", random_state=0)], ids=repr)
+@pytest.mark.parametrize(
+    "est",
+    [
+        RBFSampler(random_state=0),
+        T(random_state=0),
+        T(method="sorf", random_state=0),
+        T(kernel="softmax", method="fastfood", random_state=0),
+    ],
+    ids=repr,
+)
 def test_dtype_preservation(est):
     X64 = _data()
     X32 = X64.astype(np.float32)
@@ -293,6 +319,7 @@ def test_pipeline_gridsearch_classification():
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import Pipeline
+
     X, y = make_circles(n_samples=300, noise=0.1, factor=0.4, random_state=0)
     linear = LogisticRegression().fit(X, y).score(X, y)
     pipe = Pipeline([("rbf", RBFSampler(n_components=200, random_state=0)), ("clf", LogisticRegression(C=10))])
@@ -300,9 +327,11 @@ def test_pipeline_gridsearch_classification():
     assert gs.best_params_["rbf__gamma"] in (1.0, 5.0)
     assert gs.best_score_ > 0.9 > linear + 0.2
     assert list(gs.best_estimator_[:-1].get_feature_names_out()[:2]) == ["rbfsampler0", "rbfsampler1"]
-    gs2 = GridSearchCV(Pipeline([("rf", T(n_components=200, random_state=0)), ("clf", LogisticRegression(C=10))]),
-                       {"rf__kernel": ["rbf", "laplacian"], "rf__method": ["rff"], "rf__gamma": [1.0, "scale"]},
-                       cv=3).fit(X, y)
+    gs2 = GridSearchCV(
+        Pipeline([("rf", T(n_components=200, random_state=0)), ("clf", LogisticRegression(C=10))]),
+        {"rf__kernel": ["rbf", "laplacian"], "rf__method": ["rff"], "rf__gamma": [1.0, "scale"]},
+        cv=3,
+    ).fit(X, y)
     assert gs2.best_score_ > 0.9
 
 
@@ -310,6 +339,7 @@ def test_pipeline_gridsearch_regression():
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline
+
     rng = np.random.RandomState(0)
     X = rng.uniform(-3, 3, size=(300, 1))
     y = np.sin(2 * X[:, 0]) + 0.05 * rng.randn(300)
@@ -337,6 +367,7 @@ def test_feature_names():
 
 def test_not_fitted_and_wrong_width():
     from sklearn.exceptions import NotFittedError
+
     for est in (RBFSampler(), T()):
         with pytest.raises(NotFittedError):
             est.transform(_data())
@@ -346,23 +377,26 @@ def test_not_fitted_and_wrong_width():
 
 
 # ------------------------------------------------------------------ bad parameters name the argument
-@pytest.mark.parametrize("cls, params, arg", [
-    (RBFSampler, dict(gamma=-1.0), "gamma"),
-    (RBFSampler, dict(gamma="auto"), "gamma"),
-    (RBFSampler, dict(n_components=0), "n_components"),
-    (RBFSampler, dict(n_components=2.5), "n_components"),
-    (RBFSampler, dict(random_state="x"), "random_state"),
-    (T, dict(gamma=0.0), "gamma"),
-    (T, dict(gamma="auto"), "gamma"),
-    (T, dict(n_components=-3), "n_components"),
-    (T, dict(kernel="rbff"), "kernel"),
-    (T, dict(method="qmc"), "method"),
-    (T, dict(pairs="yes"), "pairs"),
-    (T, dict(kernel="laplacian", method="sorf"), "method"),
-    (T, dict(kernel="cauchy", method="orf"), "method"),
-    (T, dict(kernel="arccos1", pairs=True), "pairs"),
-    (T, dict(kernel="softmax", pairs=True), "pairs"),
-])
+@pytest.mark.parametrize(
+    "cls, params, arg",
+    [
+        (RBFSampler, dict(gamma=-1.0), "gamma"),
+        (RBFSampler, dict(gamma="auto"), "gamma"),
+        (RBFSampler, dict(n_components=0), "n_components"),
+        (RBFSampler, dict(n_components=2.5), "n_components"),
+        (RBFSampler, dict(random_state="x"), "random_state"),
+        (T, dict(gamma=0.0), "gamma"),
+        (T, dict(gamma="auto"), "gamma"),
+        (T, dict(n_components=-3), "n_components"),
+        (T, dict(kernel="rbff"), "kernel"),
+        (T, dict(method="qmc"), "method"),
+        (T, dict(pairs="yes"), "pairs"),
+        (T, dict(kernel="laplacian", method="sorf"), "method"),
+        (T, dict(kernel="cauchy", method="orf"), "method"),
+        (T, dict(kernel="arccos1", pairs=True), "pairs"),
+        (T, dict(kernel="softmax", pairs=True), "pairs"),
+    ],
+)
 def test_bad_params(cls, params, arg):
     est = cls(**params)  # nothing is validated before fit (sklearn's convention)
     with pytest.raises(ValueError, match=f"'{arg}'"):

@@ -1,14 +1,14 @@
 """kernel_sum / kernel_logsumexp against the float64 reference, autograd, opcheck, compile, errors."""
+
 import math
 
+import kernelfuse as kf
 import pytest
 import torch
-
-import kernelfuse as kf
+from conftest import TOL
+from conftest import assert_close_to_ref as _assert_close
 from kernelfuse.ops.kde import KERNELS, kernel_logsumexp_sq
 from kernelfuse.reference import kde as ref
-
-from conftest import TOL, assert_close_to_ref as _assert_close
 
 SMOOTH = ("gaussian", "laplacian", "cauchy", "matern32", "matern52", "inverse_multiquadric")
 SHAPES = [(1, 1, 1), (7, 13, 3), (37, 101, 5), (33, 257, 2), (5, 300, 17)]  # (m, n, d): odd, prime, > tiles
@@ -36,8 +36,6 @@ def _ref64(fn, x, y, w, **kw):
     h = kw.pop("bandwidth")
     h64 = h.double().cpu() if isinstance(h, torch.Tensor) else h
     return fn(x.double().cpu(), y.double().cpu(), w64, bandwidth=h64, **kw)
-
-
 
 
 # ------------------------------------------------------------------ values vs the reference
@@ -76,8 +74,12 @@ def test_batched_and_per_dim_bandwidth(kernel, device):
     B, m, n, d = 3, 11, 29, 4
     x, y = _data(m, n, d, torch.float64, device, batch=B)
     h = torch.tensor([0.5, 1.0, 2.0, 3.0], dtype=torch.float64, device=device)
-    for w in (None, _weights("vec", n, torch.float64, device, batch=B), _weights("cols", n, torch.float64, device),
-              _weights("vec", n, torch.float64, device)):
+    for w in (
+        None,
+        _weights("vec", n, torch.float64, device, batch=B),
+        _weights("cols", n, torch.float64, device),
+        _weights("vec", n, torch.float64, device),
+    ):
         out = kf.kernel_sum(x, y, w, kernel=kernel, bandwidth=h)
         if w is not None and w.dim() < 3 and tuple(w.shape) != (B, n):
             w = w.expand(B, *w.shape)
@@ -92,8 +94,9 @@ def test_exclude_self(kernel, device):
     exp = ref.kernel_sum(x.cpu(), x.cpu(), kernel=kernel, bandwidth=1.5, exclude_self=True)
     _assert_close(out, exp, torch.float64)
     lo = kf.kernel_logsumexp(x, x, kernel=kernel, bandwidth=1.5, exclude_self=True)
-    torch.testing.assert_close(lo.cpu(), ref.kernel_logsumexp(x.cpu(), x.cpu(), kernel=kernel, bandwidth=1.5,
-                                                             exclude_self=True))
+    torch.testing.assert_close(
+        lo.cpu(), ref.kernel_logsumexp(x.cpu(), x.cpu(), kernel=kernel, bandwidth=1.5, exclude_self=True)
+    )
 
 
 def test_exclude_self_is_not_a_subtraction():
@@ -230,10 +233,18 @@ def _op_samples():
         (torch.ops.kernelfuse.kernel_logsumexp, (x, y, w.log(), h.requires_grad_(), "gaussian", False)),
         (torch.ops.kernelfuse.kernel_logsumexp, (xb, xb, None, hb, "laplacian", True)),
         (torch.ops.kernelfuse.kernel_logsumexp_sq, (x.detach(), y, None, h.detach(), "cosine", False)),
-        (torch.ops.kernelfuse.kernel_sum_bwd, (g, x.detach(), y, w.detach(), h.detach(), "cauchy", False, True, True, True)),
-        (torch.ops.kernelfuse.kernel_sum_bwd, (g[:, 0], x.detach(), y, None, h.detach(), "cauchy", False, True, False, False)),
-        (torch.ops.kernelfuse.kernel_logsumexp_bwd,
-         (g, out, x.detach(), y, w.log().detach(), h.detach(), "gaussian", False, True, True, True)),
+        (
+            torch.ops.kernelfuse.kernel_sum_bwd,
+            (g, x.detach(), y, w.detach(), h.detach(), "cauchy", False, True, True, True),
+        ),
+        (
+            torch.ops.kernelfuse.kernel_sum_bwd,
+            (g[:, 0], x.detach(), y, None, h.detach(), "cauchy", False, True, False, False),
+        ),
+        (
+            torch.ops.kernelfuse.kernel_logsumexp_bwd,
+            (g, out, x.detach(), y, w.log().detach(), h.detach(), "gaussian", False, True, True, True),
+        ),
     ]
 
 
@@ -305,8 +316,9 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"argument 'kernel'"):
         torch.ops.kernelfuse.kernel_sum(x, y, None, torch.tensor(1.0), "nope", False)
     with pytest.raises(ValueError, match=r"argument 'grad'.*expected shape \[5\]"):
-        torch.ops.kernelfuse.kernel_sum_bwd(torch.ones(4), x, y, None, torch.tensor(1.0), "gaussian", False,
-                                            True, False, False)
+        torch.ops.kernelfuse.kernel_sum_bwd(
+            torch.ones(4), x, y, None, torch.tensor(1.0), "gaussian", False, True, False, False
+        )
 
 
 def test_devices_that_differ():
@@ -328,6 +340,7 @@ def test_build_info():
 def test_kernel_lists_agree():
     """The ops layer owns its kernel and metric lists; the reference (the spec) keeps its own."""
     from kernelfuse.ops import kde as ops_kde
+
     assert ops_kde.KERNELS == ref.KERNELS and ops_kde.METRICS == ref.METRICS
     assert set(ref.COMPACT_KERNELS) <= set(ops_kde.KERNELS)
 
@@ -347,8 +360,9 @@ def test_half_inputs_accumulate_in_float32(dtype, kernel):
     tol = TOL[dtype]
     torch.testing.assert_close(out.double().cpu(), exp, rtol=tol["rtol"], atol=tol["atol"] * exp.abs().max().item())
     lo = kf.kernel_logsumexp(xs, ys, ws.log(), kernel=kernel, bandwidth=1.3)
-    lexp = ref.kernel_logsumexp(xs.double().cpu(), ys.double().cpu(), ws.log().double().cpu(), kernel=kernel,
-                                bandwidth=1.3)
+    lexp = ref.kernel_logsumexp(
+        xs.double().cpu(), ys.double().cpu(), ws.log().double().cpu(), kernel=kernel, bandwidth=1.3
+    )
     fin = torch.isfinite(lexp)
     torch.testing.assert_close(lo.double().cpu()[fin], lexp[fin], rtol=tol["rtol"], atol=tol["atol"] * 10)
 
@@ -362,8 +376,9 @@ def test_cuda_backward_matches_cpu():
     for dev in ("cpu", "cuda"):
         args = [t.to(dev).requires_grad_(True) for t in (x, y, w)]
         for op, ww in ((kf.kernel_sum, args[2]), (kf.kernel_logsumexp, args[2].log())):
-            torch.autograd.backward(op(args[0], args[1], ww, kernel="laplacian", bandwidth=0.9, exclude_self=False),
-                                    g.to(dev))
+            torch.autograd.backward(
+                op(args[0], args[1], ww, kernel="laplacian", bandwidth=0.9, exclude_self=False), g.to(dev)
+            )
         grads.append([a.grad.cpu() for a in args])
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a)

@@ -1,17 +1,16 @@
 """Distance metrics of the kernel-sum ops (metric=, p=) and the exact support test of the compact
 kernels, against the float64 reference (kernelfuse.reference.kde) and an exact integer computation."""
+
 import itertools
 import math
 
+import kernelfuse as kf
 import numpy as np
 import pytest
 import torch
-
-import kernelfuse as kf
+from conftest import assert_close_to_ref as _assert_close
 from kernelfuse.ops.kde import kernel_logsumexp_sq
 from kernelfuse.reference import kde as ref
-
-from conftest import assert_close_to_ref as _assert_close
 
 METRICS = ("euclidean", "manhattan", "chebyshev", "minkowski", "haversine")
 KERNELS6 = ("gaussian", "laplacian", "tophat", "epanechnikov", "linear", "cosine")
@@ -29,10 +28,12 @@ def _data(metric, m, n, d, dtype, device, seed=0, batch=None):
     g = torch.Generator().manual_seed(seed)
     lead = () if batch is None else (batch,)
     if metric == "haversine":  # (lat, lon) in radians, a region of the sphere (antipodes excluded)
+
         def pts(k):
             lat = (torch.rand(*lead, k, 1, generator=g, dtype=torch.float64) - 0.5) * 2.0
             lon = (torch.rand(*lead, k, 1, generator=g, dtype=torch.float64) - 0.5) * 4.0
             return torch.cat([lat, lon], -1)
+
         x, y = pts(m), pts(n)
     else:
         x = torch.randn(*lead, m, d, generator=g, dtype=torch.float64)
@@ -44,8 +45,12 @@ def _h(metric, d, kernel, per_dim=False, dtype=torch.float64):
     """A bandwidth that puts pairs inside and outside the compact supports."""
     if metric == "haversine":
         return 0.8
-    base = {"euclidean": 1.2 * math.sqrt(d), "manhattan": 1.1 * d, "chebyshev": 1.3 + 0.2 * d,
-            "minkowski": 1.2 * d ** (1 / P)}[metric]
+    base = {
+        "euclidean": 1.2 * math.sqrt(d),
+        "manhattan": 1.1 * d,
+        "chebyshev": 1.3 + 0.2 * d,
+        "minkowski": 1.2 * d ** (1 / P),
+    }[metric]
     if kernel not in COMPACT:
         base *= 0.8
     if not per_dim:
@@ -103,8 +108,9 @@ def test_metric_matches_reference(metric, kernel, dtype, device):
         _assert_close(out, exp, dtype)
         lw = None if w is None else w.log()
         f = 50.0 if (kernel in COMPACT and dtype == torch.float32) else 1.0
-        _check_lse(kf.kernel_logsumexp(x, y, lw, **kw), ref.kernel_logsumexp(_d64(x), _d64(y), _d64(lw), **kw), dtype,
-                   f)
+        _check_lse(
+            kf.kernel_logsumexp(x, y, lw, **kw), ref.kernel_logsumexp(_d64(x), _d64(y), _d64(lw), **kw), dtype, f
+        )
         if m == 7 and n == 131:
             lse, lse2 = kernel_logsumexp_sq(x, y, lw, **kw)
             e1, e2 = ref.kernel_logsumexp_sq(_d64(x), _d64(y), _d64(lw), **kw)
@@ -121,16 +127,21 @@ def test_metric_batched_weighted_per_dim(metric, kernel, device):
     d = 2 if metric == "haversine" else 4
     x, y = _data(metric, m, n, d, torch.float64, device, batch=B, seed=5)
     h = _h(metric, d, kernel, per_dim=metric != "haversine")
-    for w in (None, _weights("vec", n, torch.float64, device, batch=B), _weights("cols", n, torch.float64, device),
-              _weights("cols", n, torch.float64, device, batch=B)):
+    for w in (
+        None,
+        _weights("vec", n, torch.float64, device, batch=B),
+        _weights("cols", n, torch.float64, device),
+        _weights("cols", n, torch.float64, device, batch=B),
+    ):
         kw = dict(kernel=kernel, bandwidth=h, metric=metric, p=P)
         out = kf.kernel_sum(x, y, w, **kw)
         wr = w if (w is None or w.dim() == 3 or tuple(w.shape) == (B, n)) else w.expand(B, *w.shape)
         _assert_close(out, ref.kernel_sum(_d64(x), _d64(y), _d64(wr), **kw), torch.float64)
         lw = None if w is None else w.log()
         lwr = None if wr is None else wr.log()
-        _check_lse(kf.kernel_logsumexp(x, y, lw, **kw), ref.kernel_logsumexp(_d64(x), _d64(y), _d64(lwr), **kw),
-                   torch.float64)
+        _check_lse(
+            kf.kernel_logsumexp(x, y, lw, **kw), ref.kernel_logsumexp(_d64(x), _d64(y), _d64(lwr), **kw), torch.float64
+        )
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -179,14 +190,18 @@ def test_metric_gradcheck(metric, log_domain, kernel):
         hv = 2.5 if metric == "haversine" else 3.0 * _h(metric, d, kernel)
     else:
         hv = _h(metric, d, kernel)
-    for per_dim in ([False] if metric == "haversine" else [False, True]):
-        h = (torch.tensor([hv * 0.9, hv, hv * 1.2], dtype=torch.float64) if per_dim
-             else torch.tensor(hv, dtype=torch.float64))
+    for per_dim in [False] if metric == "haversine" else [False, True]:
+        h = (
+            torch.tensor([hv * 0.9, hv, hv * 1.2], dtype=torch.float64)
+            if per_dim
+            else torch.tensor(hv, dtype=torch.float64)
+        )
         leaves = [t.clone().requires_grad_(True) for t in (x, y, w.log() if log_domain else w, h)]
         fn = kf.kernel_logsumexp if log_domain else kf.kernel_sum
 
         def f(x_, y_, w_, h_):
             return fn(x_, y_, w_, kernel=kernel, bandwidth=h_, metric=metric, p=P)
+
         assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
@@ -198,10 +213,13 @@ def test_metric_gradients_match_reference_autograd(metric, kernel):
     x, y = _away_from_kinks(metric, 17, 23, d, seed=12)
     x, y = torch.stack([x, x.flip(0)]), torch.stack([y, y.flip(0)])
     w = _weights("vec", 23, torch.float64, "cpu", batch=2)
-    hv = (2.0 if metric == "haversine" else 2.0 * _h(metric, d, kernel))
+    hv = 2.0 if metric == "haversine" else 2.0 * _h(metric, d, kernel)
     f64 = torch.float64
-    for h in ([torch.tensor(hv, dtype=f64)] if metric == "haversine" else
-              [torch.tensor(hv, dtype=f64), torch.tensor([hv, 0.8 * hv, 1.1 * hv, 1.3 * hv], dtype=f64)]):
+    for h in (
+        [torch.tensor(hv, dtype=f64)]
+        if metric == "haversine"
+        else [torch.tensor(hv, dtype=f64), torch.tensor([hv, 0.8 * hv, 1.1 * hv, 1.3 * hv], dtype=f64)]
+    ):
         for log_domain in (False, True):
             fn, rf = (kf.kernel_logsumexp, ref.kernel_logsumexp) if log_domain else (kf.kernel_sum, ref.kernel_sum)
             wi = w.log() if log_domain else w
@@ -233,8 +251,9 @@ def test_every_subset_of_inputs_requiring_grad(metric):
         if not any(need):
             continue
         lv = [t.clone().requires_grad_(n) for t, n in zip((x, y, w, h), need)]
-        got = torch.autograd.grad(kf.kernel_sum(*lv[:3], bandwidth=lv[3], **kw).sum(),
-                                  [t for t, n in zip(lv, need) if n])
+        got = torch.autograd.grad(
+            kf.kernel_sum(*lv[:3], bandwidth=lv[3], **kw).sum(), [t for t, n in zip(lv, need) if n]
+        )
         for u, v in zip(got, [g for g, n in zip(gfull, need) if n]):
             torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-14)
 
@@ -243,12 +262,12 @@ def test_kink_subgradients():
     """sign(0) = 0 (manhattan / minkowski at x_k == y_k); chebyshev ties go to the first coordinate."""
     x = torch.tensor([[0.0, 0.0]], dtype=torch.float64, requires_grad=True)
     y = torch.tensor([[0.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
-    g, = torch.autograd.grad(kf.kernel_sum(x, y[:1], bandwidth=2.0, metric="manhattan").sum(), x)
+    (g,) = torch.autograd.grad(kf.kernel_sum(x, y[:1], bandwidth=2.0, metric="manhattan").sum(), x)
     assert g[0, 0] == 0 and g[0, 1] > 0
-    g, = torch.autograd.grad(kf.kernel_sum(x, y[:1], bandwidth=2.0, metric="minkowski", p=3.0).sum(), x)
+    (g,) = torch.autograd.grad(kf.kernel_sum(x, y[:1], bandwidth=2.0, metric="minkowski", p=3.0).sum(), x)
     assert g[0, 0] == 0 and g[0, 1] > 0
     # |dx| = (1, 1): a tie, the first coordinate gets the whole gradient
-    g, = torch.autograd.grad(kf.kernel_sum(x, y[1:], bandwidth=2.0, metric="chebyshev").sum(), x)
+    (g,) = torch.autograd.grad(kf.kernel_sum(x, y[1:], bandwidth=2.0, metric="chebyshev").sum(), x)
     assert g[0, 1] == 0 and g[0, 0] > 0
     r = 1.0 / 2.0  # d/dx_0 exp(-r^2/2), r = (x_0 - y_0) / h: -r exp(-r^2/2) * (1/h) * sign(x_0 - y_0)
     torch.testing.assert_close(g[0, 0], torch.tensor(r * math.exp(-0.5 * r * r) / 2.0, dtype=torch.float64))
@@ -265,14 +284,16 @@ def test_need_bandwidth_matches_translation_formula():
         for kernel in ("gaussian", "epanechnikov"):
             gx, gy, gw, gh = _ops.kernel_sum_bwd(g, x, y, w, h, kernel, False, True, True, True, metric, P, True)
             hh = h.clone().requires_grad_(True)
-            exp, = torch.autograd.grad(kf.kernel_sum(x, y, w, kernel=kernel, bandwidth=hh, metric=metric, p=P), hh, g)
+            (exp,) = torch.autograd.grad(kf.kernel_sum(x, y, w, kernel=kernel, bandwidth=hh, metric=metric, p=P), hh, g)
             assert gh.shape == h.shape
             torch.testing.assert_close(gh, exp, rtol=1e-10, atol=1e-12)
             lo = kf.kernel_logsumexp(x, y, w.log(), kernel=kernel, bandwidth=h, metric=metric, p=P)
-            _, _, _, gh2 = _ops.kernel_logsumexp_bwd(g, lo, x, y, w.log(), h, kernel, False, False, False, False,
-                                                      metric, P, True)
-            exp2, = torch.autograd.grad(kf.kernel_logsumexp(x, y, w.log(), kernel=kernel, bandwidth=hh, metric=metric,
-                                                            p=P), hh, g)
+            _, _, _, gh2 = _ops.kernel_logsumexp_bwd(
+                g, lo, x, y, w.log(), h, kernel, False, False, False, False, metric, P, True
+            )
+            (exp2,) = torch.autograd.grad(
+                kf.kernel_logsumexp(x, y, w.log(), kernel=kernel, bandwidth=hh, metric=metric, p=P), hh, g
+            )
             torch.testing.assert_close(gh2, exp2, rtol=1e-10, atol=1e-12)
 
 
@@ -312,8 +333,8 @@ def _int_distances(X, metric):
         else:
             out = np.empty((NQ, X.shape[0]), dtype=np.int64)
             for s in range(0, NQ, 50):
-                diff = np.abs(Q[s:s + 50, None, :] - X[None, :, :])
-                out[s:s + 50] = diff.sum(-1) if metric == "manhattan" else diff.max(-1)
+                diff = np.abs(Q[s : s + 50, None, :] - X[None, :, :])
+                out[s : s + 50] = diff.sum(-1) if metric == "manhattan" else diff.max(-1)
             _DIST[metric] = out
     return _DIST[metric]
 
@@ -327,14 +348,19 @@ def _exact_log_density(D, h, kernel, metric):
         inside = D < h
         s = (D / h) ** 2
     r = np.sqrt(s)
-    k = {"tophat": np.ones_like(s), "epanechnikov": 1 - s, "linear": 1 - r,
-         "cosine": np.cos(0.5 * np.pi * np.minimum(r, 1.0))}[kernel]
+    k = {
+        "tophat": np.ones_like(s),
+        "epanechnikov": 1 - s,
+        "linear": 1 - r,
+        "cosine": np.cos(0.5 * np.pi * np.minimum(r, 1.0)),
+    }[kernel]
     with np.errstate(divide="ignore"):
         return np.log(np.where(inside, k, 0.0).sum(1)), np.where(inside, k, 0.0).sum(1)
 
 
-@pytest.mark.parametrize("metric,hs", [("euclidean", (45.0, 44.9, 45.1)), ("manhattan", (200.0, 199.9)),
-                                       ("chebyshev", (10.0, 10.1))])
+@pytest.mark.parametrize(
+    "metric,hs", [("euclidean", (45.0, 44.9, 45.1)), ("manhattan", (200.0, 199.9)), ("chebyshev", (10.0, 10.1))]
+)
 @pytest.mark.parametrize("kernel", COMPACT)
 def test_exact_support_on_integer_data(metric, hs, kernel):
     """sklearn.datasets.load_digits(): integer data with hundreds of pairs at exactly dist = h.
@@ -400,8 +426,9 @@ def test_metric_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"bandwidth.*'haversine' takes a scalar bandwidth"):
         _ops.kernel_sum(x[:, :2], y[:, :2], None, torch.ones(2), "gaussian", False, "haversine", 2.0)
     with pytest.raises(ValueError, match=r"need_bandwidth.*needs a scalar bandwidth"):
-        _ops.kernel_sum_bwd(torch.ones(4), x, y, None, torch.ones(3), "gaussian", False, True, True, False,
-                            "manhattan", 2.0, True)
+        _ops.kernel_sum_bwd(
+            torch.ones(4), x, y, None, torch.ones(3), "gaussian", False, True, True, False, "manhattan", 2.0, True
+        )
 
 
 # ------------------------------------------------------------------ opcheck, compile
@@ -416,17 +443,31 @@ def _opcheck_cases():
     gr = torch.randn(7, 2, generator=g, dtype=torch.float64)
     lo = _ops.kernel_logsumexp(xh, yh, w.log(), h, "gaussian", False, "haversine", 2.0)
     return [
-        (_ops.kernel_sum, (x.clone().requires_grad_(), y, w.clone().requires_grad_(), hd.clone().requires_grad_(),
-                           "epanechnikov", False, "manhattan", 2.0)),
+        (
+            _ops.kernel_sum,
+            (
+                x.clone().requires_grad_(),
+                y,
+                w.clone().requires_grad_(),
+                hd.clone().requires_grad_(),
+                "epanechnikov",
+                False,
+                "manhattan",
+                2.0,
+            ),
+        ),
         (_ops.kernel_sum, (x, y, w, h, "cosine", False, "minkowski", 3.0)),
         (_ops.kernel_logsumexp, (x, y, w.log(), hd, "gaussian", False, "chebyshev", 2.0)),
-        (_ops.kernel_logsumexp, (xh.clone().requires_grad_(), yh, w.log(), h.clone().requires_grad_(), "linear",
-                                 False, "haversine", 2.0)),
+        (
+            _ops.kernel_logsumexp,
+            (xh.clone().requires_grad_(), yh, w.log(), h.clone().requires_grad_(), "linear", False, "haversine", 2.0),
+        ),
         (_ops.kernel_logsumexp_sq, (x, y, None, h, "tophat", False, "chebyshev", 2.0)),
-        (_ops.kernel_sum_bwd, (gr, x, y, w, h, "gaussian", False, True, True, True, "minkowski",
-                               3.0, True)),
-        (_ops.kernel_logsumexp_bwd, (gr, lo, xh, yh, w.log(), h, "gaussian", False, True, False, True, "haversine",
-                                     2.0, True)),
+        (_ops.kernel_sum_bwd, (gr, x, y, w, h, "gaussian", False, True, True, True, "minkowski", 3.0, True)),
+        (
+            _ops.kernel_logsumexp_bwd,
+            (gr, lo, xh, yh, w.log(), h, "gaussian", False, True, False, True, "haversine", 2.0, True),
+        ),
     ]
 
 
@@ -443,8 +484,10 @@ def test_metric_torch_compile_fullgraph(metric):
     w = torch.rand(20) + 0.1
 
     def f(x_, h_):
-        return kf.kernel_logsumexp(x_, y, w.log(), kernel="epanechnikov", bandwidth=h_, metric=metric).sum() + \
-            kf.kernel_sum(x_, y, w, kernel="gaussian", bandwidth=h_, metric=metric).sum()
+        return (
+            kf.kernel_logsumexp(x_, y, w.log(), kernel="epanechnikov", bandwidth=h_, metric=metric).sum()
+            + kf.kernel_sum(x_, y, w, kernel="gaussian", bandwidth=h_, metric=metric).sum()
+        )
 
     cf = torch.compile(f, fullgraph=True, backend="aot_eager")
     h = torch.tensor(2.5)
@@ -468,8 +511,11 @@ def test_exact_support_both_cpu_paths(h, dtype):
     x = torch.randint(0, int(h), (60, 3), generator=g)
     y = torch.randint(0, int(h), (90, 3), generator=g)
     diff = (x[:, None, :] - y[None, :, :]).abs()
-    for metric, D, thr in (("euclidean", (diff * diff).sum(-1), h * h), ("manhattan", diff.sum(-1), h),
-                           ("chebyshev", diff.amax(-1), h)):
+    for metric, D, thr in (
+        ("euclidean", (diff * diff).sum(-1), h * h),
+        ("manhattan", diff.sum(-1), h),
+        ("chebyshev", diff.amax(-1), h),
+    ):
         count = (D.double() < thr).sum(1).double()
         out = kf.kernel_sum(x.to(dtype), y.to(dtype), kernel="tophat", bandwidth=h, metric=metric)
         assert torch.equal(out.double(), count), metric

@@ -2,6 +2,7 @@
 
 Exactness tests run in float64. scikit-learn and scipy are test dependencies only.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,7 +11,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from kernelfuse.kde import (
     FewPointsWarning,
     GaussianKDE,
@@ -75,8 +75,9 @@ def sphere_area(d: int) -> float:
 def radial_moment(kernel: str, d: int, p: int) -> float:
     """int_0^inf r^(d-1+p) k(r) dr by adaptive quadrature."""
     upper = 1.0 if kernel in COMPACT else np.inf
-    val, _ = integrate.quad(lambda r: r ** (d - 1 + p) * profile_np(kernel, r), 0, upper,
-                            epsabs=0, epsrel=1e-12, limit=400)
+    val, _ = integrate.quad(
+        lambda r: r ** (d - 1 + p) * profile_np(kernel, r), 0, upper, epsabs=0, epsrel=1e-12, limit=400
+    )
     return val
 
 
@@ -113,7 +114,7 @@ def queries_for(X, n=40, seed=0):
     rng = np.random.RandomState(seed)
     idx = rng.choice(X.shape[0], size=n, replace=False)
     jitter = X[idx[: n // 2]] + 0.05 * X.std(0) * rng.standard_normal((n // 2, X.shape[1]))
-    return np.vstack([X[idx[n // 2:]], jitter])
+    return np.vstack([X[idx[n // 2 :]], jitter])
 
 
 def sklearn_scores(X, Q, kernel, bandwidth, sample_weight=None):
@@ -194,8 +195,15 @@ def test_sample_radial_law_rational_quadratic(d):
 def test_cosine_normaliser_stable_in_high_dimension():
     # For large d, int_0^1 r^(d-1) cos(pi r/2) dr -> (pi/2) / (d (d+1)) (1 + O(1/d)).
     for d in (100, 300, 1000):
-        val, _ = integrate.quad(lambda r: r ** (d - 1) * np.cos(0.5 * np.pi * r), 0, 1,
-                                epsabs=0, epsrel=1e-13, limit=400, points=[1 - 10 / d])
+        val, _ = integrate.quad(
+            lambda r: r ** (d - 1) * np.cos(0.5 * np.pi * r),
+            0,
+            1,
+            epsabs=0,
+            epsrel=1e-13,
+            limit=400,
+            points=[1 - 10 / d],
+        )
         expected = log_sphere_area(d) + math.log(val)
         assert log_kernel_normaliser("cosine", d) == pytest.approx(expected, rel=1e-11)
 
@@ -249,8 +257,9 @@ def test_density_integrates_to_one_1d(kernel):
     kde = quiet_fit(bandwidth=h, kernel=kernel).fit(centres, sample_weight=w)
     breaks = np.unique(np.concatenate([centres[:, 0] - h, centres[:, 0], centres[:, 0] + h]))
     infinite = kernel not in COMPACT
-    total = gauss_legendre(lambda x: np.exp(kde.score_samples(x[:, None])), breaks,
-                           left_tail=infinite, right_tail=infinite, panels=16)
+    total = gauss_legendre(
+        lambda x: np.exp(kde.score_samples(x[:, None])), breaks, left_tail=infinite, right_tail=infinite, panels=16
+    )
     assert total == pytest.approx(1.0, abs=1e-10)
 
 
@@ -442,12 +451,22 @@ def test_sample_radial_law_chi_square(kernel, d):
     assert s.shape == (n, d)
     r = np.linalg.norm(s - c, axis=1) / h
     upper = 1.0 if kernel in COMPACT else 60.0
-    edges = np.linspace(0, upper, 21) if kernel in COMPACT else np.concatenate(
-        [np.quantile(r, np.linspace(0, 1, 21)[:-1]), [np.inf]])
+    edges = (
+        np.linspace(0, upper, 21)
+        if kernel in COMPACT
+        else np.concatenate([np.quantile(r, np.linspace(0, 1, 21)[:-1]), [np.inf]])
+    )
     edges[0] = 0.0
     z = radial_moment(kernel, d, 0)
-    probs = np.array([integrate.quad(lambda t: t ** (d - 1) * profile_np(kernel, t), a, b,
-                                     epsabs=1e-13, limit=200)[0] for a, b in zip(edges[:-1], edges[1:])]) / z
+    probs = (
+        np.array(
+            [
+                integrate.quad(lambda t: t ** (d - 1) * profile_np(kernel, t), a, b, epsabs=1e-13, limit=200)[0]
+                for a, b in zip(edges[:-1], edges[1:])
+            ]
+        )
+        / z
+    )
     counts = np.histogram(r, bins=edges)[0]
     assert counts.sum() == n
     chi2 = ((counts - n * probs) ** 2 / (n * probs)).sum()
@@ -460,7 +479,11 @@ def test_sample_moments_weighted_mixture(kernel):
     d, h, n = 3, 0.4, 60000
     X = rng.standard_normal((6, d)) * np.array([1.0, 2.0, 0.5])
     w = np.array([1.0, 0.0, 2.0, 0.5, 3.0, 1.0])
-    s = KernelDensity(bandwidth=h, kernel=kernel).fit(X, sample_weight=w).sample(n, random_state=np.random.default_rng(1))
+    s = (
+        KernelDensity(bandwidth=h, kernel=kernel)
+        .fit(X, sample_weight=w)
+        .sample(n, random_state=np.random.default_rng(1))
+    )
     p = w / w.sum()
     mean = p @ X
     er2 = radial_moment(kernel, d, 2) / radial_moment(kernel, d, 0)
@@ -544,7 +567,9 @@ def test_get_set_params_clone_and_grid_search():
     grid = GridSearchCV(KernelDensity(), {"bandwidth": [0.05, 0.4, 5.0], "kernel": ["gaussian", "exponential"]}, cv=3)
     grid.fit(X)
     assert grid.best_params_["bandwidth"] == 0.4
-    sk_grid = GridSearchCV(SkKernelDensity(), {"bandwidth": [0.05, 0.4, 5.0], "kernel": ["gaussian", "exponential"]}, cv=3)
+    sk_grid = GridSearchCV(
+        SkKernelDensity(), {"bandwidth": [0.05, 0.4, 5.0], "kernel": ["gaussian", "exponential"]}, cv=3
+    )
     sk_grid.fit(X)
     assert grid.best_params_ == sk_grid.best_params_
     np.testing.assert_allclose(grid.cv_results_["mean_test_score"], sk_grid.cv_results_["mean_test_score"], rtol=1e-9)
@@ -663,8 +688,9 @@ def test_gaussian_kde_set_bandwidth_single_point_marginal():
     p = points[:, 3]
     np.testing.assert_allclose(ours.logpdf(p), ref.logpdf(p), rtol=RTOL_SCIPY)
     assert ours.logpdf(p).shape == (1,)
-    np.testing.assert_allclose(ours.marginal([0, 2]).logpdf(points[[0, 2]]),
-                               ref.marginal([0, 2]).logpdf(points[[0, 2]]), rtol=RTOL_SCIPY)
+    np.testing.assert_allclose(
+        ours.marginal([0, 2]).logpdf(points[[0, 2]]), ref.marginal([0, 2]).logpdf(points[[0, 2]]), rtol=RTOL_SCIPY
+    )
 
 
 def test_gaussian_kde_resample_moments_and_torch():
@@ -689,7 +715,9 @@ def test_gaussian_kde_resample_moments_and_torch():
 
 
 def test_gaussian_kde_errors_and_warning():
-    with pytest.raises(ValueError, match=r"Number of dimensions is greater than number of samples in `dataset` \(d=3 > n=2\)"):
+    with pytest.raises(
+        ValueError, match=r"Number of dimensions is greater than number of samples in `dataset` \(d=3 > n=2\)"
+    ):
         GaussianKDE(np.ones((3, 2)))
     with pytest.raises(np.linalg.LinAlgError, match="lower-dimensional subspace"):
         GaussianKDE(np.vstack([np.arange(5.0), np.arange(5.0)]))

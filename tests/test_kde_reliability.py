@@ -4,13 +4,12 @@ concern them (meta mixed with CPU in the public and raw ops and the fakes, None 
 naming the argument, every requires-grad subset, the float32 claim with its condition), then a
 property sweep over bad and odd inputs (deterministic enumeration, counts printed;
 tests/kf_reliability.py). NaN in / NaN out of kernel_logsumexp: tests/test_reliability.py."""
-import pytest
-import torch
 
 import kernelfuse as kf
-from kernelfuse.reference import kde as ref
-
 import kf_reliability as rel
+import pytest
+import torch
+from kernelfuse.reference import kde as ref
 
 ops = torch.ops.kernelfuse
 F64 = torch.float64
@@ -22,8 +21,12 @@ def _g(seed):
 
 def _data(m=5, n=4, d=2, seed=0, dtype=F64):
     g = _g(seed)
-    return (torch.randn(m, d, generator=g, dtype=dtype), torch.randn(n, d, generator=g, dtype=dtype),
-            torch.rand(n, generator=g, dtype=dtype) + 0.5, torch.tensor([0.8, 1.3], dtype=dtype))
+    return (
+        torch.randn(m, d, generator=g, dtype=dtype),
+        torch.randn(n, d, generator=g, dtype=dtype),
+        torch.rand(n, generator=g, dtype=dtype) + 0.5,
+        torch.tensor([0.8, 1.3], dtype=dtype),
+    )
 
 
 def _raw_calls():
@@ -33,10 +36,16 @@ def _raw_calls():
         ("kernel_sum", ["x", "y", "weights", "bandwidth"], [x, y, w, h, "gaussian", False]),
         ("kernel_logsumexp", ["x", "y", "log_weights", "bandwidth"], [x, y, w.log(), h, "epanechnikov", False]),
         ("kernel_logsumexp_sq", ["x", "y", "log_weights", "bandwidth"], [x, y, w.log(), h, "gaussian", False]),
-        ("kernel_sum_bwd", ["grad", "x", "y", "weights", "bandwidth"],
-         [torch.ones(5, dtype=F64), x, y, w, h, "cauchy", False, True, True, True]),
-        ("kernel_logsumexp_bwd", ["grad", "out", "x", "y", "log_weights", "bandwidth"],
-         [torch.ones(5, dtype=F64), out, x, y, w.log(), h, "gaussian", False, True, True, True]),
+        (
+            "kernel_sum_bwd",
+            ["grad", "x", "y", "weights", "bandwidth"],
+            [torch.ones(5, dtype=F64), x, y, w, h, "cauchy", False, True, True, True],
+        ),
+        (
+            "kernel_logsumexp_bwd",
+            ["grad", "out", "x", "y", "log_weights", "bandwidth"],
+            [torch.ones(5, dtype=F64), out, x, y, w.log(), h, "gaussian", False, True, True, True],
+        ),
     ]
 
 
@@ -57,9 +66,14 @@ def test_repro1_meta_in_every_position_of_every_raw_op():
 
 def test_repro1_meta_mixed_with_cpu_public():
     x, y, w, h = _data()
-    for fn, wname in ((kf.kernel_sum, "weights"), (kf.kernel_logsumexp, "log_weights"),
-                      (kf.kernel_logsumexp_sq if hasattr(kf, "kernel_logsumexp_sq") else
-                       kf.ops.kde.kernel_logsumexp_sq, "log_weights")):
+    for fn, wname in (
+        (kf.kernel_sum, "weights"),
+        (kf.kernel_logsumexp, "log_weights"),
+        (
+            kf.kernel_logsumexp_sq if hasattr(kf, "kernel_logsumexp_sq") else kf.ops.kde.kernel_logsumexp_sq,
+            "log_weights",
+        ),
+    ):
         args = {"x": x, "y": y, wname: w, "bandwidth": h}
         for name in args:
             a = dict(args, **{name: args[name].to("meta")})
@@ -71,16 +85,31 @@ def test_repro1_meta_mixed_with_cpu_public():
 
 def test_fake_kernels_check_shapes_like_the_kernels():
     x, y, w, h = [t.to("meta") for t in _data()]
-    for bad, name in (((x, y[:, :1], None, h), "y"), ((x, y, w[:2], h), "weights"),
-                      ((x, y, None, h[:1].expand(3)), "bandwidth"),
-                      ((x[0], y, None, h), "x"), ((x, y.float(), None, h), "y")):
+    for bad, name in (
+        ((x, y[:, :1], None, h), "y"),
+        ((x, y, w[:2], h), "weights"),
+        ((x, y, None, h[:1].expand(3)), "bandwidth"),
+        ((x[0], y, None, h), "x"),
+        ((x, y.float(), None, h), "y"),
+    ):
         with pytest.raises(ValueError, match=rf"argument '{name}'"):
             ops.kernel_sum(*bad, "gaussian", False)
     with pytest.raises(ValueError, match="argument 'grad'"):
         ops.kernel_sum_bwd(torch.ones(4, device="meta", dtype=F64), x, y, w, h, "gaussian", False, True, True, True)
     with pytest.raises(ValueError, match="argument 'out'"):
-        ops.kernel_logsumexp_bwd(torch.ones(5, device="meta", dtype=F64), torch.ones(3, device="meta", dtype=F64),
-                                 x, y, w, h, "gaussian", False, True, True, True)
+        ops.kernel_logsumexp_bwd(
+            torch.ones(5, device="meta", dtype=F64),
+            torch.ones(3, device="meta", dtype=F64),
+            x,
+            y,
+            w,
+            h,
+            "gaussian",
+            False,
+            True,
+            True,
+            True,
+        )
 
 
 def test_fake_strides_match_real_and_opcheck():
@@ -115,7 +144,7 @@ def test_repro8_none_for_non_optional_raw_arguments():
 
 
 def test_repro8_huge_sizes_name_the_argument():
-    huge = 2 ** 40
+    huge = 2**40
     y = torch.randn(4, 2)
     with pytest.raises(ValueError, match=r"argument 'x'.*too large"):
         kf.kernel_sum(torch.randn(1, 2).expand(huge, 2), y)
@@ -135,17 +164,29 @@ def test_repro4_every_requires_grad_subset(capsys):
         # (compact kernel: every query within reach of a point, so that no log-sum is -inf, where the
         # reference's autograd gives NaN and ours the exact 0: test_logsumexp_grad_where_no_point_contributes)
         ins = {"x": x, "y": y, "w": w, "h": h * (4 if kernel == "epanechnikov" else 1)}
-        rel.grad_subsets(c, f"kernel_sum[{kernel}]",
-                         lambda t: kf.kernel_sum(t["x"], t["y"], t["w"], kernel=kernel, bandwidth=t["h"]),
-                         lambda t: ref.kernel_sum(t["x"], t["y"], t["w"], kernel=kernel, bandwidth=t["h"]), ins)
+        rel.grad_subsets(
+            c,
+            f"kernel_sum[{kernel}]",
+            lambda t: kf.kernel_sum(t["x"], t["y"], t["w"], kernel=kernel, bandwidth=t["h"]),
+            lambda t: ref.kernel_sum(t["x"], t["y"], t["w"], kernel=kernel, bandwidth=t["h"]),
+            ins,
+        )
         lw = dict(ins, w=w.log())
-        rel.grad_subsets(c, f"kernel_logsumexp[{kernel}]",
-                         lambda t: kf.kernel_logsumexp(t["x"], t["y"], t["w"], kernel=kernel, bandwidth=t["h"]),
-                         lambda t: ref.kernel_logsumexp(t["x"], t["y"], t["w"], kernel=kernel, bandwidth=t["h"]), lw)
+        rel.grad_subsets(
+            c,
+            f"kernel_logsumexp[{kernel}]",
+            lambda t: kf.kernel_logsumexp(t["x"], t["y"], t["w"], kernel=kernel, bandwidth=t["h"]),
+            lambda t: ref.kernel_logsumexp(t["x"], t["y"], t["w"], kernel=kernel, bandwidth=t["h"]),
+            lw,
+        )
     ins = {"x": x[:, :2].clone(), "y": y, "h": h[0].clone()}  # haversine: the bandwidth gradient in the pass
-    rel.grad_subsets(c, "kernel_sum[haversine]",
-                     lambda t: kf.kernel_sum(t["x"], t["y"], metric="haversine", bandwidth=t["h"]),
-                     lambda t: ref.kernel_sum(t["x"], t["y"], metric="haversine", bandwidth=t["h"]), ins)
+    rel.grad_subsets(
+        c,
+        "kernel_sum[haversine]",
+        lambda t: kf.kernel_sum(t["x"], t["y"], metric="haversine", bandwidth=t["h"]),
+        lambda t: ref.kernel_sum(t["x"], t["y"], metric="haversine", bandwidth=t["h"]),
+        ins,
+    )
     c.report(capsys, "kde grads")
 
 
@@ -219,28 +260,52 @@ def test_property_sweep_kde_ops(capsys):
     x, y, w, h = _data(m=5, n=4, d=2, seed=21)
     hs = h[0].clone()
     for kernel in ("gaussian", "epanechnikov"):
-        for name, fn, rfn, wv in (("kernel_sum", kf.kernel_sum, ref.kernel_sum, w),
-                                  ("kernel_logsumexp", kf.kernel_logsumexp, ref.kernel_logsumexp, w.log())):
-            rel.sweep(c, f"{name}[{kernel}]",
-                      rel.Builder(lambda t: fn(t["x"], t["y"], t["weights"], kernel=kernel, bandwidth=t["bandwidth"]),
-                                  {"x": x, "y": y, "weights": wv, "bandwidth": h}),
-                      lambda t: rfn(t["x"], t["y"], t["weights"], kernel=kernel, bandwidth=t["bandwidth"]),
-                      names=["x", "y", "weights", "log_weights", "bandwidth", "exclude_self"])
-    rel.sweep(c, "kernel_sum[no weights, scalar h, batched]",
-              rel.Builder(lambda t: kf.kernel_sum(t["x"], t["y"], kernel="cauchy", bandwidth=t["bandwidth"]),
-                          {"x": torch.stack([x, x + 1]), "y": torch.stack([y, -y]), "bandwidth": hs}),
-              lambda t: ref.kernel_sum(t["x"], t["y"], kernel="cauchy", bandwidth=t["bandwidth"]))
-    rel.sweep(c, "raw kernel_logsumexp_sq",
-              rel.Builder(lambda t: ops.kernel_logsumexp_sq(t["x"], t["y"], t["log_weights"], t["bandwidth"],
-                                                            "laplacian", False),
-                          {"x": x, "y": y, "log_weights": w.log(), "bandwidth": h}),
-              lambda t: ref.kernel_logsumexp_sq(t["x"], t["y"], t["log_weights"], kernel="laplacian",
-                                                bandwidth=t["bandwidth"]))
-    rel.sweep(c, "raw kernel_sum[exclude_self]",
-              rel.Builder(lambda t: ops.kernel_sum(t["x"], t["y"], t["weights"], t["bandwidth"], "matern52", True),
-                          {"x": x[:4], "y": y, "weights": w, "bandwidth": hs}),
-              lambda t: ref.kernel_sum(t["x"], t["y"], t["weights"], kernel="matern52", bandwidth=t["bandwidth"],
-                                       exclude_self=True), names=["x", "y", "weights", "bandwidth", "exclude_self"])
+        for name, fn, rfn, wv in (
+            ("kernel_sum", kf.kernel_sum, ref.kernel_sum, w),
+            ("kernel_logsumexp", kf.kernel_logsumexp, ref.kernel_logsumexp, w.log()),
+        ):
+            rel.sweep(
+                c,
+                f"{name}[{kernel}]",
+                rel.Builder(
+                    lambda t: fn(t["x"], t["y"], t["weights"], kernel=kernel, bandwidth=t["bandwidth"]),
+                    {"x": x, "y": y, "weights": wv, "bandwidth": h},
+                ),
+                lambda t: rfn(t["x"], t["y"], t["weights"], kernel=kernel, bandwidth=t["bandwidth"]),
+                names=["x", "y", "weights", "log_weights", "bandwidth", "exclude_self"],
+            )
+    rel.sweep(
+        c,
+        "kernel_sum[no weights, scalar h, batched]",
+        rel.Builder(
+            lambda t: kf.kernel_sum(t["x"], t["y"], kernel="cauchy", bandwidth=t["bandwidth"]),
+            {"x": torch.stack([x, x + 1]), "y": torch.stack([y, -y]), "bandwidth": hs},
+        ),
+        lambda t: ref.kernel_sum(t["x"], t["y"], kernel="cauchy", bandwidth=t["bandwidth"]),
+    )
+    rel.sweep(
+        c,
+        "raw kernel_logsumexp_sq",
+        rel.Builder(
+            lambda t: ops.kernel_logsumexp_sq(t["x"], t["y"], t["log_weights"], t["bandwidth"], "laplacian", False),
+            {"x": x, "y": y, "log_weights": w.log(), "bandwidth": h},
+        ),
+        lambda t: ref.kernel_logsumexp_sq(
+            t["x"], t["y"], t["log_weights"], kernel="laplacian", bandwidth=t["bandwidth"]
+        ),
+    )
+    rel.sweep(
+        c,
+        "raw kernel_sum[exclude_self]",
+        rel.Builder(
+            lambda t: ops.kernel_sum(t["x"], t["y"], t["weights"], t["bandwidth"], "matern52", True),
+            {"x": x[:4], "y": y, "weights": w, "bandwidth": hs},
+        ),
+        lambda t: ref.kernel_sum(
+            t["x"], t["y"], t["weights"], kernel="matern52", bandwidth=t["bandwidth"], exclude_self=True
+        ),
+        names=["x", "y", "weights", "bandwidth", "exclude_self"],
+    )
 
     def grads(log_domain):
         def f(t):
@@ -250,23 +315,49 @@ def test_property_sweep_kde_ops(capsys):
             if log_domain:  # queries no point reaches (log-sum -inf) contribute exactly 0 (the reference's
                 # autograd gives NaN there: exp(-inf - (-inf))): left out of the reference's graph
                 with torch.no_grad():
-                    keep = ~torch.isneginf(rf(t["x"], t["y"], t["weights"], kernel="gaussian",
-                                              bandwidth=t["bandwidth"]))
+                    keep = ~torch.isneginf(
+                        rf(t["x"], t["y"], t["weights"], kernel="gaussian", bandwidth=t["bandwidth"])
+                    )
             out = rf(leaves["x"][keep], leaves["y"], leaves["weights"], kernel="gaussian", bandwidth=t["bandwidth"])
             gs = torch.autograd.grad(out, list(leaves.values()), t["grad"].to(F64)[keep], allow_unused=True)
             return tuple(torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(leaves, gs)) + (None,)
+
         return f
 
     gq = torch.randn(5, dtype=F64, generator=_g(22))
-    rel.sweep(c, "raw kernel_sum_bwd",
-              rel.Builder(lambda t: ops.kernel_sum_bwd(t["grad"], t["x"], t["y"], t["weights"], t["bandwidth"],
-                                                       "gaussian", False, True, True, True),
-                          {"grad": gq, "x": x, "y": y, "weights": w, "bandwidth": h}, strict=("grad",)),
-              grads(False))
-    rel.sweep(c, "raw kernel_logsumexp_bwd",
-              rel.Builder(lambda t: ops.kernel_logsumexp_bwd(
-                  t["grad"], ops.kernel_logsumexp(t["x"], t["y"], t["weights"], t["bandwidth"], "gaussian", False),
-                  t["x"], t["y"], t["weights"], t["bandwidth"], "gaussian", False, True, True, True),
-                          {"grad": gq, "x": x, "y": y, "weights": w.log(), "bandwidth": h}, strict=("grad",)),
-              lambda t: grads(True)(t), names=["grad", "out", "x", "y", "weights", "log_weights", "bandwidth"])
+    rel.sweep(
+        c,
+        "raw kernel_sum_bwd",
+        rel.Builder(
+            lambda t: ops.kernel_sum_bwd(
+                t["grad"], t["x"], t["y"], t["weights"], t["bandwidth"], "gaussian", False, True, True, True
+            ),
+            {"grad": gq, "x": x, "y": y, "weights": w, "bandwidth": h},
+            strict=("grad",),
+        ),
+        grads(False),
+    )
+    rel.sweep(
+        c,
+        "raw kernel_logsumexp_bwd",
+        rel.Builder(
+            lambda t: ops.kernel_logsumexp_bwd(
+                t["grad"],
+                ops.kernel_logsumexp(t["x"], t["y"], t["weights"], t["bandwidth"], "gaussian", False),
+                t["x"],
+                t["y"],
+                t["weights"],
+                t["bandwidth"],
+                "gaussian",
+                False,
+                True,
+                True,
+                True,
+            ),
+            {"grad": gq, "x": x, "y": y, "weights": w.log(), "bandwidth": h},
+            strict=("grad",),
+        ),
+        lambda t: grads(True)(t),
+        names=["grad", "out", "x", "y", "weights", "log_weights", "bandwidth"],
+    )
     c.report(capsys, "kde")

@@ -3,6 +3,7 @@
 scipy's own test module runs against GaussianKDE in tests/test_peer_suites.py; these tests pin each
 behaviour against scipy.stats.gaussian_kde (or closed forms / quadrature) in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from kernelfuse.kde import FewPointsWarning, GaussianKDE
 
 scipy = pytest.importorskip("scipy")
@@ -80,8 +80,12 @@ def test_integrate_box_1d_matches_scipy_and_tails(case):
 @pytest.mark.parametrize("case", ["2d_corr", "2d_weighted"])
 def test_integrate_box_2d_exact_matches_scipy(case):
     ours, ref = _pair(case)
-    for lo, hi in [([-1.0, 0.0], [0.5, 2.0]), ([-np.inf, -np.inf], [0.0, 1.0]), ([0.0, -1e100], [1e100, 1e100]),
-                   ([-np.inf, -np.inf], [np.inf, np.inf])]:
+    for lo, hi in [
+        ([-1.0, 0.0], [0.5, 2.0]),
+        ([-np.inf, -np.inf], [0.0, 1.0]),
+        ([0.0, -1e100], [1e100, 1e100]),
+        ([-np.inf, -np.inf], [np.inf, np.inf]),
+    ]:
         np.testing.assert_allclose(ours.integrate_box(lo, hi), ref.integrate_box(lo, hi), rtol=RTOL, atol=1e-15)
     assert ours.integrate_box([-np.inf] * 2, [np.inf] * 2) == pytest.approx(1.0, rel=1e-13)
     # independently: the box probability is the 2-D integral of the density
@@ -131,8 +135,7 @@ def test_integrals_1d_against_quadrature():
     ours, _ = _pair("1d_weighted")
     x, w = _gauss_legendre(-20.0, 25.0)
     p = ours.evaluate(x)
-    np.testing.assert_allclose(ours.integrate_gaussian(0.7, 1.3 ** 2), p @ (w * stats.norm.pdf(x, 0.7, 1.3)),
-                               rtol=1e-11)
+    np.testing.assert_allclose(ours.integrate_gaussian(0.7, 1.3**2), p @ (w * stats.norm.pdf(x, 0.7, 1.3)), rtol=1e-11)
     np.testing.assert_allclose(ours.integrate_kde(ours), (p * p) @ w, rtol=1e-11)
     xb, wb = _gauss_legendre(-0.3, 2.2)
     np.testing.assert_allclose(ours.integrate_box_1d(-0.3, 2.2), ours.evaluate(xb) @ wb, rtol=1e-11)
@@ -142,8 +145,11 @@ def test_integrals_torch_and_errors():
     data, w = CASES["2d_weighted"]
     ours = GaussianKDE(data, weights=w, min_neff=None)
     kt = GaussianKDE(torch.from_numpy(data), weights=torch.from_numpy(w), min_neff=None)
-    for fn, args in [("integrate_gaussian", ([0.0, 1.0], np.eye(2))), ("integrate_kde", (ours,)),
-                     ("integrate_box", ([-1.0, 0.0], [0.5, 2.0]))]:
+    for fn, args in [
+        ("integrate_gaussian", ([0.0, 1.0], np.eye(2))),
+        ("integrate_kde", (ours,)),
+        ("integrate_box", ([-1.0, 0.0], [0.5, 2.0])),
+    ]:
         t = getattr(kt, fn)(*args)
         assert isinstance(t, torch.Tensor) and t.dim() == 0 and t.dtype == torch.float64
         np.testing.assert_allclose(float(t), getattr(ours, fn)(*args), rtol=1e-12)
@@ -240,8 +246,9 @@ def test_dataset_reassignment():
         assert getattr(k, attr) == pytest.approx(getattr(fresh, attr), rel=1e-14)
     np.testing.assert_allclose(k.covariance, fresh.covariance, rtol=1e-14)
     np.testing.assert_allclose(k.logpdf(pts), fresh.logpdf(pts), rtol=1e-14)
-    np.testing.assert_allclose(k.integrate_gaussian([0, 0], np.eye(2)), fresh.integrate_gaussian([0, 0], np.eye(2)),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        k.integrate_gaussian([0, 0], np.eye(2)), fresh.integrate_gaussian([0, 0], np.eye(2)), rtol=1e-14
+    )
     # unweighted: another size is fine (uniform weights rebuilt)
     k.dataset = c
     k._compute_covariance()

@@ -4,6 +4,7 @@ stay exact (brute-force float64 references, not scikit-learn's numbers).
 
 scikit-learn's own test module runs against this class in tests/test_peer_suites.py.
 """
+
 import math
 import pickle
 import warnings
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 sklearn = pytest.importorskip("sklearn")
+from kernelfuse.kde import KernelDensity, UnnormalisedDensityWarning, log_kernel_normaliser  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
@@ -21,14 +23,26 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from kernelfuse.kde import KernelDensity, UnnormalisedDensityWarning, log_kernel_normaliser  # noqa: E402
+SK_PARAMS = [
+    "bandwidth",
+    "algorithm",
+    "kernel",
+    "metric",
+    "atol",
+    "rtol",
+    "breadth_first",
+    "leaf_size",
+    "metric_params",
+]
 
-SK_PARAMS = ["bandwidth", "algorithm", "kernel", "metric", "atol", "rtol", "breadth_first", "leaf_size",
-             "metric_params"]
 
-
-@parametrize_with_checks([KernelDensity(), KernelDensity(kernel="epanechnikov", bandwidth="scott"),
-                          KernelDensity(kernel="exponential", metric="manhattan", bandwidth=2.0)])
+@parametrize_with_checks(
+    [
+        KernelDensity(),
+        KernelDensity(kernel="epanechnikov", bandwidth="scott"),
+        KernelDensity(kernel="exponential", metric="manhattan", bandwidth=2.0),
+    ]
+)
 def test_sklearn_check_estimator(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnnormalisedDensityWarning)
@@ -45,23 +59,34 @@ def test_tree_options_do_not_change_the_result():
     rng = np.random.RandomState(0)
     X, Y = rng.randn(200, 3), rng.randn(50, 3)
     ref = KernelDensity(bandwidth=0.4).fit(X).score_samples(Y)
-    for kw in [dict(atol=1e-2), dict(rtol=1e-3), dict(breadth_first=False), dict(leaf_size=1),
-               dict(algorithm="kd_tree"), dict(algorithm="ball_tree"), dict(metric="minkowski"),
-               dict(metric="l2"), dict(metric="minkowski", metric_params={"p": 2})]:
+    for kw in [
+        dict(atol=1e-2),
+        dict(rtol=1e-3),
+        dict(breadth_first=False),
+        dict(leaf_size=1),
+        dict(algorithm="kd_tree"),
+        dict(algorithm="ball_tree"),
+        dict(metric="minkowski"),
+        dict(metric="l2"),
+        dict(metric="minkowski", metric_params={"p": 2}),
+    ]:
         np.testing.assert_array_equal(KernelDensity(bandwidth=0.4, **kw).fit(X).score_samples(Y), ref)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(algorithm="octree"), "algorithm"),
-    (dict(metric="nope"), "metric"),
-    (dict(metric="mahalanobis"), "metric: 'mahalanobis' is a scikit-learn BallTree metric"),
-    (dict(metric="haversine", algorithm="kd_tree"), "invalid metric"),
-    (dict(metric="minkowski", metric_params={"p": 0.5}), "metric_params: 'p'"),
-    (dict(metric="manhattan", metric_params={"w": 1}), "metric_params: unsupported keys"),
-    (dict(atol=-1.0), "atol"),
-    (dict(leaf_size=0), "leaf_size"),
-    (dict(breadth_first="yes"), "breadth_first"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(algorithm="octree"), "algorithm"),
+        (dict(metric="nope"), "metric"),
+        (dict(metric="mahalanobis"), "metric: 'mahalanobis' is a scikit-learn BallTree metric"),
+        (dict(metric="haversine", algorithm="kd_tree"), "invalid metric"),
+        (dict(metric="minkowski", metric_params={"p": 0.5}), "metric_params: 'p'"),
+        (dict(metric="manhattan", metric_params={"w": 1}), "metric_params: unsupported keys"),
+        (dict(atol=-1.0), "atol"),
+        (dict(leaf_size=0), "leaf_size"),
+        (dict(breadth_first="yes"), "breadth_first"),
+    ],
+)
 def test_bad_parameters_name_the_argument(kw, match):
     with pytest.raises(ValueError, match=match):
         KernelDensity(**kw).fit(np.zeros((3, 2)))
@@ -91,12 +116,17 @@ def test_pandas_input_sets_feature_names():
     df = pd.DataFrame(rng.randn(30, 3), columns=["a", "b", "c"])
     kde = KernelDensity(bandwidth=0.5).fit(df)
     np.testing.assert_array_equal(kde.feature_names_in_, ["a", "b", "c"])
-    np.testing.assert_allclose(kde.score_samples(df), KernelDensity(bandwidth=0.5).fit(df.values).score_samples(df.values))
+    np.testing.assert_allclose(
+        kde.score_samples(df), KernelDensity(bandwidth=0.5).fit(df.values).score_samples(df.values)
+    )
     with pytest.raises(ValueError, match="feature names"):
         kde.score_samples(df.rename(columns={"a": "z"}))
     w = pd.Series(rng.rand(30))
-    np.testing.assert_allclose(KernelDensity().fit(df, sample_weight=w).score_samples(df),
-                               SkKernelDensity().fit(df, sample_weight=w).score_samples(df), rtol=1e-12)
+    np.testing.assert_allclose(
+        KernelDensity().fit(df, sample_weight=w).score_samples(df),
+        SkKernelDensity().fit(df, sample_weight=w).score_samples(df),
+        rtol=1e-12,
+    )
 
 
 def test_clone_pickle_gridsearch_pipeline():
@@ -110,8 +140,11 @@ def test_clone_pickle_gridsearch_pipeline():
     np.testing.assert_array_equal(again.score_samples(X), kde.score_samples(X))
     pipe = make_pipeline(StandardScaler(), KernelDensity())
     grid = GridSearchCV(pipe, {"kerneldensity__bandwidth": [0.05, 0.2, 0.5, 2.0]}, cv=3).fit(X)
-    sk = GridSearchCV(make_pipeline(StandardScaler(), SkKernelDensity(rtol=0, atol=0)),
-                      {"kerneldensity__bandwidth": [0.05, 0.2, 0.5, 2.0]}, cv=3).fit(X)
+    sk = GridSearchCV(
+        make_pipeline(StandardScaler(), SkKernelDensity(rtol=0, atol=0)),
+        {"kerneldensity__bandwidth": [0.05, 0.2, 0.5, 2.0]},
+        cv=3,
+    ).fit(X)
     assert grid.best_params_ == sk.best_params_
     np.testing.assert_allclose(grid.cv_results_["mean_test_score"], sk.cv_results_["mean_test_score"], rtol=1e-10)
 
@@ -152,27 +185,35 @@ def test_zero_weight_rows_are_never_sampled():
 def test_tophat_samples_fill_the_ball():
     X = np.zeros((1, 3))
     s = KernelDensity(bandwidth=2.0, kernel="tophat").fit(X).sample(20000, random_state=0)
-    r = np.sqrt((s ** 2).sum(1)) / 2.0
+    r = np.sqrt((s**2).sum(1)) / 2.0
     assert r.max() < 1.0
     # the radius of a uniform point in the 3-ball has CDF r^3
     for q in (0.25, 0.5, 0.75):
-        assert abs(np.mean(r ** 3 < q) - q) < 0.015
+        assert abs(np.mean(r**3 < q) - q) < 0.015
 
 
 # ------------------------------------------------------------------------------ metrics
 def _brute(X, Y, kernel, h, dist):
     D = dist(Y[:, None, :] - X[None, :, :]) / h
-    k = {"gaussian": -0.5 * D ** 2, "exponential": -D,
-         "tophat": np.where(D < 1, 0.0, -np.inf),
-         "epanechnikov": np.log(np.clip(1 - D ** 2, 0, None))}[kernel]
-    return logsumexp(k, axis=1) - np.log(X.shape[0]) - log_kernel_normaliser(kernel, X.shape[1]) - X.shape[1] * np.log(h)
+    k = {
+        "gaussian": -0.5 * D**2,
+        "exponential": -D,
+        "tophat": np.where(D < 1, 0.0, -np.inf),
+        "epanechnikov": np.log(np.clip(1 - D**2, 0, None)),
+    }[kernel]
+    return (
+        logsumexp(k, axis=1) - np.log(X.shape[0]) - log_kernel_normaliser(kernel, X.shape[1]) - X.shape[1] * np.log(h)
+    )
 
 
 METRICS = {
-    "manhattan": (dict(metric="manhattan"), lambda u: np.abs(u).sum(-1), lambda d: 2.0 ** d / math.factorial(d)),
-    "chebyshev": (dict(metric="chebyshev"), lambda u: np.abs(u).max(-1), lambda d: 2.0 ** d),
-    "minkowski3": (dict(metric="minkowski", metric_params={"p": 3}), lambda u: (np.abs(u) ** 3).sum(-1) ** (1 / 3),
-                   lambda d: (2 * math.gamma(1 + 1 / 3)) ** d / math.gamma(1 + d / 3)),
+    "manhattan": (dict(metric="manhattan"), lambda u: np.abs(u).sum(-1), lambda d: 2.0**d / math.factorial(d)),
+    "chebyshev": (dict(metric="chebyshev"), lambda u: np.abs(u).max(-1), lambda d: 2.0**d),
+    "minkowski3": (
+        dict(metric="minkowski", metric_params={"p": 3}),
+        lambda u: (np.abs(u) ** 3).sum(-1) ** (1 / 3),
+        lambda d: (2 * math.gamma(1 + 1 / 3)) ** d / math.gamma(1 + d / 3),
+    ),
 }
 
 
@@ -192,7 +233,7 @@ def test_metrics_match_sklearn_and_brute_force(name, kernel):
     np.testing.assert_allclose(ours[f], theirs[f], rtol=1e-8)
     assert np.all(~np.isfinite(theirs[~f]) | (theirs[~f] < -30))
     d = 3
-    unit_ball = math.pi ** 1.5 / math.gamma(2.5)
+    unit_ball = math.pi**1.5 / math.gamma(2.5)
     assert kde.density_integral_ == pytest.approx(vol(d) / unit_ball, rel=1e-12)
 
 
@@ -251,7 +292,7 @@ def test_gaussian_digits_small_bandwidth_exact(h):
     X = load_digits().data
     tr, te = X[:1500], X[1500:1700]
     D2 = ((te[:, None] - tr[None]) ** 2).sum(-1)
-    ref = logsumexp(-0.5 * D2 / h ** 2, axis=1) - np.log(len(tr)) - log_kernel_normaliser("gaussian", 64) - 64 * np.log(h)
+    ref = logsumexp(-0.5 * D2 / h**2, axis=1) - np.log(len(tr)) - log_kernel_normaliser("gaussian", 64) - 64 * np.log(h)
     out = KernelDensity(bandwidth=h, min_neff=None).fit(tr).score_samples(te)
     np.testing.assert_allclose(out, ref, rtol=1e-12)
 
@@ -269,11 +310,16 @@ def test_digits_support_boundary_is_sklearns_strict_rule(kernel, h):
         assert (D2 == 2025).sum() > 100
     r = np.sqrt(D2) / h
     inside = D2 < h * h
-    prof = {"tophat": np.ones_like(r), "epanechnikov": 1 - r ** 2, "linear": 1 - r,
-            "cosine": np.cos(0.5 * np.pi * r)}[kernel]
+    prof = {"tophat": np.ones_like(r), "epanechnikov": 1 - r**2, "linear": 1 - r, "cosine": np.cos(0.5 * np.pi * r)}[
+        kernel
+    ]
     with np.errstate(divide="ignore"):
-        ref = (logsumexp(np.where(inside, np.log(np.where(inside, prof, 1.0)), -np.inf), axis=1)
-               - np.log(len(tr)) - log_kernel_normaliser(kernel, 64) - 64 * np.log(h))
+        ref = (
+            logsumexp(np.where(inside, np.log(np.where(inside, prof, 1.0)), -np.inf), axis=1)
+            - np.log(len(tr))
+            - log_kernel_normaliser(kernel, 64)
+            - 64 * np.log(h)
+        )
     out = KernelDensity(bandwidth=h, kernel=kernel, min_neff=None).fit(tr).score_samples(te)
     np.testing.assert_array_equal(np.isfinite(out), np.isfinite(ref))
     f = np.isfinite(ref)

@@ -2,15 +2,14 @@
 linear algebra (kernelfuse.reference.kron: torch.kron + solve / slogdet), on small grids with odd
 sizes, a factor of size 1 and jitter 1e-6; gradcheck, opcheck, torch.compile, bad input, and the
 exact MLL of GPyTorch on a 2-D grid GP."""
+
 import math
 
+import kernelfuse as kf
 import pytest
 import torch
-
-import kernelfuse as kf
-from kernelfuse.reference import kron as ref
-
 from conftest import assert_close_to_ref as _close
+from kernelfuse.reference import kron as ref
 
 GRIDS = [(5,), (3, 4), (7, 1, 3), (2, 3, 5), (1, 6), (4, 4)]
 RECT = [((4, 3),), ((4, 3), (2, 5)), ((3, 3), (1, 4), (5, 2)), ((1, 1), (3, 2))]
@@ -18,7 +17,7 @@ RECT = [((4, 3),), ((4, 3), (2, 5)), ((3, 3), (1, 4), (5, 2)), ((1, 1), (3, 2))]
 
 def _rbf(n, ls, g, jitter=0.0, dtype=torch.float64, device="cpu"):
     x = torch.rand(n, 1, generator=g, dtype=torch.float64) * 3
-    K = torch.exp(-0.5 * (x - x.T) ** 2 / ls ** 2) + jitter * torch.eye(n, dtype=torch.float64)
+    K = torch.exp(-0.5 * (x - x.T) ** 2 / ls**2) + jitter * torch.eye(n, dtype=torch.float64)
     return K.to(dtype=dtype, device=device)
 
 
@@ -30,8 +29,6 @@ def _factors(dims, seed=0, dtype=torch.float64, device="cpu", jitter=0.0, ls=0.7
 def _randn(*shape, seed=0, dtype=torch.float64, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
-
-
 
 
 def _d64(ts):
@@ -75,8 +72,12 @@ def test_matmul_larger_grid_multithreaded():
     expected = torch.einsum("kc,xijc->xijk", fs[2], expected)
     torch.testing.assert_close(out, expected.reshape(2, -1))
     xf = x.float()
-    torch.testing.assert_close(kf.kron_matmul([f.float() for f in fs], xf).double(), expected.reshape(2, -1),
-                               rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    torch.testing.assert_close(
+        kf.kron_matmul([f.float() for f in fs], xf).double(),
+        expected.reshape(2, -1),
+        rtol=1e-4,
+        atol=1e-4 * expected.abs().max().item(),
+    )
 
 
 @pytest.mark.parametrize("shapes", [((200, 193), (3, 2)), ((5, 4), (197, 200)), ((3, 2), (200, 200), (2, 3))])
@@ -95,23 +96,29 @@ def test_aten_gemm_path_env():
     # Slow (a fresh interpreter, ~5-15 s) and an alternative path only: marked slow.
     import subprocess
     import sys
-    code = ("import torch, kernelfuse as kf\n"
-            "from kernelfuse.reference import kron as ref\n"
-            "g = torch.Generator().manual_seed(0)\n"
-            "fs = [torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(5, 6, generator=g, dtype=torch.float64)]\n"
-            "x = torch.randn(2, 18, generator=g, dtype=torch.float64)\n"
-            "torch.testing.assert_close(kf.kron_matmul(fs, x), ref.kron_matmul(fs, x))\n"
-            "K = [f @ f.T for f in fs]\n"
-            "y = torch.randn(20, generator=g, dtype=torch.float64)\n"
-            "torch.testing.assert_close(kf.kron_gp_mll(K, y, 0.1)[0], ref.kron_gp_mll(K, y, torch.tensor(0.1, dtype=torch.float64))[0])\n")
+
+    code = (
+        "import torch, kernelfuse as kf\n"
+        "from kernelfuse.reference import kron as ref\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "fs = [torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(5, 6, generator=g, dtype=torch.float64)]\n"
+        "x = torch.randn(2, 18, generator=g, dtype=torch.float64)\n"
+        "torch.testing.assert_close(kf.kron_matmul(fs, x), ref.kron_matmul(fs, x))\n"
+        "K = [f @ f.T for f in fs]\n"
+        "y = torch.randn(20, generator=g, dtype=torch.float64)\n"
+        "torch.testing.assert_close(kf.kron_gp_mll(K, y, 0.1)[0], ref.kron_gp_mll(K, y, torch.tensor(0.1, dtype=torch.float64))[0])\n"
+    )
     env = dict(__import__("os").environ, KERNELFUSE_KRON_GEMM="aten")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
 def test_matmul_gradcheck():
-    fs = [_randn(3, 2, seed=11).requires_grad_(), _randn(1, 3, seed=12).requires_grad_(),
-          _randn(2, 4, seed=13).requires_grad_()]
+    fs = [
+        _randn(3, 2, seed=11).requires_grad_(),
+        _randn(1, 3, seed=12).requires_grad_(),
+        _randn(2, 4, seed=13).requires_grad_(),
+    ]
     x = _randn(2, 24, seed=14).requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b, c, x: kf.kron_matmul([a, b, c], x), (*fs, x))
     xt = _randn(2, 6, seed=15).requires_grad_()
@@ -188,7 +195,7 @@ def test_mll_gradient_matches_dense(dims, device):
     rg = torch.autograd.grad(loss(ref.kron_gp_mll, rins[:-2], rins[-2], rins[-1]), rins)
     for a, b in zip(g, rg):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-8, atol=1e-8 * max(1.0, b.abs().max().item()))
-    for a in g[:len(fs)]:  # gradients w.r.t. symmetric factors are symmetric
+    for a in g[: len(fs)]:  # gradients w.r.t. symmetric factors are symmetric
         torch.testing.assert_close(a, a.T)
 
 
@@ -238,8 +245,10 @@ def test_not_positive_definite_gives_nan():
 
 def test_mll_gradcheck():
     fs = _factors((3, 1, 2), seed=13)
-    ins = [f.requires_grad_() for f in fs] + [_randn(2, 6, seed=14).requires_grad_(),
-                                              torch.tensor(0.3, dtype=torch.float64, requires_grad=True)]
+    ins = [f.requires_grad_() for f in fs] + [
+        _randn(2, 6, seed=14).requires_grad_(),
+        torch.tensor(0.3, dtype=torch.float64, requires_grad=True),
+    ]
     assert torch.autograd.gradcheck(lambda a, b, c, y, s: kf.kron_gp_mll([a, b, c], y, s), ins)
     assert torch.autograd.gradcheck(lambda a, b, c, y, s: kf.kron_solve([a, b, c], y, s), ins)
     assert torch.autograd.gradcheck(lambda a, b, c, y, s: kf.kron_gp_mll([a, b, c], y, s)[0], ins)
@@ -251,7 +260,9 @@ def test_plain_torch_mode_product_references():
     y = _randn(2, 12, seed=45)
     s2 = torch.tensor(0.1, dtype=torch.float64)
     rect = [_randn(2, 3, seed=46), _randn(4, 1, seed=47)]
-    torch.testing.assert_close(ref.kron_matmul_modes(rect, _randn(3, seed=48)), ref.kron_matmul(rect, _randn(3, seed=48)))
+    torch.testing.assert_close(
+        ref.kron_matmul_modes(rect, _randn(3, seed=48)), ref.kron_matmul(rect, _randn(3, seed=48))
+    )
     for a, b in zip(ref.kron_gp_mll_eig(fs, y, s2), ref.kron_gp_mll(fs, y, s2)):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(ref.kron_posterior_var_eig(fs, s2), ref.kron_posterior(fs, y, s2)[1])
@@ -287,8 +298,13 @@ def test_posterior_cross_grid(dims, mdims, device):
     N = math.prod(dims)
     y = _randn(N, seed=19, device=device)
     mean, var = kf.kron_posterior(fs, y, 0.05, cross_factors=cs, prior_var=2.0)
-    rmean, rvar = ref.kron_posterior(_d64(fs), y.cpu(), torch.tensor(0.05, dtype=torch.float64),
-                                     cross_factors=_d64(cs), prior_var=torch.tensor(2.0, dtype=torch.float64))
+    rmean, rvar = ref.kron_posterior(
+        _d64(fs),
+        y.cpu(),
+        torch.tensor(0.05, dtype=torch.float64),
+        cross_factors=_d64(cs),
+        prior_var=torch.tensor(2.0, dtype=torch.float64),
+    )
     assert mean.shape == (math.prod(mdims),) and var.shape == (math.prod(mdims),)
     torch.testing.assert_close(mean.cpu(), rmean)
     torch.testing.assert_close(var.cpu(), rvar)
@@ -308,9 +324,14 @@ def test_posterior_scattered(dims, dtype, device):
     N = math.prod(dims)
     y = _randn(3, N, seed=22, dtype=dtype, device=device)
     mean, var = kf.kron_posterior(fs, y, 0.1, cross_factors=cs, targets="scattered", prior_var=1.0)
-    rmean, rvar = ref.kron_posterior(_d64(fs), y.double().cpu(), torch.tensor(0.1, dtype=torch.float64),
-                                     cross_factors=_d64(cs), targets="scattered",
-                                     prior_var=torch.tensor(1.0, dtype=torch.float64))
+    rmean, rvar = ref.kron_posterior(
+        _d64(fs),
+        y.double().cpu(),
+        torch.tensor(0.1, dtype=torch.float64),
+        cross_factors=_d64(cs),
+        targets="scattered",
+        prior_var=torch.tensor(1.0, dtype=torch.float64),
+    )
     assert mean.shape == (3, M) and var.shape == (M,) and var.dtype == dtype
     rel = 1.0 if dtype == torch.float64 else 100.0
     _close(mean, rmean, dtype, factor=rel * 100)
@@ -334,6 +355,7 @@ def test_posterior_scattered_many_targets_chunked():
     cs = [torch.rand(M, n, generator=g, dtype=torch.float64) * 0.3 for n in dims]
     y = _randn(1200, seed=25)
     from kernelfuse.ops import kron as kops
+
     mean = kops._rowwise_contract(cs, y.reshape(1, -1), list(dims), chunk_elems=4096).reshape(-1)
     torch.testing.assert_close(mean, ref.scattered_cross(cs) @ y)
     mean2, var = kf.kron_posterior(fs, y, 0.1, cross_factors=cs, targets="scattered", prior_var=1.0)
@@ -346,10 +368,14 @@ def test_posterior_mean_gradient():
     y = _randn(6, seed=29).requires_grad_()
     ins = [f.requires_grad_() for f in fs] + cs + [y]
     assert torch.autograd.gradcheck(
-        lambda a, b, c, d, y: kf.kron_posterior([a, b], y, 0.2, cross_factors=[c, d], targets="scattered",
-                                                prior_var=1.0)[0], ins)
+        lambda a, b, c, d, y: kf.kron_posterior(
+            [a, b], y, 0.2, cross_factors=[c, d], targets="scattered", prior_var=1.0
+        )[0],
+        ins,
+    )
     assert torch.autograd.gradcheck(
-        lambda a, b, c, d, y: kf.kron_posterior([a, b], y, 0.2, cross_factors=[c, d], prior_var=1.0)[0], ins)
+        lambda a, b, c, d, y: kf.kron_posterior([a, b], y, 0.2, cross_factors=[c, d], prior_var=1.0)[0], ins
+    )
     m, v = kf.kron_posterior(fs, y, 0.2, return_var=False)
     assert v is None and m.requires_grad
 
@@ -366,15 +392,16 @@ def test_opcheck():
     fr = [f.clone().requires_grad_() for f in fs]
     torch.library.opcheck(ops.kron_gp_mll, (fr, y.clone().requires_grad_(), s2.clone().requires_grad_()))
     _, _, eig, rot = ops.kron_gp_mll(fs, y, s2)
-    torch.library.opcheck(ops.kron_gp_mll_bwd, (torch.ones(2, dtype=torch.float64), None, fs, s2, eig, rot,
-                                                True, True, True))
+    torch.library.opcheck(
+        ops.kron_gp_mll_bwd, (torch.ones(2, dtype=torch.float64), None, fs, s2, eig, rot, True, True, True)
+    )
     rect = [r.detach() for r in rect]
-    torch.library.opcheck(ops.kron_matmul_bwd, (_randn(2, 8, seed=36), rect, _randn(2, 6, seed=37), False, True,
-                                                True))
-    for kind, cs, pv in [("train", [], None), ("grid", [_randn(2, 3, seed=38), _randn(5, 2, seed=39)],
-                                                torch.ones(10, dtype=torch.float64)),
-                         ("scattered", [_randn(4, 3, seed=40), _randn(4, 2, seed=41)],
-                          torch.ones(4, dtype=torch.float64))]:
+    torch.library.opcheck(ops.kron_matmul_bwd, (_randn(2, 8, seed=36), rect, _randn(2, 6, seed=37), False, True, True))
+    for kind, cs, pv in [
+        ("train", [], None),
+        ("grid", [_randn(2, 3, seed=38), _randn(5, 2, seed=39)], torch.ones(10, dtype=torch.float64)),
+        ("scattered", [_randn(4, 3, seed=40), _randn(4, 2, seed=41)], torch.ones(4, dtype=torch.float64)),
+    ]:
         torch.library.opcheck(ops.kron_posterior_var, (fs, s2, cs, kind, pv, eig if kind != "train" else None))
 
 
@@ -436,8 +463,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="cross_factors\\[1\\].*\\(m, 4\\)"):
         kf.kron_posterior(fs, y, 0.1, cross_factors=[_randn(2, 3), _randn(2, 5)], prior_var=1.0)
     with pytest.raises(ValueError, match="cross_factors\\[1\\].*same number of rows"):
-        kf.kron_posterior(fs, y, 0.1, cross_factors=[_randn(2, 3), _randn(3, 4)], targets="scattered",
-                          prior_var=1.0)
+        kf.kron_posterior(fs, y, 0.1, cross_factors=[_randn(2, 3), _randn(3, 4)], targets="scattered", prior_var=1.0)
     with pytest.raises(ValueError, match="'targets'"):
         kf.kron_posterior(fs, y, 0.1, targets="points")
     with pytest.raises(ValueError, match="'prior_var'"):
@@ -485,7 +511,7 @@ def test_matches_gpytorch_exact_mll():
     model.train()
     lik.train()
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
-    with gpytorch.settings.max_cholesky_size(10 ** 6):
+    with gpytorch.settings.max_cholesky_size(10**6):
         out = model(X)
         gp_nll = -mll(out, y) * (n1 * n2)  # ExactMarginalLogLikelihood divides by N
 

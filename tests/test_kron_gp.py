@@ -1,17 +1,16 @@
 """grid_kernel against its torch.func reference (every kind and order pair, Toeplitz vs direct,
 gradcheck, opcheck, compile, errors), and the grid GP models: GridGPRegressor against a dense
 float64 GP, GPPDESolver on a small 1-D Poisson problem."""
+
 import math
 
+import kernelfuse as kf
 import numpy as np
 import pytest
 import torch
-
-import kernelfuse as kf
+from conftest import TOL
 from kernelfuse.ops.kron_grid import KINDS, MAX_ORDER, NPARAMS
 from kernelfuse.reference import kron_grid as ref
-
-from conftest import TOL
 
 PAIRS = [(a, b) for a in range(3) for b in range(3)]
 
@@ -19,12 +18,22 @@ PAIRS = [(a, b) for a in range(3) for b in range(3)]
 def _params(kind, Q, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     if NPARAMS[kind] == 2:
-        p = torch.stack([0.3 * torch.randn(Q, generator=g, dtype=torch.float64),
-                         math.log(0.4) + 0.3 * torch.randn(Q, generator=g, dtype=torch.float64)], 1)
+        p = torch.stack(
+            [
+                0.3 * torch.randn(Q, generator=g, dtype=torch.float64),
+                math.log(0.4) + 0.3 * torch.randn(Q, generator=g, dtype=torch.float64),
+            ],
+            1,
+        )
     else:
-        p = torch.stack([0.3 * torch.randn(Q, generator=g, dtype=torch.float64),
-                         6.0 * torch.rand(Q, generator=g, dtype=torch.float64),
-                         math.log(0.5) + 0.3 * torch.randn(Q, generator=g, dtype=torch.float64)], 1)
+        p = torch.stack(
+            [
+                0.3 * torch.randn(Q, generator=g, dtype=torch.float64),
+                6.0 * torch.rand(Q, generator=g, dtype=torch.float64),
+                math.log(0.5) + 0.3 * torch.randn(Q, generator=g, dtype=torch.float64),
+            ],
+            1,
+        )
     return p.to(dtype)
 
 
@@ -48,14 +57,15 @@ def _close(out, exp, dtype):
 def test_matches_reference_every_order(kind, dtype):
     Q = 1 if NPARAMS[kind] == 2 else 3
     p = _params(kind, Q, seed=len(kind))
-    for (n1, n2) in [(7, 5), (1, 1), (13, 1)]:
+    for n1, n2 in [(7, 5), (1, 1), (13, 1)]:
         x1, x2 = _pts(n1, seed=n1), _pts(n2, seed=n2 + 100)
         for a, b in PAIRS:
             if a + b > MAX_ORDER[kind]:
                 continue
             out = kf.grid_kernel(x1.to(dtype), x2.to(dtype), kind, p.to(dtype), orders=(a, b))
-            exp = ref.grid_kernel(x1.to(dtype).double(), x2.to(dtype).double(), kind, p.to(dtype).double(),
-                                  orders=(a, b))
+            exp = ref.grid_kernel(
+                x1.to(dtype).double(), x2.to(dtype).double(), kind, p.to(dtype).double(), orders=(a, b)
+            )
             assert out.dtype == dtype and out.shape == (n1, n2)
             _close(out, exp, dtype)
 
@@ -70,7 +80,7 @@ def test_coincident_points_and_toeplitz(kind):
         for a, b in PAIRS:
             if a + b > MAX_ORDER[kind]:
                 continue
-            fast = kf.grid_kernel(x, x, kind, p, orders=(a, b))            # detected
+            fast = kf.grid_kernel(x, x, kind, p, orders=(a, b))  # detected
             forced = kf.grid_kernel(x, x, kind, p, orders=(a, b), toeplitz=True)
             direct = kf.grid_kernel(x, x, kind, p, orders=(a, b), toeplitz=False)
             exp = ref.grid_kernel(x, x, kind, p, orders=(a, b))
@@ -96,6 +106,7 @@ def test_toeplitz_is_o_n_work():
     """The Toeplitz path's kernel work is O(n Q): a 600 x 600 sm matrix with Q = 10 builds much
     faster than the direct O(n^2 Q) path."""
     import time
+
     x = torch.linspace(0, 1, 600, dtype=torch.float64)
     p = _params("sm", 10)
     kf.grid_kernel(x, x, "sm", p)
@@ -258,7 +269,7 @@ def test_regressor_recovers_hyperparameters_and_numpy_io():
     rng = np.random.default_rng(0)
     axes = [np.linspace(0, 1, 40), np.linspace(0, 1, 30)]
     # a draw from the prior: rbf lengthscale 0.2 on both axes, variance 1.5, noise 0.01
-    Ks = [1.5 ** (d == 0) * np.exp(-0.5 * (a[:, None] - a[None, :]) ** 2 / 0.2 ** 2) for d, a in enumerate(axes)]
+    Ks = [1.5 ** (d == 0) * np.exp(-0.5 * (a[:, None] - a[None, :]) ** 2 / 0.2**2) for d, a in enumerate(axes)]
     Ls = [np.linalg.cholesky(K + 1e-8 * np.eye(len(K))) for K in Ks]
     f = Ls[0] @ rng.standard_normal((40, 30)) @ Ls[1].T
     y = f + 0.1 * rng.standard_normal(f.shape)
@@ -319,8 +330,13 @@ def test_pde_poisson_1d_small():
 def test_pde_allen_cahn_and_advection_run():
     """The nonlinear (Gauss-Newton) and space-time constructors: small grids, a loose bound."""
     sol = lambda x: np.sin(6 * x)  # noqa: E731
-    ac = kf.gp.GPPDESolver.allen_cahn_1d(lambda x: -36 * np.sin(6 * x) + np.sin(6 * x) * (np.sin(6 * x) ** 2 - 1),
-                                         sol, n_grid=60, num_mixtures=6, max_freq=15.0)
+    ac = kf.gp.GPPDESolver.allen_cahn_1d(
+        lambda x: -36 * np.sin(6 * x) + np.sin(6 * x) * (np.sin(6 * x) ** 2 - 1),
+        sol,
+        n_grid=60,
+        num_mixtures=6,
+        max_freq=15.0,
+    )
     ac.fit(max_iter=0)
     assert ac.relative_l2_error(sol) < 1e-3
     ex = lambda x, t: np.sin(x - 2.0 * t)  # noqa: E731

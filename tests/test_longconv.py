@@ -1,12 +1,12 @@
 """fftconv against the float64 reference (all modes, odd / prime / tiny L, per-batch kernels, gates),
 autograd (gradcheck, reference autograd), opcheck, torch.compile, half types, errors."""
-import pytest
-import torch
 
 import kernelfuse as kf
+import pytest
+import torch
+from conftest import TOL
+from conftest import assert_close_to_ref as _assert_close
 from kernelfuse.reference import longconv as ref
-
-from conftest import TOL, assert_close_to_ref as _assert_close
 from kf_inputs import fftconv_inputs as _inputs
 
 LS = [1, 2, 7, 13, 64, 97, 1000]
@@ -18,15 +18,15 @@ def _ref64(u, k, D, pre, post, mode):
     return ref.fftconv(c(u), c(k), c(D), pregate=c(pre), postgate=c(post), mode=mode)
 
 
-
-
 # ------------------------------------------------------------------ the reference itself
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("L,Lk", [(1, 1), (7, 7), (13, 5), (10, 3)])
 def test_reference_matches_direct_sum(mode, L, Lk):
     u, k, D, pre, post = _inputs(2, 3, L, Lk, mode, kshape="batch")
-    torch.testing.assert_close(ref.fftconv(u, k, D, pregate=pre, postgate=post, mode=mode),
-                               ref.fftconv_direct(u, k, D, pregate=pre, postgate=post, mode=mode))
+    torch.testing.assert_close(
+        ref.fftconv(u, k, D, pregate=pre, postgate=post, mode=mode),
+        ref.fftconv_direct(u, k, D, pregate=pre, postgate=post, mode=mode),
+    )
 
 
 # ------------------------------------------------------------------ values vs the reference
@@ -159,8 +159,12 @@ def test_backward_matches_reference_autograd(mode, kshape, device):
         for x, y in zip(a, b):
             assert not torch.isnan(x.grad).any()
             tol = TOL[dtype]
-            torch.testing.assert_close(x.grad.double().cpu(), y.grad, rtol=tol["rtol"] * 10,
-                                       atol=tol["atol"] * 10 * max(1.0, y.grad.abs().max().item()))
+            torch.testing.assert_close(
+                x.grad.double().cpu(),
+                y.grad,
+                rtol=tol["rtol"] * 10,
+                atol=tol["atol"] * 10 * max(1.0, y.grad.abs().max().item()),
+            )
 
 
 # ------------------------------------------------------------------ opcheck, compile
@@ -244,8 +248,9 @@ def test_errors():
     with pytest.raises(ValueError, match=r"argument 'k'.*device"):
         kf.fftconv(u, k.to("meta"))
     with pytest.raises(ValueError, match=r"argument 'grad'.*shape of u"):
-        torch.ops.kernelfuse.fftconv_bwd(torch.randn(2, 3, 9), u, k, None, None, None, "causal", None,
-                                         True, True, False, False, False)
+        torch.ops.kernelfuse.fftconv_bwd(
+            torch.randn(2, 3, 9), u, k, None, None, None, "causal", None, True, True, False, False, False
+        )
 
 
 @pytest.mark.parametrize("kshape", ["shared", "batch"])
@@ -344,7 +349,7 @@ def _tc_model_fft(x, passes, inverse=False, unitary=True):
         n2 = torch.arange(s, dtype=torch.float64)
         k1 = torch.arange(R, dtype=torch.float64)
         tw = torch.exp(1j * sgn * 2 * torch.pi * torch.outer(k1, n2) / S)  # (k1, n2)
-        F = torch.exp(1j * sgn * 2 * torch.pi * torch.outer(k1, k1) / R) / (R ** 0.5 if unitary else 1.0)
+        F = torch.exp(1j * sgn * 2 * torch.pi * torch.outer(k1, k1) / R) / (R**0.5 if unitary else 1.0)
         if inverse:
             blk = torch.einsum("nk,...ks->...ns", F, blk * tw)
         else:
@@ -360,7 +365,7 @@ def test_fftconv_tensor_core_algorithm_model(N):
     g = torch.Generator().manual_seed(N)
     L = N // 2
     u = torch.randn(2, L, generator=g, dtype=torch.float64)
-    k = torch.randn(L, generator=g, dtype=torch.float64) / L ** 0.5
+    k = torch.randn(L, generator=g, dtype=torch.float64) / L**0.5
     passes = _tc_model_passes(N)
     z = torch.zeros(N, dtype=torch.complex128)
     z[:L] = u[0] + 1j * u[1]
@@ -432,27 +437,34 @@ def test_skip_gated_matches_h3_and_hyena_forward_backward():
     torch.testing.assert_close(y_in, _safari_gated_input_skip(u, k, D, pre, post), rtol=1e-10, atol=1e-12)
     assert ((y_in - h3).norm() / h3.norm()).item() > 1e-2
     # without a pregate the two conventions agree
-    torch.testing.assert_close(kf.fftconv(u, k, D, postgate=post, skip="gated"),
-                               kf.fftconv(u, k, D, postgate=post, skip="input"), rtol=0, atol=0)
+    torch.testing.assert_close(
+        kf.fftconv(u, k, D, postgate=post, skip="gated"),
+        kf.fftconv(u, k, D, postgate=post, skip="input"),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_reference_skip_gated_matches_direct_sum():
     for mode in MODES:
         u, k, D, pre, post = _inputs(2, 3, 10, 3, mode, kshape="batch")
-        torch.testing.assert_close(ref.fftconv(u, k, D, pregate=pre, postgate=post, mode=mode, skip="gated"),
-                                   ref.fftconv_direct(u, k, D, pregate=pre, postgate=post, mode=mode, skip="gated"))
+        torch.testing.assert_close(
+            ref.fftconv(u, k, D, pregate=pre, postgate=post, mode=mode, skip="gated"),
+            ref.fftconv_direct(u, k, D, pregate=pre, postgate=post, mode=mode, skip="gated"),
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kshape", ["shared", "batch"])
 def test_skip_gated_forward_backward_vs_reference(mode, kshape, device):
     for dtype in (torch.float64, torch.float32):
-        for pre_on, post_on in ((True, True), (True, False)):
+        for _pre_on, post_on in ((True, True), (True, False)):
             u, k, D, pre, post = _inputs(3, 4, 61, 23, mode, dtype, kshape=kshape, seed=7, device=device)
             post = post if post_on else None
             a = [t.clone().requires_grad_(True) if t is not None else None for t in (u, k, D, pre, post)]
-            b = [t.detach().double().cpu().requires_grad_(True) if t is not None else None
-                 for t in (u, k, D, pre, post)]
+            b = [
+                t.detach().double().cpu().requires_grad_(True) if t is not None else None for t in (u, k, D, pre, post)
+            ]
             y1 = kf.fftconv(a[0], a[1], a[2], pregate=a[3], postgate=a[4], mode=mode, skip="gated")
             y2 = ref.fftconv(b[0], b[1], b[2], pregate=b[3], postgate=b[4], mode=mode, skip="gated")
             _assert_close(y1.detach(), y2.detach(), dtype)
@@ -463,8 +475,12 @@ def test_skip_gated_forward_backward_vs_reference(mode, kshape, device):
             for x, y in zip(a, b):
                 if x is None:
                     continue
-                torch.testing.assert_close(x.grad.double().cpu(), y.grad, rtol=tol["rtol"] * 10,
-                                           atol=tol["atol"] * 10 * max(1.0, y.grad.abs().max().item()))
+                torch.testing.assert_close(
+                    x.grad.double().cpu(),
+                    y.grad,
+                    rtol=tol["rtol"] * 10,
+                    atol=tol["atol"] * 10 * max(1.0, y.grad.abs().max().item()),
+                )
 
 
 @pytest.mark.parametrize("mode", MODES)

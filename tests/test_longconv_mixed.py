@@ -3,13 +3,13 @@ autocast rule, kernelfuse.nn.FlashFFTConv, and the long-convolution layers under
 
 Everything is compared with the float64 reference evaluated on the same (rounded) inputs, with the
 tolerance of u's dtype (conftest.TOL); docs/longconv_fftconv.md lists the measured worst ratios."""
-import pytest
-import torch
 
 import kernelfuse as kf
+import pytest
+import torch
+from conftest import TOL
+from conftest import assert_close_to_ref as _assert_close
 from kernelfuse.reference import longconv as ref
-
-from conftest import TOL, assert_close_to_ref as _assert_close
 from kf_inputs import fftconv_inputs as _inputs
 
 MODES = ["causal", "bidirectional", "circular"]
@@ -25,8 +25,21 @@ def _ref64(u, k, D, pre, post, mode):
     return ref.fftconv(_d(u), _d(k), _d(D), pregate=_d(pre), postgate=_d(post), mode=mode)
 
 
-def _mixed(dtype, B=2, H=3, L=97, Lk=33, mode="causal", kshape="shared", D=True, gates=True, seed=0,
-           k_dtype=torch.float32, D_dtype=torch.float32, device="cpu"):
+def _mixed(
+    dtype,
+    B=2,
+    H=3,
+    L=97,
+    Lk=33,
+    mode="causal",
+    kshape="shared",
+    D=True,
+    gates=True,
+    seed=0,
+    k_dtype=torch.float32,
+    D_dtype=torch.float32,
+    device="cpu",
+):
     """u and the gates in ``dtype``; k in k_dtype, D in D_dtype (float32: the mixed case)."""
     u, k, Dv, pre, post = _inputs(B, H, L, Lk, mode, torch.float64, kshape, D=D, gates=gates, seed=seed)
     c = lambda t, dt: None if t is None else t.to(dtype=dt, device=device)  # noqa: E731
@@ -36,8 +49,14 @@ def _mixed(dtype, B=2, H=3, L=97, Lk=33, mode="causal", kshape="shared", D=True,
 def _ref_grads(gy, xs, mode):
     """float64 autograd of the reference on the rounded inputs: {name: grad}."""
     leaves = {n: _d(t).requires_grad_(True) for n, t in zip(NAMES, xs) if t is not None}
-    y = ref.fftconv(leaves["u"], leaves["k"], leaves.get("D"), pregate=leaves.get("pregate"),
-                    postgate=leaves.get("postgate"), mode=mode)
+    y = ref.fftconv(
+        leaves["u"],
+        leaves["k"],
+        leaves.get("D"),
+        pregate=leaves.get("pregate"),
+        postgate=leaves.get("postgate"),
+        mode=mode,
+    )
     gs = torch.autograd.grad(y, list(leaves.values()), _d(gy))
     return dict(zip(leaves, gs))
 
@@ -180,8 +199,12 @@ def test_autocast_fftconv_rule(adt):
     exp = kf.fftconv(u.to(adt), k, D, pregate=pre.to(adt), postgate=post.to(adt))
     torch.testing.assert_close(y, exp, rtol=0, atol=0)
     torch.testing.assert_close(y_op, exp, rtol=0, atol=0)
-    torch.testing.assert_close(y_hk, kf.fftconv(u.to(adt), k.to(adt).float(), D.to(adt).float(),
-                                                pregate=pre.to(adt), postgate=post.to(adt)), rtol=0, atol=0)
+    torch.testing.assert_close(
+        y_hk,
+        kf.fftconv(u.to(adt), k.to(adt).float(), D.to(adt).float(), pregate=pre.to(adt), postgate=post.to(adt)),
+        rtol=0,
+        atol=0,
+    )
     _assert_close(y, _ref64(u.to(adt), k, D, pre.to(adt), post.to(adt), "causal"), adt)
     y.float().sum().backward()
     assert all(x.grad is not None and x.grad.dtype == torch.float32 for x in xs)
@@ -226,14 +249,15 @@ def _flash_ref(u, k, n, pre=None, post=None):
 
 
 @pytest.mark.parametrize("dtype", HALF + [torch.float32])
-@pytest.mark.parametrize("L,Lk,n", [(128, 128, 256), (100, 37, 256), (200, 256, 512), (256, 256, 256),
-                                    (97, 200, 256), (7, 3, 16)])
+@pytest.mark.parametrize(
+    "L,Lk,n", [(128, 128, 256), (100, 37, 256), (200, 256, 512), (256, 256, 256), (97, 200, 256), (7, 3, 16)]
+)
 def test_flashfftconv_matches_its_reference(dtype, L, Lk, n):
     """seqlen = 2 L (causal), shorter inputs, a kernel longer than u (no wrap), L = seqlen (the
     circular wrap FlashFFTConv keeps), a kernel longer than u that wraps; plain and gated."""
     g = torch.Generator().manual_seed(L + Lk + n)
     u = torch.randn(3, 4, L, generator=g).to(dtype)
-    k = torch.randn(4, Lk, generator=g) / Lk ** 0.5
+    k = torch.randn(4, Lk, generator=g) / Lk**0.5
     pre = torch.randn(3, 4, L, generator=g).to(dtype)
     post = torch.randn(3, 4, L, generator=g).to(dtype)
     conv = kf.nn.FlashFFTConv(n, dtype=dtype if dtype != torch.float32 else torch.bfloat16)
@@ -302,8 +326,9 @@ def test_flashfftconv_autocast_and_compile():
     assert k.grad.dtype == torch.float32
     f = lambda u, k: conv(u, k)  # noqa: E731
     ub = u.bfloat16()
-    torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(ub, k.detach()),
-                               f(ub, k.detach()), rtol=0, atol=0)
+    torch.testing.assert_close(
+        torch.compile(f, fullgraph=True, backend="aot_eager")(ub, k.detach()), f(ub, k.detach()), rtol=0, atol=0
+    )
 
 
 # ------------------------------------------------------------------ layers under autocast
@@ -313,10 +338,13 @@ def test_longconv_layers_under_autocast(adt):
     in adt, the float32 kernel as is), the outputs are in adt and close to the float32 layer; the
     parameters' gradients are float32."""
     torch.manual_seed(0)
-    layers = [kf.nn.LongConv(4, 64, kernel_init_std=0.1, squash_lambda=0.0),
-              kf.nn.LongConv(4, 64, bidirectional=True, channels=2, kernel_init_std=0.1, squash_lambda=0.0),
-              kf.nn.S4D(4, 8), kf.nn.S4D(4, 8, bidirectional=True),
-              kf.nn.GatedLongConv(4, 64, kernel_init_std=0.1, squash_lambda=0.0)]
+    layers = [
+        kf.nn.LongConv(4, 64, kernel_init_std=0.1, squash_lambda=0.0),
+        kf.nn.LongConv(4, 64, bidirectional=True, channels=2, kernel_init_std=0.1, squash_lambda=0.0),
+        kf.nn.S4D(4, 8),
+        kf.nn.S4D(4, 8, bidirectional=True),
+        kf.nn.GatedLongConv(4, 64, kernel_init_std=0.1, squash_lambda=0.0),
+    ]
     x = torch.randn(2, 50, 4)
     for layer in layers:
         y32 = layer(x)
@@ -324,8 +352,9 @@ def test_longconv_layers_under_autocast(adt):
             y = layer(x)
         assert y.dtype == adt, type(layer).__name__
         tol = TOL[adt]
-        torch.testing.assert_close(y.float(), y32, rtol=tol["rtol"] * 4,
-                                   atol=tol["atol"] * 4 * max(1.0, y32.abs().max().item()))
+        torch.testing.assert_close(
+            y.float(), y32, rtol=tol["rtol"] * 4, atol=tol["atol"] * 4 * max(1.0, y32.abs().max().item())
+        )
         layer.zero_grad()
         y.float().sum().backward()
         for name, p in layer.named_parameters():
@@ -363,13 +392,21 @@ def test_mixed_gated_skip_forward_and_gradients(dtype, mode, device):
     xs0 = _mixed(dtype, B=2, H=3, L=61, Lk=23, mode=mode, seed=77, device=device)
     xs = [t.clone().requires_grad_(True) for t in xs0]
     y = kf.fftconv(xs[0], xs[1], xs[2], pregate=xs[3], postgate=xs[4], mode=mode, skip="gated")
-    _assert_close(y, ref.fftconv(*map(_d, xs0[:3]), pregate=_d(xs0[3]), postgate=_d(xs0[4]), mode=mode, skip="gated"),
-                  dtype)
+    _assert_close(
+        y, ref.fftconv(*map(_d, xs0[:3]), pregate=_d(xs0[3]), postgate=_d(xs0[4]), mode=mode, skip="gated"), dtype
+    )
     gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(dtype=dtype, device=device)
     y.backward(gy)
     leaves = {n: _d(t).requires_grad_(True) for n, t in zip(NAMES, xs0)}
-    y64 = ref.fftconv(leaves["u"], leaves["k"], leaves["D"], pregate=leaves["pregate"], postgate=leaves["postgate"],
-                      mode=mode, skip="gated")
+    y64 = ref.fftconv(
+        leaves["u"],
+        leaves["k"],
+        leaves["D"],
+        pregate=leaves["pregate"],
+        postgate=leaves["postgate"],
+        mode=mode,
+        skip="gated",
+    )
     exp = dict(zip(leaves, torch.autograd.grad(y64, list(leaves.values()), _d(gy))))
     for name, x in zip(NAMES, xs):
         assert x.grad.dtype == x.dtype, name

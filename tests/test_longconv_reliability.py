@@ -3,14 +3,13 @@ plus a deterministic property-style sweep over bad-input classes (no hypothesis)
 
 Every case must end in a clear error that names the argument, or in a result that matches the
 float64 reference; never a wrong answer or a crash."""
+
 import itertools
 
+import kernelfuse as kf
 import pytest
 import torch
-
-import kernelfuse as kf
 from kernelfuse.reference import longconv as ref
-
 from kf_inputs import fftconv_inputs
 
 op = torch.ops.kernelfuse
@@ -28,7 +27,9 @@ def test_raw_fftconv_meta_in_any_position_is_an_error(pos):
     ins = _ins()
     ins[pos] = ins[pos].to("meta")
     if pos == 0:  # u meta: the others differ from u
-        with pytest.raises(ValueError, match=r"argument 'k': expected a tensor on meta \(the device of 'u'\), got one on cpu"):
+        with pytest.raises(
+            ValueError, match=r"argument 'k': expected a tensor on meta \(the device of 'u'\), got one on cpu"
+        ):
             op.fftconv(*ins, "causal", None)
     else:
         with pytest.raises(ValueError, match=rf"argument '{NAMES[pos]}': expected a tensor on cpu.*got one on meta"):
@@ -78,10 +79,10 @@ def test_none_for_required_tensors_names_the_argument():
 def test_huge_sizes_are_size_errors_not_allocations():
     u, k, D, _, _ = _ins()
     with pytest.raises(ValueError, match=r"argument 'fft_size': expected at most 2\^31"):
-        kf.fftconv(u, k, D, fft_size=2 ** 40)
+        kf.fftconv(u, k, D, fft_size=2**40)
     with pytest.raises(ValueError, match=r"argument 'fft_size': expected at most 2\^31"):
-        op.fftconv(u.to("meta"), k.to("meta"), None, None, None, "causal", 2 ** 40)
-    big = torch.ones(1, 1, 1).expand(1, 1, 2 ** 40)  # no memory behind it
+        op.fftconv(u.to("meta"), k.to("meta"), None, None, None, "causal", 2**40)
+    big = torch.ones(1, 1, 1).expand(1, 1, 2**40)  # no memory behind it
     for mode, kk in (("causal", torch.ones(1, 1)), ("circular", torch.ones(1, 1)), ("bidirectional", torch.ones(1, 2))):
         with pytest.raises(ValueError, match=r"argument 'u': sequence length L = 1099511627776 too long"):
             kf.fftconv(big, kk, mode=mode)
@@ -107,11 +108,15 @@ def test_opcheck_on_views(mode):
         torch.library.opcheck(op.fftconv, args, test_utils=("test_schema", "test_faketensor"))
         g = torch.randn(2, 3, 11).transpose(0, 1).contiguous().transpose(0, 1)
         for needs in [(True,) * 5, (False, True, False, True, False), (True, False, True, False, True)]:
-            torch.library.opcheck(op.fftconv_bwd, (g, *args[:-2], mode, None, *needs),
-                                  test_utils=("test_schema", "test_faketensor"))
+            torch.library.opcheck(
+                op.fftconv_bwd, (g, *args[:-2], mode, None, *needs), test_utils=("test_schema", "test_faketensor")
+            )
     # mixed precision with outputs not asked for: empty tensors in u's dtype, as the fake kernel says
-    torch.library.opcheck(op.fftconv_bwd, (u.half(), u.half(), k, D, None, None, mode, None, True, False, False,
-                                            False, False), test_utils=("test_faketensor",))
+    torch.library.opcheck(
+        op.fftconv_bwd,
+        (u.half(), u.half(), k, D, None, None, mode, None, True, False, False, False, False),
+        test_utils=("test_faketensor",),
+    )
 
 
 def test_compile_fullgraph_transposed_input():
@@ -226,11 +231,15 @@ def _cases():
                 assert y.shape == ref_y.shape and y.dtype == dt
                 tol = 1e-9 if dt == torch.float64 else 1e-4
                 torch.testing.assert_close(y.double(), ref_y, rtol=tol, atol=tol)
+
             return chk
 
-        call = lambda ins, mode=mode, skip=skip, **kw: (lambda: kf.fftconv(  # noqa: E731
-            ins[0], ins[1], ins[2], pregate=ins[3], postgate=ins[4], mode=mode, skip=skip, **kw))
-        raw = lambda ins, mode=mode, skip=skip: (lambda: op.fftconv(*ins, mode, None, skip))  # noqa: E731
+        call = lambda ins, mode=mode, skip=skip, **kw: (
+            lambda: kf.fftconv(  # noqa: E731
+                ins[0], ins[1], ins[2], pregate=ins[3], postgate=ins[4], mode=mode, skip=skip, **kw
+            )
+        )
+        raw = lambda ins, mode=mode, skip=skip: lambda: op.fftconv(*ins, mode, None, skip)  # noqa: E731
         yield call(base), good(base)
         yield call([t.float() for t in base]), good(base, torch.float32)
         for pos in range(5):
@@ -243,7 +252,9 @@ def _cases():
                     ins[pos] = t.to("meta")
                 elif bad == "shape":
                     # an invalid shape (fewer taps or a broadcastable kernel would be valid input)
-                    ins[pos] = t.narrow(-2, 0, t.shape[-2] - 1) if pos == 1 else (t[..., :-1] if t.dim() > 1 else t[:-1])
+                    ins[pos] = (
+                        t.narrow(-2, 0, t.shape[-2] - 1) if pos == 1 else (t[..., :-1] if t.dim() > 1 else t[:-1])
+                    )
                 else:
                     ins[pos] = next(itertools.islice(_views(t if t.dim() > 1 else t[None]), pos % 3, None))
                     if t.dim() == 1:
@@ -258,6 +269,7 @@ def _cases():
 
             def nan_ok(y, yd=yd):
                 assert (~torch.isfinite(y))[~torch.isfinite(yd)].all()
+
             yield call(ins), nan_ok
         # every requires-grad subset: grads equal the full backward's
         gy = torch.randn(base[0].shape, dtype=torch.float64, generator=g)
@@ -275,12 +287,14 @@ def _cases():
             def gchk(gs, mask=mask, full=full):
                 for gr, f, m in zip(gs, full, mask):
                     assert (gr is None) if not m else torch.allclose(gr, f.grad, rtol=1e-10, atol=1e-12)
+
             yield grads, gchk
         # empty batch
         e = _ins(mode, B=0, kshape=kshape)
 
         def empty_ok(y):
             assert y.shape == (0, 3, 11)
+
         yield call(e), empty_ok
 
 
@@ -293,8 +307,10 @@ def test_property_sweep_bad_inputs():
         counts[r] += 1
         if r == "wrong":
             wrong.append(i)
-    print(f"\nfftconv property sweep: tried {counts['tried']} / clear error {counts['error']} / "
-          f"correct {counts['correct']} / wrong {counts['wrong']}")
+    print(
+        f"\nfftconv property sweep: tried {counts['tried']} / clear error {counts['error']} / "
+        f"correct {counts['correct']} / wrong {counts['wrong']}"
+    )
     assert counts["wrong"] == 0, wrong
 
 

@@ -1,14 +1,13 @@
 """ssm_kernel (S4D convolution kernel) against the naive H x N x L float64 reference, long-L
 stability, autograd, opcheck, compile, errors."""
+
 import math
 
+import kernelfuse as kf
 import pytest
 import torch
-
-import kernelfuse as kf
-from kernelfuse.reference import longconv_ssm as ref
-
 from conftest import assert_close_to_ref as _assert_close
+from kernelfuse.reference import longconv_ssm as ref
 
 DISCS = ("zoh", "bilinear")
 CDT = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -20,8 +19,11 @@ def _params(H, N, dtype=torch.float64, device="cpu", seed=0, with_B=True, dt_ran
     lo, hi = math.log(dt_range[0]), math.log(dt_range[1])
     log_dt = lo + (hi - lo) * torch.rand(H, generator=g, dtype=torch.float64)
     A_real = -0.5 * torch.exp(0.3 * torch.randn(H, N, generator=g, dtype=torch.float64))
-    A_imag = math.pi * torch.arange(N, dtype=torch.float64) * (1 + 0.05 * torch.randn(H, N, generator=g,
-                                                                                     dtype=torch.float64))
+    A_imag = (
+        math.pi
+        * torch.arange(N, dtype=torch.float64)
+        * (1 + 0.05 * torch.randn(H, N, generator=g, dtype=torch.float64))
+    )
     B = torch.randn(H, N, generator=g, dtype=torch.complex128) if with_B else None
     C = torch.randn(H, N, generator=g, dtype=torch.complex128)
     cast = lambda t: None if t is None else t.to(device=device, dtype=CDT[dtype] if t.is_complex() else dtype)  # noqa
@@ -31,8 +33,6 @@ def _params(H, N, dtype=torch.float64, device="cpu", seed=0, with_B=True, dt_ran
 def _ref64(args, L, disc):
     a = [None if t is None else (t.to(torch.complex128) if t.is_complex() else t.double()).cpu() for t in args]
     return ref.ssm_kernel(*a, L, discretization=disc)
-
-
 
 
 # ------------------------------------------------------------------ values vs the reference
@@ -84,8 +84,9 @@ def test_long_L_stable(disc):
     assert exp[:, -1000:].abs().max() > 1e-3 * exp.abs().max()  # the tail matters
     out = kf.ssm_kernel(*args, L, discretization=disc)
     _assert_close(out, exp, torch.float64)
-    out32 = kf.ssm_kernel(*[t.to(CDT[torch.float32] if t.is_complex() else torch.float32) for t in args], L,
-                          discretization=disc)
+    out32 = kf.ssm_kernel(
+        *[t.to(CDT[torch.float32] if t.is_complex() else torch.float32) for t in args], L, discretization=disc
+    )
     # float32: parameters are rounded to float32 first, so compare with the float64 kernel of the
     # rounded parameters (the kernel itself adds only one rounding)
     exp32 = _ref64([t.to(CDT[torch.float32] if t.is_complex() else torch.float32) for t in args], L, disc)
@@ -187,8 +188,9 @@ def test_torch_compile_fullgraph():
     base = _params(4, 6, dtype=torch.float32, seed=4)
 
     def f(log_dt, Ar, Ai, B, C):
-        k = kf.ssm_kernel(log_dt, Ar, Ai, B, C, 50) + kf.ssm_kernel(log_dt, Ar, Ai, None, C, 50,
-                                                                     discretization="bilinear")
+        k = kf.ssm_kernel(log_dt, Ar, Ai, B, C, 50) + kf.ssm_kernel(
+            log_dt, Ar, Ai, None, C, 50, discretization="bilinear"
+        )
         return (k * k).sum()
 
     cf = torch.compile(f, fullgraph=True, backend="aot_eager")
@@ -203,8 +205,7 @@ def test_torch_compile_fullgraph():
 
 def test_torch_compile_dynamic_L():
     base = _params(3, 5, seed=8)
-    cf = torch.compile(lambda *a: kf.ssm_kernel(*a[:5], a[5]) * 2, fullgraph=True, backend="aot_eager",
-                       dynamic=True)
+    cf = torch.compile(lambda *a: kf.ssm_kernel(*a[:5], a[5]) * 2, fullgraph=True, backend="aot_eager", dynamic=True)
     for L in (30, 47):
         torch.testing.assert_close(cf(*base, L), kf.ssm_kernel(*base, L) * 2)
 
@@ -255,5 +256,6 @@ def test_errors_name_the_argument():
     with pytest.raises(TypeError, match=r"argument 'B' must be a torch.Tensor"):
         call(log_dt, Ar, Ai, B.numpy(), C, 10)
     with pytest.raises(ValueError, match=r"argument 'grad'.*\(H, L\) with H = 3"):
-        torch.ops.kernelfuse.ssm_kernel_bwd(torch.ones(2, 5, dtype=torch.float64), log_dt, Ar, Ai, None,
-                                            torch.view_as_real(C), "zoh")
+        torch.ops.kernelfuse.ssm_kernel_bwd(
+            torch.ones(2, 5, dtype=torch.float64), log_dt, Ar, Ai, None, torch.view_as_real(C), "zoh"
+        )

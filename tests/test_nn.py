@@ -1,12 +1,12 @@
 """kernelfuse.nn modules and kernelfuse.models.SequenceModel (CPU, fast)."""
+
 import math
 import time
 
+import kernelfuse
 import pytest
 import torch
 import torch.nn.functional as F
-
-import kernelfuse
 from kernelfuse.models import SequenceModel
 from kernelfuse.nn import S4D, GatedLongConv, LongConv, s4d_init, smooth, squash
 
@@ -23,8 +23,9 @@ def _grads_all(module, loss):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_longconv_shapes_and_grads(bidirectional, channels):
     torch.manual_seed(0)
-    m = LongConv(5, 40, channels=channels, bidirectional=bidirectional, squash_lambda=0.0, smooth_window=3,
-                 kernel_dropout=0.1)
+    m = LongConv(
+        5, 40, channels=channels, bidirectional=bidirectional, squash_lambda=0.0, smooth_window=3, kernel_dropout=0.1
+    )
     x = torch.randn(2, 33, 5)  # shorter than l_max
     y = m(x)
     assert y.shape == x.shape
@@ -53,7 +54,7 @@ def test_longconv_bidirectional_matches_plain():
     H, Lmax, L = 3, 20, 16
     m = LongConv(H, Lmax, bidirectional=True, squash_lambda=0.0, kernel_init_std=0.1).double()
     u = torch.randn(2, H, L, dtype=torch.float64)
-    kf, kb = m.kernel[:, :L], m.kernel[:, Lmax: Lmax + L]
+    kf, kb = m.kernel[:, :L], m.kernel[:, Lmax : Lmax + L]
     ref = m.D[:, None] * u
     for t in range(L):
         for s in range(L):
@@ -110,7 +111,10 @@ def test_longconv_smoothing_order_matches_safari():
     exp_k = _safari_long_conv_kernel(m.kernel, 0.05, 5)
     torch.testing.assert_close(m.regularised_kernel(), exp_k)
     u = torch.randn(2, H, L, dtype=torch.float64)
-    y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(exp_k, n=2 * L), n=2 * L)[..., :L] + m.D[:, None] * u
+    y = (
+        torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(exp_k, n=2 * L), n=2 * L)[..., :L]
+        + m.D[:, None] * u
+    )
     torch.testing.assert_close(m(u.transpose(1, 2)).transpose(1, 2), y)
     # the other order is a different kernel
     legacy = LongConv(H, Lmax, squash_lambda=0.05, smooth_window=5, reg_order="squash_smooth").double().eval()
@@ -132,7 +136,7 @@ def test_longconv_bidirectional_h3_reverse_matches_plain():
     H, Lmax, L = 3, 20, 16
     m = LongConv(H, Lmax, bidirectional=True, squash_lambda=0.0, kernel_init_std=0.1, reverse="h3").double()
     u = torch.randn(2, H, L, dtype=torch.float64)
-    kf_, kr = m.kernel[:, :L], m.kernel[:, Lmax: Lmax + L]
+    kf_, kr = m.kernel[:, :L], m.kernel[:, Lmax : Lmax + L]
     ref = m.D[:, None] * u
     for t in range(L):
         for s in range(L):
@@ -216,11 +220,11 @@ def test_gated_longconv_matches_plain_torch():
     m = GatedLongConv(H, Lmax, squash_lambda=0.01, smooth_window=3, kernel_init_std=0.05).double()
     x = torch.randn(2, L, H, dtype=torch.float64)
     # plain torch composition
-    z = x @ m.in_proj.weight.T + m.in_proj.bias                          # (B, L, 3H)
+    z = x @ m.in_proj.weight.T + m.in_proj.bias  # (B, L, 3H)
     z = z.transpose(1, 2)
     zp = F.pad(z, (2, 0))
-    w = m.short_conv.weight[:, 0]                                        # (3H, 3)
-    zc = sum(w[:, j, None] * zp[..., j: j + L] for j in range(3)) + m.short_conv.bias[:, None]
+    w = m.short_conv.weight[:, 0]  # (3H, 3)
+    zc = sum(w[:, j, None] * zp[..., j : j + L] for j in range(3)) + m.short_conv.bias[:, None]
     q, k, v = zc.chunk(3, dim=1)
     # default: safari's regulariser order (smooth, then squash) and H3 / Hyena's skip (D on k * v),
     # i.e. H3's fftconv_h3_ref at head_dim 1
@@ -250,8 +254,17 @@ def test_gated_longconv_matches_plain_torch():
 @pytest.mark.parametrize("pool", ["mean", "last", None])
 def test_sequence_model_forward_backward(layer, pool):
     torch.manual_seed(0)
-    m = SequenceModel(3, 8, 2, 5, layer=layer, l_max=24, pool=pool, dropout=0.1,
-                      layer_kwargs=dict(d_state=8) if layer == "s4d" else None)
+    m = SequenceModel(
+        3,
+        8,
+        2,
+        5,
+        layer=layer,
+        l_max=24,
+        pool=pool,
+        dropout=0.1,
+        layer_kwargs=dict(d_state=8) if layer == "s4d" else None,
+    )
     x = torch.randn(4, 24, 3)
     y = m(x)
     assert y.shape == ((4, 5) if pool else (4, 24, 5))
@@ -261,8 +274,16 @@ def test_sequence_model_forward_backward(layer, pool):
 @pytest.mark.parametrize("layer", ["s4d", "longconv"])
 def test_sequence_model_overfits_tiny_batch(layer):
     torch.manual_seed(0)
-    m = SequenceModel(2, 16, 1, 3, layer=layer, l_max=32, pool="last",
-                      layer_kwargs=dict(d_state=8) if layer == "s4d" else dict(squash_lambda=0.0, kernel_init_std=0.02))
+    m = SequenceModel(
+        2,
+        16,
+        1,
+        3,
+        layer=layer,
+        l_max=32,
+        pool="last",
+        layer_kwargs=dict(d_state=8) if layer == "s4d" else dict(squash_lambda=0.0, kernel_init_std=0.02),
+    )
     x, t = torch.randn(8, 32, 2), torch.randint(0, 3, (8,))
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     losses = []
@@ -321,6 +342,7 @@ def test_longconv_kernel_dropout_only_in_training():
 
 def test_training_helpers():
     from kernelfuse.models import KERNEL_PARAMS, SequenceModel, accuracy, param_groups
+
     torch.manual_seed(0)
     model = SequenceModel(1, 8, 1, 3, layer="s4d")
     groups = param_groups(model, 1e-3, 1e-4, 0.1)

@@ -1,30 +1,39 @@
 """NNGP / NTK kernels (csrc/nngp, kernelfuse.ops.nngp, kernelfuse.features._nngp) against the float64
 reference (kernelfuse.reference.nngp), the reference against Monte Carlo and closed forms, gradients,
 opcheck, torch.compile, bad inputs, exact inference, random features and wide networks."""
+
 import math
 
+import kernelfuse
 import numpy as np
 import pytest
 import torch
-
-import kernelfuse
+from conftest import assert_close_to_ref
 from kernelfuse import features as F
 from kernelfuse.features import exact_kernel
 from kernelfuse.reference import nngp as ref
 
-from conftest import assert_close_to_ref
-
 ACTS = ("relu", "erf", "step")
-SIZES = [(1, 1, 1, None), (7, 13, 3, 1), (31, 129, 5, 3), (0, 5, 3, 2), (5, 0, 3, 2), (17, 33, 67, None),
-         (19, 131, 2, 9)]
+SIZES = [
+    (1, 1, 1, None),
+    (7, 13, 3, 1),
+    (31, 129, 5, 3),
+    (0, 5, 3, 2),
+    (5, 0, 3, 2),
+    (17, 33, 67, None),
+    (19, 131, 2, 9),
+]
 
 
 def _data(m, n, d, c, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(m, d, generator=g, dtype=torch.float64)
     y = torch.randn(n, d, generator=g, dtype=torch.float64)
-    w = torch.randn(n, generator=g, dtype=torch.float64) if c is None else torch.randn(n, c, generator=g,
-                                                                                         dtype=torch.float64)
+    w = (
+        torch.randn(n, generator=g, dtype=torch.float64)
+        if c is None
+        else torch.randn(n, c, generator=g, dtype=torch.float64)
+    )
     return x.to(dtype), y.to(dtype), w.to(dtype)
 
 
@@ -45,14 +54,20 @@ def test_reference_relu_layer_is_the_arccos_kernel():
 def test_reference_expectations_monte_carlo(act):
     """E[phi(u) phi(v)] and E[phi'(u) phi'(v)] of the closed forms against 2e6 Gaussian samples."""
     g = torch.Generator().manual_seed(3)
-    k11, k22, k12 = torch.tensor(1.3, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64), \
-        torch.tensor(-0.4, dtype=torch.float64)
+    k11, k22, k12 = (
+        torch.tensor(1.3, dtype=torch.float64),
+        torch.tensor(0.7, dtype=torch.float64),
+        torch.tensor(-0.4, dtype=torch.float64),
+    )
     L = torch.linalg.cholesky(torch.tensor([[k11, k12], [k12, k22]]))
     z = torch.randn(2_000_000, 2, generator=g, dtype=torch.float64) @ L.T
     u, v = z[:, 0], z[:, 1]
     phi = {"relu": torch.relu, "erf": torch.erf, "step": lambda t: (t > 0).double()}[act]
-    dphi = {"relu": lambda t: (t > 0).double(), "erf": lambda t: 2 / math.sqrt(math.pi) * torch.exp(-t * t),
-            "step": lambda t: torch.zeros_like(t)}[act]
+    dphi = {
+        "relu": lambda t: (t > 0).double(),
+        "erf": lambda t: 2 / math.sqrt(math.pi) * torch.exp(-t * t),
+        "step": lambda t: torch.zeros_like(t),
+    }[act]
     Fv, Gv = ref._expectations(act, k11, k12, k22)
     assert abs(float((phi(u) * phi(v)).mean() - Fv)) < 4e-3
     assert abs(float((dphi(u) * dphi(v)).mean() - Gv)) < 4e-3
@@ -63,10 +78,14 @@ def test_scale_mixture_is_a_student_t():
     by quadrature over s; its variance b k / (a - 1) is what nngp_kernel(scale_mixture) returns."""
     scipy_stats = pytest.importorskip("scipy.stats")
     from scipy import integrate
+
     a, b, k = 2.5, 1.5, 0.8
     for yv in (0.0, 0.7, 2.9):
-        dens = integrate.quad(lambda s: scipy_stats.norm.pdf(yv, scale=math.sqrt(s * k)) *
-                              scipy_stats.invgamma.pdf(s, a, scale=b), 0, np.inf)[0]
+        dens = integrate.quad(
+            lambda s: scipy_stats.norm.pdf(yv, scale=math.sqrt(s * k)) * scipy_stats.invgamma.pdf(s, a, scale=b),
+            0,
+            np.inf,
+        )[0]
         t = scipy_stats.t.pdf(yv, df=2 * a, scale=math.sqrt(b * k / a))
         assert abs(dens - t) < 1e-8
     var = integrate.quad(lambda s: s * k * scipy_stats.invgamma.pdf(s, a, scale=b), 0, np.inf)[0]
@@ -88,8 +107,13 @@ def test_matmul_matches_reference(act, ntk, dtype):
             exp = ref.nngp_matmul(x.double(), y.double(), w.double(), depth, act, sw2, sb2, ntk)
             assert out.shape == exp.shape and out.dtype == dtype
             # the float32 tolerance: 32-bit inner products and transcendental functions per pair
-            assert_close_to_ref(out, exp, dtype, factor=1.0 if dtype == torch.float64 else 20.0,
-                                atol_scale=max(1.0, float(w.abs().sum(0).max()) if n else 1.0))
+            assert_close_to_ref(
+                out,
+                exp,
+                dtype,
+                factor=1.0 if dtype == torch.float64 else 20.0,
+                atol_scale=max(1.0, float(w.abs().sum(0).max()) if n else 1.0),
+            )
 
 
 @pytest.mark.parametrize("ntk", [False, True])
@@ -122,8 +146,16 @@ def test_zero_rows():
 def test_gradcheck(act, ntk):
     x, y, w = _data(5, 7, 3, 2, torch.float64, seed=11)
     x.requires_grad_(True), y.requires_grad_(True), w.requires_grad_(True)
-    f = lambda a, b, c: kernelfuse.nngp_matmul(a, b, c, depth=2, activation=act, sigma_w2=1.5, sigma_b2=0.1,  # noqa
-                                               ntk=ntk)
+    f = lambda a, b, c: kernelfuse.nngp_matmul(
+        a,
+        b,
+        c,
+        depth=2,
+        activation=act,
+        sigma_w2=1.5,
+        sigma_b2=0.1,  # noqa
+        ntk=ntk,
+    )
     assert torch.autograd.gradcheck(f, (x, y, w), eps=1e-6, atol=1e-7)
     fk = lambda a, b: F.ntk_kernel(a, b, 2, act) if ntk else F.nngp_kernel(a, b, 2, act)  # noqa
     assert torch.autograd.gradcheck(fk, (x, y), eps=1e-6, atol=1e-7)
@@ -157,11 +189,14 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.kernelfuse.nngp_matmul.default, (x, y, w, 2, act, 1.5, 0.1, ntk))
         torch.library.opcheck(torch.ops.kernelfuse.nngp_kernel.default, (x, y, 2, act, 1.5, 0.1, ntk))
         g = torch.randn(5, 2, dtype=torch.float64)
-        torch.library.opcheck(torch.ops.kernelfuse.nngp_matmul_bwd.default,
-                              (g, x.detach(), y.detach(), w.detach(), 2, act, 1.5, 0.1, ntk, True, False, True))
-        torch.library.opcheck(torch.ops.kernelfuse.nngp_kernel_bwd.default,
-                              (torch.randn(5, 9, dtype=torch.float64), x.detach(), y.detach(), 2, act, 1.5, 0.1,
-                               ntk, True, True))
+        torch.library.opcheck(
+            torch.ops.kernelfuse.nngp_matmul_bwd.default,
+            (g, x.detach(), y.detach(), w.detach(), 2, act, 1.5, 0.1, ntk, True, False, True),
+        )
+        torch.library.opcheck(
+            torch.ops.kernelfuse.nngp_kernel_bwd.default,
+            (torch.randn(5, 9, dtype=torch.float64), x.detach(), y.detach(), 2, act, 1.5, 0.1, ntk, True, True),
+        )
 
 
 def test_torch_compile_fullgraph():
@@ -169,14 +204,15 @@ def test_torch_compile_fullgraph():
     x.requires_grad_(True)
 
     def f(a, b, c):
-        return (kernelfuse.nngp_matmul(a, b, c, depth=2, activation="relu", ntk=True) ** 2).sum() + \
-            F.nngp_kernel(a, b, 1, "erf").sum()
+        return (kernelfuse.nngp_matmul(a, b, c, depth=2, activation="relu", ntk=True) ** 2).sum() + F.nngp_kernel(
+            a, b, 1, "erf"
+        ).sum()
 
     cf = torch.compile(f, fullgraph=True, backend="aot_eager")
     v1 = cf(x, y, w)
-    g1, = torch.autograd.grad(v1, x)
+    (g1,) = torch.autograd.grad(v1, x)
     v2 = f(x, y, w)
-    g2, = torch.autograd.grad(v2, x)
+    (g2,) = torch.autograd.grad(v2, x)
     torch.testing.assert_close(v1, v2)
     torch.testing.assert_close(g1, g2)
 
@@ -248,8 +284,9 @@ def test_posterior_matches_dense_solve(kernel):
     info = res[-1]
     assert info["iterations"] < 150  # preconditioned: far fewer than n iterations would be without
     if kernel == "nngp":
-        var = torch.diagonal(kf(Xs, Xs, 2, "relu", sigma_w2=2.0, sigma_b2=0.05)) - \
-            (Ks * torch.linalg.solve(A, Ks.T).T).sum(1)
+        var = torch.diagonal(kf(Xs, Xs, 2, "relu", sigma_w2=2.0, sigma_b2=0.05)) - (
+            Ks * torch.linalg.solve(A, Ks.T).T
+        ).sum(1)
         torch.testing.assert_close(res[1], var, rtol=1e-6, atol=1e-8)
 
 
@@ -265,11 +302,14 @@ def test_ntk_gradient_flow():
     T = ref.ntk_kernel(X, X, 2, "erf", sigma_w2=1.5, sigma_b2=0.1)
     Ts = ref.ntk_kernel(Xs, X, 2, "erf", sigma_w2=1.5, sigma_b2=0.1)
     t = 0.3
-    torch.testing.assert_close(F.ntk_gradient_flow(X, Y, X, t, **kw), Y - torch.linalg.matrix_exp(-t * T) @ Y,
-                               rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(
+        F.ntk_gradient_flow(X, Y, X, t, **kw), Y - torch.linalg.matrix_exp(-t * T) @ Y, rtol=1e-8, atol=1e-8
+    )
     nodes, wts = np.polynomial.legendre.leggauss(40)  # Gauss-Legendre in s over [0, t]
-    fs = sum(float(wq) * 0.5 * t * (Ts @ (torch.linalg.matrix_exp(-0.5 * t * (1 + float(sq)) * T) @ Y))
-             for sq, wq in zip(nodes, wts))
+    fs = sum(
+        float(wq) * 0.5 * t * (Ts @ (torch.linalg.matrix_exp(-0.5 * t * (1 + float(sq)) * T) @ Y))
+        for sq, wq in zip(nodes, wts)
+    )
     torch.testing.assert_close(F.ntk_gradient_flow(X, Y, Xs, t, **kw), fs, rtol=1e-7, atol=1e-7)
 
 
@@ -317,8 +357,10 @@ def test_random_features_converge(act, ntk):
 def _mlp(d, width, depth, act, sw2, sb2, seed):
     g = torch.Generator().manual_seed(seed)
     sizes = [d] + [width] * depth + [1]
-    return [(torch.randn(a, b, generator=g, dtype=torch.float64), torch.randn(b, generator=g, dtype=torch.float64))
-            for a, b in zip(sizes[:-1], sizes[1:])]
+    return [
+        (torch.randn(a, b, generator=g, dtype=torch.float64), torch.randn(b, generator=g, dtype=torch.float64))
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
 
 
 def _forward(params, x, act, sw2, sb2):
@@ -333,8 +375,7 @@ def _forward(params, x, act, sw2, sb2):
 def empirical_ntk(params, x, act, sw2, sb2):
     flat = [p.clone().requires_grad_(True) for Wb in params for p in Wb]
     out = _forward([(flat[2 * i], flat[2 * i + 1]) for i in range(len(params))], x, act, sw2, sb2)
-    J = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(o, flat, retain_graph=True)])
-                     for o in out])
+    J = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(o, flat, retain_graph=True)]) for o in out])
     return J @ J.T
 
 

@@ -15,12 +15,12 @@ namespace kernelfuse::butterfly {
 
 template <typename T>
 struct ButterflyParams {
-  int64_t rows = 0;      // number of vectors
-  int64_t n = 0;         // vector length, a power of two >= 2
+  int64_t rows = 0;  // number of vectors
+  int64_t n = 0;     // vector length, a power of two >= 2
   int64_t log_n = 0;
   int64_t nblocks = 1;
   bool increasing_stride = true;
-  bool complex = false;  // values are complex, interleaved (re, im) in T
+  bool complex = false;        // values are complex, interleaved (re, im) in T
   const T* x = nullptr;        // (rows, n) [complex: (rows, n, 2)], rows contiguous
   const T* twiddle = nullptr;  // (nblocks, log_n, n/2, 2, 2) [complex: (..., 2)], contiguous
   const T* grad = nullptr;     // (rows, n) [complex: (rows, n, 2)], backward only

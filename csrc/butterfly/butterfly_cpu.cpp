@@ -16,16 +16,23 @@
 namespace kernelfuse::butterfly {
 namespace {
 
-template <typename T> struct Lanes;
-template <> struct Lanes<float> { static constexpr int R = 16; };
-template <> struct Lanes<double> { static constexpr int R = 8; };
+template <typename T>
+struct Lanes;
+template <>
+struct Lanes<float> {
+  static constexpr int R = 16;
+};
+template <>
+struct Lanes<double> {
+  static constexpr int R = 8;
+};
 
 constexpr int64_t kBackwardBudgetBytes = int64_t(48) << 20;  // per thread, stage-input buffers
 
 template <typename T, int R, bool C>
 struct Kernel {
-  static constexpr int64_t E = C ? 2 * R : R;   // buffer elements per slot
-  static constexpr int64_t TW = C ? 8 : 4;      // twiddle scalars per pair
+  static constexpr int64_t E = C ? 2 * R : R;  // buffer elements per slot
+  static constexpr int64_t TW = C ? 8 : 4;     // twiddle scalars per pair
 
   // x rows [row0, row0 + nr) -> buf (n slots); lanes >= nr are zero.
   static void load(T* buf, const T* x, int64_t row0, int64_t nr, int64_t n) {
@@ -95,14 +102,20 @@ struct Kernel {
         T* e1 = e0 + h * E;
         T* e2 = e0 + 2 * h * E;
         T* e3 = e0 + 3 * h * E;
-        const T* wa = twh + (g / 2 + k) * TW;          // stride h: (e0, e1)
-        const T* wb = twh + (g / 2 + h + k) * TW;      // stride h: (e2, e3)
-        const T* wc = tw2h + (g / 2 + k) * TW;         // stride 2h: (e0, e2)
-        const T* wd = tw2h + (g / 2 + h + k) * TW;     // stride 2h: (e1, e3)
+        const T* wa = twh + (g / 2 + k) * TW;       // stride h: (e0, e1)
+        const T* wb = twh + (g / 2 + h + k) * TW;   // stride h: (e2, e3)
+        const T* wc = tw2h + (g / 2 + k) * TW;      // stride 2h: (e0, e2)
+        const T* wd = tw2h + (g / 2 + h + k) * TW;  // stride 2h: (e1, e3)
         if (first_small) {
-          bfly(e0, e1, wa); bfly(e2, e3, wb); bfly(e0, e2, wc); bfly(e1, e3, wd);
+          bfly(e0, e1, wa);
+          bfly(e2, e3, wb);
+          bfly(e0, e2, wc);
+          bfly(e1, e3, wd);
         } else {
-          bfly(e0, e2, wc); bfly(e1, e3, wd); bfly(e0, e1, wa); bfly(e2, e3, wb);
+          bfly(e0, e2, wc);
+          bfly(e1, e3, wd);
+          bfly(e0, e1, wa);
+          bfly(e2, e3, wb);
         }
       }
     }
@@ -118,8 +131,16 @@ struct Kernel {
         const int64_t ls2 = p.log_stride(s + 1);
         const T* ta = p.twiddle + s * tw_stage;
         const T* tb = p.twiddle + (s + 1) * tw_stage;
-        if (ls2 == ls + 1) { stage_pair(buf, ta, tb, n, int64_t(1) << ls, true); s += 2; continue; }
-        if (ls2 + 1 == ls) { stage_pair(buf, tb, ta, n, int64_t(1) << ls2, false); s += 2; continue; }
+        if (ls2 == ls + 1) {
+          stage_pair(buf, ta, tb, n, int64_t(1) << ls, true);
+          s += 2;
+          continue;
+        }
+        if (ls2 + 1 == ls) {
+          stage_pair(buf, tb, ta, n, int64_t(1) << ls2, false);
+          s += 2;
+          continue;
+        }
       }
       stage(buf, p.twiddle + s * tw_stage, n, int64_t(1) << ls);
       ++s;
@@ -152,7 +173,10 @@ struct Kernel {
           }
           if (dtw) {
             T* dw = dtw + pidx * TW;
-            dw[0] += sa; dw[1] += sb; dw[2] += sc; dw[3] += sd;
+            dw[0] += sa;
+            dw[1] += sb;
+            dw[2] += sc;
+            dw[3] += sd;
           }
         } else {
           const T ar = w[0], ai = w[1], br = w[2], bi = w[3], cr = w[4], ci = w[5], dr = w[6], di = w[7];
@@ -163,17 +187,28 @@ struct Kernel {
             const T ur = xi[r], ui = xi[R + r], vr = xj[r], vi = xj[R + r];
             const T pr = gi[r], pi = gi[R + r], qr = gj[r], qi = gj[R + r];
             // d a += p conj(u), d b += p conj(v), d c += q conj(u), d d += q conj(v)
-            s0 += pr * ur + pi * ui; s1 += pi * ur - pr * ui;
-            s2 += pr * vr + pi * vi; s3 += pi * vr - pr * vi;
-            s4 += qr * ur + qi * ui; s5 += qi * ur - qr * ui;
-            s6 += qr * vr + qi * vi; s7 += qi * vr - qr * vi;
+            s0 += pr * ur + pi * ui;
+            s1 += pi * ur - pr * ui;
+            s2 += pr * vr + pi * vi;
+            s3 += pi * vr - pr * vi;
+            s4 += qr * ur + qi * ui;
+            s5 += qi * ur - qr * ui;
+            s6 += qr * vr + qi * vi;
+            s7 += qi * vr - qr * vi;
             // g_i = conj(a) p + conj(c) q, g_j = conj(b) p + conj(d) q
             gi[r] = ar * pr + ai * pi + cr * qr + ci * qi;
             gi[R + r] = ar * pi - ai * pr + cr * qi - ci * qr;
             gj[r] = br * pr + bi * pi + dr * qr + di * qi;
             gj[R + r] = br * pi - bi * pr + dr * qi - di * qr;
           }
-          s[0] = s0; s[1] = s1; s[2] = s2; s[3] = s3; s[4] = s4; s[5] = s5; s[6] = s6; s[7] = s7;
+          s[0] = s0;
+          s[1] = s1;
+          s[2] = s2;
+          s[3] = s3;
+          s[4] = s4;
+          s[5] = s5;
+          s[6] = s6;
+          s[7] = s7;
           if (dtw) {
             T* dw = dtw + pidx * TW;
             for (int e = 0; e < 8; ++e) dw[e] += s[e];
@@ -209,8 +244,14 @@ struct Kernel {
     if ((S + 1) * bytes > kBackwardBudgetBytes) {
       K = 0;
       for (int64_t k = 1; k <= S; ++k)
-        if (((S + k - 1) / k + k) * bytes <= kBackwardBudgetBytes) { K = k; break; }
-      if (K == 0) { K = 1; while (K * K < S) ++K; }
+        if (((S + k - 1) / k + k) * bytes <= kBackwardBudgetBytes) {
+          K = k;
+          break;
+        }
+      if (K == 0) {
+        K = 1;
+        while (K * K < S) ++K;
+      }
     }
     const int64_t ncp = (S + K - 1) / K;
     const int nthreads = nblk > 1 ? omp_get_max_threads() : 1;
@@ -266,8 +307,10 @@ struct Kernel {
 template <typename T>
 void butterfly_multiply_cpu(const ButterflyParams<T>& p) {
   if (p.rows == 0) return;
-  if (p.complex) Kernel<T, Lanes<T>::R, true>::forward(p);
-  else Kernel<T, Lanes<T>::R, false>::forward(p);
+  if (p.complex)
+    Kernel<T, Lanes<T>::R, true>::forward(p);
+  else
+    Kernel<T, Lanes<T>::R, false>::forward(p);
 }
 
 template <typename T>
@@ -276,8 +319,10 @@ void butterfly_multiply_bwd_cpu(const ButterflyParams<T>& p) {
     if (p.dtwiddle) std::fill(p.dtwiddle, p.dtwiddle + p.stages() * (p.n / 2) * (p.complex ? 8 : 4), T(0));
     return;
   }
-  if (p.complex) Kernel<T, Lanes<T>::R, true>::backward(p);
-  else Kernel<T, Lanes<T>::R, false>::backward(p);
+  if (p.complex)
+    Kernel<T, Lanes<T>::R, true>::backward(p);
+  else
+    Kernel<T, Lanes<T>::R, false>::backward(p);
 }
 
 template void butterfly_multiply_cpu<float>(const ButterflyParams<float>&);

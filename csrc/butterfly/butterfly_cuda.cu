@@ -144,16 +144,17 @@ void forward_impl(const ButterflyParams<T>& p, cudaStream_t st) {
   const int64_t bytes = p.n * V * int64_t(sizeof(T));
   if (bytes <= kSmemBytes && p.rows <= int64_t(0x7fffffff)) {
     const int threads = static_cast<int>(std::min<int64_t>(std::max<int64_t>(p.n / 2, 32), 512));
-    launch_kernel("butterfly: fwd_smem_kernel", fwd_smem_kernel<T, C>, static_cast<unsigned>(p.rows), threads, bytes, st, p.x, p.twiddle, p.out, p.n, p.log_n,
-                                                                                  S, p.increasing_stride);
+    launch_kernel("butterfly: fwd_smem_kernel", fwd_smem_kernel<T, C>, static_cast<unsigned>(p.rows), threads, bytes,
+                  st, p.x, p.twiddle, p.out, p.n, p.log_n, S, p.increasing_stride);
     return;
   }
-  check_cuda(cudaMemcpyAsync(p.out, p.x, sizeof(T) * p.rows * p.n * V, cudaMemcpyDeviceToDevice, st), "butterfly: copy");
+  check_cuda(cudaMemcpyAsync(p.out, p.x, sizeof(T) * p.rows * p.n * V, cudaMemcpyDeviceToDevice, st),
+             "butterfly: copy");
   const int threads = 256;
   for (int64_t s = 0; s < S; ++s) {
     const int64_t h = int64_t(1) << log_stride_of(s, p.log_n, p.increasing_stride);
-    launch_kernel("butterfly: stage_kernel", stage_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads, 0, st, 
-        p.out, p.twiddle + s * (p.n / 2) * TW, p.rows, p.n, h);
+    launch_kernel("butterfly: stage_kernel", stage_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads, 0, st,
+                  p.out, p.twiddle + s * (p.n / 2) * TW, p.rows, p.n, h);
   }
 }
 
@@ -167,18 +168,20 @@ void backward_impl(const ButterflyParams<T>& p, T* work, cudaStream_t st) {
   check_cuda(cudaMemcpyAsync(work, p.x, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st), "butterfly: copy");
   for (int64_t s = 0; s + 1 < S; ++s) {
     const int64_t h = int64_t(1) << log_stride_of(s, p.log_n, p.increasing_stride);
-    check_cuda(cudaMemcpyAsync(work + (s + 1) * slot, work + s * slot, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st), "butterfly: copy");
-    launch_kernel("butterfly: stage_kernel", stage_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads, 0, st, 
-        work + (s + 1) * slot, p.twiddle + s * (p.n / 2) * TW, p.rows, p.n, h);
+    check_cuda(cudaMemcpyAsync(work + (s + 1) * slot, work + s * slot, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st),
+               "butterfly: copy");
+    launch_kernel("butterfly: stage_kernel", stage_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads, 0, st,
+                  work + (s + 1) * slot, p.twiddle + s * (p.n / 2) * TW, p.rows, p.n, h);
   }
   T* g = p.dx ? p.dx : work + S * slot;
   check_cuda(cudaMemcpyAsync(g, p.grad, sizeof(T) * slot, cudaMemcpyDeviceToDevice, st), "butterfly: copy");
-  if (p.dtwiddle) check_cuda(cudaMemsetAsync(p.dtwiddle, 0, sizeof(T) * S * (p.n / 2) * TW, st), "butterfly: zero fill");
+  if (p.dtwiddle)
+    check_cuda(cudaMemsetAsync(p.dtwiddle, 0, sizeof(T) * S * (p.n / 2) * TW, st), "butterfly: zero fill");
   for (int64_t s = S - 1; s >= 0; --s) {
     const int64_t h = int64_t(1) << log_stride_of(s, p.log_n, p.increasing_stride);
-    launch_kernel("butterfly: stage_bwd_kernel", stage_bwd_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads, 0, st, 
-        g, work + s * slot, p.twiddle + s * (p.n / 2) * TW, p.dtwiddle ? p.dtwiddle + s * (p.n / 2) * TW : nullptr,
-        p.rows, p.n, h);
+    launch_kernel("butterfly: stage_bwd_kernel", stage_bwd_kernel<T, C>, grid_for(p.rows * (p.n / 2), threads), threads,
+                  0, st, g, work + s * slot, p.twiddle + s * (p.n / 2) * TW,
+                  p.dtwiddle ? p.dtwiddle + s * (p.n / 2) * TW : nullptr, p.rows, p.n, h);
   }
 }
 
@@ -188,8 +191,10 @@ template <typename T>
 void launch_butterfly_multiply(const ButterflyParams<T>& p, void* stream) {
   if (p.rows == 0) return;
   auto st = static_cast<cudaStream_t>(stream);
-  if (p.complex) forward_impl<T, true>(p, st);
-  else forward_impl<T, false>(p, st);
+  if (p.complex)
+    forward_impl<T, true>(p, st);
+  else
+    forward_impl<T, false>(p, st);
 }
 
 template <typename T>
@@ -202,11 +207,15 @@ template <typename T>
 void launch_butterfly_multiply_bwd(const ButterflyParams<T>& p, T* work, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   if (p.rows == 0) {
-    if (p.dtwiddle) check_cuda(cudaMemsetAsync(p.dtwiddle, 0, sizeof(T) * p.stages() * (p.n / 2) * (p.complex ? 8 : 4), st), "butterfly: zero fill");
+    if (p.dtwiddle)
+      check_cuda(cudaMemsetAsync(p.dtwiddle, 0, sizeof(T) * p.stages() * (p.n / 2) * (p.complex ? 8 : 4), st),
+                 "butterfly: zero fill");
     return;
   }
-  if (p.complex) backward_impl<T, true>(p, work, st);
-  else backward_impl<T, false>(p, work, st);
+  if (p.complex)
+    backward_impl<T, true>(p, work, st);
+  else
+    backward_impl<T, false>(p, work, st);
 }
 
 template void launch_butterfly_multiply<float>(const ButterflyParams<float>&, void*);

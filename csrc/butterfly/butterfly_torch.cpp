@@ -16,7 +16,6 @@
 #include "../common/device.h"
 #include "butterfly.h"
 
-
 namespace kernelfuse::butterfly {
 namespace {
 

@@ -26,7 +26,6 @@
 #include "monarch_fft.h"
 #include "mkl/mkl_gemm_batch.h"
 
-
 namespace kernelfuse::butterfly {
 namespace {
 
@@ -78,10 +77,14 @@ MonarchShape check_monarch(const at::Tensor& x, const at::Tensor& w1, const at::
   KF_CHECK_ARG(w2.dim() == 3, "w2", "expected shape (l, s, r) (l diagonal blocks of s x r), got ", shape_str(w2));
   MonarchShape m;
   m.n = x.size(-1);
-  m.k = w1.size(0); m.q = w1.size(1); m.p = w1.size(2);
-  m.l = w2.size(0); m.s = w2.size(1); m.r = w2.size(2);
-  KF_CHECK_ARG(m.k >= 1 && m.k * m.p == m.n, "w1", "expected shape (k, q, p) with k * p = n = ", m.n,
-               " (x is ", shape_str(x), "), got ", shape_str(w1));
+  m.k = w1.size(0);
+  m.q = w1.size(1);
+  m.p = w1.size(2);
+  m.l = w2.size(0);
+  m.s = w2.size(1);
+  m.r = w2.size(2);
+  KF_CHECK_ARG(m.k >= 1 && m.k * m.p == m.n, "w1", "expected shape (k, q, p) with k * p = n = ", m.n, " (x is ",
+               shape_str(x), "), got ", shape_str(w1));
   KF_CHECK_ARG(m.l >= 1 && m.l * m.r == m.k * m.q, "w2", "expected shape (l, s, r) with l * r = k * q = ", m.k * m.q,
                " (w1 is ", shape_str(w1), "), got ", shape_str(w2));
   m.M = m.n ? x.numel() / m.n : 0;
@@ -117,12 +120,21 @@ bool mkl_gemm(const Gemm& j) {
   if (on_device(ct) || force_aten_gemm() || j.m < 1 || j.n < 1 || j.kk < 1) return false;
   const int64_t e = ct.element_size();
   mkl::GemmBatch g;
-  g.op_a = j.op_a; g.op_b = j.op_b;
-  g.m = j.m; g.n = j.n; g.k = j.kk; g.batch = j.batch;
+  g.op_a = j.op_a;
+  g.op_b = j.op_b;
+  g.m = j.m;
+  g.n = j.n;
+  g.k = j.kk;
+  g.batch = j.batch;
   g.accumulate = j.acc;
-  g.a = static_cast<const char*>(j.A.t->const_data_ptr()) + j.A.off * e; g.lda = j.A.ld; g.sa = j.A.batch_stride;
-  g.b = static_cast<const char*>(j.B.t->const_data_ptr()) + j.B.off * e; g.ldb = j.B.ld; g.sb = j.B.batch_stride;
-  g.c = static_cast<char*>(const_cast<at::Tensor&>(ct).mutable_data_ptr()) + j.C.off * e; g.ldc = j.C.ld;
+  g.a = static_cast<const char*>(j.A.t->const_data_ptr()) + j.A.off * e;
+  g.lda = j.A.ld;
+  g.sa = j.A.batch_stride;
+  g.b = static_cast<const char*>(j.B.t->const_data_ptr()) + j.B.off * e;
+  g.ldb = j.B.ld;
+  g.sb = j.B.batch_stride;
+  g.c = static_cast<char*>(const_cast<at::Tensor&>(ct).mutable_data_ptr()) + j.C.off * e;
+  g.ldc = j.C.ld;
   g.sc = j.C.batch_stride;
   const auto st = ct.scalar_type();
   const char elem = st == at::kFloat ? 's' : st == at::kDouble ? 'd' : st == at::kComplexFloat ? 'c' : 'z';
@@ -181,8 +193,8 @@ Chunking chunking(const MonarchShape& m, const at::Tensor& x) {
 }
 
 // Factor 1 for rows [r0, r0 + mc): Yt[:, 0:mc] = the transposed intermediate of those rows.
-void factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape& m, int64_t r0, int64_t mc, const at::Tensor& Yt,
-             int64_t ld) {
+void factor1(const at::Tensor& X, const at::Tensor& W1, const MonarchShape& m, int64_t r0, int64_t mc,
+             const at::Tensor& Yt, int64_t ld) {
   gemm({'T', 'N', mc, m.q, m.p, m.k, {&X, r0 * m.n, m.n, m.p}, {&W1, 0, m.p, m.q * m.p}, {&Yt, 0, ld, m.q * ld}});
 }
 
@@ -198,7 +210,14 @@ at::Tensor monarch_multiply(const at::Tensor& x, const at::Tensor& w1, const at:
   for (int64_t r0 = 0; r0 < m.M; r0 += c.rows) {
     const int64_t mc = std::min(c.rows, m.M - r0);
     factor1(X, W1, m, r0, mc, Yt, c.ld);
-    gemm({'T', 'T', m.s, mc, m.r, m.l, {&W2, 0, m.r, m.s * m.r}, {&Yt, 0, m.l * c.ld, c.ld},
+    gemm({'T',
+          'T',
+          m.s,
+          mc,
+          m.r,
+          m.l,
+          {&W2, 0, m.r, m.s * m.r},
+          {&Yt, 0, m.l * c.ld, c.ld},
           {&out, r0 * m.l * m.s, m.l * m.s, m.s}});
   }
   return out.view(m.out_shape);
@@ -228,8 +247,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> monarch_multiply_bwd(const at::Te
   at::Tensor dx = need_x ? checked_empty({m.M, m.n}, X.options(), "x", "the gradient of x") : none;
   // dw1: real, dw1[a]^T = X_a^T dY1_a straight into dw1 ((p x q) column-major = (q, p) row-major);
   // complex, dw1[a] = dY1_a^T conj(X_a) into t[a] = dw1[a]^T, then one transpose of the small result.
-  at::Tensor dw1 = !need_w1 ? none : at::empty(cplx ? at::IntArrayRef{m.k, m.p, m.q} : at::IntArrayRef{m.k, m.q, m.p},
-                                               X.options());
+  at::Tensor dw1 =
+      !need_w1 ? none : at::empty(cplx ? at::IntArrayRef{m.k, m.p, m.q} : at::IntArrayRef{m.k, m.q, m.p}, X.options());
   // Per chunk of rows: Yt (recomputed: the forward saves nothing), dw2 += Yt^H G, then dYt = G W2
   // in Yt's buffer (dead by then), dx = dYt W1, dw1 += ... : one small buffer in the backward.
   const Chunking c = chunking(m, X);
@@ -269,7 +288,10 @@ std::vector<int64_t> fft_factors(int64_t N) {
   std::vector<int64_t> primes;
   int64_t r = N;
   for (int64_t d = 2; d * d <= r; ++d)
-    while (r % d == 0) { primes.push_back(d); r /= d; }
+    while (r % d == 0) {
+      primes.push_back(d);
+      r /= d;
+    }
   if (r > 1) primes.push_back(r);
   int64_t nf = 1;
   for (double cap = kMaxFactor; cap < double(N); cap *= kMaxFactor) ++nf;
@@ -379,8 +401,7 @@ at::Tensor roots(int64_t rows, int64_t cols, int64_t N, bool inverse, const at::
 }
 
 std::vector<int64_t> monarch_fft_cache(int64_t limit_bytes, bool clear) {
-  KF_CHECK_ARG(limit_bytes >= -1, "limit_bytes", "expected a byte count >= 0 (or -1: keep the cap), got ",
-               limit_bytes);
+  KF_CHECK_ARG(limit_bytes >= -1, "limit_bytes", "expected a byte count >= 0 (or -1: keep the cap), got ", limit_bytes);
   return roots_cache().control(limit_bytes, clear);
 }
 
@@ -390,7 +411,7 @@ at::Tensor fft_rec(const at::Tensor& x, const std::vector<int64_t>& f, size_t id
   const int64_t N1 = f[idx], N2 = N / N1;
   at::Tensor A = at::matmul(roots(N1, N1, N1, inverse, x), x.view({M, N1, N2}));  // (M, N1, N2)
   A.mul_(roots(N1, N2, N, inverse, x));
-  at::Tensor B = fft_rec(A.view({M * N1, N2}), f, idx + 1, inverse);            // (M N1, N2)
+  at::Tensor B = fft_rec(A.view({M * N1, N2}), f, idx + 1, inverse);  // (M N1, N2)
   return B.view({M, N1, N2}).transpose(1, 2).reshape({M, N});
 }
 
@@ -400,16 +421,20 @@ at::Tensor monarch_fft(const at::Tensor& x, bool inverse, c10::string_view norm)
   KF_CHECK_ARG(x.dim() >= 1, "x", "expected shape (..., n), got a 0-d tensor");
   KF_CHECK_ARG(x.scalar_type() == at::kComplexFloat || x.scalar_type() == at::kComplexDouble, "x",
                "expected dtype complex64 or complex128, got ", x.scalar_type());
-  KF_CHECK_ARG(norm == "backward" || norm == "ortho" || norm == "forward", "norm", "expected 'backward', 'ortho' or "
-               "'forward', got '", std::string(norm), "'");
+  KF_CHECK_ARG(norm == "backward" || norm == "ortho" || norm == "forward", "norm",
+               "expected 'backward', 'ortho' or "
+               "'forward', got '",
+               std::string(norm), "'");
   const int64_t N = x.size(-1);
   KF_CHECK_ARG(N >= 1, "x", "expected a last dimension n >= 1, got shape ", shape_str(x));
   const std::vector<int64_t> f = fft_factors(N);
-  KF_CHECK_ARG(f.back() <= kMaxDenseFactor, "x", "n = ", N, " has a prime factor ", f.back(), " > ",
-               kMaxDenseFactor, "; monarch_fft supports lengths whose prime factors are at most ", kMaxDenseFactor);
+  KF_CHECK_ARG(f.back() <= kMaxDenseFactor, "x", "n = ", N, " has a prime factor ", f.back(), " > ", kMaxDenseFactor,
+               "; monarch_fft supports lengths whose prime factors are at most ", kMaxDenseFactor);
   double scale = 1.0;
-  if (norm == "ortho") scale = 1.0 / std::sqrt(double(N));
-  else if ((norm == "backward") == inverse) scale = 1.0 / double(N);
+  if (norm == "ortho")
+    scale = 1.0 / std::sqrt(double(N));
+  else if ((norm == "backward") == inverse)
+    scale = 1.0 / double(N);
   if (x.numel() == 0) return at::empty(x.sizes(), x.options());
   const int64_t M = x.numel() / N;
 #ifdef KF_DEVICE

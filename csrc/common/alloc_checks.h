@@ -28,9 +28,8 @@ inline at::Tensor checked_empty(c10::IntArrayRef sizes, const at::TensorOptions&
   try {
     return at::empty(sizes, opts);
   } catch (const c10::Error& e) {
-    KF_CHECK_ARG(false, name, "too large: ", what, " of shape ", sizes, " (", bytes, " bytes of ",
-                 opts.dtype().name(), ") could not be allocated on ", opts.device(), ": ",
-                 e.what_without_backtrace());
+    KF_CHECK_ARG(false, name, "too large: ", what, " of shape ", sizes, " (", bytes, " bytes of ", opts.dtype().name(),
+                 ") could not be allocated on ", opts.device(), ": ", e.what_without_backtrace());
   }
   return at::Tensor();
 }

@@ -40,8 +40,7 @@ inline std::string error_prefix() {
 
 inline void check_float_dtype(const at::Tensor& t, const char* name, bool allow_half) {
   const auto st = t.scalar_type();
-  const bool ok = st == at::kFloat || st == at::kDouble ||
-                  (allow_half && (st == at::kHalf || st == at::kBFloat16));
+  const bool ok = st == at::kFloat || st == at::kDouble || (allow_half && (st == at::kHalf || st == at::kBFloat16));
   KF_CHECK_ARG(ok, name, "expected dtype float32 or float64", (allow_half ? " (or float16/bfloat16 on CUDA)" : ""),
                ", got ", t.scalar_type(), " on ", t.device());
 }

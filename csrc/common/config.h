@@ -10,12 +10,12 @@
 namespace kernelfuse {
 
 struct Config {
-  bool poison = false;             // KERNELFUSE_POISON=1: fresh outputs NaN-filled (tests)
-  bool no_mkl_fft = false;         // KERNELFUSE_NO_MKL_FFT set: fftconv's CPU FFTs by ATen, not MKL
-  bool no_tc_fftconv = false;      // KERNELFUSE_NO_TC_FFTCONV set: no tensor-core fftconv on CUDA
-  bool kron_gemm_aten = false;     // KERNELFUSE_KRON_GEMM=aten: kron's CPU mode products by ATen
-  bool monarch_gemm_aten = false;  // KERNELFUSE_MONARCH_GEMM=aten: Monarch's CPU GEMMs by ATen
-  bool hugepages = true;           // KERNELFUSE_HUGEPAGES=0 turns the huge-page hint off (features)
+  bool poison = false;                      // KERNELFUSE_POISON=1: fresh outputs NaN-filled (tests)
+  bool no_mkl_fft = false;                  // KERNELFUSE_NO_MKL_FFT set: fftconv's CPU FFTs by ATen, not MKL
+  bool no_tc_fftconv = false;               // KERNELFUSE_NO_TC_FFTCONV set: no tensor-core fftconv on CUDA
+  bool kron_gemm_aten = false;              // KERNELFUSE_KRON_GEMM=aten: kron's CPU mode products by ATen
+  bool monarch_gemm_aten = false;           // KERNELFUSE_MONARCH_GEMM=aten: Monarch's CPU GEMMs by ATen
+  bool hugepages = true;                    // KERNELFUSE_HUGEPAGES=0 turns the huge-page hint off (features)
   long long monarch_chunk_bytes = 2 << 20;  // KERNELFUSE_MONARCH_CHUNK_BYTES: Monarch's CPU row-chunk size
 };
 

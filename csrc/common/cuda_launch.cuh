@@ -29,9 +29,13 @@
 #define KF_DYNAMIC_SHARED_ALIGNED(align, T, name) KF_SIM_DYNAMIC_SHARED(T, name)
 #else
 #define KF_SHARED(T, name, dims) __shared__ T name dims
-#define KF_SHARED_ALIGNED(align, T, name, dims) __shared__ __align__(align) T name dims
+#define KF_SHARED_ALIGNED(align, T, name, dims) \
+  __shared__ __align__(align)                   \
+  T name dims
 #define KF_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
-#define KF_DYNAMIC_SHARED_ALIGNED(align, T, name) extern __shared__ __align__(align) T name[]
+#define KF_DYNAMIC_SHARED_ALIGNED(align, T, name) \
+  extern __shared__ __align__(align)              \
+  T name[]
 #endif
 
 namespace kernelfuse {
@@ -64,8 +68,9 @@ void launch_kernel(const char* what, void (*kernel)(P...), dim3 grid, dim3 block
 #endif
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
-    throw std::runtime_error(std::string("kernelfuse.") + what + ": launch with " + launch_config_string(grid, block, smem) +
-                             " failed: " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+    throw std::runtime_error(std::string("kernelfuse.") + what + ": launch with " +
+                             launch_config_string(grid, block, smem) + " failed: " + cudaGetErrorName(e) + ": " +
+                             cudaGetErrorString(e));
 }
 
 }  // namespace kernelfuse

@@ -20,12 +20,25 @@
 
 namespace kernelfuse {
 
-template <typename S> struct Storage { using type = S; using acc = S; };
+template <typename S>
+struct Storage {
+  using type = S;
+  using acc = S;
+};
 #ifdef KF_DEVICE
-template <> struct Storage<at::Half> { using type = __half; using acc = float; };
-template <> struct Storage<at::BFloat16> { using type = __nv_bfloat16; using acc = float; };
+template <>
+struct Storage<at::Half> {
+  using type = __half;
+  using acc = float;
+};
+template <>
+struct Storage<at::BFloat16> {
+  using type = __nv_bfloat16;
+  using acc = float;
+};
 #endif
-template <typename S> using storage_t = typename Storage<S>::type;
+template <typename S>
+using storage_t = typename Storage<S>::type;
 
 template <typename S>
 const storage_t<S>* in_ptr(const at::Tensor& t) {

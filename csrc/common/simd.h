@@ -9,14 +9,29 @@
 namespace kernelfuse::simd {
 
 // 32-byte vectors: 8 floats or 4 doubles.
-template <typename T> struct Vec;
-template <> struct Vec<float> { typedef float type __attribute__((vector_size(32))); static constexpr int W = 8; };
-template <> struct Vec<double> { typedef double type __attribute__((vector_size(32))); static constexpr int W = 4; };
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(32)));
+  static constexpr int W = 8;
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(32)));
+  static constexpr int W = 4;
+};
 
 template <typename V, typename T>
-inline V load(const T* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
+inline V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
 template <typename V, typename T>
-inline void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
+inline void store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
 
 // exp(x) for float: Cody-Waite range reduction and a degree-6 polynomial, ~1 ulp on the normal
 // range; exactly 0 below the smallest normal, +inf above the largest float, NaN propagates.
@@ -69,30 +84,36 @@ inline const char* isa_name() {
 // reduction r = x - j pi/2 with a three-part pi/2 (FMA), minimax polynomials on [-pi/4, pi/4],
 // quadrant swap / sign by bit operations. float: abs. error <= ~1.5e-7 for |x| < ~1e5 (beyond,
 // the float argument itself carries more error); double: ~1e-15 for |x| < ~1e8. Branch-free.
-template <typename T> struct SinCosTraits;
-template <> struct SinCosTraits<float> {
+template <typename T>
+struct SinCosTraits;
+template <>
+struct SinCosTraits<float> {
   typedef int32_t ivec __attribute__((vector_size(32)));
   static constexpr int32_t signbit = INT32_MIN;
   static constexpr float magic = 12582912.f;  // 1.5 * 2^23: x + magic rounds to an integer
   static constexpr float p1 = 1.5703125f, p2 = 4.837512969970703125e-4f, p3 = 7.54978995489188216e-8f;
-  template <typename V> static V sin_poly(V r, V z) {
+  template <typename V>
+  static V sin_poly(V r, V z) {
     V q = z * -1.9515295891e-4f + 8.3321608736e-3f;
     q = q * z - 1.6666654611e-1f;
     return r + r * z * q;
   }
-  template <typename V> static V cos_poly(V z) {
+  template <typename V>
+  static V cos_poly(V z) {
     V q = z * 2.443315711809948e-5f - 1.388731625493765e-3f;
     q = q * z + 4.166664568298827e-2f;
     return (V{} + 1.0f) - z * 0.5f + z * z * q;
   }
 };
-template <> struct SinCosTraits<double> {
+template <>
+struct SinCosTraits<double> {
   typedef int64_t ivec __attribute__((vector_size(32)));
   static constexpr int64_t signbit = INT64_MIN;
   static constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52
   static constexpr double p1 = 1.57079632673412561417e+00, p2 = 6.07710050630396597660e-11,
                           p3 = 2.02226624879595063154e-21;
-  template <typename V> static V sin_poly(V r, V z) {
+  template <typename V>
+  static V sin_poly(V r, V z) {
     V q = z * 1.58969099521155010221e-10 - 2.50507602534068634195e-08;
     q = q * z + 2.75573137070700676789e-06;
     q = q * z - 1.98412698298579493134e-04;
@@ -100,7 +121,8 @@ template <> struct SinCosTraits<double> {
     q = q * z - 1.66666666666666324348e-01;
     return r + r * z * q;
   }
-  template <typename V> static V cos_poly(V z) {
+  template <typename V>
+  static V cos_poly(V z) {
     V q = z * -1.13596475577881948265e-11 + 2.08757232129817482790e-09;
     q = q * z - 2.75573143513906633035e-07;
     q = q * z + 2.48015872894767294178e-05;
@@ -122,8 +144,8 @@ inline void sincos_v(typename Vec<T>::type x, typename Vec<T>::type& s, typename
   const V z = r * r;
   const V sp = Tr::sin_poly(r, z), cp = Tr::cos_poly(z);
   const I q = __builtin_convertvector(j, I);
-  const I swap = (q & 1) != 0;                     // odd quadrant: sin and cos exchange
-  const I sb = I{} + Tr::signbit;                  // the sign bit in every lane
+  const I swap = (q & 1) != 0;     // odd quadrant: sin and cos exchange
+  const I sb = I{} + Tr::signbit;  // the sign bit in every lane
   const I ci = ((I)cp & ~swap) | ((I)sp & swap);
   const I si = ((I)sp & ~swap) | ((I)cp & swap);
   const I cneg = ((q + 1) & 2) != 0, sneg = (q & 2) != 0;

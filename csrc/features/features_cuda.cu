@@ -49,9 +49,15 @@ __device__ __forceinline__ void epilogue(Kind kind, T z, T scale, T* row, int64_
       row[D + j] = scale * s;
       break;
     }
-    case Kind::Positive: row[j] = z; break;  // raw z: the row pass applies the exponential
-    case Kind::Relu: row[j] = z <= T(0) ? T(0) : scale * z; break;  // NaN stays NaN
-    case Kind::Step: row[j] = z > T(0) ? scale : (z <= T(0) ? T(0) : z); break;
+    case Kind::Positive:
+      row[j] = z;
+      break;  // raw z: the row pass applies the exponential
+    case Kind::Relu:
+      row[j] = z <= T(0) ? T(0) : scale * z;
+      break;  // NaN stays NaN
+    case Kind::Step:
+      row[j] = z > T(0) ? scale : (z <= T(0) ? T(0) : z);
+      break;
   }
 }
 
@@ -220,11 +226,14 @@ template <typename T>
 void positive_passes(T* out, const T* x, int64_t N, int64_t d, int64_t D, T scale, Stabilize stab, T* rowmax,
                      cudaStream_t stream) {
   const int grid = static_cast<int>(N < 65535 * 8 ? N : 65535 * 8);
-  launch_kernel("features: positive_rows_kernel", positive_rows_kernel<T>, grid, 256, 0, stream, out, x, N, d, D, scale, stab != Stabilize::None, rowmax);
+  launch_kernel("features: positive_rows_kernel", positive_rows_kernel<T>, grid, 256, 0, stream, out, x, N, d, D, scale,
+                stab != Stabilize::None, rowmax);
   if (stab == Stabilize::Global) {
-    if (rowmax == nullptr) throw std::runtime_error("kernelfuse.features: the global stabiliser needs a rowmax buffer of N + 1");
+    if (rowmax == nullptr)
+      throw std::runtime_error("kernelfuse.features: the global stabiliser needs a rowmax buffer of N + 1");
     launch_kernel("features: global_max_kernel", global_max_kernel<T>, 1, 1024, 0, stream, rowmax, N);
-    launch_kernel("features: global_rescale_kernel", global_rescale_kernel<T>, grid_for(N * D, 256), 256, 0, stream, out, rowmax, N, D);
+    launch_kernel("features: global_rescale_kernel", global_rescale_kernel<T>, grid_for(N * D, 256), 256, 0, stream,
+                  out, rowmax, N, D);
   }
 }
 
@@ -300,8 +309,7 @@ __global__ void structured_kernel(StructuredFeaturesParams<T> p) {
 // forward transposed (H is symmetric; the permutation becomes a scatter). Thread i owns gx[r, i]
 // for every block, so the sum runs in block order: deterministic.
 template <typename T>
-__global__ void structured_adjoint_kernel(StructuredFeaturesParams<T> p, const T* __restrict__ gz,
-                                          T* __restrict__ gx) {
+__global__ void structured_adjoint_kernel(StructuredFeaturesParams<T> p, const T* __restrict__ gz, T* __restrict__ gx) {
   KF_DYNAMIC_SHARED(unsigned char, smem_raw);
   T* v = reinterpret_cast<T*>(smem_raw);
   T* t = v + p.P;
@@ -339,8 +347,10 @@ __global__ void structured_adjoint_kernel(StructuredFeaturesParams<T> p, const T
           // (Perm^T y)[perm[i]] += y[i]: atomic, since perm need not be a permutation (any index in
           // [0, P) is accepted, as on the CPU); an index out of range poisons the row with NaN
           const int64_t q = perm[i];
-          if (q >= 0 && q < P) atomicAdd(&t[q], s1[i] * v[i]);
-          else atomicAdd(&t[0], T(NAN));
+          if (q >= 0 && q < P)
+            atomicAdd(&t[q], s1[i] * v[i]);
+          else
+            atomicAdd(&t[0], T(NAN));
         }
         __syncthreads();
         smem_fwht(t, P);
@@ -386,8 +396,8 @@ template <typename T>
 size_t structured_smem_bytes(const StructuredFeaturesParams<T>& p, const char* op) {
   const size_t bytes = 2 * sizeof(T) * static_cast<size_t>(p.P);
   if (bytes > 48 * 1024)
-    throw std::runtime_error(std::string("kernelfuse.") + op + ": on CUDA, supports P * sizeof(dtype) <= 24 KB (P = " +
-                             std::to_string(p.P) + ")");
+    throw std::runtime_error(std::string("kernelfuse.") + op +
+                             ": on CUDA, supports P * sizeof(dtype) <= 24 KB (P = " + std::to_string(p.P) + ")");
   return bytes;
 }
 
@@ -411,7 +421,8 @@ void launch_fwht(const FwhtParams<T>& p, void* stream_) {
   }
   for (int64_t h = 1; h < p.n; h *= 2) {
     const T scale = (2 * h == p.n) ? p.scale : T(1);
-    launch_kernel("features: fwht_stage_kernel", fwht_stage_kernel<T>, grid_for(p.rows * p.n / 2, 256), 256, 0, stream, p.out, p.rows, p.n, h, scale);
+    launch_kernel("features: fwht_stage_kernel", fwht_stage_kernel<T>, grid_for(p.rows * p.n / 2, 256), 256, 0, stream,
+                  p.out, p.rows, p.n, h, scale);
   }
 }
 

@@ -11,9 +11,12 @@
 
 namespace kernelfuse::features {
 
-template <typename T> void launch_fwht(const FwhtParams<T>& p, void* stream);
-template <typename T> void launch_random_features(const RandomFeaturesParams<T>& p, void* stream);
-template <typename T> void launch_structured_features(const StructuredFeaturesParams<T>& p, void* stream);
+template <typename T>
+void launch_fwht(const FwhtParams<T>& p, void* stream);
+template <typename T>
+void launch_random_features(const RandomFeaturesParams<T>& p, void* stream);
+template <typename T>
+void launch_structured_features(const StructuredFeaturesParams<T>& p, void* stream);
 
 // The backward of structured_features: the pre-activations z (for the elementwise step, which the
 // glue does), then gx = J^T gz (J: the stacked block transforms) and gb = sum over rows of gz.
@@ -36,8 +39,10 @@ inline int64_t structured_bwd_gb_chunks(int64_t N) {
 }
 
 // z (N, D) = the stacked block projections of x plus b (no epilogue): structured_project_cpu.
-template <typename T> void launch_structured_project(const StructuredFeaturesParams<T>& p, T* z, void* stream);
+template <typename T>
+void launch_structured_project(const StructuredFeaturesParams<T>& p, T* z, void* stream);
 // gx and / or gb from gz (StructuredFeaturesBwdParams): structured_adjoint_cpu and gz.sum(0).
-template <typename T> void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& p, void* stream);
+template <typename T>
+void launch_structured_features_bwd(const StructuredFeaturesBwdParams<T>& p, void* stream);
 
 }  // namespace kernelfuse::features

@@ -42,7 +42,8 @@ constexpr const char* kKindNames[kNumKinds] = {"cos", "cos_sin", "positive", "re
 Kind parse_kind(c10::string_view name) {
   for (int i = 0; i < kNumKinds; ++i)
     if (name == kKindNames[i]) return static_cast<Kind>(i);
-  KF_CHECK_ARG(false, "kind", "unknown kind '", std::string(name), "'; expected one of: cos, cos_sin, positive, relu, step");
+  KF_CHECK_ARG(false, "kind", "unknown kind '", std::string(name),
+               "'; expected one of: cos, cos_sin, positive, relu, step");
   return Kind::Cos;
 }
 
@@ -92,7 +93,8 @@ at::Tensor alloc(c10::IntArrayRef lead, int64_t cols, const at::Tensor& like, co
 // scale None: the default of kernelfuse.ops.features.default_scale, from the feature count D (computed
 // here, so that torch.compile does not bake a Python float of the shape into the graph).
 double resolve_scale(const std::optional<double>& scale, Kind kind, int64_t D) {
-  if (!scale.has_value()) return D <= 0 ? 1.0 : std::sqrt((kind == Kind::CosSin || kind == Kind::Positive ? 1.0 : 2.0) / double(D));
+  if (!scale.has_value())
+    return D <= 0 ? 1.0 : std::sqrt((kind == Kind::CosSin || kind == Kind::Positive ? 1.0 : 2.0) / double(D));
   KF_CHECK_ARG(std::isfinite(*scale) && *scale > 0, "scale", "expected a positive finite number, got ", *scale);
   return *scale;
 }
@@ -134,7 +136,8 @@ at::Tensor fwht(const at::Tensor& x, bool normalized) {
   check_float_dtype(x, "x", false);
   const int64_t n = x.size(-1);
   KF_CHECK_ARG(n >= 1 && (n & (n - 1)) == 0, "x", "the last dimension must be a power of two, got size ", n,
-               " (x of shape ", shape_str(x), "); zero-pad it to ", (n <= 1 ? 1 : int64_t(1) << (64 - __builtin_clzll(n - 1))));
+               " (x of shape ", shape_str(x), "); zero-pad it to ",
+               (n <= 1 ? 1 : int64_t(1) << (64 - __builtin_clzll(n - 1))));
   const at::Tensor xc = checked_contiguous(x, "x");
   at::Tensor out = checked_empty(x.sizes(), x.options(), "x", "the output");
   if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
@@ -205,8 +208,8 @@ at::Tensor random_features(const at::Tensor& x, const at::Tensor& W, const std::
   const Stabilize stab = parse_stabilize(stabilize);
   RF r = check_rf(x, W, b);
   const double scale = resolve_scale(scale_opt, kind, r.D);
-  at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * r.D : r.D, x,
-                         r.D >= r.N ? "W" : "x");
+  at::Tensor out =
+      alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * r.D : r.D, x, r.D >= r.N ? "W" : "x");
   if (r.N == 0 || r.D == 0) return out;
   at::Tensor rowmax = rowmax_scratch(kind, r.N, x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "random_features", [&] {
@@ -236,13 +239,16 @@ std::pair<at::Tensor, at::Tensor> grad_z(const at::Tensor& g, const at::Tensor& 
                                          double scale, Stabilize stab) {
   const int64_t D = z.size(1);
   switch (kind) {
-    case Kind::Cos: return {g * z.sin() * (-scale), at::Tensor()};
+    case Kind::Cos:
+      return {g * z.sin() * (-scale), at::Tensor()};
     case Kind::CosSin: {
       const at::Tensor oc = out.narrow(1, 0, D), os = out.narrow(1, D, D);
       return {g.narrow(1, D, D) * oc - g.narrow(1, 0, D) * os, at::Tensor()};
     }
-    case Kind::Relu: return {g * (z > 0).to(g.scalar_type()) * scale, at::Tensor()};
-    case Kind::Step: return {at::zeros_like(z), at::Tensor()};
+    case Kind::Relu:
+      return {g * (z > 0).to(g.scalar_type()) * scale, at::Tensor()};
+    case Kind::Step:
+      return {at::zeros_like(z), at::Tensor()};
     case Kind::Positive: {
       at::Tensor G = g * out;
       at::Tensor rs = G.sum(1);
@@ -313,16 +319,16 @@ SF check_sf(const at::Tensor& x, const at::Tensor& diag, const std::optional<at:
   KF_CHECK_ARG(s.P >= std::max<int64_t>(s.d, 1) && (s.P & (s.P - 1)) == 0, "signs",
                "expected a last dimension P that is a power of two >= d = ", s.d, " (the last dim of x), got ",
                shape_str(diag));
-  KF_CHECK_ARG(n_features >= 0 && n_features <= s.nblocks * s.P, "n_features", "expected 0 <= n_features <= nblocks * P = ",
-               s.nblocks * s.P, ", got ", n_features);
+  KF_CHECK_ARG(n_features >= 0 && n_features <= s.nblocks * s.P, "n_features",
+               "expected 0 <= n_features <= nblocks * P = ", s.nblocks * s.P, ", got ", n_features);
   s.D = n_features;
   if (s.block == Block::Fastfood) {
-    KF_CHECK_ARG(perm.has_value() && perm->defined(), "perm", "block='fastfood' needs a permutation tensor of shape (nblocks, P) = (",
-                 s.nblocks, ", ", s.P, ")");
-    KF_CHECK_ARG(perm->scalar_type() == at::kLong && perm->dim() == 2 && perm->size(0) == s.nblocks &&
-                     perm->size(1) == s.P,
-                 "perm", "expected an int64 tensor of shape (", s.nblocks, ", ", s.P, "), got ", perm->scalar_type(),
-                 " ", shape_str(*perm));
+    KF_CHECK_ARG(perm.has_value() && perm->defined(), "perm",
+                 "block='fastfood' needs a permutation tensor of shape (nblocks, P) = (", s.nblocks, ", ", s.P, ")");
+    KF_CHECK_ARG(
+        perm->scalar_type() == at::kLong && perm->dim() == 2 && perm->size(0) == s.nblocks && perm->size(1) == s.P,
+        "perm", "expected an int64 tensor of shape (", s.nblocks, ", ", s.P, "), got ", perm->scalar_type(), " ",
+        shape_str(*perm));
     check_same_device(*perm, x, "perm", "x");
     s.perm = checked_contiguous(*perm, "perm");
     if (!on_device(x)) {  // on the device (no synchronisation here) the kernels give NaN for an index out of range
@@ -367,8 +373,8 @@ at::Tensor structured_features(const at::Tensor& x, const at::Tensor& signs, con
   const Stabilize stab = parse_stabilize(stabilize);
   SF s = check_sf(x, signs, perm, b, block, n_features);
   const double scale = resolve_scale(scale_opt, kind, s.D);
-  at::Tensor out = alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * s.D : s.D, x,
-                         s.D >= s.N ? "n_features" : "x");
+  at::Tensor out =
+      alloc(x.sizes().slice(0, x.dim() - 1), kind == Kind::CosSin ? 2 * s.D : s.D, x, s.D >= s.N ? "n_features" : "x");
   if (s.N == 0 || s.D == 0) return out;
   at::Tensor rowmax = rowmax_scratch(kind, s.N, x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "structured_features", [&] {
@@ -386,11 +392,13 @@ at::Tensor structured_features(const at::Tensor& x, const at::Tensor& signs, con
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> structured_features_bwd(
-    const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& signs,
-    const std::optional<at::Tensor>& perm, const std::optional<at::Tensor>& b, int64_t n_features,
-    c10::string_view kind_name, c10::string_view block, std::optional<double> scale_opt, c10::string_view stabilize,
-    bool need_x, bool need_b) {
+std::tuple<at::Tensor, at::Tensor> structured_features_bwd(const at::Tensor& grad, const at::Tensor& out,
+                                                           const at::Tensor& x, const at::Tensor& signs,
+                                                           const std::optional<at::Tensor>& perm,
+                                                           const std::optional<at::Tensor>& b, int64_t n_features,
+                                                           c10::string_view kind_name, c10::string_view block,
+                                                           std::optional<double> scale_opt, c10::string_view stabilize,
+                                                           bool need_x, bool need_b) {
   KF_OP_SCOPE("structured_features_bwd");
   const Kind kind = parse_kind(kind_name);
   const Stabilize stab = parse_stabilize(stabilize);

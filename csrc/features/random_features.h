@@ -22,11 +22,11 @@ enum class Stabilize : int { Row = 0, Global = 1, None = 2 };
 
 template <typename T>
 struct RandomFeaturesParams {
-  const T* x = nullptr;    // (N, d), rows packed
-  const T* W = nullptr;    // (d, D), rows packed
-  const T* b = nullptr;    // (D,) or nullptr
-  T* out = nullptr;        // (N, D) or (N, 2D) for CosSin
-  T* rowmax = nullptr;     // (N + 1,) scratch for Positive: m_i = max_j z_ij, then (CUDA) the global max
+  const T* x = nullptr;  // (N, d), rows packed
+  const T* W = nullptr;  // (d, D), rows packed
+  const T* b = nullptr;  // (D,) or nullptr
+  T* out = nullptr;      // (N, D) or (N, 2D) for CosSin
+  T* rowmax = nullptr;   // (N + 1,) scratch for Positive: m_i = max_j z_ij, then (CUDA) the global max
   int64_t N = 0, d = 0, D = 0;
   Kind kind = Kind::Cos;
   Stabilize stabilize = Stabilize::Row;
@@ -43,12 +43,12 @@ enum class Block : int { Sorf = 0, Fastfood = 1 };
 
 template <typename T>
 struct StructuredFeaturesParams {
-  const T* x = nullptr;       // (N, d)
-  const T* diag = nullptr;    // (nblocks, 3, P)
+  const T* x = nullptr;           // (N, d)
+  const T* diag = nullptr;        // (nblocks, 3, P)
   const int64_t* perm = nullptr;  // (nblocks, P), Fastfood only
-  const T* b = nullptr;       // (D,) or nullptr
-  T* out = nullptr;           // (N, D) or (N, 2D)
-  T* rowmax = nullptr;        // (N + 1,) scratch for Positive (as RandomFeaturesParams)
+  const T* b = nullptr;           // (D,) or nullptr
+  T* out = nullptr;               // (N, D) or (N, 2D)
+  T* rowmax = nullptr;            // (N + 1,) scratch for Positive (as RandomFeaturesParams)
   int64_t N = 0, d = 0, P = 1, nblocks = 1, D = 0;
   Kind kind = Kind::Cos;
   Block block = Block::Sorf;
@@ -56,21 +56,29 @@ struct StructuredFeaturesParams {
   T scale = T(1);
 };
 
-template <typename T> void random_features_cpu(const RandomFeaturesParams<T>& p);
-template <typename T> void structured_features_cpu(const StructuredFeaturesParams<T>& p);
+template <typename T>
+void random_features_cpu(const RandomFeaturesParams<T>& p);
+template <typename T>
+void structured_features_cpu(const StructuredFeaturesParams<T>& p);
 // Pre-activations of the structured map, z (N, nblocks*P truncated to D) + b: for the backward.
-template <typename T> void structured_project_cpu(const StructuredFeaturesParams<T>& p, T* z);
+template <typename T>
+void structured_project_cpu(const StructuredFeaturesParams<T>& p, T* z);
 // Adjoint of the structured projection: gx (N, d) = J^T gz, gz (N, D) the gradient w.r.t. z.
-template <typename T> void structured_adjoint_cpu(const StructuredFeaturesParams<T>& p, const T* gz, T* gx);
+template <typename T>
+void structured_adjoint_cpu(const StructuredFeaturesParams<T>& p, const T* gz, T* gx);
 
 // Scalar epilogue (host and device): f(z) for the one-output kinds.
 template <typename T>
 KF_HD T feature_scalar(Kind k, T z) {
   switch (k) {
-    case Kind::Cos: return cos(z);
-    case Kind::Relu: return z <= T(0) ? T(0) : z;                     // NaN stays NaN
-    case Kind::Step: return z > T(0) ? T(1) : (z <= T(0) ? T(0) : z);  // NaN stays NaN
-    default: return z;  // Positive / CosSin handled by the callers
+    case Kind::Cos:
+      return cos(z);
+    case Kind::Relu:
+      return z <= T(0) ? T(0) : z;  // NaN stays NaN
+    case Kind::Step:
+      return z > T(0) ? T(1) : (z <= T(0) ? T(0) : z);  // NaN stays NaN
+    default:
+      return z;  // Positive / CosSin handled by the callers
   }
 }
 

@@ -51,8 +51,10 @@ template <typename T, typename V>
 inline void put(T* dst, const V& v, bool nt) {
 #if defined(__AVX__)
   if (nt) {
-    if constexpr (sizeof(T) == 4) _mm256_stream_ps(reinterpret_cast<float*>(dst), reinterpret_cast<const __m256&>(v));
-    else _mm256_stream_pd(reinterpret_cast<double*>(dst), reinterpret_cast<const __m256d&>(v));
+    if constexpr (sizeof(T) == 4)
+      _mm256_stream_ps(reinterpret_cast<float*>(dst), reinterpret_cast<const __m256&>(v));
+    else
+      _mm256_stream_pd(reinterpret_cast<double*>(dst), reinterpret_cast<const __m256d&>(v));
     return;
   }
 #endif
@@ -112,17 +114,33 @@ inline void microkernel(const T* __restrict xp, const T* __restrict wp, int64_t 
     a30 = acc[3][0], a31 = acc[3][1], a40 = acc[4][0], a41 = acc[4][1], a50 = acc[5][0], a51 = acc[5][1];
   for (int64_t k = 0; k < K; ++k) {
     const V b0 = load<V>(wp), b1 = load<V>(wp + W);
-    a00 += b0 * xp[0]; a01 += b1 * xp[0];  // vector * scalar: a broadcast load and an FMA
-    a10 += b0 * xp[1]; a11 += b1 * xp[1];
-    a20 += b0 * xp[2]; a21 += b1 * xp[2];
-    a30 += b0 * xp[3]; a31 += b1 * xp[3];
-    a40 += b0 * xp[4]; a41 += b1 * xp[4];
-    a50 += b0 * xp[5]; a51 += b1 * xp[5];
+    a00 += b0 * xp[0];
+    a01 += b1 * xp[0];  // vector * scalar: a broadcast load and an FMA
+    a10 += b0 * xp[1];
+    a11 += b1 * xp[1];
+    a20 += b0 * xp[2];
+    a21 += b1 * xp[2];
+    a30 += b0 * xp[3];
+    a31 += b1 * xp[3];
+    a40 += b0 * xp[4];
+    a41 += b1 * xp[4];
+    a50 += b0 * xp[5];
+    a51 += b1 * xp[5];
     xp += MR;
     wp += 2 * W;
   }
-  acc[0][0] = a00; acc[0][1] = a01; acc[1][0] = a10; acc[1][1] = a11; acc[2][0] = a20; acc[2][1] = a21;
-  acc[3][0] = a30; acc[3][1] = a31; acc[4][0] = a40; acc[4][1] = a41; acc[5][0] = a50; acc[5][1] = a51;
+  acc[0][0] = a00;
+  acc[0][1] = a01;
+  acc[1][0] = a10;
+  acc[1][1] = a11;
+  acc[2][0] = a20;
+  acc[2][1] = a21;
+  acc[3][0] = a30;
+  acc[3][1] = a31;
+  acc[4][0] = a40;
+  acc[4][1] = a41;
+  acc[5][0] = a50;
+  acc[5][1] = a51;
 }
 
 // Row-wise exponential pass for "positive" with a stabiliser: row holds z (bias included);
@@ -247,7 +265,8 @@ void random_features_cpu(const RandomFeaturesParams<T>& p) {
               }
               const int64_t c0 = q * NR;
               const int64_t nc = std::min<int64_t>(NR, D - c0);
-              const int nc0 = static_cast<int>(std::min<int64_t>(W, nc)), nc1 = static_cast<int>(std::max<int64_t>(nc - W, 0));
+              const int nc0 = static_cast<int>(std::min<int64_t>(W, nc)),
+                        nc1 = static_cast<int>(std::max<int64_t>(nc - W, 0));
               const V bias0 = load<V>(bp.get() + c0), bias1 = load<V>(bp.get() + c0 + W);
               for (int r = 0; r < nr; ++r) {
                 const int64_t row = ip * MR + r;
@@ -349,8 +368,10 @@ void structured_rows(const StructuredFeaturesParams<T>& p, T* z_out, bool apply)
         for (int64_t i = 0; i < nc; i += W) {
           const int n = static_cast<int>(std::min<int64_t>(W, nc - i));
           V z = V{};
-          if (n == W) z = load<V>(v.get() + i);
-          else for (int q = 0; q < n; ++q) z[q] = v[i + q];
+          if (n == W)
+            z = load<V>(v.get() + i);
+          else
+            for (int q = 0; q < n; ++q) z[q] = v[i + q];
           epilogue_vec<T>(p.kind, z, p.scale, hsq, orow + c0 + i, os ? os + i : nullptr, n);
         }
       }

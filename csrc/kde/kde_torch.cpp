@@ -35,8 +35,7 @@ Kernel parse_kernel(const std::string& name) {
   return Kernel::Gaussian;
 }
 
-constexpr const char* kMetricNames[kNumMetrics] = {"euclidean", "manhattan", "chebyshev", "minkowski",
-                                                   "haversine"};
+constexpr const char* kMetricNames[kNumMetrics] = {"euclidean", "manhattan", "chebyshev", "minkowski", "haversine"};
 
 // The metric of a call, checked against the operands (d, bandwidth); minkowski with p = 1 / 2 runs
 // the manhattan / euclidean paths.
@@ -65,9 +64,9 @@ Metric parse_metric(const std::string& name, double p, int64_t d, const at::Tens
 
 // The validated operands of one call, in the 3-d (B, rows, cols) form the kernels use.
 struct Operands {
-  at::Tensor x, y, w, h;     // x (B,m,d), y (B,n,d), w (B,n,c) or undefined, h (d,) or (1,)
-  bool batched = false;      // inputs had a batch dimension
-  bool w_has_cols = false;   // weights had a column dimension
+  at::Tensor x, y, w, h;    // x (B,m,d), y (B,n,d), w (B,n,c) or undefined, h (d,) or (1,)
+  bool batched = false;     // inputs had a batch dimension
+  bool w_has_cols = false;  // weights had a column dimension
   int64_t B = 1, m = 0, n = 0, d = 0, c = 1;
 };
 
@@ -88,8 +87,8 @@ Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::opt
   KF_CHECK_ARG(y.size(-1) == o.d, "y", "expected ", o.d, " columns (the d of x ", shape_str(x), "), got y ",
                shape_str(y));
   if (o.batched)
-    KF_CHECK_ARG(y.size(0) == x.size(0), "y", "expected batch size ", x.size(0), " (of x ", shape_str(x),
-                 "), got y ", shape_str(y));
+    KF_CHECK_ARG(y.size(0) == x.size(0), "y", "expected batch size ", x.size(0), " (of x ", shape_str(x), "), got y ",
+                 shape_str(y));
   o.x = checked_rows_contiguous(o.batched ? x : x.unsqueeze(0), "x");  // expanded views: size-checked copies
   o.y = checked_rows_contiguous(o.batched ? y : y.unsqueeze(0), "y");
   o.B = o.x.size(0);
@@ -130,7 +129,6 @@ Operands check_operands(const at::Tensor& x, const at::Tensor& y, const std::opt
   return o;
 }
 
-
 // One launch of the generic pass. qside/pside: (B, rows, d) operands; factors (B, rows, c).
 struct Pass {
   at::Tensor q, pts, h;
@@ -138,7 +136,7 @@ struct Pass {
   at::Tensor out, aux;          // out (B, rows_q, c | d), aux (B, rows_q, c) or undefined
   at::Tensor out_y, out_w;      // Backward: (B, rows_p, d), (B, rows_p, c) or undefined
   int64_t c = 1;
-  at::Tensor out_h;             // Backward: (B, rows_q) in the accumulation type, or undefined
+  at::Tensor out_h;  // Backward: (B, rows_q) in the accumulation type, or undefined
   Kernel kernel = Kernel::Gaussian;
   Mode mode = Mode::Sum;
   Metric metric = Metric::Euclidean;
@@ -172,7 +170,10 @@ void launch(const Pass& a) {
   p.qw_bstride = bstride(a.qw);
   p.qlw = ptr(a.qlw);
   p.qlw_bstride = bstride(a.qlw);
-  auto mut = [](const at::Tensor& t) { at::Tensor o = t; return out_ptr<S>(o); };
+  auto mut = [](const at::Tensor& t) {
+    at::Tensor o = t;
+    return out_ptr<S>(o);
+  };
   p.out = mut(a.out);
   p.aux = mut(a.aux);
   p.out_y = mut(a.out_y);
@@ -238,8 +239,8 @@ Pass make_pass(const Operands& o, c10::string_view kernel, Mode mode, bool exclu
 // NaN (per weight column), are set to NaN here: O((m + n)(d + c)) tensor ops, no host sync.
 void propagate_nan(const Operands& o, at::Tensor& out, bool exclude_self) {
   if (!out.defined() || out.numel() == 0) return;
-  at::Tensor bad = o.x.isnan().any(-1).unsqueeze(-1);  // (B, m, 1)
-  at::Tensor pbad = o.y.isnan().any(-1).unsqueeze(-1);  // (B, n, 1)
+  at::Tensor bad = o.x.isnan().any(-1).unsqueeze(-1);      // (B, m, 1)
+  at::Tensor pbad = o.y.isnan().any(-1).unsqueeze(-1);     // (B, n, 1)
   if (o.w.defined()) pbad = pbad.logical_or(o.w.isnan());  // (B, n, c)
   if (exclude_self) {  // query j skips point j (m == n): a NaN point reaches every other query
     const at::Tensor cnt = pbad.sum(1, /*keepdim=*/true, at::kInt);  // (B, 1, c)
@@ -251,8 +252,8 @@ void propagate_nan(const Operands& o, at::Tensor& out, bool exclude_self) {
 }
 
 at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weights,
-                      const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self,
-                      c10::string_view metric, double p) {
+                      const at::Tensor& bandwidth, c10::string_view kernel, bool exclude_self, c10::string_view metric,
+                      double p) {
   KF_OP_SCOPE("kernel_sum");
   Operands o = check_operands(x, y, weights, bandwidth, exclude_self, "weights");
   Pass a = make_pass(o, kernel, Mode::Sum, exclude_self, metric, p);
@@ -264,9 +265,9 @@ at::Tensor kernel_sum(const at::Tensor& x, const at::Tensor& y, const std::optio
 }
 
 std::tuple<at::Tensor, at::Tensor> lse_impl(const at::Tensor& x, const at::Tensor& y,
-                                            const std::optional<at::Tensor>& log_weights,
-                                            const at::Tensor& bandwidth, c10::string_view kernel,
-                                            bool exclude_self, bool with_sq, c10::string_view metric, double p) {
+                                            const std::optional<at::Tensor>& log_weights, const at::Tensor& bandwidth,
+                                            c10::string_view kernel, bool exclude_self, bool with_sq,
+                                            c10::string_view metric, double p) {
   Operands o = check_operands(x, y, log_weights, bandwidth, exclude_self, "log_weights");
   Pass a = make_pass(o, kernel, Mode::LogSumExp, exclude_self, metric, p);
   a.plw = o.w;
@@ -311,22 +312,24 @@ at::Tensor grad3(const at::Tensor& g, const Operands& o, const char* name) {
 // Shared by both backward ops. log_domain: the forward was kernel_logsumexp (out given).
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-Grads backward(const at::Tensor& grad, const std::optional<at::Tensor>& out, const at::Tensor& x,
-               const at::Tensor& y, const std::optional<at::Tensor>& weights, const at::Tensor& bandwidth,
-               c10::string_view kernel, bool exclude_self, bool need_x, bool need_y, bool need_w, bool log_domain,
-               c10::string_view metric, double p, bool need_h) {
+Grads backward(const at::Tensor& grad, const std::optional<at::Tensor>& out, const at::Tensor& x, const at::Tensor& y,
+               const std::optional<at::Tensor>& weights, const at::Tensor& bandwidth, c10::string_view kernel,
+               bool exclude_self, bool need_x, bool need_y, bool need_w, bool log_domain, c10::string_view metric,
+               double p, bool need_h) {
   Operands o = check_operands(x, y, weights, bandwidth, exclude_self, log_domain ? "log_weights" : "weights");
   const at::Tensor g = grad3(grad, o, "grad");
   at::Tensor neg_out;
   if (log_domain) neg_out = grad3(*out, o, "out").neg();
   // Outputs not asked for are distinct empty tensors (outputs must not alias).
-  at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()),
-             gw = at::empty({0}, o.x.options()), gh = at::empty({0}, o.x.options());
+  at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()), gw = at::empty({0}, o.x.options()),
+             gh = at::empty({0}, o.x.options());
   // One pass: queries x, points y; the kernel fills whichever outputs are defined.
   Pass a = make_pass(o, kernel, Mode::Backward, exclude_self, metric, p);
   if (need_h)
-    KF_CHECK_ARG(o.h.numel() == 1, "need_bandwidth", "needs a scalar bandwidth (the coordinate metrics' "
-                 "per-dimension gradient follows from the x and y gradients), got bandwidth ", shape_str(bandwidth));
+    KF_CHECK_ARG(o.h.numel() == 1, "need_bandwidth",
+                 "needs a scalar bandwidth (the coordinate metrics' "
+                 "per-dimension gradient follows from the x and y gradients), got bandwidth ",
+                 shape_str(bandwidth));
   a.qw = g;
   if (log_domain) {
     a.qlw = neg_out;
@@ -379,8 +382,8 @@ Grads kernel_logsumexp_bwd(const at::Tensor& grad, const at::Tensor& out, const 
                            c10::string_view kernel, bool exclude_self, bool need_x, bool need_y, bool need_w,
                            c10::string_view metric, double p, bool need_h) {
   KF_OP_SCOPE("kernel_logsumexp_bwd");
-  return backward(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, true,
-                  metric, p, need_h);
+  return backward(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_w, true, metric,
+                  p, need_h);
 }
 
 }  // namespace

@@ -46,35 +46,47 @@ constexpr int kNumMetrics = 5;
 enum class Mode : int32_t { Sum = 0, LogSumExp = 1, Backward = 2 };
 
 // Accumulation / parameter type of a storage type (half types specialise it in the CUDA header).
-template <typename T> struct AccType { using type = T; };
+template <typename T>
+struct AccType {
+  using type = T;
+};
 
 template <typename T, typename A = typename AccType<T>::type>
 struct KernelSumParams {
   int64_t batch = 1, m = 0, n = 0, d = 0, c = 1;  // c: number of weight columns
-  const T* x = nullptr;  int64_t x_bstride = 0;   // (batch, m, d) rows contiguous
-  const T* y = nullptr;  int64_t y_bstride = 0;   // (batch, n, d)
-  const A* h = nullptr;  int64_t h_stride = 0;    // bandwidth: d values (h_stride 1) or one (0)
-  const T* pw = nullptr;  int64_t pw_bstride = 0;  // (batch, n, c) point weights
-  const T* plw = nullptr; int64_t plw_bstride = 0; // (batch, n, c) point log-weights
-  const T* qw = nullptr;  int64_t qw_bstride = 0;  // (batch, m, c) query weights
-  const T* qlw = nullptr; int64_t qlw_bstride = 0; // (batch, m, c) query log-weights
-  T* out = nullptr;      // (batch, m, c), or (batch, m, d) in Backward mode (may be null there)
-  T* aux = nullptr;      // (batch, m, c), LogSumExp only
-  T* out_y = nullptr;    // (batch, n, d), Backward only
-  T* out_w = nullptr;    // (batch, n, c), Backward only
-  A* out_h = nullptr;    // (batch, m), Backward only: sum_i coef_qi s_qi (scalar bandwidth)
+  const T* x = nullptr;
+  int64_t x_bstride = 0;  // (batch, m, d) rows contiguous
+  const T* y = nullptr;
+  int64_t y_bstride = 0;  // (batch, n, d)
+  const A* h = nullptr;
+  int64_t h_stride = 0;  // bandwidth: d values (h_stride 1) or one (0)
+  const T* pw = nullptr;
+  int64_t pw_bstride = 0;  // (batch, n, c) point weights
+  const T* plw = nullptr;
+  int64_t plw_bstride = 0;  // (batch, n, c) point log-weights
+  const T* qw = nullptr;
+  int64_t qw_bstride = 0;  // (batch, m, c) query weights
+  const T* qlw = nullptr;
+  int64_t qlw_bstride = 0;  // (batch, m, c) query log-weights
+  T* out = nullptr;         // (batch, m, c), or (batch, m, d) in Backward mode (may be null there)
+  T* aux = nullptr;         // (batch, m, c), LogSumExp only
+  T* out_y = nullptr;       // (batch, n, d), Backward only
+  T* out_w = nullptr;       // (batch, n, c), Backward only
+  A* out_h = nullptr;       // (batch, m), Backward only: sum_i coef_qi s_qi (scalar bandwidth)
   Kernel kernel = Kernel::Gaussian;
   Mode mode = Mode::Sum;
   Metric metric = Metric::Euclidean;
-  A p = A(2);  // Minkowski order
+  A p = A(2);                 // Minkowski order
   bool exclude_self = false;  // skip i == q (requires m == n)
 };
 
 // CPU (OpenMP) kernels; T in {float, double}.
-template <typename T> void kernel_sum_cpu(const KernelSumParams<T>& p);
+template <typename T>
+void kernel_sum_cpu(const KernelSumParams<T>& p);
 
 // CUDA kernels (kernel_sum_cuda.cu): one launch per call, no host sync, float accumulation for
 // half types. T in {float, double, __half, __nv_bfloat16}; stream is a cudaStream_t.
-template <typename T> void launch_kernel_sum(const KernelSumParams<T>& p, void* stream);
+template <typename T>
+void launch_kernel_sum(const KernelSumParams<T>& p, void* stream);
 
 }  // namespace kernelfuse::kde

@@ -55,8 +55,10 @@ struct SumReduction {
     const int64_t c = g.c, nt = t.nt, q = t.q0 + qi;
     const T* __restrict s = t.S + r * TP;
     const T* __restrict val = t.val;
-    if (g.has_log) eval_logk<Prof>(s, nt, t.val, self);
-    else eval_k<Prof>(s, nt, t.val, self);
+    if (g.has_log)
+      eval_logk<Prof>(s, nt, t.val, self);
+    else
+      eval_k<Prof>(s, nt, t.val, self);
     for (int64_t col = 0; col < c; ++col) {
       T part = 0;
       const T* __restrict pwc = t.PW + col * TP;
@@ -84,8 +86,10 @@ struct SumReduction {
   void end_task(Tile<T>& t, int64_t part) {
     for (int64_t qi = 0; qi < t.qn; ++qi) {
       const int64_t bq = t.b * g.m + t.q0 + qi;
-      if (g.P > 1) std::copy_n(acc.data() + qi * g.c, g.c, sh.part.acc.data() + (bq * g.P + part) * g.c);
-      else write(bq, acc.data() + qi * g.c);
+      if (g.P > 1)
+        std::copy_n(acc.data() + qi * g.c, g.c, sh.part.acc.data() + (bq * g.P + part) * g.c);
+      else
+        write(bq, acc.data() + qi * g.c);
     }
   }
   void merge_query(int64_t bq) {
@@ -235,18 +239,26 @@ struct BackwardReduction {
     Partials part;
     std::vector<std::vector<double>> ybuf, wbuf;  // per thread (batch, n, d) / (batch, n, c)
     explicit Shared(const Geometry<T>& g)
-        : need_y(g.p.out_y != nullptr), need_w(g.p.out_w != nullptr), need_h(g.p.out_h != nullptr),
-          accw(g.d + (need_h ? 1 : 0)), part(g.P, g.p.batch * g.m, accw, g.c, false),
-          ybuf(need_y ? g.nthreads : 0), wbuf(need_w ? g.nthreads : 0) {}
+        : need_y(g.p.out_y != nullptr),
+          need_w(g.p.out_w != nullptr),
+          need_h(g.p.out_h != nullptr),
+          accw(g.d + (need_h ? 1 : 0)),
+          part(g.P, g.p.batch * g.m, accw, g.c, false),
+          ybuf(need_y ? g.nthreads : 0),
+          wbuf(need_w ? g.nthreads : 0) {}
   };
   const Geometry<T>& g;
   Shared& sh;
-  std::vector<double> acc;           // [QB][accw]
-  std::vector<T> GYb, GWb, SVb;      // tile buffers: y-side [d][TP], weight [c][TP], s rows [QR][TP]
+  std::vector<double> acc;       // [QB][accw]
+  std::vector<T> GYb, GWb, SVb;  // tile buffers: y-side [d][TP], weight [c][TP], s rows [QR][TP]
   double *ytot = nullptr, *wtot = nullptr;
 
   BackwardReduction(const Geometry<T>& g_, Shared& s, int tid)
-      : g(g_), sh(s), acc(QB * s.accw), GYb(s.need_y ? g_.d * TP : 0), GWb(s.need_w ? g_.c * TP : 0),
+      : g(g_),
+        sh(s),
+        acc(QB * s.accw),
+        GYb(s.need_y ? g_.d * TP : 0),
+        GWb(s.need_w ? g_.c * TP : 0),
         SVb(s.need_h ? QR * TP : 0) {
     if (sh.need_y) sh.ybuf[tid].assign(g.p.batch * g.n * g.d, 0.0), ytot = sh.ybuf[tid].data();
     if (sh.need_w) sh.wbuf[tid].assign(g.p.batch * g.n * g.c, 0.0), wtot = sh.wbuf[tid].data();
@@ -309,7 +321,8 @@ struct BackwardReduction {
           const T qwc = t.qw ? t.qw[q * c + col] : T(1);
           const T pwc = t.pw ? t.PW[col * TP + ii] : T(1);
           if (g.has_log) {  // e = exp(qlw + plw + log k), paired with dlog k / ds
-            const T e = guarded_exp((t.qlw ? t.qlw[q * c + col] : T(0)) + (t.plw ? t.PLW[col * TP + ii] : T(0)) + val[ii]);
+            const T e =
+                guarded_exp((t.qlw ? t.qlw[q * c + col] : T(0)) + (t.plw ? t.PLW[col * TP + ii] : T(0)) + val[ii]);
             a += qwc * pwc * e;
             if (sh.need_w) GW[col * TP + ii] += qwc * e;
           } else {  // linear domain: paired with dk / ds
@@ -388,8 +401,10 @@ struct BackwardReduction {
     const int64_t accw = sh.accw;
     for (int64_t qi = 0; qi < t.qn; ++qi) {
       const int64_t bq = t.b * g.m + t.q0 + qi;
-      if (g.P > 1) std::copy_n(acc.data() + qi * accw, accw, sh.part.acc.data() + (bq * g.P + part) * accw);
-      else write(bq, acc.data() + qi * accw);
+      if (g.P > 1)
+        std::copy_n(acc.data() + qi * accw, accw, sh.part.acc.data() + (bq * g.P + part) * accw);
+      else
+        write(bq, acc.data() + qi * accw);
     }
   }
   void merge_query(int64_t bq) {
@@ -474,8 +489,10 @@ void run(const KernelSumParams<T>& p) {
   using Prof = Profile<K>;
   const Geometry<T> g(p, Prof::compact);
   switch (p.mode) {
-    case Mode::Sum: return walk<SumReduction<Prof, T>>(g);
-    case Mode::LogSumExp: return walk<LseReduction<Prof, T>>(g);
+    case Mode::Sum:
+      return walk<SumReduction<Prof, T>>(g);
+    case Mode::LogSumExp:
+      return walk<LseReduction<Prof, T>>(g);
     case Mode::Backward:
       if (g.ntasks == 0) return BackwardReduction<Prof, T>::no_queries(g);
       return walk<BackwardReduction<Prof, T>>(g);

@@ -15,19 +15,22 @@
 
 namespace kernelfuse::kde::cpu {
 
-constexpr int64_t QR = 4;       // queries per register block
-constexpr int64_t QB = 32;      // queries per task (multiple of QR)
-constexpr int64_t TP = 256;     // points per tile (multiple of STRIP)
-constexpr int64_t STRIP = 16;   // points per register block
+constexpr int64_t QR = 4;      // queries per register block
+constexpr int64_t QB = 32;     // queries per task (multiple of QR)
+constexpr int64_t TP = 256;    // points per tile (multiple of STRIP)
+constexpr int64_t STRIP = 16;  // points per register block
 
 // Per-coordinate steps of the register-blocked loop (acc: the running value, df = u - v).
-template <typename VT> struct SqStep {  // sum (u - v)^2
+template <typename VT>
+struct SqStep {  // sum (u - v)^2
   static VT step(VT acc, VT df) { return acc + df * df; }
 };
-template <typename VT> struct AbsStep {  // sum |u - v|
+template <typename VT>
+struct AbsStep {  // sum |u - v|
   static VT step(VT acc, VT df) { return acc + (df < VT{} ? -df : df); }
 };
-template <typename VT> struct MaxStep {  // max |u - v| (NaN propagates)
+template <typename VT>
+struct MaxStep {  // max |u - v| (NaN propagates)
   static VT step(VT acc, VT df) {
     const VT a = df < VT{} ? -df : df;
     return (a > acc || a != a) ? a : acc;
@@ -55,8 +58,8 @@ inline VT finish_exact(VT acc, T thr, T rs) {
 
 // S[r][i] = fold_k Step(U[r][k] - V[k][i]) for r < QR, i < np: 4 queries x 16 points in registers.
 template <typename T, template <typename> class Step, int EXACT = 0>
-void reg_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np,
-               T* __restrict S, T thr = T(1), T rs = T(1)) {
+void reg_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np, T* __restrict S, T thr = T(1),
+               T rs = T(1)) {
   using VT = typename simd::Vec<T>::type;
   constexpr int W = simd::Vec<T>::W;
   constexpr int NV = STRIP / W;
@@ -85,8 +88,8 @@ inline int small_int_power(T pp) {
 }
 
 template <typename T>
-void powdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np, T pp,
-                   T* __restrict S, T* __restrict A1, T* __restrict A2) {
+void powdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int64_t np, T pp, T* __restrict S,
+                   T* __restrict A1, T* __restrict A2) {
   const int ip = small_int_power(pp);
   for (int r = 0; r < QR; ++r) {
     T* __restrict s = S + r * TP;
@@ -123,8 +126,7 @@ inline T haversine_a(T lat1, T lon1, T lat2, T lon2) {
   return a > T(1) ? T(1) : a;
 }
 template <typename T>
-void havdist_block(const T* __restrict U, const T* __restrict V, int64_t np, T* __restrict S,
-                   T* __restrict C2) {
+void havdist_block(const T* __restrict U, const T* __restrict V, int64_t np, T* __restrict S, T* __restrict C2) {
   for (int64_t i = 0; i < np; ++i) C2[i] = std::cos(V[i]);  // cos lat2, once per point
   for (int r = 0; r < QR; ++r) {
     const T lat1 = U[2 * r], lon1 = U[2 * r + 1], c1 = std::cos(lat1);
@@ -207,8 +209,8 @@ void haversine_grads(const T* __restrict U, const T* __restrict V, int64_t nt, c
 
 template <typename T>
 void metric_grads(Metric met, const T* __restrict U, int64_t d, const T* __restrict V, int64_t nt,
-                  const T* __restrict C, const T* __restrict R, const T* __restrict DP,
-                  T* __restrict F, T pp, int64_t nr, T* __restrict GY, double* acc, int64_t accw) {
+                  const T* __restrict C, const T* __restrict R, const T* __restrict DP, T* __restrict F, T pp,
+                  int64_t nr, T* __restrict GY, double* acc, int64_t accw) {
   if (met == Metric::Haversine) return haversine_grads(U, V, nt, C, DP, nr, GY, acc, accw);  // d == 2, unscaled
   if (met == Metric::Chebyshev) std::fill(F, F + QR * TP, T(0));
   const T pm1 = pp - T(1);

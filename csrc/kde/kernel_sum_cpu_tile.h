@@ -66,7 +66,8 @@ struct Geometry {
     ntasks = p.batch * nqb * P;
   }
   // Batch b of an optional (batch, rows, cols) operand.
-  template <typename U> const U* at(const U* ptr, int64_t bstride, int64_t b) const {
+  template <typename U>
+  const U* at(const U* ptr, int64_t bstride, int64_t b) const {
     return ptr ? ptr + b * bstride : nullptr;
   }
 };
@@ -76,12 +77,20 @@ template <typename T>
 struct Tile {
   std::vector<T> Ub, Vb, Sb, valb, dvalb, PWb, PLWb, Rb, DPb, Fb;
   T *U, *V, *S, *val, *dval, *PW, *PLW, *R, *DP, *F;
-  int64_t b = 0, q0 = 0, qn = 0, i0 = 0, nt = 0, np = 0;  // the task and the tile
+  int64_t b = 0, q0 = 0, qn = 0, i0 = 0, nt = 0, np = 0;                 // the task and the tile
   const T *pw = nullptr, *plw = nullptr, *qw = nullptr, *qlw = nullptr;  // batch b's factors
 
   Tile(const Geometry<T>& g, bool metric_bufs)
-      : Ub(QB * g.d), Vb(g.d * TP), Sb(QR * TP), valb(TP), dvalb(TP), PWb(g.c * TP), PLWb(g.c * TP),
-        Rb(metric_bufs ? QR * TP : 0), DPb(metric_bufs ? QR * TP : 0), Fb(metric_bufs ? QR * TP : 0) {
+      : Ub(QB * g.d),
+        Vb(g.d * TP),
+        Sb(QR * TP),
+        valb(TP),
+        dvalb(TP),
+        PWb(g.c * TP),
+        PLWb(g.c * TP),
+        Rb(metric_bufs ? QR * TP : 0),
+        DPb(metric_bufs ? QR * TP : 0),
+        Fb(metric_bufs ? QR * TP : 0) {
     U = Ub.data(), V = Vb.data(), S = Sb.data(), val = valb.data(), dval = dvalb.data();
     PW = PWb.data(), PLW = PLWb.data(), R = Rb.data(), DP = DPb.data(), F = Fb.data();
   }
@@ -123,15 +132,22 @@ void distances(const Geometry<T>& g, Tile<T>& t, int64_t gq, bool keep) {
   T* S = t.S;
   const int64_t np = t.np;
   if (g.euclid) {
-    if (g.exact_mul) reg_block<T, SqStep, 1>(U, g.d, t.V, np, S, g.thr, g.rfac);
-    else if (g.clamp) reg_block<T, SqStep, 2>(U, g.d, t.V, np, S, g.thr, g.rfac);
-    else reg_block<T, SqStep>(U, g.d, t.V, np, S);
+    if (g.exact_mul)
+      reg_block<T, SqStep, 1>(U, g.d, t.V, np, S, g.thr, g.rfac);
+    else if (g.clamp)
+      reg_block<T, SqStep, 2>(U, g.d, t.V, np, S, g.thr, g.rfac);
+    else
+      reg_block<T, SqStep>(U, g.d, t.V, np, S);
     return;
   }
-  if (g.met == Metric::Manhattan) reg_block<T, AbsStep>(U, g.d, t.V, np, S);
-  else if (g.met == Metric::Chebyshev) reg_block<T, MaxStep>(U, g.d, t.V, np, S);
-  else if (g.met == Metric::Minkowski) powdist_block<T>(U, g.d, t.V, np, g.pp, S, t.val, t.dval);
-  else havdist_block<T>(U, t.V, np, S, t.val);
+  if (g.met == Metric::Manhattan)
+    reg_block<T, AbsStep>(U, g.d, t.V, np, S);
+  else if (g.met == Metric::Chebyshev)
+    reg_block<T, MaxStep>(U, g.d, t.V, np, S);
+  else if (g.met == Metric::Minkowski)
+    powdist_block<T>(U, g.d, t.V, np, g.pp, S, t.val, t.dval);
+  else
+    havdist_block<T>(U, t.V, np, S, t.val);
   if (g.met == Metric::Minkowski)
     for (int64_t e = 0; e < QR * TP; ++e) S[e] = std::pow(S[e], g.inv_p);
   const T f = g.hav && !(g.exact_mul || g.clamp) ? g.ih[0] : g.rfac;
@@ -174,7 +190,10 @@ struct Partials {
   int64_t P, w;
   std::vector<double> acc, acc2, mx;
   Partials(int64_t P_, int64_t nq, int64_t w_, int64_t c, bool lse)
-      : P(P_), w(w_), acc(P_ > 1 ? nq * P_ * w_ : 0), acc2(P_ > 1 && lse ? nq * P_ * c : 0),
+      : P(P_),
+        w(w_),
+        acc(P_ > 1 ? nq * P_ * w_ : 0),
+        acc2(P_ > 1 && lse ? nq * P_ * c : 0),
         mx(P_ > 1 && lse ? nq * P_ * c : 0) {}
   // Sum of the P partials of query bq into a (Sum, Backward).
   void sum(int64_t bq, double* a) const {

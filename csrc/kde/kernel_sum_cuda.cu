@@ -89,11 +89,12 @@ __device__ __forceinline__ void col_sums(const Args<A>& a, const Smem<A>& m, con
   }
 }
 
-template <class S, typename A> struct SumPolicy {
+template <class S, typename A>
+struct SumPolicy {
   SumCols<A, S::kCW> cs;
   __device__ __forceinline__ void init() { cs.init(); }
-  __device__ __forceinline__ void accumulate(const Args<A>& a, const Block<A>&, const Smem<A>& m,
-                                             const Row<S, A>& row, const Pair<A>& pr, int j, bool keep, int64_t) {
+  __device__ __forceinline__ void accumulate(const Args<A>& a, const Block<A>&, const Smem<A>& m, const Row<S, A>& row,
+                                             const Pair<A>& pr, int j, bool keep, int64_t) {
     col_sums<S>(a, m, row, pr.s, j, keep, cs);
   }
   __device__ __forceinline__ void flush() { cs.flush(); }
@@ -106,11 +107,12 @@ template <class S, typename A> struct SumPolicy {
 };
 
 // LogSumExp (+ its squared twin in aux): online max with a rescaled sum per tile.
-template <class S, typename A> struct LsePolicy {
+template <class S, typename A>
+struct LsePolicy {
   LseCols<A, S::kCW> cs;
   __device__ __forceinline__ void init() { cs.init(); }
-  __device__ __forceinline__ void accumulate(const Args<A>& a, const Block<A>&, const Smem<A>& m,
-                                             const Row<S, A>&, const Pair<A>& pr, int j, bool keep, int64_t) {
+  __device__ __forceinline__ void accumulate(const Args<A>& a, const Block<A>&, const Smem<A>& m, const Row<S, A>&,
+                                             const Pair<A>& pr, int j, bool keep, int64_t) {
     const A lk = prof<Q::Log>(a.kernel, pr.s);
 #pragma unroll
     for (int cw = 0; cw < S::kCW; ++cw) {
@@ -137,8 +139,8 @@ template <class S, typename A> struct LsePolicy {
 // Backward coefficient of a pair: sum_c wr wi exp(lwr + lwi) dk/ds (for c == 1 without the own
 // factor, applied at the end).
 template <class S, typename A>
-__device__ __forceinline__ A bwd_coef(const Args<A>& a, const Block<A>& k, const Smem<A>& m, const Row<S, A>& row,
-                                      A s, int j, int64_t b, int64_t item) {
+__device__ __forceinline__ A bwd_coef(const Args<A>& a, const Block<A>& k, const Smem<A>& m, const Row<S, A>& row, A s,
+                                      int j, int64_t b, int64_t item) {
   constexpr int CW = S::kCW, TN = S::TN;
   const int64_t c = a.c;
   if (c > CW) return coef_all_cols(a, k.own, k.oth, b, k.rr, item, s);  // rare: factors from global memory
@@ -202,8 +204,10 @@ __device__ __forceinline__ void grad_pair(const Args<A>& a, const Block<A>& k, c
 #pragma unroll
       for (int kk = k0; kk < k0 + STEP; ++kk) {
         A ihk;
-        if constexpr (kGen) ihk = m.sihg[kk];
-        else ihk = S::kIhReg ? row.ihr[kk] : m.sih[kk];
+        if constexpr (kGen)
+          ihk = m.sihg[kk];
+        else
+          ihk = S::kIhReg ? row.ihr[kk] : m.sih[kk];
         const A t = (row.xq[kk] - yj[kk]) * ihk;
         A g = ksign(t);
         if (met == Metric::Chebyshev) {
@@ -225,12 +229,13 @@ __device__ __forceinline__ void grad_pair(const Args<A>& a, const Block<A>& k, c
 }
 
 // Backward: role 0 writes out (and out_h), role 1 out_y and out_w (kernel_sum.h).
-template <class S, typename A> struct BwdPolicy {
+template <class S, typename A>
+struct BwdPolicy {
   SumCols<A, S::kCW> cs;  // out_w
   GradVec<A, S::GD> gv;
-  A hpart;      // role 0 with out_h: sum coef s (tile), totals in double
+  A hpart;  // role 0 with out_h: sum coef s (tile), totals in double
   double htot;
-  int64_t i0;   // first item of the current tile (for the rare all-columns path)
+  int64_t i0;  // first item of the current tile (for the rare all-columns path)
   __device__ __forceinline__ void init() {
     cs.init();
     gv.init();
@@ -287,22 +292,21 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
   using S = Shape<A, M, DB, CW>;
   constexpr int TN = S::TN, DC = S::DC;
   constexpr bool kGen = S::kGen, kBwd = S::kBwd;
-  KF_SHARED_ALIGNED(16, A, sy, [TN * DC]);   // item coordinates (chunk), zero padded
-  KF_SHARED_ALIGNED(16, A, sih, [DC]);       // 1 / h of those dimensions, zero padded
-  KF_SHARED(A, sw, [CW * TN]);                 // item factors [col][item] (1 when absent)
-  KF_SHARED(A, slw, [CW * TN]);                // item log factors (0 when absent)
-  KF_SHARED(A, sx, [kGen ? DC * (kBlock + 1) : 1]);  // generic: row chunk [dim][row], padded
-  KF_SHARED(A, ss, [kGen ? TN * kBlock : 1]);        // generic: partial s [item][row]
+  KF_SHARED_ALIGNED(16, A, sy, [TN * DC]);                      // item coordinates (chunk), zero padded
+  KF_SHARED_ALIGNED(16, A, sih, [DC]);                          // 1 / h of those dimensions, zero padded
+  KF_SHARED(A, sw, [CW * TN]);                                  // item factors [col][item] (1 when absent)
+  KF_SHARED(A, slw, [CW * TN]);                                 // item log factors (0 when absent)
+  KF_SHARED(A, sx, [kGen ? DC * (kBlock + 1) : 1]);             // generic: row chunk [dim][row], padded
+  KF_SHARED(A, ss, [kGen ? TN * kBlock : 1]);                   // generic: partial s [item][row]
   KF_SHARED_ALIGNED(16, A, syg, [kGen && kBwd ? TN * DC : 1]);  // generic Backward: output dims
-  KF_SHARED(A, sihg, [kGen && kBwd ? DC : 1]);  // generic Backward: distance scale of the output dims
+  KF_SHARED(A, sihg, [kGen && kBwd ? DC : 1]);                  // generic Backward: distance scale of the output dims
   const Smem<A> m{sy, sih, sw, slw, sx, ss, syg, sihg};
 
   const int tid = static_cast<int>(threadIdx.x);
   const Block<A> bk = make_block<S>(a, tid);
   // Distance scale of the coordinates: 1 / h, or 1 where distances are unscaled (a.unscaled).
   if constexpr (!kGen) {  // the bandwidths never change: stage them once
-    for (int k = tid; k < DB; k += kBlock)
-      sih[k] = k < a.d ? (a.unscaled ? A(1) : A(1) / a.h[k * a.h_stride]) : A(0);
+    for (int k = tid; k < DB; k += kBlock) sih[k] = k < a.d ? (a.unscaled ? A(1) : A(1) / a.h[k * a.h_stride]) : A(0);
     __syncthreads();
   } else if constexpr (kBwd) {
     for (int k = tid; k < DC; k += kBlock)
@@ -322,10 +326,13 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
     for (int64_t i0 = 0; i0 < bk.nitems; i0 += TN) {
       const int nt = static_cast<int>(bk.nitems - i0 < TN ? bk.nitems - i0 : TN);
       const int jskip = (bk.rskip >= i0 && bk.rskip < i0 + nt) ? static_cast<int>(bk.rskip - i0) : -1;
-      if constexpr (kGen) stage_gen_tile<S>(a, bk, m, b, i0, nt, tid);
-      else stage_reg_tile<S>(a, bk, m, b, i0, nt, tid);
+      if constexpr (kGen)
+        stage_gen_tile<S>(a, bk, m, b, i0, nt, tid);
+      else
+        stage_reg_tile<S>(a, bk, m, b, i0, nt, tid);
       if constexpr (kBwd) pol.i0 = i0;
-      for (int j = 0; j < nt; ++j) pol.accumulate(a, bk, m, row, pair_distance<S>(a, bk, m, row, j, tid), j, j != jskip, b);
+      for (int j = 0; j < nt; ++j)
+        pol.accumulate(a, bk, m, row, pair_distance<S>(a, bk, m, row, j, tid), j, j != jskip, b);
       pol.flush();
     }
     if (bk.rok) pol.write(a, bk, row, b);
@@ -338,21 +345,34 @@ __global__ void __launch_bounds__(kBlock) kernel_sum_kernel(const Args<A> a) {
   throw std::runtime_error("kernelfuse::kde::launch_kernel_sum: " + what);
 }
 
-template <typename T> constexpr Dt dtype_of() {
-  if constexpr (std::is_same_v<T, float>) return Dt::F32;
-  else if constexpr (std::is_same_v<T, double>) return Dt::F64;
-  else if constexpr (std::is_same_v<T, __half>) return Dt::F16;
-  else return Dt::BF16;
+template <typename T>
+constexpr Dt dtype_of() {
+  if constexpr (std::is_same_v<T, float>)
+    return Dt::F32;
+  else if constexpr (std::is_same_v<T, double>)
+    return Dt::F64;
+  else if constexpr (std::is_same_v<T, __half>)
+    return Dt::F16;
+  else
+    return Dt::BF16;
 }
 
 template <typename A, Mode M, int CW>
 void launch_cols(const Args<A>& a, dim3 grid, cudaStream_t stream, int db) {
   constexpr int kMax = reg_max<A>(M);
   switch (db) {
-    case 2: launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 2, CW>, grid, kBlock, 0, stream, a); break;
-    case 4: launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 4, CW>, grid, kBlock, 0, stream, a); break;
-    case kMax: launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, kMax, CW>, grid, kBlock, 0, stream, a); break;
-    default: launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 0, CW>, grid, kBlock, 0, stream, a); break;
+    case 2:
+      launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 2, CW>, grid, kBlock, 0, stream, a);
+      break;
+    case 4:
+      launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 4, CW>, grid, kBlock, 0, stream, a);
+      break;
+    case kMax:
+      launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, kMax, CW>, grid, kBlock, 0, stream, a);
+      break;
+    default:
+      launch_kernel("kernel_sum: kernel_sum_kernel", kernel_sum_kernel<A, M, 0, CW>, grid, kBlock, 0, stream, a);
+      break;
   }
 }
 
@@ -365,14 +385,14 @@ void launch_mode(const Args<A>& a, dim3 grid, cudaStream_t stream, int db) {
 }
 
 // The parameter checks that do not depend on what gets written.
-template <typename T> void check_params(const KernelSumParams<T>& p) {
+template <typename T>
+void check_params(const KernelSumParams<T>& p) {
   const Mode mode = p.mode;
   if (mode != Mode::Sum && mode != Mode::LogSumExp && mode != Mode::Backward)
     fail("unknown mode " + std::to_string(static_cast<int>(mode)));
   if (static_cast<int>(p.kernel) < 0 || static_cast<int>(p.kernel) >= kNumKernels)
     fail("unknown kernel " + std::to_string(static_cast<int>(p.kernel)));
-  if (p.batch < 0 || p.m < 0 || p.n < 0 || p.d < 0 || p.c < 0)
-    fail("negative size (batch, m, n, d, c)");
+  if (p.batch < 0 || p.m < 0 || p.n < 0 || p.d < 0 || p.c < 0) fail("negative size (batch, m, n, d, c)");
   if (p.h_stride != 0 && p.h_stride != 1) fail("h_stride must be 0 or 1");
   if (p.exclude_self && p.m != p.n) fail("exclude_self requires m == n");
   if (static_cast<int>(p.metric) < 0 || static_cast<int>(p.metric) >= kNumMetrics)
@@ -411,7 +431,8 @@ int set_grid(Args<A>& a, const KernelSumParams<T>& p, bool bwd, bool role0, bool
   return db;
 }
 
-template <typename T> void launch_impl(const KernelSumParams<T>& p, cudaStream_t stream) {
+template <typename T>
+void launch_impl(const KernelSumParams<T>& p, cudaStream_t stream) {
   using A = typename AccType<T>::type;
   static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>, "float or double accumulation");
   check_params(p);
@@ -432,8 +453,8 @@ template <typename T> void launch_impl(const KernelSumParams<T>& p, cudaStream_t
   if (!bwd && out == nullptr && p.m > 0) fail("out is null");
   if (p.batch == 0 || (!role0 && !role1)) return;
   if (p.d > 0 && p.h == nullptr) fail("h is null");
-  if (p.d > 0 && ((role0 && p.x == nullptr) || (role0 && p.n > 0 && p.y == nullptr) ||
-                  (role1 && p.y == nullptr) || (role1 && p.m > 0 && p.x == nullptr)))
+  if (p.d > 0 && ((role0 && p.x == nullptr) || (role0 && p.n > 0 && p.y == nullptr) || (role1 && p.y == nullptr) ||
+                  (role1 && p.m > 0 && p.x == nullptr)))
     fail("x or y is null");
 
   Args<A> a{};
@@ -465,9 +486,15 @@ template <typename T> void launch_impl(const KernelSumParams<T>& p, cudaStream_t
                   static_cast<unsigned>(p.batch < kMaxGridY ? p.batch : kMaxGridY), 1);
 
   switch (mode) {
-    case Mode::Sum: launch_mode<A, Mode::Sum>(a, grid, stream, db); break;
-    case Mode::LogSumExp: launch_mode<A, Mode::LogSumExp>(a, grid, stream, db); break;
-    default: launch_mode<A, Mode::Backward>(a, grid, stream, db); break;
+    case Mode::Sum:
+      launch_mode<A, Mode::Sum>(a, grid, stream, db);
+      break;
+    case Mode::LogSumExp:
+      launch_mode<A, Mode::LogSumExp>(a, grid, stream, db);
+      break;
+    default:
+      launch_mode<A, Mode::Backward>(a, grid, stream, db);
+      break;
   }
 }
 

@@ -14,7 +14,13 @@
 
 namespace kernelfuse::kde {
 
-template <> struct AccType<__half> { using type = float; };
-template <> struct AccType<__nv_bfloat16> { using type = float; };
+template <>
+struct AccType<__half> {
+  using type = float;
+};
+template <>
+struct AccType<__nv_bfloat16> {
+  using type = float;
+};
 
 }  // namespace kernelfuse::kde

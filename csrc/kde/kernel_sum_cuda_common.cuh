@@ -12,18 +12,24 @@
 
 namespace kernelfuse::kde::cuda {
 
-
-constexpr int kBlock = 128;         // threads per block = rows per block
-constexpr int kCols = 8;            // weight columns per block when c > 1
-constexpr int kRegTile = 64;        // items per tile on the register paths
-constexpr int kStep = 8;            // early-exit granularity of the largest register bucket
+constexpr int kBlock = 128;   // threads per block = rows per block
+constexpr int kCols = 8;      // weight columns per block when c > 1
+constexpr int kRegTile = 64;  // items per tile on the register paths
+constexpr int kStep = 8;      // early-exit granularity of the largest register bucket
 constexpr int64_t kMaxGridY = 65535;
 
 // Generic path (d above the register buckets): items per tile and dimensions per chunk.
-template <typename A> __host__ __device__ constexpr int gen_tile() { return sizeof(A) == 8 ? 16 : 32; }
-template <typename A> __host__ __device__ constexpr int gen_chunk() { return sizeof(A) == 8 ? 16 : 32; }
+template <typename A>
+__host__ __device__ constexpr int gen_tile() {
+  return sizeof(A) == 8 ? 16 : 32;
+}
+template <typename A>
+__host__ __device__ constexpr int gen_chunk() {
+  return sizeof(A) == 8 ? 16 : 32;
+}
 // Largest register bucket: the row (and in Backward two gradient vectors) live in registers.
-template <typename A> __host__ __device__ constexpr int reg_max(Mode mode) {
+template <typename A>
+__host__ __device__ constexpr int reg_max(Mode mode) {
   return (sizeof(A) == 8 ? 32 : 64) / (mode == Mode::Backward ? 2 : 1);
 }
 
@@ -42,7 +48,10 @@ __device__ __forceinline__ float kmin(float a, float b) { return fminf(a, b); }
 __device__ __forceinline__ double kmin(double a, double b) { return fmin(a, b); }
 __device__ __forceinline__ float kfma(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ __forceinline__ double kfma(double a, double b, double c) { return fma(a, b, c); }
-template <typename A> __device__ __forceinline__ A kinf() { return static_cast<A>(INFINITY); }
+template <typename A>
+__device__ __forceinline__ A kinf() {
+  return static_cast<A>(INFINITY);
+}
 __device__ __forceinline__ float kabs(float v) { return fabsf(v); }
 __device__ __forceinline__ double kabs(double v) { return fabs(v); }
 __device__ __forceinline__ float kpow(float a, float b) { return powf(a, b); }
@@ -55,12 +64,19 @@ __device__ __forceinline__ float kasin(float v) { return asinf(v); }
 __device__ __forceinline__ double kasin(double v) { return asin(v); }
 __device__ __forceinline__ bool ksignbit(float v) { return copysignf(1.0f, v) < 0.0f; }
 __device__ __forceinline__ bool ksignbit(double v) { return copysign(1.0, v) < 0.0; }
-template <typename A> __device__ __forceinline__ A ksign(A v) { return v > A(0) ? A(1) : (v < A(0) ? A(-1) : A(0)); }
+template <typename A>
+__device__ __forceinline__ A ksign(A v) {
+  return v > A(0) ? A(1) : (v < A(0) ? A(-1) : A(0));
+}
 // max that propagates NaN (a NaN coordinate difference makes the distance NaN)
-template <typename A> __device__ __forceinline__ A kmaxn(A m, A v) { return (v > m || v != v) ? v : m; }
+template <typename A>
+__device__ __forceinline__ A kmaxn(A m, A v) {
+  return (v > m || v != v) ? v : m;
+}
 
 // Element i of a storage array, converted to A.
-template <typename A> __device__ __forceinline__ A ld(const void* p, int64_t i, Dt dt) {
+template <typename A>
+__device__ __forceinline__ A ld(const void* p, int64_t i, Dt dt) {
   if constexpr (sizeof(A) == 8) {
     (void)dt;
     return static_cast<const double*>(p)[i];
@@ -92,7 +108,8 @@ __device__ __forceinline__ void ld_row(A (&xq)[QD], const void* p, int64_t base,
   }
 }
 // Store v (rounded once to float first for the half types) as element i of a storage array.
-template <typename A> __device__ __forceinline__ void st(void* p, int64_t i, double v, Dt dt) {
+template <typename A>
+__device__ __forceinline__ void st(void* p, int64_t i, double v, Dt dt) {
   if constexpr (sizeof(A) == 8) {
     (void)dt;
     static_cast<double*>(p)[i] = v;
@@ -111,13 +128,18 @@ template <typename A> __device__ __forceinline__ void st(void* p, int64_t i, dou
 // Kernel profiles (profiles.h): k, log k, dk/ds and log(-dk/ds) of the runtime kernel (the switch
 // is uniform across the grid).
 enum class Q { Val, Log, Dk, LogDk };
-template <Q W, typename A> __device__ __forceinline__ A prof(Kernel k, A s) {
+template <Q W, typename A>
+__device__ __forceinline__ A prof(Kernel k, A s) {
   return visit_kernel(k, [s](auto kc) {
     using P = Profile<decltype(kc)::value>;
-    if constexpr (W == Q::Val) return P::k(s);
-    else if constexpr (W == Q::Log) return P::logk(s);
-    else if constexpr (W == Q::Dk) return P::dk(s);
-    else return P::log_ndk(s);
+    if constexpr (W == Q::Val)
+      return P::k(s);
+    else if constexpr (W == Q::Log)
+      return P::logk(s);
+    else if constexpr (W == Q::Dk)
+      return P::dk(s);
+    else
+      return P::log_ndk(s);
   });
 }
 
@@ -160,7 +182,8 @@ __device__ __forceinline__ double lse_result(A M, double S, double scale, double
 }
 
 // Per-thread column accumulators of CW columns.
-template <typename A, int CW> struct SumCols {
+template <typename A, int CW>
+struct SumCols {
   A part[CW];  // this tile
   double tot[CW];
   __device__ __forceinline__ void init() {
@@ -172,7 +195,8 @@ template <typename A, int CW> struct SumCols {
     for (int cw = 0; cw < CW; ++cw) tot[cw] += double(part[cw]), part[cw] = A(0);
   }
 };
-template <typename A, int CW> struct LseCols {
+template <typename A, int CW>
+struct LseCols {
   A pm[CW], ps[CW], ps2[CW];  // this tile: max, sum exp(t - pm), sum exp(2 (t - pm))
   A mx[CW];
   double S[CW], S2[CW];
@@ -196,7 +220,8 @@ template <typename A, int CW> struct LseCols {
 // Gradient accumulators: sum coef (x_row - y_item) in raw coordinate units. gp collects a tile;
 // the flush adds it to gt with TwoSum and leaves the exact rounding error of that addition in
 // gp, where the next tile continues (Kahan compensation at tile granularity, no extra registers).
-template <typename A, int GD> struct GradVec {
+template <typename A, int GD>
+struct GradVec {
   A gp[GD], gt[GD];
   __device__ __forceinline__ void init() {
 #pragma unroll
@@ -224,7 +249,8 @@ struct Side {
   int64_t rows_bs, w_bs, lw_bs, nrows;
 };
 
-template <typename A> struct Args {
+template <typename A>
+struct Args {
   Side side[2];  // 0: queries (x, qw, qlw); 1: points (y, pw, plw)
   const A* h;
   int64_t h_stride;
@@ -241,16 +267,17 @@ template <typename A> struct Args {
   A* out_h;            // Backward role 0: (batch, m) sum_i coef s (bandwidth gradient), or null
   Kernel kernel;
   Metric met;
-  A pp, inv_p;         // Minkowski order and 1 / p
+  A pp, inv_p;  // Minkowski order and 1 / p
   Dt dt;
   bool exclude_self, has_log;
-  bool exact;          // scalar bandwidth and a compact kernel: the support on unscaled distances
-  bool unscaled;       // the distances in unscaled coordinates (exact, haversine)
+  bool exact;     // scalar bandwidth and a compact kernel: the support on unscaled distances
+  bool unscaled;  // the distances in unscaled coordinates (exact, haversine)
 };
 
 // r from a distance D (s from a squared distance for euclidean): with the exact support test,
 // D < thr decides and r keeps to its side of 1; else r = D * f. NaN stays NaN.
-template <typename A> __device__ __forceinline__ A to_r(A D, bool exact, A thr, A f) {
+template <typename A>
+__device__ __forceinline__ A to_r(A D, bool exact, A thr, A f) {
   const A v = D * f;
   if (!exact) return v;
   constexpr A below1 = A(1) - (sizeof(A) == 8 ? A(1.1102230246251565e-16) : A(5.9604645e-08));
@@ -259,7 +286,8 @@ template <typename A> __device__ __forceinline__ A to_r(A D, bool exact, A thr, 
 }
 
 // Haversine a = sin^2(dlat/2) + cos lat1 cos lat2 sin^2(dlon/2), clamped to [0, 1].
-template <typename A> __device__ __forceinline__ A hav_a(A lat1, A lon1, A lat2, A lon2) {
+template <typename A>
+__device__ __forceinline__ A hav_a(A lat1, A lon1, A lat2, A lon2) {
   const A sl = ksin(A(0.5) * (lat1 - lat2)), so = ksin(A(0.5) * (lon1 - lon2));
   A v = sl * sl + kcos(lat1) * kcos(lat2) * so * so;
   v = v < A(0) ? A(0) : v;
@@ -281,8 +309,7 @@ __device__ __forceinline__ void hav_grad(A lat1, A lon1, A lat2, A lon2, A& g0, 
 // Backward coefficient sum_c wr wi exp(lwr + lwi) dk/ds over all c > kCols columns (rare path:
 // the factors are read from global memory per pair). r: own row, i: item, role: the own side.
 template <typename A>
-__device__ A coef_all_cols(const Args<A>& a, const Side& own, const Side& oth, int64_t b,
-                           int64_t r, int64_t i, A s) {
+__device__ A coef_all_cols(const Args<A>& a, const Side& own, const Side& oth, int64_t b, int64_t r, int64_t i, A s) {
   const int64_t c = a.c;
   const int64_t rw = b * own.w_bs + r * c, rlw = b * own.lw_bs + r * c;
   const int64_t iw = b * oth.w_bs + i * c, ilw = b * oth.lw_bs + i * c;
@@ -290,17 +317,15 @@ __device__ A coef_all_cols(const Args<A>& a, const Side& own, const Side& oth, i
   if (a.has_log) {
     const A l = prof<Q::LogDk>(a.kernel, s);
     for (int64_t col = 0; col < c; ++col) {
-      const A e = (own.lw ? ld<A>(own.lw, rlw + col, a.dt) : A(0)) +
-                  (oth.lw ? ld<A>(oth.lw, ilw + col, a.dt) : A(0)) + l;
-      const A w = (own.w ? ld<A>(own.w, rw + col, a.dt) : A(1)) *
-                  (oth.w ? ld<A>(oth.w, iw + col, a.dt) : A(1));
+      const A e =
+          (own.lw ? ld<A>(own.lw, rlw + col, a.dt) : A(0)) + (oth.lw ? ld<A>(oth.lw, ilw + col, a.dt) : A(0)) + l;
+      const A w = (own.w ? ld<A>(own.w, rw + col, a.dt) : A(1)) * (oth.w ? ld<A>(oth.w, iw + col, a.dt) : A(1));
       acc -= e == e ? w * kexp(e) : A(0);
     }
     return acc;
   }
   for (int64_t col = 0; col < c; ++col)
-    acc += (own.w ? ld<A>(own.w, rw + col, a.dt) : A(1)) *
-           (oth.w ? ld<A>(oth.w, iw + col, a.dt) : A(1));
+    acc += (own.w ? ld<A>(own.w, rw + col, a.dt) : A(1)) * (oth.w ? ld<A>(oth.w, iw + col, a.dt) : A(1));
   return acc * prof<Q::Dk>(a.kernel, s);
 }
 

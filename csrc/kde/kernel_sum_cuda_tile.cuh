@@ -14,7 +14,8 @@ namespace kernelfuse::kde::cuda {
 // totals) / write); the kernel profile a runtime switch per pair (prof, uniform across the grid).
 
 // Compile-time shape of one instantiation.
-template <typename A, Mode M, int DB, int CW> struct Shape {
+template <typename A, Mode M, int DB, int CW>
+struct Shape {
   static constexpr bool kGen = DB == 0;
   static constexpr bool kBwd = M == Mode::Backward;
   static constexpr int TN = kGen ? gen_tile<A>() : kRegTile;  // items per tile
@@ -27,12 +28,14 @@ template <typename A, Mode M, int DB, int CW> struct Shape {
 };
 
 // Shared memory of a block (declared in the kernel, see there).
-template <typename A> struct Smem {
+template <typename A>
+struct Smem {
   A *sy, *sih, *sw, *slw, *sx, *ss, *syg, *sihg;
 };
 
 // What a block is: its role, rows, split and distance scale (uniform across the block).
-template <typename A> struct Block {
+template <typename A>
+struct Block {
   int role;
   Side own, oth;
   int64_t split, nrows, nitems, c0, g0, r0, r, rr, rskip;
@@ -59,8 +62,8 @@ __device__ __forceinline__ Block<A> make_block(const Args<A>& a, int tid) {
   k.gout = k.role ? a.out_y : a.out;
   k.do_grad = S::kBwd && k.gout != nullptr && split < a.nsg;
   k.do_cols = !S::kBwd || (k.role == 1 && a.out_w != nullptr && split < a.nsc);
-  k.c0 = k.do_cols ? split * S::kCW : 0;                  // first column of this block
-  k.g0 = (S::kGen && k.do_grad) ? split * S::DC : 0;       // first gradient dimension
+  k.c0 = k.do_cols ? split * S::kCW : 0;              // first column of this block
+  k.g0 = (S::kGen && k.do_grad) ? split * S::DC : 0;  // first gradient dimension
   // Register path: dimensions to walk (d <= DB there); a single-step bucket always walks all DB
   // (zero padded), the largest bucket stops after the first STEP-multiple >= d.
   k.dl = static_cast<int>(!S::kGen && S::DC == S::STEP ? S::DC : (a.d < S::DC ? a.d : S::DC));
@@ -80,8 +83,9 @@ __device__ __forceinline__ Block<A> make_block(const Args<A>& a, int tid) {
 
 // This thread's row in registers and its own factors for the block's columns (weight 0 for the
 // padding columns).
-template <class S, typename A> struct Row {
-  A xq[S::QD > 0 ? S::QD : 1];  // register path: the row; generic Backward: its output dims
+template <class S, typename A>
+struct Row {
+  A xq[S::QD > 0 ? S::QD : 1];   // register path: the row; generic Backward: its output dims
   A ihr[S::kIhReg ? S::DC : 1];  // 1 / h in registers (small register buckets)
   A w[S::kCW], lw[S::kCW];
 };
@@ -99,8 +103,8 @@ __device__ __forceinline__ void load_row(const Args<A>& a, const Block<A>& k, in
 
 // Stage the tile's item factors [col][item] (1 / 0 when absent).
 template <class S, typename A>
-__device__ __forceinline__ void stage_factors(const Args<A>& a, const Block<A>& k, const Smem<A>& m,
-                                              int64_t b, int64_t i0, int nt, int tid) {
+__device__ __forceinline__ void stage_factors(const Args<A>& a, const Block<A>& k, const Smem<A>& m, int64_t b,
+                                              int64_t i0, int nt, int tid) {
   constexpr int TN = S::TN;
   for (int e = tid; e < S::kCW * TN; e += kBlock) {
     const int cw = e / TN, j = e % TN;
@@ -113,8 +117,8 @@ __device__ __forceinline__ void stage_factors(const Args<A>& a, const Block<A>& 
 
 // Register path: stage whole item rows (the dims ever read) and the factors.
 template <class S, typename A>
-__device__ __forceinline__ void stage_reg_tile(const Args<A>& a, const Block<A>& k, const Smem<A>& m,
-                                               int64_t b, int64_t i0, int nt, int tid) {
+__device__ __forceinline__ void stage_reg_tile(const Args<A>& a, const Block<A>& k, const Smem<A>& m, int64_t b,
+                                               int64_t i0, int nt, int tid) {
   constexpr int DB = S::DC;
   __syncthreads();  // every thread is done with the previous tile
   const int dpad = (k.dl + S::STEP - 1) / S::STEP * S::STEP;
@@ -131,8 +135,8 @@ __device__ __forceinline__ void stage_reg_tile(const Args<A>& a, const Block<A>&
 // items into ss (euclidean sum t^2; chebyshev the running max, its sign bit set while the first
 // maximising coordinate lies in the block's gradient chunk g0; manhattan / minkowski sum |t|(^p)).
 template <class S, typename A>
-__device__ __forceinline__ void gen_chunk_distances(const Args<A>& a, const Block<A>& k, const Smem<A>& m,
-                                                    int64_t k0, int nt, int tid) {
+__device__ __forceinline__ void gen_chunk_distances(const Args<A>& a, const Block<A>& k, const Smem<A>& m, int64_t k0,
+                                                    int nt, int tid) {
   constexpr int DC = S::DC;
   A xr[DC];
 #pragma unroll
@@ -147,8 +151,10 @@ __device__ __forceinline__ void gen_chunk_distances(const Args<A>& a, const Bloc
       A cm = A(0);
 #pragma unroll
       for (int kk = 0; kk < DC; ++kk) cm = kmaxn(cm, kabs((xr[kk] - yj[kk]) * m.sih[kk]));
-      if (k0 == k.g0) bit = cm > mprev || cm != cm;
-      else if (cm > mprev) bit = false;
+      if (k0 == k.g0)
+        bit = cm > mprev || cm != cm;
+      else if (cm > mprev)
+        bit = false;
       const A mx = kmaxn(mprev, cm);
       m.ss[j * kBlock + tid] = bit ? -mx : mx;
       continue;
@@ -175,8 +181,8 @@ __device__ __forceinline__ void gen_chunk_distances(const Args<A>& a, const Bloc
 // Generic path: stage the tile chunk by chunk (items, the block's row chunk transposed, 1 / h)
 // and accumulate the distances of every (item, row) into ss.
 template <class S, typename A>
-__device__ __forceinline__ void stage_gen_tile(const Args<A>& a, const Block<A>& k, const Smem<A>& m,
-                                               int64_t b, int64_t i0, int nt, int tid) {
+__device__ __forceinline__ void stage_gen_tile(const Args<A>& a, const Block<A>& k, const Smem<A>& m, int64_t b,
+                                               int64_t i0, int nt, int tid) {
   constexpr int DC = S::DC;
   const int64_t d = a.d, own_off = b * k.own.rows_bs, oth_off = b * k.oth.rows_bs;
   for (int64_t k0 = 0; k0 < d; k0 += DC) {
@@ -194,8 +200,7 @@ __device__ __forceinline__ void stage_gen_tile(const Args<A>& a, const Block<A>&
       const int64_t row = k.r0 + t < k.nrows ? k.r0 + t : k.nrows - 1;
       m.sx[kk * (kBlock + 1) + t] = k0 + kk < d ? ld<A>(k.own.rows, own_off + row * d + k0 + kk, a.dt) : A(0);
     }
-    if (tid < DC)
-      m.sih[tid] = k0 + tid < d ? (a.unscaled ? A(1) : A(1) / a.h[(k0 + tid) * a.h_stride]) : A(0);
+    if (tid < DC) m.sih[tid] = k0 + tid < d ? (a.unscaled ? A(1) : A(1) / a.h[(k0 + tid) * a.h_stride]) : A(0);
     if (k0 == 0) stage_factors<S>(a, k, m, b, i0, nt, tid);
     __syncthreads();
     gen_chunk_distances<S>(a, k, m, k0, nt, tid);
@@ -205,7 +210,8 @@ __device__ __forceinline__ void stage_gen_tile(const Args<A>& a, const Block<A>&
 // One (row, item j) pair: s = (dist / h)^2. Other metrics than euclidean also keep rv = r, dpv =
 // the distance in the staged units and (chebyshev) kst = the first maximising coordinate
 // (register path) or whether it lies in this block's gradient chunk (generic path, kst 0 / 1).
-template <typename A> struct Pair {
+template <typename A>
+struct Pair {
   A s, rv, dpv;
   int kst;
 };

@@ -39,17 +39,20 @@ KF_HD int grid_kind_nparams(GridKind k) { return (k == GridKind::SM || k == Grid
 // Highest total order a + b at which k^(a+b) exists everywhere (the public limit).
 KF_HD int grid_kind_max_order(GridKind k) {
   switch (k) {
-    case GridKind::Matern12: return 0;
-    case GridKind::Matern32: return 2;
-    default: return 4;  // RBF, SM, Matern52, StM (the API also caps a, b <= 2 each)
+    case GridKind::Matern12:
+      return 0;
+    case GridKind::Matern32:
+      return 2;
+    default:
+      return 4;  // RBF, SM, Matern52, StM (the API also caps a, b <= 2 each)
   }
 }
 
 template <typename T>
 struct GridKernelParams {
   int64_t n1 = 0, n2 = 0, Q = 0;
-  const T* x1 = nullptr;      // (n1,) any stride: x1[i * x1_stride]
-  const T* x2 = nullptr;      // (n2,)
+  const T* x1 = nullptr;  // (n1,) any stride: x1[i * x1_stride]
+  const T* x2 = nullptr;  // (n2,)
   int64_t x1_stride = 1, x2_stride = 1;
   const T* params = nullptr;  // (Q, P) contiguous
   GridKind kind = GridKind::RBF;
@@ -58,7 +61,7 @@ struct GridKernelParams {
   bool toeplitz = false;
   double step = 0.0;
   // forward
-  T* K = nullptr;             // (n1, n2) contiguous
+  T* K = nullptr;  // (n1, n2) contiguous
   // backward: grad (n1, n2) contiguous in, g_params (Q, P) out
   const T* grad = nullptr;
   T* g_params = nullptr;
@@ -67,11 +70,15 @@ struct GridKernelParams {
 };
 
 // CPU (OpenMP) kernels, T in {float, double}; all arithmetic in double.
-template <typename T> void grid_kernel_cpu(const GridKernelParams<T>& p);
-template <typename T> void grid_kernel_bwd_cpu(const GridKernelParams<T>& p);
+template <typename T>
+void grid_kernel_cpu(const GridKernelParams<T>& p);
+template <typename T>
+void grid_kernel_bwd_cpu(const GridKernelParams<T>& p);
 // CUDA kernels (grid_kernel_cuda.cu), stream a cudaStream_t, no host sync.
-template <typename T> void launch_grid_kernel(const GridKernelParams<T>& p, void* stream);
-template <typename T> void launch_grid_kernel_bwd(const GridKernelParams<T>& p, void* stream);
+template <typename T>
+void launch_grid_kernel(const GridKernelParams<T>& p, void* stream);
+template <typename T>
+void launch_grid_kernel_bwd(const GridKernelParams<T>& p, void* stream);
 
 // ------------------------------------------------------------------ dual numbers (3 partials)
 struct Dual3 {
@@ -134,11 +141,17 @@ template <typename S>
 KF_HD void matern_derivs(double t, S c, GridKind kind, int n, S* out) {
   double P[3];
   if (kind == GridKind::Matern12) {
-    P[0] = 1.0; P[1] = 0.0; P[2] = 0.0;
+    P[0] = 1.0;
+    P[1] = 0.0;
+    P[2] = 0.0;
   } else if (kind == GridKind::Matern32) {
-    P[0] = 1.0; P[1] = 1.0; P[2] = 0.0;
+    P[0] = 1.0;
+    P[1] = 1.0;
+    P[2] = 0.0;
   } else {
-    P[0] = 1.0; P[1] = 1.0; P[2] = 1.0 / 3.0;
+    P[0] = 1.0;
+    P[1] = 1.0;
+    P[2] = 1.0 / 3.0;
   }
   const S z = t * c;
   const S e = dexp(-1.0 * z);
@@ -146,7 +159,9 @@ KF_HD void matern_derivs(double t, S c, GridKind kind, int n, S* out) {
   for (int j = 0; j <= n; ++j) {
     out[j] = cp * ((P[0] + z * (P[1] + z * dconst_like(z, P[2]))) * e);
     const double q0 = P[1] - P[0], q1 = 2.0 * P[2] - P[1], q2 = -P[2];  // P' - P
-    P[0] = q0; P[1] = q1; P[2] = q2;
+    P[0] = q0;
+    P[1] = q1;
+    P[2] = q2;
     cp = cp * c;
   }
 }
@@ -175,9 +190,8 @@ KF_HD Component<S> prepare_component(GridKind kind, const S* pr) {
 // h^(n)(t) of one prepared component.
 template <typename S>
 KF_HD S component_deriv(GridKind kind, const Component<S>& cp, double t, int n) {
-  const double binom[kMaxOrder + 1][kMaxOrder + 1] = {{1, 0, 0, 0, 0, 0},  {1, 1, 0, 0, 0, 0},
-                                                       {1, 2, 1, 0, 0, 0},  {1, 3, 3, 1, 0, 0},
-                                                       {1, 4, 6, 4, 1, 0},  {1, 5, 10, 10, 5, 1}};
+  const double binom[kMaxOrder + 1][kMaxOrder + 1] = {{1, 0, 0, 0, 0, 0}, {1, 1, 0, 0, 0, 0}, {1, 2, 1, 0, 0, 0},
+                                                      {1, 3, 3, 1, 0, 0}, {1, 4, 6, 4, 1, 0}, {1, 5, 10, 10, 5, 1}};
   S A[kMaxOrder + 1];
   if (kind == GridKind::RBF || kind == GridKind::SM) {
     gauss_derivs(t, cp.scale, n, A);

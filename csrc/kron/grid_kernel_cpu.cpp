@@ -115,7 +115,7 @@ void grid_kernel_bwd_cpu(const GridKernelParams<T>& p) {
 #pragma omp parallel num_threads(nt)
     {
       double* pos = part.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * L;  // i - j = d >= 0
-      double* neg = pos + L;                                                               // j - i = d
+      double* neg = pos + L;                                                          // j - i = d
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < n1; ++i) {
         const T* g = p.grad + i * n2;

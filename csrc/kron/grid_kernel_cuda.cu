@@ -114,7 +114,8 @@ void launch_grid_kernel_bwd(const GridKernelParams<T>& p, void* stream) {
   if (p.Q == 0) return;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (p.n1 == 0 || p.n2 == 0) {
-    check_cuda(cudaMemsetAsync(p.g_params, 0, p.Q * grid_kind_nparams(p.kind) * sizeof(T), s), "grid_kernel: zero fill");
+    check_cuda(cudaMemsetAsync(p.g_params, 0, p.Q * grid_kind_nparams(p.kind) * sizeof(T), s),
+               "grid_kernel: zero fill");
     return;
   }
   if (p.toeplitz) {

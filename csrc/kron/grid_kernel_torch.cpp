@@ -16,7 +16,6 @@
 #include "grid_kernel.h"
 #include "kron_checks.h"
 
-
 namespace kernelfuse::kron {
 namespace {
 
@@ -92,7 +91,8 @@ Operands check_operands(const at::Tensor& x1, const at::Tensor& x2, c10::string_
   check_same_device(params, x1, "params", "x1");
   const int P = grid_kind_nparams(o.kind);
   KF_CHECK_ARG(params.dim() == 2 && params.size(1) == P, "params", "expected shape (Q, ", P, ") for kind '",
-               std::string(kind), "' (", (P == 2 ? "log_variance, log_lengthscale" : "log_weight, freq, log_lengthscale"),
+               std::string(kind), "' (",
+               (P == 2 ? "log_variance, log_lengthscale" : "log_weight, freq, log_lengthscale"),
                " per component), got ", shape_str(params));
   const int lim = grid_kind_max_order(o.kind) + 1;  // one more than the public limit: x-gradients
   KF_CHECK_ARG(a >= 0 && b >= 0 && a <= 3 && b <= 3 && a + b <= lim, "orders", "derivative orders (", a, ", ", b,

@@ -36,12 +36,12 @@ struct ScaleParams {
   const T* lam[kMaxDims] = {};  // per-axis eigenvalues (n_d,)
   T noise = T(0);
   Weight weight = Weight::Inv;
-  int32_t axis = 0;             // Weight::Others
+  int32_t axis = 0;  // Weight::Others
   int64_t B = 1;
-  const T* in = nullptr;        // (B, N) or null
-  T* out = nullptr;             // (B, N)
-  double* quad = nullptr;       // (B,) or null
-  double* logdet = nullptr;     // () or null
+  const T* in = nullptr;     // (B, N) or null
+  T* out = nullptr;          // (B, N)
+  double* quad = nullptr;    // (B,) or null
+  double* logdet = nullptr;  // () or null
 };
 
 // The trace part of the MLL gradient: for every axis d and k < n_d
@@ -62,11 +62,11 @@ struct TraceParams {
 // D may be 0 (out = S[:, 0]).
 template <typename T>
 struct RowwiseParams {
-  Grid g;                        // the rest axes
-  const T* S = nullptr;          // (M, R)
-  const T* W[kMaxDims] = {};     // (M, n_d) each
+  Grid g;                     // the rest axes
+  const T* S = nullptr;       // (M, R)
+  const T* W[kMaxDims] = {};  // (M, n_d) each
   int64_t M = 0;
-  T* out = nullptr;              // (M,)
+  T* out = nullptr;  // (M,)
 };
 
 // One mode product (CPU): out (pre, n, post) = M (n x a) applied to axis 1 of in (pre, a, post),
@@ -79,15 +79,21 @@ void kron_mode_product_cpu(int64_t pre, int64_t a, int64_t post, int64_t n, cons
                            const T* in, T* out);
 
 // CPU (OpenMP); T in {float, double}.
-template <typename T> void kron_scale_cpu(const ScaleParams<T>& p);
-template <typename T> void kron_trace_cpu(const TraceParams<T>& p);
-template <typename T> void kron_rowwise_cpu(const RowwiseParams<T>& p);
+template <typename T>
+void kron_scale_cpu(const ScaleParams<T>& p);
+template <typename T>
+void kron_trace_cpu(const TraceParams<T>& p);
+template <typename T>
+void kron_rowwise_cpu(const RowwiseParams<T>& p);
 
 // CUDA launchers (kron_cuda.cu); T in {float, double}; stream is a cudaStream_t. One or two
 // launches per call, no host synchronisation. Reduction outputs (quad, logdet, c, trace) must be
 // zeroed by the caller (they are accumulated with atomics).
-template <typename T> void launch_kron_scale(const ScaleParams<T>& p, void* stream);
-template <typename T> void launch_kron_trace(const TraceParams<T>& p, void* stream);
-template <typename T> void launch_kron_rowwise(const RowwiseParams<T>& p, void* stream);
+template <typename T>
+void launch_kron_scale(const ScaleParams<T>& p, void* stream);
+template <typename T>
+void launch_kron_trace(const TraceParams<T>& p, void* stream);
+template <typename T>
+void launch_kron_rowwise(const RowwiseParams<T>& p, void* stream);
 
 }  // namespace kernelfuse::kron

@@ -40,7 +40,7 @@ inline int64_t sat_prod(const std::vector<int64_t>& v) {
 // tensors (whose memory the glue does not query) 1 PiB, which only rules out the absurd.
 inline double memory_limit_bytes(const at::Tensor& t) {
   if (on_device(t)) return 1125899906842624.0;
-  struct sysinfo si {};
+  struct sysinfo si{};
   if (sysinfo(&si) != 0) return 1e18;
   return (double(si.totalram) + double(si.totalswap)) * double(si.mem_unit);
 }
@@ -63,7 +63,8 @@ inline void check_alloc(int64_t numel, const at::Tensor& like, const char* name,
   const double bytes = double(numel) * double(like.element_size());
   const double lim = memory_limit_bytes(like);
   KF_CHECK_ARG(bytes <= lim, name, what, " would have ", numel, " elements (", gib(bytes), " of ", like.scalar_type(),
-               "), more than the ", gib(lim), " of memory ", (on_device(like) ? "a device can have" : "of this machine"));
+               "), more than the ", gib(lim), " of memory ",
+               (on_device(like) ? "a device can have" : "of this machine"));
 }
 
 // Every value of t finite, or an error naming `name` with the first offending index and value.

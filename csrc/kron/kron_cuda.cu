@@ -59,10 +59,18 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(ScaleParams<T> p) {
       }
       T w;
       switch (p.weight) {
-        case Weight::Inv: w = T(1) / (lam + p.noise); break;
-        case Weight::PostVar: w = lam * p.noise / (lam + p.noise); break;
-        case Weight::SqOverDenom: w = lam * lam / (lam + p.noise); break;
-        default: w = others; break;
+        case Weight::Inv:
+          w = T(1) / (lam + p.noise);
+          break;
+        case Weight::PostVar:
+          w = lam * p.noise / (lam + p.noise);
+          break;
+        case Weight::SqOverDenom:
+          w = lam * lam / (lam + p.noise);
+          break;
+        default:
+          w = others;
+          break;
       }
       const T x = in ? in[j] : T(1);
       const T o = x * w;
@@ -147,7 +155,8 @@ void launch_kron_scale(const ScaleParams<T>& p, void* stream) {
 template <typename T>
 void launch_kron_trace(const TraceParams<T>& p, void* stream) {
   if (p.g.N == 0) return;
-  launch_kernel("kron: trace_kernel", trace_kernel<T>, blocks_for(p.g.N), kThreads, 0, static_cast<cudaStream_t>(stream), p);
+  launch_kernel("kron: trace_kernel", trace_kernel<T>, blocks_for(p.g.N), kThreads, 0,
+                static_cast<cudaStream_t>(stream), p);
 }
 
 template <typename T>

@@ -33,8 +33,8 @@ int64_t max_intermediate(const std::vector<int64_t>& in_dims, const std::vector<
 }
 
 template <typename T>
-void chain_cyclic(KronExec<T>& ex, int64_t B, const std::vector<int64_t>& in_dims,
-                  const std::vector<int64_t>& out_dims, const std::vector<KronMat<T>>& mats, const T* X, T* out) {
+void chain_cyclic(KronExec<T>& ex, int64_t B, const std::vector<int64_t>& in_dims, const std::vector<int64_t>& out_dims,
+                  const std::vector<KronMat<T>>& mats, const T* X, T* out) {
   const size_t D = in_dims.size();
   const int64_t Nin = kron_prod(in_dims), Nout = kron_prod(out_dims);
   const int64_t maxi = D > 1 ? max_intermediate(in_dims, out_dims, D - 1) : 0;

@@ -40,7 +40,7 @@ struct KronExec : StridedGemm<T> {
   virtual T* alloc(int64_t count) = 0;
   virtual void copy2d(int64_t rows, int64_t cols, MatView<T> src, T* dst) = 0;  // dst (rows, cols) packed
   virtual void zero(T* x, int64_t count) = 0;
-  virtual void square(T* x, int64_t count) = 0;                      // x = x * x
+  virtual void square(T* x, int64_t count) = 0;                         // x = x * x
   virtual void sub(const T* a, const T* b, T* out, int64_t count) = 0;  // out = a - b
   // Eigendecomposition of (A + A^T) / 2 (n x n): ascending lam (n,), eigenvectors as the columns
   // of Q (n x n, row-major). Called from tasks (CPU: several at once).
@@ -87,14 +87,14 @@ enum class Targets : int32_t { Train = 0, Grid = 1, Scattered = 2 };
 
 template <typename T>
 struct PosteriorVarProblem {
-  std::vector<int64_t> dims;            // n_d, prod > 0
-  std::vector<const T*> lam, Q;         // per axis: (n_d,), (n_d, n_d) row-major
+  std::vector<int64_t> dims;     // n_d, prod > 0
+  std::vector<const T*> lam, Q;  // per axis: (n_d,), (n_d, n_d) row-major
   T noise = T(0);
   Targets targets = Targets::Train;
-  std::vector<KronMat<T>> cross;        // grid / scattered: (m_d, n_d) per axis
-  int64_t M = 0;                        // targets: N, prod m_d or the scattered count
-  const T* prior = nullptr;             // (M,) or null (train only)
-  T* var = nullptr;                     // (M,) out
+  std::vector<KronMat<T>> cross;  // grid / scattered: (m_d, n_d) per axis
+  int64_t M = 0;                  // targets: N, prod m_d or the scattered count
+  const T* prior = nullptr;       // (M,) or null (train only)
+  T* var = nullptr;               // (M,) out
 };
 
 template <typename T>

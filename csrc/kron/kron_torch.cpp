@@ -36,7 +36,6 @@
 #include "kron_exec_torch.h"
 #include "kron_runner.h"
 
-
 namespace kernelfuse::kron {
 namespace {
 
@@ -90,8 +89,10 @@ void check_like(const Tensor& t, const Tensor& ref, const char* name) {
 
 void check_noise(const Tensor& noise, const Tensor& ref) {
   check_defined(noise, "noise");
-  KF_CHECK_ARG(noise.numel() == 1 && noise.dim() <= 1, "noise", "expected a scalar (0-d tensor: the noise variance), "
-               "got shape ", shape_str(noise));
+  KF_CHECK_ARG(noise.numel() == 1 && noise.dim() <= 1, "noise",
+               "expected a scalar (0-d tensor: the noise variance), "
+               "got shape ",
+               shape_str(noise));
   check_like(noise, ref, "noise");
 }
 
@@ -104,8 +105,7 @@ bool use_aten_gemm() { return config().kron_gemm_aten; }
 Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, const std::vector<int64_t>& in_dims) {
   const size_t D = in_dims.size();
   std::vector<int64_t> out_dims(D);
-  for (size_t d = 0; d < D; ++d)
-    out_dims[d] = mats[d].defined() ? mats[d].size(transpose ? 1 : 0) : in_dims[d];
+  for (size_t d = 0; d < D; ++d) out_dims[d] = mats[d].defined() ? mats[d].size(transpose ? 1 : 0) : in_dims[d];
   const int64_t B = X.size(0), Nin = prod(in_dims), Nout = prod(out_dims);
   if (B == 0 || Nout == 0) return at::empty({B, Nout}, X.options());
   if (Nin == 0) return at::zeros({B, Nout}, X.options());
@@ -153,9 +153,9 @@ Eig eig_factors(const std::vector<Tensor>& fs) {
   for (size_t d = 0; d < D; ++d) {
     E.dims.push_back(fs[d].size(0));
     for (size_t e = 0; e < d; ++e)
-      if (fs[e].is_same(fs[d]) || (fs[e].data_ptr() == fs[d].data_ptr() && fs[e].sizes() == fs[d].sizes() &&
-                                    fs[e].strides() == fs[d].strides() &&
-                                    fs[e].storage_offset() == fs[d].storage_offset())) {
+      if (fs[e].is_same(fs[d]) ||
+          (fs[e].data_ptr() == fs[d].data_ptr() && fs[e].sizes() == fs[d].sizes() &&
+           fs[e].strides() == fs[d].strides() && fs[e].storage_offset() == fs[d].storage_offset())) {
         src[d] = int64_t(e);
         break;
       }
@@ -168,8 +168,9 @@ Eig eig_factors(const std::vector<Tensor>& fs) {
     for (size_t d : uniq) ok.push_back(at::isfinite(fs[d]).all());
     if (!ok.empty() && !at::stack(ok).all().item<bool>())
       for (size_t d : uniq)
-        check_finite(fs[d], fname("factors", int64_t(d)).c_str(), " (a covariance factor with NaN or inf has no "
-                                                                   "eigendecomposition)");
+        check_finite(fs[d], fname("factors", int64_t(d)).c_str(),
+                     " (a covariance factor with NaN or inf has no "
+                     "eigendecomposition)");
   }
   int64_t P = 0;
   for (const auto& f : fs) P += f.size(0) + f.size(0) * f.size(0);
@@ -196,9 +197,11 @@ void check_eig(const Tensor& eig, const std::vector<Tensor>& fs) {
   check_like(eig, fs[0], "eig");
   int64_t P = 0;
   for (const auto& f : fs) P += f.size(0) + f.size(0) * f.size(0);
-  KF_CHECK_ARG(eig.dim() == 1 && eig.size(0) == P, "eig", "expected shape (", P,
-               ",) (the packed eigendecompositions kron_gp_mll returns for factors of these shapes: sum_d n_d + n_d^2), "
-               "got shape ", shape_str(eig));
+  KF_CHECK_ARG(
+      eig.dim() == 1 && eig.size(0) == P, "eig", "expected shape (", P,
+      ",) (the packed eigendecompositions kron_gp_mll returns for factors of these shapes: sum_d n_d + n_d^2), "
+      "got shape ",
+      shape_str(eig));
 }
 
 Eig unpack_eig(const Tensor& packed, const std::vector<Tensor>& fs) {
@@ -407,10 +410,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> kron_gp_mll(at::TensorList factors, c
   return {nll, alpha, packed, at_rot};
 }
 
-std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(
-    const std::optional<Tensor>& grad_nll, const std::optional<Tensor>& grad_alpha, at::TensorList factors,
-    const Tensor& noise, const Tensor& eig, const Tensor& alpha_rot, bool need_y, bool need_noise,
-    bool need_factors) {
+std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(const std::optional<Tensor>& grad_nll,
+                                                                const std::optional<Tensor>& grad_alpha,
+                                                                at::TensorList factors, const Tensor& noise,
+                                                                const Tensor& eig, const Tensor& alpha_rot, bool need_y,
+                                                                bool need_noise, bool need_factors) {
   KF_OP_SCOPE("kron_gp_mll_bwd");
   MllInputs in = check_mll(factors, alpha_rot, noise, "alpha_rot");
   const Tensor& ref = in.fs[0];
@@ -508,8 +512,9 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
       check_like(c, ref, nm.c_str());
       KF_CHECK_ARG(c.dim() == 2 && c.size(1) == dims[d], nm, "expected shape (m, ", dims[d], "), got ", shape_str(c));
       if (scattered)
-        KF_CHECK_ARG(c.size(0) == cross_factors[0].size(0), nm, "scattered targets need the same number of rows M = ",
-                     cross_factors[0].size(0), " in every cross factor, got ", shape_str(c));
+        KF_CHECK_ARG(c.size(0) == cross_factors[0].size(0), nm,
+                     "scattered targets need the same number of rows M = ", cross_factors[0].size(0),
+                     " in every cross factor, got ", shape_str(c));
       cs.push_back(c);
     }
     std::vector<int64_t> mdims;

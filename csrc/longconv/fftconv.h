@@ -25,34 +25,37 @@ enum class ConvMode : int32_t { Causal = 0, Bidirectional = 1, Circular = 2 };
 
 // Pointwise stages over the rows [row0, row0 + nb) of one block.
 enum class Stage : int32_t {
-  PackInput = 0,        // R[i, t] = u * pregate (t < L), 0 (L <= t < n)
-  PackGrad = 1,         // R[i, t] = grad * postgate (t < L), 0 after; dD_rows[r] = sum_t dz * s
-  PackKernel = 2,       // R[i, :] = kk * scale, for kernel rows [row0, row0 + nb)
-  UnpackOutput = 3,     // y = postgate * (R[i, t] + D * s)
-  UnpackPostGrad = 4,   // dpostgate = grad * (R[i, t] + D * s)
-  UnpackInputGrad = 5,  // with dz = grad * postgate: skip "input": du = R * pregate + D * dz,
-                        // dpregate = R * u; skip "gated": dv = R + D * dz, du = dv * pregate,
-                        // dpregate = dv * u
-  GatherKernelGrad = 6, // dk[row, j] = scale * R[i, m(j)], for kernel rows [row0, row0 + nb)
+  PackInput = 0,         // R[i, t] = u * pregate (t < L), 0 (L <= t < n)
+  PackGrad = 1,          // R[i, t] = grad * postgate (t < L), 0 after; dD_rows[r] = sum_t dz * s
+  PackKernel = 2,        // R[i, :] = kk * scale, for kernel rows [row0, row0 + nb)
+  UnpackOutput = 3,      // y = postgate * (R[i, t] + D * s)
+  UnpackPostGrad = 4,    // dpostgate = grad * (R[i, t] + D * s)
+  UnpackInputGrad = 5,   // with dz = grad * postgate: skip "input": du = R * pregate + D * dz,
+                         // dpregate = R * u; skip "gated": dv = R + D * dz, du = dv * pregate,
+                         // dpregate = dv * u
+  GatherKernelGrad = 6,  // dk[row, j] = scale * R[i, m(j)], for kernel rows [row0, row0 + nb)
 };
 
 // Spectral stages over the nb rows of a block (X, Y: (nb, nf) complex; K: kernel spectra).
 enum class SpecOp : int32_t {
-  MulKernel = 0,      // X[i] *= K[krow(i)]
-  MulConjKernel = 1,  // X[i] *= conj(K[krow(i)])
-  CorrAccumulate = 2, // K[krow(i)] += conj(X[i]) * Y[i]   (shared kernels: sum over the batch)
-  Corr = 3,           // X[i] = conj(X[i]) * Y[i]             (per-batch kernels)
+  MulKernel = 0,       // X[i] *= K[krow(i)]
+  MulConjKernel = 1,   // X[i] *= conj(K[krow(i)])
+  CorrAccumulate = 2,  // K[krow(i)] += conj(X[i]) * Y[i]   (shared kernels: sum over the batch)
+  Corr = 3,            // X[i] = conj(X[i]) * Y[i]             (per-batch kernels)
 };
 
 // Accumulation / compute type of a storage type (half types specialise it in the CUDA file).
-template <typename T> struct AccType { using type = T; };
+template <typename T>
+struct AccType {
+  using type = T;
+};
 
 // T: storage type of u, the gates, grad and their gradients; A: compute type; TK: storage type of
 // k, D and dk (T, or float with half T: fp16 / bf16 activations with an fp32 kernel).
 template <typename T, typename A = typename AccType<T>::type, typename TK = T>
 struct FFTConvParams {
   int64_t B = 0, H = 0, L = 0;
-  int64_t Lk = 0;       // taps per direction (bidirectional: k rows hold 2 * Lk values)
+  int64_t Lk = 0;  // taps per direction (bidirectional: k rows hold 2 * Lk values)
   int64_t n = 0, nf = 0;
   ConvMode mode = ConvMode::Causal;
   bool k_per_batch = false;  // k is (B, H, ktaps) (else (H, ktaps), shared by the batch)
@@ -65,12 +68,12 @@ struct FFTConvParams {
   const T* postgate = nullptr;  // (B, H, L)
   const T* grad = nullptr;      // (B, H, L), backward only
   // Outputs (null: not wanted).
-  T* y = nullptr;               // (B, H, L)
-  T* du = nullptr;              // (B, H, L)
-  T* dpregate = nullptr;        // (B, H, L)
-  T* dpostgate = nullptr;       // (B, H, L)
-  TK* dk = nullptr;             // (H | B*H, ktaps)
-  A* dD_rows = nullptr;         // (B * H,) per-row partial sums of grad * postgate * s
+  T* y = nullptr;          // (B, H, L)
+  T* du = nullptr;         // (B, H, L)
+  T* dpregate = nullptr;   // (B, H, L)
+  T* dpostgate = nullptr;  // (B, H, L)
+  TK* dk = nullptr;        // (H | B*H, ktaps)
+  A* dD_rows = nullptr;    // (B * H,) per-row partial sums of grad * postgate * s
 
   int64_t ktaps() const { return mode == ConvMode::Bidirectional ? 2 * Lk : Lk; }
 };
@@ -81,8 +84,8 @@ void fftconv_stage_cpu(const FFTConvParams<T, T>& p, Stage s, int64_t row0, int6
 // A in {float, double}. H: heads; K rows are indexed by krow(i) = (row0 + i) % H - kbase when
 // shared (K holds the spectra of heads kbase...), by i when per_batch (block-local spectra).
 template <typename A>
-void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
-                          bool per_batch, A* X, const A* Y, A* K);
+void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase, bool per_batch,
+                          A* X, const A* Y, A* K);
 
 // CUDA launchers (fftconv_cuda.cu): T in {float, double, __half, __nv_bfloat16}, A = float for
 // the half types, TK = T or (half T) float; stream is a cudaStream_t. One launch per call, no host sync.
@@ -90,7 +93,7 @@ template <typename T, typename A, typename TK>
 void launch_fftconv_stage(const FFTConvParams<T, A, TK>& p, Stage s, int64_t row0, int64_t nb, A* R, A scale,
                           void* stream);
 template <typename A>
-void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
-                             bool per_batch, A* X, const A* Y, A* K, void* stream);
+void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase, bool per_batch,
+                             A* X, const A* Y, A* K, void* stream);
 
 }  // namespace kernelfuse::longconv

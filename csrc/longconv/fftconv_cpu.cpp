@@ -135,8 +135,8 @@ void fftconv_stage_cpu(const FFTConvParams<T, T>& p, Stage s, int64_t row0, int6
 }
 
 template <typename A>
-void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
-                          bool per_batch, A* X, const A* Y, A* K) {
+void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase, bool per_batch,
+                          A* X, const A* Y, A* K) {
   if (op == SpecOp::CorrAccumulate) {
     // Rows i and i + H share a kernel row: thread j owns the rows i = j (mod H), so no two
     // threads add into the same accumulator row.
@@ -187,8 +187,7 @@ void fftconv_spectral_cpu(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64
 }
 
 template void fftconv_stage_cpu<float>(const FFTConvParams<float, float>&, Stage, int64_t, int64_t, float*, float);
-template void fftconv_stage_cpu<double>(const FFTConvParams<double, double>&, Stage, int64_t, int64_t, double*,
-                                        double);
+template void fftconv_stage_cpu<double>(const FFTConvParams<double, double>&, Stage, int64_t, int64_t, double*, double);
 template void fftconv_spectral_cpu<float>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float*,
                                           const float*, float*);
 template void fftconv_spectral_cpu<double>(SpecOp, int64_t, int64_t, int64_t, int64_t, int64_t, bool, double*,

@@ -22,12 +22,23 @@ __device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162flo
 __device__ __forceinline__ float to_acc(float x) { return x; }
 __device__ __forceinline__ double to_acc(double x) { return x; }
 
-template <typename T> __device__ __forceinline__ T from_acc(float x);
-template <> __device__ __forceinline__ __half from_acc<__half>(float x) { return __float2half(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-template <> __device__ __forceinline__ float from_acc<float>(float x) { return x; }
+template <typename T>
+__device__ __forceinline__ T from_acc(float x);
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float x) {
+  return __float2half(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) {
+  return __float2bfloat16(x);
+}
+template <>
+__device__ __forceinline__ float from_acc<float>(float x) {
+  return x;
+}
 
-template <typename T, typename A> __device__ __forceinline__ T store(A x) {
+template <typename T, typename A>
+__device__ __forceinline__ T store(A x) {
   if constexpr (sizeof(A) == sizeof(double)) {
     return x;
   } else {
@@ -52,8 +63,8 @@ __device__ A block_sum(A v, A* sh) {
 
 // One CUDA block per row of the FFT block (grid-stride over rows), threads over the row.
 template <typename T, typename A, typename TK>
-__global__ void __launch_bounds__(kThreads) stage_kernel(FFTConvParams<T, A, TK> p, Stage s, int64_t row0, int64_t nb,
-                                                         A* __restrict__ R, A scale) {
+__global__ void __launch_bounds__(kThreads)
+    stage_kernel(FFTConvParams<T, A, TK> p, Stage s, int64_t row0, int64_t nb, A* __restrict__ R, A scale) {
   KF_SHARED(A, sh, [kThreads / 32]);
   const int64_t L = p.L, n = p.n;
   for (int64_t i = blockIdx.x; i < nb; i += gridDim.x) {
@@ -192,26 +203,27 @@ void launch_fftconv_stage(const FFTConvParams<T, A, TK>& p, Stage s, int64_t row
                           void* stream) {
   if (nb <= 0) return;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(nb, int64_t(1) << 20));
-  launch_kernel("fftconv: stage_kernel", stage_kernel<T, A, TK>, blocks, kThreads, 0, static_cast<cudaStream_t>(stream), p, s, row0, nb, R, scale);
+  launch_kernel("fftconv: stage_kernel", stage_kernel<T, A, TK>, blocks, kThreads, 0, static_cast<cudaStream_t>(stream),
+                p, s, row0, nb, R, scale);
 }
 
 template <typename A>
-void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase,
-                             bool per_batch, A* X, const A* Y, A* K, void* stream) {
+void launch_fftconv_spectral(SpecOp op, int64_t row0, int64_t nb, int64_t nf, int64_t H, int64_t kbase, bool per_batch,
+                             A* X, const A* Y, A* K, void* stream) {
   if (nb <= 0) return;
   const int64_t groups = op == SpecOp::CorrAccumulate ? std::min(nb, H) : nb;
   const int64_t total = groups * nf;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20));
-  launch_kernel("fftconv: spectral_kernel", spectral_kernel<A>, blocks, kThreads, 0, static_cast<cudaStream_t>(stream), op, row0, nb, nf, H, kbase, per_batch,
-                                                                                X, Y, K);
+  launch_kernel("fftconv: spectral_kernel", spectral_kernel<A>, blocks, kThreads, 0, static_cast<cudaStream_t>(stream),
+                op, row0, nb, nf, H, kbase, per_batch, X, Y, K);
 }
 
 template void launch_fftconv_stage<float, float>(const FFTConvParams<float, float>&, Stage, int64_t, int64_t, float*,
                                                  float, void*);
 template void launch_fftconv_stage<double, double>(const FFTConvParams<double, double>&, Stage, int64_t, int64_t,
                                                    double*, double, void*);
-template void launch_fftconv_stage<__half, float>(const FFTConvParams<__half, float>&, Stage, int64_t, int64_t,
-                                                  float*, float, void*);
+template void launch_fftconv_stage<__half, float>(const FFTConvParams<__half, float>&, Stage, int64_t, int64_t, float*,
+                                                  float, void*);
 template void launch_fftconv_stage<__nv_bfloat16, float>(const FFTConvParams<__nv_bfloat16, float>&, Stage, int64_t,
                                                          int64_t, float*, float, void*);
 // Mixed precision: fp16 / bf16 activations with an fp32 kernel and skip (k, D, dk in float).

@@ -100,8 +100,8 @@ struct Run {
   }
 
   void backward(const FFTConvNeed& need) {
-    const bool need_v = need.k || need.postgate;    // the spectrum of v = u * pregate
-    const bool need_dv = need.u || need.pregate;    // the correlation of dz with k
+    const bool need_v = need.k || need.postgate;  // the spectrum of v = u * pregate
+    const bool need_dv = need.u || need.pregate;  // the correlation of dz with k
     const bool need_kspec = need.postgate || need_dv;
     const A inv_n = A(1) / A(s.n);
     const int64_t kspec = q.max_kernel_rows * spec;
@@ -186,9 +186,7 @@ void fftconv_backward(const FFTConvShape& s, const FFTConvNeed& need, FFTConvExe
 
 template void fftconv_forward<float>(const FFTConvShape&, FFTConvExec<float>&, RealFFT<float>&);
 template void fftconv_forward<double>(const FFTConvShape&, FFTConvExec<double>&, RealFFT<double>&);
-template void fftconv_backward<float>(const FFTConvShape&, const FFTConvNeed&, FFTConvExec<float>&,
-                                      RealFFT<float>&);
-template void fftconv_backward<double>(const FFTConvShape&, const FFTConvNeed&, FFTConvExec<double>&,
-                                       RealFFT<double>&);
+template void fftconv_backward<float>(const FFTConvShape&, const FFTConvNeed&, FFTConvExec<float>&, RealFFT<float>&);
+template void fftconv_backward<double>(const FFTConvShape&, const FFTConvNeed&, FFTConvExec<double>&, RealFFT<double>&);
 
 }  // namespace kernelfuse::longconv

@@ -45,13 +45,30 @@ constexpr int kThreadsTC = kWarps * 32;
 constexpr int kMaxSeqPerBlock = 4;
 constexpr int64_t kStaticSmemTC = (kWarps + 2 * kMaxSeqPerBlock) * 4;  // fftconv_tc_kernel's KF_SHARED arrays
 
-template <typename T> __device__ __forceinline__ float to_f(T x);
-template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
-template <typename T> __device__ __forceinline__ T from_f(float x);
-template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <typename T>
+__device__ __forceinline__ float to_f(T x);
+template <>
+__device__ __forceinline__ float to_f<__half>(__half x) {
+  return __half2float(x);
+}
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <>
+__device__ __forceinline__ float to_f<float>(float x) {
+  return x;
+}
+template <typename T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ __half from_f<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 // exp(-+ 2 pi i e / S) (forward: minus), exponent reduced exactly; S is a power of two <= 2^15, so
 // 2 (e mod S) / S is exact in fp32.
@@ -113,13 +130,13 @@ __device__ float block_max(float v, float* sh) {
 }
 
 template <typename TK>
-__global__ void __launch_bounds__(kThreadsTC) kernel_spectrum_kernel(const TK* __restrict__ k, int64_t Lk, int64_t N,
-                                                                     float2* __restrict__ kspec, int* __restrict__ kexp) {
+__global__ void __launch_bounds__(kThreadsTC)
+    kernel_spectrum_kernel(const TK* __restrict__ k, int64_t Lk, int64_t N, float2* __restrict__ kspec,
+                           int* __restrict__ kexp) {
   KF_SHARED(float, red, [kWarps]);
   const int64_t h = blockIdx.x;
   float2* x = kspec + h * N;
-  for (int64_t t = threadIdx.x; t < N; t += blockDim.x)
-    x[t] = make_float2(t < Lk ? to_f<TK>(k[h * Lk + t]) : 0.f, 0.f);
+  for (int64_t t = threadIdx.x; t < N; t += blockDim.x) x[t] = make_float2(t < Lk ? to_f<TK>(k[h * Lk + t]) : 0.f, 0.f);
   __syncthreads();
   const int r = 1 << (log2i(N) % 4);
   if (r > 1) {
@@ -232,7 +249,7 @@ __device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool invers
       if (!inverse) {  // (Fr + i Fi)(xr + i xi)
         wmma::mma_sync(ar, fn, xi, ar);
         wmma::mma_sync(ai, fi, xr, ai);
-      } else {         // (Fr - i Fi)(xr + i xi)
+      } else {  // (Fr - i Fi)(xr + i xi)
         wmma::mma_sync(ar, fi, xi, ar);
         wmma::mma_sync(ai, fn, xr, ai);
       }
@@ -276,7 +293,7 @@ __device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool invers
         wmma::mma_sync(ar, xi, fn, ar);
         wmma::mma_sync(ai, xr, fi, ai);
         wmma::mma_sync(ai, xi, fr, ai);
-      } else {         // (xr + i xi)(Fr - i Fi)
+      } else {  // (xr + i xi)(Fr - i Fi)
         wmma::mma_sync(ar, xi, fi, ar);
         wmma::mma_sync(ai, xi, fr, ai);
         wmma::mma_sync(ai, xr, fn, ai);
@@ -297,8 +314,8 @@ template <typename T, typename TK>
 __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<T, TK> p, int nsb, int64_t nseq) {
   KF_DYNAMIC_SHARED_ALIGNED(128, unsigned char, smem_raw);
   const int64_t N = p.N, L = p.L, H = p.H;
-  T* data = reinterpret_cast<T*>(smem_raw);              // nsb x (re N, im N)
-  T* F = data + int64_t(nsb) * 2 * N;                    // 3 x 256
+  T* data = reinterpret_cast<T*>(smem_raw);                // nsb x (re N, im N)
+  T* F = data + int64_t(nsb) * 2 * N;                      // 3 x 256
   float* scratch = reinterpret_cast<float*>(F + 3 * 256);  // kWarps x 512
   float* sc = scratch + (threadIdx.x / 32) * 512;
   for (int i = threadIdx.x; i < 256; i += blockDim.x) {
@@ -454,9 +471,10 @@ bool launch_fftconv_tc(const FFTConvTCParams<T, TK>& p, void* stream) {
   const int64_t blocks = (nseq + nsb - 1) / nsb;
   if (blocks > 0x7fffffff || p.H > 0x7fffffff) return false;
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  launch_kernel("fftconv_tc: kernel_spectrum_kernel", kernel_spectrum_kernel<TK>, static_cast<unsigned>(p.H), kThreadsTC, 0, st,
-                p.k, p.Lk, p.N, reinterpret_cast<float2*>(p.kspec), p.kexp);
-  launch_kernel("fftconv_tc: fftconv_tc_kernel", fftconv_tc_kernel<T, TK>, static_cast<unsigned>(blocks), kThreadsTC, static_cast<size_t>(bytes), st, p, nsb, nseq);
+  launch_kernel("fftconv_tc: kernel_spectrum_kernel", kernel_spectrum_kernel<TK>, static_cast<unsigned>(p.H),
+                kThreadsTC, 0, st, p.k, p.Lk, p.N, reinterpret_cast<float2*>(p.kspec), p.kexp);
+  launch_kernel("fftconv_tc: fftconv_tc_kernel", fftconv_tc_kernel<T, TK>, static_cast<unsigned>(blocks), kThreadsTC,
+                static_cast<size_t>(bytes), st, p, nsb, nseq);
   return true;
 }
 

@@ -40,7 +40,8 @@ ConvMode parse_mode(c10::string_view mode) {
   if (mode == "causal") return ConvMode::Causal;
   if (mode == "bidirectional") return ConvMode::Bidirectional;
   if (mode == "circular") return ConvMode::Circular;
-  KF_CHECK_ARG(false, "mode", "unknown mode '", std::string(mode), "'; expected one of: causal, bidirectional, circular");
+  KF_CHECK_ARG(false, "mode", "unknown mode '", std::string(mode),
+               "'; expected one of: causal, bidirectional, circular");
   return ConvMode::Causal;
 }
 
@@ -73,7 +74,7 @@ struct Problem {
   int64_t B = 0, H = 0, L = 0, Lk = 0, n = 0;
   ConvMode mode = ConvMode::Causal;
   bool skip_gated = false;  // skip "gated": D multiplies u * pregate
-  bool per_batch = false;  // k is (B, H, taps) with B > 1 ... or B == 1 given as (B, H, taps)
+  bool per_batch = false;   // k is (B, H, taps) with B > 1 ... or B == 1 given as (B, H, taps)
   std::vector<int64_t> k_shape;
 };
 
@@ -89,9 +90,8 @@ bool is_half(at::ScalarType st) { return st == at::kHalf || st == at::kBFloat16;
 void check_kernel_like_u(const at::Tensor& t, const at::Tensor& u, const char* name) {
   check_same_device(t, u, name, "u");
   const bool half_u = is_half(u.scalar_type());
-  KF_CHECK_ARG(t.scalar_type() == u.scalar_type() || (half_u && t.scalar_type() == at::kFloat), name,
-               "expected dtype ", u.scalar_type(), " (the dtype of 'u')", (half_u ? " or float32" : ""), ", got ",
-               t.scalar_type());
+  KF_CHECK_ARG(t.scalar_type() == u.scalar_type() || (half_u && t.scalar_type() == at::kFloat), name, "expected dtype ",
+               u.scalar_type(), " (the dtype of 'u')", (half_u ? " or float32" : ""), ", got ", t.scalar_type());
 }
 
 Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optional<at::Tensor>& D,
@@ -109,41 +109,50 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
   p.L = u.size(2);
   KF_CHECK_ARG(p.L >= 1, "u", "expected a sequence length L >= 1, got ", shape_str(u));
   check_kernel_like_u(k, u, "k");
-  const bool k_ok = (k.dim() == 2 && k.size(0) == p.H) ||
-                    (k.dim() == 3 && (k.size(0) == 1 || k.size(0) == p.B) && k.size(1) == p.H);
-  KF_CHECK_ARG(k_ok, "k", "expected shape (H, Lk), (1, H, Lk) or (B, H, Lk) with B = ", p.B, ", H = ", p.H,
-               " (u is ", shape_str(u), "), got ", shape_str(k));
+  const bool k_ok =
+      (k.dim() == 2 && k.size(0) == p.H) || (k.dim() == 3 && (k.size(0) == 1 || k.size(0) == p.B) && k.size(1) == p.H);
+  KF_CHECK_ARG(k_ok, "k", "expected shape (H, Lk), (1, H, Lk) or (B, H, Lk) with B = ", p.B, ", H = ", p.H, " (u is ",
+               shape_str(u), "), got ", shape_str(k));
   p.k_shape = k.sizes().vec();
   const int64_t taps = k.size(-1);
   if (p.mode == ConvMode::Bidirectional) {
-    KF_CHECK_ARG(taps >= 2 && taps % 2 == 0, "k", "mode 'bidirectional' expects 2 * Lk taps (forward then "
-                 "backward kernel) along the last dim, got ", shape_str(k));
+    KF_CHECK_ARG(taps >= 2 && taps % 2 == 0, "k",
+                 "mode 'bidirectional' expects 2 * Lk taps (forward then "
+                 "backward kernel) along the last dim, got ",
+                 shape_str(k));
     p.Lk = taps / 2;
   } else {
     KF_CHECK_ARG(taps >= 1, "k", "expected at least one tap, got ", shape_str(k));
     p.Lk = taps;
   }
-  KF_CHECK_ARG(p.Lk <= p.L, "k", "mode '", std::string(mode), "' needs a kernel no longer than the sequence: Lk = ",
-               p.Lk, " > L = ", p.L, " (k ", shape_str(k), ", u ", shape_str(u), ")");
+  KF_CHECK_ARG(p.Lk <= p.L, "k", "mode '", std::string(mode),
+               "' needs a kernel no longer than the sequence: Lk = ", p.Lk, " > L = ", p.L, " (k ", shape_str(k),
+               ", u ", shape_str(u), ")");
   int64_t need = 0;
   switch (p.mode) {
-    case ConvMode::Causal: need = p.L + p.Lk - 1; break;
-    case ConvMode::Bidirectional: need = p.L + p.Lk; break;
-    case ConvMode::Circular: need = p.L; break;
+    case ConvMode::Causal:
+      need = p.L + p.Lk - 1;
+      break;
+    case ConvMode::Bidirectional:
+      need = p.L + p.Lk;
+      break;
+    case ConvMode::Circular:
+      need = p.L;
+      break;
   }
   // Size limit (before anything is allocated): n <= 2^31. Every index in the stages is 64-bit, so
   // B * H * L and rows * n may pass 2^31; one FFT row of 2^31 already takes 16 GiB (complex float).
   KF_CHECK_ARG(fft_size.has_value() || need <= kMaxFFTSize, "u", "sequence length L = ", p.L, " too long: mode '",
-               std::string(mode), "' needs an FFT size of ", need, ", more than the supported maximum 2^31 = ",
-               kMaxFFTSize, " (u ", shape_str(u), ")");
+               std::string(mode), "' needs an FFT size of ", need,
+               ", more than the supported maximum 2^31 = ", kMaxFFTSize, " (u ", shape_str(u), ")");
   if (fft_size.has_value()) {
     const int64_t n = *fft_size;
     KF_CHECK_ARG(n <= kMaxFFTSize, "fft_size", "expected at most 2^31 = ", kMaxFFTSize, ", got ", n);
     if (p.mode == ConvMode::Circular) {
       KF_CHECK_ARG(n == p.L, "fft_size", "mode 'circular' has period L: expected fft_size = L = ", p.L, ", got ", n);
     } else {
-      KF_CHECK_ARG(n >= need, "fft_size", "too small for mode '", std::string(mode), "': expected >= ",
-                   (p.mode == ConvMode::Causal ? "L + Lk - 1 = " : "L + Lk = "), need, ", got ", n);
+      KF_CHECK_ARG(n >= need, "fft_size", "too small for mode '", std::string(mode),
+                   "': expected >= ", (p.mode == ConvMode::Causal ? "L + Lk - 1 = " : "L + Lk = "), need, ", got ", n);
     }
     p.n = n;
   } else {
@@ -154,8 +163,7 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
   p.k = (k.dim() == 3 && !p.per_batch) ? k.reshape({p.H, taps}).contiguous() : k.contiguous();
   if (D.has_value()) {
     check_kernel_like_u(*D, u, "D");
-    KF_CHECK_ARG(D->dim() == 1 && D->size(0) == p.H, "D", "expected shape (H,) = (", p.H, ",), got ",
-                 shape_str(*D));
+    KF_CHECK_ARG(D->dim() == 1 && D->size(0) == p.H, "D", "expected shape (H,) = (", p.H, ",), got ", shape_str(*D));
     p.D_dtype = D->scalar_type();
     p.D = D->contiguous();
   }
@@ -242,7 +250,12 @@ struct Glue {
   FFTConvShape shape;
 
   explicit Glue(const Problem& pr) : pb(pr) {
-    p.B = pr.B; p.H = pr.H; p.L = pr.L; p.Lk = pr.Lk; p.n = pr.n; p.nf = pr.n / 2 + 1;
+    p.B = pr.B;
+    p.H = pr.H;
+    p.L = pr.L;
+    p.Lk = pr.Lk;
+    p.n = pr.n;
+    p.nf = pr.n / 2 + 1;
     p.mode = pr.mode;
     p.k_per_batch = pr.per_batch;
     p.skip_gated = pr.skip_gated;
@@ -251,7 +264,9 @@ struct Glue {
     p.D = in_ptr<SK>(pr.D);
     p.pregate = in_ptr<S>(pr.pre);
     p.postgate = in_ptr<S>(pr.post);
-    shape.B = pr.B; shape.H = pr.H; shape.n = pr.n;
+    shape.B = pr.B;
+    shape.H = pr.H;
+    shape.n = pr.n;
     shape.per_batch = pr.per_batch;
     shape.device = on_device(pr.u);
     shape.threads = shape.device ? 1 : std::max<int64_t>(1, at::get_num_threads());
@@ -266,8 +281,9 @@ struct Glue {
     return y;
   }
 
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
-      const at::Tensor& grad, bool need_u, bool need_k, bool need_D, bool need_pre, bool need_post) {
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, bool need_u,
+                                                                                  bool need_k, bool need_D,
+                                                                                  bool need_pre, bool need_post) {
     const auto opts = pb.u.options();
     const auto ropt = opts.dtype(std::is_same_v<A, double> ? at::kDouble : at::kFloat);
     auto none = [&] { return at::empty({0}, opts); };
@@ -337,8 +353,7 @@ void dispatch(const at::Tensor& u, at::ScalarType k_dtype, F&& f) {
 // one sequence does not fit the device's opt-in shared memory; the caller then takes the cuFFT path.
 // KERNELFUSE_NO_TC_FFTCONV=1 disables it. Forward only: fftconv_bwd stays on the cuFFT path.
 bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
-  if (!on_device(pb.u) || pb.mode != ConvMode::Causal || pb.per_batch || config().no_tc_fftconv)
-    return false;
+  if (!on_device(pb.u) || pb.mode != ConvMode::Causal || pb.per_batch || config().no_tc_fftconv) return false;
   const auto st = pb.u.scalar_type();
   if (st != at::kHalf && st != at::kBFloat16) return false;
   const int64_t N = fftconv_tc_fft_size(pb.L, pb.Lk);
@@ -354,7 +369,11 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
   bool ok = false;
   auto run = [&]<typename S, typename SK>() {
     FFTConvTCParams<storage_t<S>, storage_t<SK>> p;
-    p.B = pb.B; p.H = pb.H; p.L = pb.L; p.Lk = pb.Lk; p.N = N;
+    p.B = pb.B;
+    p.H = pb.H;
+    p.L = pb.L;
+    p.Lk = pb.Lk;
+    p.N = N;
     p.u = in_ptr<S>(pb.u);
     p.k = in_ptr<SK>(pb.k);
     p.D = in_ptr<SK>(pb.D);
@@ -367,10 +386,14 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
     ok = launch_fftconv_tc<storage_t<S>, storage_t<SK>>(p, device_stream());
   };
   const bool k_fp32 = pb.k.scalar_type() == at::kFloat;  // mixed precision: fp32 k and D
-  if (st == at::kHalf && k_fp32) run.template operator()<at::Half, float>();
-  else if (st == at::kHalf) run.template operator()<at::Half, at::Half>();
-  else if (k_fp32) run.template operator()<at::BFloat16, float>();
-  else run.template operator()<at::BFloat16, at::BFloat16>();
+  if (st == at::kHalf && k_fp32)
+    run.template operator()<at::Half, float>();
+  else if (st == at::kHalf)
+    run.template operator()<at::Half, at::Half>();
+  else if (k_fp32)
+    run.template operator()<at::BFloat16, float>();
+  else
+    run.template operator()<at::BFloat16, at::BFloat16>();
   if (!ok) return false;
   y = out;
   return true;
@@ -383,8 +406,8 @@ at::Tensor fftconv(const at::Tensor& u, const at::Tensor& k, const std::optional
   KF_OP_SCOPE("fftconv");
   Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size, skip);
   if (upcast_needed(u)) {
-    return fftconv(u.to(at::kFloat), k.to(at::kFloat), to_float(D), to_float(pregate), to_float(postgate), mode,
-                   pb.n, skip)
+    return fftconv(u.to(at::kFloat), k.to(at::kFloat), to_float(D), to_float(pregate), to_float(postgate), mode, pb.n,
+                   skip)
         .to(u.scalar_type());
   }
   at::Tensor y;
@@ -404,8 +427,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fftconv_b
   check_defined(grad, "grad");
   Problem pb = check_problem(u, k, D, pregate, postgate, mode, fft_size, skip);
   check_same_device(grad, u, "grad", "u");
-  KF_CHECK_ARG(grad.sizes() == u.sizes(), "grad", "expected the shape of u ", shape_str(u), ", got ",
-               shape_str(grad));
+  KF_CHECK_ARG(grad.sizes() == u.sizes(), "grad", "expected the shape of u ", shape_str(u), ", got ", shape_str(grad));
   check_like_u(grad, u, "grad");
   if (upcast_needed(u)) {
     auto r = fftconv_bwd(grad.to(at::kFloat), u.to(at::kFloat), k.to(at::kFloat), to_float(D), to_float(pregate),

@@ -10,7 +10,6 @@
 #include "../common/hd.h"
 #include <cstdint>
 
-
 namespace kernelfuse::longconv {
 
 enum class Discretization : int32_t { ZOH = 0, Bilinear = 1 };
@@ -38,12 +37,16 @@ struct SsmKernelParams {
 };
 
 // CPU (OpenMP) kernels, T in {float, double}; all arithmetic in double.
-template <typename T> void ssm_kernel_cpu(const SsmKernelParams<T>& p);
-template <typename T> void ssm_kernel_bwd_cpu(const SsmKernelParams<T>& p);
+template <typename T>
+void ssm_kernel_cpu(const SsmKernelParams<T>& p);
+template <typename T>
+void ssm_kernel_bwd_cpu(const SsmKernelParams<T>& p);
 
 // CUDA kernels (ssm_kernel_cuda.cu), T in {float, double}; stream is a cudaStream_t. No host sync.
-template <typename T> void launch_ssm_kernel(const SsmKernelParams<T>& p, void* stream);
-template <typename T> void launch_ssm_kernel_bwd(const SsmKernelParams<T>& p, void* stream);
+template <typename T>
+void launch_ssm_kernel(const SsmKernelParams<T>& p, void* stream);
+template <typename T>
+void launch_ssm_kernel_bwd(const SsmKernelParams<T>& p, void* stream);
 
 // ------------------------------------------------------------------ shared scalar math (host + device)
 struct cd {  // minimal complex double usable in device code
@@ -127,11 +130,11 @@ KF_HD StateGrads chain_rule(const Disc& d, cd B, cd C, cd S0, cd S1) {
   StateGrads g;
   const cd Bbar = d.beta * B;
   const cd c = C * Bbar;
-  const cd Pw = c * S1;         // adjoint of w
-  const cd PBbar = S0 * C;      // adjoint of Bbar
-  const cd PC = S0 * Bbar;      // adjoint of C
-  const cd Pbeta = PBbar * B;   // adjoint of beta
-  const cd PB = PBbar * d.beta; // adjoint of B
+  const cd Pw = c * S1;          // adjoint of w
+  const cd PBbar = S0 * C;       // adjoint of Bbar
+  const cd PC = S0 * Bbar;       // adjoint of C
+  const cd Pbeta = PBbar * B;    // adjoint of beta
+  const cd PB = PBbar * d.beta;  // adjoint of B
   const cd PA = Pw * d.dw_dA + Pbeta * d.dbeta_dA;
   const cd Pdt = Pw * d.dw_ddt + Pbeta * d.dbeta_ddt;
   g.d_dt = 2.0 * Pdt.re;

@@ -24,12 +24,12 @@
 namespace kernelfuse::longconv {
 namespace {
 
-constexpr int64_t TB = 64;      // l per block (table width)
-constexpr int64_t AP = 32;      // blocks between exact re-anchors of z^l0
-constexpr int64_t JA = 16;      // table steps between exact re-anchors of z^j
-constexpr int64_t CHUNK = 64;   // blocks per task (max)
-constexpr int64_t RB = 4;       // GEMM rows per register block
-constexpr int64_t CT = 16;      // GEMM columns per register block
+constexpr int64_t TB = 64;     // l per block (table width)
+constexpr int64_t AP = 32;     // blocks between exact re-anchors of z^l0
+constexpr int64_t JA = 16;     // table steps between exact re-anchors of z^j
+constexpr int64_t CHUNK = 64;  // blocks per task (max)
+constexpr int64_t RB = 4;      // GEMM rows per register block
+constexpr int64_t CT = 16;     // GEMM columns per register block
 
 using V = simd::Vec<double>::type;
 constexpr int W = simd::Vec<double>::W;
@@ -112,8 +112,7 @@ template <typename T, typename F>
 void walk_blocks(const HState<T>& st, int64_t b0, int64_t b1, std::vector<cd>& zl, F&& fn) {
   for (int64_t b = b0; b < b1; ++b) {
     const double l0 = double(b * TB);
-    for (int64_t n = 0; n < st.N; ++n)
-      zl[n] = ((b - b0) % AP == 0) ? cexp(l0 * st.w[n]) : zl[n] * st.zT[n];
+    for (int64_t n = 0; n < st.N; ++n) zl[n] = ((b - b0) % AP == 0) ? cexp(l0 * st.w[n]) : zl[n] * st.zT[n];
     fn(b);
   }
 }

@@ -122,8 +122,10 @@ template <typename T>
 void launch_ssm_kernel(const SsmKernelParams<T>& p, void* stream) {
   if (p.H == 0 || p.L == 0) return;
   const int threads = fwd_threads(p.L);
-  const dim3 grid(static_cast<unsigned>((p.L + threads - 1) / threads), static_cast<unsigned>(std::min(p.H, kMaxGridY)));
-  launch_kernel("ssm_kernel: ssm_fwd_kernel", ssm_fwd_kernel<T>, grid, threads, 0, static_cast<cudaStream_t>(stream), p);
+  const dim3 grid(static_cast<unsigned>((p.L + threads - 1) / threads),
+                  static_cast<unsigned>(std::min(p.H, kMaxGridY)));
+  launch_kernel("ssm_kernel: ssm_fwd_kernel", ssm_fwd_kernel<T>, grid, threads, 0, static_cast<cudaStream_t>(stream),
+                p);
 }
 
 template <typename T>
@@ -137,8 +139,8 @@ void launch_ssm_kernel_bwd(const SsmKernelParams<T>& p, void* stream) {
   const dim3 grid(static_cast<unsigned>(p.N), static_cast<unsigned>(std::min(p.H, kMaxGridY)));
   launch_kernel("ssm_kernel: ssm_bwd_kernel", ssm_bwd_kernel<T>, grid, bwd_threads(p.L), 0, s, p);
   const int64_t warps = kThreads / 32;
-  launch_kernel("ssm_kernel: ssm_dt_reduce_kernel", ssm_dt_reduce_kernel<T>, static_cast<unsigned>((p.H + warps - 1) / warps),
-                kThreads, 0, s, p);
+  launch_kernel("ssm_kernel: ssm_dt_reduce_kernel", ssm_dt_reduce_kernel<T>,
+                static_cast<unsigned>((p.H + warps - 1) / warps), kThreads, 0, s, p);
 }
 
 template void launch_ssm_kernel<float>(const SsmKernelParams<float>&, void*);

@@ -16,7 +16,6 @@
 #include "../common/device.h"
 #include "ssm_kernel.h"
 
-
 namespace kernelfuse::longconv {
 namespace {
 
@@ -39,8 +38,10 @@ Operands check_operands(const at::Tensor& log_dt, const at::Tensor& A_real, cons
                         const std::optional<at::Tensor>& B, const at::Tensor& C, c10::string_view discretization) {
   Operands o;
   o.disc = parse_discretization(discretization);
-  for (const auto& [t, name] : {std::pair<const at::Tensor*, const char*>{&log_dt, "log_dt"}, {&A_real, "A_real"},
-                                {&A_imag, "A_imag"}, {&C, "C"}})
+  for (const auto& [t, name] : {std::pair<const at::Tensor*, const char*>{&log_dt, "log_dt"},
+                                {&A_real, "A_real"},
+                                {&A_imag, "A_imag"},
+                                {&C, "C"}})
     KF_CHECK_ARG(t->defined(), name, "expected a tensor, got None");
   KF_CHECK_ARG(A_real.dim() == 2, "A_real", "expected shape (H, N), got ", shape_str(A_real));
   check_float_dtype(A_real, "A_real", false);
@@ -59,8 +60,8 @@ Operands check_operands(const at::Tensor& log_dt, const at::Tensor& A_real, cons
   auto pair = [&](const at::Tensor& t, const char* name) {
     same(t, name);
     KF_CHECK_ARG(t.dim() == 3 && t.size(0) == o.H && t.size(1) == o.N && t.size(2) == 2, name,
-                 "expected (re, im) pairs of shape (H, N, 2) = (", o.H, ", ", o.N,
-                 ", 2) (H, N from A_real ", shape_str(A_real), "), got ", shape_str(t));
+                 "expected (re, im) pairs of shape (H, N, 2) = (", o.H, ", ", o.N, ", 2) (H, N from A_real ",
+                 shape_str(A_real), "), got ", shape_str(t));
   };
   pair(C, "C");
   o.C = checked_contiguous(C, "C");
@@ -126,8 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssm_kerne
   const at::Tensor g = checked_contiguous(grad, "grad");
   const int64_t L = g.size(1);
   const auto opt = o.A_real.options();
-  at::Tensor g_log_dt = at::empty({o.H}, opt), g_Ar = at::empty({o.H, o.N}, opt),
-             g_Ai = at::empty({o.H, o.N}, opt), g_C = at::empty({o.H, o.N, 2}, opt);
+  at::Tensor g_log_dt = at::empty({o.H}, opt), g_Ar = at::empty({o.H, o.N}, opt), g_Ai = at::empty({o.H, o.N}, opt),
+             g_C = at::empty({o.H, o.N, 2}, opt);
   at::Tensor g_B = o.B.defined() ? at::empty({o.H, o.N, 2}, opt) : at::empty({0}, opt);
   if (o.H == 0) return {g_log_dt, g_Ar, g_Ai, g_B, g_C};
   AT_DISPATCH_FLOATING_TYPES(o.A_real.scalar_type(), "ssm_kernel_bwd", [&] {

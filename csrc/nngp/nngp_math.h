@@ -22,7 +22,8 @@
 
 namespace kernelfuse::nngp {
 
-template <typename T> struct Cfg {
+template <typename T>
+struct Cfg {
   int32_t depth;
   bool ntk;
   T sw2, sb2, inv_d;
@@ -31,7 +32,8 @@ template <typename T> struct Cfg {
 constexpr double kPi = 3.14159265358979323846;
 
 // sqrt in T (the unqualified host sqrt of a float is the double one)
-template <typename T> KF_HD T kf_sqrt(T v) {
+template <typename T>
+KF_HD T kf_sqrt(T v) {
 #if defined(__CUDA_ARCH__)
   return sqrt(v);
 #else
@@ -40,14 +42,16 @@ template <typename T> KF_HD T kf_sqrt(T v) {
 }
 
 // acos / asin in T (on the host the unqualified calls of a float would be the double ones)
-template <typename T> KF_HD T kf_acos(T c) {
+template <typename T>
+KF_HD T kf_acos(T c) {
 #if defined(__CUDA_ARCH__)
   return acos(c);
 #else
   return std::acos(c);
 #endif
 }
-template <typename T> KF_HD T kf_asin(T z) {
+template <typename T>
+KF_HD T kf_asin(T z) {
 #if defined(__CUDA_ARCH__)
   return asin(z);
 #else
@@ -56,7 +60,8 @@ template <typename T> KF_HD T kf_asin(T z) {
 }
 
 // Layer expectations at (k11, k12, k22): F = E[phi phi], G = E[phi' phi'] and their partials.
-template <typename T> struct LayerOut {
+template <typename T>
+struct LayerOut {
   T F, F12, F11, F22, G, G12, G11, G22;
 };
 

@@ -27,22 +27,24 @@ enum class Mode : int32_t { Forward = 0, GradX = 1, Matrix = 2 };
 template <typename T>
 struct NngpParams {
   int64_t m = 0, n = 0, d = 0, c = 1;
-  const T* x = nullptr;   // (m, d) rows contiguous
-  const T* y = nullptr;   // (n, d)
-  const T* w = nullptr;   // (n, c)
-  const T* g = nullptr;   // (m, c), GradX only
+  const T* x = nullptr;     // (m, d) rows contiguous
+  const T* y = nullptr;     // (n, d)
+  const T* w = nullptr;     // (n, c)
+  const T* g = nullptr;     // (m, c), GradX only
   const T* coef = nullptr;  // (m, n), GradX only (optional)
-  T* out = nullptr;       // (m, c) Forward, (m, d) GradX, (m, n) Matrix
+  T* out = nullptr;         // (m, c) Forward, (m, d) GradX, (m, n) Matrix
   Activation act = Activation::Relu;
-  int32_t depth = 1;      // hidden layers >= 0
-  bool ntk = false;       // Theta instead of Sigma
+  int32_t depth = 1;  // hidden layers >= 0
+  bool ntk = false;   // Theta instead of Sigma
   Mode mode = Mode::Forward;
   double sigma_w2 = 1.0, sigma_b2 = 0.0;
 };
 
 // CPU (OpenMP) kernel; T in {float, double}.
-template <typename T> void nngp_matmul_cpu(const NngpParams<T>& p);
+template <typename T>
+void nngp_matmul_cpu(const NngpParams<T>& p);
 // CUDA kernels (nngp_matmul_cuda.cu): one launch per call, no host sync; T in {float, double}.
-template <typename T> void launch_nngp_matmul(const NngpParams<T>& p, void* stream);
+template <typename T>
+void launch_nngp_matmul(const NngpParams<T>& p, void* stream);
 
 }  // namespace kernelfuse::nngp

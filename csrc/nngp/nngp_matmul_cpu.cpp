@@ -25,7 +25,8 @@ constexpr int64_t TP = 128;  // points per tile
 // Per-pair state of the forward-mode recursion (nngp_math.h pair()), structure of arrays over a
 // tile: k12 and its partials (s, nx, ny), k22 and d k22 / d ny, Theta and its partials. k11 and
 // d k11 / d nx belong to the query row: scalars.
-template <typename T> struct State {
+template <typename T>
+struct State {
   std::vector<T> k12, as, ax, ay, k22, d22, th, ts, tx, ty;
   explicit State(int64_t n) : k12(n), as(n), ax(n), ay(n), k22(n), d22(n), th(n), ts(n), tx(n), ty(n) {}
 };
@@ -152,8 +153,8 @@ void run(const NngpParams<T>& p) {
         }
         // the recursion, layer by layer over the tile (vectorised over the points)
         for (int64_t r = 0; r < nq; ++r)
-          recursion<ACT, GRADX>(cf, nxq[r], S.data() + r * TP, NY.data(), nt, KV.data() + r * TP,
-                                KS.data() + r * TP, KX.data() + r * TP, st);
+          recursion<ACT, GRADX>(cf, nxq[r], S.data() + r * TP, NY.data(), nt, KV.data() + r * TP, KS.data() + r * TP,
+                                KX.data() + r * TP, st);
         if (matrix) {
           for (int64_t r = 0; r < nq; ++r)
             std::copy(KV.data() + r * TP, KV.data() + r * TP + nt, p.out + (q0 + r) * n + i0);
@@ -230,9 +231,15 @@ void run(const NngpParams<T>& p) {
 template <bool GRADX, typename T>
 void dispatch_act(const NngpParams<T>& p) {
   switch (p.act) {
-    case Activation::Relu: run<Activation::Relu, GRADX>(p); break;
-    case Activation::Erf: run<Activation::Erf, GRADX>(p); break;
-    case Activation::Step: run<Activation::Step, GRADX>(p); break;
+    case Activation::Relu:
+      run<Activation::Relu, GRADX>(p);
+      break;
+    case Activation::Erf:
+      run<Activation::Erf, GRADX>(p);
+      break;
+    case Activation::Step:
+      run<Activation::Step, GRADX>(p);
+      break;
   }
 }
 
@@ -246,8 +253,10 @@ void nngp_matmul_cpu(const NngpParams<T>& p) {
     for (int64_t i = 0; i < p.m * w; ++i) p.out[i] = T(0);
     return;
   }
-  if (p.mode == Mode::GradX) dispatch_act<true>(p);
-  else dispatch_act<false>(p);
+  if (p.mode == Mode::GradX)
+    dispatch_act<true>(p);
+  else
+    dispatch_act<false>(p);
 }
 
 template void nngp_matmul_cpu<float>(const NngpParams<float>&);

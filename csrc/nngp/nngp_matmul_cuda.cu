@@ -44,8 +44,8 @@ __device__ __forceinline__ Cfg<T> make_cfg(const NngpParams<T>& p) {
 // s[j] = x_q . y_{i0 + j} for the tile (threads past m compute nothing but stage), and the tile's
 // squared norms into yn (written after a barrier; visible after the caller's next barrier).
 template <typename T>
-__device__ __forceinline__ void tile_products(const NngpParams<T>& p, const T* __restrict__ xq, bool active,
-                                              int64_t i0, int nt, T (&ys)[kTile][kDC + 1], T* yn, T (&s)[kTile]) {
+__device__ __forceinline__ void tile_products(const NngpParams<T>& p, const T* __restrict__ xq, bool active, int64_t i0,
+                                              int nt, T (&ys)[kTile][kDC + 1], T* yn, T (&s)[kTile]) {
   const int tid = threadIdx.x;
   for (int j = 0; j < kTile; ++j) s[j] = T(0);
   T ynl = T(0);
@@ -217,9 +217,15 @@ void launch_nngp_matmul(const NngpParams<T>& p, void* stream) {
     return;
   }
   switch (p.act) {
-    case Activation::Relu: launch_act<T, Activation::Relu>(p, st); break;
-    case Activation::Erf: launch_act<T, Activation::Erf>(p, st); break;
-    case Activation::Step: launch_act<T, Activation::Step>(p, st); break;
+    case Activation::Relu:
+      launch_act<T, Activation::Relu>(p, st);
+      break;
+    case Activation::Erf:
+      launch_act<T, Activation::Erf>(p, st);
+      break;
+    case Activation::Step:
+      launch_act<T, Activation::Step>(p, st);
+      break;
   }
 }
 

@@ -124,10 +124,11 @@ at::Tensor nngp_matmul(const at::Tensor& x, const at::Tensor& y, const at::Tenso
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> nngp_matmul_bwd(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& weights, int64_t depth,
-    c10::string_view activation, double sigma_w2, double sigma_b2, bool ntk, bool need_x, bool need_y,
-    bool need_weights) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> nngp_matmul_bwd(const at::Tensor& grad, const at::Tensor& x,
+                                                               const at::Tensor& y, const at::Tensor& weights,
+                                                               int64_t depth, c10::string_view activation,
+                                                               double sigma_w2, double sigma_b2, bool ntk, bool need_x,
+                                                               bool need_y, bool need_weights) {
   KF_OP_SCOPE("nngp_matmul_bwd");
   check_config(depth, sigma_w2, sigma_b2);
   const Activation act = parse_act(activation);
@@ -140,8 +141,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nngp_matmul_bwd(
   check_same_dtype(grad, o.x, "grad", "x");
   check_same_device(grad, o.x, "grad", "x");
   const at::Tensor g = (o.w_has_cols ? grad : grad.unsqueeze(1)).contiguous();
-  at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()),
-             gw = at::empty({0}, o.x.options());
+  at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()), gw = at::empty({0}, o.x.options());
   // d/dx sum(g * (K(x, y) w)); K is symmetric, so the y side is the same pass with the sides
   // (and g, w) swapped, and the weights' gradient K(y, x) g is the forward with the sides swapped.
   if (need_x) {
@@ -208,8 +208,7 @@ std::tuple<at::Tensor, at::Tensor> nngp_kernel_bwd(const at::Tensor& grad, const
   at::Tensor g1 = at::empty({0}, o.x.options()), g2 = at::empty({0}, o.x.options());
   if (need_x1) {
     g1 = alloc(o.x, {o.m, o.d});
-    run(o.x, o.y, at::Tensor(), at::Tensor(), g1, Mode::GradX, depth, act, sigma_w2, sigma_b2, ntk,
-        grad.contiguous());
+    run(o.x, o.y, at::Tensor(), at::Tensor(), g1, Mode::GradX, depth, act, sigma_w2, sigma_b2, ntk, grad.contiguous());
   }
   if (need_x2) {
     g2 = alloc(o.x, {o.n, o.d});

@@ -56,7 +56,10 @@ void* shared_alloc(const void* tag, size_t bytes);
 void* dynamic_shared();
 [[noreturn]] void fail(const char* what);  // aborts the running launch with a launch failure
 
-template <class A> A& shared_static(const void* tag) { return *static_cast<A*>(shared_alloc(tag, sizeof(A))); }
+template <class A>
+A& shared_static(const void* tag) {
+  return *static_cast<A*>(shared_alloc(tag, sizeof(A)));
+}
 
 // ---- launches ----
 using Body = void (*)(void* ctx);
@@ -71,7 +74,8 @@ struct LaunchInfo {
 // records it as the last error.
 cudaError_t run_grid(const LaunchInfo& info, Body body, void* ctx);
 
-template <class Tuple, class... P> struct Launch {
+template <class Tuple, class... P>
+struct Launch {
   void (*kernel)(P...);
   Tuple args;
   static void body(void* self) {
@@ -81,19 +85,23 @@ template <class Tuple, class... P> struct Launch {
 };
 
 template <typename... P, typename... A>
-void launch(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+void launch(const char* what, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+            A&&... args) {
   using Tuple = std::tuple<std::decay_t<P>...>;
   Launch<Tuple, P...> l{kernel, Tuple(std::forward<A>(args)...)};
-  run_grid(LaunchInfo{what, reinterpret_cast<const void*>(kernel), grid, block, smem, stream}, &Launch<Tuple, P...>::body, &l);
+  run_grid(LaunchInfo{what, reinterpret_cast<const void*>(kernel), grid, block, smem, stream},
+           &Launch<Tuple, P...>::body, &l);
 }
 
-template <class T> uint64_t to_bits(T v) {
+template <class T>
+uint64_t to_bits(T v) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "warp shuffles move at most 8 bytes");
   uint64_t b = 0;
   std::memcpy(&b, &v, sizeof(T));
   return b;
 }
-template <class T> T from_bits(uint64_t b) {
+template <class T>
+T from_bits(uint64_t b) {
   T v;
   std::memcpy(&v, &b, sizeof(T));
   return v;
@@ -120,16 +128,20 @@ inline void __syncthreads() { ::kf_sim::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::kf_sim::syncwarp(mask); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-template <class T> T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+template <class T>
+T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
   return ::kf_sim::from_bits<T>(::kf_sim::warp_exchange(mask, ::kf_sim::to_bits(v), 0, src, width));
 }
-template <class T> T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+template <class T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   return ::kf_sim::from_bits<T>(::kf_sim::warp_exchange(mask, ::kf_sim::to_bits(v), 1, static_cast<int>(delta), width));
 }
-template <class T> T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+template <class T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
   return ::kf_sim::from_bits<T>(::kf_sim::warp_exchange(mask, ::kf_sim::to_bits(v), 2, static_cast<int>(delta), width));
 }
-template <class T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   return ::kf_sim::from_bits<T>(::kf_sim::warp_exchange(mask, ::kf_sim::to_bits(v), 3, lane_mask, width));
 }
 inline unsigned __ballot_sync(unsigned mask, int pred) {
@@ -140,12 +152,12 @@ inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred
 inline unsigned __activemask() { return 0xffffffffu; }
 
 // ---- atomics (blocks may run on several OS threads: real atomics) ----
-template <class T> T kf_sim_atomic_add(T* p, T v) {
+template <class T>
+T kf_sim_atomic_add(T* p, T v) {
   std::atomic_ref<T> r(*p);
   if constexpr (std::is_floating_point_v<T>) {
     T old = r.load(std::memory_order_relaxed);
-    while (!r.compare_exchange_weak(old, old + v, std::memory_order_relaxed)) {
-    }
+    while (!r.compare_exchange_weak(old, old + v, std::memory_order_relaxed)) {}
     return old;
   } else {
     return r.fetch_add(v, std::memory_order_relaxed);
@@ -156,18 +168,19 @@ inline double atomicAdd(double* p, double v) { return kf_sim_atomic_add(p, v); }
 inline int atomicAdd(int* p, int v) { return kf_sim_atomic_add(p, v); }
 inline unsigned atomicAdd(unsigned* p, unsigned v) { return kf_sim_atomic_add(p, v); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { return kf_sim_atomic_add(p, v); }
-template <class T> T kf_sim_atomic_minmax(T* p, T v, bool is_max) {
+template <class T>
+T kf_sim_atomic_minmax(T* p, T v, bool is_max) {
   std::atomic_ref<T> r(*p);
   T old = r.load(std::memory_order_relaxed);
-  while ((is_max ? old < v : v < old) && !r.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
-  }
+  while ((is_max ? old < v : v < old) && !r.compare_exchange_weak(old, v, std::memory_order_relaxed)) {}
   return old;
 }
 inline int atomicMax(int* p, int v) { return kf_sim_atomic_minmax(p, v, true); }
 inline int atomicMin(int* p, int v) { return kf_sim_atomic_minmax(p, v, false); }
 inline unsigned atomicMax(unsigned* p, unsigned v) { return kf_sim_atomic_minmax(p, v, true); }
 inline unsigned atomicMin(unsigned* p, unsigned v) { return kf_sim_atomic_minmax(p, v, false); }
-template <class T> T kf_sim_atomic_cas(T* p, T cmp, T v) {
+template <class T>
+T kf_sim_atomic_cas(T* p, T cmp, T v) {
   std::atomic_ref<T> r(*p);
   r.compare_exchange_strong(cmp, v);
   return cmp;
@@ -177,7 +190,10 @@ inline unsigned atomicCAS(unsigned* p, unsigned c, unsigned v) { return kf_sim_a
 inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long c, unsigned long long v) {
   return kf_sim_atomic_cas(p, c, v);
 }
-template <class T> T atomicExch(T* p, T v) { return std::atomic_ref<T>(*p).exchange(v); }
+template <class T>
+T atomicExch(T* p, T v) {
+  return std::atomic_ref<T>(*p).exchange(v);
+}
 
 // ---- math intrinsics and device-only functions (host equivalents; the fast-math intrinsics are
 // computed exactly, so the simulator does not model their reduced accuracy) ----
@@ -196,7 +212,10 @@ inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float sinpif(float x) { return static_cast<float>(std::sin(M_PI * static_cast<double>(x))); }
 inline float cospif(float x) { return static_cast<float>(std::cos(M_PI * static_cast<double>(x))); }
-inline void sincospif(float x, float* s, float* c) { *s = sinpif(x); *c = cospif(x); }
+inline void sincospif(float x, float* s, float* c) {
+  *s = sinpif(x);
+  *c = cospif(x);
+}
 // sin(pi x) / cos(pi x) in double with the argument reduced exactly first (as CUDA's are accurate)
 inline double kf_sim_sinpi(double x) {
   const double r = std::remainder(x, 2.0);  // exact, in [-1, 1]
@@ -213,8 +232,14 @@ inline double kf_sim_cospi(double x) {
 }
 inline double sinpi(double x) { return kf_sim_sinpi(x); }
 inline double cospi(double x) { return kf_sim_cospi(x); }
-inline void sincospi(double x, double* s, double* c) { *s = kf_sim_sinpi(x); *c = kf_sim_cospi(x); }
-template <class T> T __ldg(const T* p) { return *p; }
+inline void sincospi(double x, double* s, double* c) {
+  *s = kf_sim_sinpi(x);
+  *c = kf_sim_cospi(x);
+}
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
@@ -242,7 +267,8 @@ inline double min(double a, double b) { return std::fmin(a, b); }
 inline double max(double a, double b) { return std::fmax(a, b); }
 
 // The templated cudaFuncSetAttribute overload that cuda_runtime.h gives C++ code.
-template <class T> cudaError_t cudaFuncSetAttribute(T* entry, cudaFuncAttribute attr, int value) {
+template <class T>
+cudaError_t cudaFuncSetAttribute(T* entry, cudaFuncAttribute attr, int value) {
   return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(entry), attr, value);
 }
 

@@ -49,7 +49,8 @@ struct Config {
     if (const char* s = std::getenv("KF_SIM_RACECHECK")) race_check = std::atoi(s) != 0;
     if (const char* s = std::getenv("KF_SIM_SCHEDULE")) {
       std::string v(s);
-      if (v == "reverse") schedule = 1;
+      if (v == "reverse")
+        schedule = 1;
       else if (v.rfind("random", 0) == 0) {
         schedule = 2;
         if (v.size() > 7) seed = std::strtoull(v.c_str() + 7, nullptr, 10);
@@ -96,7 +97,8 @@ void record(const LaunchInfo& info) {
   for (auto& r : g_registry)
     if (r.what == info.what) {
       ++r.launches;
-      if (std::find(r.variants.begin(), r.variants.end(), info.kernel) == r.variants.end()) r.variants.push_back(info.kernel);
+      if (std::find(r.variants.begin(), r.variants.end(), info.kernel) == r.variants.end())
+        r.variants.push_back(info.kernel);
       return;
     }
   g_registry.push_back(KernelRecord{info.what, 1, {info.kernel}});
@@ -268,7 +270,8 @@ bool release_warps(Block& b) {
       if (!(named >> l & 1u)) continue;
       const WarpReq& r = b.fibers[w0 + l].req;
       if (r.kind != r0.kind || r.mask != r0.mask || r.fn != r0.fn || r.width != r0.width) {
-        b.error = "divergent warp collectives in warp " + std::to_string(w0 / 32) + " (lanes disagree on the operation or mask)";
+        b.error = "divergent warp collectives in warp " + std::to_string(w0 / 32) +
+                  " (lanes disagree on the operation or mask)";
         return false;
       }
     }
@@ -299,15 +302,24 @@ bool release_warps(Block& b) {
         const int seg = l & ~(w - 1);
         int src = l;
         switch (r.kind) {
-          case 0: src = seg + (r.arg & (w - 1)); break;
-          case 1: src = (l - seg) >= r.arg ? l - r.arg : l; break;
-          case 2: src = (l - seg) + r.arg < w ? l + r.arg : l; break;
-          case 3: src = l ^ r.arg; if (src >= seg + w || src < seg) src = l; break;
+          case 0:
+            src = seg + (r.arg & (w - 1));
+            break;
+          case 1:
+            src = (l - seg) >= r.arg ? l - r.arg : l;
+            break;
+          case 2:
+            src = (l - seg) + r.arg < w ? l + r.arg : l;
+            break;
+          case 3:
+            src = l ^ r.arg;
+            if (src >= seg + w || src < seg) src = l;
+            break;
         }
         if (src < 0 || src >= 32 || !(named >> src & 1u)) {
           // reading from a lane outside the mask is undefined in CUDA
-          b.error = "warp shuffle in warp " + std::to_string(w0 / 32) + ": lane " + std::to_string(l) +
-                    " reads lane " + std::to_string(src) + ", which is not in the mask";
+          b.error = "warp shuffle in warp " + std::to_string(w0 / 32) + ": lane " + std::to_string(l) + " reads lane " +
+                    std::to_string(src) + ", which is not in the mask";
           return false;
         }
         r.result = b.fibers[w0 + src].req.value;
@@ -348,7 +360,10 @@ void race_end_slice(Block& b, const Fiber& f) {
       const int a = r.writer[i];
       if (a >= 0 && a != t && (a / 32 != w || r.wgen[i] == b.warp_gen[w])) {
         char buf[200];
-        std::snprintf(buf, sizeof buf, "shared-memory race: threads %d and %d both wrote byte %zu of a %zu-byte shared array with no barrier between", a, t, i, r.n);
+        std::snprintf(buf, sizeof buf,
+                      "shared-memory race: threads %d and %d both wrote byte %zu of a %zu-byte shared array with no "
+                      "barrier between",
+                      a, t, i, r.n);
         b.error = buf;
         return;
       }
@@ -513,7 +528,8 @@ cudaError_t run_grid(const LaunchInfo& info, Body body, void* ctx) {
     return bad(cudaErrorInvalidConfiguration, "a grid or block dimension is 0");
   if (bl.x > 1024 || bl.y > 1024 || bl.z > 64 || nthreads > 1024)
     return bad(cudaErrorInvalidConfiguration, "block (" + std::to_string(bl.x) + ", " + std::to_string(bl.y) + ", " +
-                                                  std::to_string(bl.z) + ") over 1024 threads or the per-dimension limits");
+                                                  std::to_string(bl.z) +
+                                                  ") over 1024 threads or the per-dimension limits");
   if (g.x > 0x7fffffffu || g.y > 65535u || g.z > 65535u)
     return bad(cudaErrorInvalidConfiguration, "grid over the limits (2^31 - 1, 65535, 65535)");
   size_t max_dyn = kDefaultDynamicSmem;
@@ -523,7 +539,8 @@ cudaError_t run_grid(const LaunchInfo& info, Body body, void* ctx) {
     if (it != g_max_dyn.end()) max_dyn = static_cast<size_t>(it->second);
   }
   if (info.smem > max_dyn)
-    return bad(cudaErrorInvalidValue, std::to_string(info.smem) + " bytes of dynamic shared memory over the kernel's limit of " +
+    return bad(cudaErrorInvalidValue, std::to_string(info.smem) +
+                                          " bytes of dynamic shared memory over the kernel's limit of " +
                                           std::to_string(max_dyn) + " (raise it with cudaFuncSetAttribute)");
   record(info);
   const unsigned long long nblocks = 1ull * g.x * g.y * g.z;
@@ -560,8 +577,8 @@ cudaError_t run_grid(const LaunchInfo& info, Body body, void* ctx) {
       if (!b.error.empty()) {
         std::lock_guard<std::mutex> lk(mu);
         if (first_error.empty())
-          first_error = b.error + " (block (" + std::to_string(b.view.bid.x) + ", " + std::to_string(b.view.bid.y) + ", " +
-                        std::to_string(b.view.bid.z) + "))";
+          first_error = b.error + " (block (" + std::to_string(b.view.bid.x) + ", " + std::to_string(b.view.bid.y) +
+                        ", " + std::to_string(b.view.bid.z) + "))";
         break;
       }
     }
@@ -597,19 +614,28 @@ cudaError_t cudaPeekAtLastError(void) { return t_last; }
 
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
-    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
-    default: return "cudaError (simulator)";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+    case cudaErrorInvalidDeviceFunction:
+      return "cudaErrorInvalidDeviceFunction";
+    default:
+      return "cudaError (simulator)";
   }
 }
 // The simulator's messages say what failed and where; the code's generic text follows.
 const char* cudaGetErrorString(cudaError_t e) {
   static thread_local std::string s;
-  s = e == cudaSuccess ? std::string("no error") : t_detail.empty() ? std::string(cudaGetErrorName(e)) : "simulator: " + t_detail;
+  s = e == cudaSuccess   ? std::string("no error")
+      : t_detail.empty() ? std::string(cudaGetErrorName(e))
+                         : "simulator: " + t_detail;
   return s.c_str();
 }
 
@@ -624,16 +650,34 @@ cudaError_t cudaGetDeviceCount(int* n) {
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int device) {
   if (device != 0) return t_last = cudaErrorInvalidDevice;
   switch (attr) {
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = kf_sim::smem_optin(); break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *v = 48 * 1024; break;
-    case cudaDevAttrMultiProcessorCount: *v = kf_sim::sm_count(); break;
-    case cudaDevAttrComputeCapabilityMajor: *v = kf_sim::config().arch / 10; break;
-    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
-    case cudaDevAttrMaxThreadsPerBlock: *v = 1024; break;
-    case cudaDevAttrWarpSize: *v = 32; break;
-    case cudaDevAttrMaxGridDimX: *v = 0x7fffffff; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *v = kf_sim::smem_optin();
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *v = 48 * 1024;
+      break;
+    case cudaDevAttrMultiProcessorCount:
+      *v = kf_sim::sm_count();
+      break;
+    case cudaDevAttrComputeCapabilityMajor:
+      *v = kf_sim::config().arch / 10;
+      break;
+    case cudaDevAttrComputeCapabilityMinor:
+      *v = 0;
+      break;
+    case cudaDevAttrMaxThreadsPerBlock:
+      *v = 1024;
+      break;
+    case cudaDevAttrWarpSize:
+      *v = 32;
+      break;
+    case cudaDevAttrMaxGridDimX:
+      *v = 0x7fffffff;
+      break;
     case cudaDevAttrMaxGridDimY:
-    case cudaDevAttrMaxGridDimZ: *v = 65535; break;
+    case cudaDevAttrMaxGridDimZ:
+      *v = 65535;
+      break;
     default:
       kf_sim::set_error(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute not modelled by the simulator");
       return cudaErrorInvalidValue;

@@ -4,18 +4,28 @@ Import order matters: torch first (it loads its own OpenMP runtime, which the na
 shares), then the native module ``_C`` (which registers ``torch.ops.kernelfuse.*``), then the
 Python op wrappers (fake kernels and autograd).
 """
+
 import torch  # noqa: F401  (must precede _C)
 
-from . import _C  # noqa: E402
-from . import butterfly, features, gp, kde, models, nn, ops, reference  # noqa: E402
+from . import (  # noqa: E402
+    _C,  # noqa: E402
+    butterfly,
+    features,
+    gp,
+    kde,
+    models,
+    nn,
+    ops,
+    reference,
+)
 from .ops.butterfly import butterfly_multiply, monarch_fft, monarch_irfft, monarch_multiply, monarch_rfft  # noqa: E402
 from .ops.features import fwht, random_features, structured_features  # noqa: E402
-from .ops.kron_grid import grid_kernel  # noqa: E402
 from .ops.kde import kernel_logsumexp, kernel_sum  # noqa: E402
 from .ops.kron import kron_gp_mll, kron_matmul, kron_posterior, kron_solve  # noqa: E402
+from .ops.kron_grid import grid_kernel  # noqa: E402
 from .ops.longconv import fftconv  # noqa: E402
-from .ops.nngp import nngp_matmul  # noqa: E402
 from .ops.longconv_ssm import ssm_kernel  # noqa: E402
+from .ops.nngp import nngp_matmul  # noqa: E402
 
 __version__ = _C.build_info()["version"]
 
@@ -43,11 +53,37 @@ set_num_threads = _C.set_num_threads
 
 __all__ = [
     # packages
-    "butterfly", "features", "gp", "kde", "models", "nn", "ops", "reference",
+    "butterfly",
+    "features",
+    "gp",
+    "kde",
+    "models",
+    "nn",
+    "ops",
+    "reference",
     # ops
-    "butterfly_multiply", "fftconv", "fwht", "grid_kernel", "kernel_logsumexp", "kernel_sum",
-    "kron_gp_mll", "kron_matmul", "kron_posterior", "kron_solve", "monarch_fft", "monarch_irfft",
-    "monarch_multiply", "monarch_rfft", "nngp_matmul", "random_features", "ssm_kernel", "structured_features",
+    "butterfly_multiply",
+    "fftconv",
+    "fwht",
+    "grid_kernel",
+    "kernel_logsumexp",
+    "kernel_sum",
+    "kron_gp_mll",
+    "kron_matmul",
+    "kron_posterior",
+    "kron_solve",
+    "monarch_fft",
+    "monarch_irfft",
+    "monarch_multiply",
+    "monarch_rfft",
+    "nngp_matmul",
+    "random_features",
+    "ssm_kernel",
+    "structured_features",
     # build and threads
-    "build_info", "config", "get_num_threads", "reload_config", "set_num_threads",
+    "build_info",
+    "config",
+    "get_num_threads",
+    "reload_config",
+    "set_num_threads",
 ]

@@ -15,6 +15,7 @@ defines:
 ``KF_PEER_REPORT`` is the path of the JSON report: per-test outcome, the swaps as applied.
 No code of the peer is copied: the peer's module is imported from its installed package.
 """
+
 from __future__ import annotations
 
 import fnmatch

@@ -12,12 +12,15 @@ SKLEARN_RUN_FLOAT32_TESTS=1 (sklearn's own switch, read by its conftest at colle
 here in the child pytest only (the plugin imports this module at configure time, before the
 peer's conftest is loaded), so float32 fitted attributes are tested too.
 """
+
 import os
 
 MODULE = "sklearn.tests.test_kernel_approximation"
 SWAPS = [("sklearn.kernel_approximation", "RBFSampler", "kernelfuse.features", "RBFSampler")]
-SELECT = ("test_rbf_sampler or test_rbf_sampler_fitted_attributes_dtype or test_rbf_sampler_dtype_equivalence "
-          "or test_rbf_sampler_gamma_scale or test_input_validation or (test_get_feature_names_out and RBFSampler)")
+SELECT = (
+    "test_rbf_sampler or test_rbf_sampler_fitted_attributes_dtype or test_rbf_sampler_dtype_equivalence "
+    "or test_rbf_sampler_gamma_scale or test_input_validation or (test_get_feature_names_out and RBFSampler)"
+)
 XFAIL = {}
 
 if os.environ.get("KF_PEER_SUITE") == "sklearn_rbf":  # the child run only, not the parent test session

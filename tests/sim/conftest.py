@@ -8,6 +8,7 @@ built by ``make sim``). Its ops are ``torch.ops.kernelfuse_sim.*`` with the sche
 every kernel launch runs the .cu kernel under the simulator. A kernel the simulator cannot run
 fails its test; nothing here is skipped.
 """
+
 import ctypes
 import importlib.util
 import os
@@ -34,15 +35,27 @@ _lib.kf_sim_configure_race_check.argtypes = [ctypes.c_int]
 CUDA_INCLUDE = Path(os.environ.get("KERNELFUSE_CUDA_INCLUDE", "/usr/local/cuda/include"))
 # The flags of the simulator build (CMakeLists.txt, KERNELFUSE_SIM): for standalone programs that
 # run kernels under the simulator (the simulator's self-test, the mutation test).
-SIM_CXXFLAGS = ["-std=c++20", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
-                "-g", "-O1", "-Wno-attributes", "-DKERNELFUSE_CUDA_SIM", f"-I{ROOT / 'csrc' / 'sim' / 'include'}",
-                f"-I{ROOT / 'csrc'}", "-isystem", str(CUDA_INCLUDE)]
+SIM_CXXFLAGS = [
+    "-std=c++20",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+    "-g",
+    "-O1",
+    "-Wno-attributes",
+    "-DKERNELFUSE_CUDA_SIM",
+    f"-I{ROOT / 'csrc' / 'sim' / 'include'}",
+    f"-I{ROOT / 'csrc'}",
+    "-isystem",
+    str(CUDA_INCLUDE),
+]
 
 
 def compile_sim_program(sources, out, extra=(), runtime=None, compile_only=False):
     """Builds a standalone program from `sources` + the simulator runtime (its source, or a
     prebuilt object `runtime`), or with compile_only one object file. Returns the CompletedProcess."""
     import subprocess
+
     rt = [] if compile_only else [str(runtime or ROOT / "csrc" / "sim" / "sim_runtime.cpp")]
     cmd = ["g++", *SIM_CXXFLAGS, *extra, *(["-c"] if compile_only else []), *map(str, sources), *rt, "-o", str(out)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -65,7 +78,7 @@ _rc = _root_conftest()
 TOL, assert_close_to_ref = _rc.TOL, _rc.assert_close_to_ref  # the dtype tolerance table of tests/conftest.py
 
 sim_ops = torch.ops.kernelfuse_sim  # the CUDA code paths, under the simulator
-cpu_ops = torch.ops.kernelfuse      # the CPU kernels
+cpu_ops = torch.ops.kernelfuse  # the CPU kernels
 
 SCHEDULES = {"forward": 0, "reverse": 1, "random": 2}
 
@@ -129,8 +142,14 @@ def run_schedules(fn, schedules=("forward", "reverse", "random")):
     for s, o in zip(schedules[1:], outs[1:]):
         for a, b in zip(outs[0], o):
             if isinstance(a, torch.Tensor):
-                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True,
-                                           msg=lambda m: f"{schedules[0]} vs {s} thread schedule (a race?): {m}")
+                torch.testing.assert_close(
+                    a,
+                    b,
+                    rtol=0,
+                    atol=0,
+                    equal_nan=True,
+                    msg=lambda m: f"{schedules[0]} vs {s} thread schedule (a race?): {m}",
+                )
     r = outs[0]
     return r if len(r) > 1 else r[0]
 

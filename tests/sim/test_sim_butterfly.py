@@ -16,16 +16,15 @@ Kernels (csrc/butterfly/):
 monarch_multiply's device path is ATen bmm_out on strided views in the glue (no kernel of ours); it is
 checked here all the same, since the simulator library runs that branch of the glue.
 """
+
 import math
 
+import kernelfuse.ops.butterfly as bf_ops
 import pytest
 import torch
-
-import kernelfuse.ops.butterfly as bf_ops
+from conftest import assert_close_to_ref, configure, run_schedules, sim_ops
+from conftest import count_launches as _Count
 from kernelfuse.reference import butterfly as ref
-
-from conftest import assert_close_to_ref, configure, count_launches as _Count, run_schedules, sim_ops
-
 
 REAL = [torch.float32, torch.float64]
 CPLX = [torch.complex64, torch.complex128]
@@ -52,7 +51,11 @@ def _twiddle(nblocks, n, dtype, seed=1):
 
 
 def _real_itemsize(dtype):
-    return torch.empty(0, dtype=dtype).real.element_size() if dtype.is_complex else torch.empty(0, dtype=dtype).element_size()
+    return (
+        torch.empty(0, dtype=dtype).real.element_size()
+        if dtype.is_complex
+        else torch.empty(0, dtype=dtype).element_size()
+    )
 
 
 def _fwd_uses_smem(n, dtype):
@@ -77,8 +80,15 @@ def _bf_fwd_check(x, tw, inc, dtype):
 @pytest.mark.parametrize("inc", [True, False])
 def test_butterfly_forward_smem(dtype, inc):
     # n = 2..32: 32 threads, some idle; 128: 64 threads; 2048: 512 threads, two pairs each
-    for n, nblocks, batch in [(2, 1, (1,)), (2, 3, (5,)), (4, 2, (2, 3)), (8, 1, (7,)), (32, 3, (3,)),
-                              (128, 2, (5,)), (2048, 1, (1,))]:
+    for n, nblocks, batch in [
+        (2, 1, (1,)),
+        (2, 3, (5,)),
+        (4, 2, (2, 3)),
+        (8, 1, (7,)),
+        (32, 3, (3,)),
+        (128, 2, (5,)),
+        (2048, 1, (1,)),
+    ]:
         assert _fwd_uses_smem(n, dtype)
         x = _rand((*batch, n), dtype, seed=n + nblocks)
         tw = _twiddle(nblocks, n, dtype, seed=nblocks)
@@ -202,8 +212,14 @@ def test_butterfly_backward(dtype, inc):
     # n = 2 with nblocks = 1: one stage, no forward recomputation; n < 512: a block of 256 threads
     # spans several rows (atomics of several rows on one pair); n = 512: one row per block;
     # n = 1024: a row over two blocks
-    for n, nblocks, batch in [(2, 1, (1,)), (2, 2, (3,)), (8, 3, (5,)), (64, 2, (2, 3)), (512, 1, (3,)),
-                              (1024, 1, (1,))]:
+    for n, nblocks, batch in [
+        (2, 1, (1,)),
+        (2, 2, (3,)),
+        (8, 3, (5,)),
+        (64, 2, (2, 3)),
+        (512, 1, (3,)),
+        (1024, 1, (1,)),
+    ]:
         S = nblocks * (n.bit_length() - 1)
         for k, (nx, nt) in enumerate(NEEDS):
             x = _rand((*batch, n), dtype, seed=n + k)
@@ -333,8 +349,14 @@ def test_monarch_multiply_bwd(dtype):
             g = _rand((*batch, l * s), dtype, seed=9)
             xr, w1r, w2r = (t.to(w).requires_grad_() for t in (x, w1, w2))
             exp = torch.autograd.grad(ref.monarch_multiply(xr, w1r, w2r), (xr, w1r, w2r), g.to(w))
-            for need in [(True, True, True), (True, False, False), (False, True, False), (False, False, True),
-                         (False, True, True), (False, False, False)]:
+            for need in [
+                (True, True, True),
+                (True, False, False),
+                (False, True, False),
+                (False, False, True),
+                (False, True, True),
+                (False, False, False),
+            ]:
                 got = sim_ops.monarch_multiply_bwd(g, x, w1, w2, *need)
                 for gt, et, nd, like in zip(got, exp, need, (x, w1, w2)):
                     if nd:
@@ -378,7 +400,6 @@ def _fused_lengths(dtype):
 NORMS = ["backward", "ortho", "forward"]
 
 
-
 def _close_fft(y, exp, dtype):
     """TOL of the dtype with atol relative to max|exp| itself: the helper's default floor of 1 would
     loosen the check of the 1/N- and 1/sqrt(N)-scaled transforms, whose values are << 1."""
@@ -399,8 +420,33 @@ def _fft_check(x, inverse, norm, dtype, expect_fused):
 
 # structured lengths: N1 = 1 (2, 3, primes up to 64), squares, N1 < N2, both threads-per-block
 # buckets (128 below N = 256, 256 from it), the largest splits per dtype
-FFT_LENGTHS = [2, 3, 4, 5, 6, 7, 8, 12, 31, 61, 64, 96, 100, 121, 128, 210, 255, 256, 360, 1000, 1024,
-               2048, 2401, 2419, 4096]
+FFT_LENGTHS = [
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    12,
+    31,
+    61,
+    64,
+    96,
+    100,
+    121,
+    128,
+    210,
+    255,
+    256,
+    360,
+    1000,
+    1024,
+    2048,
+    2401,
+    2419,
+    4096,
+]
 
 
 @pytest.mark.parametrize("dtype", CPLX)
@@ -419,8 +465,14 @@ def test_monarch_fft_fused(dtype, inverse):
 @pytest.mark.parametrize("norm", NORMS)
 def test_monarch_fft_norms_and_rows(dtype, norm):
     # scale of every norm in both directions; awkward batch shapes (1, odd, multi-dim, empty)
-    for N, batch in [(48, (1,)), (64, (7,)), (300, (2, 3)), (4096 if dtype == torch.complex64 else 2304, (3,)),
-                     (20, (0,)), (35, ())]:
+    for N, batch in [
+        (48, (1,)),
+        (64, (7,)),
+        (300, (2, 3)),
+        (4096 if dtype == torch.complex64 else 2304, (3,)),
+        (20, (0,)),
+        (35, ()),
+    ]:
         for inverse in (False, True):
             x = _rand((*batch, N), dtype, seed=N + inverse)
             _fft_check(x, inverse, norm, dtype, True)
@@ -537,8 +589,11 @@ def test_butterfly_ops_offset_expanded_views_and_named_errors(sim_python_layer):
     _close_fft(bf.monarch_rfft(x), torch.fft.rfft(x), torch.float64)
     xe = _rand((1, 24), torch.float64, 3).expand(3, 24)
     _close_fft(bf.monarch_rfft(xe), torch.fft.rfft(xe), torch.float64)
-    _close_fft(sim_ops.monarch_fft(xe.to(torch.complex128)[:, 1:], False, "ortho"),
-               torch.fft.fft(xe.to(torch.complex128)[:, 1:], norm="ortho"), torch.complex128)
+    _close_fft(
+        sim_ops.monarch_fft(xe.to(torch.complex128)[:, 1:], False, "ortho"),
+        torch.fft.fft(xe.to(torch.complex128)[:, 1:], norm="ortho"),
+        torch.complex128,
+    )
     xb = _rand((1, 16), torch.float64, 4).expand(5, 16)
     tw = _twiddle(2, 16, torch.float64)
     _bf_fwd_check(xb, tw, True, torch.float64)

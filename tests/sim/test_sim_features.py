@@ -16,16 +16,15 @@ Launch shapes reached (features_cuda.cu):
                         blocks, D % P != 0, threads = clamp(P/2, 32, 256)
   structured_adjoint_kernel, colsum_partial_kernel, colsum_final_kernel   structured_features_bwd
 """
+
 import math
 from itertools import product
 
 import pytest
 import torch
-
-from kernelfuse.reference import features as ref
-
-from kf_inputs import structured_inputs as _sf_inputs
 from conftest import assert_close_to_ref, configure, count_launches, run_schedules, sim_ops  # tests/sim/conftest.py
+from kernelfuse.reference import features as ref
+from kf_inputs import structured_inputs as _sf_inputs
 
 _close = assert_close_to_ref
 
@@ -155,8 +154,9 @@ def test_random_features_matches_reference(kind, dtype):
             scale = 0.7 if bias else 1.0
             out = sim_ops.random_features(x, W, b, kind, scale, "row")
             assert out.shape == (N, 2 * D if kind == "cos_sin" else D) and out.dtype == dtype
-            expected = ref.random_features(x.double(), W.double(), None if b is None else b.double(), kind=kind,
-                                           scale=scale)
+            expected = ref.random_features(
+                x.double(), W.double(), None if b is None else b.double(), kind=kind, scale=scale
+            )
             _rf_close(out, expected, x, W, b, kind, dtype)
 
 
@@ -168,8 +168,9 @@ def test_random_features_positive_stabilizers(stabilize, dtype):
     for N, d, D, xs in [(1, 1, 1, 1.0), (9, 3, 40, 1.5), (4, 260, 300, 0.2), (70, 5, 17, 1.0)]:
         x, W, b = _rf_inputs(N, d, D, dtype, True, seed=N + d, xscale=xs)
         out = sim_ops.random_features(x, W, b, "positive", 0.3, stabilize)
-        expected = ref.random_features(x.double(), W.double(), b.double(), kind="positive", scale=0.3,
-                                       stabilize=stabilize)
+        expected = ref.random_features(
+            x.double(), W.double(), b.double(), kind="positive", scale=0.3, stabilize=stabilize
+        )
         _rf_close(out, expected, x, W, b, "positive", dtype)
 
 
@@ -198,8 +199,15 @@ def test_random_features_empty():
 def test_random_features_schedules():
     x, W, b = _rf_inputs(67, 33, 70, torch.float32, True, seed=11)
     out = run_schedules(lambda: sim_ops.random_features(x, W, b, "cos_sin", 0.5, "row"))
-    _rf_close(out, ref.random_features(x.double(), W.double(), b.double(), kind="cos_sin", scale=0.5), x, W, b,
-              "cos_sin", torch.float32)
+    _rf_close(
+        out,
+        ref.random_features(x.double(), W.double(), b.double(), kind="cos_sin", scale=0.5),
+        x,
+        W,
+        b,
+        "cos_sin",
+        torch.float32,
+    )
     x, W, b = _rf_inputs(5, 260, 300, torch.float64, True, seed=12, xscale=0.2)
     run_schedules(lambda: sim_ops.random_features(x, W, b, "positive", 0.5, "global"))
 
@@ -207,8 +215,9 @@ def test_random_features_schedules():
 def test_random_features_arch80():
     configure(arch=80)
     x, W, b = _rf_inputs(20, 17, 70, torch.float64, True, seed=13)
-    torch.testing.assert_close(sim_ops.random_features(x, W, b, "relu", 1.0, "row"),
-                               ref.random_features(x, W, b, kind="relu", scale=1.0))
+    torch.testing.assert_close(
+        sim_ops.random_features(x, W, b, "relu", 1.0, "row"), ref.random_features(x, W, b, kind="relu", scale=1.0)
+    )
 
 
 # ---------------------------------------------------------------- random_features_bwd
@@ -243,7 +252,7 @@ def _grad_close(got, expected, dtype, factor=1.0):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("bias", [False, True])
 def test_random_features_bwd_every_subset_of_needs(kind, bias):
-    for stab in (["row", "global", "none"] if kind == "positive" else ["row"]):
+    for stab in ["row", "global", "none"] if kind == "positive" else ["row"]:
         x, W, b = _rf_inputs(13, 7, 9, torch.float64, bias, seed=21, xscale=0.8)
         out = sim_ops.random_features(x, W, b, kind, 0.7, stab)
         grad = torch.randn(out.shape, generator=_gen(22), dtype=torch.float64)
@@ -263,8 +272,9 @@ def test_random_features_bwd_float32_and_batched(kind):
     out = sim_ops.random_features(x, W, b, kind, 0.5, "row")
     grad = torch.randn(out.shape, generator=_gen(24)).float()
     gx, gW, gb = sim_ops.random_features_bwd(grad, out, x, W, b, kind, 0.5, "row", True, True, True)
-    ex, eW, eb = _ref_grads(lambda x, W, b: ref.random_features(x, W, b, kind=kind, scale=0.5), (x, W, b),
-                            (True, True, True), grad)
+    ex, eW, eb = _ref_grads(
+        lambda x, W, b: ref.random_features(x, W, b, kind=kind, scale=0.5), (x, W, b), (True, True, True), grad
+    )
     for got, e in ((gx, ex), (gW, eW), (gb, eb)):  # within TOL (measured: <= 0.3 of it)
         _grad_close(got, e, torch.float32)
 
@@ -293,8 +303,17 @@ def _sf_ref(x, signs, perm, b, D, kind, block, scale, stab):
     """The float64 reference map: ref.structured_features up to P = 256, the matrix-free chain with
     the reference's epilogue beyond."""
     if signs.shape[-1] <= 256:
-        return ref.structured_features(x.double(), signs.double(), kind=kind, block=block, perm=perm,
-                                       b=None if b is None else b.double(), n_features=D, scale=scale, stabilize=stab)
+        return ref.structured_features(
+            x.double(),
+            signs.double(),
+            kind=kind,
+            block=block,
+            perm=perm,
+            b=None if b is None else b.double(),
+            n_features=D,
+            scale=scale,
+            stabilize=stab,
+        )
     return ref._apply(_sf_z(x, signs, perm, b, D, block), x.double(), kind, scale, stab)
 
 
@@ -319,14 +338,23 @@ def test_matrix_free_reference_matches_reference():
         x = torch.randn(3, 200, generator=_gen(4), dtype=torch.float64)
         b = torch.rand(500, generator=_gen(5), dtype=torch.float64)
         for kind in ("cos_sin", "positive"):
-            torch.testing.assert_close(ref._apply(_sf_z(x, signs, perm, b, 500, block), x, kind, 0.5, "row"),
-                                       _sf_ref(x, signs, perm, b, 500, kind, block, 0.5, "row"))
+            torch.testing.assert_close(
+                ref._apply(_sf_z(x, signs, perm, b, 500, block), x, kind, 0.5, "row"),
+                _sf_ref(x, signs, perm, b, 500, kind, block, 0.5, "row"),
+            )
 
 
 # (N, d, nblocks, D): d = 1 (P = 1); D < P; D == P; stacked with D % P != 0; d not a power of two
 # (zero padding); P = 64 (32 threads), 128 (64 threads), 1024 (256 threads, 2 pairs each)
-SF_SIZES = [(1, 1, 2, 2), (3, 5, 1, 5), (9, 7, 3, 20), (4, 13, 2, 32), (2, 64, 2, 100), (2, 100, 1, 128),
-            (1, 600, 2, 1500)]
+SF_SIZES = [
+    (1, 1, 2, 2),
+    (3, 5, 1, 5),
+    (9, 7, 3, 20),
+    (4, 13, 2, 32),
+    (2, 64, 2, 100),
+    (2, 100, 1, 128),
+    (1, 600, 2, 1500),
+]
 
 
 @pytest.mark.parametrize("dtype", F)
@@ -361,29 +389,45 @@ def test_structured_features_largest_P(dtype, P):
         signs, perm, _ = _sf_inputs(P, 1, block, seed=33, dtype=dtype)
         x = (torch.randn(1, P - 3, generator=_gen(34), dtype=torch.float64) * 0.1).to(dtype)
         out = sim_ops.structured_features(x, signs, perm, None, 37, "cos", block, 1.0, "row")
-        _sf_close(out, _sf_ref(x, signs, perm, None, 37, "cos", block, 1.0, "row"), "cos", dtype, x, signs, perm,
-                  None, 37, block)
+        _sf_close(
+            out,
+            _sf_ref(x, signs, perm, None, 37, "cos", block, 1.0, "row"),
+            "cos",
+            dtype,
+            x,
+            signs,
+            perm,
+            None,
+            37,
+            block,
+        )
 
 
 @pytest.mark.parametrize("dtype,P", [(torch.float32, 8192), (torch.float64, 4096)])
 def test_structured_features_P_limit_error(dtype, P):
     signs, perm, _ = _sf_inputs(P, 1, "sorf", dtype=dtype)
     x = torch.zeros(1, 5, dtype=dtype)
-    with pytest.raises(RuntimeError, match=rf"kernelfuse\.structured_features: on CUDA, supports P \* sizeof\(dtype\) <= 24 KB "
-                                           rf"\(P = {P}\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=rf"kernelfuse\.structured_features: on CUDA, supports P \* sizeof\(dtype\) <= 24 KB "
+        rf"\(P = {P}\)",
+    ):
         sim_ops.structured_features(x, signs, None, None, 3, "cos", "sorf", 1.0, "row")
 
 
 def test_structured_features_empty_and_batched():
     signs, perm, P = _sf_inputs(5, 2, "fastfood")
-    assert sim_ops.structured_features(torch.zeros(0, 5, dtype=torch.float64), signs, perm, None, 9, "cos_sin",
-                                       "fastfood", 1.0, "row").shape == (0, 18)
-    assert sim_ops.structured_features(torch.zeros(3, 5, dtype=torch.float64), signs, perm, None, 0, "positive",
-                                       "fastfood", 1.0, "global").shape == (3, 0)
+    assert sim_ops.structured_features(
+        torch.zeros(0, 5, dtype=torch.float64), signs, perm, None, 9, "cos_sin", "fastfood", 1.0, "row"
+    ).shape == (0, 18)
+    assert sim_ops.structured_features(
+        torch.zeros(3, 5, dtype=torch.float64), signs, perm, None, 0, "positive", "fastfood", 1.0, "global"
+    ).shape == (3, 0)
     x = torch.randn(2, 3, 5, generator=_gen(35), dtype=torch.float64)
     out = sim_ops.structured_features(x, signs, perm, None, 13, "relu", "fastfood", 1.0, "row")
-    torch.testing.assert_close(out.reshape(6, 13), _sf_ref(x.reshape(6, 5), signs, perm, None, 13, "relu",
-                                                            "fastfood", 1.0, "row"))
+    torch.testing.assert_close(
+        out.reshape(6, 13), _sf_ref(x.reshape(6, 5), signs, perm, None, 13, "relu", "fastfood", 1.0, "row")
+    )
 
 
 def test_structured_features_schedules():
@@ -392,16 +436,28 @@ def test_structured_features_schedules():
         x = torch.randn(3, 100, generator=_gen(37)) * 0.2
         b = torch.rand(200, generator=_gen(38)) * 6
         out = run_schedules(lambda: sim_ops.structured_features(x, signs, perm, b, 200, "cos", block, 1.0, "row"))
-        _sf_close(out, _sf_ref(x, signs, perm, b, 200, "cos", block, 1.0, "row"), "cos", torch.float32, x, signs,
-                  perm, b, 200, block)
+        _sf_close(
+            out,
+            _sf_ref(x, signs, perm, b, 200, "cos", block, 1.0, "row"),
+            "cos",
+            torch.float32,
+            x,
+            signs,
+            perm,
+            b,
+            200,
+            block,
+        )
 
 
 def test_structured_features_arch80():
     configure(arch=80)
     signs, perm, P = _sf_inputs(9, 2, "fastfood", seed=39)
     x = torch.randn(4, 9, generator=_gen(40), dtype=torch.float64)
-    torch.testing.assert_close(sim_ops.structured_features(x, signs, perm, None, 30, "cos_sin", "fastfood", 1.0, "row"),
-                               _sf_ref(x, signs, perm, None, 30, "cos_sin", "fastfood", 1.0, "row"))
+    torch.testing.assert_close(
+        sim_ops.structured_features(x, signs, perm, None, 30, "cos_sin", "fastfood", 1.0, "row"),
+        _sf_ref(x, signs, perm, None, 30, "cos_sin", "fastfood", 1.0, "row"),
+    )
 
 
 # ---------------------------------------------------------------- structured_features_bwd (CUDA kernel new)
@@ -443,11 +499,13 @@ def test_structured_features_bwd_matches_reference_grads(kind, block):
 
 
 @pytest.mark.parametrize("block", ["sorf", "fastfood"])
-@pytest.mark.parametrize("kind,stab", [("cos", "row"), ("positive", "row"), ("positive", "global"),
-                                       ("positive", "none"), ("cos_sin", "row")])
+@pytest.mark.parametrize(
+    "kind,stab", [("cos", "row"), ("positive", "row"), ("positive", "global"), ("positive", "none"), ("cos_sin", "row")]
+)
 def test_structured_features_bwd_every_subset_of_needs(kind, stab, block):
-    x, signs, perm, b, out, grad = _sf_bwd_case(6, 5, 2, 13, kind, block, torch.float64, True, stab=stab, seed=50,
-                                                xscale=0.8)
+    x, signs, perm, b, out, grad = _sf_bwd_case(
+        6, 5, 2, 13, kind, block, torch.float64, True, stab=stab, seed=50, xscale=0.8
+    )
     for nx, nb in product((False, True), repeat=2):
         gx, gb = _sf_bwd(x, signs, perm, b, out, grad, 13, kind, block, 0.6, stab, nx, nb)
         ex, eb = _sf_bwd_ref(x, signs, perm, b, grad, 13, kind, block, 0.6, stab, nx, nb)
@@ -475,8 +533,13 @@ def test_structured_features_bwd_gb_chunks():
     # the gb column sum: N = 64 (one chunk, written straight to gb), 65 (two chunks), 1030 rows (17
     # chunks), D over the 256 threads of a block (two column blocks)
     # (cos_sin: gz from out alone, which here is the reference's, so only the column sum runs)
-    for N, D, dt in [(64, 5, torch.float64), (65, 3, torch.float64), (65, 3, torch.float32), (1030, 2, torch.float64),
-                     (3, 300, torch.float32)]:
+    for N, D, dt in [
+        (64, 5, torch.float64),
+        (65, 3, torch.float64),
+        (65, 3, torch.float32),
+        (1030, 2, torch.float64),
+        (3, 300, torch.float32),
+    ]:
         signs, perm, P = _sf_inputs(3, (D + 3) // 4, "sorf", seed=N, dtype=dt)
         x = torch.randn(N, 3, generator=_gen(N), dtype=torch.float64).to(dt)
         b = torch.rand(D, generator=_gen(N + 1), dtype=torch.float64).to(dt)
@@ -524,11 +587,26 @@ def test_structured_features_bwd_P_limit_error(dtype, P):
     x = torch.zeros(1, 5, dtype=dtype)
     grad = out = torch.zeros(1, 3, dtype=dtype)
     for kind in ("cos", "cos_sin"):  # cos: the z recompute fails first; cos_sin: the adjoint
-        with pytest.raises(RuntimeError, match=rf"kernelfuse\.structured_features_bwd: on CUDA, supports P \* sizeof\(dtype\) <= "
-                                               rf"24 KB \(P = {P}\)"):
-            sim_ops.structured_features_bwd(grad if kind == "cos" else torch.zeros(1, 6, dtype=dtype),
-                                            out if kind == "cos" else torch.zeros(1, 6, dtype=dtype), x, signs, perm,
-                                            None, 3, kind, "fastfood", 1.0, "row", True, False)
+        with pytest.raises(
+            RuntimeError,
+            match=rf"kernelfuse\.structured_features_bwd: on CUDA, supports P \* sizeof\(dtype\) <= "
+            rf"24 KB \(P = {P}\)",
+        ):
+            sim_ops.structured_features_bwd(
+                grad if kind == "cos" else torch.zeros(1, 6, dtype=dtype),
+                out if kind == "cos" else torch.zeros(1, 6, dtype=dtype),
+                x,
+                signs,
+                perm,
+                None,
+                3,
+                kind,
+                "fastfood",
+                1.0,
+                "row",
+                True,
+                False,
+            )
 
 
 def test_structured_features_bwd_empty_and_batched():
@@ -643,8 +721,14 @@ def test_nan_propagates_like_the_reference():
     W = torch.randn(5, 9, generator=g, dtype=torch.float64)
     W[2, 3] = float("nan")
     for dtype in F:
-        for kind, stab in (("relu", "row"), ("step", "row"), ("positive", "row"), ("positive", "global"),
-                           ("positive", "none"), ("cos", "row")):
+        for kind, stab in (
+            ("relu", "row"),
+            ("step", "row"),
+            ("positive", "row"),
+            ("positive", "global"),
+            ("positive", "none"),
+            ("cos", "row"),
+        ):
             out = sim_ops.random_features(x.to(dtype), W.to(dtype), None, kind, 0.5, stab)
             exp = ref.random_features(x.to(dtype).double(), W.to(dtype).double(), kind=kind, scale=0.5, stabilize=stab)
             assert torch.equal(out.isnan(), exp.isnan()) and out.isnan().any(), (kind, stab, dtype)

@@ -21,15 +21,14 @@ What picks a different instantiation / launch shape in the .cu, and where it is 
 Sizes cross the 128-row block and the item tiles (register path 64 items; generic: float 32,
 double 16 items).
 """
+
 import itertools
 import math
 
 import pytest
 import torch
-
 from conftest import assert_close_to_ref, configure, cpu_ops, kernels_executed, run_schedules, sim_ops
 from kernelfuse.reference import kde as ref
-
 
 KERNELS = ref.KERNELS
 COMPACT = ref.COMPACT_KERNELS
@@ -148,8 +147,22 @@ def _ref_grads(op, grad, x, y, w, h, kernel, excl, metric="euclidean", p=2.0, wi
     return res + (g[-1],) if with_h else res
 
 
-def run_bwd(op, x, y, w, h, kernel="gaussian", excl=False, need=(True, True, True), factor=1.0, seed=7,
-            sim_out=None, metric="euclidean", p=2.0, need_h=False):
+def run_bwd(
+    op,
+    x,
+    y,
+    w,
+    h,
+    kernel="gaussian",
+    excl=False,
+    need=(True, True, True),
+    factor=1.0,
+    seed=7,
+    sim_out=None,
+    metric="euclidean",
+    p=2.0,
+    need_h=False,
+):
     """kernel_sum_bwd (op "sum") / kernel_logsumexp_bwd (op "lse") against reference autograd
     (need_h: also the in-pass bandwidth gradient of a scalar bandwidth)."""
     dtype = x.dtype
@@ -409,27 +422,31 @@ def test_empty_and_degenerate(dtype):
     assert torch.equal(sim_ops.kernel_sum(x, e0, None, h1, "gaussian", False).double(), torch.zeros(5, dtype=F64))
     lo, lo2 = sim_ops.kernel_logsumexp_sq(x, e0, torch.zeros(0, 2, dtype=dtype), h1, "cosine", False)
     assert lo.shape == (5, 2) and (lo == -math.inf).all() and (lo2 == -math.inf).all()
-    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(torch.ones(5, dtype=dtype), x, e0, None, h1, "gaussian", False,
-                                           True, True, True)
+    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(
+        torch.ones(5, dtype=dtype), x, e0, None, h1, "gaussian", False, True, True, True
+    )
     assert torch.equal(gx.double(), torch.zeros(5, 3, dtype=F64)) and gy.shape == (0, 3)
     # m == 0: empty outputs; the backward still writes the points' gradients (zeros)
     assert sim_ops.kernel_sum(x[:0], y, None, h1, "gaussian", False).shape == (0,)
     assert sim_ops.kernel_logsumexp(x[:0], y, torch.zeros(7, 2, dtype=dtype), h1, "gaussian", False).shape == (0, 2)
     w = _weights(2, 7, dtype, 63)
-    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(torch.ones(0, 2, dtype=dtype), x[:0], y, w, h1, "gaussian", False,
-                                           True, True, True)
+    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(
+        torch.ones(0, 2, dtype=dtype), x[:0], y, w, h1, "gaussian", False, True, True, True
+    )
     assert gx.shape == (0, 3) and torch.equal(gy.double(), torch.zeros(7, 3, dtype=F64))
     assert torch.equal(gw.double(), torch.zeros(7, 2, dtype=F64))
     # c == 0: empty forward outputs; backward position gradients are zeros
     w0 = torch.ones(7, 0, dtype=dtype)
     assert sim_ops.kernel_sum(x, y, w0, h1, "gaussian", False).shape == (5, 0)
-    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(torch.ones(5, 0, dtype=dtype), x, y, w0, h1, "gaussian", False,
-                                           True, True, True)
+    gx, gy, gw, _ = sim_ops.kernel_sum_bwd(
+        torch.ones(5, 0, dtype=dtype), x, y, w0, h1, "gaussian", False, True, True, True
+    )
     assert torch.equal(gx.double(), torch.zeros(5, 3, dtype=F64))
     assert torch.equal(gy.double(), torch.zeros(7, 3, dtype=F64)) and gw.shape == (7, 0)
     # B == 0
-    assert sim_ops.kernel_sum(torch.empty(0, 5, 3, dtype=dtype), torch.empty(0, 7, 3, dtype=dtype), None, h1,
-                              "gaussian", False).shape == (0, 5)
+    assert sim_ops.kernel_sum(
+        torch.empty(0, 5, 3, dtype=dtype), torch.empty(0, 7, 3, dtype=dtype), None, h1, "gaussian", False
+    ).shape == (0, 5)
     # d == 0: every s is 0, k(0) = 1 (and the backward's weight gradient still runs)
     xd, yd = x[:, :0], y[:, :0]
     run_fwd("sum", xd, yd, w, h1, "gaussian")
@@ -548,8 +565,11 @@ def _mbandwidth(metric, kind, d, dtype, kernel):
     if metric == "euclidean":
         return _bandwidth(kind, d, dtype, kernel)
     f = 1.1 if kernel in COMPACT else 0.8
-    base = {"manhattan": 1.13 * d, "chebyshev": 1.41 * (0.8 + math.sqrt(2 * math.log(max(d, 2)))),
-            "minkowski": (4.51 * d) ** (1 / P)}[metric] * f
+    base = {
+        "manhattan": 1.13 * d,
+        "chebyshev": 1.41 * (0.8 + math.sqrt(2 * math.log(max(d, 2)))),
+        "minkowski": (4.51 * d) ** (1 / P),
+    }[metric] * f
     if kind == "scalar":
         return torch.tensor(base, dtype=_acc(dtype))
     fd = torch.tensor([0.8, 1.0, 1.25, 0.9, 1.1], dtype=F64).repeat(d // 5 + 1)[:d]
@@ -572,8 +592,14 @@ def test_forward_metrics(metric, dtype):
     for i, d in enumerate(_metric_dims(metric, dtype, False)):
         x, y = _mpts(metric, (m, d), dtype, 100 + i), _mpts(metric, (n, d), dtype, 110 + i)
         w = _weights(3 if i % 2 else "vec", n, dtype, 120 + i)
-        for kernel, kind in (("gaussian", "dim"), ("epanechnikov", "scalar"), ("tophat", "dim"),
-                             ("cosine", "scalar"), ("laplacian", "scalar"), ("linear", "dim")):
+        for kernel, kind in (
+            ("gaussian", "dim"),
+            ("epanechnikov", "scalar"),
+            ("tophat", "dim"),
+            ("cosine", "scalar"),
+            ("laplacian", "scalar"),
+            ("linear", "dim"),
+        ):
             if metric == "haversine":
                 kind = "scalar"
             h = _mbandwidth(metric, kind, d, dtype, kernel)
@@ -637,14 +663,17 @@ def test_chebyshev_ties_first_coordinate(d):
             for a, b in zip(got[:3], exp[:3]):
                 assert_close_to_ref(a, b, F64)
             # the rule itself: no row of the x gradient has two nonzero entries for one pair
-            one = sim_ops.kernel_sum_bwd(gr[:1], x[:1], y[:1], None, hh, kernel, False, True, False, False,
-                                         "chebyshev", 2.0, False)[0]
+            one = sim_ops.kernel_sum_bwd(
+                gr[:1], x[:1], y[:1], None, hh, kernel, False, True, False, False, "chebyshev", 2.0, False
+            )[0]
             assert int((one != 0).sum()) <= 1
 
 
 @pytest.mark.parametrize("dtype", [F64, F32], ids=_dt)
-@pytest.mark.parametrize("metric,d", [("euclidean", 3), ("euclidean", 64), ("euclidean", 70), ("manhattan", 5),
-                                      ("chebyshev", 40), ("chebyshev", 70)])
+@pytest.mark.parametrize(
+    "metric,d",
+    [("euclidean", 3), ("euclidean", 64), ("euclidean", 70), ("manhattan", 5), ("chebyshev", 40), ("chebyshev", 70)],
+)
 def test_exact_support_integer_boundary(metric, d, dtype):
     """Integer data with many pairs at exactly dist = h: the tophat count is exact (unscaled
     distances against h^2 / h), on the register and the generic path, float32 included."""
@@ -665,8 +694,9 @@ def test_exact_support_integer_boundary(metric, d, dtype):
     out = sim_ops.kernel_sum(x.to(dtype), y.to(dtype), None, ht, "tophat", False, metric, 2.0)
     assert torch.equal(out.double(), count)
     lo = sim_ops.kernel_logsumexp(x.to(dtype), y.to(dtype), None, ht, "epanechnikov", False, metric, 2.0)
-    run_fwd("lse", x.to(dtype), y.to(dtype), None, ht, "epanechnikov", metric=metric,
-            factor=50.0 if dtype == F32 else 1.0)
+    run_fwd(
+        "lse", x.to(dtype), y.to(dtype), None, ht, "epanechnikov", metric=metric, factor=50.0 if dtype == F32 else 1.0
+    )
     assert torch.equal(torch.isfinite(lo), count > 0)
 
 
@@ -684,9 +714,16 @@ def test_half_types_metrics(dtype):
 
 # ---------------------------------------------------------------- thread schedules (races)
 SCHED_CASES = [
-    ("sum", F32, 3, 3), ("lse_sq", F32, 9, 1), ("sum", F32, 70, 9), ("lse", F64, 40, 2),
-    ("bwd_sum", F32, 3, 3), ("bwd_lse", F32, 9, 10), ("bwd_sum", F32, 40, 3), ("bwd_lse", F64, 20, 1),
-    ("sum", BF16, 70, 3), ("bwd_lse", F16, 40, 3),
+    ("sum", F32, 3, 3),
+    ("lse_sq", F32, 9, 1),
+    ("sum", F32, 70, 9),
+    ("lse", F64, 40, 2),
+    ("bwd_sum", F32, 3, 3),
+    ("bwd_lse", F32, 9, 10),
+    ("bwd_sum", F32, 40, 3),
+    ("bwd_lse", F64, 20, 1),
+    ("sum", BF16, 70, 3),
+    ("bwd_lse", F16, 40, 3),
 ]
 
 
@@ -700,9 +737,11 @@ def test_thread_schedules(op, dtype, d, c):
     w = _weights(c if c > 1 else "vec", n, dtype, 72)
     if op in ("sum", "lse", "lse_sq"):
         ww = w if op == "sum" else w.log()
+
         def sim():
             r = run_schedules(lambda: _fwd_sim(op, x, y, ww, h, "gaussian", False))
             return r if isinstance(r, tuple) else (r,)
+
         run_fwd(op, x, y, ww, h, sim=sim)
     else:
         o = "sum" if op == "bwd_sum" else "lse"
@@ -710,8 +749,11 @@ def test_thread_schedules(op, dtype, d, c):
         xb, yb = x[:40], y
         exp = _fwd_ref(o, xb, yb, ww, h, "gaussian", False)[0].to(dtype)
         g = _pts(exp.shape, dtype, 73)
-        fn = (lambda: sim_ops.kernel_sum_bwd(g, xb, yb, ww, h, "gaussian", False, True, True, True)) if o == "sum" \
+        fn = (
+            (lambda: sim_ops.kernel_sum_bwd(g, xb, yb, ww, h, "gaussian", False, True, True, True))
+            if o == "sum"
             else (lambda: sim_ops.kernel_logsumexp_bwd(g, exp, xb, yb, ww, h, "gaussian", False, True, True, True))
+        )
         got = run_schedules(fn)
         egx, egy, egw, _ = _ref_grads(o, g, xb, yb, ww, h, "gaussian", False)
         for a, b in zip(got, (egx, egy, egw)):
@@ -757,13 +799,16 @@ def test_every_instantiation_ran():
 def test_sim_logsumexp_nan_in_nan_out():
     """The glue's NaN propagation on the CUDA branch (issue 13): NaN query -> NaN row, NaN point -> all NaN."""
     import torch as _t
+
     x = _t.randn(6, 3, dtype=_t.float32, generator=_t.Generator().manual_seed(0))
     y = _t.randn(9, 3, dtype=_t.float32, generator=_t.Generator().manual_seed(1))
     h = _t.tensor(0.8)
-    xn = x.clone(); xn[3, 0] = float("nan")
+    xn = x.clone()
+    xn[3, 0] = float("nan")
     out = sim_ops.kernel_logsumexp(xn, y, None, h, "tophat", False)
     assert _t.isnan(out[3]) and not _t.isnan(out[[0, 1, 2, 4, 5]]).any()
-    yn = y.clone(); yn[0, 2] = float("nan")
+    yn = y.clone()
+    yn[0, 2] = float("nan")
     assert _t.isnan(sim_ops.kernel_logsumexp(x, yn, None, h, "gaussian", False)).all()
 
 

@@ -30,18 +30,17 @@ under arch=80 as well as the default arch=90.
 Backward ops are called directly (the sim library has no autograd registration) and compared with
 torch.autograd.grad through the float64 reference, for every subset of inputs needing a gradient.
 """
+
 import functools
 import math
 from itertools import product
 
 import pytest
 import torch
-
 from conftest import TOL, assert_close_to_ref, configure, run_schedules, sim_ops
 from kernelfuse.ops.kron_grid import KINDS, MAX_ORDER, NPARAMS
-from kernelfuse.reference import kron_grid as gref
 from kernelfuse.reference import kron as ref
-
+from kernelfuse.reference import kron_grid as gref
 
 F64, F32 = torch.float64, torch.float32
 DTYPES = [F64, F32]
@@ -58,7 +57,7 @@ def _randn(*shape, seed=0, dtype=F64):
 
 def _rbf(n, g, ls=0.7, jitter=1e-6):
     x = torch.rand(n, 1, generator=g, dtype=F64) * 3
-    return torch.exp(-0.5 * (x - x.T) ** 2 / ls ** 2) + jitter * torch.eye(n, dtype=F64)
+    return torch.exp(-0.5 * (x - x.T) ** 2 / ls**2) + jitter * torch.eye(n, dtype=F64)
 
 
 def _factors(dims, seed=0, dtype=F64, jitter=1e-6):
@@ -106,8 +105,15 @@ def _schedules_close(fn, rtol=1e-13):
 # On the device kron_matmul is a chain of cuBLAS GEMMs (at::mm / at::matmul) with no kernelfuse
 # kernel; the device branch of the glue (natural-layout mode products, transposed operands, the
 # identity axes of the backward) is still checked here against the dense reference.
-RECT = [((4, 3),), ((1, 1),), ((7, 5), (3, 11)), ((4, 3), (2, 5)), ((3, 3), (1, 4), (5, 2)), ((1, 1), (3, 2)),
-        ((2, 1), (1, 2), (3, 2), (1, 1), (2, 3), (1, 2), (2, 1), (2, 2))]  # the last: 8 axes (max D)
+RECT = [
+    ((4, 3),),
+    ((1, 1),),
+    ((7, 5), (3, 11)),
+    ((4, 3), (2, 5)),
+    ((3, 3), (1, 4), (5, 2)),
+    ((1, 1), (3, 2)),
+    ((2, 1), (1, 2), (3, 2), (1, 1), (2, 3), (1, 2), (2, 1), (2, 2)),
+]  # the last: 8 axes (max D)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -125,14 +131,15 @@ def test_kron_matmul(shapes, dtype):
 
 def test_kron_matmul_strided_factor_and_batch():
     fs = [_randn(6, 4, seed=4).T, _randn(3, 5, seed=5)]  # a transposed view
-    x = _randn(7, 30, seed=6)[:, :].T.contiguous().T     # a non-contiguous batch
+    x = _randn(7, 30, seed=6)[:, :].T.contiguous().T  # a non-contiguous batch
     torch.testing.assert_close(sim_ops.kron_matmul(fs, x, False), ref.kron_matmul(fs, x))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("transpose", [False, True])
-@pytest.mark.parametrize("shapes", [((3, 2), (1, 3), (2, 4)), ((7, 5), (3, 11)), ((4, 3),), RECT[-1]],
-                         ids=["3ax", "prime", "1ax", "8ax"])
+@pytest.mark.parametrize(
+    "shapes", [((3, 2), (1, 3), (2, 4)), ((7, 5), (3, 11)), ((4, 3),), RECT[-1]], ids=["3ax", "prime", "1ax", "8ax"]
+)
 def test_kron_matmul_bwd(shapes, transpose, dtype):
     fs = [_randn(*s, seed=20 + i, dtype=dtype) for i, s in enumerate(shapes)]
     M, N = math.prod(s[1] for s in shapes), math.prod(s[0] for s in shapes)
@@ -158,9 +165,17 @@ def test_kron_matmul_bwd(shapes, transpose, dtype):
 
 
 # ================================================================== kron_gp_mll (scale_kernel: Inv + quad + logdet)
-MLL_GRIDS = [(5,), (1,), (3, 4), (7, 1, 3), (2, 3, 5), (1, 6), (17, 19),    # N = 323: two blocks of 256
-             (2, 1, 2, 1, 3, 1, 2, 2),                                     # 8 axes (max D)
-             (2, 2, 2, 2, 2, 2, 2, 3)]                                     # 8 axes, N = 384: two blocks
+MLL_GRIDS = [
+    (5,),
+    (1,),
+    (3, 4),
+    (7, 1, 3),
+    (2, 3, 5),
+    (1, 6),
+    (17, 19),  # N = 323: two blocks of 256
+    (2, 1, 2, 1, 3, 1, 2, 2),  # 8 axes (max D)
+    (2, 2, 2, 2, 2, 2, 2, 3),
+]  # 8 axes, N = 384: two blocks
 
 
 def _mll_ref(fs, y, s2):
@@ -303,8 +318,9 @@ def test_kron_gp_mll_noise_values_and_noncontiguous_operands():
         _close(d, e, F64)
     # an empty batch through the backward: zero gradients (the trace term has weight sum(grad_nll) = 0)
     _, _, eig0, rot0 = sim_ops.kron_gp_mll(fs, torch.zeros(0, 15, dtype=F64), s2)
-    dy, dn, dfs = sim_ops.kron_gp_mll_bwd(torch.zeros(0, dtype=F64), torch.zeros(0, 15, dtype=F64), fs, s2, eig0, rot0,
-                                          True, True, True)
+    dy, dn, dfs = sim_ops.kron_gp_mll_bwd(
+        torch.zeros(0, dtype=F64), torch.zeros(0, 15, dtype=F64), fs, s2, eig0, rot0, True, True, True
+    )
     assert dy.shape == (0, 15) and dn.item() == 0 and all(torch.equal(d, torch.zeros_like(d)) for d in dfs)
 
 
@@ -329,11 +345,14 @@ def test_kron_gp_mll_bwd_schedules():
     s2 = _s2(0.1)
     wn = torch.tensor([0.5, 1.5], dtype=F64)
     wa = _randn(2, 300, seed=11)
-    fs1 = _factors((300,), seed=10)   # two blocks
+    fs1 = _factors((300,), seed=10)  # two blocks
     y1 = _randn(2, 300, seed=12)
     _, _, eig1, rot1 = sim_ops.kron_gp_mll(fs1, y1, s2)
-    r = run_schedules(lambda: (lambda dy, dn, dfs: (dy, dn, *dfs))(
-        *sim_ops.kron_gp_mll_bwd(wn, wa, fs1, s2, eig1, rot1, True, True, True)))
+    r = run_schedules(
+        lambda: (lambda dy, dn, dfs: (dy, dn, *dfs))(
+            *sim_ops.kron_gp_mll_bwd(wn, wa, fs1, s2, eig1, rot1, True, True, True)
+        )
+    )
     edy, edn, edf = _mll_bwd_expected(fs1, y1, s2, wn, wa)
     _close(r[0], edy, F64)
     _close(r[1], edn, F64)
@@ -342,8 +361,11 @@ def test_kron_gp_mll_bwd_schedules():
     y2 = _randn(2, 323, seed=14)
     wa2 = _randn(2, 323, seed=15)
     _, _, eig2, rot2 = sim_ops.kron_gp_mll(fs2, y2, s2)
-    r = _schedules_close(lambda: (lambda dy, dn, dfs: (dy, dn, *dfs))(
-        *sim_ops.kron_gp_mll_bwd(wn, wa2, fs2, s2, eig2, rot2, True, True, True)))
+    r = _schedules_close(
+        lambda: (lambda dy, dn, dfs: (dy, dn, *dfs))(
+            *sim_ops.kron_gp_mll_bwd(wn, wa2, fs2, s2, eig2, rot2, True, True, True)
+        )
+    )
     edy, edn, edf = _mll_bwd_expected(fs2, y2, s2, wn, wa2)
     _close(r[0], edy, F64)
     _close(r[1], edn, F64)
@@ -354,8 +376,14 @@ def test_kron_gp_mll_bwd_schedules():
 # ================================================================== kron_posterior_var
 def _pv_ref(fs, s2, cs=None, targets="grid", prior=None):
     y = torch.zeros(math.prod(f.shape[0] for f in fs), dtype=F64)
-    return ref.kron_posterior(_d64(fs), y, s2.double(), cross_factors=None if cs is None else _d64(cs),
-                              targets=targets, prior_var=None if prior is None else prior.double())[1]
+    return ref.kron_posterior(
+        _d64(fs),
+        y,
+        s2.double(),
+        cross_factors=None if cs is None else _d64(cs),
+        targets=targets,
+        prior_var=None if prior is None else prior.double(),
+    )[1]
 
 
 PV_GRIDS = [(5,), (1,), (3, 4), (7, 1, 3), (17, 19), (2, 3, 2, 2), (2, 1, 2, 1, 3, 1, 2, 2)]
@@ -368,10 +396,10 @@ def test_kron_posterior_var_train(dims, dtype):
     N = math.prod(dims)
     s2 = _s2(0.1, dtype)
     fac = _kfactor(dtype)
-    var = sim_ops.kron_posterior_var(fs, s2, [], "train", None, None)          # PostVar
+    var = sim_ops.kron_posterior_var(fs, s2, [], "train", None, None)  # PostVar
     _close(var, _pv_ref(fs, s2), dtype, factor=fac)
     pv = torch.full((N,), 1.5, dtype=dtype)
-    var = sim_ops.kron_posterior_var(fs, s2, [], "train", pv, None)            # SqOverDenom
+    var = sim_ops.kron_posterior_var(fs, s2, [], "train", pv, None)  # SqOverDenom
     _close(var, _pv_ref(fs, s2, prior=pv), dtype, factor=fac)
     _, _, eig, _ = sim_ops.kron_gp_mll(fs, torch.zeros(1, N, dtype=dtype), s2)  # precomputed eig
     var = sim_ops.kron_posterior_var(fs, s2, [], "train", None, eig)
@@ -379,9 +407,18 @@ def test_kron_posterior_var_train(dims, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("dims,mdims", [((3, 4), (5, 2)), ((7, 1, 3), (2, 3, 4)), ((5,), (6,)), ((1,), (1,)),
-                                        ((17, 19), (3, 1)), ((2, 1, 2, 1, 3, 1, 2, 2), (1, 2, 1, 3, 1, 1, 2, 1))],
-                         ids=lambda d: "x".join(map(str, d)))
+@pytest.mark.parametrize(
+    "dims,mdims",
+    [
+        ((3, 4), (5, 2)),
+        ((7, 1, 3), (2, 3, 4)),
+        ((5,), (6,)),
+        ((1,), (1,)),
+        ((17, 19), (3, 1)),
+        ((2, 1, 2, 1, 3, 1, 2, 2), (1, 2, 1, 3, 1, 1, 2, 1)),
+    ],
+    ids=lambda d: "x".join(map(str, d)),
+)
 def test_kron_posterior_var_grid(dims, mdims, dtype):
     fs = _factors(dims, seed=17, dtype=dtype)
     g = _gen(18)
@@ -395,10 +432,16 @@ def test_kron_posterior_var_grid(dims, mdims, dtype):
     _close(sim_ops.kron_posterior_var(fs, s2, cs, "grid", pv, eig), exp, dtype, factor=_kfactor(dtype))
 
 
-SCAT = [((5,), 11), ((1,), 3), ((3, 4), 11), ((7, 1, 3), 11), ((2, 3, 2, 2), 11),
-        ((2, 1, 2, 1, 3, 1, 2, 2), 7),  # 7 rest axes
-        ((17, 19, 2), 5),               # R = 323 rest elements: the threads stride past 256
-        ((4, 3), 1)]
+SCAT = [
+    ((5,), 11),
+    ((1,), 3),
+    ((3, 4), 11),
+    ((7, 1, 3), 11),
+    ((2, 3, 2, 2), 11),
+    ((2, 1, 2, 1, 3, 1, 2, 2), 7),  # 7 rest axes
+    ((17, 19, 2), 5),  # R = 323 rest elements: the threads stride past 256
+    ((4, 3), 1),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -469,15 +512,17 @@ def test_empty_axes_matmul_and_mll():
     assert sim_ops.kron_matmul([torch.zeros(0, 3, dtype=F64)], torch.ones(2, 3, dtype=F64), False).shape == (2, 0)
     out = sim_ops.kron_matmul([torch.zeros(3, 0, dtype=F64), K3], torch.ones(2, 0, dtype=F64), False)
     assert torch.equal(out, torch.zeros(2, 9, dtype=F64))
-    dx, dfs = sim_ops.kron_matmul_bwd(torch.ones(2, 9, dtype=F64), [torch.zeros(3, 0, dtype=F64), K3],
-                                      torch.ones(2, 0, dtype=F64), False, True, True)
+    dx, dfs = sim_ops.kron_matmul_bwd(
+        torch.ones(2, 9, dtype=F64), [torch.zeros(3, 0, dtype=F64), K3], torch.ones(2, 0, dtype=F64), False, True, True
+    )
     assert dx.shape == (2, 0) and dfs[0].shape == (3, 0) and torch.equal(dfs[1], torch.zeros(3, 3, dtype=F64))
     Z = torch.zeros(0, 0, dtype=F64)
     s2 = _s2(0.1)
     nll, alpha, eig, rot = sim_ops.kron_gp_mll([K3, Z], torch.ones(1, 0, dtype=F64), s2)
     assert torch.equal(nll, torch.zeros(1, dtype=F64)) and alpha.shape == (1, 0)
-    dy, dn, dfs = sim_ops.kron_gp_mll_bwd(torch.ones(1, dtype=F64), torch.ones(1, 0, dtype=F64), [K3, Z], s2, eig, rot,
-                                          True, True, True)
+    dy, dn, dfs = sim_ops.kron_gp_mll_bwd(
+        torch.ones(1, dtype=F64), torch.ones(1, 0, dtype=F64), [K3, Z], s2, eig, rot, True, True, True
+    )
     assert dy.shape == (1, 0) and dn.item() == 0 and torch.equal(dfs[0], torch.zeros(3, 3, dtype=F64))
 
 
@@ -514,12 +559,22 @@ def _f32r(t):
 def _params(kind, Q, seed=0):
     g = _gen(seed)
     if NPARAMS[kind] == 2:
-        p = torch.stack([0.3 * torch.randn(Q, generator=g, dtype=F64),
-                         math.log(0.4) + 0.3 * torch.randn(Q, generator=g, dtype=F64)], 1)
+        p = torch.stack(
+            [
+                0.3 * torch.randn(Q, generator=g, dtype=F64),
+                math.log(0.4) + 0.3 * torch.randn(Q, generator=g, dtype=F64),
+            ],
+            1,
+        )
     else:
-        p = torch.stack([0.3 * torch.randn(Q, generator=g, dtype=F64),
-                         6.0 * torch.rand(Q, generator=g, dtype=F64),
-                         math.log(0.5) + 0.3 * torch.randn(Q, generator=g, dtype=F64)], 1)
+        p = torch.stack(
+            [
+                0.3 * torch.randn(Q, generator=g, dtype=F64),
+                6.0 * torch.rand(Q, generator=g, dtype=F64),
+                math.log(0.5) + 0.3 * torch.randn(Q, generator=g, dtype=F64),
+            ],
+            1,
+        )
     return _f32r(p)
 
 
@@ -536,11 +591,11 @@ GK_CASES = {
     "7x5": (lambda: (_pts(7, 7), _pts(5, 105)), 1, 0),
     "1x1": (lambda: (_pts(1, 1), _pts(1, 101)), 3, 0),
     "13x1": (lambda: (_pts(13, 13), _pts(1, 113)), 2, 0),
-    "17x19": (lambda: (_pts(17, 17), _pts(19, 119)), 3, 0),      # 323 entries: two blocks
+    "17x19": (lambda: (_pts(17, 17), _pts(19, 119)), 3, 0),  # 323 entries: two blocks
     "T1": (lambda: (_uniform(1),) * 2, 2, 1),
     "T2": (lambda: (_uniform(2),) * 2, 2, 1),
     "T11": (lambda: (_uniform(11),) * 2, 2, 1),
-    "T9dec": (lambda: (_uniform(9, 2.0, -0.375),) * 2, 3, 1),     # decreasing: step < 0
+    "T9dec": (lambda: (_uniform(9, 2.0, -0.375),) * 2, 3, 1),  # decreasing: step < 0
 }
 
 
@@ -634,11 +689,17 @@ def test_grid_kernel_strided_points_and_edges():
     base = _pts(20, seed=6)
     x1, x2 = base[::2], base[1::3]  # strided views
     p = _params("rbf", 2, seed=7)
-    _gk_close(sim_ops.grid_kernel(x1, x2, "rbf", p, 1, 1, 0),
-              gref.grid_kernel(x1.contiguous(), x2.contiguous(), "rbf", p, orders=(1, 1)), F64)
+    _gk_close(
+        sim_ops.grid_kernel(x1, x2, "rbf", p, 1, 1, 0),
+        gref.grid_kernel(x1.contiguous(), x2.contiguous(), "rbf", p, orders=(1, 1)),
+        F64,
+    )
     xe = torch.tensor(0.25, dtype=F64).expand(4)  # stride 0
-    _gk_close(sim_ops.grid_kernel(xe, x2, "rbf", p, 2, 0, 0),
-              gref.grid_kernel(xe.contiguous(), x2.contiguous(), "rbf", p, orders=(2, 0)), F64)
+    _gk_close(
+        sim_ops.grid_kernel(xe, x2, "rbf", p, 2, 0, 0),
+        gref.grid_kernel(xe.contiguous(), x2.contiguous(), "rbf", p, orders=(2, 0)),
+        F64,
+    )
     # a non-contiguous incoming gradient and parameters
     G = _randn(x2.shape[0], x1.shape[0], seed=8).T
     pt = p.T.contiguous().T
@@ -650,15 +711,19 @@ def test_grid_kernel_strided_points_and_edges():
     assert sim_ops.grid_kernel(x1[:0], x1[:0], "rbf", p, 0, 0, 1).shape == (0, 0)
     z = sim_ops.grid_kernel(x1, x1, "sm", torch.zeros(0, 3, dtype=F64), 0, 0, 1)
     assert torch.equal(z, torch.zeros(10, 10, dtype=F64))
-    assert sim_ops.grid_kernel_bwd(torch.zeros(10, 10, dtype=F64), x1, x1, "sm", torch.zeros(0, 3, dtype=F64),
-                                   0, 0, 1).shape == (0, 3)
+    assert sim_ops.grid_kernel_bwd(
+        torch.zeros(10, 10, dtype=F64), x1, x1, "sm", torch.zeros(0, 3, dtype=F64), 0, 0, 1
+    ).shape == (0, 3)
     gz = sim_ops.grid_kernel_bwd(torch.zeros(0, 7, dtype=F64), x1[:0], x2, "rbf", p, 0, 0, 0)
     assert torch.equal(gz, torch.zeros_like(p))
     with pytest.raises(ValueError, match="toeplitz.*same size"):
         sim_ops.grid_kernel(x1, x2, "rbf", p, 0, 0, 1)
     configure(arch=80)
-    _gk_close(sim_ops.grid_kernel(x1, x2, "rbf", p, 1, 1, 0),
-              gref.grid_kernel(x1.contiguous(), x2.contiguous(), "rbf", p, orders=(1, 1)), F64)
+    _gk_close(
+        sim_ops.grid_kernel(x1, x2, "rbf", p, 1, 1, 0),
+        gref.grid_kernel(x1.contiguous(), x2.contiguous(), "rbf", p, orders=(1, 1)),
+        F64,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -741,5 +806,5 @@ def test_issue13_non_finite_points_and_factors_on_the_device_path():
     with pytest.raises(ValueError, match=r"'eig'.*expected shape \(18,\)"):
         sim_ops.kron_gp_mll_bwd(None, None, fs, _s2(0.1), eig[:5], rot, True, True, True)
     with pytest.raises(ValueError, match=r"'x2'.*kernel matrix"):
-        big = torch.zeros(1, dtype=F64).expand(10 ** 8)
+        big = torch.zeros(1, dtype=F64).expand(10**8)
         sim_ops.grid_kernel(big, big, "rbf", p, 0, 0, 0)

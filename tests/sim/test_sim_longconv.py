@@ -27,17 +27,16 @@ r > 1), then radix-16 passes S = N / r, ..., 16 (shape A for S >= 256, shape B f
 lists: r in {1, 2, 4, 8} x (2 or 3 radix-16 passes), i.e. N = 256, 512, 1024, 2048 (two passes)
 and N = 4096 ... 32768 (three).
 """
+
 import math
 
 import pytest
 import torch
-
+from conftest import assert_close_to_ref, configure, run_schedules, sim_ops
+from conftest import count_launches as _Count
 from kernelfuse.reference import longconv as ref
 from kernelfuse.reference import longconv_ssm as ssm_ref
-
 from kf_inputs import fftconv_inputs as _inputs
-from conftest import assert_close_to_ref, configure, count_launches as _Count, run_schedules, sim_ops
-
 
 MODES = ["causal", "bidirectional", "circular"]
 HALF = [torch.float16, torch.bfloat16]
@@ -69,8 +68,9 @@ NEED_NAMES = ("u", "k", "D", "pregate", "postgate")
 def _ref_grads(gy, u, k, D, pre, post, mode, skip="input"):
     """{name: float64 gradient} by autograd through the float64 reference (present inputs only)."""
     xs = {n: _d(t).requires_grad_(True) for n, t in zip(NEED_NAMES, (u, k, D, pre, post)) if t is not None}
-    y = ref.fftconv(xs["u"], xs["k"], xs.get("D"), pregate=xs.get("pregate"), postgate=xs.get("postgate"), mode=mode,
-                    skip=skip)
+    y = ref.fftconv(
+        xs["u"], xs["k"], xs.get("D"), pregate=xs.get("pregate"), postgate=xs.get("postgate"), mode=mode, skip=skip
+    )
     gs = torch.autograd.grad(y, list(xs.values()), gy.double())
     return dict(zip(xs.keys(), gs))
 
@@ -92,8 +92,12 @@ def _bwd(gy, u, k, D, pre, post, mode, needs=(True,) * 5, fft_size=None, skip="i
 
 
 def _present(D, pre, post):
-    return {"u", "k"} | ({"D"} if D is not None else set()) | ({"pregate"} if pre is not None else set()) | (
-        {"postgate"} if post is not None else set())
+    return (
+        {"u", "k"}
+        | ({"D"} if D is not None else set())
+        | ({"pregate"} if pre is not None else set())
+        | ({"postgate"} if post is not None else set())
+    )
 
 
 # ================================================================== fftconv: float32 / float64 forward
@@ -136,8 +140,13 @@ def test_fftconv_explicit_fft_size(mode):
     for n in sizes:
         assert_close_to_ref(_fwd(u, k, D, pre, post, mode, n), exp, torch.float64)
         gy = torch.randn(u.shape, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
-        _check_bwd(_bwd(gy, u, k, D, pre, post, mode, fft_size=n), _ref_grads(gy, u, k, D, pre, post, mode),
-                   _present(D, pre, post), (True,) * 5, torch.float64)
+        _check_bwd(
+            _bwd(gy, u, k, D, pre, post, mode, fft_size=n),
+            _ref_grads(gy, u, k, D, pre, post, mode),
+            _present(D, pre, post),
+            (True,) * 5,
+            torch.float64,
+        )
 
 
 def test_fftconv_empty_batch_or_heads():
@@ -189,13 +198,23 @@ def test_fftconv_backward_absent_inputs(D, gates):
     for mode in MODES:
         u, k, Dv, pre, post = _inputs(2, 3, 19, 7, mode, torch.float32, "shared", D=D, gates=gates, seed=21)
         gy = torch.randn(u.shape, generator=torch.Generator().manual_seed(4))
-        _check_bwd(_bwd(gy, u, k, Dv, pre, post, mode), _ref_grads(gy, u, k, Dv, pre, post, mode),
-                   _present(Dv, pre, post), (True,) * 5, torch.float32)
+        _check_bwd(
+            _bwd(gy, u, k, Dv, pre, post, mode),
+            _ref_grads(gy, u, k, Dv, pre, post, mode),
+            _present(Dv, pre, post),
+            (True,) * 5,
+            torch.float32,
+        )
         # postgate alone, then pregate alone
         if gates:
             for p1, p2 in ((None, post), (pre, None)):
-                _check_bwd(_bwd(gy, u, k, Dv, p1, p2, mode), _ref_grads(gy, u, k, Dv, p1, p2, mode),
-                           _present(Dv, p1, p2), (True,) * 5, torch.float32)
+                _check_bwd(
+                    _bwd(gy, u, k, Dv, p1, p2, mode),
+                    _ref_grads(gy, u, k, Dv, p1, p2, mode),
+                    _present(Dv, p1, p2),
+                    (True,) * 5,
+                    torch.float32,
+                )
 
 
 # skip "gated" (D on u * pregate, H3 / Hyena): the skip branches of PackGrad (dD), UnpackOutput,
@@ -212,8 +231,9 @@ def test_fftconv_skip_gated_forward_backward(mode, dtype):
             gy = torch.randn(u.shape, generator=torch.Generator().manual_seed(8)).to(dtype)
             exp = _ref_grads(gy, u, k, D, pre, post, mode, "gated")
             for needs in ((True,) * 5, (False, False, True, True, False), (True, False, False, False, True)):
-                _check_bwd(_bwd(gy, u, k, D, pre, post, mode, needs, skip="gated"), exp, _present(D, pre, post),
-                           needs, dtype)
+                _check_bwd(
+                    _bwd(gy, u, k, D, pre, post, mode, needs, skip="gated"), exp, _present(D, pre, post), needs, dtype
+                )
 
 
 def test_fftconv_skip_gated_schedules():
@@ -222,8 +242,9 @@ def test_fftconv_skip_gated_schedules():
     y = run_schedules(lambda: _fwd(u, k, D, pre, post, "causal", skip="gated"))
     assert_close_to_ref(y, _ref(u, k, D, pre, post, "causal", "gated"), torch.float32)
     out = run_schedules(lambda: _bwd(gy, u, k, D, pre, post, "causal", skip="gated"))
-    _check_bwd(out, _ref_grads(gy, u, k, D, pre, post, "causal", "gated"), _present(D, pre, post), (True,) * 5,
-               torch.float32)
+    _check_bwd(
+        out, _ref_grads(gy, u, k, D, pre, post, "causal", "gated"), _present(D, pre, post), (True,) * 5, torch.float32
+    )
 
 
 def test_fftconv_schedules():
@@ -235,8 +256,9 @@ def test_fftconv_schedules():
         y = run_schedules(lambda: _fwd(u, k, D, pre, post, "bidirectional"))
         assert_close_to_ref(y, _ref(u, k, D, pre, post, "bidirectional"), torch.float32)
         out = run_schedules(lambda: _bwd(gy, u, k, D, pre, post, "bidirectional"))
-        _check_bwd(out, _ref_grads(gy, u, k, D, pre, post, "bidirectional"), _present(D, pre, post), (True,) * 5,
-                   torch.float32)
+        _check_bwd(
+            out, _ref_grads(gy, u, k, D, pre, post, "bidirectional"), _present(D, pre, post), (True,) * 5, torch.float32
+        )
 
 
 # ================================================================== fftconv: half types, cuFFT path
@@ -309,8 +331,16 @@ def _tc_fallback(u, k, D, pre, post, env_switch):
 TC_FACTOR = 1.0
 
 # (L, Lk) giving each FFT size N (some with L + Lk - 1 == N exactly, the edge of the size choice)
-TC_SIZES = {256: (200, 57), 512: (300, 100), 1024: (1000, 25), 2048: (1500, 549),
-            4096: (3001, 1000), 8192: (8000, 100), 16384: (10000, 6385), 32768: (30000, 2769)}
+TC_SIZES = {
+    256: (200, 57),
+    512: (300, 100),
+    1024: (1000, 25),
+    2048: (1500, 549),
+    4096: (3001, 1000),
+    8192: (8000, 100),
+    16384: (10000, 6385),
+    32768: (30000, 2769),
+}
 TC_NS = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
 
 
@@ -340,10 +370,15 @@ def test_fftconv_tc_sizes(N, dtype, env_switch):
 def test_fftconv_tc_small_and_odd(dtype, env_switch):
     """Tiny L (N = 256, the minimum), B = 1 / 2 / 5, D and gates absent, (1, H, taps) kernels, B = 1
     with a (B, H, taps) kernel (shared), an explicit fft_size (ignored by the TC path)."""
-    cases = [dict(B=1, H=1, L=1, Lk=1), dict(B=2, H=3, L=5, Lk=2, D=False, gates=False),
-             dict(B=5, H=1, L=17, Lk=17, kshape="one"), dict(B=1, H=2, L=31, Lk=4, kshape="batch", D=False),
-             dict(B=4, H=3, L=64, Lk=64, gates=False), dict(B=3, H=2, L=70, Lk=20, gates="pre"),
-             dict(B=2, H=2, L=70, Lk=20, gates="post")]
+    cases = [
+        dict(B=1, H=1, L=1, Lk=1),
+        dict(B=2, H=3, L=5, Lk=2, D=False, gates=False),
+        dict(B=5, H=1, L=17, Lk=17, kshape="one"),
+        dict(B=1, H=2, L=31, Lk=4, kshape="batch", D=False),
+        dict(B=4, H=3, L=64, Lk=64, gates=False),
+        dict(B=3, H=2, L=70, Lk=20, gates="pre"),
+        dict(B=2, H=2, L=70, Lk=20, gates="post"),
+    ]
     for i, c in enumerate(cases):
         c = dict(c)
         L, Lk = c.pop("L"), c.pop("Lk")
@@ -440,8 +475,11 @@ def _ssm_params(H, N, dtype=torch.float64, seed=0, with_B=True, dt_range=(1e-3, 
     lo, hi = math.log(dt_range[0]), math.log(dt_range[1])
     log_dt = lo + (hi - lo) * torch.rand(H, generator=g, dtype=torch.float64)
     A_real = -0.5 * torch.exp(0.3 * torch.randn(H, N, generator=g, dtype=torch.float64))
-    A_imag = math.pi * torch.arange(N, dtype=torch.float64) * (1 + 0.05 * torch.randn(H, N, generator=g,
-                                                                                     dtype=torch.float64))
+    A_imag = (
+        math.pi
+        * torch.arange(N, dtype=torch.float64)
+        * (1 + 0.05 * torch.randn(H, N, generator=g, dtype=torch.float64))
+    )
     B = torch.randn(H, N, 2, generator=g, dtype=torch.float64) if with_B else None
     C = torch.randn(H, N, 2, generator=g, dtype=torch.float64)
     cv = lambda t: None if t is None else t.to(dtype)  # noqa: E731
@@ -461,8 +499,15 @@ def _ssm_ref_grads(g, args, disc):
     """float64 autograd through the reference: grads of (log_dt, A_real, A_imag, B pairs, C pairs)."""
     xs = [None if t is None else t.double().clone().requires_grad_(True) for t in args]
     log_dt, Ar, Ai, B, C = xs
-    K = ssm_ref.ssm_kernel(log_dt, Ar, Ai, None if B is None else torch.view_as_complex(B), torch.view_as_complex(C),
-                           g.shape[1], discretization=disc)
+    K = ssm_ref.ssm_kernel(
+        log_dt,
+        Ar,
+        Ai,
+        None if B is None else torch.view_as_complex(B),
+        torch.view_as_complex(C),
+        g.shape[1],
+        discretization=disc,
+    )
     want = [t for t in xs if t is not None]
     gs = iter(torch.autograd.grad(K, want, g.double(), allow_unused=True))
     out = []
@@ -569,8 +614,12 @@ def test_regression_tc_fp16_overflow(dtype):
     output is representable and the cuFFT path is exact. Fixed by power-of-two scalings of each
     sequence (max |v| -> [0.5, 1)) and each channel's spectrum, undone in fp32 at the output."""
     g = torch.Generator().manual_seed(80)
-    for B, H, L, Lk, amp, kamp in [(1, 2, 200, 57, 6000.0, 1.0), (3, 1, 200, 9, 1.0, 6000.0),
-                                    (2, 1, 4000, 96, 2000.0, 1.0), (2, 2, 100, 30, 1e-4, 1e-3)]:
+    for B, H, L, Lk, amp, kamp in [
+        (1, 2, 200, 57, 6000.0, 1.0),
+        (3, 1, 200, 9, 1.0, 6000.0),
+        (2, 1, 4000, 96, 2000.0, 1.0),
+        (2, 2, 100, 30, 1e-4, 1e-3),
+    ]:
         u = (amp * (1 + 0.1 * torch.randn(B, H, L, generator=g, dtype=torch.float64))).to(dtype)
         k = 1e-3 * torch.randn(H, Lk, generator=g, dtype=torch.float64)
         k[:, 0] = 1.0

@@ -4,13 +4,13 @@ instantiation) and the kernels stage_kernel<T, float, float> / kernel_spectrum_k
 fftconv_tc_kernel<T, float>, against the float64 reference on the same rounded inputs; gradients
 against float64 autograd of the reference, each in its input's dtype (du / dpregate / dpostgate in
 u's dtype, dk / dD in float32)."""
+
 import pytest
 import torch
-
+from conftest import assert_close_to_ref, run_schedules, sim_ops
+from conftest import count_launches as _Count
 from kernelfuse.reference import longconv as ref
-
 from kf_inputs import fftconv_inputs
-from conftest import assert_close_to_ref, count_launches as _Count, run_schedules, sim_ops
 
 HALF = [torch.float16, torch.bfloat16]
 MODES = ["causal", "bidirectional", "circular"]
@@ -24,8 +24,20 @@ def _d(t):
     return None if t is None else t.double()
 
 
-def _mixed(dtype, B, H, L, Lk, mode="causal", kshape="shared", seed=0, k_dtype=torch.float32,
-           D_dtype=torch.float32, D=True, gates=True):
+def _mixed(
+    dtype,
+    B,
+    H,
+    L,
+    Lk,
+    mode="causal",
+    kshape="shared",
+    seed=0,
+    k_dtype=torch.float32,
+    D_dtype=torch.float32,
+    D=True,
+    gates=True,
+):
     u, k, Dv, pre, post = fftconv_inputs(B, H, L, Lk, mode, torch.float64, kshape, D=D, gates=gates, seed=seed)
     c = lambda t, dt: None if t is None else t.to(dt)  # noqa: E731
     return c(u, dtype), c(k, k_dtype), c(Dv, D_dtype), c(pre, dtype), c(post, dtype)
@@ -38,8 +50,14 @@ def _ref(xs, mode):
 
 def _ref_grads(gy, xs, mode):
     leaves = {n: _d(t).requires_grad_(True) for n, t in zip(NAMES, xs) if t is not None}
-    y = ref.fftconv(leaves["u"], leaves["k"], leaves.get("D"), pregate=leaves.get("pregate"),
-                    postgate=leaves.get("postgate"), mode=mode)
+    y = ref.fftconv(
+        leaves["u"],
+        leaves["k"],
+        leaves.get("D"),
+        pregate=leaves.get("pregate"),
+        postgate=leaves.get("postgate"),
+        mode=mode,
+    )
     return dict(zip(leaves, torch.autograd.grad(y, list(leaves.values()), gy.double())))
 
 
@@ -66,8 +84,9 @@ def _check_bwd(out, xs, gy, mode, dtype):
 
 # ------------------------------------------------------------------ cuFFT path (stage_kernel<T, float, float>)
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("mode,kshape", [("causal", "batch"), ("bidirectional", "shared"), ("circular", "one"),
-                                         ("bidirectional", "batch")])
+@pytest.mark.parametrize(
+    "mode,kshape", [("causal", "batch"), ("bidirectional", "shared"), ("circular", "one"), ("bidirectional", "batch")]
+)
 def test_mixed_cufft_path_forward_backward(dtype, mode, kshape):
     for i, (B, H, L, Lk) in enumerate([(2, 3, 1, 1), (3, 2, 97, 33), (2, 2, 300, 77)]):
         xs = _mixed(dtype, B, H, L, Lk, mode, kshape, seed=60 + i)
@@ -87,8 +106,11 @@ def test_mixed_causal_shared_backward_and_fallback(dtype, env_switch):
     gy = torch.randn(xs[0].shape, generator=torch.Generator().manual_seed(7)).to(dtype)
     _check_bwd(sim_ops.fftconv_bwd(gy, *xs, "causal", None, *(True,) * 5), xs, gy, "causal", dtype)
     exp = _ref_grads(gy, xs, "causal")
-    for needs in [(False, True, False, False, False), (False, False, True, False, False),
-                  (True, False, False, True, True)]:
+    for needs in [
+        (False, True, False, False, False),
+        (False, False, True, False, False),
+        (True, False, False, True, True),
+    ]:
         out = sim_ops.fftconv_bwd(gy, *xs, "causal", None, *needs)
         for name, o, x, need in zip(NAMES, out, xs, needs):
             if need:
@@ -178,8 +200,15 @@ def test_mixed_gated_skip_cufft_path(dtype, mode, env_switch):
     assert_close_to_ref(y, _ref_gated(xs, mode), dtype)
     gy = torch.randn(xs[0].shape, generator=torch.Generator().manual_seed(3)).to(dtype)
     leaves = {n: _d(t).requires_grad_(True) for n, t in zip(NAMES, xs)}
-    y64 = ref.fftconv(leaves["u"], leaves["k"], leaves["D"], pregate=leaves["pregate"], postgate=leaves["postgate"],
-                      mode=mode, skip="gated")
+    y64 = ref.fftconv(
+        leaves["u"],
+        leaves["k"],
+        leaves["D"],
+        pregate=leaves["pregate"],
+        postgate=leaves["postgate"],
+        mode=mode,
+        skip="gated",
+    )
     exp = dict(zip(leaves, torch.autograd.grad(y64, list(leaves.values()), gy.double())))
     out = sim_ops.fftconv_bwd(gy, *xs, mode, None, *(True,) * 5, "gated")
     for name, o, x in zip(NAMES, out, xs):

@@ -10,12 +10,11 @@ staging chunks, 8 weight columns / 16 gradient dimensions per grid.y):
   nngp_gradx_kernel  the x and y gradients of both ops (the matrix gradient as coefficients), d = 17
                      (two gradient chunks), c = 9 (two weight-column chunks)
 """
+
 import pytest
 import torch
-
-from kernelfuse.reference import nngp as ref
-
 from conftest import assert_close_to_ref, count_launches, run_schedules, sim_ops
+from kernelfuse.reference import nngp as ref
 
 ACTS = ("relu", "erf", "step")
 FWD, GRADX = "nngp_matmul: nngp_fwd_kernel", "nngp_matmul: nngp_gradx_kernel"
@@ -25,23 +24,32 @@ def _data(m, n, d, c, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(m, d, generator=g, dtype=torch.float64)
     y = torch.randn(n, d, generator=g, dtype=torch.float64)
-    w = torch.randn(n, generator=g, dtype=torch.float64) if c is None else torch.randn(n, c, generator=g,
-                                                                                         dtype=torch.float64)
+    w = (
+        torch.randn(n, generator=g, dtype=torch.float64)
+        if c is None
+        else torch.randn(n, c, generator=g, dtype=torch.float64)
+    )
     return x.to(dtype), y.to(dtype), w.to(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("act", ACTS)
 def test_forward(act, dtype):
-    for i, (m, n, d, c, ntk) in enumerate([(1, 1, 1, None, False), (129, 33, 33, 9, True), (5, 65, 3, 1, False),
-                                           (3, 0, 2, 2, True)]):
+    for i, (m, n, d, c, ntk) in enumerate(
+        [(1, 1, 1, None, False), (129, 33, 33, 9, True), (5, 65, 3, 1, False), (3, 0, 2, 2, True)]
+    ):
         x, y, w = _data(m, n, d, c, dtype, seed=i)
         with count_launches(FWD) as cl:
             out = sim_ops.nngp_matmul(x, y, w, 2, act, 1.7, 0.1, ntk)
         assert cl[FWD] == (1 if n else 0)
         exp = ref.nngp_matmul(x.double(), y.double(), w.double(), 2, act, 1.7, 0.1, ntk)
-        assert_close_to_ref(out, exp, dtype, factor=1.0 if dtype == torch.float64 else 20.0,
-                            atol_scale=max(1.0, float(w.abs().sum(0).max()) if n else 1.0))
+        assert_close_to_ref(
+            out,
+            exp,
+            dtype,
+            factor=1.0 if dtype == torch.float64 else 20.0,
+            atol_scale=max(1.0, float(w.abs().sum(0).max()) if n else 1.0),
+        )
 
 
 @pytest.mark.parametrize("act", ACTS)

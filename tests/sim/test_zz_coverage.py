@@ -1,9 +1,9 @@
 """Runs last in tests/sim (file order): every __global__ kernel of every csrc/*/*_cuda.cu file has
 executed under the simulator in this session. The table is printed in the terminal summary."""
+
 from pathlib import Path
 
 import pytest
-
 from conftest import coverage_table
 
 HERE = Path(__file__).resolve().parent

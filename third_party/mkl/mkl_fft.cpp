@@ -15,8 +15,8 @@ namespace kernelfuse::mkl {
 namespace {
 
 // DFTI constants (mkl_dfti.h).
-constexpr long kNumberOfTransforms = 7, kConjEvenStorage = 10, kPlacement = 11,
-               kInputDistance = 14, kOutputDistance = 15, kThreadLimit = 27;
+constexpr long kNumberOfTransforms = 7, kConjEvenStorage = 10, kPlacement = 11, kInputDistance = 14,
+               kOutputDistance = 15, kThreadLimit = 27;
 constexpr long kReal = 33, kComplexComplex = 39, kNotInplace = 44;
 
 using Handle = void*;

@@ -57,11 +57,24 @@ bool mkl_gemm_batch(char elem, const GemmBatch& g) {
   BatchFn fn = nullptr;
   int64_t bytes = 0;
   switch (elem) {
-    case 's': fn = A.s; bytes = 4; break;
-    case 'd': fn = A.d; bytes = 8; break;
-    case 'c': fn = A.c; bytes = 8; break;
-    case 'z': fn = A.z; bytes = 16; break;
-    default: return false;
+    case 's':
+      fn = A.s;
+      bytes = 4;
+      break;
+    case 'd':
+      fn = A.d;
+      bytes = 8;
+      break;
+    case 'c':
+      fn = A.c;
+      bytes = 8;
+      break;
+    case 'z':
+      fn = A.z;
+      bytes = 16;
+      break;
+    default:
+      return false;
   }
   // alpha = 1, beta = 0 (1 when accumulating) in the element type (complex: (1, 0), (0, 0)).
   const double one[2] = {1.0, 0.0}, zero[2] = {0.0, 0.0};

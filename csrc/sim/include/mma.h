@@ -31,10 +31,20 @@ namespace detail {
 inline float to_f(float v) { return v; }
 inline float to_f(__half v) { return __half2float(v); }
 inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> T from_f(float v);
-template <> inline float from_f<float>(float v) { return v; }
-template <> inline __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> inline __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <class T>
+T from_f(float v);
+template <>
+inline float from_f<float>(float v) {
+  return v;
+}
+template <>
+inline __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+inline __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 inline int lane() { return static_cast<int>(::kf_sim::g_thread->linear & 31u); }
 inline void converged() { ::kf_sim::syncwarp(0xffffffffu); }
 // Tile element i of this lane's slot e, and its place in memory for a layout.
@@ -43,15 +53,20 @@ inline size_t at(int i, unsigned ldm, bool row) {
   const int r = i / 16, c = i % 16;
   return row ? size_t(r) * ldm + c : size_t(c) * ldm + r;
 }
-template <class L> constexpr bool is_row() { return std::is_same_v<L, row_major>; }
+template <class L>
+constexpr bool is_row() {
+  return std::is_same_v<L, row_major>;
+}
 
-template <class TA, class TB, class TC, class TD> struct MmaArgs {
+template <class TA, class TB, class TC, class TD>
+struct MmaArgs {
   TD* d;
   const TA* a;
   const TB* b;
   const TC* c;
 };
-template <class TA, class TB, class TC, class TD> void mma_all(void* const* args) {
+template <class TA, class TB, class TC, class TD>
+void mma_all(void* const* args) {
   float A[256], B[256], C[256];
   for (int l = 0; l < 32; ++l) {
     auto* m = static_cast<const MmaArgs<TA, TB, TC, TD>*>(args[l]);

@@ -17,6 +17,7 @@ Sylvester Hadamard matrix and ``scipy.fft.dct``.
   the byte-bounded LRU caches of :func:`kernelfuse.monarch_fft`'s DFT matrices and twiddles
   (default cap 256 MiB each; docs/butterfly.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,13 +25,29 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..ops.butterfly import (DEFAULT_FFT_CACHE_LIMIT, butterfly_multiply, clear_monarch_fft_cache,
-                             monarch_fft_cache_info, monarch_multiply, set_monarch_fft_cache_limit)
+from ..ops.butterfly import (
+    DEFAULT_FFT_CACHE_LIMIT,
+    butterfly_multiply,
+    clear_monarch_fft_cache,
+    monarch_fft_cache_info,
+    monarch_multiply,
+    set_monarch_fft_cache_limit,
+)
 
-__all__ = ["bitreversal_permutation", "butterfly_fft_twiddle", "hadamard_twiddle", "dct_butterfly",
-           "monarch_dft_factors", "butterfly_to_dense", "monarch_to_dense", "fft_factor_split",
-           "DEFAULT_FFT_CACHE_LIMIT", "monarch_fft_cache_info", "set_monarch_fft_cache_limit",
-           "clear_monarch_fft_cache"]
+__all__ = [
+    "bitreversal_permutation",
+    "butterfly_fft_twiddle",
+    "hadamard_twiddle",
+    "dct_butterfly",
+    "monarch_dft_factors",
+    "butterfly_to_dense",
+    "monarch_to_dense",
+    "fft_factor_split",
+    "DEFAULT_FFT_CACHE_LIMIT",
+    "monarch_fft_cache_info",
+    "set_monarch_fft_cache_limit",
+    "clear_monarch_fft_cache",
+]
 
 
 def _log2(n: int, fn: str) -> int:
@@ -54,8 +71,9 @@ def _pairs(n: int, h: int) -> torch.Tensor:
     return torch.arange(n // 2) % h
 
 
-def butterfly_fft_twiddle(n: int, *, inverse: bool = False, norm: str = "backward",
-                          dtype: torch.dtype = torch.complex64, device=None) -> torch.Tensor:
+def butterfly_fft_twiddle(
+    n: int, *, inverse: bool = False, norm: str = "backward", dtype: torch.dtype = torch.complex64, device=None
+) -> torch.Tensor:
     """(1, log2 n, n/2, 2, 2) complex twiddle of the radix-2 decimation-in-time DFT.
 
     ``torch.fft.fft(x, norm=norm) == butterfly_multiply(x[..., bitreversal_permutation(n)], tw)``
@@ -65,8 +83,11 @@ def butterfly_fft_twiddle(n: int, *, inverse: bool = False, norm: str = "backwar
     m = _log2(n, "butterfly_fft_twiddle")
     if norm not in ("backward", "ortho", "forward"):
         raise ValueError(f"kernelfuse.butterfly.butterfly_fft_twiddle: argument 'norm': unknown {norm!r}")
-    scale_total = {"backward": 1.0 / n if inverse else 1.0, "forward": 1.0 if inverse else 1.0 / n,
-                   "ortho": 1.0 / math.sqrt(n)}[norm]
+    scale_total = {
+        "backward": 1.0 / n if inverse else 1.0,
+        "forward": 1.0 if inverse else 1.0 / n,
+        "ortho": 1.0 / math.sqrt(n),
+    }[norm]
     s = scale_total ** (1.0 / m) if m else 1.0
     sign = 1.0 if inverse else -1.0
     tw = torch.zeros(1, m, n // 2, 2, 2, dtype=torch.complex128)
@@ -80,8 +101,9 @@ def butterfly_fft_twiddle(n: int, *, inverse: bool = False, norm: str = "backwar
     return tw.to(dtype=dtype, device=device)
 
 
-def hadamard_twiddle(n: int, *, normalized: bool = True, dtype: torch.dtype = torch.float32,
-                     device=None) -> torch.Tensor:
+def hadamard_twiddle(
+    n: int, *, normalized: bool = True, dtype: torch.dtype = torch.float32, device=None
+) -> torch.Tensor:
     """(1, log2 n, n/2, 2, 2) twiddle of the Walsh-Hadamard transform in Sylvester order:
     ``butterfly_multiply(x, tw) == x @ H_n`` (H_n symmetric, entries +-1, times n^-1/2 when
     ``normalized``). Every stage is [[1, 1], [1, -1]] (over sqrt 2 when normalized), for either
@@ -92,8 +114,9 @@ def hadamard_twiddle(n: int, *, normalized: bool = True, dtype: torch.dtype = to
     return base.expand(1, m, n // 2, 2, 2).to(dtype=dtype, device=device).contiguous()
 
 
-def dct_butterfly(n: int, *, norm: Optional[str] = None, dtype: torch.dtype = torch.complex64,
-                  device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+def dct_butterfly(
+    n: int, *, norm: Optional[str] = None, dtype: torch.dtype = torch.complex64, device=None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """DCT-II as a permutation and a complex butterfly: returns (perm, twiddle) with
     ``scipy.fft.dct(x, type=2, norm=norm) == butterfly_multiply(x[..., perm].to(complex), tw).real``.
 
@@ -103,8 +126,9 @@ def dct_butterfly(n: int, *, norm: Optional[str] = None, dtype: torch.dtype = to
     """
     m = _log2(n, "dct_butterfly")
     if norm not in (None, "backward", "ortho"):
-        raise ValueError(f"kernelfuse.butterfly.dct_butterfly: argument 'norm': expected None, 'backward' or 'ortho', "
-                         f"got {norm!r}")
+        raise ValueError(
+            f"kernelfuse.butterfly.dct_butterfly: argument 'norm': expected None, 'backward' or 'ortho', got {norm!r}"
+        )
     half = (n + 1) // 2
     makhoul = torch.empty(n, dtype=torch.int64)
     makhoul[:half] = torch.arange(0, n, 2)
@@ -117,8 +141,10 @@ def dct_butterfly(n: int, *, norm: Optional[str] = None, dtype: torch.dtype = to
         f[0] = math.sqrt(1 / (4 * n))
         diag = diag * f
     if m == 0:
-        raise ValueError("kernelfuse.butterfly.dct_butterfly: argument 'n': n = 1 has no butterfly stage to hold the "
-                         "output scaling; expected n >= 2")
+        raise ValueError(
+            "kernelfuse.butterfly.dct_butterfly: argument 'n': n = 1 has no butterfly stage to hold the "
+            "output scaling; expected n >= 2"
+        )
     tw = butterfly_fft_twiddle(n, dtype=torch.complex128)
     # last stage (stride n/2): pair p joins outputs p and p + n/2; scale row 0 by diag[p], row 1 by diag[p + n/2]
     p = torch.arange(n // 2)
@@ -135,8 +161,9 @@ def fft_factor_split(n: int) -> Tuple[int, int]:
     return n1, n // n1
 
 
-def monarch_dft_factors(n: int, *, inverse: bool = False, n1: Optional[int] = None,
-                        dtype: torch.dtype = torch.complex64, device=None):
+def monarch_dft_factors(
+    n: int, *, inverse: bool = False, n1: Optional[int] = None, dtype: torch.dtype = torch.complex64, device=None
+):
     """DFT of length n = N1 N2 as Monarch factors: returns (w1, w2, perm_in, perm_out) with
     ``torch.fft.fft(x) == monarch_multiply(x[..., perm_in], w1, w2)[..., perm_out]``
     (``ifft`` with ``inverse=True``, the 1/n folded into w2).
@@ -160,16 +187,20 @@ def monarch_dft_factors(n: int, *, inverse: bool = False, n1: Optional[int] = No
     a = torch.arange(n1)[:, None, None]
     k2 = torch.arange(n2)[None, :, None]
     m2 = torch.arange(n2)[None, None, :]
-    w1 = w(a * k2, n) * w(m2 * k2, n2)                       # (N1, N2, N2)
+    w1 = w(a * k2, n) * w(m2 * k2, n2)  # (N1, N2, N2)
     k1 = torch.arange(n1)[None, :, None]
     m1 = torch.arange(n1)[None, None, :]
-    w2 = w(k1 * m1, n1).expand(n2, n1, n1).clone()          # (N2, N1, N1)
+    w2 = w(k1 * m1, n1).expand(n2, n1, n1).clone()  # (N2, N1, N1)
     if inverse:
         w2 = w2 / n
     perm_in = (torch.arange(n1)[:, None] + n1 * torch.arange(n2)[None, :]).reshape(-1)
     perm_out = (torch.arange(n2)[None, :] * n1 + torch.arange(n1)[:, None]).reshape(-1)  # index k = k2 + N2 k1
-    return (w1.to(dtype=dtype, device=device), w2.to(dtype=dtype, device=device), perm_in.to(device),
-            perm_out.to(device))
+    return (
+        w1.to(dtype=dtype, device=device),
+        w2.to(dtype=dtype, device=device),
+        perm_in.to(device),
+        perm_out.to(device),
+    )
 
 
 def butterfly_to_dense(twiddle: torch.Tensor, *, increasing_stride: bool = True) -> torch.Tensor:

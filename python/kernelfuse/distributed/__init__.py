@@ -11,9 +11,19 @@ on GPU. See docs/distributed.md.
 * Random-feature ridge / GP regression: :class:`kernelfuse.features.RandomFeatureRidge` and
   :class:`kernelfuse.features.RandomFeatureGP` take ``group=`` (Gram and Phi^T y all-reduced).
 """
+
 from ._comm import comm_stats
 from ._estimators import GaussianKDE, KernelDensity, PrivateKernelDensity
 from ._kernel_sums import SCHEDULES, choose_schedule, kernel_logsumexp, kernel_logsumexp_sq, kernel_sum
 
-__all__ = ["SCHEDULES", "choose_schedule", "comm_stats", "kernel_sum", "kernel_logsumexp", "kernel_logsumexp_sq",
-           "KernelDensity", "GaussianKDE", "PrivateKernelDensity"]
+__all__ = [
+    "SCHEDULES",
+    "choose_schedule",
+    "comm_stats",
+    "kernel_sum",
+    "kernel_logsumexp",
+    "kernel_logsumexp_sq",
+    "KernelDensity",
+    "GaussianKDE",
+    "PrivateKernelDensity",
+]

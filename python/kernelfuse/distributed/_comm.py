@@ -2,6 +2,7 @@
 
 Everything goes through torch.distributed (gloo on CPU, NCCL on GPU); nothing here opens a socket.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -32,8 +33,10 @@ comm_stats = _Stats()
 def group_info(group, fn: str):
     """(group, size, rank, global ranks) of ``group`` (None: the default group)."""
     if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError(f"kernelfuse.distributed.{fn}: torch.distributed is not initialised; call "
-                           "torch.distributed.init_process_group first (e.g. under torchrun)")
+        raise RuntimeError(
+            f"kernelfuse.distributed.{fn}: torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group first (e.g. under torchrun)"
+        )
     g = group if group is not None else dist.group.WORLD
     size, rank = dist.get_world_size(g), dist.get_rank(g)
     ranks = dist.get_process_group_ranks(g) if g is not dist.group.WORLD else list(range(size))
@@ -54,7 +57,7 @@ def all_reduce_sum(tensors: Sequence[torch.Tensor], group, *, op=dist.ReduceOp.S
     dist.all_reduce(flat, op=op, group=group)
     out, k = [], 0
     for t in tensors:
-        out.append(flat[k:k + t.numel()].reshape(t.shape))
+        out.append(flat[k : k + t.numel()].reshape(t.shape))
         k += t.numel()
     return out
 
@@ -89,15 +92,21 @@ class Ring:
     dies mid-ring makes its neighbours raise, and they in turn make theirs raise.
     """
 
-    def __init__(self, group, size: int, rank: int, ranks: Sequence[int], fn: str,
-                 timeout: Optional[datetime.timedelta]):
+    def __init__(
+        self, group, size: int, rank: int, ranks: Sequence[int], fn: str, timeout: Optional[datetime.timedelta]
+    ):
         self.group, self.size, self.rank, self.fn = group, size, rank, fn
         self.next_rank = ranks[(rank + 1) % size]
         self.prev_rank = ranks[(rank - 1) % size]
         self.timeout = timeout
 
-    def start(self, send: Sequence[Optional[torch.Tensor]], recv_like: Sequence[Optional[torch.Tensor]], step: int,
-              tag: int = 0):
+    def start(
+        self,
+        send: Sequence[Optional[torch.Tensor]],
+        recv_like: Sequence[Optional[torch.Tensor]],
+        step: int,
+        tag: int = 0,
+    ):
         """Post the sends of ``send`` and receives into fresh tensors shaped like ``recv_like``
         (message k tagged ``tag + k``); returns (handle, received tensors)."""
         try:
@@ -105,7 +114,8 @@ class Ring:
         except RuntimeError as e:  # a peer already gone: posting fails at once
             raise RuntimeError(
                 f"kernelfuse.distributed.{self.fn}: ring step {step} of {self.size}: posting the exchange with "
-                f"ranks {self.prev_rank} (receive) / {self.next_rank} (send) failed: {e}") from e
+                f"ranks {self.prev_rank} (receive) / {self.next_rank} (send) failed: {e}"
+            ) from e
 
     def _start(self, send, recv_like, step, tag):
         works, received, keep = [], [], []
@@ -135,11 +145,15 @@ class Ring:
             work = dist.all_reduce(flag, group=self.group, async_op=True)
             ok = work.wait(self.timeout) if self.timeout is not None else work.wait()
         except Exception as e:
-            raise RuntimeError(f"kernelfuse.distributed.{self.fn}: ring step {self.size} of {self.size} "
-                               f"(completion check): a rank did not complete the ring: {e}") from e
+            raise RuntimeError(
+                f"kernelfuse.distributed.{self.fn}: ring step {self.size} of {self.size} "
+                f"(completion check): a rank did not complete the ring: {e}"
+            ) from e
         if ok is False or int(flag.item()) != self.size:
-            raise RuntimeError(f"kernelfuse.distributed.{self.fn}: ring step {self.size} of {self.size} "
-                               f"(completion check): a rank did not complete the ring")
+            raise RuntimeError(
+                f"kernelfuse.distributed.{self.fn}: ring step {self.size} of {self.size} "
+                f"(completion check): a rank did not complete the ring"
+            )
 
     def wait(self, handle):
         works, step, _keep = handle
@@ -152,8 +166,10 @@ class Ring:
             except Exception as e:  # gloo: connection closed / timeout; NCCL: watchdog errors
                 raise RuntimeError(
                     f"kernelfuse.distributed.{self.fn}: ring step {step} of {self.size}: the exchange with "
-                    f"ranks {self.prev_rank} (receive) / {self.next_rank} (send) failed: {e}") from e
+                    f"ranks {self.prev_rank} (receive) / {self.next_rank} (send) failed: {e}"
+                ) from e
             if ok is False:
                 raise RuntimeError(
                     f"kernelfuse.distributed.{self.fn}: ring step {step} of {self.size}: the exchange with "
-                    f"ranks {self.prev_rank} / {self.next_rank} timed out after {self.timeout}")
+                    f"ranks {self.prev_rank} / {self.next_rank} timed out after {self.timeout}"
+                )

@@ -9,6 +9,7 @@ from the global mixture: every rank draws the same centres and offsets (same ``r
 each fills the rows of the centres it holds, one all-reduce assembles them, so every rank returns
 the same samples -- those of the single-process estimator for the same ``random_state``.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,12 +76,38 @@ class KernelDensity(_KernelDensity):
     ``sample_weight`` it all-gathers the weights (n floats) on first use.
     """
 
-    def __init__(self, *, bandwidth=1.0, algorithm="auto", kernel="gaussian", metric="euclidean", atol=0,
-                 rtol=0, breadth_first=True, leaf_size=40, metric_params=None, dtype=None, device=None,
-                 min_neff=2.0, group=None, queries_sharded=False):
-        super().__init__(bandwidth=bandwidth, algorithm=algorithm, kernel=kernel, metric=metric, atol=atol,
-                         rtol=rtol, breadth_first=breadth_first, leaf_size=leaf_size, metric_params=metric_params,
-                         dtype=dtype, device=device, min_neff=min_neff)
+    def __init__(
+        self,
+        *,
+        bandwidth=1.0,
+        algorithm="auto",
+        kernel="gaussian",
+        metric="euclidean",
+        atol=0,
+        rtol=0,
+        breadth_first=True,
+        leaf_size=40,
+        metric_params=None,
+        dtype=None,
+        device=None,
+        min_neff=2.0,
+        group=None,
+        queries_sharded=False,
+    ):
+        super().__init__(
+            bandwidth=bandwidth,
+            algorithm=algorithm,
+            kernel=kernel,
+            metric=metric,
+            atol=atol,
+            rtol=rtol,
+            breadth_first=breadth_first,
+            leaf_size=leaf_size,
+            metric_params=metric_params,
+            dtype=dtype,
+            device=device,
+            min_neff=min_neff,
+        )
         self.group = group
         self.queries_sharded = queries_sharded
 
@@ -107,8 +134,10 @@ class KernelDensity(_KernelDensity):
             w, local_total = None, float(n_local)
         sizes = all_gather_sizes([n_local, d, w is not None], g, data.device).tolist()
         if len({s[1] for s in sizes}) > 1 or len({s[2] for s in sizes}) > 1:
-            raise ValueError(f"X: the ranks disagree on the number of features or on sample_weight: "
-                             f"{[(s[1], bool(s[2])) for s in sizes]} (rank by rank)")
+            raise ValueError(
+                f"X: the ranks disagree on the number of features or on sample_weight: "
+                f"{[(s[1], bool(s[2])) for s in sizes]} (rank by rank)"
+            )
         counts = [s[0] for s in sizes]
         n = sum(counts)
         if n == 0 or d == 0:
@@ -151,8 +180,10 @@ class KernelDensity(_KernelDensity):
         is_torch = isinstance(X, torch.Tensor)
         q, _ = _kdm._to_tensor(X, "X", dtype=self.data_.dtype, device=self.data_.device)
         if q.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: has {q.shape[1]} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input")
+            raise ValueError(
+                f"X: has {q.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
         return q, is_torch, (X.device if is_torch else None)
 
     def score_samples(self, X):
@@ -162,8 +193,17 @@ class KernelDensity(_KernelDensity):
         q, is_torch, orig_device = self._queries(X)
         extra = {} if self.metric_ == "euclidean" else dict(metric=self.metric_, p=self.p_)
         grad = torch.is_grad_enabled() and q.requires_grad
-        lse, n_eff = _lse_sq(q, self._support, self._log_weights, self.queries_sharded, self.group, grad,
-                             kernel=self.kernel_, bandwidth=self.bandwidth_, **extra)
+        lse, n_eff = _lse_sq(
+            q,
+            self._support,
+            self._log_weights,
+            self.queries_sharded,
+            self.group,
+            grad,
+            kernel=self.kernel_,
+            bandwidth=self.bandwidth_,
+            **extra,
+        )
         log_density = lse - self.log_normaliser_
         if is_torch:
             self.n_eff_ = n_eff.to(orig_device)
@@ -218,12 +258,13 @@ class GaussianKDE:
     Outputs are tensors for tensor input, numpy arrays otherwise.
     """
 
-    def __init__(self, dataset, bw_method=None, weights=None, *, group=None, queries_sharded=False,
-                 dtype=torch.float64):
+    def __init__(
+        self, dataset, bw_method=None, weights=None, *, group=None, queries_sharded=False, dtype=torch.float64
+    ):
         self.group, self.queries_sharded, self._dtype = group, queries_sharded, dtype
         g, size, rank, _ = group_info(group, "GaussianKDE")
         self._torch_io = isinstance(dataset, torch.Tensor)
-        data = (dataset if self._torch_io else torch.from_numpy(np.asarray(dataset, dtype=np.float64)))
+        data = dataset if self._torch_io else torch.from_numpy(np.asarray(dataset, dtype=np.float64))
         data = data.reshape(1, -1) if data.dim() < 2 else data
         data = data.to(torch.float64).detach()
         if not bool(torch.isfinite(data).all()):
@@ -288,7 +329,7 @@ class GaussianKDE:
         if not (math.isfinite(f) and f > 0):
             raise ValueError(f"bw_method: the bandwidth factor must be positive and finite, got {f!r}")
         self.factor = f
-        self._cov = self._data_covariance * f ** 2
+        self._cov = self._data_covariance * f**2
         self._chol = self._data_cho_cov * f
         self.log_det = float(2.0 * torch.log(torch.diagonal(self._chol)).sum() + self.d * _LOG_2PI)
         self._white = self._whiten(self._points)
@@ -316,8 +357,9 @@ class GaussianKDE:
             raise ValueError(f"points have dimension {q.shape[0]}, dataset has dimension {self.d}")
         z = self._whiten(q.T)
         grad = torch.is_grad_enabled() and q.requires_grad
-        lse, n_eff = _lse_sq(z, self._white, self._log_w, self.queries_sharded, self.group, grad,
-                             kernel="gaussian", bandwidth=1.0)
+        lse, n_eff = _lse_sq(
+            z, self._white, self._log_w, self.queries_sharded, self.group, grad, kernel="gaussian", bandwidth=1.0
+        )
         self.n_eff_ = n_eff
         out = lse.double() - 0.5 * self.log_det
         return out if is_torch else out.detach().numpy()
@@ -367,22 +409,37 @@ class PrivateKernelDensity(_PrivateKernelDensity):
     noise, which this class does not do).
     """
 
-    def __init__(self, epsilon: float, *, delta: float = 0.0, radius: float, n_features: int = 256,
-                 lengthscale: float = 1.0, seed: Optional[int] = None, grid: float = 2.0 ** -20, group=None):
-        super().__init__(epsilon, delta=delta, radius=radius, n_features=n_features, lengthscale=lengthscale,
-                         seed=seed, grid=grid)
+    def __init__(
+        self,
+        epsilon: float,
+        *,
+        delta: float = 0.0,
+        radius: float,
+        n_features: int = 256,
+        lengthscale: float = 1.0,
+        seed: Optional[int] = None,
+        grid: float = 2.0**-20,
+        group=None,
+    ):
+        super().__init__(
+            epsilon, delta=delta, radius=radius, n_features=n_features, lengthscale=lengthscale, seed=seed, grid=grid
+        )
         self.group = group
 
     def fit(self, X, y=None) -> "PrivateKernelDensity":
         g, size, rank, ranks = group_info(self.group, "PrivateKernelDensity.fit")
         X = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).to(torch.float64)
         if X.dim() != 2:
-            raise ValueError(f"kernelfuse.distributed.PrivateKernelDensity.fit: argument 'X': expected (n, d), "
-                             f"got shape {tuple(X.shape)}")
+            raise ValueError(
+                f"kernelfuse.distributed.PrivateKernelDensity.fit: argument 'X': expected (n, d), "
+                f"got shape {tuple(X.shape)}"
+            )
         sizes = all_gather_sizes([X.shape[0], X.shape[1]], g, X.device).tolist()
         if len({s[1] for s in sizes}) > 1:
-            raise ValueError(f"kernelfuse.distributed.PrivateKernelDensity.fit: argument 'X': the ranks disagree on "
-                             f"the dimension: {[s[1] for s in sizes]}")
+            raise ValueError(
+                f"kernelfuse.distributed.PrivateKernelDensity.fit: argument 'X': the ranks disagree on "
+                f"the dimension: {[s[1] for s in sizes]}"
+            )
         n, d, m = sum(s[0] for s in sizes), X.shape[1], self.n_features
         if n == 0:
             raise ValueError("kernelfuse.distributed.PrivateKernelDensity.fit: argument 'X': no rows on any rank")

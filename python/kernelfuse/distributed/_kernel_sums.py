@@ -21,6 +21,7 @@ whose gradient is the contribution of that rank. The gradient of a replicated pa
 sum of its copies' gradients over the ranks: all-reduce it (DDP averages it for module
 parameters). The ring backward sends the y-gradient accumulators around the ring with the shards.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -179,8 +180,7 @@ def _ring_backward(cfg: _Cfg, g, out, x, y, w, h, nx, ny, nw, nh):
             handle, nxt = ring.start(blk, [_block_like(y, cfg.bd, n_next), _block_like(w, cfg.bd, n_next)], s)
         n_q = cfg.counts_y[q]
         if n_q > 0 and x.shape[cfg.bd] > 0:
-            bx, by, bw, bh = _apply_bwd(cfg, g, out, x, blk[0], blk[1], h, cfg.exclude_self and q == r,
-                                        nx, ny, nw, nh)
+            bx, by, bw, bh = _apply_bwd(cfg, g, out, x, blk[0], blk[1], h, cfg.exclude_self and q == r, nx, ny, nw, nh)
             if nx:
                 gx += bx
             if nh:
@@ -189,8 +189,9 @@ def _ring_backward(cfg: _Cfg, g, out, x, y, w, h, nx, ny, nw, nh):
         # send the accumulators of block q on to rank + 1; receive those of the next block
         n_next = cfg.counts_y[(r - s - 1) % P]
         if P > 1:
-            h2, nacc = ring.start(acc, [_block_like(acc[0], cfg.bd, n_next), _block_like(acc[1], cfg.bd, n_next)],
-                                  s, tag=2)
+            h2, nacc = ring.start(
+                acc, [_block_like(acc[0], cfg.bd, n_next), _block_like(acc[1], cfg.bd, n_next)], s, tag=2
+            )
             if handle is not None:
                 ring.wait(handle)
                 blk = tuple(nxt)
@@ -227,13 +228,17 @@ class _DistKernelSum(torch.autograd.Function):
         if cfg.schedule == "reduce":  # every rank's partial sum feeds every rank's loss
             (g,) = _reduce([g], cfg.group)
         if x.shape[cfg.bd] == 0 or y.shape[cfg.bd] == 0:
-            gx, gy, gw, gh = (torch.zeros_like(x) if nx else None, torch.zeros_like(y) if ny else None,
-                              torch.zeros_like(w) if nw else None, torch.zeros_like(h) if nh else None)
+            gx, gy, gw, gh = (
+                torch.zeros_like(x) if nx else None,
+                torch.zeros_like(y) if ny else None,
+                torch.zeros_like(w) if nw else None,
+                torch.zeros_like(h) if nh else None,
+            )
         else:
             gx, gy, gw, gh = _apply_bwd(cfg, g, out, x, y, w, h, False, nx, ny, nw, nh)
         if cfg.schedule == "gather":  # the gathered points' gradients go back to their owners
             gy, gw = _reduce([gy, gw], cfg.group)
-            start = sum(cfg.counts_y[:cfg.rank])
+            start = sum(cfg.counts_y[: cfg.rank])
             n = cfg.counts_y[cfg.rank]
             gy, gw = _narrow(gy, cfg.bd, start, n), _narrow(gw, cfg.bd, start, n)
             gy = None if gy is None else gy.contiguous()
@@ -242,8 +247,14 @@ class _DistKernelSum(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------- public API
-def choose_schedule(x_sharded: bool, y_sharded: bool, *, gathered_bytes: int = 0, exclude_self: bool = False,
-                    gather_limit_bytes: int = DEFAULT_GATHER_LIMIT) -> Optional[str]:
+def choose_schedule(
+    x_sharded: bool,
+    y_sharded: bool,
+    *,
+    gathered_bytes: int = 0,
+    exclude_self: bool = False,
+    gather_limit_bytes: int = DEFAULT_GATHER_LIMIT,
+) -> Optional[str]:
     """The automatic schedule for the layouts (None: both replicated, plain single-process op).
 
     x replicated + y sharded: "reduce"; x sharded + y replicated: "local"; both sharded: "gather"
@@ -267,76 +278,143 @@ def _timeout(t, fn):
     try:
         t = float(t)
     except (TypeError, ValueError):
-        raise TypeError(f"kernelfuse.distributed.{fn}: argument 'timeout': expected seconds or a timedelta, "
-                        f"got {type(t).__name__}") from None
+        raise TypeError(
+            f"kernelfuse.distributed.{fn}: argument 'timeout': expected seconds or a timedelta, got {type(t).__name__}"
+        ) from None
     if not t > 0:
         raise ValueError(f"kernelfuse.distributed.{fn}: argument 'timeout': expected a positive number, got {t}")
     return datetime.timedelta(seconds=t)
 
 
-def _run(fn, mode, x, y, weights, kernel, bandwidth, exclude_self, metric, p, schedule, x_sharded, y_sharded,
-         group, gather_limit_bytes, timeout):
+def _run(
+    fn,
+    mode,
+    x,
+    y,
+    weights,
+    kernel,
+    bandwidth,
+    exclude_self,
+    metric,
+    p,
+    schedule,
+    x_sharded,
+    y_sharded,
+    group,
+    gather_limit_bytes,
+    timeout,
+):
     wname = "weights" if mode == "sum" else "log_weights"
     x, y, w, h, metric, p = _prepare(fn, x, y, weights, bandwidth, kernel, wname, metric, p)
     if w is not None:
         w = w.contiguous()
     if schedule is not None and schedule not in SCHEDULES:
-        raise ValueError(f"kernelfuse.distributed.{fn}: argument 'schedule': expected None or one of "
-                         f"{', '.join(SCHEDULES)}, got {schedule!r}")
+        raise ValueError(
+            f"kernelfuse.distributed.{fn}: argument 'schedule': expected None or one of "
+            f"{', '.join(SCHEDULES)}, got {schedule!r}"
+        )
     if schedule is not None:
         xs, ys = _LAYOUT[schedule]
         for name, given, implied in (("x_sharded", x_sharded, xs), ("y_sharded", y_sharded, ys)):
             if given is not None and bool(given) != implied:
-                raise ValueError(f"kernelfuse.distributed.{fn}: argument '{name}': schedule {schedule!r} needs "
-                                 f"{name}={implied}, got {given}")
+                raise ValueError(
+                    f"kernelfuse.distributed.{fn}: argument '{name}': schedule {schedule!r} needs "
+                    f"{name}={implied}, got {given}"
+                )
         x_sharded, y_sharded = xs, ys
     x_sharded = False if x_sharded is None else bool(x_sharded)
     y_sharded = True if y_sharded is None else bool(y_sharded)
     g, size, rank, ranks = group_info(group, fn)
     if x.dim() not in (2, 3) or y.dim() != x.dim():
-        raise ValueError(f"kernelfuse.distributed.{fn}: argument 'y': expected x and y both (m, d) / (n, d) or both "
-                         f"batched (B, m, d) / (B, n, d), got x {tuple(x.shape)} and y {tuple(y.shape)}")
+        raise ValueError(
+            f"kernelfuse.distributed.{fn}: argument 'y': expected x and y both (m, d) / (n, d) or both "
+            f"batched (B, m, d) / (B, n, d), got x {tuple(x.shape)} and y {tuple(y.shape)}"
+        )
     bd = y.dim() - 2
     c = w.shape[-1] if (w is not None and w.dim() == y.dim()) else -1
-    meta = [x.shape[bd], y.shape[bd], x.shape[-1], y.shape[-1], c, w is not None,
-            x.shape[0] if bd else -1, y.shape[0] if bd else -1]
+    meta = [
+        x.shape[bd],
+        y.shape[bd],
+        x.shape[-1],
+        y.shape[-1],
+        c,
+        w is not None,
+        x.shape[0] if bd else -1,
+        y.shape[0] if bd else -1,
+    ]
     allm = all_gather_sizes(meta, g, x.device).tolist()
     counts_x, counts_y = [a[0] for a in allm], [a[1] for a in allm]
-    for k, what in ((2, "x's feature dimension"), (3, "y's feature dimension"), (4, "the weights' columns"),
-                    (5, "whether weights are given"), (6, "x's batch size"), (7, "y's batch size")):
+    for k, what in (
+        (2, "x's feature dimension"),
+        (3, "y's feature dimension"),
+        (4, "the weights' columns"),
+        (5, "whether weights are given"),
+        (6, "x's batch size"),
+        (7, "y's batch size"),
+    ):
         vals = sorted({a[k] for a in allm})
         if len(vals) > 1:
-            raise ValueError(f"kernelfuse.distributed.{fn}: the ranks disagree on {what}: "
-                             f"{[a[k] for a in allm]} (rank by rank)")
+            raise ValueError(
+                f"kernelfuse.distributed.{fn}: the ranks disagree on {what}: {[a[k] for a in allm]} (rank by rank)"
+            )
     if not x_sharded and len(set(counts_x)) > 1:
-        raise ValueError(f"kernelfuse.distributed.{fn}: argument 'x': replicated queries must have the same size on "
-                         f"every rank, got {counts_x} rows (rank by rank); pass x_sharded=True for sharded queries")
+        raise ValueError(
+            f"kernelfuse.distributed.{fn}: argument 'x': replicated queries must have the same size on "
+            f"every rank, got {counts_x} rows (rank by rank); pass x_sharded=True for sharded queries"
+        )
     if not y_sharded and len(set(counts_y)) > 1:
-        raise ValueError(f"kernelfuse.distributed.{fn}: argument 'y': replicated points must have the same size on "
-                         f"every rank, got {counts_y} rows (rank by rank); pass y_sharded=True for sharded points")
+        raise ValueError(
+            f"kernelfuse.distributed.{fn}: argument 'y': replicated points must have the same size on "
+            f"every rank, got {counts_y} rows (rank by rank); pass y_sharded=True for sharded points"
+        )
     row_bytes = y.element_size() * y.shape[-1] * (y.shape[0] if bd else 1)
     if w is not None:
         row_bytes += w.element_size() * (max(c, 1)) * (w.shape[0] if bd else 1)
     if schedule is None:
-        schedule = choose_schedule(x_sharded, y_sharded, gathered_bytes=sum(counts_y) * row_bytes,
-                                   exclude_self=exclude_self, gather_limit_bytes=gather_limit_bytes)
+        schedule = choose_schedule(
+            x_sharded,
+            y_sharded,
+            gathered_bytes=sum(counts_y) * row_bytes,
+            exclude_self=exclude_self,
+            gather_limit_bytes=gather_limit_bytes,
+        )
     if exclude_self:
         if schedule != "ring":
-            raise ValueError(f"kernelfuse.distributed.{fn}: argument 'exclude_self': leave-one-out sums need the "
-                             f"'ring' schedule (x and y the same shards), got schedule {schedule!r}")
+            raise ValueError(
+                f"kernelfuse.distributed.{fn}: argument 'exclude_self': leave-one-out sums need the "
+                f"'ring' schedule (x and y the same shards), got schedule {schedule!r}"
+            )
         if counts_x != counts_y:
-            raise ValueError(f"kernelfuse.distributed.{fn}: argument 'exclude_self': x and y must be the same shards, "
-                             f"got {counts_x} query rows and {counts_y} point rows (rank by rank)")
+            raise ValueError(
+                f"kernelfuse.distributed.{fn}: argument 'exclude_self': x and y must be the same shards, "
+                f"got {counts_x} query rows and {counts_y} point rows (rank by rank)"
+            )
     if schedule is None:  # nothing sharded: the single-process op
         args = dict(kernel=kernel, bandwidth=h, exclude_self=exclude_self, metric=metric, p=p)
         from ..ops import kde as _kde
+
         if mode == "sum":
             return _kde.kernel_sum(x, y, w, **args)
         if mode == "lse":
             return _kde.kernel_logsumexp(x, y, w, **args)
         return _kde.kernel_logsumexp_sq(x, y, w, **args)
-    cfg = _Cfg(fn, mode, schedule, kernel, bool(exclude_self), metric, p, g, size, rank, ranks, counts_x, counts_y,
-               bd, _timeout(timeout, fn))
+    cfg = _Cfg(
+        fn,
+        mode,
+        schedule,
+        kernel,
+        bool(exclude_self),
+        metric,
+        p,
+        g,
+        size,
+        rank,
+        ranks,
+        counts_x,
+        counts_y,
+        bd,
+        _timeout(timeout, fn),
+    )
     if mode == "lse_sq":
         with torch.no_grad():
             outs, _ = _forward(cfg, x, y, w, h)
@@ -359,10 +437,23 @@ _DOC_ARGS = """
 """
 
 
-def kernel_sum(x, y, weights=None, *, kernel: str = "gaussian", bandwidth=1.0, exclude_self: bool = False,
-               metric: str = "euclidean", p: float = 2.0, schedule: Optional[str] = None,
-               x_sharded: Optional[bool] = None, y_sharded: Optional[bool] = None, group=None,
-               gather_limit_bytes: int = DEFAULT_GATHER_LIMIT, timeout=None) -> torch.Tensor:
+def kernel_sum(
+    x,
+    y,
+    weights=None,
+    *,
+    kernel: str = "gaussian",
+    bandwidth=1.0,
+    exclude_self: bool = False,
+    metric: str = "euclidean",
+    p: float = 2.0,
+    schedule: Optional[str] = None,
+    x_sharded: Optional[bool] = None,
+    y_sharded: Optional[bool] = None,
+    group=None,
+    gather_limit_bytes: int = DEFAULT_GATHER_LIMIT,
+    timeout=None,
+) -> torch.Tensor:
     """:func:`kernelfuse.kernel_sum` over sharded points (and queries).
 
     Same kernels, metrics, bandwidths, weights layouts and result as the single-process op on the
@@ -370,37 +461,112 @@ def kernel_sum(x, y, weights=None, *, kernel: str = "gaussian", bandwidth=1.0, e
     rows of this rank's queries (all queries when x is replicated). ``exclude_self`` (x and y the
     same shards) needs the ring.
     """
-    return _run("kernel_sum", "sum", x, y, weights, kernel, bandwidth, exclude_self, metric, p, schedule,
-                x_sharded, y_sharded, group, gather_limit_bytes, timeout)
+    return _run(
+        "kernel_sum",
+        "sum",
+        x,
+        y,
+        weights,
+        kernel,
+        bandwidth,
+        exclude_self,
+        metric,
+        p,
+        schedule,
+        x_sharded,
+        y_sharded,
+        group,
+        gather_limit_bytes,
+        timeout,
+    )
 
 
-def kernel_logsumexp(x, y, log_weights=None, *, kernel: str = "gaussian", bandwidth=1.0,
-                     exclude_self: bool = False, metric: str = "euclidean", p: float = 2.0,
-                     schedule: Optional[str] = None, x_sharded: Optional[bool] = None,
-                     y_sharded: Optional[bool] = None, group=None, gather_limit_bytes: int = DEFAULT_GATHER_LIMIT,
-                     timeout=None) -> torch.Tensor:
+def kernel_logsumexp(
+    x,
+    y,
+    log_weights=None,
+    *,
+    kernel: str = "gaussian",
+    bandwidth=1.0,
+    exclude_self: bool = False,
+    metric: str = "euclidean",
+    p: float = 2.0,
+    schedule: Optional[str] = None,
+    x_sharded: Optional[bool] = None,
+    y_sharded: Optional[bool] = None,
+    group=None,
+    gather_limit_bytes: int = DEFAULT_GATHER_LIMIT,
+    timeout=None,
+) -> torch.Tensor:
     """:func:`kernelfuse.kernel_logsumexp` over sharded points (and queries); partial results are
     combined stably (max / rescaled-sum all-reduce, or a running logaddexp along the ring)."""
-    return _run("kernel_logsumexp", "lse", x, y, log_weights, kernel, bandwidth, exclude_self, metric, p,
-                schedule, x_sharded, y_sharded, group, gather_limit_bytes, timeout)
+    return _run(
+        "kernel_logsumexp",
+        "lse",
+        x,
+        y,
+        log_weights,
+        kernel,
+        bandwidth,
+        exclude_self,
+        metric,
+        p,
+        schedule,
+        x_sharded,
+        y_sharded,
+        group,
+        gather_limit_bytes,
+        timeout,
+    )
 
 
-def kernel_logsumexp_sq(x, y, log_weights=None, *, kernel: str = "gaussian", bandwidth=1.0,
-                        exclude_self: bool = False, metric: str = "euclidean", p: float = 2.0,
-                        schedule: Optional[str] = None, x_sharded: Optional[bool] = None,
-                        y_sharded: Optional[bool] = None, group=None,
-                        gather_limit_bytes: int = DEFAULT_GATHER_LIMIT, timeout=None):
+def kernel_logsumexp_sq(
+    x,
+    y,
+    log_weights=None,
+    *,
+    kernel: str = "gaussian",
+    bandwidth=1.0,
+    exclude_self: bool = False,
+    metric: str = "euclidean",
+    p: float = 2.0,
+    schedule: Optional[str] = None,
+    x_sharded: Optional[bool] = None,
+    y_sharded: Optional[bool] = None,
+    group=None,
+    gather_limit_bytes: int = DEFAULT_GATHER_LIMIT,
+    timeout=None,
+):
     """(lse, lse2) of :func:`kernelfuse.ops.kde.kernel_logsumexp_sq` over sharded points; not differentiable."""
-    return _run("kernel_logsumexp_sq", "lse_sq", x, y, log_weights, kernel, bandwidth, exclude_self, metric, p,
-                schedule, x_sharded, y_sharded, group, gather_limit_bytes, timeout)
+    return _run(
+        "kernel_logsumexp_sq",
+        "lse_sq",
+        x,
+        y,
+        log_weights,
+        kernel,
+        bandwidth,
+        exclude_self,
+        metric,
+        p,
+        schedule,
+        x_sharded,
+        y_sharded,
+        group,
+        gather_limit_bytes,
+        timeout,
+    )
 
 
 for _f in (kernel_sum, kernel_logsumexp, kernel_logsumexp_sq):
-    _f.__doc__ += _DOC_ARGS + """
+    _f.__doc__ += (
+        _DOC_ARGS
+        + """
     Under torch.compile the call is not traced (torch.compiler.disable): the compiled function
     breaks its graph here, the shard exchange, collectives and ring run eagerly, and the code
     around the call is compiled. fullgraph=True therefore raises.
 """
+    )
 
 # Dynamo cannot trace the run-time shard-size exchange and the point-to-point ring; excluding the
 # whole call keeps compiled callers to one graph break per call instead of one per collective.

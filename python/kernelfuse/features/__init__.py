@@ -19,15 +19,22 @@
 scikit-learn is optional: the two estimators are imported from ``._sklearn`` on first access.
 See docs/features.md.
 """
+
 import importlib.util as _importlib_util
 
+from ._nngp import (
+    NNGPRandomFeatures,
+    NNGPRegressor,
+    kernel_diag,
+    nngp_kernel,
+    nngp_posterior,
+    ntk_gradient_flow,
+    ntk_kernel,
+)
 from ._random_features import KERNELS, METHODS, RandomFeatures, exact_kernel
-from ._nngp import (NNGPRandomFeatures, NNGPRegressor, kernel_diag, nngp_kernel, nngp_posterior,
-                    ntk_gradient_flow, ntk_kernel)
 from ._regression import RandomFeatureGP, RandomFeatureRidge
 
 _SKLEARN_CLASSES = ("RBFSampler", "RandomFeaturesTransformer")
-
 
 
 def _have_sklearn() -> bool:
@@ -37,9 +44,21 @@ def _have_sklearn() -> bool:
         return False
 
 
-__all__ = ["KERNELS", "METHODS", "NNGPRandomFeatures", "NNGPRegressor", "RandomFeatureGP", "RandomFeatureRidge",
-           "RandomFeatures", "exact_kernel", "kernel_diag", "nngp_kernel", "nngp_posterior", "ntk_gradient_flow",
-           "ntk_kernel"]
+__all__ = [
+    "KERNELS",
+    "METHODS",
+    "NNGPRandomFeatures",
+    "NNGPRegressor",
+    "RandomFeatureGP",
+    "RandomFeatureRidge",
+    "RandomFeatures",
+    "exact_kernel",
+    "kernel_diag",
+    "nngp_kernel",
+    "nngp_posterior",
+    "ntk_gradient_flow",
+    "ntk_kernel",
+]
 if _have_sklearn():  # so `from kernelfuse.features import *` does not fail without it
     __all__ += list(_SKLEARN_CLASSES)
 

@@ -1,5 +1,6 @@
 """NNGP / NTK kernels of deep fully connected networks: the matrices, exact inference with CG on the
 fused products, the NTK's gradient-flow prediction, a regressor and random features (docs/nngp.md)."""
+
 from __future__ import annotations
 
 import math
@@ -20,17 +21,28 @@ def _check_mixture(fn, scale_mixture):
     try:
         a, b = (float(v) for v in scale_mixture)
     except (TypeError, ValueError):
-        raise ValueError(f"kernelfuse.features.{fn}: argument 'scale_mixture': expected a pair (a, b) of the "
-                         f"inverse-gamma prior, got {scale_mixture!r}") from None
+        raise ValueError(
+            f"kernelfuse.features.{fn}: argument 'scale_mixture': expected a pair (a, b) of the "
+            f"inverse-gamma prior, got {scale_mixture!r}"
+        ) from None
     if not (math.isfinite(a) and a > 1 and math.isfinite(b) and b > 0):
-        raise ValueError(f"kernelfuse.features.{fn}: argument 'scale_mixture': expected a > 1 (a finite "
-                         f"covariance) and b > 0, got a = {a}, b = {b}")
+        raise ValueError(
+            f"kernelfuse.features.{fn}: argument 'scale_mixture': expected a > 1 (a finite "
+            f"covariance) and b > 0, got a = {a}, b = {b}"
+        )
     return a, b
 
 
-def nngp_kernel(x1: torch.Tensor, x2: Optional[torch.Tensor] = None, depth: int = 1, activation: str = "relu", *,
-                sigma_w2: float = 2.0, sigma_b2: float = 0.0,
-                scale_mixture: Optional[Tuple[float, float]] = None) -> torch.Tensor:
+def nngp_kernel(
+    x1: torch.Tensor,
+    x2: Optional[torch.Tensor] = None,
+    depth: int = 1,
+    activation: str = "relu",
+    *,
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 0.0,
+    scale_mixture: Optional[Tuple[float, float]] = None,
+) -> torch.Tensor:
     """NNGP kernel matrix K(x1, x2) (m, n) of a fully connected network of ``depth`` hidden layers
     (activation "relu", "erf" or "step"; weights N(0, sigma_w2 / fan_in), biases N(0, sigma_b2)).
     x2 None: x1. ``scale_mixture=(a, b)``: the readout's variance scale drawn from
@@ -38,20 +50,36 @@ def nngp_kernel(x1: torch.Tensor, x2: Optional[torch.Tensor] = None, depth: int 
     this returns its covariance b / (a - 1) K (docs/nngp.md). Computed by the fused kernels
     (kernelfuse.ops.nngp), differentiable in x1 and x2."""
     mix = _check_mixture("nngp_kernel", scale_mixture)
-    K = nngp_kernel_matrix(x1, x1 if x2 is None else x2, depth=depth, activation=activation, sigma_w2=sigma_w2,
-                           sigma_b2=sigma_b2, ntk=False)
+    K = nngp_kernel_matrix(
+        x1,
+        x1 if x2 is None else x2,
+        depth=depth,
+        activation=activation,
+        sigma_w2=sigma_w2,
+        sigma_b2=sigma_b2,
+        ntk=False,
+    )
     return K if mix is None else K * (mix[1] / (mix[0] - 1))
 
 
-def ntk_kernel(x1: torch.Tensor, x2: Optional[torch.Tensor] = None, depth: int = 1, activation: str = "relu", *,
-               sigma_w2: float = 2.0, sigma_b2: float = 0.0) -> torch.Tensor:
+def ntk_kernel(
+    x1: torch.Tensor,
+    x2: Optional[torch.Tensor] = None,
+    depth: int = 1,
+    activation: str = "relu",
+    *,
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 0.0,
+) -> torch.Tensor:
     """NTK matrix Theta(x1, x2) (m, n) of the same network (NTK parameterisation)."""
-    return nngp_kernel_matrix(x1, x1 if x2 is None else x2, depth=depth, activation=activation, sigma_w2=sigma_w2,
-                              sigma_b2=sigma_b2, ntk=True)
+    return nngp_kernel_matrix(
+        x1, x1 if x2 is None else x2, depth=depth, activation=activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2, ntk=True
+    )
 
 
-def kernel_diag(x: torch.Tensor, depth: int, activation: str, *, sigma_w2: float = 2.0, sigma_b2: float = 0.0,
-                ntk: bool = False) -> torch.Tensor:
+def kernel_diag(
+    x: torch.Tensor, depth: int, activation: str, *, sigma_w2: float = 2.0, sigma_b2: float = 0.0, ntk: bool = False
+) -> torch.Tensor:
     """diag K(x, x) (n,) in O(n (d + depth)): the recursion on the diagonal."""
     depth, activation, sw2, sb2 = check_config("kernel_diag", depth, activation, sigma_w2, sigma_b2)
     k = sw2 * (x * x).sum(1) / x.shape[1] + sb2
@@ -78,8 +106,9 @@ class _Operator:
     def __init__(self, X, cfg, noise, rank):
         self.X, self.cfg, self.noise = X, cfg, float(noise)
         n = X.shape[0]
-        self.diag = kernel_diag(X, cfg["depth"], cfg["activation"], sigma_w2=cfg["sigma_w2"],
-                                sigma_b2=cfg["sigma_b2"], ntk=cfg["ntk"])
+        self.diag = kernel_diag(
+            X, cfg["depth"], cfg["activation"], sigma_w2=cfg["sigma_w2"], sigma_b2=cfg["sigma_b2"], ntk=cfg["ntk"]
+        )
         r = min(int(rank), n)
         L = X.new_zeros((n, r))
         d = self.diag.clone()
@@ -88,14 +117,17 @@ class _Operator:
             i = int(torch.argmax(d))
             if d[i] <= 1e-10 * max(float(self.diag.max()), 1e-300):
                 break
-            col = nngp_kernel_matrix(X, X[i:i + 1], **cfg)[:, 0] - L[:, :k] @ L[i, :k]
+            col = nngp_kernel_matrix(X, X[i : i + 1], **cfg)[:, 0] - L[:, :k] @ L[i, :k]
             L[:, k] = col / torch.sqrt(d[i])
             d = (d - L[:, k] ** 2).clamp_min(0)
         else:
             k = r
         self.L = L[:, :k]
-        self.inner = torch.linalg.cholesky(self.noise * torch.eye(k, dtype=X.dtype, device=X.device) +
-                                           self.L.T @ self.L) if k else None
+        self.inner = (
+            torch.linalg.cholesky(self.noise * torch.eye(k, dtype=X.dtype, device=X.device) + self.L.T @ self.L)
+            if k
+            else None
+        )
 
     def matvec(self, V):
         return nngp_matmul(self.X, self.X, V, **self.cfg) + self.noise * V
@@ -116,7 +148,7 @@ def _pcg(op, B, tol, max_iter):
     rz = (R * Z).sum(0)
     bn = B.norm(dim=0).clamp_min(1e-300)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007
         AP = op.matvec(P)
         alpha = rz / (P * AP).sum(0).clamp_min(1e-300)
         X += alpha * P
@@ -135,18 +167,33 @@ def _cfg(depth, activation, sigma_w2, sigma_b2, ntk):
     return dict(depth=depth, activation=activation, sigma_w2=sw2, sigma_b2=sb2, ntk=bool(ntk))
 
 
-def nngp_posterior(X: torch.Tensor, Y: torch.Tensor, Xs: torch.Tensor, *, depth: int = 1, activation: str = "relu",
-                   sigma_w2: float = 2.0, sigma_b2: float = 0.0, kernel: str = "nngp", noise: float = 1e-2,
-                   return_var: bool = False, tol: float = 1e-6, max_iter: int = 1000, precond_rank: int = 64,
-                   var_chunk: int = 256):
+def nngp_posterior(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    Xs: torch.Tensor,
+    *,
+    depth: int = 1,
+    activation: str = "relu",
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 0.0,
+    kernel: str = "nngp",
+    noise: float = 1e-2,
+    return_var: bool = False,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    precond_rank: int = 64,
+    var_chunk: int = 256,
+):
     """Exact infinite-width regression: mean K(Xs, X) (K(X, X) + noise I)^-1 Y (the NNGP posterior
     mean, or with kernel="ntk" the NTK kernel-regression limit of gradient flow with a ridge), and
     with ``return_var`` (NNGP) the latent posterior variance k(x, x) - k_x^T (K + noise I)^-1 k_x.
     Solves by preconditioned CG on the fused products: no n x n matrix (the variance solves chunks
     of ``var_chunk`` test points, O(n var_chunk) memory). Returns mean (m, c) [, var (m,)], info dict."""
     if kernel not in KINDS:
-        raise ValueError(f"kernelfuse.features.nngp_posterior: argument 'kernel': unknown kernel {kernel!r}; "
-                         f"expected one of: {', '.join(KINDS)}")
+        raise ValueError(
+            f"kernelfuse.features.nngp_posterior: argument 'kernel': unknown kernel {kernel!r}; "
+            f"expected one of: {', '.join(KINDS)}"
+        )
     cfg = _cfg(depth, activation, sigma_w2, sigma_b2, kernel == "ntk")
     if not (float(noise) > 0):
         raise ValueError(f"kernelfuse.features.nngp_posterior: argument 'noise': expected > 0, got {noise}")
@@ -160,21 +207,31 @@ def nngp_posterior(X: torch.Tensor, Y: torch.Tensor, Xs: torch.Tensor, *, depth:
     if not return_var:
         return mean, info
     if kernel != "nngp":
-        raise ValueError("kernelfuse.features.nngp_posterior: argument 'return_var': the variance is the "
-                         "NNGP's (kernel='nngp')")
+        raise ValueError(
+            "kernelfuse.features.nngp_posterior: argument 'return_var': the variance is the NNGP's (kernel='nngp')"
+        )
     var = kernel_diag(Xs, **{k: v for k, v in cfg.items()})
     out = []
     for s in range(0, Xs.shape[0], var_chunk):
-        Kxs = nngp_kernel_matrix(X, Xs[s:s + var_chunk], **cfg)  # (n, chunk)
+        Kxs = nngp_kernel_matrix(X, Xs[s : s + var_chunk], **cfg)  # (n, chunk)
         sol, _ = _pcg(op, Kxs, tol, max_iter)
         out.append((Kxs * sol).sum(0))
     red = torch.cat(out) if out else var[:0]
     return mean, (var - red).clamp_min(0), info
 
 
-def ntk_gradient_flow(X: torch.Tensor, Y: torch.Tensor, Xs: torch.Tensor, t: float, *, depth: int = 1,
-                      activation: str = "relu", sigma_w2: float = 2.0, sigma_b2: float = 0.0,
-                      learning_rate: float = 1.0) -> torch.Tensor:
+def ntk_gradient_flow(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    Xs: torch.Tensor,
+    t: float,
+    *,
+    depth: int = 1,
+    activation: str = "relu",
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 0.0,
+    learning_rate: float = 1.0,
+) -> torch.Tensor:
     """Mean prediction at Xs of an infinitely wide network trained by gradient flow for time t on
     L = 1/2 sum_i |f(x_i) - y_i|^2 (from f_0 with zero mean): Theta(Xs, X) Theta^-1 (I - exp(-lr Theta t)) Y,
     in closed form from the eigendecomposition of the n x n NTK (small n). t = inf: kernel regression."""
@@ -206,17 +263,45 @@ class NNGPRegressor:
     fit(X, y), predict(X, return_std=False), score(X, y) (R^2), get_params / set_params.
     """
 
-    def __init__(self, kernel: str = "nngp", depth: int = 1, activation: str = "relu", sigma_w2: float = 2.0,
-                 sigma_b2: float = 0.0, alpha: float = 1e-2, t: Optional[float] = None,
-                 scale_mixture: Optional[Tuple[float, float]] = None, tol: float = 1e-6, max_iter: int = 1000,
-                 precond_rank: int = 64, dtype=torch.float64):
+    def __init__(
+        self,
+        kernel: str = "nngp",
+        depth: int = 1,
+        activation: str = "relu",
+        sigma_w2: float = 2.0,
+        sigma_b2: float = 0.0,
+        alpha: float = 1e-2,
+        t: Optional[float] = None,
+        scale_mixture: Optional[Tuple[float, float]] = None,
+        tol: float = 1e-6,
+        max_iter: int = 1000,
+        precond_rank: int = 64,
+        dtype=torch.float64,
+    ):
         self.kernel, self.depth, self.activation = kernel, depth, activation
         self.sigma_w2, self.sigma_b2, self.alpha, self.t = sigma_w2, sigma_b2, alpha, t
-        self.scale_mixture, self.tol, self.max_iter, self.precond_rank, self.dtype = \
-            scale_mixture, tol, max_iter, precond_rank, dtype
+        self.scale_mixture, self.tol, self.max_iter, self.precond_rank, self.dtype = (
+            scale_mixture,
+            tol,
+            max_iter,
+            precond_rank,
+            dtype,
+        )
 
-    _PARAMS = ("kernel", "depth", "activation", "sigma_w2", "sigma_b2", "alpha", "t", "scale_mixture", "tol",
-               "max_iter", "precond_rank", "dtype")
+    _PARAMS = (
+        "kernel",
+        "depth",
+        "activation",
+        "sigma_w2",
+        "sigma_b2",
+        "alpha",
+        "t",
+        "scale_mixture",
+        "tol",
+        "max_iter",
+        "precond_rank",
+        "dtype",
+    )
 
     def get_params(self, deep: bool = True) -> dict:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -224,8 +309,10 @@ class NNGPRegressor:
     def set_params(self, **params):
         for k, v in params.items():
             if k not in self._PARAMS:
-                raise ValueError(f"kernelfuse.features.NNGPRegressor.set_params: unknown parameter {k!r}; "
-                                 f"expected one of: {', '.join(self._PARAMS)}")
+                raise ValueError(
+                    f"kernelfuse.features.NNGPRegressor.set_params: unknown parameter {k!r}; "
+                    f"expected one of: {', '.join(self._PARAMS)}"
+                )
             setattr(self, k, v)
         return self
 
@@ -233,14 +320,18 @@ class NNGPRegressor:
         numpy_in = not isinstance(X, torch.Tensor)
         t = torch.as_tensor(np.asarray(X) if numpy_in else X, dtype=self.dtype)
         if t.dim() != 2:
-            raise ValueError(f"kernelfuse.features.NNGPRegressor: argument '{name}': expected a 2-d array "
-                             f"(n_samples, n_features), got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"kernelfuse.features.NNGPRegressor: argument '{name}': expected a 2-d array "
+                f"(n_samples, n_features), got shape {tuple(t.shape)}"
+            )
         return t, numpy_in
 
     def fit(self, X, y):
         if self.kernel not in KINDS:
-            raise ValueError(f"kernelfuse.features.NNGPRegressor: parameter 'kernel': unknown kernel {self.kernel!r}; "
-                             f"expected one of: {', '.join(KINDS)}")
+            raise ValueError(
+                f"kernelfuse.features.NNGPRegressor: parameter 'kernel': unknown kernel {self.kernel!r}; "
+                f"expected one of: {', '.join(KINDS)}"
+            )
         self._mix = _check_mixture("NNGPRegressor", self.scale_mixture)
         if self._mix is not None and self.kernel != "nngp":
             raise ValueError("kernelfuse.features.NNGPRegressor: parameter 'scale_mixture' needs kernel='nngp'")
@@ -249,8 +340,10 @@ class NNGPRegressor:
         X_, _ = self._as(X, "X")
         y_ = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y, dtype=self.dtype)
         if y_.shape[0] != X_.shape[0]:
-            raise ValueError(f"kernelfuse.features.NNGPRegressor.fit: argument 'y': expected {X_.shape[0]} rows "
-                             f"(as X), got shape {tuple(y_.shape)}")
+            raise ValueError(
+                f"kernelfuse.features.NNGPRegressor.fit: argument 'y': expected {X_.shape[0]} rows "
+                f"(as X), got shape {tuple(y_.shape)}"
+            )
         self._cfg = _cfg(self.depth, self.activation, self.sigma_w2, self.sigma_b2, self.kernel == "ntk")
         self.X_train_, self._y1 = X_, y_.dim() == 1
         self.y_train_ = y_[:, None] if self._y1 else y_
@@ -265,8 +358,9 @@ class NNGPRegressor:
         if not hasattr(self, "X_train_"):
             raise RuntimeError("kernelfuse.features.NNGPRegressor: call fit before predict")
         if self.t is not None:
-            mean = ntk_gradient_flow(self.X_train_, self.y_train_, Xs, self.t, **{
-                k: v for k, v in self._cfg.items() if k != "ntk"})
+            mean = ntk_gradient_flow(
+                self.X_train_, self.y_train_, Xs, self.t, **{k: v for k, v in self._cfg.items() if k != "ntk"}
+            )
         else:
             mean = nngp_matmul(Xs, self.X_train_, self.alpha_, **self._cfg)
         mean = mean[:, 0] if self._y1 else mean
@@ -277,7 +371,7 @@ class NNGPRegressor:
             var = kernel_diag(Xs, **self._cfg)
             red = []
             for s in range(0, Xs.shape[0], 256):
-                Kxs = nngp_kernel_matrix(self.X_train_, Xs[s:s + 256], **self._cfg)
+                Kxs = nngp_kernel_matrix(self.X_train_, Xs[s : s + 256], **self._cfg)
                 sol, _ = _pcg(self._op, Kxs, self.tol, self.max_iter)
                 red.append((Kxs * sol).sum(0))
             var = (var - torch.cat(red)).clamp_min(0) + self.alpha
@@ -307,11 +401,23 @@ class NNGPRandomFeatures:
     the tensor product sketched by ``sketch`` random index pairs (unbiased for the product kernel).
     """
 
-    def __init__(self, in_features: int, width: int = 1024, depth: int = 1, activation: str = "relu", *,
-                 sigma_w2: float = 2.0, sigma_b2: float = 0.0, ntk: bool = False, sketch: Optional[int] = None,
-                 seed: int = 0, dtype=torch.float64):
-        self.depth, self.activation, self.sw2, self.sb2 = check_config("NNGPRandomFeatures", depth, activation,
-                                                                       sigma_w2, sigma_b2)
+    def __init__(
+        self,
+        in_features: int,
+        width: int = 1024,
+        depth: int = 1,
+        activation: str = "relu",
+        *,
+        sigma_w2: float = 2.0,
+        sigma_b2: float = 0.0,
+        ntk: bool = False,
+        sketch: Optional[int] = None,
+        seed: int = 0,
+        dtype=torch.float64,
+    ):
+        self.depth, self.activation, self.sw2, self.sb2 = check_config(
+            "NNGPRandomFeatures", depth, activation, sigma_w2, sigma_b2
+        )
         self.width, self.ntk, self.sketch = int(width), bool(ntk), int(sketch or width)
         g = torch.Generator().manual_seed(seed)
         self.Ws, self.bs, self.pairs = [], [], []
@@ -355,5 +461,13 @@ class NNGPRandomFeatures:
         return psi if self.ntk else phi
 
 
-__all__ = ["KINDS", "NNGPRandomFeatures", "NNGPRegressor", "kernel_diag", "nngp_kernel", "nngp_posterior",
-           "ntk_gradient_flow", "ntk_kernel"]
+__all__ = [
+    "KINDS",
+    "NNGPRandomFeatures",
+    "NNGPRegressor",
+    "kernel_diag",
+    "nngp_kernel",
+    "nngp_posterior",
+    "ntk_gradient_flow",
+    "ntk_kernel",
+]

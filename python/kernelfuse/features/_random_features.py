@@ -1,4 +1,5 @@
 """RandomFeatures and exact_kernel (see docs/features.md)."""
+
 from __future__ import annotations
 
 import math
@@ -29,15 +30,21 @@ def exact_kernel(kind: str, x1: torch.Tensor, x2: torch.Tensor, *, lengthscale: 
     theta is the angle between u and v. Returns (n1, n2) in the inputs' dtype.
     """
     if kind not in KERNELS:
-        raise ValueError(f"kernelfuse.features.exact_kernel: argument 'kind': unknown kernel {kind!r}; "
-                         f"expected one of: {', '.join(KERNELS)}")
+        raise ValueError(
+            f"kernelfuse.features.exact_kernel: argument 'kind': unknown kernel {kind!r}; "
+            f"expected one of: {', '.join(KERNELS)}"
+        )
     for name, t in (("x1", x1), ("x2", x2)):
         if not isinstance(t, torch.Tensor) or t.dim() != 2:
-            raise ValueError(f"kernelfuse.features.exact_kernel: argument '{name}': expected a 2-d tensor (n, d), "
-                             f"got {getattr(t, 'shape', type(t))}")
+            raise ValueError(
+                f"kernelfuse.features.exact_kernel: argument '{name}': expected a 2-d tensor (n, d), "
+                f"got {getattr(t, 'shape', type(t))}"
+            )
     if x1.shape[1] != x2.shape[1]:
-        raise ValueError(f"kernelfuse.features.exact_kernel: argument 'x2': expected {x1.shape[1]} columns "
-                         f"(as x1), got {tuple(x2.shape)}")
+        raise ValueError(
+            f"kernelfuse.features.exact_kernel: argument 'x2': expected {x1.shape[1]} columns "
+            f"(as x1), got {tuple(x2.shape)}"
+        )
     u, v = x1 / lengthscale, x2 / lengthscale
     if kind == "gaussian":
         return torch.exp(-0.5 * torch.cdist(u, v).square())
@@ -87,12 +94,29 @@ class RandomFeatures(nn.Module):
     and :class:`kernelfuse.features.RandomFeaturesTransformer`.)
     """
 
-    def __init__(self, in_features: Optional[int] = None, n_features: int = 100, *, kernel: str = "gaussian",
-                 method: str = "rff", lengthscale: float = 1.0, seed: Optional[int] = None, pairs: bool = False,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        in_features: Optional[int] = None,
+        n_features: int = 100,
+        *,
+        kernel: str = "gaussian",
+        method: str = "rff",
+        lengthscale: float = 1.0,
+        seed: Optional[int] = None,
+        pairs: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
-        self._params = dict(in_features=in_features, n_features=n_features, kernel=kernel, method=method,
-                            lengthscale=lengthscale, seed=seed, pairs=pairs, dtype=dtype)
+        self._params = dict(
+            in_features=in_features,
+            n_features=n_features,
+            kernel=kernel,
+            method=method,
+            lengthscale=lengthscale,
+            seed=seed,
+            pairs=pairs,
+            dtype=dtype,
+        )
         self._validate()
         self._draws = 0
         self.register_buffer("W", None)
@@ -109,8 +133,10 @@ class RandomFeatures(nn.Module):
     def set_params(self, **params) -> "RandomFeatures":
         for k, v in params.items():
             if k not in self._params:
-                raise ValueError(f"kernelfuse.features.RandomFeatures.set_params: unknown parameter {k!r}; "
-                                 f"expected one of: {', '.join(self._params)}")
+                raise ValueError(
+                    f"kernelfuse.features.RandomFeatures.set_params: unknown parameter {k!r}; "
+                    f"expected one of: {', '.join(self._params)}"
+                )
             self._params[k] = v
         self._validate()
         if self._params["in_features"] is not None:
@@ -118,13 +144,21 @@ class RandomFeatures(nn.Module):
         return self
 
     @classmethod
-    def rbf_sampler(cls, gamma: float = 1.0, n_components: int = 100, random_state: Optional[int] = None,
-                    **kw) -> "RandomFeatures":
+    def rbf_sampler(
+        cls, gamma: float = 1.0, n_components: int = 100, random_state: Optional[int] = None, **kw
+    ) -> "RandomFeatures":
         """The module equivalent of ``sklearn.kernel_approximation.RBFSampler(gamma, n_components,
         random_state)``: Gaussian kernel, cos(w.x + b) features, lengthscale 1/sqrt(2 gamma) (torch
         draws). Not a scikit-learn estimator: :class:`kernelfuse.features.RBFSampler` is the drop-in."""
-        return cls(None, n_components, kernel="gaussian", method="rff", lengthscale=1.0 / math.sqrt(2.0 * gamma),
-                   seed=random_state, **kw)
+        return cls(
+            None,
+            n_components,
+            kernel="gaussian",
+            method="rff",
+            lengthscale=1.0 / math.sqrt(2.0 * gamma),
+            seed=random_state,
+            **kw,
+        )
 
     def fit(self, X, y=None) -> "RandomFeatures":
         X, _ = _as_tensor(X, self._params["dtype"])
@@ -149,25 +183,36 @@ class RandomFeatures(nn.Module):
     def _validate(self):
         p = self._params
         if p["kernel"] not in KERNELS:
-            raise ValueError(f"kernelfuse.features.RandomFeatures: argument 'kernel': unknown kernel {p['kernel']!r}; "
-                             f"expected one of: {', '.join(KERNELS)}")
+            raise ValueError(
+                f"kernelfuse.features.RandomFeatures: argument 'kernel': unknown kernel {p['kernel']!r}; "
+                f"expected one of: {', '.join(KERNELS)}"
+            )
         if p["method"] not in METHODS:
-            raise ValueError(f"kernelfuse.features.RandomFeatures: argument 'method': unknown method {p['method']!r}; "
-                             f"expected one of: {', '.join(METHODS)}")
+            raise ValueError(
+                f"kernelfuse.features.RandomFeatures: argument 'method': unknown method {p['method']!r}; "
+                f"expected one of: {', '.join(METHODS)}"
+            )
         if p["method"] != "rff" and p["kernel"] not in _ISOTROPIC:
-            raise ValueError(f"kernelfuse.features.RandomFeatures: argument 'method': {p['method']!r} needs Gaussian "
-                             f"frequencies (kernels {', '.join(_ISOTROPIC)}); kernel {p['kernel']!r} supports 'rff' only")
+            raise ValueError(
+                f"kernelfuse.features.RandomFeatures: argument 'method': {p['method']!r} needs Gaussian "
+                f"frequencies (kernels {', '.join(_ISOTROPIC)}); kernel {p['kernel']!r} supports 'rff' only"
+            )
         if not (isinstance(p["n_features"], (int, np.integer)) and p["n_features"] >= 1):
-            raise ValueError(f"kernelfuse.features.RandomFeatures: argument 'n_features': expected a positive int, "
-                             f"got {p['n_features']!r}")
+            raise ValueError(
+                f"kernelfuse.features.RandomFeatures: argument 'n_features': expected a positive int, "
+                f"got {p['n_features']!r}"
+            )
         if p["pairs"] and (p["kernel"] not in ("gaussian", "laplacian", "cauchy") or p["n_features"] % 2):
-            raise ValueError("kernelfuse.features.RandomFeatures: argument 'pairs': needs a trigonometric kernel "
-                             f"(gaussian, laplacian, cauchy) and an even n_features, got {p['kernel']!r}, "
-                             f"{p['n_features']}")
+            raise ValueError(
+                "kernelfuse.features.RandomFeatures: argument 'pairs': needs a trigonometric kernel "
+                f"(gaussian, laplacian, cauchy) and an even n_features, got {p['kernel']!r}, "
+                f"{p['n_features']}"
+            )
         ls = p["lengthscale"]
         if not (isinstance(ls, (int, float)) and math.isfinite(ls) and ls > 0):
-            raise ValueError(f"kernelfuse.features.RandomFeatures: argument 'lengthscale': expected a positive "
-                             f"number, got {ls!r}")
+            raise ValueError(
+                f"kernelfuse.features.RandomFeatures: argument 'lengthscale': expected a positive number, got {ls!r}"
+            )
 
     @property
     def kind(self) -> str:
@@ -207,17 +252,30 @@ class RandomFeatures(nn.Module):
         p = self._params
         d = p["in_features"]
         if x.shape[-1] != d:
-            raise ValueError(f"kernelfuse.features.RandomFeatures: argument 'x': expected last dimension {d} "
-                             f"(in_features), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"kernelfuse.features.RandomFeatures: argument 'x': expected last dimension {d} "
+                f"(in_features), got shape {tuple(x.shape)}"
+            )
         ref = self.W if self.W is not None else self.signs
         x = x.to(dtype=ref.dtype, device=ref.device)
-        return _feature_map(x, self.kind, p["method"], float(p["lengthscale"]), self.n_freq,
-                            W=self.W, b=self.b, signs=self.signs, perm=self.perm)
+        return _feature_map(
+            x,
+            self.kind,
+            p["method"],
+            float(p["lengthscale"]),
+            self.n_freq,
+            W=self.W,
+            b=self.b,
+            signs=self.signs,
+            perm=self.perm,
+        )
 
     def extra_repr(self) -> str:
         p = self._params
-        return (f"in_features={p['in_features']}, n_features={p['n_features']}, kernel={p['kernel']!r}, "
-                f"method={p['method']!r}, lengthscale={p['lengthscale']}")
+        return (
+            f"in_features={p['in_features']}, n_features={p['n_features']}, kernel={p['kernel']!r}, "
+            f"method={p['method']!r}, lengthscale={p['lengthscale']}"
+        )
 
 
 def _chi(k: int, shape, g: torch.Generator) -> torch.Tensor:
@@ -280,8 +338,19 @@ def _draw(d: int, m: int, kernel: str, method: str, ls: float, kind: str, g: tor
     return {"W": W, "b": b, "signs": signs, "perm": perm}
 
 
-def _feature_map(x: torch.Tensor, kind: str, method: str, ls: float, n_freq: int, *, W=None, b=None, signs=None,
-                 perm=None, scale=None) -> torch.Tensor:
+def _feature_map(
+    x: torch.Tensor,
+    kind: str,
+    method: str,
+    ls: float,
+    n_freq: int,
+    *,
+    W=None,
+    b=None,
+    signs=None,
+    perm=None,
+    scale=None,
+) -> torch.Tensor:
     """phi(x) from the parameters of :func:`_draw` (x already in their dtype and on their device);
     scale None: the op's default (unbiased for n_freq frequencies)."""
     if kind == "positive":
@@ -292,8 +361,9 @@ def _feature_map(x: torch.Tensor, kind: str, method: str, ls: float, n_freq: int
             return random_features(x, W * ls, None, kind=kind, scale=scale, stabilize="none")
         signs = signs.clone()
         signs[:, 2 if method == "sorf" else 0] *= ls
-        return structured_features(x, signs, kind=kind, block=method, scale=scale, perm=perm, n_features=n_freq,
-                                   stabilize="none")
+        return structured_features(
+            x, signs, kind=kind, block=method, scale=scale, perm=perm, n_features=n_freq, stabilize="none"
+        )
     if W is not None:
         return random_features(x, W, b, kind=kind, scale=scale)
     return structured_features(x, signs, kind=kind, block=method, scale=scale, perm=perm, b=b, n_features=n_freq)

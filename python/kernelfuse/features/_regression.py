@@ -6,6 +6,7 @@ group, or ``"world"``) each rank passes its own rows and the statistics are summ
 all-reduce; the D x D solve is then repeated on every rank, so every rank holds the same model.
 Results equal the single-process fit on the concatenated rows up to the summation order.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ def _all_reduce(tensors, group):
     dist.all_reduce(flat, group=group)
     out, k = [], 0
     for t in tensors:
-        out.append(flat[k:k + t.numel()].reshape(t.shape))
+        out.append(flat[k : k + t.numel()].reshape(t.shape))
         k += t.numel()
     return out
 
@@ -45,8 +46,10 @@ def _all_reduce(tensors, group):
 class _RFBase:
     def __init__(self, features: RandomFeatures, group=None):
         if not isinstance(features, RandomFeatures):
-            raise TypeError(f"kernelfuse.features.{type(self).__name__}: argument 'features': expected a "
-                            f"RandomFeatures module, got {type(features).__name__}")
+            raise TypeError(
+                f"kernelfuse.features.{type(self).__name__}: argument 'features': expected a "
+                f"RandomFeatures module, got {type(features).__name__}"
+            )
         self.features = features
         self.group = group
 
@@ -59,16 +62,23 @@ class _RFBase:
             raise ValueError(f"kernelfuse.features.{name}: argument 'X': expected (n, d), got shape {tuple(X.shape)}")
         f = self.features
         if f.W is None and f.signs is None:
-            raise RuntimeError(f"kernelfuse.features.{name}: argument 'features': not fitted (pass in_features or "
-                               "call features.fit first; every rank must hold the same draws, e.g. the same seed)")
-        phi = f(X.to(f.get_params()["dtype"])).to(dt) if X.shape[0] > 0 else \
-            torch.zeros(0, f.get_params()["n_features"], dtype=dt, device=X.device)
+            raise RuntimeError(
+                f"kernelfuse.features.{name}: argument 'features': not fitted (pass in_features or "
+                "call features.fit first; every rank must hold the same draws, e.g. the same seed)"
+            )
+        phi = (
+            f(X.to(f.get_params()["dtype"])).to(dt)
+            if X.shape[0] > 0
+            else torch.zeros(0, f.get_params()["n_features"], dtype=dt, device=X.device)
+        )
         if y is None:
             return phi, None, numpy_in
         y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(dt)
         if y.shape[0] != X.shape[0] or y.dim() not in (1, 2):
-            raise ValueError(f"kernelfuse.features.{name}: argument 'y': expected ({X.shape[0]},) or "
-                             f"({X.shape[0]}, k), got {tuple(y.shape)}")
+            raise ValueError(
+                f"kernelfuse.features.{name}: argument 'y': expected ({X.shape[0]},) or "
+                f"({X.shape[0]}, k), got {tuple(y.shape)}"
+            )
         return phi, y, numpy_in
 
     def _stats(self, phi, y):
@@ -99,8 +109,10 @@ class RandomFeatureRidge(_RFBase):
     def __init__(self, features: RandomFeatures, alpha: float = 1.0, *, fit_intercept: bool = True, group=None):
         super().__init__(features, group)
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"kernelfuse.features.RandomFeatureRidge: argument 'alpha': expected a positive "
-                             f"finite number, got {alpha!r}")
+            raise ValueError(
+                f"kernelfuse.features.RandomFeatureRidge: argument 'alpha': expected a positive "
+                f"finite number, got {alpha!r}"
+            )
         self.alpha, self.fit_intercept = float(alpha), bool(fit_intercept)
 
     def fit(self, X, y):
@@ -141,8 +153,10 @@ class RandomFeatureGP(_RFBase):
         super().__init__(features, group)
         for name, v in (("noise", noise), ("amplitude", amplitude)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"kernelfuse.features.RandomFeatureGP: argument '{name}': expected a positive "
-                                 f"finite number, got {v!r}")
+                raise ValueError(
+                    f"kernelfuse.features.RandomFeatureGP: argument '{name}': expected a positive "
+                    f"finite number, got {v!r}"
+                )
         self.noise, self.amplitude = float(noise), float(amplitude)
 
     def fit(self, X, y):
@@ -152,7 +166,7 @@ class RandomFeatureGP(_RFBase):
         if n == 0:
             raise ValueError("kernelfuse.features.RandomFeatureGP.fit: argument 'X': no rows on any rank")
         D = G.shape[0]
-        lam = self.noise / self.amplitude ** 2
+        lam = self.noise / self.amplitude**2
         L = torch.linalg.cholesky(0.5 * (G + G.T) + lam * torch.eye(D, dtype=G.dtype))
         mean = torch.cholesky_solve(b, L)
         self._L = L

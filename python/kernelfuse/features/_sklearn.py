@@ -10,6 +10,7 @@ scikit-learn (>= 1.6) is an optional dependency of kernelfuse: this module impor
 time, and ``kernelfuse.features`` imports this module only when one of the two classes is first
 accessed, so ``import kernelfuse`` works without scikit-learn.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,10 @@ try:
     from sklearn.utils._param_validation import Interval, StrOptions
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without (a recent) scikit-learn
-    raise ImportError("kernelfuse.features.RBFSampler and RandomFeaturesTransformer need scikit-learn >= 1.6 "
-                      "(pip install scikit-learn); kernelfuse.features.RandomFeatures does not") from exc
+    raise ImportError(
+        "kernelfuse.features.RBFSampler and RandomFeaturesTransformer need scikit-learn >= 1.6 "
+        "(pip install scikit-learn); kernelfuse.features.RandomFeatures does not"
+    ) from exc
 
 from ..ops.features import default_scale
 from ._random_features import _ISOTROPIC, _draw, _feature_map, _kind
@@ -111,10 +114,10 @@ class _FusedMapMixin:
         out = None
         rows = max(1, _DENSIFY_BLOCK_ELEMENTS // max(1, d))
         for i in range(0, n, rows):
-            part = dense(X[i:i + rows].toarray())
+            part = dense(X[i : i + rows].toarray())
             if out is None:
                 out = np.empty((n, part.shape[1]), dtype=part.dtype)
-            out[i:i + part.shape[0]] = part
+            out[i : i + part.shape[0]] = part
         return out
 
     def transform(self, X):
@@ -219,19 +222,26 @@ class RBFSampler(_FusedMapMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     def _map_params(self):
         D = self.random_weights_.shape[1]
-        return "cos", "rff", 1.0, D, None, D, {
-            "W": self.random_weights_, "b": self.random_offset_, "signs": None, "perm": None}
+        return (
+            "cos",
+            "rff",
+            1.0,
+            D,
+            None,
+            D,
+            {"W": self.random_weights_, "b": self.random_offset_, "signs": None, "perm": None},
+        )
 
 
 # kernel name -> (kernel of RandomFeatures, lengthscale as a function of gamma)
 _KERNELS = {
-    "rbf": ("gaussian", lambda g: 1.0 / math.sqrt(2.0 * g)),        # exp(-gamma |x - y|^2)
+    "rbf": ("gaussian", lambda g: 1.0 / math.sqrt(2.0 * g)),  # exp(-gamma |x - y|^2)
     "gaussian": ("gaussian", lambda g: 1.0 / math.sqrt(2.0 * g)),
-    "laplacian": ("laplacian", lambda g: 1.0 / g),                  # exp(-gamma |x - y|_1)
-    "cauchy": ("cauchy", lambda g: 1.0 / math.sqrt(g)),             # prod 1 / (1 + gamma (x_k - y_k)^2)
-    "arccos0": ("arccos0", lambda g: 1.0 / math.sqrt(g)),           # 1 - theta / pi (gamma has no effect)
-    "arccos1": ("arccos1", lambda g: 1.0 / math.sqrt(g)),           # gamma |x| |y| J1(theta) / pi
-    "softmax": ("softmax", lambda g: 1.0 / math.sqrt(g)),           # exp(gamma x . y)
+    "laplacian": ("laplacian", lambda g: 1.0 / g),  # exp(-gamma |x - y|_1)
+    "cauchy": ("cauchy", lambda g: 1.0 / math.sqrt(g)),  # prod 1 / (1 + gamma (x_k - y_k)^2)
+    "arccos0": ("arccos0", lambda g: 1.0 / math.sqrt(g)),  # 1 - theta / pi (gamma has no effect)
+    "arccos1": ("arccos1", lambda g: 1.0 / math.sqrt(g)),  # gamma |x| |y| J1(theta) / pi
+    "softmax": ("softmax", lambda g: 1.0 / math.sqrt(g)),  # exp(gamma x . y)
 }
 # gamma of each kernel for a lengthscale l (the inverse of the table above)
 _GAMMA_OF_LS = {"gaussian": lambda l: 0.5 / (l * l), "laplacian": lambda l: 1.0 / l}
@@ -313,12 +323,16 @@ class RandomFeaturesTransformer(_FusedMapMixin, ClassNamePrefixFeaturesOutMixin,
         name = type(self).__name__
         kern = _KERNELS[self.kernel][0]
         if self.method != "rff" and kern not in _ISOTROPIC:
-            raise ValueError(f"kernelfuse.features.{name}: argument 'method': {self.method!r} needs Gaussian "
-                             f"frequencies (kernels rbf, arccos0, arccos1, softmax); kernel {self.kernel!r} "
-                             f"supports 'rff' only")
+            raise ValueError(
+                f"kernelfuse.features.{name}: argument 'method': {self.method!r} needs Gaussian "
+                f"frequencies (kernels rbf, arccos0, arccos1, softmax); kernel {self.kernel!r} "
+                f"supports 'rff' only"
+            )
         if self.pairs and kern not in ("gaussian", "laplacian", "cauchy"):
-            raise ValueError(f"kernelfuse.features.{name}: argument 'pairs': [cos, sin] pairs need a trigonometric "
-                             f"kernel (rbf, laplacian, cauchy), got kernel {self.kernel!r}")
+            raise ValueError(
+                f"kernelfuse.features.{name}: argument 'pairs': [cos, sin] pairs need a trigonometric "
+                f"kernel (rbf, laplacian, cauchy), got kernel {self.kernel!r}"
+            )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -346,8 +360,10 @@ class RandomFeaturesTransformer(_FusedMapMixin, ClassNamePrefixFeaturesOutMixin,
             self._gamma = float(self.gamma)
             ls = ls_of_gamma(self._gamma)
         if not (math.isfinite(ls) and ls > 0):
-            raise ValueError(f"kernelfuse.features.{type(self).__name__}: argument 'gamma': gives lengthscale {ls}; "
-                             f"expected a positive finite one")
+            raise ValueError(
+                f"kernelfuse.features.{type(self).__name__}: argument 'gamma': gives lengthscale {ls}; "
+                f"expected a positive finite one"
+            )
         self.lengthscale_ = float(ls)
         kind = _kind(kern, bool(self.pairs))
         n_out = self.n_components
@@ -378,6 +394,10 @@ class RandomFeaturesTransformer(_FusedMapMixin, ClassNamePrefixFeaturesOutMixin,
     def _map_params(self):
         kind, method, n_freq, scale, n_out = self._fitted_map
         get = self.__dict__.get
-        arrays = {"W": get("random_weights_"), "b": get("random_offset_"), "signs": get("random_signs_"),
-                  "perm": get("random_perm_")}
+        arrays = {
+            "W": get("random_weights_"),
+            "b": get("random_offset_"),
+            "signs": get("random_signs_"),
+            "perm": get("random_perm_"),
+        }
         return kind, method, self.lengthscale_, n_freq, scale, n_out, arrays

@@ -3,6 +3,7 @@
 - ``GridGPRegressor``: exact GP regression with a product kernel over the grid axes.
 - ``GPPDESolver``: GP-HM, a GP solver for high-frequency and multi-scale PDEs.
 """
+
 from ._pde import GPPDESolver
 from ._regressor import GridGPRegressor
 

@@ -1,4 +1,5 @@
 """Shared pieces of the grid GP models: array conversion, per-axis kernels, scattered posteriors."""
+
 from __future__ import annotations
 
 import math
@@ -14,15 +15,19 @@ def as_tensor(x, name: str, dtype: torch.dtype, device=None, cls: str = "GridGPR
     """A float tensor from numpy / torch / lists, or a clear error naming the argument."""
     if isinstance(x, torch.Tensor):
         if x.device.type == "meta":
-            raise ValueError(f"kernelfuse.gp.{cls}: argument '{name}': expected data on a real device (cpu or cuda), "
-                             f"got a tensor on meta (no values)")
+            raise ValueError(
+                f"kernelfuse.gp.{cls}: argument '{name}': expected data on a real device (cpu or cuda), "
+                f"got a tensor on meta (no values)"
+            )
         t = x.detach()
     else:
         try:
             t = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except (TypeError, ValueError):
-            raise TypeError(f"kernelfuse.gp.{cls}: argument '{name}' must be a numpy array or a torch.Tensor of "
-                            f"numbers, got {type(x).__name__}") from None
+            raise TypeError(
+                f"kernelfuse.gp.{cls}: argument '{name}' must be a numpy array or a torch.Tensor of "
+                f"numbers, got {type(x).__name__}"
+            ) from None
     if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"kernelfuse.gp.{cls}: argument '{name}' must hold real numbers, got dtype {t.dtype}")
     t = t.to(dtype=dtype, device=device)
@@ -36,19 +41,24 @@ def check_axes(axes, name: str, dtype, device=None, cls: str = "GridGPRegressor"
     if isinstance(axes, (np.ndarray, torch.Tensor)) and axes.ndim == 1:
         axes = [axes]
     if not isinstance(axes, (list, tuple)) or len(axes) == 0:
-        raise TypeError(f"kernelfuse.gp.{cls}: argument '{name}' must be a list of 1-D arrays (one per grid axis), "
-                        f"got {type(axes).__name__}")
+        raise TypeError(
+            f"kernelfuse.gp.{cls}: argument '{name}' must be a list of 1-D arrays (one per grid axis), "
+            f"got {type(axes).__name__}"
+        )
     out = []
     for d, a in enumerate(axes):
         t = as_tensor(a, f"{name}[{d}]", dtype, device, cls)
         if t.dim() != 1 or t.numel() == 0:
-            raise ValueError(f"kernelfuse.gp.{cls}: argument '{name}[{d}]': expected a non-empty 1-D array of "
-                             f"grid points, got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"kernelfuse.gp.{cls}: argument '{name}[{d}]': expected a non-empty 1-D array of "
+                f"grid points, got shape {tuple(t.shape)}"
+            )
         if t.numel() > 1:
             df = t[1:] - t[:-1]
             if not (bool((df > 0).all()) or bool((df < 0).all())):
-                raise ValueError(f"kernelfuse.gp.{cls}: argument '{name}[{d}]': grid points must be strictly "
-                                 "monotone (no repeats)")
+                raise ValueError(
+                    f"kernelfuse.gp.{cls}: argument '{name}[{d}]': grid points must be strictly monotone (no repeats)"
+                )
         out.append(t.contiguous())
     return out
 
@@ -58,8 +68,9 @@ def to_output(t: torch.Tensor, like_numpy: bool):
     return t.cpu().numpy() if like_numpy else t
 
 
-def default_params(kind: str, axis: torch.Tensor, q: int, *, lengthscale=None, log_variance: float = 0.0,
-                   max_freq=None) -> torch.Tensor:
+def default_params(
+    kind: str, axis: torch.Tensor, q: int, *, lengthscale=None, log_variance: float = 0.0, max_freq=None
+) -> torch.Tensor:
     """Initial (Q, P) parameters for one axis: a lengthscale of ~1/10 the axis span (or the given
     one); for sm / stm, Q components with frequencies evenly spread on [0, max_freq] (default:
     a quarter of the Nyquist frequency of the axis), weights 1/Q and spectral widths of the spacing
@@ -75,8 +86,14 @@ def default_params(kind: str, axis: torch.Tensor, q: int, *, lengthscale=None, l
         freqs = torch.linspace(0.0, float(max_freq), q, dtype=dt, device=dev)
         width = float(max_freq) / max(q - 1, 1) if q > 1 else float(max_freq) + 1.0 / span
         ell = lengthscale if lengthscale is not None else 1.0 / max(width, 1e-12)
-        return torch.stack([torch.full((q,), math.log(1.0 / q) + log_variance, dtype=dt, device=dev), freqs,
-                            torch.full((q,), math.log(ell), dtype=dt, device=dev)], 1)
+        return torch.stack(
+            [
+                torch.full((q,), math.log(1.0 / q) + log_variance, dtype=dt, device=dev),
+                freqs,
+                torch.full((q,), math.log(ell), dtype=dt, device=dev),
+            ],
+            1,
+        )
     ell = lengthscale if lengthscale is not None else 0.1 * span
     return torch.tensor([[log_variance, math.log(ell)]], dtype=dt, device=dev)
 
@@ -84,14 +101,15 @@ def default_params(kind: str, axis: torch.Tensor, q: int, *, lengthscale=None, l
 def check_kind(kind, D: int, cls: str) -> List[str]:
     kinds = [kind] * D if isinstance(kind, str) else list(kind)
     if len(kinds) != D:
-        raise ValueError(f"kernelfuse.gp.{cls}: argument 'kernel': expected one kind or {D} (one per axis), got "
-                         f"{len(kinds)}")
+        raise ValueError(
+            f"kernelfuse.gp.{cls}: argument 'kernel': expected one kind or {D} (one per axis), got {len(kinds)}"
+        )
     for k in kinds:
         if k not in KINDS:
-            raise ValueError(f"kernelfuse.gp.{cls}: argument 'kernel': unknown kind {k!r}; expected one of "
-                             f"{', '.join(KINDS)}")
+            raise ValueError(
+                f"kernelfuse.gp.{cls}: argument 'kernel': unknown kind {k!r}; expected one of {', '.join(KINDS)}"
+            )
     return kinds
 
 
-__all__ = ["as_tensor", "check_axes", "check_kind", "default_params",
-           "to_output", "NPARAMS"]
+__all__ = ["as_tensor", "check_axes", "check_kind", "default_params", "to_output", "NPARAMS"]

@@ -1,5 +1,6 @@
 """GPPDESolver: GP-HM ("Solving High Frequency and Multi-Scale PDEs with Gaussian Processes",
 ICLR 2024) on a Cartesian collocation grid, built on the Kronecker ops and ``grid_kernel``."""
+
 from __future__ import annotations
 
 import math
@@ -9,9 +10,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..ops.kron import kron_gp_mll, kron_matmul, kron_posterior
 from ..ops.kron_grid import grid_kernel
 from ._common import as_tensor, check_axes, check_kind, default_params, to_output
-from ..ops.kron import kron_gp_mll, kron_matmul, kron_posterior
 
 _CLS = "GPPDESolver"
 
@@ -52,11 +53,28 @@ class GPPDESolver:
     ``advection_1d``; then ``fit()`` and ``predict(x)``.
     """
 
-    def __init__(self, axes, residual: Callable, orders: Sequence[Orders], source_values, boundary_mask,
-                 boundary_values, *, kernel="sm", num_mixtures: int = 30, max_freq=None, learn_freq: bool = True,
-                 jitter: float = 1e-10, w_boundary: float = 1e8, w_residual: float = 1e8,
-                 dtype: torch.dtype = torch.float64, name: str = "pde", linear: bool = False,
-                 kron_sum_terms=None, edges=None):
+    def __init__(
+        self,
+        axes,
+        residual: Callable,
+        orders: Sequence[Orders],
+        source_values,
+        boundary_mask,
+        boundary_values,
+        *,
+        kernel="sm",
+        num_mixtures: int = 30,
+        max_freq=None,
+        learn_freq: bool = True,
+        jitter: float = 1e-10,
+        w_boundary: float = 1e8,
+        w_residual: float = 1e8,
+        dtype: torch.dtype = torch.float64,
+        name: str = "pde",
+        linear: bool = False,
+        kron_sum_terms=None,
+        edges=None,
+    ):
         if not (isinstance(jitter, (int, float)) and jitter > 0):
             raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'jitter' must be a positive variance, got {jitter!r}")
         for nm, w in (("w_boundary", w_boundary), ("w_residual", w_residual)):
@@ -69,8 +87,10 @@ class GPPDESolver:
         self.kinds = check_kind(kernel, D, _CLS)
         for k in self.kinds:
             if k in ("matern12", "matern32") and any(max(o) > 1 for o in orders):
-                raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'kernel': kind {k!r} is not smooth enough for "
-                                 "second derivatives; use sm, stm, rbf or matern52")
+                raise ValueError(
+                    f"kernelfuse.gp.{_CLS}: argument 'kernel': kind {k!r} is not smooth enough for "
+                    "second derivatives; use sm, stm, rbf or matern52"
+                )
         self.shape = tuple(int(a.numel()) for a in self.axes)
         self.N = int(np.prod(self.shape))
         self.dtype = dtype
@@ -78,7 +98,9 @@ class GPPDESolver:
         self.orders = [tuple(int(v) for v in o) for o in orders]
         for o in self.orders:
             if len(o) != D or any(v < 0 or v > 2 for v in o):
-                raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'orders': each entry needs {D} orders in 0..2, got {o}")
+                raise ValueError(
+                    f"kernelfuse.gp.{_CLS}: argument 'orders': each entry needs {D} orders in 0..2, got {o}"
+                )
         self.f = as_tensor(source_values, "source", dtype, None, _CLS).reshape(-1)
         mask = torch.as_tensor(np.asarray(boundary_mask, dtype=bool)).reshape(-1)
         if mask.numel() != self.N or self.f.numel() != self.N:
@@ -88,16 +110,20 @@ class GPPDESolver:
         self.ridx = torch.nonzero(~mask).reshape(-1)
         self.g = as_tensor(boundary_values, "boundary", dtype, None, _CLS).reshape(-1)
         if self.g.numel() != self.bidx.numel():
-            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'boundary': expected {self.bidx.numel()} values (one per "
-                             f"boundary point), got {self.g.numel()}")
+            raise ValueError(
+                f"kernelfuse.gp.{_CLS}: argument 'boundary': expected {self.bidx.numel()} values (one per "
+                f"boundary point), got {self.g.numel()}"
+            )
         fr = self.f[self.ridx]
         self.s_f = float(fr.pow(2).mean().sqrt()) if fr.numel() and float(fr.abs().max()) > 0 else 1.0
         self.s_g = float(self.g.pow(2).mean().sqrt()) if self.g.numel() and float(self.g.abs().max()) > 0 else 1.0
         self.jitter = float(jitter)
         self.w_b, self.w_r = float(w_boundary), float(w_residual)
         mf = list(max_freq) if isinstance(max_freq, (list, tuple)) else [max_freq] * D
-        self.params = [default_params(k, x, num_mixtures if k in ("sm", "stm") else 1, max_freq=m).clone()
-                       for k, x, m in zip(self.kinds, self.axes, mf)]
+        self.params = [
+            default_params(k, x, num_mixtures if k in ("sm", "stm") else 1, max_freq=m).clone()
+            for k, x, m in zip(self.kinds, self.axes, mf)
+        ]
         self.learn_freq = learn_freq
         self.u = torch.zeros(self.N, dtype=dtype)
         self.name = name
@@ -112,8 +138,10 @@ class GPPDESolver:
 
     # ------------------------------------------------------------------ the model
     def _factors(self, params, orders=None):
-        return [grid_kernel(x, x, k, p, orders=(orders[d] if orders else 0, 0))
-                for d, (x, k, p) in enumerate(zip(self.axes, self.kinds, params))]
+        return [
+            grid_kernel(x, x, k, p, orders=(orders[d] if orders else 0, 0))
+            for d, (x, k, p) in enumerate(zip(self.axes, self.kinds, params))
+        ]
 
     def _params_full(self, free):
         """Per-axis (Q, P) parameters from the free tensors (frequencies frozen if not learned)."""
@@ -238,7 +266,7 @@ class GPPDESolver:
         D = len(self.axes)
         with torch.no_grad():
             Dmat = {}
-            for c, d, k in self.kron_sum_terms:
+            for c, d, k in self.kron_sum_terms:  # noqa: B007
                 if (d, k) not in Dmat:
                     x, kind, p = self.axes[d], self.kinds[d], params[d]
                     Kd = grid_kernel(x, x, kind, p)
@@ -289,7 +317,7 @@ class GPPDESolver:
         rr = r @ r
         r0 = float(rr.sqrt())
         k = 0
-        for k in range(max_iter):
+        for k in range(max_iter):  # noqa: B007
             Ap = matvec(p)
             step = rr / (p @ Ap)
             x = x + step * p
@@ -301,9 +329,20 @@ class GPPDESolver:
             rr = rr_new
         return x, k + 1
 
-    def fit(self, max_iter: int = 5, *, method: str = "alternate", hyper_iter: int = 10, optimizer: str = "adam",
-            lr: Optional[float] = None, gn_iter: int = 8, cg_iter: int = 2000, time_limit: Optional[float] = None,
-            u_solver: str = "auto", verbose: bool = False):
+    def fit(
+        self,
+        max_iter: int = 5,
+        *,
+        method: str = "alternate",
+        hyper_iter: int = 10,
+        optimizer: str = "adam",
+        lr: Optional[float] = None,
+        gn_iter: int = 8,
+        cg_iter: int = 2000,
+        time_limit: Optional[float] = None,
+        u_solver: str = "auto",
+        verbose: bool = False,
+    ):
         """Fit u and the kernel hyper-parameters. Returns self (warm-starts from the current state).
 
         method "alternate" (default): an exact minimisation over u at fixed hyper-parameters, then
@@ -323,15 +362,20 @@ class GPPDESolver:
         if optimizer not in ("lbfgs", "adam"):
             raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'optimizer' must be 'lbfgs' or 'adam', got {optimizer!r}")
         if u_solver not in ("auto", "collocation", "gauss_newton"):
-            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'u_solver' must be 'auto', 'collocation' or "
-                             f"'gauss_newton', got {u_solver!r}")
+            raise ValueError(
+                f"kernelfuse.gp.{_CLS}: argument 'u_solver' must be 'auto', 'collocation' or "
+                f"'gauss_newton', got {u_solver!r}"
+            )
         if u_solver == "collocation" and self.kron_sum_terms is None:
-            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'u_solver': 'collocation' needs a constant-coefficient "
-                             "linear operator with Dirichlet faces (poisson_1d, poisson_2d, advection_1d)")
+            raise ValueError(
+                f"kernelfuse.gp.{_CLS}: argument 'u_solver': 'collocation' needs a constant-coefficient "
+                "linear operator with Dirichlet faces (poisson_1d, poisson_2d, advection_1d)"
+            )
         # auto: a dense Gauss-Newton (least-squares) solve on small grids, the collocation limit on
         # large grids for constant-coefficient linear operators, Gauss-Newton + CG otherwise
-        colloc = u_solver == "collocation" or (u_solver == "auto" and self.kron_sum_terms is not None
-                                               and self.N > self.dense_max)
+        colloc = u_solver == "collocation" or (
+            u_solver == "auto" and self.kron_sum_terms is not None and self.N > self.dense_max
+        )
 
         def solve_u(params, u0):
             if colloc:
@@ -355,8 +399,14 @@ class GPPDESolver:
                         opt.step()
                         self.history_.append(float(loss.detach()))
                 else:
-                    opt = torch.optim.LBFGS(free, lr=lr or 1.0, max_iter=hyper_iter, line_search_fn="strong_wolfe",
-                                            tolerance_grad=1e-12, tolerance_change=1e-15)
+                    opt = torch.optim.LBFGS(
+                        free,
+                        lr=lr or 1.0,
+                        max_iter=hyper_iter,
+                        line_search_fn="strong_wolfe",
+                        tolerance_grad=1e-12,
+                        tolerance_change=1e-15,
+                    )
 
                     def closure():
                         opt.zero_grad()
@@ -399,9 +449,16 @@ class GPPDESolver:
                 if time_limit is not None and time.perf_counter() - t0 > time_limit:
                     break
         else:
-            opt = torch.optim.LBFGS([u] + free, lr=lr or 1.0, max_iter=max_iter, max_eval=int(max_iter * 1.25),
-                                    history_size=50, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
-                                    tolerance_change=1e-15)
+            opt = torch.optim.LBFGS(
+                [u] + free,
+                lr=lr or 1.0,
+                max_iter=max_iter,
+                max_eval=int(max_iter * 1.25),
+                history_size=50,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-12,
+                tolerance_change=1e-15,
+            )
 
             class _Stop(Exception):
                 pass
@@ -452,12 +509,21 @@ class GPPDESolver:
                 if xt.dim() == 1 and D == 1:
                     xt = xt[:, None]
                 if xt.dim() != 2 or xt.shape[1] != D:
-                    raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'x': expected points of shape (M, {D}) or a list "
-                                     f"of {D} axes, got shape {tuple(xt.shape)}")
-                cross = [grid_kernel(xt[:, d].contiguous(), self.axes[d], self.kinds[d], self.params[d])
-                         for d in range(D)]
-                out = kron_posterior(self._factors(self.params), self.u, self.jitter, cross_factors=cross,
-                                     targets="scattered", return_var=False)[0]
+                    raise ValueError(
+                        f"kernelfuse.gp.{_CLS}: argument 'x': expected points of shape (M, {D}) or a list "
+                        f"of {D} axes, got shape {tuple(xt.shape)}"
+                    )
+                cross = [
+                    grid_kernel(xt[:, d].contiguous(), self.axes[d], self.kinds[d], self.params[d]) for d in range(D)
+                ]
+                out = kron_posterior(
+                    self._factors(self.params),
+                    self.u,
+                    self.jitter,
+                    cross_factors=cross,
+                    targets="scattered",
+                    return_var=False,
+                )[0]
         return to_output(out, numpy_out)
 
     def relative_l2_error(self, exact: Callable, x=None) -> float:
@@ -481,7 +547,9 @@ class GPPDESolver:
             raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'n_grid': expected {D} sizes >= 3, got {n_grid!r}")
         for lo, hi in doms:
             if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-                raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'domain': expected (lo, hi) with lo < hi, got {domain!r}")
+                raise ValueError(
+                    f"kernelfuse.gp.{_CLS}: argument 'domain': expected (lo, hi) with lo < hi, got {domain!r}"
+                )
         return [np.linspace(lo, hi, n) for n, (lo, hi) in zip(ns, doms)]
 
     @staticmethod
@@ -502,8 +570,9 @@ class GPPDESolver:
     def _build(cls, axes_np, residual, orders, source, boundary, edges, name, **kw):
         for nm, fn in (("source", source), ("boundary", boundary)):
             if not callable(fn):
-                raise TypeError(f"kernelfuse.gp.{_CLS}: argument '{nm}' must be a callable of numpy arrays, "
-                                f"got {type(fn).__name__}")
+                raise TypeError(
+                    f"kernelfuse.gp.{_CLS}: argument '{nm}' must be a callable of numpy arrays, got {type(fn).__name__}"
+                )
         shape = tuple(len(a) for a in axes_np)
         mask = cls._edge_mask(shape, edges)
         f = _grid_values(source, axes_np, "source")
@@ -514,34 +583,70 @@ class GPPDESolver:
     def poisson_1d(cls, source, boundary, n_grid: int = 400, domain=(0.0, 1.0), **kw):
         """u_xx = source(x) on the interval, u = boundary(x) at both ends."""
         axes = cls._box(n_grid, domain, 1)
-        return cls._build(axes, lambda u, d, f: d[(2,)] - f, [(2,)], source, boundary, [(True, True)],
-                          "poisson_1d", linear=True, kron_sum_terms=[(1.0, 0, 2)], **kw)
+        return cls._build(
+            axes,
+            lambda u, d, f: d[(2,)] - f,
+            [(2,)],
+            source,
+            boundary,
+            [(True, True)],
+            "poisson_1d",
+            linear=True,
+            kron_sum_terms=[(1.0, 0, 2)],
+            **kw,
+        )
 
     @classmethod
     def poisson_2d(cls, source, boundary, n_grid=200, domain=(0.0, 1.0), **kw):
         """u_xx + u_yy = source(x, y) on the rectangle, u = boundary(x, y) on its edges."""
         axes = cls._box(n_grid, domain, 2)
-        return cls._build(axes, lambda u, d, f: d[(2, 0)] + d[(0, 2)] - f, [(2, 0), (0, 2)], source, boundary,
-                          [(True, True), (True, True)], "poisson_2d", linear=True,
-                          kron_sum_terms=[(1.0, 0, 2), (1.0, 1, 2)], **kw)
+        return cls._build(
+            axes,
+            lambda u, d, f: d[(2, 0)] + d[(0, 2)] - f,
+            [(2, 0), (0, 2)],
+            source,
+            boundary,
+            [(True, True), (True, True)],
+            "poisson_2d",
+            linear=True,
+            kron_sum_terms=[(1.0, 0, 2), (1.0, 1, 2)],
+            **kw,
+        )
 
     @classmethod
     def allen_cahn_1d(cls, source, boundary, n_grid: int = 400, domain=(0.0, 1.0), **kw):
         """u_xx + u (u^2 - 1) = source(x), u = boundary(x) at both ends (stationary Allen-Cahn)."""
         axes = cls._box(n_grid, domain, 1)
-        return cls._build(axes, lambda u, d, f: d[(2,)] + u * (u * u - 1) - f, [(2,)], source, boundary,
-                          [(True, True)], "allen_cahn_1d", **kw)
+        return cls._build(
+            axes,
+            lambda u, d, f: d[(2,)] + u * (u * u - 1) - f,
+            [(2,)],
+            source,
+            boundary,
+            [(True, True)],
+            "allen_cahn_1d",
+            **kw,
+        )
 
     @classmethod
     def allen_cahn_2d(cls, source, boundary, n_grid=200, domain=(0.0, 1.0), **kw):
         """u_xx + u_yy + u (u^2 - 1) = source(x, y), u = boundary(x, y) on the edges."""
         axes = cls._box(n_grid, domain, 2)
-        return cls._build(axes, lambda u, d, f: d[(2, 0)] + d[(0, 2)] + u * (u * u - 1) - f, [(2, 0), (0, 2)],
-                          source, boundary, [(True, True), (True, True)], "allen_cahn_2d", **kw)
+        return cls._build(
+            axes,
+            lambda u, d, f: d[(2, 0)] + d[(0, 2)] + u * (u * u - 1) - f,
+            [(2, 0), (0, 2)],
+            source,
+            boundary,
+            [(True, True), (True, True)],
+            "allen_cahn_2d",
+            **kw,
+        )
 
     @classmethod
-    def advection_1d(cls, initial, beta: float, boundary=None, n_grid=(200, 200), domain=((0.0, 2 * math.pi), (0.0, 1.0)),
-                     **kw):
+    def advection_1d(
+        cls, initial, beta: float, boundary=None, n_grid=(200, 200), domain=((0.0, 2 * math.pi), (0.0, 1.0)), **kw
+    ):
         """u_t + beta u_x = 0 on space-time (axis 0: x, axis 1: t), u(x, 0) = initial(x) and u =
         boundary(x, t) on the x-ends (default: the exact solution initial(x - beta t))."""
         if not callable(initial):
@@ -553,10 +658,18 @@ class GPPDESolver:
             return np.where(t == t.min(), initial(x), bnd(x, t))
 
         axes = cls._box(n_grid, domain, 2)
-        return cls._build(axes, lambda u, d, f: d[(0, 1)] + b * d[(1, 0)] - f, [(1, 0), (0, 1)],
-                          lambda x, t: np.zeros_like(x), boundary_all, [(True, True), (True, False)],
-                          "advection_1d", linear=True, kron_sum_terms=[(b, 0, 1), (1.0, 1, 1)],
-                          **kw)
+        return cls._build(
+            axes,
+            lambda u, d, f: d[(0, 1)] + b * d[(1, 0)] - f,
+            [(1, 0), (0, 1)],
+            lambda x, t: np.zeros_like(x),
+            boundary_all,
+            [(True, True), (True, False)],
+            "advection_1d",
+            linear=True,
+            kron_sum_terms=[(b, 0, 1), (1.0, 1, 1)],
+            **kw,
+        )
 
 
 __all__ = ["GPPDESolver"]

@@ -1,4 +1,5 @@
 """GridGPRegressor: exact GP regression on a Cartesian grid with a product kernel over the axes."""
+
 from __future__ import annotations
 
 import math
@@ -7,9 +8,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..ops.kron import kron_gp_mll, kron_matmul, kron_posterior
 from ..ops.kron_grid import grid_kernel
 from ._common import as_tensor, check_axes, check_kind, default_params, to_output
-from ..ops.kron import kron_gp_mll, kron_matmul, kron_posterior
 
 _CLS = "GridGPRegressor"
 
@@ -41,10 +42,22 @@ class GridGPRegressor:
     row-major with the last axis fastest). numpy in gives numpy out; torch in gives torch out.
     """
 
-    def __init__(self, kernel="rbf", noise: float = 1e-2, *, lengthscale: Optional[float] = None,
-                 outputscale: float = 1.0, num_mixtures: int = 4, learn_noise: bool = True,
-                 optimizer: str = "lbfgs", max_iter: int = 100, lr: Optional[float] = None,
-                 min_noise: float = 1e-8, normalize_y: bool = False, dtype: torch.dtype = torch.float64):
+    def __init__(
+        self,
+        kernel="rbf",
+        noise: float = 1e-2,
+        *,
+        lengthscale: Optional[float] = None,
+        outputscale: float = 1.0,
+        num_mixtures: int = 4,
+        learn_noise: bool = True,
+        optimizer: str = "lbfgs",
+        max_iter: int = 100,
+        lr: Optional[float] = None,
+        min_noise: float = 1e-8,
+        normalize_y: bool = False,
+        dtype: torch.dtype = torch.float64,
+    ):
         if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0):
             raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'noise' must be a positive variance, got {noise!r}")
         if not (isinstance(outputscale, (int, float)) and outputscale > 0):
@@ -58,7 +71,9 @@ class GridGPRegressor:
         if not (isinstance(max_iter, int) and max_iter >= 0):
             raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'max_iter' must be an int >= 0, got {max_iter!r}")
         if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"kernelfuse.gp.{_CLS}: argument 'dtype' must be torch.float32 or torch.float64, got {dtype}")
+            raise TypeError(
+                f"kernelfuse.gp.{_CLS}: argument 'dtype' must be torch.float32 or torch.float64, got {dtype}"
+            )
         self.kernel = kernel
         self.noise = float(noise)
         self.lengthscale = lengthscale
@@ -109,11 +124,13 @@ class GridGPRegressor:
         yt = as_tensor(y, "y", self.dtype, dev, _CLS)
         N = int(np.prod(self.shape_))
         if yt.shape != self.shape_ and not (yt.dim() == 1 and yt.numel() == N):
-            raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'y': expected shape {self.shape_} (the grid) or ({N},), "
-                             f"got {tuple(yt.shape)}")
+            raise ValueError(
+                f"kernelfuse.gp.{_CLS}: argument 'y': expected shape {self.shape_} (the grid) or ({N},), "
+                f"got {tuple(yt.shape)}"
+            )
         yt = yt.reshape(-1)
         self.y_mean_ = yt.mean() if self.normalize_y else yt.new_zeros(())
-        self.y_std_ = (yt.std() if (self.normalize_y and N > 1 and float(yt.std()) > 0) else yt.new_ones(()))
+        self.y_std_ = yt.std() if (self.normalize_y and N > 1 and float(yt.std()) > 0) else yt.new_ones(())
         self.y_ = (yt - self.y_mean_) / self.y_std_
         self.kinds_ = check_kind(self.kernel, D, _CLS)
         raw = []
@@ -121,10 +138,12 @@ class GridGPRegressor:
             p0 = default_params(k, x, self.num_mixtures, lengthscale=self.lengthscale)
             raw.append(p0 if k in ("sm", "stm") else p0[:, 1:].clone())
         self.raw_ = [p.clone().requires_grad_(True) for p in raw]
-        self.log_outputscale_ = torch.tensor([[math.log(self.outputscale)]], dtype=self.dtype,
-                                             device=yt.device).requires_grad_(True)
-        self.log_noise_ = torch.tensor(math.log(max(self.noise - self.min_noise, 1e-12)), dtype=self.dtype,
-                                       device=yt.device).requires_grad_(self.learn_noise)
+        self.log_outputscale_ = torch.tensor(
+            [[math.log(self.outputscale)]], dtype=self.dtype, device=yt.device
+        ).requires_grad_(True)
+        self.log_noise_ = torch.tensor(
+            math.log(max(self.noise - self.min_noise, 1e-12)), dtype=self.dtype, device=yt.device
+        ).requires_grad_(self.learn_noise)
         params = list(self.raw_) + [self.log_outputscale_] + ([self.log_noise_] if self.learn_noise else [])
         self.history_ = []
         if self.max_iter > 0:
@@ -137,8 +156,14 @@ class GridGPRegressor:
                     opt.step()
                     self.history_.append(float(loss.detach()))
             else:
-                opt = torch.optim.LBFGS(params, lr=self.lr or 1.0, max_iter=self.max_iter,
-                                        line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+                opt = torch.optim.LBFGS(
+                    params,
+                    lr=self.lr or 1.0,
+                    max_iter=self.max_iter,
+                    line_search_fn="strong_wolfe",
+                    tolerance_grad=1e-9,
+                    tolerance_change=1e-12,
+                )
 
                 def closure():
                     opt.zero_grad()
@@ -167,8 +192,11 @@ class GridGPRegressor:
         for d, (k, p) in enumerate(zip(self.kinds_, self._factor_params())):
             p = p.detach()
             if k in ("sm", "stm"):
-                out[f"axis{d}"] = {"weights": torch.exp(p[:, 0]).tolist(), "freqs": p[:, 1].tolist(),
-                                   "lengthscales": torch.exp(p[:, 2]).tolist()}
+                out[f"axis{d}"] = {
+                    "weights": torch.exp(p[:, 0]).tolist(),
+                    "freqs": p[:, 1].tolist(),
+                    "lengthscales": torch.exp(p[:, 2]).tolist(),
+                }
             else:
                 out[f"axis{d}"] = {"variance": float(torch.exp(p[0, 0])), "lengthscale": float(torch.exp(p[0, 1]))}
         if all(k not in ("sm", "stm") for k in self.kinds_):
@@ -204,8 +232,9 @@ class GridGPRegressor:
                     raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'x': expected {D} axes, got {len(axes)}")
                 cross = [grid_kernel(a, b, k, p) for a, b, k, p in zip(axes, self.axes_, self.kinds_, fp)]
                 prior = [torch.diagonal(grid_kernel(a, a, k, p)).contiguous() for a, k, p in zip(axes, self.kinds_, fp)]
-                mean, var = kron_posterior(self.factors_, self.y_, s2, cross_factors=cross, targets="grid",
-                                           prior_var=prior)
+                mean, var = kron_posterior(
+                    self.factors_, self.y_, s2, cross_factors=cross, targets="grid", prior_var=prior
+                )
                 shape = tuple(int(a.numel()) for a in axes)
             else:
                 numpy_out = not isinstance(x, torch.Tensor)
@@ -213,12 +242,14 @@ class GridGPRegressor:
                 if xt.dim() == 1 and D == 1:
                     xt = xt[:, None]
                 if xt.dim() != 2 or xt.shape[1] != D:
-                    raise ValueError(f"kernelfuse.gp.{_CLS}: argument 'x': expected scattered points of shape (M, {D}), "
-                                     f"a list of {D} axes, or None, got shape {tuple(xt.shape)}")
+                    raise ValueError(
+                        f"kernelfuse.gp.{_CLS}: argument 'x': expected scattered points of shape (M, {D}), "
+                        f"a list of {D} axes, or None, got shape {tuple(xt.shape)}"
+                    )
                 mean, var = self._scattered(xt, fp, s2)
                 shape = (xt.shape[0],)
         mean = (mean * self.y_std_ + self.y_mean_).reshape(shape)
-        var = (var.clamp_min(0) * self.y_std_ ** 2).reshape(shape)
+        var = (var.clamp_min(0) * self.y_std_**2).reshape(shape)
         return (to_output(mean, numpy_out), to_output(var, numpy_out)) if return_var else to_output(mean, numpy_out)
 
     def _scattered(self, xt, fp, s2):

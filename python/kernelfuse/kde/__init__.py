@@ -11,6 +11,7 @@
 
 See ``docs/kde.md``.
 """
+
 from ._gaussian_kde import GaussianKDE
 from ._kernel_density import (
     KERNEL_ALIASES,

@@ -16,6 +16,7 @@ log-sum-exps after whitening by the Cholesky factor of ``Sigma_1 + Sigma_2``; bo
 sums of normal CDF differences (1-D, exact) or of multivariate normal box probabilities
 (``scipy.stats.multivariate_normal.cdf``, d >= 2).
 """
+
 from __future__ import annotations
 
 import math
@@ -275,9 +276,7 @@ class GaussianKDE:
         elif callable(bw_method):
             self.covariance_factor = lambda: bw_method(self)
         else:
-            raise ValueError(
-                f"bw_method: should be 'scott', 'silverman', a scalar or a callable, got {bw_method!r}"
-            )
+            raise ValueError(f"bw_method: should be 'scott', 'silverman', a scalar or a callable, got {bw_method!r}")
         self._compute_covariance()
 
     def _compute_covariance(self):
@@ -288,7 +287,7 @@ class GaussianKDE:
             raise ValueError(f"bw_method: the bandwidth factor must be positive and finite, got {factor!r}")
         self.factor = factor
         self._few_points_warned = False
-        self._cov = self._data_covariance * factor ** 2
+        self._cov = self._data_covariance * factor**2
         self._chol = self._data_cho_cov * factor  # float64, lower
         self.log_det = float(2.0 * torch.log(torch.diagonal(self._chol)).sum() + self.d * _LOG_2PI)
         # Whitened data: z_i = L^{-1} x_i, computed in float64 then cast to the compute dtype.
@@ -411,12 +410,16 @@ class GaussianKDE:
         if mean.shape != (self.d,):
             raise ValueError(f"mean: should have dimension {self.d} (shape ({self.d},)), got shape {mean.shape}")
         if cov.shape != (self.d, self.d):
-            raise ValueError(f"cov: covariance should have dimension {self.d} (shape ({self.d}, {self.d})), "
-                             f"got shape {cov.shape}")
+            raise ValueError(
+                f"cov: covariance should have dimension {self.d} (shape ({self.d}, {self.d})), got shape {cov.shape}"
+            )
         m = torch.from_numpy(mean).to(self._device)
         s = self._cov + torch.from_numpy(cov).to(self._device)
-        return self._scalar_out(self._gauss_overlap(m[None, :], None, self._points, self._log_w64, s,
-                                                    "the sum of the kernel covariance and cov"))
+        return self._scalar_out(
+            self._gauss_overlap(
+                m[None, :], None, self._points, self._log_w64, s, "the sum of the kernel covariance and cov"
+            )
+        )
 
     def integrate_kde(self, other):
         """Integral of the product of this estimate and ``other`` (a GaussianKDE or scipy gaussian_kde).
@@ -426,8 +429,9 @@ class GaussianKDE:
         covariance, the smaller dataset as queries, then a log-sum-exp over them (float64).
         """
         if other.d != self.d:
-            raise ValueError(f"other: the KDEs are not the same dimensionality (other has d={other.d}, "
-                             f"this one d={self.d})")
+            raise ValueError(
+                f"other: the KDEs are not the same dimensionality (other has d={other.d}, this one d={self.d})"
+            )
         if isinstance(other, GaussianKDE):
             o_pts = other._points.double().to(self._device)
             o_logw = other._log_w64.to(self._device)
@@ -443,8 +447,9 @@ class GaussianKDE:
         pts, logw = self._points.double(), self._log_w64
         if o_pts.shape[0] > pts.shape[0]:  # queries: the smaller set
             pts, logw, o_pts, o_logw = o_pts, o_logw, pts, logw
-        return self._scalar_out(self._gauss_overlap(o_pts, o_logw, pts, logw, s,
-                                                    "the sum of the two kernel covariances"))
+        return self._scalar_out(
+            self._gauss_overlap(o_pts, o_logw, pts, logw, s, "the sum of the two kernel covariances")
+        )
 
     def _gauss_overlap(self, q, q_logw, y, y_logw, s, what):
         """log-free ``sum_j v_j sum_i w_i N(q_j - y_i; 0, s)`` (v_j = 1 when ``q_logw`` is None), float64."""
@@ -486,8 +491,9 @@ class GaussianKDE:
         accuracy.
         """
         if self.d != 1:
-            raise ValueError(f"integrate_box_1d: only handles 1-D densities, this one has d={self.d} "
-                             "(use integrate_box)")
+            raise ValueError(
+                f"integrate_box_1d: only handles 1-D densities, this one has d={self.d} (use integrate_box)"
+            )
         low, high = float(_f64_numpy(low, "low")), float(_f64_numpy(high, "high"))
         return self._scalar_out(self._box_1d(low, high))
 
@@ -507,8 +513,10 @@ class GaussianKDE:
             low = np.broadcast_to(low.reshape(-1) if low.ndim else low, (self.d,))
             high = np.broadcast_to(high.reshape(-1) if high.ndim else high, (self.d,))
         except ValueError as exc:
-            raise ValueError(f"low_bounds, high_bounds: should have dimension {self.d}, got shapes "
-                             f"{np.shape(low_bounds)} and {np.shape(high_bounds)}") from exc
+            raise ValueError(
+                f"low_bounds, high_bounds: should have dimension {self.d}, got shapes "
+                f"{np.shape(low_bounds)} and {np.shape(high_bounds)}"
+            ) from exc
         if self.d == 1:
             return self._scalar_out(self._box_1d(float(low[0]), float(high[0])))
         try:
@@ -520,8 +528,9 @@ class GaussianKDE:
             ) from exc
         x = self._data.double().T.cpu().numpy()  # every point, in order: the same rng stream as scipy's
         w = self._weights_t().cpu().numpy()
-        values = multivariate_normal.cdf(high - x, lower_limit=low - x, cov=self._cov.cpu().numpy(),
-                                         maxpts=maxpts, rng=rng)
+        values = multivariate_normal.cdf(
+            high - x, lower_limit=low - x, cov=self._cov.cpu().numpy(), maxpts=maxpts, rng=rng
+        )
         value = np.atleast_1d(values) @ w
         return self._scalar_out(torch.tensor(float(value), dtype=torch.float64, device=self._device))
 
@@ -552,16 +561,20 @@ class GaussianKDE:
         """GaussianKDE of the marginal over the given dimension indices (same factor and weights)."""
         dims = np.atleast_1d(np.asarray(dimensions))
         if not np.issubdtype(dims.dtype, np.integer):
-            raise ValueError(f"marginal: Elements of `dimensions` must be integers, the indices of the "
-                             f"dimensions to keep; got {dims}")
+            raise ValueError(
+                f"marginal: Elements of `dimensions` must be integers, the indices of the "
+                f"dimensions to keep; got {dims}"
+            )
         original = dims
         dims = np.where(dims < 0, dims + self.d, dims)
         if len(np.unique(dims)) != len(dims):
             raise ValueError(f"marginal: All elements of `dimensions` must be unique, got {original}")
         invalid = (dims < 0) | (dims >= self.d)
         if np.any(invalid):
-            raise ValueError(f"marginal: Dimensions {original[invalid]} are invalid for a distribution in "
-                             f"{self.d} dimensions (valid: -{self.d} to {self.d - 1})")
+            raise ValueError(
+                f"marginal: Dimensions {original[invalid]} are invalid for a distribution in "
+                f"{self.d} dimensions (valid: -{self.d} to {self.d - 1})"
+            )
         if self._torch_io:
             sub = self._data[torch.from_numpy(dims.astype(np.int64)).to(self._device)]
         else:

@@ -17,6 +17,7 @@ and the estimate of a fitted model with data ``y_i``, weights ``w_i`` and bandwi
 :func:`log_kernel_normaliser` gives ``log Z_d`` in closed form for every kernel (a rapidly
 converging positive-ratio series for the cosine kernel, stable in any dimension).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -98,12 +99,18 @@ def _ops():
 # The closed forms live with the kernel profiles in csrc/kde/profiles.h (one table for the C++
 # kernels and the estimators); these are the reasons where they diverge.
 _NOT_INTEGRABLE = {
-    "cauchy": lambda d: (f"kernel: the cauchy kernel 1/(1+r^2) is not integrable in d={d} dimensions "
-                         "(only d=1), so it does not define a density; use e.g. 'matern32' or 'laplacian'"),
-    "inverse_multiquadric": lambda d: ("kernel: the inverse_multiquadric kernel 1/sqrt(1+r^2) is not integrable in "
-                                       "any dimension, so it does not define a density"),
-    "rational_quadratic": lambda d: (f"kernel: the rational_quadratic kernel (1+r^2/4)^-2 is not integrable in "
-                                     f"d={d} dimensions (only d < 4), so it does not define a density"),
+    "cauchy": lambda d: (
+        f"kernel: the cauchy kernel 1/(1+r^2) is not integrable in d={d} dimensions "
+        "(only d=1), so it does not define a density; use e.g. 'matern32' or 'laplacian'"
+    ),
+    "inverse_multiquadric": lambda d: (
+        "kernel: the inverse_multiquadric kernel 1/sqrt(1+r^2) is not integrable in "
+        "any dimension, so it does not define a density"
+    ),
+    "rational_quadratic": lambda d: (
+        f"kernel: the rational_quadratic kernel (1+r^2/4)^-2 is not integrable in "
+        f"d={d} dimensions (only d < 4), so it does not define a density"
+    ),
 }
 
 
@@ -160,17 +167,13 @@ def _check_bandwidth(bandwidth):
     if isinstance(bandwidth, str):
         if bandwidth in ("scott", "silverman"):
             return bandwidth
-        raise ValueError(
-            f"bandwidth: unknown rule {bandwidth!r}; expected a positive float, 'scott' or 'silverman'"
-        )
+        raise ValueError(f"bandwidth: unknown rule {bandwidth!r}; expected a positive float, 'scott' or 'silverman'")
     if isinstance(bandwidth, torch.Tensor) and bandwidth.numel() == 1:
         bandwidth = bandwidth.item()
     if isinstance(bandwidth, np.ndarray) and bandwidth.size == 1:
         bandwidth = bandwidth.item()
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, numbers.Real):
-        raise ValueError(
-            f"bandwidth: expected a positive float, 'scott' or 'silverman', got {bandwidth!r}"
-        )
+        raise ValueError(f"bandwidth: expected a positive float, 'scott' or 'silverman', got {bandwidth!r}")
     value = float(bandwidth)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"bandwidth: must be positive and finite, got {value!r}")
@@ -286,8 +289,7 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
         @classmethod
         def _get_param_names(cls):
             sig = inspect.signature(cls.__init__)
-            return sorted(p.name for p in sig.parameters.values()
-                          if p.name != "self" and p.kind != p.VAR_KEYWORD)
+            return sorted(p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD)
 
         def get_params(self, deep=True):
             return {name: getattr(self, name) for name in self._get_param_names()}
@@ -416,9 +418,22 @@ class KernelDensity(_Base):
 
     _parameter_constraints = _parameter_constraints()
 
-    def __init__(self, *, bandwidth=1.0, algorithm="auto", kernel="gaussian", metric="euclidean", atol=0,
-                 rtol=0, breadth_first=True, leaf_size=40, metric_params=None, dtype=None, device=None,
-                 min_neff=2.0):
+    def __init__(
+        self,
+        *,
+        bandwidth=1.0,
+        algorithm="auto",
+        kernel="gaussian",
+        metric="euclidean",
+        atol=0,
+        rtol=0,
+        breadth_first=True,
+        leaf_size=40,
+        metric_params=None,
+        dtype=None,
+        device=None,
+        min_neff=2.0,
+    ):
         self.bandwidth = bandwidth
         self.algorithm = algorithm
         self.kernel = kernel
@@ -545,9 +560,7 @@ class KernelDensity(_Base):
     # ---------------------------------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "data_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet; call 'fit' first."
-            )
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call 'fit' first.")
 
     def _queries(self, X):
         """(queries on the fit device in the fit dtype, is_torch, original device)."""

@@ -13,6 +13,7 @@ and give the exact integral as ``KernelDensity.density_integral_``:
 
     V_p = (2 Gamma(1 + 1/p))^d / Gamma(1 + d/p)      (V_1 = 2^d / d!, V_inf = 2^d, V_2 = the ball)
 """
+
 from __future__ import annotations
 
 import math
@@ -23,17 +24,34 @@ __all__ = ["UnnormalisedDensityWarning", "resolve_metric", "log_ball_volume", "K
 
 #: scikit-learn's metric names (KDTree / BallTree) that the fused ops evaluate, and their op metric.
 SKLEARN_ALIASES = {
-    "euclidean": "euclidean", "l2": "euclidean",
-    "minkowski": "minkowski", "p": "minkowski",
-    "manhattan": "manhattan", "cityblock": "manhattan", "l1": "manhattan",
-    "chebyshev": "chebyshev", "infinity": "chebyshev",
+    "euclidean": "euclidean",
+    "l2": "euclidean",
+    "minkowski": "minkowski",
+    "p": "minkowski",
+    "manhattan": "manhattan",
+    "cityblock": "manhattan",
+    "l1": "manhattan",
+    "chebyshev": "chebyshev",
+    "infinity": "chebyshev",
     "haversine": "haversine",
 }
 #: Metrics of scikit-learn's KDTree: algorithm="kd_tree" rejects the others, as scikit-learn does.
 KD_TREE_METRICS = ("euclidean", "l2", "minkowski", "p", "manhattan", "cityblock", "l1", "chebyshev", "infinity")
 #: Metrics of scikit-learn's BallTree that no op evaluates (accepted by sklearn, rejected by us).
-UNSUPPORTED_SKLEARN_METRICS = ("seuclidean", "mahalanobis", "hamming", "canberra", "braycurtis", "jaccard",
-                               "dice", "rogerstanimoto", "russellrao", "sokalmichener", "sokalsneath", "pyfunc")
+UNSUPPORTED_SKLEARN_METRICS = (
+    "seuclidean",
+    "mahalanobis",
+    "hamming",
+    "canberra",
+    "braycurtis",
+    "jaccard",
+    "dice",
+    "rogerstanimoto",
+    "russellrao",
+    "sokalmichener",
+    "sokalsneath",
+    "pyfunc",
+)
 
 
 class UnnormalisedDensityWarning(UserWarning):
@@ -51,12 +69,16 @@ def resolve_metric(metric, metric_params, algorithm):
     if not isinstance(metric, str):
         raise ValueError(f"metric: expected a string, got {type(metric).__name__} {metric!r}")
     if algorithm == "kd_tree" and metric not in KD_TREE_METRICS:
-        raise ValueError(f"invalid metric for algorithm='kd_tree': {metric!r} (a KD tree supports "
-                         f"{', '.join(KD_TREE_METRICS)}; use algorithm='auto' or 'ball_tree')")
+        raise ValueError(
+            f"invalid metric for algorithm='kd_tree': {metric!r} (a KD tree supports "
+            f"{', '.join(KD_TREE_METRICS)}; use algorithm='auto' or 'ball_tree')"
+        )
     if metric not in SKLEARN_ALIASES:
         if metric in UNSUPPORTED_SKLEARN_METRICS:
-            raise ValueError(f"metric: {metric!r} is a scikit-learn BallTree metric that kernelfuse's fused "
-                             f"kernel sums do not evaluate; supported: {', '.join(SKLEARN_ALIASES)}")
+            raise ValueError(
+                f"metric: {metric!r} is a scikit-learn BallTree metric that kernelfuse's fused "
+                f"kernel sums do not evaluate; supported: {', '.join(SKLEARN_ALIASES)}"
+            )
         raise ValueError(f"metric: unknown metric {metric!r}; expected one of {', '.join(SKLEARN_ALIASES)}")
     params = dict(metric_params or {})
     name = SKLEARN_ALIASES[metric]
@@ -73,8 +95,10 @@ def resolve_metric(metric, metric_params, algorithm):
         elif math.isinf(p):
             name, p = "chebyshev", 2.0
     if params:
-        raise ValueError(f"metric_params: unsupported keys {sorted(params)} for metric {metric!r}"
-                         + (" (minkowski takes only 'p')" if name in ("minkowski", "euclidean") else ""))
+        raise ValueError(
+            f"metric_params: unsupported keys {sorted(params)} for metric {metric!r}"
+            + (" (minkowski takes only 'p')" if name in ("minkowski", "euclidean") else "")
+        )
     return name, p
 
 
@@ -92,8 +116,14 @@ def log_ball_volume(metric: str, p: float, d: int) -> float:
 
 
 def warn_unnormalised(metric: str, log_integral: float, where: str) -> None:
-    what = ("is not a density on the plane either (haversine distances live on the sphere)"
-            if metric == "haversine" else f"integrates to {math.exp(log_integral):.6g}, not 1")
-    warnings.warn(f"{where}: with metric={metric!r} the density is normalised as scikit-learn's (with the "
-                  f"Euclidean kernel normaliser), so it {what}; see density_integral_",
-                  UnnormalisedDensityWarning, stacklevel=3)
+    what = (
+        "is not a density on the plane either (haversine distances live on the sphere)"
+        if metric == "haversine"
+        else f"integrates to {math.exp(log_integral):.6g}, not 1"
+    )
+    warnings.warn(
+        f"{where}: with metric={metric!r} the density is normalised as scikit-learn's (with the "
+        f"Euclidean kernel normaliser), so it {what}; see density_integral_",
+        UnnormalisedDensityWarning,
+        stacklevel=3,
+    )

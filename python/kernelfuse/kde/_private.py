@@ -19,6 +19,7 @@ Similarities to Private Datasets", ICLR 2024):
 The noise lives on an integer grid and is sampled without floating point, so the release does
 not leak through the low-order bits of floating-point Laplace samples (Mironov 2012).
 """
+
 from __future__ import annotations
 
 import math
@@ -83,7 +84,7 @@ def sample_discrete_gaussian(sigma2: Fraction, rng) -> int:
 
 def _rational(x: float, digits: int = 12) -> Fraction:
     """A rational upper bound of x (noise scales are rounded up: never less noise than needed)."""
-    return Fraction(math.ceil(x * 10 ** digits), 10 ** digits)
+    return Fraction(math.ceil(x * 10**digits), 10**digits)
 
 
 class PrivateKernelDensity:
@@ -107,17 +108,32 @@ class PrivateKernelDensity:
     (log of the normalised density estimate, floored at 1e-300), ``sketch_``, ``noise_std_``.
     """
 
-    def __init__(self, epsilon: float, *, delta: float = 0.0, radius: float, n_features: int = 256,
-                 lengthscale: float = 1.0, seed: Optional[int] = None, grid: float = 2.0 ** -20):
+    def __init__(
+        self,
+        epsilon: float,
+        *,
+        delta: float = 0.0,
+        radius: float,
+        n_features: int = 256,
+        lengthscale: float = 1.0,
+        seed: Optional[int] = None,
+        grid: float = 2.0**-20,
+    ):
         for name, v in (("epsilon", epsilon), ("radius", radius), ("lengthscale", lengthscale), ("grid", grid)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"kernelfuse.kde.PrivateKernelDensity: argument '{name}': expected a positive "
-                                 f"finite number, got {v!r}")
+                raise ValueError(
+                    f"kernelfuse.kde.PrivateKernelDensity: argument '{name}': expected a positive "
+                    f"finite number, got {v!r}"
+                )
         if not (0.0 <= delta < 1.0):
-            raise ValueError(f"kernelfuse.kde.PrivateKernelDensity: argument 'delta': expected 0 <= delta < 1, got {delta!r}")
+            raise ValueError(
+                f"kernelfuse.kde.PrivateKernelDensity: argument 'delta': expected 0 <= delta < 1, got {delta!r}"
+            )
         if not (isinstance(n_features, int) and n_features >= 1):
-            raise ValueError(f"kernelfuse.kde.PrivateKernelDensity: argument 'n_features': expected a positive int, "
-                             f"got {n_features!r}")
+            raise ValueError(
+                f"kernelfuse.kde.PrivateKernelDensity: argument 'n_features': expected a positive int, "
+                f"got {n_features!r}"
+            )
         self.epsilon, self.delta, self.radius = float(epsilon), float(delta), float(radius)
         self.n_features, self.lengthscale, self.seed, self.grid = n_features, float(lengthscale), seed, float(grid)
 
@@ -143,8 +159,10 @@ class PrivateKernelDensity:
     def fit(self, X, y=None) -> "PrivateKernelDensity":
         X = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).to(torch.float64)
         if X.dim() != 2 or X.shape[0] == 0:
-            raise ValueError(f"kernelfuse.kde.PrivateKernelDensity.fit: argument 'X': expected a non-empty (n, d) "
-                             f"array, got shape {tuple(X.shape)}")
+            raise ValueError(
+                f"kernelfuse.kde.PrivateKernelDensity.fit: argument 'X': expected a non-empty (n, d) "
+                f"array, got shape {tuple(X.shape)}"
+            )
         n, d = X.shape
         m = self.n_features
         g = torch.Generator().manual_seed(self.seed if self.seed is not None else secrets.randbits(62))
@@ -172,15 +190,17 @@ class PrivateKernelDensity:
             raise RuntimeError("kernelfuse.kde.PrivateKernelDensity: call fit(X) first")
         Y = torch.as_tensor(np.asarray(Y) if not isinstance(Y, torch.Tensor) else Y).to(torch.float64)
         if Y.dim() != 2 or Y.shape[1] != self.d_:
-            raise ValueError(f"kernelfuse.kde.PrivateKernelDensity: argument 'Y': expected shape (q, {self.d_}), "
-                             f"got {tuple(Y.shape)}")
+            raise ValueError(
+                f"kernelfuse.kde.PrivateKernelDensity: argument 'Y': expected shape (q, {self.d_}), "
+                f"got {tuple(Y.shape)}"
+            )
         phi = random_features(Y, self.W_, kind="cos_sin", scale=1.0 / math.sqrt(self.n_features))
         return phi @ self.sketch_
 
     def score_samples(self, Y) -> np.ndarray:
         """log of the normalised Gaussian density estimate (floored at 1e-300 before the log)."""
         km = self.kernel_mean(Y)
-        log_norm = 0.5 * self.d_ * math.log(2 * math.pi * self.lengthscale ** 2)
+        log_norm = 0.5 * self.d_ * math.log(2 * math.pi * self.lengthscale**2)
         return (torch.log(km.clamp_min(1e-300)) - log_norm).numpy()
 
     def error_bound(self, beta: float = 0.05) -> float:

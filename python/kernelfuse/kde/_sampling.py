@@ -1,4 +1,5 @@
 """Exact samplers of the kernels' radial laws, and the choice of centres, for :meth:`KernelDensity.sample`."""
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,7 @@ def sample_offsets(kernel: str, rng, n_samples: int, d: int) -> np.ndarray:
         g = rng.normal(size=(n_samples, d))
         s2 = (g * g).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            cdf = torch.special.gammainc(torch.tensor(0.5 * d, dtype=torch.float64),
-                                         torch.from_numpy(0.5 * s2)).numpy()
+            cdf = torch.special.gammainc(torch.tensor(0.5 * d, dtype=torch.float64), torch.from_numpy(0.5 * s2)).numpy()
             scale = np.where(s2 > 0, cdf ** (1.0 / d) / np.sqrt(s2), 0.0)
         return g * scale[:, None]
     return _unit_directions(rng, n_samples, d) * _sample_radii(kernel, d, n_samples, rng)[:, None]
@@ -92,9 +92,7 @@ def _sample_radii(kernel: str, d: int, n: int, rng) -> np.ndarray:
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratio = np.where(t > 0, np.sin(0.5 * math.pi * t) / (0.5 * math.pi * t), 1.0)
             acc = r[rng.uniform(size=r.shape[0]) < ratio][:need]
-            out[filled:filled + acc.shape[0]] = acc
+            out[filled : filled + acc.shape[0]] = acc
             filled += acc.shape[0]
         return out
     raise NotImplementedError(f"sample: no sampler for kernel {kernel!r}")
-
-

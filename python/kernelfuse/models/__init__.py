@@ -1,4 +1,5 @@
 """Models built from kernelfuse.nn layers."""
+
 from .sequence import LAYERS, SequenceModel
 from .training import KERNEL_PARAMS, accuracy, param_groups
 

@@ -1,5 +1,6 @@
 """``SequenceModel``: a stack of residual long-convolution blocks for classification or per-step
 prediction (the S4/Safari "standalone" architecture)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -7,7 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..nn.longconv import GatedLongConv, LongConv, S4D
+from ..nn.longconv import S4D, GatedLongConv, LongConv
 
 LAYERS = ("s4d", "longconv", "gated")
 
@@ -47,12 +48,25 @@ class SequenceModel(nn.Module):
     Input (batch, length, d_input).
     """
 
-    def __init__(self, d_input: int, d_model: int, n_layers: int, d_output: int, *, layer: str = "s4d",
-                 l_max: Optional[int] = None, dropout: float = 0.0, pool: Optional[str] = "mean",
-                 layer_kwargs: Optional[dict] = None, final_norm: bool = True):
+    def __init__(
+        self,
+        d_input: int,
+        d_model: int,
+        n_layers: int,
+        d_output: int,
+        *,
+        layer: str = "s4d",
+        l_max: Optional[int] = None,
+        dropout: float = 0.0,
+        pool: Optional[str] = "mean",
+        layer_kwargs: Optional[dict] = None,
+        final_norm: bool = True,
+    ):
         super().__init__()
         if layer not in LAYERS:
-            raise ValueError(f"kernelfuse.models.SequenceModel: unknown layer {layer!r}; expected one of: {', '.join(LAYERS)}")
+            raise ValueError(
+                f"kernelfuse.models.SequenceModel: unknown layer {layer!r}; expected one of: {', '.join(LAYERS)}"
+            )
         if pool not in ("mean", "last", None):
             raise ValueError(f"kernelfuse.models.SequenceModel: unknown pool {pool!r}; expected 'mean', 'last' or None")
         if layer in ("longconv", "gated") and l_max is None:

@@ -1,5 +1,6 @@
 """Structured linear layers: :class:`ButterflyLinear` and :class:`MonarchLinear` (drop-in
 replacements for ``nn.Linear`` on the last dimension)."""
+
 from __future__ import annotations
 
 import math
@@ -30,17 +31,33 @@ class ButterflyLinear(nn.Module):
         increasing_stride: stride order of the first block (the next blocks alternate).
     """
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, nblocks: int = 1,
-                 init: str = "randn", complex: bool = False, increasing_stride: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        nblocks: int = 1,
+        init: str = "randn",
+        complex: bool = False,
+        increasing_stride: bool = True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if init not in BUTTERFLY_INITS:
-            raise ValueError(f"kernelfuse.nn.ButterflyLinear: argument 'init': expected one of {BUTTERFLY_INITS}, got {init!r}")
+            raise ValueError(
+                f"kernelfuse.nn.ButterflyLinear: argument 'init': expected one of {BUTTERFLY_INITS}, got {init!r}"
+            )
         if init == "fft" and not complex:
-            raise ValueError("kernelfuse.nn.ButterflyLinear: init='fft' needs complex=True (the DFT has complex twiddles)")
+            raise ValueError(
+                "kernelfuse.nn.ButterflyLinear: init='fft' needs complex=True (the DFT has complex twiddles)"
+            )
         if in_features < 1 or out_features < 1 or nblocks < 1:
-            raise ValueError(f"kernelfuse.nn.ButterflyLinear: expected in_features, out_features, nblocks >= 1, got "
-                             f"{in_features}, {out_features}, {nblocks}")
+            raise ValueError(
+                f"kernelfuse.nn.ButterflyLinear: expected in_features, out_features, nblocks >= 1, got "
+                f"{in_features}, {out_features}, {nblocks}"
+            )
         self.in_features, self.out_features, self.nblocks = in_features, out_features, nblocks
         self.increasing_stride, self.complex, self.init = increasing_stride, complex, init
         n = 1
@@ -79,13 +96,17 @@ class ButterflyLinear(nn.Module):
                 tw[0].copy_(butterfly_fft_twiddle(self.n, norm="ortho", dtype=tw.dtype)[0])
         if self.bias is not None and self.init != "fft":
             bound = 1 / math.sqrt(self.in_features)
-            self.bias.copy_(torch.empty(self.bias.shape, dtype=torch.float64).uniform_(-bound, bound).to(self.bias.dtype))
+            self.bias.copy_(
+                torch.empty(self.bias.shape, dtype=torch.float64).uniform_(-bound, bound).to(self.bias.dtype)
+            )
         elif self.bias is not None:
             self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"kernelfuse.nn.ButterflyLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"kernelfuse.nn.ButterflyLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}"
+            )
         x = x.to(self.twiddle.dtype)
         if self.n != self.in_features:
             x = nn.functional.pad(x, (0, self.n - self.in_features))
@@ -95,8 +116,10 @@ class ButterflyLinear(nn.Module):
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, n={self.n}, "
-                f"nblocks={self.nblocks}, init={self.init!r}, complex={self.complex}, bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, n={self.n}, "
+            f"nblocks={self.nblocks}, init={self.init!r}, complex={self.complex}, bias={self.bias is not None}"
+        )
 
 
 class MonarchLinear(nn.Module):
@@ -113,14 +136,27 @@ class MonarchLinear(nn.Module):
     so both of fly's shape rules) and :meth:`fly_weights` exports them.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, nblocks: int = 4, bias: bool = True,
-                 layout: str = "ls", device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        nblocks: int = 4,
+        bias: bool = True,
+        layout: str = "ls",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if in_features < 1 or out_features < 1 or nblocks < 1:
-            raise ValueError(f"kernelfuse.nn.MonarchLinear: expected in_features, out_features, nblocks >= 1, got "
-                             f"{in_features}, {out_features}, {nblocks}")
+            raise ValueError(
+                f"kernelfuse.nn.MonarchLinear: expected in_features, out_features, nblocks >= 1, got "
+                f"{in_features}, {out_features}, {nblocks}"
+            )
         if layout not in MONARCH_LAYOUTS:
-            raise ValueError(f"kernelfuse.nn.MonarchLinear: argument 'layout': expected one of {MONARCH_LAYOUTS}, got {layout!r}")
+            raise ValueError(
+                f"kernelfuse.nn.MonarchLinear: argument 'layout': expected one of {MONARCH_LAYOUTS}, got {layout!r}"
+            )
         self.in_features, self.out_features, self.nblocks = in_features, out_features, nblocks
         self.layout = layout
         p = -(-in_features // nblocks)
@@ -144,7 +180,9 @@ class MonarchLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"kernelfuse.nn.MonarchLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"kernelfuse.nn.MonarchLinear: expected inputs (..., {self.in_features}), got {tuple(x.shape)}"
+            )
         if self.in_padded != self.in_features:
             x = nn.functional.pad(x, (0, self.in_padded - self.in_features))
         y = monarch_multiply(x, self.w1, self.w2, layout=self.layout)
@@ -158,28 +196,43 @@ class MonarchLinear(nn.Module):
             return monarch_to_dense(self.w1, self.w2, layout=self.layout)[: self.out_features, : self.in_features]
 
     @classmethod
-    def from_fly_weights(cls, w1: torch.Tensor, w2: torch.Tensor, bias: torch.Tensor | None = None, *,
-                         in_features: int | None = None, out_features: int | None = None) -> "MonarchLinear":
+    def from_fly_weights(
+        cls,
+        w1: torch.Tensor,
+        w2: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        *,
+        in_features: int | None = None,
+        out_features: int | None = None,
+    ) -> "MonarchLinear":
         """The layer (layout "sl") that computes what fly's ``MonarchLinear`` computes with the
         block-diagonal factors ``w1`` (k, q, p) = fly's first factor, ``w2`` (l, s, r) = its second
         (l r = k q) and ``bias``: ``y = blockdiag_butterfly_multiply(pad(x), w1, w2)[..., :out] + bias``.
         in_features defaults to k p, out_features to l s (fly pads / crops the same way). The
         tensors are copied."""
         if w1.dim() != 3 or w2.dim() != 3:
-            raise ValueError(f"kernelfuse.nn.MonarchLinear.from_fly_weights: expected w1 (k, q, p) and w2 (l, s, r), got "
-                             f"{tuple(w1.shape)} and {tuple(w2.shape)}")
+            raise ValueError(
+                f"kernelfuse.nn.MonarchLinear.from_fly_weights: expected w1 (k, q, p) and w2 (l, s, r), got "
+                f"{tuple(w1.shape)} and {tuple(w2.shape)}"
+            )
         (k, q, p), (l, s, r) = w1.shape, w2.shape
         if l * r != k * q:
-            raise ValueError(f"kernelfuse.nn.MonarchLinear.from_fly_weights: argument 'w2': expected shape (l, s, r) with "
-                             f"l * r = k * q = {k * q} (w1 is {tuple(w1.shape)}), got {tuple(w2.shape)}")
+            raise ValueError(
+                f"kernelfuse.nn.MonarchLinear.from_fly_weights: argument 'w2': expected shape (l, s, r) with "
+                f"l * r = k * q = {k * q} (w1 is {tuple(w1.shape)}), got {tuple(w2.shape)}"
+            )
         in_f = k * p if in_features is None else in_features
         out_f = l * s if out_features is None else out_features
         if not (1 <= in_f <= k * p and 1 <= out_f <= l * s):
-            raise ValueError(f"kernelfuse.nn.MonarchLinear.from_fly_weights: expected 1 <= in_features <= k p = {k * p} and "
-                             f"1 <= out_features <= l s = {l * s}, got {in_f}, {out_f}")
+            raise ValueError(
+                f"kernelfuse.nn.MonarchLinear.from_fly_weights: expected 1 <= in_features <= k p = {k * p} and "
+                f"1 <= out_features <= l s = {l * s}, got {in_f}, {out_f}"
+            )
         if bias is not None and tuple(bias.shape) != (out_f,):
-            raise ValueError(f"kernelfuse.nn.MonarchLinear.from_fly_weights: argument 'bias': expected shape ({out_f},), got "
-                             f"{tuple(bias.shape)}")
+            raise ValueError(
+                f"kernelfuse.nn.MonarchLinear.from_fly_weights: argument 'bias': expected shape ({out_f},), got "
+                f"{tuple(bias.shape)}"
+            )
         m = cls(in_f, out_f, nblocks=k, bias=bias is not None, layout="sl", device=w1.device, dtype=w1.dtype)
         m.w1 = nn.Parameter(w1.detach().clone())
         m.w2 = nn.Parameter(w2.detach().clone())
@@ -195,9 +248,11 @@ class MonarchLinear(nn.Module):
         only: with "ls" the output order differs and, in general, no weights of fly's form give
         the same matrix (use ``from_dense(..., layout="sl")`` to project one)."""
         if self.layout != "sl":
-            raise ValueError("kernelfuse.nn.MonarchLinear.fly_weights: the layer has layout='ls'; fly's output order is 'sl' "
-                             "(build the layer with layout='sl', or project with MonarchLinear.from_dense(linear, "
-                             "layout='sl'))")
+            raise ValueError(
+                "kernelfuse.nn.MonarchLinear.fly_weights: the layer has layout='ls'; fly's output order is 'sl' "
+                "(build the layer with layout='sl', or project with MonarchLinear.from_dense(linear, "
+                "layout='sl'))"
+            )
         b = None if self.bias is None else self.bias.detach().clone()
         return self.w1.detach().clone(), self.w2.detach().clone(), b
 
@@ -212,15 +267,22 @@ class MonarchLinear(nn.Module):
         projection of the weight with its (padded) rows t nblocks + c moved to c s + t (the row
         permutation between the two output orders keeps the Frobenius norm)."""
         W = linear.weight.detach()
-        m = cls(linear.in_features, linear.out_features, nblocks=nblocks, bias=linear.bias is not None,
-                layout=layout, device=W.device, dtype=W.dtype)
+        m = cls(
+            linear.in_features,
+            linear.out_features,
+            nblocks=nblocks,
+            bias=linear.bias is not None,
+            layout=layout,
+            device=W.device,
+            dtype=W.dtype,
+        )
         nb, s, p = nblocks, m.w2.shape[1], m.w1.shape[1]
         Wp = torch.zeros(m.out_padded, m.in_padded, dtype=torch.float64, device=W.device)
         Wp[: W.shape[0], : W.shape[1]] = W.double()
         if layout == "sl":
             Wp = Wp.view(s, nb, m.in_padded).transpose(0, 1).reshape(nb * s, m.in_padded)
-        tiles = Wp.view(nb, s, nb, p).permute(0, 2, 1, 3)          # (c, a, s, p)
-        U, S, Vh = torch.linalg.svd(tiles, full_matrices=False)    # (c, a, s, R), (c, a, R), (c, a, R, p)
+        tiles = Wp.view(nb, s, nb, p).permute(0, 2, 1, 3)  # (c, a, s, p)
+        U, S, Vh = torch.linalg.svd(tiles, full_matrices=False)  # (c, a, s, R), (c, a, R), (c, a, R, p)
         w1 = torch.zeros(nb, p, p, dtype=torch.float64, device=W.device)
         w2 = torch.zeros(nb, s, p, dtype=torch.float64, device=W.device)
         # intermediate index f = a p + j = b nb + c (q = p, l = nb, r = p)
@@ -252,5 +314,7 @@ class MonarchLinear(nn.Module):
         return m
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, nblocks={self.nblocks}, "
-                f"bias={self.bias is not None}" + (f", layout={self.layout!r}" if self.layout != "ls" else ""))
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, nblocks={self.nblocks}, "
+            f"bias={self.bias is not None}" + (f", layout={self.layout!r}" if self.layout != "ls" else "")
+        )

@@ -1,5 +1,6 @@
 """Layers built on random features: :class:`SNNKLinear` (Scalable Neural Network Kernels) and
 :class:`FavorAttention` (Performer's FAVOR+ linear attention). See docs/features.md."""
+
 from __future__ import annotations
 
 import math
@@ -48,27 +49,46 @@ class SNNKLinear(nn.Module):
         seed: draw of Omega (fixed, a buffer).
     """
 
-    def __init__(self, in_features: int, out_features: int, *, activation: str = "relu", n_features: int = 64,
-                 seed: Optional[int] = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        activation: str = "relu",
+        n_features: int = 64,
+        seed: Optional[int] = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         if activation not in SNNK_ACTIVATIONS:
-            raise ValueError(f"kernelfuse.nn.SNNKLinear: argument 'activation': unknown {activation!r}; "
-                             f"expected one of: {', '.join(SNNK_ACTIVATIONS)}")
+            raise ValueError(
+                f"kernelfuse.nn.SNNKLinear: argument 'activation': unknown {activation!r}; "
+                f"expected one of: {', '.join(SNNK_ACTIVATIONS)}"
+            )
         if not (isinstance(n_features, int) and n_features >= 1):
-            raise ValueError(f"kernelfuse.nn.SNNKLinear: argument 'n_features': expected a positive int, got {n_features!r}")
-        self.in_features, self.out_features, self.activation, self.n_features = in_features, out_features, activation, n_features
+            raise ValueError(
+                f"kernelfuse.nn.SNNKLinear: argument 'n_features': expected a positive int, got {n_features!r}"
+            )
+        self.in_features, self.out_features, self.activation, self.n_features = (
+            in_features,
+            out_features,
+            activation,
+            n_features,
+        )
         g = torch.Generator()
         g.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
         self.register_buffer("omega", _gaussian_orthogonal(in_features, n_features, g, dtype))
         self.tied = activation in ("softmax", "exp")
         if self.tied:
-            self.weight = nn.Parameter(torch.randn(out_features, in_features, generator=g, dtype=dtype)
-                                       / math.sqrt(2 * in_features))
+            self.weight = nn.Parameter(
+                torch.randn(out_features, in_features, generator=g, dtype=dtype) / math.sqrt(2 * in_features)
+            )
             self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype))
         else:
             self.omega.div_(math.sqrt(in_features))  # pre-activations of unit scale for inputs of norm ~ sqrt(in)
-            self.psi = nn.Parameter(torch.randn(n_features, out_features, generator=g, dtype=dtype)
-                                    / math.sqrt(n_features))
+            self.psi = nn.Parameter(
+                torch.randn(n_features, out_features, generator=g, dtype=dtype) / math.sqrt(n_features)
+            )
             self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,8 +115,10 @@ class SNNKLinear(nn.Module):
         return out if self.tied else out + self.bias
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation!r}, "
-                f"n_features={self.n_features}, tied={self.tied}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation!r}, "
+            f"n_features={self.n_features}, tied={self.tied}"
+        )
 
 
 class FavorAttention(nn.Module):
@@ -126,8 +148,18 @@ class FavorAttention(nn.Module):
             See :func:`favor_attention`.
     """
 
-    def __init__(self, dim: int, n_features: int = 256, *, causal: bool = False, redraw_interval: Optional[int] = 1000,
-                 seed: Optional[int] = None, chunk_size: int = 128, eps: float = 1e-6, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        dim: int,
+        n_features: int = 256,
+        *,
+        causal: bool = False,
+        redraw_interval: Optional[int] = 1000,
+        seed: Optional[int] = None,
+        chunk_size: int = 128,
+        eps: float = 1e-6,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.dim, self.n_features, self.causal = dim, n_features, causal
         self.redraw_interval, self.chunk_size, self.eps = redraw_interval, chunk_size, eps
@@ -142,17 +174,21 @@ class FavorAttention(nn.Module):
     def feature_maps(self, q: torch.Tensor, k: torch.Tensor):
         """(phi(q), phi(k)): queries stabilised per row (the fused op's "row"), keys per (batch,
         head), i.e. by the maximum over their last two dims (:func:`key_features`)."""
-        s = self.dim ** -0.25
+        s = self.dim**-0.25
         W = self.omega.to(q.dtype)
         return random_features(q * s, W, kind="positive", stabilize="row"), key_features(k * s, W)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if q.shape[-1] != self.dim or k.shape[-1] != self.dim:
-            raise ValueError(f"kernelfuse.nn.FavorAttention: arguments 'q', 'k': expected last dimension {self.dim}, "
-                             f"got {tuple(q.shape)} and {tuple(k.shape)}")
+            raise ValueError(
+                f"kernelfuse.nn.FavorAttention: arguments 'q', 'k': expected last dimension {self.dim}, "
+                f"got {tuple(q.shape)} and {tuple(k.shape)}"
+            )
         if k.shape[:-1] != v.shape[:-1] or q.shape[:-2] != k.shape[:-2] or (self.causal and q.shape[-2] != k.shape[-2]):
-            raise ValueError(f"kernelfuse.nn.FavorAttention: argument 'v': shapes q {tuple(q.shape)}, k {tuple(k.shape)},"
-                             f" v {tuple(v.shape)} do not match")
+            raise ValueError(
+                f"kernelfuse.nn.FavorAttention: argument 'v': shapes q {tuple(q.shape)}, k {tuple(k.shape)},"
+                f" v {tuple(v.shape)} do not match"
+            )
         if self.training and self.redraw_interval:
             if int(self.calls) > 0 and int(self.calls) % self.redraw_interval == 0:
                 self.redraw()
@@ -179,8 +215,15 @@ def _denominator(qf: torch.Tensor, S: torch.Tensor, den: torch.Tensor, eps: floa
     return den.clamp_min(torch.finfo(den.dtype).tiny)
 
 
-def favor_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-                    chunk_size: int = 128, eps: float = 1e-6) -> torch.Tensor:
+def favor_attention(
+    qf: torch.Tensor,
+    kf: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    chunk_size: int = 128,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """Linear attention on given features: out_i = sum_j qf_i.kf_j v_j / sum_j qf_i.kf_j (j <= i
     when causal), chunked prefix sums for the causal case.
 
@@ -189,9 +232,9 @@ def favor_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, *, caus
     (the FAVOR+ stabilisers) leaves the output unchanged; eps = 0 is the plain ratio (floored at
     the smallest normal number so that an all-zero row gives 0, not NaN)."""
     if not causal:
-        kv = kf.transpose(-1, -2) @ v                       # (..., M, e)
-        S = kf.sum(-2)                                      # (..., M)
-        den = qf @ S.unsqueeze(-1)                          # (..., L, 1)
+        kv = kf.transpose(-1, -2) @ v  # (..., M, e)
+        S = kf.sum(-2)  # (..., M)
+        den = qf @ S.unsqueeze(-1)  # (..., L, 1)
         return (qf @ kv) / _denominator(qf, S.unsqueeze(-2), den, eps)
     L = qf.shape[-2]
     state = torch.zeros(*qf.shape[:-2], qf.shape[-1], v.shape[-1], dtype=v.dtype, device=v.device)
@@ -200,7 +243,7 @@ def favor_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, *, caus
     for s in range(0, L, chunk_size):
         e = min(L, s + chunk_size)
         qc, kc, vc = qf[..., s:e, :], kf[..., s:e, :], v[..., s:e, :]
-        A = torch.tril(qc @ kc.transpose(-1, -2))          # (..., C, C) within-chunk, causal
+        A = torch.tril(qc @ kc.transpose(-1, -2))  # (..., C, C) within-chunk, causal
         num = A @ vc + qc @ state
         den = A.sum(-1, keepdim=True) + qc @ ksum
         S = (ksum.transpose(-1, -2) + kc.cumsum(-2)) if eps else ksum.transpose(-1, -2)  # (..., C | 1, M)
@@ -218,5 +261,11 @@ def favor_attention_reference(qf, kf, v, *, causal=False):
     return (A @ v) / A.sum(-1, keepdim=True)
 
 
-__all__ = ["FavorAttention", "SNNKLinear", "SNNK_ACTIVATIONS", "favor_attention", "favor_attention_reference",
-           "key_features"]
+__all__ = [
+    "FavorAttention",
+    "SNNKLinear",
+    "SNNK_ACTIVATIONS",
+    "favor_attention",
+    "favor_attention_reference",
+    "key_features",
+]

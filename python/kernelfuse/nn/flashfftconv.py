@@ -17,6 +17,7 @@ exactly the causal linear convolution ``y[t] = sum_{m <= t} k[m] v[t - m]`` (fft
 mode with ``fft_size = seqlen``); otherwise the wrapped terms are kept, as FlashFFTConv keeps them
 (fftconv's "circular" mode on u padded to ``seqlen``).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -56,10 +57,14 @@ class FlashFFTConv(nn.Module):
     def __init__(self, seqlen: int, dtype: torch.dtype = torch.float16, use_32_butterfly: bool = True):
         super().__init__()
         if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 1:
-            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'seqlen' (the FFT size) must be a positive int, got {seqlen!r}")
+            raise ValueError(
+                f"kernelfuse.nn.FlashFFTConv: argument 'seqlen' (the FFT size) must be a positive int, got {seqlen!r}"
+            )
         if dtype not in _DTYPES:
-            raise TypeError(f"kernelfuse.nn.FlashFFTConv: argument 'dtype': expected one of float16, bfloat16, float32, float64, "
-                            f"got {dtype}")
+            raise TypeError(
+                f"kernelfuse.nn.FlashFFTConv: argument 'dtype': expected one of float16, bfloat16, float32, float64, "
+                f"got {dtype}"
+            )
         self.seqlen = seqlen
         self.dtype = dtype
         self.use_32_butterfly = use_32_butterfly
@@ -67,18 +72,29 @@ class FlashFFTConv(nn.Module):
     def extra_repr(self) -> str:
         return f"seqlen={self.seqlen}, dtype={self.dtype}"
 
-    def forward(self, u: torch.Tensor, k: torch.Tensor, pregate: Optional[torch.Tensor] = None,
-                postgate: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        u: torch.Tensor,
+        k: torch.Tensor,
+        pregate: Optional[torch.Tensor] = None,
+        postgate: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         n = self.seqlen
         if not isinstance(u, torch.Tensor) or u.dim() != 3:
-            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'u': expected a (B, H, L) tensor, got "
-                             f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
+            raise ValueError(
+                f"kernelfuse.nn.FlashFFTConv: argument 'u': expected a (B, H, L) tensor, got "
+                f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}"
+            )
         if not isinstance(k, torch.Tensor) or k.dim() not in (2, 3):
-            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'k': expected an (H, Lk) tensor, got "
-                             f"{tuple(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__}")
+            raise ValueError(
+                f"kernelfuse.nn.FlashFFTConv: argument 'k': expected an (H, Lk) tensor, got "
+                f"{tuple(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__}"
+            )
         L, Lk = u.shape[-1], k.shape[-1]
         if L > n:
-            raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'u': length L = {L} exceeds the FFT size seqlen = {n}")
+            raise ValueError(
+                f"kernelfuse.nn.FlashFFTConv: argument 'u': length L = {L} exceeds the FFT size seqlen = {n}"
+            )
         if Lk > n:
             raise ValueError(f"kernelfuse.nn.FlashFFTConv: argument 'k': length {Lk} exceeds the FFT size seqlen = {n}")
         if L + Lk - 1 <= n:
@@ -87,13 +103,16 @@ class FlashFFTConv(nn.Module):
             return fftconv(u, kk, pregate=pregate, postgate=postgate, mode="causal", fft_size=n)
         # Wrap-around terms (L + Lk - 1 > n): FlashFFTConv's circular convolution of period n.
         pad = lambda t: None if t is None else F.pad(t, (0, n - t.shape[-1]))  # noqa: E731
-        return fftconv(pad(u), pad(k), pregate=pad(pregate), postgate=pad(postgate), mode="circular",
-                       fft_size=n)[..., :L]
+        return fftconv(pad(u), pad(k), pregate=pad(pregate), postgate=pad(postgate), mode="circular", fft_size=n)[
+            ..., :L
+        ]
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # FlashFFTConv registers its DFT / twiddle matrices as buffers; this module needs none.
-        for key in [k for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix):]]:
+        for key in [k for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]:
             state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

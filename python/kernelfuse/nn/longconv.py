@@ -14,6 +14,7 @@ the layout of the ops, and skip the two transposes.
 
 Conventions and their mapping to safari / H3 / Hyena: docs/longconv_models.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,13 +95,27 @@ class LongConv(nn.Module):
     ``randn * kernel_init_std``, and ``D`` (channels*H,).
     """
 
-    def __init__(self, d_model: int, l_max: int, *, channels: int = 1, bidirectional: bool = False,
-                 squash_lambda: float = 0.003, smooth_window: Optional[int] = None, kernel_dropout: float = 0.0,
-                 kernel_init_std: float = 0.002, transposed: bool = False, fft: str = "fixed",
-                 reg_order: str = "smooth_squash", reverse: str = "safari"):
+    def __init__(
+        self,
+        d_model: int,
+        l_max: int,
+        *,
+        channels: int = 1,
+        bidirectional: bool = False,
+        squash_lambda: float = 0.003,
+        smooth_window: Optional[int] = None,
+        kernel_dropout: float = 0.0,
+        kernel_init_std: float = 0.002,
+        transposed: bool = False,
+        fft: str = "fixed",
+        reg_order: str = "smooth_squash",
+        reverse: str = "safari",
+    ):
         super().__init__()
         if reg_order not in REG_ORDERS:
-            raise ValueError(f"kernelfuse.nn.LongConv: argument 'reg_order': expected one of {', '.join(REG_ORDERS)}, got {reg_order!r}")
+            raise ValueError(
+                f"kernelfuse.nn.LongConv: argument 'reg_order': expected one of {', '.join(REG_ORDERS)}, got {reg_order!r}"
+            )
         if reverse not in ("safari", "h3"):
             raise ValueError(f"kernelfuse.nn.LongConv: argument 'reverse': expected 'safari' or 'h3', got {reverse!r}")
         self.d_model, self.l_max, self.channels = d_model, l_max, channels
@@ -117,8 +132,11 @@ class LongConv(nn.Module):
         self.fft = fft
         if fft == "learned":
             if bidirectional:
-                raise ValueError("kernelfuse.nn.LongConv: fft='learned' supports causal kernels only (bidirectional=False)")
+                raise ValueError(
+                    "kernelfuse.nn.LongConv: fft='learned' supports causal kernels only (bidirectional=False)"
+                )
             from ..butterfly import monarch_dft_factors
+
             n = 1
             while n < 2 * l_max:
                 n *= 2
@@ -153,7 +171,7 @@ class LongConv(nn.Module):
         if self.fft == "learned":
             y = self._learned_conv(u, k[:, :L])
         elif self.bidirectional:
-            kk = (k[:, :L], k[:, self.l_max: self.l_max + L])
+            kk = (k[:, :L], k[:, self.l_max : self.l_max + L])
             y = fftconv(u, kk, self.D, mode="bidirectional", reverse=self.reverse)
         else:
             y = fftconv(u, k[:, :L], self.D, mode="causal")
@@ -163,6 +181,7 @@ class LongConv(nn.Module):
 
     def _learned_transform(self, x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
         from ..ops.butterfly import monarch_multiply
+
         return monarch_multiply(x[..., self.fft_perm_in], w1, w2)[..., self.fft_perm_out]
 
     def _learned_conv(self, u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -230,9 +249,19 @@ class S4D(nn.Module):
     Convolutional mode: K = ssm_kernel(...), y = fftconv(u, K, D). Recurrent mode: :meth:`step`.
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "s4d-lin", discretization: str = "zoh",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, bidirectional: bool = False, transposed: bool = False,
-                 reverse: str = "safari"):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        *,
+        init: str = "s4d-lin",
+        discretization: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bidirectional: bool = False,
+        transposed: bool = False,
+        reverse: str = "safari",
+    ):
         super().__init__()
         if reverse not in ("safari", "h3"):
             raise ValueError(f"kernelfuse.nn.S4D: argument 'reverse': expected 'safari' or 'h3', got {reverse!r}")
@@ -322,19 +351,38 @@ class GatedLongConv(nn.Module):
     The long kernel is LongConv's (explicit, Squash/Smooth regularised, ``reg_order`` as there).
     """
 
-    def __init__(self, d_model: int, l_max: int, *, short_kernel: int = 3, squash_lambda: float = 0.003,
-                 smooth_window: Optional[int] = None, kernel_dropout: float = 0.0, kernel_init_std: float = 0.002,
-                 transposed: bool = False, skip: str = "gated", reg_order: str = "smooth_squash"):
+    def __init__(
+        self,
+        d_model: int,
+        l_max: int,
+        *,
+        short_kernel: int = 3,
+        squash_lambda: float = 0.003,
+        smooth_window: Optional[int] = None,
+        kernel_dropout: float = 0.0,
+        kernel_init_std: float = 0.002,
+        transposed: bool = False,
+        skip: str = "gated",
+        reg_order: str = "smooth_squash",
+    ):
         super().__init__()
         if skip not in ("input", "gated"):
             raise ValueError(f"kernelfuse.nn.GatedLongConv: argument 'skip': expected 'input' or 'gated', got {skip!r}")
         self.d_model, self.l_max, self.transposed, self.skip = d_model, l_max, transposed, skip
         self.in_proj = nn.Linear(d_model, 3 * d_model)
-        self.short_conv = nn.Conv1d(3 * d_model, 3 * d_model, short_kernel, groups=3 * d_model,
-                                    padding=short_kernel - 1)
-        self.long = LongConv(d_model, l_max, squash_lambda=squash_lambda, smooth_window=smooth_window,
-                             kernel_dropout=kernel_dropout, kernel_init_std=kernel_init_std, transposed=True,
-                             reg_order=reg_order)
+        self.short_conv = nn.Conv1d(
+            3 * d_model, 3 * d_model, short_kernel, groups=3 * d_model, padding=short_kernel - 1
+        )
+        self.long = LongConv(
+            d_model,
+            l_max,
+            squash_lambda=squash_lambda,
+            smooth_window=smooth_window,
+            kernel_dropout=kernel_dropout,
+            kernel_init_std=kernel_init_std,
+            transposed=True,
+            reg_order=reg_order,
+        )
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -343,11 +391,18 @@ class GatedLongConv(nn.Module):
         L = u.shape[1]
         if L > self.l_max:
             raise ValueError(f"kernelfuse.nn.GatedLongConv: input length {L} exceeds l_max={self.l_max}")
-        z = self.in_proj(u).transpose(1, 2)               # (B, 3H, L)
-        z = self.short_conv(z)[..., :L]                   # causal: keep the first L outputs
+        z = self.in_proj(u).transpose(1, 2)  # (B, 3H, L)
+        z = self.short_conv(z)[..., :L]  # causal: keep the first L outputs
         q, k, v = z.chunk(3, dim=1)
         K = self.long.regularised_kernel()[:, :L]
-        y = fftconv(v.contiguous(), K, self.long.D, pregate=k.contiguous(), postgate=q.contiguous(), mode="causal",
-                    skip=self.skip)
+        y = fftconv(
+            v.contiguous(),
+            K,
+            self.long.D,
+            pregate=k.contiguous(),
+            postgate=q.contiguous(),
+            mode="causal",
+            skip=self.skip,
+        )
         y = self.out_proj(y.transpose(1, 2))
         return y.transpose(1, 2) if self.transposed else y

@@ -21,6 +21,7 @@ In both, float64 tensors are never cast (as with torch's autocast), and neither 
 another device type. The backward ops (``*_bwd``) have no autocast kernel: they are called by
 autograd on tensors whose dtypes the forward's rule already settled.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,13 +33,22 @@ DEVICE_TYPES = ("cpu", "cuda")
 
 # Ops computed in float32 under autocast (half inputs upcast; float64 kept).
 FP32_OPS = (
-    "kernel_sum", "kernel_logsumexp", "kernel_logsumexp_sq",   # KDE: exp / log of distances
-    "grid_kernel",                                             # GP grid kernels
-    "kron_matmul", "kron_gp_mll", "kron_posterior_var",        # Kronecker / GP solves
-    "ssm_kernel",                                              # Vandermonde of exp(dt A)
-    "butterfly_multiply", "monarch_multiply", "monarch_fft",   # no half kernels
-    "fwht", "random_features", "structured_features",          # no half kernels; cos / exp of projections
-    "nngp_matmul", "nngp_kernel",                              # no half kernels; arccos recursions
+    "kernel_sum",
+    "kernel_logsumexp",
+    "kernel_logsumexp_sq",  # KDE: exp / log of distances
+    "grid_kernel",  # GP grid kernels
+    "kron_matmul",
+    "kron_gp_mll",
+    "kron_posterior_var",  # Kronecker / GP solves
+    "ssm_kernel",  # Vandermonde of exp(dt A)
+    "butterfly_multiply",
+    "monarch_multiply",
+    "monarch_fft",  # no half kernels
+    "fwht",
+    "random_features",
+    "structured_features",  # no half kernels; cos / exp of projections
+    "nngp_matmul",
+    "nngp_kernel",  # no half kernels; arccos recursions
 )
 # Ops with their own rule (below).
 MIXED_OPS = ("fftconv",)
@@ -47,8 +57,12 @@ NO_TENSOR_OPS = ("monarch_fft_cache",)
 
 
 def _eligible(t, device_type: str) -> bool:
-    return (isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type == device_type
-            and t.dtype is not torch.float64)
+    return (
+        isinstance(t, torch.Tensor)
+        and t.is_floating_point()
+        and t.device.type == device_type
+        and t.dtype is not torch.float64
+    )
 
 
 def _cast(t, device_type: str, dtype: torch.dtype):
@@ -83,12 +97,14 @@ def fp32_under_autocast(fn):
     ``torch.autocast`` on a tensor's device type, float16 / bfloat16 tensor arguments (also inside
     lists / tuples) become float32 before the checks run, the float32 rule of the op. Outside
     autocast it changes nothing (half inputs still get the wrappers' dtype errors)."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if any(torch.is_autocast_enabled(dt) for dt in DEVICE_TYPES):
             args = tuple(_up(a) for a in args)
             kwargs = {k: _up(v) for k, v in kwargs.items()}
         return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -102,7 +118,7 @@ def _cast_fp32_args(args, device_type: str):
     return out
 
 
-_lib = torch.library.Library("kernelfuse", "IMPL")  # noqa: the registrations live as long as the module
+_lib = torch.library.Library("kernelfuse", "IMPL")  # the registrations live as long as the module
 
 
 def _register(opname: str, device_type: str, rewrite) -> None:

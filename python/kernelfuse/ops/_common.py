@@ -1,4 +1,5 @@
 """Helpers shared by the op wrappers."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,9 @@ def positive_scalar(value, name: str, fn: str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}' must be a positive number or a tensor, "
-                         f"got {value!r}") from None
+        raise ValueError(
+            f"kernelfuse.{fn}: argument '{name}' must be a positive number or a tensor, got {value!r}"
+        ) from None
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"kernelfuse.{fn}: argument '{name}' must be positive and finite, got {v}")
     return v
@@ -37,15 +39,18 @@ def check_same_device(t, ref, name: str, ref_name: str, fn: str) -> None:
     """ValueError naming ``name`` when ``t`` is not on ``ref``'s device. Checked in Python too: a
     meta or fake tensor among the inputs would route the call past the C++ checks."""
     if t.device != ref.device:
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {ref.device} (the device of "
-                         f"'{ref_name}'), got one on {t.device}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument '{name}': expected a tensor on {ref.device} (the device of "
+            f"'{ref_name}'), got one on {t.device}"
+        )
 
 
 def check_like(t, ref, name: str, ref_name: str, fn: str) -> None:
     """``t`` must have ``ref``'s dtype (TypeError) and device (ValueError), both naming ``name``."""
     if t.dtype != ref.dtype:
-        raise TypeError(f"kernelfuse.{fn}: argument '{name}': expected dtype {ref.dtype} (the dtype of "
-                        f"'{ref_name}'), got {t.dtype}")
+        raise TypeError(
+            f"kernelfuse.{fn}: argument '{name}': expected dtype {ref.dtype} (the dtype of '{ref_name}'), got {t.dtype}"
+        )
     check_same_device(t, ref, name, ref_name, fn)
 
 
@@ -53,8 +58,9 @@ def _named_tensors(named):
     """(name, tensor) of every tensor among (name, tensor | None | list of tensors) pairs; list items
     are named ``name[i]``."""
     for name, value in named:
-        items = [(f"{name}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, (list, tuple)) \
-            else [(name, value)]
+        items = (
+            [(f"{name}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, (list, tuple)) else [(name, value)]
+        )
         yield from ((n, t) for n, t in items if isinstance(t, torch.Tensor))
 
 
@@ -93,11 +99,13 @@ def sized(fn: str, name: str, what: str = "a buffer"):
     try:
         yield
     except torch.OutOfMemoryError as err:
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}': too large: {what} could not be allocated: "
-                         f"{str(err).splitlines()[0]}") from None
+        raise ValueError(
+            f"kernelfuse.{fn}: argument '{name}': too large: {what} could not be allocated: {str(err).splitlines()[0]}"
+        ) from None
     except RuntimeError as err:
         msg = str(err)
         if "can't allocate memory" not in msg and "out of memory" not in msg:
             raise
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}': too large: {what} could not be allocated: "
-                         f"{msg.splitlines()[0][:200]}") from None
+        raise ValueError(
+            f"kernelfuse.{fn}: argument '{name}': too large: {what} could not be allocated: {msg.splitlines()[0][:200]}"
+        ) from None

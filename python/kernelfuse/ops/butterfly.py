@@ -5,6 +5,7 @@ Ops (schemas in csrc/kernelfuse.cpp, kernels in csrc/butterfly/): ``butterfly_mu
 ``monarch_multiply`` (+ _bwd) and ``monarch_fft``, which is its own adjoint. This module adds the
 public Python API, the fake (meta) kernels for torch.compile, and autograd.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,10 +25,10 @@ _DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 def _check_dtype(t, name, fn):
     if t.dtype not in _DTYPES:
-        raise TypeError(f"kernelfuse.{fn}: argument '{name}': expected dtype float32, float64, complex64 or "
-                        f"complex128, got {t.dtype}")
-
-
+        raise TypeError(
+            f"kernelfuse.{fn}: argument '{name}': expected dtype float32, float64, complex64 or "
+            f"complex128, got {t.dtype}"
+        )
 
 
 # ================================================================ butterfly_multiply
@@ -58,12 +59,16 @@ def butterfly_multiply(x: torch.Tensor, twiddle: torch.Tensor, *, increasing_str
         raise ValueError("kernelfuse.butterfly_multiply: argument 'x': expected shape (..., n), got a 0-d tensor")
     n = x.shape[-1]
     if n < 1 or n & (n - 1):
-        raise ValueError(f"kernelfuse.butterfly_multiply: argument 'x': the last dimension n must be a power of two, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"kernelfuse.butterfly_multiply: argument 'x': the last dimension n must be a power of two, "
+            f"got shape {tuple(x.shape)}"
+        )
     log_n = n.bit_length() - 1
     if twiddle.dim() != 5 or twiddle.shape[0] < 1 or tuple(twiddle.shape[1:]) != (log_n, n // 2, 2, 2):
-        raise ValueError(f"kernelfuse.butterfly_multiply: argument 'twiddle': expected shape (nblocks, log2 n, n / 2, "
-                         f"2, 2) = (nblocks, {log_n}, {n // 2}, 2, 2) for n = {n}, got {tuple(twiddle.shape)}")
+        raise ValueError(
+            f"kernelfuse.butterfly_multiply: argument 'twiddle': expected shape (nblocks, log2 n, n / 2, "
+            f"2, 2) = (nblocks, {log_n}, {n // 2}, 2, 2) for n = {n}, got {tuple(twiddle.shape)}"
+        )
     return _ops.butterfly_multiply(x, twiddle, bool(increasing_stride))
 
 
@@ -75,17 +80,23 @@ def _fake_common(fn, *named):
     check_devices(fn, *named, name_meta=True)
     x = named[0][1] if named[0][0] == "x" else named[1][1]
     for name, t in named:
-        torch._check_value(t.dtype == x.dtype, lambda: f"kernelfuse: argument '{name}': expected dtype {x.dtype} "
-                           f"(the dtype of 'x'), got {t.dtype}")
+        torch._check_value(
+            t.dtype == x.dtype,
+            lambda: f"kernelfuse: argument '{name}': expected dtype {x.dtype} (the dtype of 'x'), got {t.dtype}",
+        )
     torch._check_value(x.dim() >= 1, lambda: "kernelfuse: argument 'x': expected shape (..., n), got a 0-d tensor")
-    torch._check_value(x.dtype in _DTYPES, lambda: f"kernelfuse: argument 'x': expected dtype float32, float64, "
-                       f"complex64 or complex128, got {x.dtype}")
+    torch._check_value(
+        x.dtype in _DTYPES,
+        lambda: f"kernelfuse: argument 'x': expected dtype float32, float64, complex64 or complex128, got {x.dtype}",
+    )
     return x
 
 
 def _fake_grad(grad, shape):
-    torch._check_value(tuple(grad.shape) == tuple(shape), lambda: f"kernelfuse: argument 'grad': expected shape "
-                       f"{list(shape)}, got {list(grad.shape)}")
+    torch._check_value(
+        tuple(grad.shape) == tuple(shape),
+        lambda: f"kernelfuse: argument 'grad': expected shape {list(shape)}, got {list(grad.shape)}",
+    )
 
 
 def _fake_butterfly(fn, x, twiddle, grad=None):
@@ -94,12 +105,21 @@ def _fake_butterfly(fn, x, twiddle, grad=None):
     n = x.shape[-1]
     log_n = n.bit_length() - 1 if isinstance(n, int) else None
     if log_n is not None:
-        torch._check_value(n >= 1 and n & (n - 1) == 0, lambda: f"kernelfuse: argument 'x': the last dimension n "
-                           f"must be a power of two, got shape {list(x.shape)}")
-    torch._check_value(twiddle.dim() == 5 and (log_n is None or twiddle.shape[1] == log_n) and
-                       twiddle.shape[2] == n // 2 and twiddle.shape[3] == 2 and twiddle.shape[4] == 2,
-                       lambda: f"kernelfuse: argument 'twiddle': expected shape (nblocks, log2 n, n / 2, 2, 2) for "
-                       f"n = {n}, got {list(twiddle.shape)}")
+        torch._check_value(
+            n >= 1 and n & (n - 1) == 0,
+            lambda: f"kernelfuse: argument 'x': the last dimension n must be a power of two, got shape {list(x.shape)}",
+        )
+    torch._check_value(
+        twiddle.dim() == 5
+        and (log_n is None or twiddle.shape[1] == log_n)
+        and twiddle.shape[2] == n // 2
+        and twiddle.shape[3] == 2
+        and twiddle.shape[4] == 2,
+        lambda: (
+            f"kernelfuse: argument 'twiddle': expected shape (nblocks, log2 n, n / 2, 2, 2) for "
+            f"n = {n}, got {list(twiddle.shape)}"
+        ),
+    )
     if grad is not None:
         _fake_grad(grad, x.shape)
 
@@ -113,8 +133,10 @@ def _(x, twiddle, increasing_stride):
 @torch.library.register_fake("kernelfuse::butterfly_multiply_bwd")
 def _(grad, x, twiddle, increasing_stride, need_x, need_twiddle):
     _fake_butterfly("butterfly_multiply_bwd", x, twiddle, grad)
-    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
-            twiddle.new_empty(twiddle.shape) if need_twiddle else x.new_empty((0,)))
+    return (
+        x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+        twiddle.new_empty(twiddle.shape) if need_twiddle else x.new_empty((0,)),
+    )
 
 
 def _bf_setup(ctx, inputs, output):
@@ -166,14 +188,19 @@ def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, *, lay
     if x.dim() < 1:
         raise ValueError("kernelfuse.monarch_multiply: argument 'x': expected shape (..., n), got a 0-d tensor")
     if w1.dim() != 3 or w1.shape[0] * w1.shape[2] != x.shape[-1] or w1.shape[0] < 1:
-        raise ValueError(f"kernelfuse.monarch_multiply: argument 'w1': expected shape (k, q, p) with k * p = n = "
-                         f"{x.shape[-1]} (x is {tuple(x.shape)}), got {tuple(w1.shape)}")
+        raise ValueError(
+            f"kernelfuse.monarch_multiply: argument 'w1': expected shape (k, q, p) with k * p = n = "
+            f"{x.shape[-1]} (x is {tuple(x.shape)}), got {tuple(w1.shape)}"
+        )
     if w2.dim() != 3 or w2.shape[0] * w2.shape[2] != w1.shape[0] * w1.shape[1] or w2.shape[0] < 1:
-        raise ValueError(f"kernelfuse.monarch_multiply: argument 'w2': expected shape (l, s, r) with l * r = k * q = "
-                         f"{w1.shape[0] * w1.shape[1]} (w1 is {tuple(w1.shape)}), got {tuple(w2.shape)}")
+        raise ValueError(
+            f"kernelfuse.monarch_multiply: argument 'w2': expected shape (l, s, r) with l * r = k * q = "
+            f"{w1.shape[0] * w1.shape[1]} (w1 is {tuple(w1.shape)}), got {tuple(w2.shape)}"
+        )
     if layout not in MONARCH_LAYOUTS:
-        raise ValueError(f"kernelfuse.monarch_multiply: argument 'layout': expected one of {MONARCH_LAYOUTS}, "
-                         f"got {layout!r}")
+        raise ValueError(
+            f"kernelfuse.monarch_multiply: argument 'layout': expected one of {MONARCH_LAYOUTS}, got {layout!r}"
+        )
     out = _ops.monarch_multiply(x, w1, w2)
     if layout == "sl":
         l, s = w2.shape[0], w2.shape[1]
@@ -183,12 +210,19 @@ def monarch_multiply(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, *, lay
 
 def _fake_monarch(fn, x, w1, w2, *extra):
     x = _fake_common(fn, ("x", x), ("w1", w1), ("w2", w2), *extra)
-    torch._check_value(w1.dim() == 3 and w1.shape[0] >= 1 and w1.shape[0] * w1.shape[2] == x.shape[-1],
-                       lambda: f"kernelfuse: argument 'w1': expected shape (k, q, p) with k * p = n = {x.shape[-1]}, "
-                       f"got {list(w1.shape)}")
-    torch._check_value(w2.dim() == 3 and w2.shape[0] >= 1 and w2.shape[0] * w2.shape[2] == w1.shape[0] * w1.shape[1],
-                       lambda: f"kernelfuse: argument 'w2': expected shape (l, s, r) with l * r = k * q = "
-                       f"{w1.shape[0] * w1.shape[1]}, got {list(w2.shape)}")
+    torch._check_value(
+        w1.dim() == 3 and w1.shape[0] >= 1 and w1.shape[0] * w1.shape[2] == x.shape[-1],
+        lambda: (
+            f"kernelfuse: argument 'w1': expected shape (k, q, p) with k * p = n = {x.shape[-1]}, got {list(w1.shape)}"
+        ),
+    )
+    torch._check_value(
+        w2.dim() == 3 and w2.shape[0] >= 1 and w2.shape[0] * w2.shape[2] == w1.shape[0] * w1.shape[1],
+        lambda: (
+            f"kernelfuse: argument 'w2': expected shape (l, s, r) with l * r = k * q = "
+            f"{w1.shape[0] * w1.shape[1]}, got {list(w2.shape)}"
+        ),
+    )
     return (*x.shape[:-1], w2.shape[0] * w2.shape[1])
 
 
@@ -202,8 +236,11 @@ def _(x, w1, w2):
 def _(grad, x, w1, w2, need_x, need_w1, need_w2):
     _fake_grad(grad, _fake_monarch("monarch_multiply_bwd", x, w1, w2, ("grad", grad)))
     e = x.new_empty((0,))
-    return (x.new_empty(x.shape) if need_x else e, w1.new_empty(w1.shape) if need_w1 else e,
-            w2.new_empty(w2.shape) if need_w2 else e)
+    return (
+        x.new_empty(x.shape) if need_x else e,
+        w1.new_empty(w1.shape) if need_w1 else e,
+        w2.new_empty(w2.shape) if need_w2 else e,
+    )
 
 
 def _mm_setup(ctx, inputs, output):
@@ -245,8 +282,10 @@ def monarch_fft(x: torch.Tensor, *, inverse: bool = False, norm: str = "backward
     _check_norm(norm, "monarch_fft")
     _check_fft_length(x, "monarch_fft")
     if x.dtype not in _DTYPES:
-        raise TypeError(f"kernelfuse.monarch_fft: argument 'x': expected dtype float32, float64, complex64 or "
-                        f"complex128, got {x.dtype}")
+        raise TypeError(
+            f"kernelfuse.monarch_fft: argument 'x': expected dtype float32, float64, complex64 or "
+            f"complex128, got {x.dtype}"
+        )
     if x.dim() < 1:
         raise ValueError("kernelfuse.monarch_fft: argument 'x': expected shape (..., n), got a 0-d tensor")
     if not x.is_complex():
@@ -278,19 +317,25 @@ def _check_fft_length(x, fn):
     if x.dim() >= 1 and isinstance(x.shape[-1], int) and x.shape[-1] >= 1:
         n = x.shape[-1]
         if _largest_prime_factor(n) > MAX_DENSE_FACTOR:
-            raise ValueError(f"kernelfuse.{fn}: argument 'x': n = {n} has a prime factor > {MAX_DENSE_FACTOR}; "
-                             f"monarch_fft supports lengths whose prime factors are at most {MAX_DENSE_FACTOR}")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument 'x': n = {n} has a prime factor > {MAX_DENSE_FACTOR}; "
+                f"monarch_fft supports lengths whose prime factors are at most {MAX_DENSE_FACTOR}"
+            )
 
 
 @torch.library.register_fake("kernelfuse::monarch_fft")
 def _(x, inverse, norm):
     check_required(("x", x))
     torch._check_value(x.dim() >= 1, lambda: "kernelfuse: argument 'x': expected shape (..., n), got a 0-d tensor")
-    torch._check_value(x.dtype in (torch.complex64, torch.complex128),
-                       lambda: f"kernelfuse: argument 'x': expected dtype complex64 or complex128, got {x.dtype}")
+    torch._check_value(
+        x.dtype in (torch.complex64, torch.complex128),
+        lambda: f"kernelfuse: argument 'x': expected dtype complex64 or complex128, got {x.dtype}",
+    )
     torch._check_value(norm in NORMS, lambda: f"kernelfuse: argument 'norm': expected one of {NORMS}, got {norm!r}")
-    torch._check_value(x.shape[-1] >= 1, lambda: f"kernelfuse: argument 'x': expected a last dimension n >= 1, got "
-                       f"shape {list(x.shape)}")
+    torch._check_value(
+        x.shape[-1] >= 1,
+        lambda: f"kernelfuse: argument 'x': expected a last dimension n >= 1, got shape {list(x.shape)}",
+    )
     _check_fft_length(x, "monarch_fft")
     return x.new_empty(x.shape)
 
@@ -306,11 +351,11 @@ def _fft_backward(ctx, grad):
 torch.library.register_autograd("kernelfuse::monarch_fft", _fft_backward, setup_context=_fft_setup)
 
 
-_SCALE = {"backward": lambda n: 1.0, "ortho": lambda n: n ** -0.5, "forward": lambda n: 1.0 / n}
+_SCALE = {"backward": lambda n: 1.0, "ortho": lambda n: n**-0.5, "forward": lambda n: 1.0 / n}
 
 
 # ---- the caches: the C++ DFT/twiddle tables (monarch_fft_cache op) and the rfft split coefficients
-DEFAULT_FFT_CACHE_LIMIT = 256 * 2 ** 20  # bytes; the C++ default (kDefaultCacheLimit, monarch_torch.cpp)
+DEFAULT_FFT_CACHE_LIMIT = 256 * 2**20  # bytes; the C++ default (kDefaultCacheLimit, monarch_torch.cpp)
 _split_lock = threading.Lock()
 _split_cache: "OrderedDict[tuple, tuple]" = OrderedDict()  # LRU, most recent last
 _split_state = {"bytes": 0, "limit": DEFAULT_FFT_CACHE_LIMIT}
@@ -324,8 +369,14 @@ def monarch_fft_cache_info() -> dict:
     ``misses``, ``evictions``."""
     b, e, lim, hits, misses, ev = _ops.monarch_fft_cache(-1, False)
     with _split_lock:
-        return {"bytes": b + _split_state["bytes"], "entries": e + len(_split_cache), "limit": lim,
-                "hits": hits, "misses": misses, "evictions": ev}
+        return {
+            "bytes": b + _split_state["bytes"],
+            "entries": e + len(_split_cache),
+            "limit": lim,
+            "hits": hits,
+            "misses": misses,
+            "evictions": ev,
+        }
 
 
 def set_monarch_fft_cache_limit(limit_bytes: int) -> int:
@@ -333,8 +384,9 @@ def set_monarch_fft_cache_limit(limit_bytes: int) -> int:
     call recomputes its tables) and evict down to it now. A table larger than the cap is used for
     its call only. Returns the previous cap."""
     if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 0:
-        raise ValueError(f"kernelfuse.set_monarch_fft_cache_limit: argument 'limit_bytes': expected an int >= 0, "
-                         f"got {limit_bytes!r}")
+        raise ValueError(
+            f"kernelfuse.set_monarch_fft_cache_limit: argument 'limit_bytes': expected an int >= 0, got {limit_bytes!r}"
+        )
     prev = _ops.monarch_fft_cache(-1, False)[2]
     _ops.monarch_fft_cache(limit_bytes, False)
     with _split_lock:
@@ -413,8 +465,8 @@ def monarch_rfft(x: torch.Tensor, *, norm: str = "backward") -> torch.Tensor:
     Z = _ops.monarch_fft(z, False, "backward")
     # X_k = E_k + w^k O_k with E = (Z_k + conj Z_{h-k}) / 2, O = (Z_k - conj Z_{h-k}) / 2i
     A, Bc = _split_coeffs(n, False, Z)
-    Zk = torch.cat([Z, Z[..., :1]], dim=-1)                     # Z_{k mod h}, k = 0..h
-    Zr = torch.cat([Z[..., :1], Z.flip(-1)], dim=-1).conj()     # conj Z_{(h - k) mod h}
+    Zk = torch.cat([Z, Z[..., :1]], dim=-1)  # Z_{k mod h}, k = 0..h
+    Zr = torch.cat([Z[..., :1], Z.flip(-1)], dim=-1).conj()  # conj Z_{(h - k) mod h}
     X = Zk * A + Zr * Bc
     s = _SCALE[norm](n)
     return X * s if s != 1.0 else X
@@ -428,11 +480,15 @@ def monarch_irfft(X: torch.Tensor, n: int | None = None, *, norm: str = "backwar
     check_tensor(X, "X", "monarch_irfft")
     _check_norm(norm, "monarch_irfft")
     if isinstance(n, int) and n >= 1 and _largest_prime_factor(n if n % 2 else n // 2) > MAX_DENSE_FACTOR:
-        raise ValueError(f"kernelfuse.monarch_irfft: argument 'n': n = {n} needs a transform of a length with a prime "
-                         f"factor > {MAX_DENSE_FACTOR}; monarch_fft supports lengths whose prime factors are at most "
-                         f"{MAX_DENSE_FACTOR}")
+        raise ValueError(
+            f"kernelfuse.monarch_irfft: argument 'n': n = {n} needs a transform of a length with a prime "
+            f"factor > {MAX_DENSE_FACTOR}; monarch_fft supports lengths whose prime factors are at most "
+            f"{MAX_DENSE_FACTOR}"
+        )
     if X.dtype not in (torch.complex64, torch.complex128):
-        raise TypeError(f"kernelfuse.monarch_irfft: argument 'X': expected dtype complex64 or complex128, got {X.dtype}")
+        raise TypeError(
+            f"kernelfuse.monarch_irfft: argument 'X': expected dtype complex64 or complex128, got {X.dtype}"
+        )
     if X.dim() < 1:
         raise ValueError("kernelfuse.monarch_irfft: argument 'X': expected shape (..., m), got a 0-d tensor")
     if n is None:
@@ -444,21 +500,31 @@ def monarch_irfft(X: torch.Tensor, n: int | None = None, *, norm: str = "backwar
         X = torch.nn.functional.pad(X, (0, m - X.shape[-1]))
     X = X[..., :m]
     if n % 2 or n < 2:
-        tail = X[..., 1: n - m + 1].flip(-1).conj()
+        tail = X[..., 1 : n - m + 1].flip(-1).conj()
         full = torch.cat([X[..., :1].real.to(X.dtype), X[..., 1:], tail], dim=-1)
         return monarch_fft(full, inverse=True, norm=norm).real
     h = n // 2
     X = torch.cat([X[..., :1].real.to(X.dtype), X[..., 1:h], X[..., h:].real.to(X.dtype)], dim=-1)
     # Z_k = E_k + i O_k, E = X_k + conj X_{h-k}, O = (X_k - conj X_{h-k}) w^-k, k < h
     A, Bc = _split_coeffs(n, True, X)
-    Xr = X[..., 1: h + 1].flip(-1).conj()
+    Xr = X[..., 1 : h + 1].flip(-1).conj()
     Z = X[..., :h] * A[:h] + Xr * Bc[:h]
     z = _ops.monarch_fft(Z.contiguous(), True, "forward")  # unscaled inverse
     x = torch.view_as_real(z).reshape(*X.shape[:-1], n)
-    s = {"backward": 1.0 / n, "ortho": n ** -0.5, "forward": 1.0}[norm]
+    s = {"backward": 1.0 / n, "ortho": n**-0.5, "forward": 1.0}[norm]
     return x * s
 
 
-__all__ = ["DEFAULT_FFT_CACHE_LIMIT", "MONARCH_LAYOUTS", "NORMS", "butterfly_multiply", "clear_monarch_fft_cache",
-           "monarch_fft", "monarch_fft_cache_info", "monarch_irfft", "monarch_multiply", "monarch_rfft",
-           "set_monarch_fft_cache_limit"]
+__all__ = [
+    "DEFAULT_FFT_CACHE_LIMIT",
+    "MONARCH_LAYOUTS",
+    "NORMS",
+    "butterfly_multiply",
+    "clear_monarch_fft_cache",
+    "monarch_fft",
+    "monarch_fft_cache_info",
+    "monarch_irfft",
+    "monarch_multiply",
+    "monarch_rfft",
+    "set_monarch_fft_cache_limit",
+]

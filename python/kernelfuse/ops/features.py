@@ -6,6 +6,7 @@ Ops (schemas in csrc/kernelfuse.cpp, kernels in csrc/features/): ``torch.ops.ker
 ``structured_features_bwd``. This module adds the public Python API, the fake (meta) kernels for
 torch.compile, and autograd. See docs/features.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,10 +34,14 @@ def default_scale(kind: str, n_freq: int) -> float:
 
 def _check_kind(fn, kind, stabilize):
     if not isinstance(kind, str) or kind not in KINDS:
-        raise ValueError(f"kernelfuse.{fn}: argument 'kind': unknown kind {kind!r}; expected one of: {', '.join(KINDS)}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'kind': unknown kind {kind!r}; expected one of: {', '.join(KINDS)}"
+        )
     if not isinstance(stabilize, str) or stabilize not in STABILIZERS:
-        raise ValueError(f"kernelfuse.{fn}: argument 'stabilize': unknown stabiliser {stabilize!r}; "
-                         f"expected one of: {', '.join(STABILIZERS)}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'stabilize': unknown stabiliser {stabilize!r}; "
+            f"expected one of: {', '.join(STABILIZERS)}"
+        )
 
 
 def _scale(fn, kind, scale):
@@ -47,7 +52,9 @@ def _scale(fn, kind, scale):
     try:
         s = float(scale)
     except (TypeError, ValueError):
-        raise ValueError(f"kernelfuse.{fn}: argument 'scale' must be a positive number or None, got {scale!r}") from None
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'scale' must be a positive number or None, got {scale!r}"
+        ) from None
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"kernelfuse.{fn}: argument 'scale' must be positive and finite, got {s}")
     return s
@@ -70,13 +77,22 @@ def fwht(x: torch.Tensor, *, normalized: bool = True) -> torch.Tensor:
     n = x.shape[-1]
     if n < 1 or (n & (n - 1)) != 0:
         nxt = 1 << max(0, (n - 1).bit_length())
-        raise ValueError(f"kernelfuse.fwht: argument 'x': the last dimension must be a power of two, got size {n} "
-                         f"(x of shape {tuple(x.shape)}); zero-pad it to {nxt}")
+        raise ValueError(
+            f"kernelfuse.fwht: argument 'x': the last dimension must be a power of two, got size {n} "
+            f"(x of shape {tuple(x.shape)}); zero-pad it to {nxt}"
+        )
     return _ops.fwht(x, bool(normalized))
 
 
-def random_features(x: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor] = None, *, kind: str = "cos",
-                    scale: Optional[float] = None, stabilize: str = "row") -> torch.Tensor:
+def random_features(
+    x: torch.Tensor,
+    W: torch.Tensor,
+    b: Optional[torch.Tensor] = None,
+    *,
+    kind: str = "cos",
+    scale: Optional[float] = None,
+    stabilize: str = "row",
+) -> torch.Tensor:
     """``scale * f(x @ W + b)`` in one fused pass (blocked GEMM with the nonlinearity applied on the
     register tile; the (N, D) pre-activation matrix is never stored).
 
@@ -105,10 +121,18 @@ def random_features(x: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor] 
     return _ops.random_features(x, W, b, kind, _scale("random_features", kind, scale), stabilize)
 
 
-def structured_features(x: torch.Tensor, signs: torch.Tensor, *, kind: str = "cos", block: str = "sorf",
-                        scale: Optional[float] = None, perm: Optional[torch.Tensor] = None,
-                        b: Optional[torch.Tensor] = None, n_features: Optional[int] = None,
-                        stabilize: str = "row") -> torch.Tensor:
+def structured_features(
+    x: torch.Tensor,
+    signs: torch.Tensor,
+    *,
+    kind: str = "cos",
+    block: str = "sorf",
+    scale: Optional[float] = None,
+    perm: Optional[torch.Tensor] = None,
+    b: Optional[torch.Tensor] = None,
+    n_features: Optional[int] = None,
+    stabilize: str = "row",
+) -> torch.Tensor:
     """Structured random features: the stacked block transforms fused with the nonlinearity.
 
     x is zero-padded to P (a power of two >= d), each block maps it to P pre-activations, blocks
@@ -138,20 +162,27 @@ def structured_features(x: torch.Tensor, signs: torch.Tensor, *, kind: str = "co
     check_one_device("structured_features", (("x", x), ("signs", signs), ("perm", perm), ("b", b)))
     _check_kind("structured_features", kind, stabilize)
     if not isinstance(block, str) or block not in BLOCKS:
-        raise ValueError(f"kernelfuse.structured_features: argument 'block': unknown block {block!r}; "
-                         f"expected one of: {', '.join(BLOCKS)}")
+        raise ValueError(
+            f"kernelfuse.structured_features: argument 'block': unknown block {block!r}; "
+            f"expected one of: {', '.join(BLOCKS)}"
+        )
     if signs.dim() != 3:
-        raise ValueError(f"kernelfuse.structured_features: argument 'signs': expected shape (nblocks, 3, P), "
-                         f"got {tuple(signs.shape)}")
+        raise ValueError(
+            f"kernelfuse.structured_features: argument 'signs': expected shape (nblocks, 3, P), "
+            f"got {tuple(signs.shape)}"
+        )
     if n_features is None:
         n_features = signs.shape[0] * signs.shape[2]
     elif isinstance(n_features, bool) or not isinstance(n_features, (int, torch.SymInt)):
-        raise TypeError(f"kernelfuse.structured_features: argument 'n_features' must be an int or None, "
-                        f"got {type(n_features).__name__}")
+        raise TypeError(
+            f"kernelfuse.structured_features: argument 'n_features' must be an int or None, "
+            f"got {type(n_features).__name__}"
+        )
     if block == "sorf":
         perm = None
-    return _ops.structured_features(x, signs, perm, b, n_features, kind, block,
-                                    _scale("structured_features", kind, scale), stabilize)
+    return _ops.structured_features(
+        x, signs, perm, b, n_features, kind, block, _scale("structured_features", kind, scale), stabilize
+    )
 
 
 # ---------------------------------------------------------------- fake kernels (torch.compile)
@@ -173,8 +204,10 @@ def _fake_features(x, D, kind):
 
 def _fake_rf_check(fn, x, W, b):
     torch._check(x.dim() >= 1, lambda: f"kernelfuse.{fn}: argument 'x': expected shape (..., d), got a scalar")
-    torch._check(W.dim() == 2 and W.shape[0] == x.shape[-1],
-                 lambda: f"kernelfuse.{fn}: argument 'W': expected shape (d, D) with d = {x.shape[-1]}, got {tuple(W.shape)}")
+    torch._check(
+        W.dim() == 2 and W.shape[0] == x.shape[-1],
+        lambda: f"kernelfuse.{fn}: argument 'W': expected shape (d, D) with d = {x.shape[-1]}, got {tuple(W.shape)}",
+    )
 
 
 @torch.library.register_fake("kernelfuse::random_features")
@@ -188,24 +221,33 @@ def _(x, W, b, kind, scale, stabilize):
 def _(grad, out, x, W, b, kind, scale, stabilize, need_x, need_W, need_b):
     _dev("random_features_bwd", grad=grad, out=out, x=x, W=W, b=b)
     _fake_rf_check("random_features_bwd", x, W, b)
-    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
-            x.new_empty(W.shape) if need_W else x.new_empty((0,)),
-            x.new_empty(b.shape) if (need_b and b is not None) else x.new_empty((0,)))
+    return (
+        x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+        x.new_empty(W.shape) if need_W else x.new_empty((0,)),
+        x.new_empty(b.shape) if (need_b and b is not None) else x.new_empty((0,)),
+    )
 
 
 @torch.library.register_fake("kernelfuse::structured_features")
 def _(x, signs, perm, b, n_features, kind, block, scale, stabilize):
     _dev("structured_features", x=x, signs=signs, perm=perm, b=b)
-    torch._check(x.dim() >= 1, lambda: "kernelfuse.structured_features: argument 'x': expected shape (..., d), got a scalar")
-    torch._check(n_features >= 0, lambda: f"kernelfuse.structured_features: argument 'n_features': expected >= 0, got {n_features}")
+    torch._check(
+        x.dim() >= 1, lambda: "kernelfuse.structured_features: argument 'x': expected shape (..., d), got a scalar"
+    )
+    torch._check(
+        n_features >= 0,
+        lambda: f"kernelfuse.structured_features: argument 'n_features': expected >= 0, got {n_features}",
+    )
     return _fake_features(x, n_features, kind)
 
 
 @torch.library.register_fake("kernelfuse::structured_features_bwd")
 def _(grad, out, x, signs, perm, b, n_features, kind, block, scale, stabilize, need_x, need_b):
     _dev("structured_features_bwd", grad=grad, out=out, x=x, signs=signs, perm=perm, b=b)
-    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
-            x.new_empty(b.shape) if (need_b and b is not None) else x.new_empty((0,)))
+    return (
+        x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+        x.new_empty(b.shape) if (need_b and b is not None) else x.new_empty((0,)),
+    )
 
 
 # ---------------------------------------------------------------- autograd
@@ -229,8 +271,9 @@ def _rf_setup(ctx, inputs, output):
 def _rf_backward(ctx, grad):
     x, W, b, out = ctx.saved_tensors
     nx, nW, nb = ctx.needs_input_grad[:3]
-    gx, gW, gb = _ops.random_features_bwd(grad.contiguous(), out, x, W, b, ctx.kind, ctx.scale, ctx.stabilize,
-                                          nx, nW, nb and b is not None)
+    gx, gW, gb = _ops.random_features_bwd(
+        grad.contiguous(), out, x, W, b, ctx.kind, ctx.scale, ctx.stabilize, nx, nW, nb and b is not None
+    )
     return (gx if nx else None, gW if nW else None, gb if (nb and b is not None) else None, None, None, None)
 
 
@@ -248,8 +291,9 @@ def _sf_backward(ctx, grad):
     nx, ns, _, nb = ctx.needs_input_grad[:4]
     if ns:
         raise NotImplementedError("kernelfuse.structured_features: no gradient for 'signs' (fixed random diagonals)")
-    gx, gb = _ops.structured_features_bwd(grad.contiguous(), out, x, signs, perm, b, *ctx.args, nx,
-                                          nb and b is not None)
+    gx, gb = _ops.structured_features_bwd(
+        grad.contiguous(), out, x, signs, perm, b, *ctx.args, nx, nb and b is not None
+    )
     return (gx if nx else None, None, None, gb if (nb and b is not None) else None, None, None, None, None, None)
 
 

@@ -5,11 +5,11 @@ Ops (schemas in csrc/kernelfuse.cpp, kernels in csrc/kde/):
 backward twins ``kernel_sum_bwd`` / ``kernel_logsumexp_bwd``. This module adds the public Python
 API, the fake (meta) kernels for torch.compile, and autograd.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import math
+from typing import Optional, Union
 
 import torch
 
@@ -37,8 +37,6 @@ _ops = torch.ops.kernelfuse
 Bandwidth = Union[float, torch.Tensor]
 
 
-
-
 def _prepare(fn, x, y, weights, bandwidth, kernel, wname, metric="euclidean", p=2.0):
     """Normalise the public arguments to the op's: bandwidth as a tensor, shared weights expanded
     over a batch. Shape, dtype and device checks happen in C++ (one place for every caller)."""
@@ -49,11 +47,13 @@ def _prepare(fn, x, y, weights, bandwidth, kernel, wname, metric="euclidean", p=
     # one device for every tensor, the meta one named when mixed with real ones (issue 13)
     check_devices(fn, ("x", x), ("y", y), (wname, weights), ("bandwidth", bandwidth), name_meta=True)
     if not isinstance(kernel, str) or kernel not in KERNELS:
-        raise ValueError(f"kernelfuse.{fn}: argument 'kernel': unknown kernel {kernel!r}; "
-                         f"expected one of: {', '.join(KERNELS)}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'kernel': unknown kernel {kernel!r}; expected one of: {', '.join(KERNELS)}"
+        )
     if not isinstance(metric, str) or metric not in METRICS:
-        raise ValueError(f"kernelfuse.{fn}: argument 'metric': unknown metric {metric!r}; "
-                         f"expected one of: {', '.join(METRICS)}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'metric': unknown metric {metric!r}; expected one of: {', '.join(METRICS)}"
+        )
     try:
         p = float(p)
     except (TypeError, ValueError):
@@ -72,9 +72,17 @@ def _prepare(fn, x, y, weights, bandwidth, kernel, wname, metric="euclidean", p=
     return x, y, weights, h, metric, p
 
 
-def kernel_sum(x: torch.Tensor, y: torch.Tensor, weights: Optional[torch.Tensor] = None, *,
-               kernel: str = "gaussian", bandwidth: Bandwidth = 1.0, exclude_self: bool = False,
-               metric: str = "euclidean", p: float = 2.0) -> torch.Tensor:
+def kernel_sum(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: Optional[torch.Tensor] = None,
+    *,
+    kernel: str = "gaussian",
+    bandwidth: Bandwidth = 1.0,
+    exclude_self: bool = False,
+    metric: str = "euclidean",
+    p: float = 2.0,
+) -> torch.Tensor:
     """Kernel sums ``out[j] = sum_i weights[i] * k(dist(x[j], y[i]) / h)``, fused and tiled.
 
     Args:
@@ -117,30 +125,48 @@ def kernel_sum(x: torch.Tensor, y: torch.Tensor, weights: Optional[torch.Tensor]
     return _ops.kernel_sum(x, y, w, h, kernel, exclude_self, metric, p)
 
 
-def kernel_logsumexp(x: torch.Tensor, y: torch.Tensor, log_weights: Optional[torch.Tensor] = None, *,
-                     kernel: str = "gaussian", bandwidth: Bandwidth = 1.0,
-                     exclude_self: bool = False, metric: str = "euclidean", p: float = 2.0) -> torch.Tensor:
+def kernel_logsumexp(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    log_weights: Optional[torch.Tensor] = None,
+    *,
+    kernel: str = "gaussian",
+    bandwidth: Bandwidth = 1.0,
+    exclude_self: bool = False,
+    metric: str = "euclidean",
+    p: float = 2.0,
+) -> torch.Tensor:
     """``out[j] = log sum_i exp(log_weights[i] + log k(dist(x[j], y[i]) / h))``, stable in log space.
 
     Same arguments (metric and p included) and shapes as :func:`kernel_sum`. Use it where densities underflow (in
     64 dimensions with Scott's bandwidth log-densities are near -99, below float32's range).
     -inf where no point contributes (compact kernels) and for empty y.
     """
-    x, y, lw, h, metric, p = _prepare("kernel_logsumexp", x, y, log_weights, bandwidth, kernel, "log_weights",
-                                      metric, p)
+    x, y, lw, h, metric, p = _prepare(
+        "kernel_logsumexp", x, y, log_weights, bandwidth, kernel, "log_weights", metric, p
+    )
     return _ops.kernel_logsumexp(x, y, lw, h, kernel, exclude_self, metric, p)
 
 
-def kernel_logsumexp_sq(x: torch.Tensor, y: torch.Tensor, log_weights: Optional[torch.Tensor] = None, *,
-                        kernel: str = "gaussian", bandwidth: Bandwidth = 1.0, exclude_self: bool = False,
-                        metric: str = "euclidean", p: float = 2.0):
+def kernel_logsumexp_sq(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    log_weights: Optional[torch.Tensor] = None,
+    *,
+    kernel: str = "gaussian",
+    bandwidth: Bandwidth = 1.0,
+    exclude_self: bool = False,
+    metric: str = "euclidean",
+    p: float = 2.0,
+):
     """(lse, lse2) in one pass: lse as :func:`kernel_logsumexp`, lse2 = log sum_i exp(2 (log w_i + log k)).
 
     ``exp(2 * lse - lse2)`` is Kish's effective number of points contributing to each query.
     Not differentiable.
     """
-    x, y, lw, h, metric, p = _prepare("kernel_logsumexp_sq", x, y, log_weights, bandwidth, kernel, "log_weights",
-                                      metric, p)
+    x, y, lw, h, metric, p = _prepare(
+        "kernel_logsumexp_sq", x, y, log_weights, bandwidth, kernel, "log_weights", metric, p
+    )
     return _ops.kernel_logsumexp_sq(x, y, lw, h, kernel, exclude_self, metric, p)
 
 
@@ -151,30 +177,52 @@ def _fake_check(fn, x, y, w, h, wname, extra=()):
     named = (("x", x), ("y", y), ("bandwidth", h)) + tuple(extra)
     check_required(*named)
     check_devices(fn, *named, (wname, w), name_meta=True)
-    torch._check_value(x.dim() in (2, 3), lambda: f"kernelfuse: argument 'x': expected shape (m, d) or (B, m, d), "
-                       f"got {list(x.shape)}")
-    torch._check_value(y.dim() == x.dim(), lambda: f"kernelfuse: argument 'y': expected {x.dim()} dims like x "
-                       f"{list(x.shape)}, got {list(y.shape)}")
-    torch._check_value(x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-                       lambda: f"kernelfuse: argument 'x': expected dtype float32 or float64, got {x.dtype}")
-    for name, t in ((("y", y), (wname, w)) + tuple(extra)):
+    torch._check_value(
+        x.dim() in (2, 3), lambda: f"kernelfuse: argument 'x': expected shape (m, d) or (B, m, d), got {list(x.shape)}"
+    )
+    torch._check_value(
+        y.dim() == x.dim(),
+        lambda: f"kernelfuse: argument 'y': expected {x.dim()} dims like x {list(x.shape)}, got {list(y.shape)}",
+    )
+    torch._check_value(
+        x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+        lambda: f"kernelfuse: argument 'x': expected dtype float32 or float64, got {x.dtype}",
+    )
+    for name, t in (("y", y), (wname, w)) + tuple(extra):
         if t is not None:
-            torch._check_value(t.dtype == x.dtype, lambda: f"kernelfuse: argument '{name}': expected dtype "
-                               f"{x.dtype} (the dtype of 'x'), got {t.dtype}")
-    torch._check_value(y.shape[-1] == x.shape[-1], lambda: f"kernelfuse: argument 'y': expected {x.shape[-1]} "
-                       f"columns (the d of x {list(x.shape)}), got y {list(y.shape)}")
+            torch._check_value(
+                t.dtype == x.dtype,
+                lambda: f"kernelfuse: argument '{name}': expected dtype {x.dtype} (the dtype of 'x'), got {t.dtype}",
+            )
+    torch._check_value(
+        y.shape[-1] == x.shape[-1],
+        lambda: (
+            f"kernelfuse: argument 'y': expected {x.shape[-1]} "
+            f"columns (the d of x {list(x.shape)}), got y {list(y.shape)}"
+        ),
+    )
     if x.dim() == 3:
-        torch._check_value(y.shape[0] == x.shape[0], lambda: f"kernelfuse: argument 'y': expected batch size "
-                           f"{x.shape[0]} (of x {list(x.shape)}), got y {list(y.shape)}")
+        torch._check_value(
+            y.shape[0] == x.shape[0],
+            lambda: (
+                f"kernelfuse: argument 'y': expected batch size "
+                f"{x.shape[0]} (of x {list(x.shape)}), got y {list(y.shape)}"
+            ),
+        )
     if w is not None:
         pd = y.dim() - 1
-        torch._check_value(w.dim() in (pd, pd + 1) and w.shape[pd - 1] == y.shape[-2] and
-                           (x.dim() == 2 or w.shape[0] == y.shape[0]),
-                           lambda: f"kernelfuse: argument '{wname}': expected one row per point of y "
-                           f"{list(y.shape)}, got {list(w.shape)}")
-    torch._check_value(h.dim() == 0 or (h.dim() == 1 and (h.shape[0] == x.shape[-1] or h.shape[0] == 1)),
-                       lambda: f"kernelfuse: argument 'bandwidth': expected a scalar or shape (d,) = "
-                       f"({x.shape[-1]},), got {list(h.shape)}")
+        torch._check_value(
+            w.dim() in (pd, pd + 1) and w.shape[pd - 1] == y.shape[-2] and (x.dim() == 2 or w.shape[0] == y.shape[0]),
+            lambda: (
+                f"kernelfuse: argument '{wname}': expected one row per point of y {list(y.shape)}, got {list(w.shape)}"
+            ),
+        )
+    torch._check_value(
+        h.dim() == 0 or (h.dim() == 1 and (h.shape[0] == x.shape[-1] or h.shape[0] == 1)),
+        lambda: (
+            f"kernelfuse: argument 'bandwidth': expected a scalar or shape (d,) = ({x.shape[-1]},), got {list(h.shape)}"
+        ),
+    )
 
 
 def _fake_out(x, y, w):
@@ -186,8 +234,10 @@ def _fake_out(x, y, w):
 
 def _fake_grad(g, name, x, y, w):
     want = _fake_out(x, y, w).shape
-    torch._check_value(tuple(g.shape) == tuple(want), lambda: f"kernelfuse: argument '{name}': expected shape "
-                       f"{list(want)} (the output's), got {list(g.shape)}")
+    torch._check_value(
+        tuple(g.shape) == tuple(want),
+        lambda: f"kernelfuse: argument '{name}': expected shape {list(want)} (the output's), got {list(g.shape)}",
+    )
 
 
 @torch.library.register_fake("kernelfuse::kernel_sum")
@@ -209,23 +259,52 @@ def _(x, y, log_weights, bandwidth, kernel, exclude_self, metric="euclidean", p=
 
 
 def _fake_bwd(x, y, w, h, need_x, need_y, need_w, need_h):
-    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
-            x.new_empty(y.shape) if need_y else x.new_empty((0,)),
-            x.new_empty(w.shape) if (need_w and w is not None) else x.new_empty((0,)),
-            h.new_empty(h.shape) if need_h else x.new_empty((0,)))
+    return (
+        x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+        x.new_empty(y.shape) if need_y else x.new_empty((0,)),
+        x.new_empty(w.shape) if (need_w and w is not None) else x.new_empty((0,)),
+        h.new_empty(h.shape) if need_h else x.new_empty((0,)),
+    )
 
 
 @torch.library.register_fake("kernelfuse::kernel_sum_bwd")
-def _(grad, x, y, weights, bandwidth, kernel, exclude_self, need_x, need_y, need_weights, metric="euclidean",
-      p=2.0, need_bandwidth=False):
+def _(
+    grad,
+    x,
+    y,
+    weights,
+    bandwidth,
+    kernel,
+    exclude_self,
+    need_x,
+    need_y,
+    need_weights,
+    metric="euclidean",
+    p=2.0,
+    need_bandwidth=False,
+):
     _fake_check("kernel_sum_bwd", x, y, weights, bandwidth, "weights", (("grad", grad),))
     _fake_grad(grad, "grad", x, y, weights)
     return _fake_bwd(x, y, weights, bandwidth, need_x, need_y, need_weights, need_bandwidth)
 
 
 @torch.library.register_fake("kernelfuse::kernel_logsumexp_bwd")
-def _(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, need_y, need_weights,
-      metric="euclidean", p=2.0, need_bandwidth=False):
+def _(
+    grad,
+    out,
+    x,
+    y,
+    log_weights,
+    bandwidth,
+    kernel,
+    exclude_self,
+    need_x,
+    need_y,
+    need_weights,
+    metric="euclidean",
+    p=2.0,
+    need_bandwidth=False,
+):
     _fake_check("kernel_logsumexp_bwd", x, y, log_weights, bandwidth, "log_weights", (("grad", grad), ("out", out)))
     _fake_grad(grad, "grad", x, y, log_weights)
     _fake_grad(out, "out", x, y, log_weights)
@@ -235,7 +314,7 @@ def _(grad, out, x, y, log_weights, bandwidth, kernel, exclude_self, need_x, nee
 # ---------------------------------------------------------------- autograd
 def _setup(ctx, inputs, output, log_domain):
     x, y, w, h, kernel, exclude_self = inputs[:6]
-    metric, p = (tuple(inputs[6:8]) + ("euclidean", 2.0)[len(inputs[6:8]):])
+    metric, p = tuple(inputs[6:8]) + ("euclidean", 2.0)[len(inputs[6:8]) :]
     ctx.kernel, ctx.exclude_self, ctx.log_domain = kernel, exclude_self, log_domain
     ctx.metric, ctx.p, ctx.ninputs = metric, p, len(inputs)
     ctx.save_for_backward(x, y, w, h, output if log_domain else None)
@@ -268,14 +347,18 @@ def _backward(ctx, grad):
         gx, gy, gw, gh = _ops.kernel_sum_bwd(grad.contiguous(), *args)
     if nh and not in_pass:
         gh = _bandwidth_grad(gx, gy, x, y, h)
-    return (gx if nx else None, gy if ny else None, gw if need_w else None, gh if nh else None) + \
-        (None,) * (ctx.ninputs - 4)
+    return (gx if nx else None, gy if ny else None, gw if need_w else None, gh if nh else None) + (None,) * (
+        ctx.ninputs - 4
+    )
 
 
 torch.library.register_autograd(
-    "kernelfuse::kernel_sum", _backward, setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, False))
+    "kernelfuse::kernel_sum", _backward, setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, False)
+)
 torch.library.register_autograd(
-    "kernelfuse::kernel_logsumexp", _backward,
-    setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, True))
+    "kernelfuse::kernel_logsumexp",
+    _backward,
+    setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, True),
+)
 
 __all__ = ["KERNELS", "METRICS", "kernel_logsumexp", "kernel_logsumexp_sq", "kernel_sum"]

@@ -16,6 +16,7 @@ Conventions (every op):
 - Covariance factors (kron_gp_mll / kron_solve / kron_posterior) must be finite: a NaN / inf entry
   is an error naming the factor (before the eigendecomposition).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,36 +38,41 @@ _FLOATS = (torch.float32, torch.float64)
 # ---------------------------------------------------------------- argument checks
 def _check_factors(factors, fn: str, *, square: bool) -> List[torch.Tensor]:
     if isinstance(factors, torch.Tensor) or not isinstance(factors, (list, tuple)):
-        raise TypeError(f"kernelfuse.{fn}: argument 'factors' must be a list or tuple of 2-D tensors, "
-                        f"got {type(factors).__name__}")
+        raise TypeError(
+            f"kernelfuse.{fn}: argument 'factors' must be a list or tuple of 2-D tensors, got {type(factors).__name__}"
+        )
     if len(factors) == 0:
         raise ValueError(f"kernelfuse.{fn}: argument 'factors' must hold at least one matrix, got an empty list")
     fs = []
     for i, f in enumerate(factors):
         check_tensor(f, f"factors[{i}]", fn)
         if f.dim() != 2:
-            raise ValueError(f"kernelfuse.{fn}: argument 'factors[{i}]': expected a 2-D matrix, got shape "
-                             f"{tuple(f.shape)}")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument 'factors[{i}]': expected a 2-D matrix, got shape {tuple(f.shape)}"
+            )
         if square and f.shape[0] != f.shape[1]:
-            raise ValueError(f"kernelfuse.{fn}: argument 'factors[{i}]': expected a square (symmetric PSD) "
-                             f"matrix, got shape {tuple(f.shape)}")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument 'factors[{i}]': expected a square (symmetric PSD) "
+                f"matrix, got shape {tuple(f.shape)}"
+            )
         if f.dtype not in _FLOATS:
-            raise TypeError(f"kernelfuse.{fn}: argument 'factors[{i}]': expected dtype float32 or float64, "
-                            f"got {f.dtype}")
+            raise TypeError(
+                f"kernelfuse.{fn}: argument 'factors[{i}]': expected dtype float32 or float64, got {f.dtype}"
+            )
         if i > 0:
             check_like(f, fs[0], f"factors[{i}]", "factors[0]", fn)
         fs.append(f)
     return fs
 
 
-
-
 def _check_vec(x, name, fn, ref, length, what):
     check_tensor(x, name, fn)
     check_like(x, ref, name, "factors[0]", fn)
     if x.dim() < 1 or x.shape[-1] != length:
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected shape (..., {length}) with {length} = "
-                         f"{what}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument '{name}': expected shape (..., {length}) with {length} = "
+            f"{what}, got {tuple(x.shape)}"
+        )
 
 
 def _noise(noise, ref, fn) -> torch.Tensor:
@@ -74,12 +80,16 @@ def _noise(noise, ref, fn) -> torch.Tensor:
         try:
             v = float(noise)
         except (TypeError, ValueError):
-            raise TypeError(f"kernelfuse.{fn}: argument 'noise' must be a 0-d tensor or a number (the noise "
-                            f"variance), got {type(noise).__name__}") from None
+            raise TypeError(
+                f"kernelfuse.{fn}: argument 'noise' must be a 0-d tensor or a number (the noise "
+                f"variance), got {type(noise).__name__}"
+            ) from None
         return torch.tensor(v, dtype=ref.dtype, device=ref.device)
     if noise.numel() != 1 or noise.dim() > 1:
-        raise ValueError(f"kernelfuse.{fn}: argument 'noise': expected a scalar (0-d tensor, the noise variance), "
-                         f"got shape {tuple(noise.shape)}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'noise': expected a scalar (0-d tensor, the noise variance), "
+            f"got shape {tuple(noise.shape)}"
+        )
     check_like(noise, ref, "noise", "factors[0]", fn)
     return noise.reshape(())
 
@@ -105,7 +115,7 @@ def _memory_limit(t) -> float:
     """Bytes a tensor on t's device may plausibly take: host RAM + swap for CPU tensors (as the C++
     glue's check_alloc), 1 PiB elsewhere."""
     if t.device.type != "cpu":
-        return float(2 ** 50)
+        return float(2**50)
     try:
         ram = float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
@@ -125,10 +135,12 @@ def _check_size(numel: int, ref, name: str, fn: str, what: str) -> None:
     """A clear error naming ``name`` before an allocation of ``numel`` elements that cannot succeed."""
     nbytes = float(numel) * ref.element_size()
     lim = _memory_limit(ref)
-    if numel >= 2 ** 63 or nbytes > lim:
-        raise ValueError(f"kernelfuse.{fn}: argument '{name}': {what} would have {numel} elements "
-                         f"({nbytes / 2 ** 30:.1f} GiB of {ref.dtype}), more than the memory available "
-                         f"({lim / 2 ** 30:.1f} GiB)")
+    if numel >= 2**63 or nbytes > lim:
+        raise ValueError(
+            f"kernelfuse.{fn}: argument '{name}': {what} would have {numel} elements "
+            f"({nbytes / 2**30:.1f} GiB of {ref.dtype}), more than the memory available "
+            f"({lim / 2**30:.1f} GiB)"
+        )
 
 
 def _check_dims(fs, fn):
@@ -222,8 +234,16 @@ def _(factors, y, noise):
 
 @torch.library.register_fake("kernelfuse::kron_gp_mll_bwd")
 def _(grad_nll, grad_alpha, factors, noise, eig, alpha_rot, need_y, need_noise, need_factors):
-    _fake_args("kron_gp_mll_bwd", ("factors", factors), ("grad_nll", grad_nll), ("grad_alpha", grad_alpha),
-               ("noise", noise), ("eig", eig), ("alpha_rot", alpha_rot), optional=("grad_nll", "grad_alpha"))
+    _fake_args(
+        "kron_gp_mll_bwd",
+        ("factors", factors),
+        ("grad_nll", grad_nll),
+        ("grad_alpha", grad_alpha),
+        ("noise", noise),
+        ("eig", eig),
+        ("alpha_rot", alpha_rot),
+        optional=("grad_nll", "grad_alpha"),
+    )
     dy = alpha_rot.new_empty(alpha_rot.shape) if need_y else alpha_rot.new_empty((0,))
     dn = noise.new_empty(()) if need_noise else noise.new_empty((0,))
     dfs = [f.new_empty(f.shape) for f in factors] if need_factors else []
@@ -308,8 +328,9 @@ def kron_solve(factors: Factors, y: torch.Tensor, noise) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- kron_posterior
-def _rowwise_contract(ws: Sequence[torch.Tensor], t: torch.Tensor, dims: Sequence[int],
-                      chunk_elems: int = 1 << 22) -> torch.Tensor:
+def _rowwise_contract(
+    ws: Sequence[torch.Tensor], t: torch.Tensor, dims: Sequence[int], chunk_elems: int = 1 << 22
+) -> torch.Tensor:
     """out[b, i] = sum_j prod_d ws[d][i, j_d] t[b, j] for ws[d] (M, n_d), t (B, N) -> (B, M).
     Targets in chunks: memory O(B * N / n_D * chunk), never an M x N matrix."""
     B = t.shape[0]
@@ -321,9 +342,9 @@ def _rowwise_contract(ws: Sequence[torch.Tensor], t: torch.Tensor, dims: Sequenc
     step = max(1, chunk_elems // max(1, B * rest))
     outs = []
     for i0 in range(0, M, step) if M else [0]:  # M = 0: one empty chunk keeps the graph (zero grads)
-        W = [w[i0:i0 + step] for w in ws]
+        W = [w[i0 : i0 + step] for w in ws]
         m = W[0].shape[0]
-        s = (T @ W[-1].transpose(0, 1)).reshape(B, *dims[:-1], m)        # contract the last axis
+        s = (T @ W[-1].transpose(0, 1)).reshape(B, *dims[:-1], m)  # contract the last axis
         for d in range(D - 2, -1, -1):
             # s (B, n_0..n_d, m): contract axis n_d with W[d][i, :] per target i
             s = (s * W[d].transpose(0, 1).reshape(*([1] * (d + 1)), dims[d], m)).sum(-2)
@@ -336,16 +357,19 @@ def _rowwise_contract(ws: Sequence[torch.Tensor], t: torch.Tensor, dims: Sequenc
 def _prior(prior_var, M, ref, fn, dims=None):
     if isinstance(prior_var, (list, tuple)):
         if dims is None or len(prior_var) != len(dims):
-            raise ValueError(f"kernelfuse.{fn}: argument 'prior_var': a list of per-axis vectors needs one "
-                             f"(m_d,) vector per axis of a grid of targets")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument 'prior_var': a list of per-axis vectors needs one "
+                f"(m_d,) vector per axis of a grid of targets"
+            )
         vs = []
         for d, v in enumerate(prior_var):
             if isinstance(v, torch.Tensor):
                 check_devices(fn, ("factors[0]", ref), (f"prior_var[{d}]", v))
             v = torch.as_tensor(v, dtype=ref.dtype, device=ref.device).reshape(-1)
             if v.shape[0] != dims[d]:
-                raise ValueError(f"kernelfuse.{fn}: argument 'prior_var[{d}]': expected shape ({dims[d]},), "
-                                 f"got {tuple(v.shape)}")
+                raise ValueError(
+                    f"kernelfuse.{fn}: argument 'prior_var[{d}]': expected shape ({dims[d]},), got {tuple(v.shape)}"
+                )
             vs.append(v)
         return _kron_vec(vs)
     if isinstance(prior_var, torch.Tensor):
@@ -354,14 +378,23 @@ def _prior(prior_var, M, ref, fn, dims=None):
     try:
         return torch.broadcast_to(p, (M,))
     except RuntimeError:
-        raise ValueError(f"kernelfuse.{fn}: argument 'prior_var': expected a scalar or a tensor broadcastable "
-                         f"to ({M},), got shape {tuple(p.shape)}") from None
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'prior_var': expected a scalar or a tensor broadcastable "
+            f"to ({M},), got shape {tuple(p.shape)}"
+        ) from None
 
 
 @fp32_under_autocast
-def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: Optional[Factors] = None,
-                   targets: str = "grid", prior_var=None,
-                   return_var: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def kron_posterior(
+    factors: Factors,
+    y: torch.Tensor,
+    noise,
+    *,
+    cross_factors: Optional[Factors] = None,
+    targets: str = "grid",
+    prior_var=None,
+    return_var: bool = True,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Posterior mean and exact marginal variance of the latent GP f, given y = f + noise on a grid.
 
     Training data: factors K_d (n_d, n_d) symmetric PSD (the prior covariance K = (x) K_d on the
@@ -402,22 +435,30 @@ def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: O
     cs = None
     if cross_factors is not None:
         if isinstance(cross_factors, torch.Tensor) or not isinstance(cross_factors, (list, tuple)):
-            raise TypeError(f"kernelfuse.{fn}: argument 'cross_factors' must be a list or tuple of 2-D tensors, "
-                            f"got {type(cross_factors).__name__}")
+            raise TypeError(
+                f"kernelfuse.{fn}: argument 'cross_factors' must be a list or tuple of 2-D tensors, "
+                f"got {type(cross_factors).__name__}"
+            )
         if len(cross_factors) != len(fs):
-            raise ValueError(f"kernelfuse.{fn}: argument 'cross_factors': expected {len(fs)} matrices (one per "
-                             f"axis), got {len(cross_factors)}")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument 'cross_factors': expected {len(fs)} matrices (one per "
+                f"axis), got {len(cross_factors)}"
+            )
         cs = []
         for d, c in enumerate(cross_factors):
             name = f"cross_factors[{d}]"
             check_tensor(c, name, fn)
             check_like(c, fs[0], name, "factors[0]", fn)
             if c.dim() != 2 or c.shape[1] != dims[d]:
-                raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected shape (m, {dims[d]}) (targets x "
-                                 f"training points of axis {d}), got {tuple(c.shape)}")
+                raise ValueError(
+                    f"kernelfuse.{fn}: argument '{name}': expected shape (m, {dims[d]}) (targets x "
+                    f"training points of axis {d}), got {tuple(c.shape)}"
+                )
             if targets == "scattered" and cs and c.shape[0] != cs[0].shape[0]:
-                raise ValueError(f"kernelfuse.{fn}: argument '{name}': scattered targets need the same number of "
-                                 f"rows M = {cs[0].shape[0]} in every cross factor, got {tuple(c.shape)}")
+                raise ValueError(
+                    f"kernelfuse.{fn}: argument '{name}': scattered targets need the same number of "
+                    f"rows M = {cs[0].shape[0]} in every cross factor, got {tuple(c.shape)}"
+                )
             cs.append(c)
         if targets == "grid":
             # the mean's mode products: (B, n_0..n_{D-1}) -> (B, m_0..m_{D-1}), axis by axis
@@ -425,14 +466,26 @@ def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: O
             for d, c in enumerate(cs):
                 cur[d] = c.shape[0]
                 peak = max(peak, _prod(cur))
-            _check_size(_prod(y.shape[:-1]) * peak, fs[0], "cross_factors", fn,
-                        f"the posterior on the grid of targets {tuple(c.shape[0] for c in cs)} (or an intermediate)")
+            _check_size(
+                _prod(y.shape[:-1]) * peak,
+                fs[0],
+                "cross_factors",
+                fn,
+                f"the posterior on the grid of targets {tuple(c.shape[0] for c in cs)} (or an intermediate)",
+            )
         else:
-            _check_size(_prod(y.shape[:-1]) * cs[0].shape[0], fs[0], "cross_factors", fn,
-                        f"the posterior mean at {cs[0].shape[0]} scattered targets")
+            _check_size(
+                _prod(y.shape[:-1]) * cs[0].shape[0],
+                fs[0],
+                "cross_factors",
+                fn,
+                f"the posterior mean at {cs[0].shape[0]} scattered targets",
+            )
         if prior_var is None and return_var:
-            raise ValueError(f"kernelfuse.{fn}: argument 'prior_var' is required with cross_factors (the prior "
-                             f"variance k(x*, x*) at the targets: a scalar for a stationary kernel)")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument 'prior_var' is required with cross_factors (the prior "
+                f"variance k(x*, x*) at the targets: a scalar for a stationary kernel)"
+            )
     _, alpha, eig, _ = _mll_impl(fs, y, s2)
     lead = y.shape[:-1]
     if cs is None:
@@ -449,15 +502,28 @@ def kron_posterior(factors: Factors, y: torch.Tensor, noise, *, cross_factors: O
         return mean, None
     with torch.no_grad():
         prior = None if prior_var is None else _prior(prior_var, M, fs[0], fn, pdims).contiguous()
-        var = _ops.kron_posterior_var([f.detach() for f in fs], s2.detach(),
-                                      [] if cs is None else [c.detach() for c in cs], kind, prior, eig.detach())
+        var = _ops.kron_posterior_var(
+            [f.detach() for f in fs],
+            s2.detach(),
+            [] if cs is None else [c.detach() for c in cs],
+            kind,
+            prior,
+            eig.detach(),
+        )
     return mean, var
 
 
 @torch.library.register_fake("kernelfuse::kron_posterior_var")
 def _(factors, noise, cross_factors, targets, prior_var, eig):
-    _fake_args("kron_posterior_var", ("factors", factors), ("noise", noise), ("cross_factors", cross_factors),
-               ("prior_var", prior_var), ("eig", eig), optional=("prior_var", "eig"))
+    _fake_args(
+        "kron_posterior_var",
+        ("factors", factors),
+        ("noise", noise),
+        ("cross_factors", cross_factors),
+        ("prior_var", prior_var),
+        ("eig", eig),
+        optional=("prior_var", "eig"),
+    )
     if targets == "train":
         M = _prod(f.shape[0] for f in factors)
     elif targets == "grid":

@@ -21,6 +21,7 @@ stm         3     (log_weight, freq, log_lengthscale)    w matern52(tau; l) cos(
 ``freq`` in radians per unit of x); ``stm`` the Student-t mixture of GP-HM-StM (a Matern-5/2
 spectral density, i.e. Student-t with 5 degrees of freedom, centred at +-freq).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
@@ -48,15 +49,26 @@ def _check_orders(kind: str, orders) -> Tuple[int, int]:
     if not (0 <= a <= 2 and 0 <= b <= 2):
         raise ValueError(f"kernelfuse.grid_kernel: argument 'orders': expected 0 <= a, b <= 2, got {(a, b)}")
     if a + b > MAX_ORDER[kind]:
-        why = {"matern12": "matern12 is not differentiable at tau = 0",
-               "matern32": "matern32 is twice differentiable at tau = 0"}.get(kind, "")
-        raise ValueError(f"kernelfuse.grid_kernel: argument 'orders': derivative orders {(a, b)} are not defined "
-                         f"for kind '{kind}' (a + b <= {MAX_ORDER[kind]}{'; ' + why if why else ''})")
+        why = {
+            "matern12": "matern12 is not differentiable at tau = 0",
+            "matern32": "matern32 is twice differentiable at tau = 0",
+        }.get(kind, "")
+        raise ValueError(
+            f"kernelfuse.grid_kernel: argument 'orders': derivative orders {(a, b)} are not defined "
+            f"for kind '{kind}' (a + b <= {MAX_ORDER[kind]}{'; ' + why if why else ''})"
+        )
     return a, b
 
 
-def grid_kernel(x1: torch.Tensor, x2: torch.Tensor, kind: str, params: torch.Tensor, *,
-                orders: Sequence[int] = (0, 0), toeplitz: Optional[bool] = None) -> torch.Tensor:
+def grid_kernel(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    kind: str,
+    params: torch.Tensor,
+    *,
+    orders: Sequence[int] = (0, 0),
+    toeplitz: Optional[bool] = None,
+) -> torch.Tensor:
     """1-D kernel matrix ``K[i, j] = d^a/dx^a d^b/dx'^b k(x1[i], x2[j])`` for ``orders = (a, b)``.
 
     Args:
@@ -83,8 +95,10 @@ def grid_kernel(x1: torch.Tensor, x2: torch.Tensor, kind: str, params: torch.Ten
     check_tensor(params, "params", "grid_kernel")
     check_devices("grid_kernel", ("x1", x1), ("x2", x2), ("params", params))
     if not isinstance(kind, str) or kind not in KINDS:
-        raise ValueError(f"kernelfuse.grid_kernel: argument 'kind': unknown kernel kind {kind!r}; expected one of: "
-                         f"{', '.join(KINDS)}")
+        raise ValueError(
+            f"kernelfuse.grid_kernel: argument 'kind': unknown kernel kind {kind!r}; expected one of: "
+            f"{', '.join(KINDS)}"
+        )
     a, b = _check_orders(kind, orders)
     if toeplitz is not None and not isinstance(toeplitz, bool):
         raise TypeError(f"kernelfuse.grid_kernel: argument 'toeplitz' must be None, True or False, got {toeplitz!r}")
@@ -98,7 +112,9 @@ def _(x1, x2, kind, params, a, b, toeplitz):
     for nm, t in (("x1", x1), ("x2", x2), ("params", params)):
         check_tensor(t, nm, "grid_kernel")
     check_devices("grid_kernel", ("x1", x1), ("x2", x2), ("params", params))
-    torch._check(x1.dim() == 1 and x2.dim() == 1, lambda: "kernelfuse.grid_kernel: arguments 'x1', 'x2': expected 1-D tensors")
+    torch._check(
+        x1.dim() == 1 and x2.dim() == 1, lambda: "kernelfuse.grid_kernel: arguments 'x1', 'x2': expected 1-D tensors"
+    )
     return x1.new_empty((x1.shape[0], x2.shape[0]))
 
 

@@ -4,6 +4,7 @@ Ops (schemas in csrc/kernelfuse.cpp, kernels in csrc/longconv/): ``torch.ops.ker
 and its backward twin ``fftconv_bwd``. This module adds the public Python API, the fake (meta)
 kernels for torch.compile, and autograd.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -32,10 +33,18 @@ def h3_reverse_to_safari(k: torch.Tensor) -> torch.Tensor:
     return torch.cat([k_fwd, k_bwd], dim=-1)
 
 
-def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
-            pregate: Optional[torch.Tensor] = None, postgate: Optional[torch.Tensor] = None,
-            mode: str = "causal", fft_size: Optional[int] = None, skip: str = "input",
-            reverse: str = "safari") -> torch.Tensor:
+def fftconv(
+    u: torch.Tensor,
+    k: Kernel,
+    D: Optional[torch.Tensor] = None,
+    *,
+    pregate: Optional[torch.Tensor] = None,
+    postgate: Optional[torch.Tensor] = None,
+    mode: str = "causal",
+    fft_size: Optional[int] = None,
+    skip: str = "input",
+    reverse: str = "safari",
+) -> torch.Tensor:
     """Fused FFT long convolution ``y = postgate * (conv(u * pregate, k) + D[:, None] * s)`` with the
     skip source ``s = u`` (``skip="input"``) or ``s = u * pregate`` (``skip="gated"``).
 
@@ -90,28 +99,38 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
     check_tensor(u, "u", "fftconv")
     if isinstance(k, (tuple, list)):
         if mode != "bidirectional" or len(k) != 2:
-            raise ValueError("kernelfuse.fftconv: argument 'k': a pair (k_fwd, k_bwd) is only accepted with "
-                             f"mode='bidirectional' (got {len(k)} tensors, mode={mode!r})")
+            raise ValueError(
+                "kernelfuse.fftconv: argument 'k': a pair (k_fwd, k_bwd) is only accepted with "
+                f"mode='bidirectional' (got {len(k)} tensors, mode={mode!r})"
+            )
         for i, t in enumerate(k):
             check_tensor(t, f"k[{i}]", "fftconv")
         if k[0].shape != k[1].shape:
-            raise ValueError(f"kernelfuse.fftconv: argument 'k': k_fwd and k_bwd must have the same shape, got "
-                             f"{tuple(k[0].shape)} and {tuple(k[1].shape)}")
+            raise ValueError(
+                f"kernelfuse.fftconv: argument 'k': k_fwd and k_bwd must have the same shape, got "
+                f"{tuple(k[0].shape)} and {tuple(k[1].shape)}"
+            )
         k = torch.cat([k[0], k[1]], dim=-1)
     check_tensor(k, "k", "fftconv")
     if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"kernelfuse.fftconv: argument 'mode': unknown mode {mode!r}; expected one of: "
-                         f"{', '.join(MODES)}")
+        raise ValueError(
+            f"kernelfuse.fftconv: argument 'mode': unknown mode {mode!r}; expected one of: {', '.join(MODES)}"
+        )
     if not isinstance(skip, str) or skip not in SKIPS:
-        raise ValueError(f"kernelfuse.fftconv: argument 'skip': unknown skip convention {skip!r}; expected one of: "
-                         f"{', '.join(SKIPS)}")
+        raise ValueError(
+            f"kernelfuse.fftconv: argument 'skip': unknown skip convention {skip!r}; expected one of: "
+            f"{', '.join(SKIPS)}"
+        )
     if not isinstance(reverse, str) or reverse not in REVERSES:
-        raise ValueError(f"kernelfuse.fftconv: argument 'reverse': unknown convention {reverse!r}; expected one "
-                         f"of: {', '.join(REVERSES)}")
+        raise ValueError(
+            f"kernelfuse.fftconv: argument 'reverse': unknown convention {reverse!r}; expected one "
+            f"of: {', '.join(REVERSES)}"
+        )
     if fft_size is not None:
         if isinstance(fft_size, bool) or not isinstance(fft_size, int) or fft_size < 1:
-            raise ValueError(f"kernelfuse.fftconv: argument 'fft_size': expected None or a positive int, "
-                             f"got {fft_size!r}")
+            raise ValueError(
+                f"kernelfuse.fftconv: argument 'fft_size': expected None or a positive int, got {fft_size!r}"
+            )
     check_same_device(k, u, "k", "u", "fftconv")
     for name, t in (("D", D), ("pregate", pregate), ("postgate", postgate)):
         if t is not None:
@@ -123,7 +142,7 @@ def fftconv(u: torch.Tensor, k: Kernel, D: Optional[torch.Tensor] = None, *,
 
 
 # ---------------------------------------------------------------- fake kernels (torch.compile)
-MAX_FFT_SIZE = 2 ** 31  # the ops' limit on the FFT size n (csrc/longconv/fftconv_torch.cpp)
+MAX_FFT_SIZE = 2**31  # the ops' limit on the FFT size n (csrc/longconv/fftconv_torch.cpp)
 
 
 def _fake_checks(fn, tensors, mode, fft_size):
@@ -136,34 +155,60 @@ def _fake_checks(fn, tensors, mode, fft_size):
     u = tensors[0][1] if tensors[0][0] == "u" else tensors[1][1]
     for name, t, _ in tensors:
         if t is not None and t.device != u.device:
-            raise ValueError(f"kernelfuse.{fn}: argument '{name}': expected a tensor on {u.device} (the device of 'u'), "
-                             f"got one on {t.device}")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument '{name}': expected a tensor on {u.device} (the device of 'u'), "
+                f"got one on {t.device}"
+            )
     if u.dim() != 3:
         raise ValueError(f"kernelfuse.{fn}: argument 'u': expected shape (B, H, L), got {list(u.shape)}")
     if fft_size is not None:
-        torch._check_value(fft_size <= MAX_FFT_SIZE,
-                     lambda: f"kernelfuse.{fn}: argument 'fft_size': expected at most 2^31 = {MAX_FFT_SIZE}, got {fft_size}")
+        torch._check_value(
+            fft_size <= MAX_FFT_SIZE,
+            lambda: f"kernelfuse.{fn}: argument 'fft_size': expected at most 2^31 = {MAX_FFT_SIZE}, got {fft_size}",
+        )
     elif mode == "circular":
-        torch._check_value(u.shape[-1] <= MAX_FFT_SIZE, lambda: f"kernelfuse.{fn}: argument 'u': sequence length L = "
-                     f"{u.shape[-1]} too long: more than the supported maximum FFT size 2^31 = {MAX_FFT_SIZE}")
+        torch._check_value(
+            u.shape[-1] <= MAX_FFT_SIZE,
+            lambda: (
+                f"kernelfuse.{fn}: argument 'u': sequence length L = "
+                f"{u.shape[-1]} too long: more than the supported maximum FFT size 2^31 = {MAX_FFT_SIZE}"
+            ),
+        )
     return u
 
 
 @torch.library.register_fake("kernelfuse::fftconv")
 def _(u, k, D, pregate, postgate, mode, fft_size, skip="input"):
-    _fake_checks("fftconv", (("u", u, True), ("k", k, True), ("D", D, False), ("pregate", pregate, False),
-                  ("postgate", postgate, False)), mode, fft_size)
+    _fake_checks(
+        "fftconv",
+        (("u", u, True), ("k", k, True), ("D", D, False), ("pregate", pregate, False), ("postgate", postgate, False)),
+        mode,
+        fft_size,
+    )
     return u.new_empty(u.shape)  # contiguous, as the kernels' output (whatever u's strides)
 
 
 @torch.library.register_fake("kernelfuse::fftconv_bwd")
-def _(grad, u, k, D, pregate, postgate, mode, fft_size, need_u, need_k, need_D, need_pregate, need_postgate,
-      skip="input"):
-    _fake_checks("fftconv_bwd", (("u", u, True), ("grad", grad, True), ("k", k, True), ("D", D, False),
-                  ("pregate", pregate, False), ("postgate", postgate, False)), mode, fft_size)
+def _(
+    grad, u, k, D, pregate, postgate, mode, fft_size, need_u, need_k, need_D, need_pregate, need_postgate, skip="input"
+):
+    _fake_checks(
+        "fftconv_bwd",
+        (
+            ("u", u, True),
+            ("grad", grad, True),
+            ("k", k, True),
+            ("D", D, False),
+            ("pregate", pregate, False),
+            ("postgate", postgate, False),
+        ),
+        mode,
+        fft_size,
+    )
 
     def like(t, need):
         return t.new_empty(t.shape) if (need and t is not None) else u.new_empty((0,))
+
     return like(u, need_u), like(k, need_k), like(D, need_D), like(pregate, need_pregate), like(postgate, need_postgate)
 
 
@@ -177,12 +222,32 @@ def _setup(ctx, inputs, output):
 def _backward(ctx, grad):
     u, k, D, pregate, postgate = ctx.saved_tensors
     nu, nk, nD, npre, npost = ctx.needs_input_grad[:5]
-    du, dk, dD, dpre, dpost = _ops.fftconv_bwd(grad, u, k, D, pregate, postgate, ctx.mode, ctx.fft_size,
-                                               nu, nk, nD and D is not None, npre and pregate is not None,
-                                               npost and postgate is not None, ctx.skip)
-    return (du if nu else None, dk if nk else None, dD if (nD and D is not None) else None,
-            dpre if (npre and pregate is not None) else None, dpost if (npost and postgate is not None) else None,
-            None, None, None)
+    du, dk, dD, dpre, dpost = _ops.fftconv_bwd(
+        grad,
+        u,
+        k,
+        D,
+        pregate,
+        postgate,
+        ctx.mode,
+        ctx.fft_size,
+        nu,
+        nk,
+        nD and D is not None,
+        npre and pregate is not None,
+        npost and postgate is not None,
+        ctx.skip,
+    )
+    return (
+        du if nu else None,
+        dk if nk else None,
+        dD if (nD and D is not None) else None,
+        dpre if (npre and pregate is not None) else None,
+        dpost if (npost and postgate is not None) else None,
+        None,
+        None,
+        None,
+    )
 
 
 torch.library.register_autograd("kernelfuse::fftconv", _backward, setup_context=_setup)

@@ -10,6 +10,7 @@ complex128 with float64); the ops take them as real (re, im) pairs of shape (H, 
 real tensors. Gradients reach the complex tensors through view_as_real (torch's convention:
 grad = dLoss/dRe + i dLoss/dIm).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -26,13 +27,23 @@ _ops = torch.ops.kernelfuse
 def _as_pairs(t: torch.Tensor, name: str) -> torch.Tensor:
     check_tensor(t, name, "ssm_kernel")
     if not t.is_complex():
-        raise ValueError(f"kernelfuse.ssm_kernel: argument '{name}': expected a complex tensor (H, N) "
-                         f"(complex64 or complex128), got dtype {t.dtype} with shape {tuple(t.shape)}")
+        raise ValueError(
+            f"kernelfuse.ssm_kernel: argument '{name}': expected a complex tensor (H, N) "
+            f"(complex64 or complex128), got dtype {t.dtype} with shape {tuple(t.shape)}"
+        )
     return torch.view_as_real(t.resolve_conj())
 
 
-def ssm_kernel(log_dt: torch.Tensor, A_real: torch.Tensor, A_imag: torch.Tensor, B: Optional[torch.Tensor],
-               C: torch.Tensor, L: int, *, discretization: str = "zoh") -> torch.Tensor:
+def ssm_kernel(
+    log_dt: torch.Tensor,
+    A_real: torch.Tensor,
+    A_imag: torch.Tensor,
+    B: Optional[torch.Tensor],
+    C: torch.Tensor,
+    L: int,
+    *,
+    discretization: str = "zoh",
+) -> torch.Tensor:
     """The S4D convolution kernel ``K[h, l] = 2 Re sum_n C[h,n] Bbar[h,n] Abar[h,n]^l``, l < L.
 
     Args:
@@ -57,8 +68,10 @@ def ssm_kernel(log_dt: torch.Tensor, A_real: torch.Tensor, A_imag: torch.Tensor,
         check_tensor(t, name, "ssm_kernel")
     check_one_device("ssm_kernel", (("log_dt", log_dt), ("A_real", A_real), ("A_imag", A_imag), ("B", B), ("C", C)))
     if not isinstance(discretization, str) or discretization not in DISCRETIZATIONS:
-        raise ValueError(f"kernelfuse.ssm_kernel: argument 'discretization': unknown discretization "
-                         f"{discretization!r}; expected one of: {', '.join(DISCRETIZATIONS)}")
+        raise ValueError(
+            f"kernelfuse.ssm_kernel: argument 'discretization': unknown discretization "
+            f"{discretization!r}; expected one of: {', '.join(DISCRETIZATIONS)}"
+        )
     if isinstance(L, bool) or not isinstance(L, (int, torch.SymInt)):
         raise TypeError(f"kernelfuse.ssm_kernel: argument 'L' must be an int, got {type(L).__name__}")
     if isinstance(L, int) and L < 0:
@@ -72,20 +85,32 @@ def ssm_kernel(log_dt: torch.Tensor, A_real: torch.Tensor, A_imag: torch.Tensor,
 @torch.library.register_fake("kernelfuse::ssm_kernel")
 def _(log_dt, A_real, A_imag, B, C, L, discretization):
     check_one_device("ssm_kernel", (("log_dt", log_dt), ("A_real", A_real), ("A_imag", A_imag), ("B", B), ("C", C)))
-    torch._check(A_real.dim() == 2, lambda: f"kernelfuse.ssm_kernel: argument 'A_real': expected shape (H, N), got {tuple(A_real.shape)}")
+    torch._check(
+        A_real.dim() == 2,
+        lambda: f"kernelfuse.ssm_kernel: argument 'A_real': expected shape (H, N), got {tuple(A_real.shape)}",
+    )
     torch._check(L >= 0, lambda: f"kernelfuse.ssm_kernel: argument 'L': expected a length >= 0, got {L}")
     return A_real.new_empty((A_real.shape[0], L))
 
 
 @torch.library.register_fake("kernelfuse::ssm_kernel_bwd")
 def _(grad, log_dt, A_real, A_imag, B, C, discretization):
-    check_one_device("ssm_kernel_bwd", (("grad", grad), ("log_dt", log_dt), ("A_real", A_real), ("A_imag", A_imag),
-                                        ("B", B), ("C", C)))
-    torch._check(A_real.dim() == 2, lambda: f"kernelfuse.ssm_kernel_bwd: argument 'A_real': expected shape (H, N), got {tuple(A_real.shape)}")
+    check_one_device(
+        "ssm_kernel_bwd",
+        (("grad", grad), ("log_dt", log_dt), ("A_real", A_real), ("A_imag", A_imag), ("B", B), ("C", C)),
+    )
+    torch._check(
+        A_real.dim() == 2,
+        lambda: f"kernelfuse.ssm_kernel_bwd: argument 'A_real': expected shape (H, N), got {tuple(A_real.shape)}",
+    )
     H, N = A_real.shape
-    return (A_real.new_empty((H,)), A_real.new_empty((H, N)), A_real.new_empty((H, N)),
-            A_real.new_empty((H, N, 2)) if B is not None else A_real.new_empty((0,)),
-            A_real.new_empty((H, N, 2)))
+    return (
+        A_real.new_empty((H,)),
+        A_real.new_empty((H, N)),
+        A_real.new_empty((H, N)),
+        A_real.new_empty((H, N, 2)) if B is not None else A_real.new_empty((0,)),
+        A_real.new_empty((H, N, 2)),
+    )
 
 
 # ---------------------------------------------------------------- autograd
@@ -97,11 +122,19 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad):
     log_dt, A_real, A_imag, B, C = ctx.saved_tensors
-    g_log_dt, g_Ar, g_Ai, g_B, g_C = _ops.ssm_kernel_bwd(grad.contiguous(), log_dt, A_real, A_imag, B, C,
-                                                         ctx.discretization)
+    g_log_dt, g_Ar, g_Ai, g_B, g_C = _ops.ssm_kernel_bwd(
+        grad.contiguous(), log_dt, A_real, A_imag, B, C, ctx.discretization
+    )
     need = ctx.needs_input_grad
-    return (g_log_dt if need[0] else None, g_Ar if need[1] else None, g_Ai if need[2] else None,
-            g_B if (need[3] and B is not None) else None, g_C if need[4] else None, None, None)
+    return (
+        g_log_dt if need[0] else None,
+        g_Ar if need[1] else None,
+        g_Ai if need[2] else None,
+        g_B if (need[3] and B is not None) else None,
+        g_C if need[4] else None,
+        None,
+        None,
+    )
 
 
 torch.library.register_autograd("kernelfuse::ssm_kernel", _backward, setup_context=_setup)

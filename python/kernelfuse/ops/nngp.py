@@ -5,6 +5,7 @@ and its backward twin ``nngp_matmul_bwd``. This module adds the public Python AP
 kernels for torch.compile, and autograd. The kernels are defined in kernelfuse.reference.nngp
 (the spec) and docs/nngp.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,13 +23,16 @@ def check_config(fn: str, depth, activation, sigma_w2, sigma_b2):
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ValueError(f"kernelfuse.{fn}: argument 'depth': expected an int >= 0 (hidden layers), got {depth!r}")
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
-        raise ValueError(f"kernelfuse.{fn}: argument 'activation': unknown activation {activation!r}; "
-                         f"expected one of: {', '.join(ACTIVATIONS)}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'activation': unknown activation {activation!r}; "
+            f"expected one of: {', '.join(ACTIVATIONS)}"
+        )
     try:
         sw2, sb2 = float(sigma_w2), float(sigma_b2)
     except (TypeError, ValueError):
-        raise ValueError(f"kernelfuse.{fn}: arguments 'sigma_w2' / 'sigma_b2' must be numbers, got "
-                         f"{sigma_w2!r} / {sigma_b2!r}") from None
+        raise ValueError(
+            f"kernelfuse.{fn}: arguments 'sigma_w2' / 'sigma_b2' must be numbers, got {sigma_w2!r} / {sigma_b2!r}"
+        ) from None
     if not (math.isfinite(sw2) and sw2 > 0):
         raise ValueError(f"kernelfuse.{fn}: argument 'sigma_w2': expected a positive finite variance, got {sw2}")
     if not (math.isfinite(sb2) and sb2 >= 0):
@@ -36,9 +40,17 @@ def check_config(fn: str, depth, activation, sigma_w2, sigma_b2):
     return depth, activation, sw2, sb2
 
 
-def nngp_matmul(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, *, depth: int = 1,
-                activation: str = "relu", sigma_w2: float = 2.0, sigma_b2: float = 0.0,
-                ntk: bool = False) -> torch.Tensor:
+def nngp_matmul(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    depth: int = 1,
+    activation: str = "relu",
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 0.0,
+    ntk: bool = False,
+) -> torch.Tensor:
     """``K(x, y) @ weights`` with K the NNGP (or, ``ntk=True``, the NTK) of a fully connected
     network of ``depth`` hidden layers, fused and tiled: O((m + n)(d + c)) memory.
 
@@ -71,9 +83,11 @@ def _(x, y, weights, depth, activation, sigma_w2, sigma_b2, ntk):
 
 @torch.library.register_fake("kernelfuse::nngp_matmul_bwd")
 def _(grad, x, y, weights, depth, activation, sigma_w2, sigma_b2, ntk, need_x, need_y, need_weights):
-    return (x.new_empty(x.shape) if need_x else x.new_empty((0,)),
-            y.new_empty(y.shape) if need_y else x.new_empty((0,)),
-            weights.new_empty(weights.shape) if need_weights else x.new_empty((0,)))
+    return (
+        x.new_empty(x.shape) if need_x else x.new_empty((0,)),
+        y.new_empty(y.shape) if need_y else x.new_empty((0,)),
+        weights.new_empty(weights.shape) if need_weights else x.new_empty((0,)),
+    )
 
 
 # ---------------------------------------------------------------- autograd
@@ -95,8 +109,16 @@ torch.library.register_autograd("kernelfuse::nngp_matmul", _backward, setup_cont
 __all__ = ["ACTIVATIONS", "nngp_matmul"]
 
 
-def nngp_kernel_matrix(x1: torch.Tensor, x2: torch.Tensor, *, depth: int = 1, activation: str = "relu",
-                       sigma_w2: float = 2.0, sigma_b2: float = 0.0, ntk: bool = False) -> torch.Tensor:
+def nngp_kernel_matrix(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    *,
+    depth: int = 1,
+    activation: str = "relu",
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 0.0,
+    ntk: bool = False,
+) -> torch.Tensor:
     """The kernel matrix K(x1, x2) (m, n) by the same fused kernels (differentiable in x1, x2)."""
     fn = "nngp_kernel"
     for name, t in (("x1", x1), ("x2", x2)):
@@ -113,8 +135,10 @@ def _(x1, x2, depth, activation, sigma_w2, sigma_b2, ntk):
 
 @torch.library.register_fake("kernelfuse::nngp_kernel_bwd")
 def _(grad, x1, x2, depth, activation, sigma_w2, sigma_b2, ntk, need_x1, need_x2):
-    return (x1.new_empty(x1.shape) if need_x1 else x1.new_empty((0,)),
-            x2.new_empty(x2.shape) if need_x2 else x1.new_empty((0,)))
+    return (
+        x1.new_empty(x1.shape) if need_x1 else x1.new_empty((0,)),
+        x2.new_empty(x2.shape) if need_x2 else x1.new_empty((0,)),
+    )
 
 
 def _setup_k(ctx, inputs, output):

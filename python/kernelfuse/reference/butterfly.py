@@ -1,4 +1,5 @@
 """Plain-torch references for the butterfly family (the spec of kernelfuse.ops.butterfly)."""
+
 from __future__ import annotations
 
 import torch

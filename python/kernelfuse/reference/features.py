@@ -1,5 +1,6 @@
 """Plain-torch references for the random-feature ops (float64-capable): the spec of
 ``kernelfuse.fwht``, ``kernelfuse.random_features`` and ``kernelfuse.structured_features``."""
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,14 @@ def random_features(x, W, b=None, *, kind="cos", scale=None, stabilize="row"):
     return _apply(z, x, kind, s, stabilize)
 
 
-def structured_matrix(signs: torch.Tensor, d: int, *, block: str = "sorf", perm: Optional[torch.Tensor] = None,
-                      n_features: Optional[int] = None) -> torch.Tensor:
+def structured_matrix(
+    signs: torch.Tensor,
+    d: int,
+    *,
+    block: str = "sorf",
+    perm: Optional[torch.Tensor] = None,
+    n_features: Optional[int] = None,
+) -> torch.Tensor:
     """The dense (d, n_features) matrix W with structured_features(x) == f(x @ W + b)."""
     nb, _, P = signs.shape
     eye = torch.eye(P, dtype=signs.dtype, device=signs.device)
@@ -75,8 +82,9 @@ def structured_matrix(signs: torch.Tensor, d: int, *, block: str = "sorf", perm:
     return Wfull[:, :nf]
 
 
-def structured_features(x, signs, *, kind="cos", block="sorf", scale=None, perm=None, b=None, n_features=None,
-                        stabilize="row"):
+def structured_features(
+    x, signs, *, kind="cos", block="sorf", scale=None, perm=None, b=None, n_features=None, stabilize="row"
+):
     W = structured_matrix(signs, x.shape[-1], block=block, perm=perm, n_features=n_features)
     z = x @ W
     if b is not None:

@@ -7,6 +7,7 @@ differences (x_k - y_k) / h_k; haversine: great-circle distance of (lat, lon) ro
 scalar h). Compact kernels are 0 outside dist(x, y) < h; with a scalar bandwidth that test is
 made on unscaled distances (squared euclidean distance < h^2), exact for integer data.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,17 +34,22 @@ METRICS = ("euclidean", "manhattan", "chebyshev", "minkowski", "haversine")
 def check_metric(metric, p, d, bandwidth, fn="kernel_sum"):
     """The metric argument checks (same messages as the C++ glue)."""
     if not isinstance(metric, str) or metric not in METRICS:
-        raise ValueError(f"kernelfuse.{fn}: argument 'metric': unknown metric {metric!r}; "
-                         f"expected one of: {', '.join(METRICS)}")
+        raise ValueError(
+            f"kernelfuse.{fn}: argument 'metric': unknown metric {metric!r}; expected one of: {', '.join(METRICS)}"
+        )
     if metric == "minkowski" and not (math.isfinite(float(p)) and float(p) >= 1.0):
         raise ValueError(f"kernelfuse.{fn}: argument 'p': expected a finite p >= 1 for metric 'minkowski', got {p}")
     if metric == "haversine":
         if d != 2:
-            raise ValueError(f"kernelfuse.{fn}: argument 'metric': 'haversine' expects d == 2 columns "
-                             f"(latitude, longitude in radians), got d = {d}")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument 'metric': 'haversine' expects d == 2 columns "
+                f"(latitude, longitude in radians), got d = {d}"
+            )
         if isinstance(bandwidth, torch.Tensor) and bandwidth.numel() != 1:
-            raise ValueError(f"kernelfuse.{fn}: argument 'bandwidth': metric 'haversine' takes a scalar "
-                             f"bandwidth, got {bandwidth.numel()} values (shape {tuple(bandwidth.shape)})")
+            raise ValueError(
+                f"kernelfuse.{fn}: argument 'bandwidth': metric 'haversine' takes a scalar "
+                f"bandwidth, got {bandwidth.numel()} values (shape {tuple(bandwidth.shape)})"
+            )
 
 
 def log_profile(kernel: str, s: torch.Tensor, inside=None) -> torch.Tensor:
@@ -169,8 +175,18 @@ def _self_mask(s: torch.Tensor) -> torch.Tensor:
     return torch.eye(m, n, dtype=torch.bool, device=s.device)
 
 
-def kernel_sum(x, y, weights=None, *, kernel="gaussian", bandwidth=1.0, exclude_self=False,
-               metric="euclidean", p=2.0, chunk_size: int = 1024):
+def kernel_sum(
+    x,
+    y,
+    weights=None,
+    *,
+    kernel="gaussian",
+    bandwidth=1.0,
+    exclude_self=False,
+    metric="euclidean",
+    p=2.0,
+    chunk_size: int = 1024,
+):
     """sum_i w_i k(dist(x_j, y_i) / h), chunked over queries. Shapes as :func:`kernelfuse.kernel_sum`."""
     check_metric(metric, p, x.shape[-1], bandwidth)
     w = torch.ones(y.shape[:-1], dtype=x.dtype, device=x.device) if weights is None else weights
@@ -182,19 +198,29 @@ def kernel_sum(x, y, weights=None, *, kernel="gaussian", bandwidth=1.0, exclude_
     outs = []
     m = x.shape[-2]
     for start in range(0, max(m, 1), chunk_size):
-        xs = x[..., start:start + chunk_size, :]
+        xs = x[..., start : start + chunk_size, :]
         s, inside = pair_s(xs, y, bandwidth, kernel, metric, p)
         k = profile(kernel, s, inside)
         if exclude_self:
-            mask = torch.eye(x.shape[-2], y.shape[-2], dtype=torch.bool, device=x.device)[start:start + chunk_size]
+            mask = torch.eye(x.shape[-2], y.shape[-2], dtype=torch.bool, device=x.device)[start : start + chunk_size]
             k = k.masked_fill(mask, 0)
         outs.append(k @ w)
     out = torch.cat(outs, dim=-2)[..., :m, :]
     return out.squeeze(-1) if vec else out
 
 
-def kernel_logsumexp(x, y, log_weights=None, *, kernel="gaussian", bandwidth=1.0, exclude_self=False,
-                     metric="euclidean", p=2.0, chunk_size: int = 1024):
+def kernel_logsumexp(
+    x,
+    y,
+    log_weights=None,
+    *,
+    kernel="gaussian",
+    bandwidth=1.0,
+    exclude_self=False,
+    metric="euclidean",
+    p=2.0,
+    chunk_size: int = 1024,
+):
     """log sum_i exp(log w_i + log k(dist(x_j, y_i) / h)), stable; shapes as kernel_sum."""
     check_metric(metric, p, x.shape[-1], bandwidth, "kernel_logsumexp")
     lw = torch.zeros(y.shape[:-1], dtype=x.dtype, device=x.device) if log_weights is None else log_weights
@@ -206,10 +232,10 @@ def kernel_logsumexp(x, y, log_weights=None, *, kernel="gaussian", bandwidth=1.0
     outs = []
     m = x.shape[-2]
     for start in range(0, max(m, 1), chunk_size):
-        xs = x[..., start:start + chunk_size, :]
+        xs = x[..., start : start + chunk_size, :]
         lk = log_profile(kernel, *pair_s(xs, y, bandwidth, kernel, metric, p))
         if exclude_self:
-            mask = torch.eye(x.shape[-2], y.shape[-2], dtype=torch.bool, device=x.device)[start:start + chunk_size]
+            mask = torch.eye(x.shape[-2], y.shape[-2], dtype=torch.bool, device=x.device)[start : start + chunk_size]
             lk = lk.masked_fill(mask, -math.inf)
         # (..., mc, n, 1) + (..., 1, n, c) -> logsumexp over n
         outs.append(torch.logsumexp(lk.unsqueeze(-1) + lw.unsqueeze(-3), dim=-2))
@@ -217,14 +243,16 @@ def kernel_logsumexp(x, y, log_weights=None, *, kernel="gaussian", bandwidth=1.0
     return out.squeeze(-1) if vec else out
 
 
-def kernel_logsumexp_sq(x, y, log_weights=None, *, kernel="gaussian", bandwidth=1.0, exclude_self=False,
-                        metric="euclidean", p=2.0):
+def kernel_logsumexp_sq(
+    x, y, log_weights=None, *, kernel="gaussian", bandwidth=1.0, exclude_self=False, metric="euclidean", p=2.0
+):
     """(lse, lse2): lse as kernel_logsumexp and lse2 = log sum_i exp(2 (log w_i + log k_ji)).
 
     exp(2 lse - lse2) is the effective number of points contributing to each query (Kish's n_eff).
     """
-    lse = kernel_logsumexp(x, y, log_weights, kernel=kernel, bandwidth=bandwidth, exclude_self=exclude_self,
-                           metric=metric, p=p)
+    lse = kernel_logsumexp(
+        x, y, log_weights, kernel=kernel, bandwidth=bandwidth, exclude_self=exclude_self, metric=metric, p=p
+    )
     lw = None if log_weights is None else 2 * log_weights
     # log k doubled: evaluate the profile and double it through a squared-kernel sum in log space.
     lwv = torch.zeros(y.shape[:-1], dtype=x.dtype, device=x.device) if lw is None else lw

@@ -9,6 +9,7 @@ Conventions shared with the ops:
   gradients are the gradients of this symmetrised definition).
 - ``noise`` is the noise *variance* s^2 (a scalar tensor).
 """
+
 from __future__ import annotations
 
 import math
@@ -61,9 +62,15 @@ def scattered_cross(cross_factors: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def kron_posterior(factors: Sequence[torch.Tensor], y: torch.Tensor, noise: torch.Tensor, *,
-                   cross_factors: Optional[Sequence[torch.Tensor]] = None, targets: str = "grid",
-                   prior_var=None):
+def kron_posterior(
+    factors: Sequence[torch.Tensor],
+    y: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    cross_factors: Optional[Sequence[torch.Tensor]] = None,
+    targets: str = "grid",
+    prior_var=None,
+):
     """(mean, var) of the latent GP f at the targets, given y = f + eps on the training grid.
 
     cross_factors None: targets are the training grid, Ks = K, prior = prod diag(K_d) unless
@@ -108,7 +115,7 @@ def _modes(mats, t, dims):
         for e in dims[:d]:
             pre *= e
         post = 1
-        for e in dims[d + 1:]:
+        for e in dims[d + 1 :]:
             post *= e
         t = torch.matmul(A, t.reshape(pre, dims[d], post))
         dims[d] = A.shape[0]
@@ -155,5 +162,14 @@ def kron_posterior_var_eig(factors, noise):
     return _modes([q * q for q in Qs], w.reshape(1, -1), [q.shape[0] for q in Qs]).reshape(-1)
 
 
-__all__ = ["kron_dense", "kron_gp_mll", "kron_matmul", "kron_posterior", "kron_solve", "scattered_cross",
-           "kron_matmul_modes", "kron_gp_mll_eig", "kron_posterior_var_eig"]
+__all__ = [
+    "kron_dense",
+    "kron_gp_mll",
+    "kron_matmul",
+    "kron_posterior",
+    "kron_solve",
+    "scattered_cross",
+    "kron_matmul_modes",
+    "kron_gp_mll_eig",
+    "kron_posterior_var_eig",
+]

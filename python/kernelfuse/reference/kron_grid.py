@@ -10,6 +10,7 @@ entries) and sign(0) = 0 for odd n. Differentiating h rather than k(tau) = h(|ta
 even-order derivatives of the Matern kinds right at tau = 0 (autograd through abs would drop the
 kink's contribution there). Differentiable with respect to params and x1 / x2 by plain autograd.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,15 @@ def _h(kind: str, row: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return w * base
 
 
-def grid_kernel(x1: torch.Tensor, x2: torch.Tensor, kind: str, params: torch.Tensor, *,
-                orders: Sequence[int] = (0, 0), toeplitz: Optional[bool] = None) -> torch.Tensor:
+def grid_kernel(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    kind: str,
+    params: torch.Tensor,
+    *,
+    orders: Sequence[int] = (0, 0),
+    toeplitz: Optional[bool] = None,
+) -> torch.Tensor:
     """Reference of ``kernelfuse.grid_kernel`` (``toeplitz`` is accepted and ignored)."""
     a, b = (int(o) for o in orders)
     n = a + b

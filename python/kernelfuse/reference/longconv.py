@@ -2,6 +2,7 @@
 tested against (run them in float64). Written the way safari's ``fftconv_ref`` is: torch.fft with
 explicit zero padding, one full-size spectrum per tensor, no fusion.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -12,9 +13,17 @@ import torch.nn.functional as F
 MODES = ("causal", "bidirectional", "circular")
 
 
-def fftconv(u: torch.Tensor, k: Union[torch.Tensor, Sequence[torch.Tensor]], D: Optional[torch.Tensor] = None, *,
-            pregate: Optional[torch.Tensor] = None, postgate: Optional[torch.Tensor] = None,
-            mode: str = "causal", fft_size: Optional[int] = None, skip: str = "input") -> torch.Tensor:
+def fftconv(
+    u: torch.Tensor,
+    k: Union[torch.Tensor, Sequence[torch.Tensor]],
+    D: Optional[torch.Tensor] = None,
+    *,
+    pregate: Optional[torch.Tensor] = None,
+    postgate: Optional[torch.Tensor] = None,
+    mode: str = "causal",
+    fft_size: Optional[int] = None,
+    skip: str = "input",
+) -> torch.Tensor:
     """y = postgate * (conv(u * pregate, k) + D[:, None] * s), the definition of ``kernelfuse.fftconv``,
     with s = u (``skip="input"``) or s = u * pregate (``skip="gated"``).
 
@@ -78,17 +87,17 @@ def fftconv_direct(u, k, D=None, *, pregate=None, postgate=None, mode="causal", 
     if mode == "bidirectional":
         Lk = taps // 2
         for m in range(Lk):  # forward taps: lag m
-            y[..., m:] += k[..., m:m + 1] * v[..., :L - m]
+            y[..., m:] += k[..., m : m + 1] * v[..., : L - m]
         for j in range(Lk):  # backward taps: v[t + 1 + j]
             s = 1 + j
             if s < L:
-                y[..., :L - s] += k[..., Lk + j:Lk + j + 1] * v[..., s:]
+                y[..., : L - s] += k[..., Lk + j : Lk + j + 1] * v[..., s:]
     else:
         for m in range(taps):
             if mode == "circular":
-                y += k[..., m:m + 1] * torch.roll(v, m, dims=-1)
+                y += k[..., m : m + 1] * torch.roll(v, m, dims=-1)
             else:
-                y[..., m:] += k[..., m:m + 1] * v[..., :L - m]
+                y[..., m:] += k[..., m : m + 1] * v[..., : L - m]
     if D is not None:
         y = y + D[:, None] * (v if skip == "gated" else u)
     if postgate is not None:

@@ -4,6 +4,7 @@ This is the spec of :func:`kernelfuse.ssm_kernel` (same signature). Plain comple
 differentiable by torch's complex autograd; run it in float64 / complex128 for ground truth.
 Powers are computed as exp(l log Abar) (exact for integer l), never as a running product.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -13,8 +14,13 @@ import torch
 DISCRETIZATIONS = ("zoh", "bilinear")
 
 
-def discretize(log_dt: torch.Tensor, A_real: torch.Tensor, A_imag: torch.Tensor, B: Optional[torch.Tensor],
-               discretization: str = "zoh"):
+def discretize(
+    log_dt: torch.Tensor,
+    A_real: torch.Tensor,
+    A_imag: torch.Tensor,
+    B: Optional[torch.Tensor],
+    discretization: str = "zoh",
+):
     """(log Abar, Bbar), both complex (H, N), for A = A_real + i A_imag and dt = exp(log_dt) (H,).
 
     zoh:      Abar = exp(dt A),                      Bbar = (exp(dt A) - 1) / A * B
@@ -36,8 +42,16 @@ def discretize(log_dt: torch.Tensor, A_real: torch.Tensor, A_imag: torch.Tensor,
     return log_abar, bbar
 
 
-def ssm_kernel(log_dt: torch.Tensor, A_real: torch.Tensor, A_imag: torch.Tensor, B: Optional[torch.Tensor],
-               C: torch.Tensor, L: int, *, discretization: str = "zoh") -> torch.Tensor:
+def ssm_kernel(
+    log_dt: torch.Tensor,
+    A_real: torch.Tensor,
+    A_imag: torch.Tensor,
+    B: Optional[torch.Tensor],
+    C: torch.Tensor,
+    L: int,
+    *,
+    discretization: str = "zoh",
+) -> torch.Tensor:
     """K[h, l] = 2 Re sum_n C[h,n] Bbar[h,n] Abar[h,n]^l for l = 0..L-1: (H, L), real.
 
     Builds the full (H, N, L) complex Vandermonde tensor (memory 16 H N L bytes in complex128).

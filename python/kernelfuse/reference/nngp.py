@@ -15,6 +15,7 @@ N(0, sigma_b2), linear readout with the same variances:
 NNGP = Sigma_{depth+1}, NTK = Theta_{depth+1}. For the step activation phi' = 0 almost everywhere,
 so its NTK equals its NNGP (what autograd through a step network gives).
 """
+
 from __future__ import annotations
 
 import math
@@ -73,9 +74,16 @@ def _recursion(x1, x2, depth, activation, sigma_w2, sigma_b2):
     return k12, theta
 
 
-def nngp_kernel(x1: torch.Tensor, x2: torch.Tensor, depth: int, activation: str = "relu", *,
-                sigma_w2: float = 2.0, sigma_b2: float = 0.0,
-                scale_mixture: Optional[Tuple[float, float]] = None) -> torch.Tensor:
+def nngp_kernel(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    depth: int,
+    activation: str = "relu",
+    *,
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 0.0,
+    scale_mixture: Optional[Tuple[float, float]] = None,
+) -> torch.Tensor:
     """NNGP kernel matrix (n1, n2). ``scale_mixture=(a, b)``: the readout's variance scale drawn
     from InverseGamma(a, b) (a > 1): the output is a Student-t process whose covariance is
     b / (a - 1) times the NNGP (docs/nngp.md)."""
@@ -86,15 +94,30 @@ def nngp_kernel(x1: torch.Tensor, x2: torch.Tensor, depth: int, activation: str 
     return K
 
 
-def ntk_kernel(x1: torch.Tensor, x2: torch.Tensor, depth: int, activation: str = "relu", *,
-               sigma_w2: float = 2.0, sigma_b2: float = 0.0) -> torch.Tensor:
+def ntk_kernel(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    depth: int,
+    activation: str = "relu",
+    *,
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 0.0,
+) -> torch.Tensor:
     """NTK matrix (n1, n2) of the same network."""
     _, T = _recursion(x1, x2, depth, activation, sigma_w2, sigma_b2)
     return T
 
 
-def nngp_matmul(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, depth: int, activation: str,
-                sigma_w2: float, sigma_b2: float, ntk: bool) -> torch.Tensor:
+def nngp_matmul(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor,
+    depth: int,
+    activation: str,
+    sigma_w2: float,
+    sigma_b2: float,
+    ntk: bool,
+) -> torch.Tensor:
     """The op's spec: K(x, y) @ weights with K the NNGP (ntk False) or the NTK."""
     K = (ntk_kernel if ntk else nngp_kernel)(x, y, depth, activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     return K @ weights
