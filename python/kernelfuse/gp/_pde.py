@@ -1,6 +1,9 @@
 """GPPDESolver: GP-HM ("Solving High Frequency and Multi-Scale PDEs with Gaussian Processes",
 ICLR 2024) on a Cartesian collocation grid, built on the Kronecker ops and ``grid_kernel``."""
 
+# Over 600 lines on purpose: one solver class whose pieces (collocation operators, the
+# Kronecker-structured normal equations and their preconditioner) share its state.
+
 from __future__ import annotations
 
 import math

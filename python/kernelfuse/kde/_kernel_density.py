@@ -18,6 +18,10 @@ and the estimate of a fitted model with data ``y_i``, weights ``w_i`` and bandwi
 converging positive-ratio series for the cosine kernel, stable in any dimension).
 """
 
+# Over 600 lines on purpose: one scikit-learn estimator, most of it the docstrings and the
+# parameter validation sklearn's own test suite checks (tests/peers); the metrics and the
+# sampling are already in _metrics.py and _sampling.py.
+
 from __future__ import annotations
 
 import inspect
