@@ -13,6 +13,7 @@ import torch
 from kernelfuse.reference import features as rf_ref
 from kernelfuse.reference import longconv_ssm as ssm_ref
 from kf_inputs import structured_inputs
+from kf_reliability import Counts, poison, run
 
 ops = torch.ops.kernelfuse
 F64 = torch.float64
@@ -256,78 +257,6 @@ def test_nan_propagates_through_the_stabilisers_and_relu_step():
 
 
 # ====================================================================== property sweep
-class _Counts:
-    def __init__(self):
-        self.tried = self.clear = self.correct = 0
-        self.wrong = []
-
-
-def _cmp(out, exp, inf_ok=False):
-    """ours vs the float64 reference: same NaN / inf pattern, finite values close."""
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    exps = exp if isinstance(exp, (tuple, list)) else (exp,)
-    for o, e in zip(outs, exps):
-        if e is None:
-            continue
-        if o.shape != e.shape:
-            return f"shape {tuple(o.shape)} != {tuple(e.shape)}"
-        if o.device.type == "meta" or e.device.type == "meta":  # all-meta inputs: the shape is the result
-            if o.device != e.device:
-                return f"device {o.device} != {e.device}"
-            continue
-        tol = 1e-8 if o.dtype == F64 else 2e-5
-        o = o.double()
-        e = e.double()
-        # NaN in -> NaN out: ours non-finite exactly where the reference is, and NaN where it is NaN
-        # (an inf input may give inf or NaN depending on the order of operations: both non-finite)
-        if inf_ok:  # the fast transforms mix an inf with others (inf - inf): more NaN than the dense reference
-            if (~e.isfinite() & o.isfinite()).any():
-                return "finite where the reference is not"
-        elif not torch.equal(o.isfinite(), e.isfinite()):
-            return "non-finite pattern differs"
-        if (e.isnan() & ~o.isnan()).any() and not inf_ok:
-            return "NaN of the reference not NaN here"
-        fin = e.isfinite() & o.isfinite()
-        if fin.any():
-            scale = max(1.0, e[fin].abs().max().item())
-            if not torch.allclose(o[fin], e[fin], rtol=tol, atol=tol * scale):
-                return f"max err {(o[fin] - e[fin]).abs().max().item():.3g}"
-        both = e.isinf() & o.isinf()
-        if not inf_ok and not torch.equal(o[both], e[both]):
-            return "inf signs differ"
-    return None
-
-
-def _run(c, label, call, ref, names):
-    inf_ok = "inf" in label
-    c.tried += 1
-    try:
-        out = call()
-    except (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError) as err:
-        msg = str(err)
-        if any(f"'{n}'" in msg for n in names) and "argument" in msg:
-            c.clear += 1
-        else:
-            c.wrong.append((label, f"unclear error {type(err).__name__}: {msg[:160]}"))
-        return
-    except Exception as err:  # noqa: BLE001
-        c.wrong.append((label, f"crash {type(err).__name__}: {str(err)[:160]}"))
-        return
-    if ref is None:
-        c.wrong.append((label, "no error and no reference: expected an error"))
-        return
-    try:
-        exp = ref()
-    except Exception as err:  # noqa: BLE001 - a reference that rejects the input: ours must have too
-        c.wrong.append((label, f"returned a result where the reference fails: {err}"[:200]))
-        return
-    why = _cmp(out, exp, inf_ok)
-    if why is None:
-        c.correct += 1
-    else:
-        c.wrong.append((label, why))
-
-
 def _variants(t):
     """Odd but valid views of t (same values): non-contiguous, offset, expanded (when possible)."""
     v = {}
@@ -338,12 +267,6 @@ def _variants(t):
     if t.dim() >= 1 and t.shape[0] > 0:
         v["expanded"] = t[:1].expand(t.shape)  # different values: the reference sees the same expanded tensor
     return v
-
-
-def _poison(t, val):
-    t = t.clone()
-    t.view(-1)[t.numel() // 2] = val
-    return t
 
 
 def _bad(t, name):
@@ -376,7 +299,7 @@ def _sweep(c, opname, tnames, build, ref, values_ok=True):
     """build(ts) -> call; ref(ts) -> expected (float64); ts the dict of tensor arguments."""
     base = build.base
     names = list(tnames)
-    _run(c, (opname, "base"), lambda: build(base), lambda: ref(base), names)
+    run(c, (opname, "base"), lambda: build(base), lambda: ref(base), names)
     for n in tnames:
         t = base[n]
         if t is None:
@@ -384,14 +307,14 @@ def _sweep(c, opname, tnames, build, ref, values_ok=True):
         for lab, bad in _bad(t, n):
             ts = dict(base, **{n: bad})
             # some "bad" shapes are valid (e.g. a batch dim of x): then the reference decides
-            _run(c, (opname, n, lab), lambda: build(ts), (lambda: ref(ts)) if n in build.batchable else None, names)
+            run(c, (opname, n, lab), lambda: build(ts), (lambda: ref(ts)) if n in build.batchable else None, names)
         for lab, v in _variants(t).items():
             ts = dict(base, **{n: v})
-            _run(c, (opname, n, lab), lambda: build(ts), lambda: ref(ts), names)
+            run(c, (opname, n, lab), lambda: build(ts), lambda: ref(ts), names)
         if values_ok and (t.is_floating_point() or t.is_complex()) and n not in build.no_poison:
             for val in (float("nan"), float("inf")):
-                ts = dict(base, **{n: _poison(t, val)})
-                _run(c, (opname, n, str(val)), lambda: build(ts), lambda: ref(ts), names)
+                ts = dict(base, **{n: poison(t, val)})
+                run(c, (opname, n, str(val)), lambda: build(ts), lambda: ref(ts), names)
 
 
 class _B:
@@ -427,7 +350,7 @@ def _complex_pair(t):
 
 
 def test_property_sweep_random_feature_ops_and_ssm_kernel(capsys):
-    c = _Counts()
+    c = Counts()
     x, W, b = _rf_args(N=6, d=4, D=5, seed=11)
     signs, perm, _ = structured_inputs(4, 2, "fastfood", seed=3)
     ssigns, _, _ = structured_inputs(4, 2, "sorf", seed=4)
@@ -657,12 +580,4 @@ def test_property_sweep_random_feature_ops_and_ssm_kernel(capsys):
         )
     subsets("ssm_kernel", lambda t: kf.ssm_kernel(t["log_dt"], t["A_real"], t["A_imag"], t["B"], t["C"], 12), sbase)
 
-    with capsys.disabled():
-        print(
-            f"\n[features/ssm reliability] tried {c.tried} / clear error {c.clear} / correct {c.correct} / "
-            f"wrong {len(c.wrong)}"
-        )
-        for w in c.wrong[:40]:
-            print("   WRONG", w)
-    assert c.tried == c.clear + c.correct + len(c.wrong)
-    assert not c.wrong
+    c.report(capsys, "features/ssm")
