@@ -83,9 +83,34 @@ cpu_ops = torch.ops.kernelfuse  # the CPU kernels
 SCHEDULES = {"forward": 0, "reverse": 1, "random": 2}
 
 
-# The environment switches are read once (csrc/common/config.h): tests/conftest.py's env_switch
-# fixture re-reads them through RELOADERS; the simulator library is one more reader.
-_rc.RELOADERS.append(_lib.kernelfuse_reload_config)
+def _reload_switches():
+    """The environment switches are read once (csrc/common/config.h): both libraries re-read them."""
+    _lib.kernelfuse_reload_config()
+    for reload in _rc.RELOADERS:
+        reload()
+
+
+@pytest.fixture
+def env_switch():
+    """env_switch(name, value): set (value None: unset) an environment switch for this test and make
+    the simulator library (and kernelfuse) re-read it; restored and re-read after the test."""
+    saved = {}
+
+    def set_switch(name, value):
+        saved.setdefault(name, os.environ.get(name))
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+        _reload_switches()
+
+    yield set_switch
+    for name, old in saved.items():
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+    _reload_switches()
 
 
 def configure(schedule="forward", seed=1, workers=1, arch=90, race_check=False):
