@@ -11,7 +11,8 @@
 // kernel_sum_cpu_blocks.h), and hands each query row of the block to the policy, which evaluates
 // the profile over the tile with branch-free vectorised code and reduces it into per-query float
 // partials added to double accumulators (blocked accumulation: float32 results stay within ~1e-6
-// of a float64 computation). Memory is O(threads * TP * (d + c)); the m x n matrix never exists.
+// of a float64 computation). Memory is O(threads * TP * (d + c)), plus the points packed once per
+// call when that copy is at most 64 MiB (Prepacked); the m x n matrix never exists.
 // Backward produces the gradients for x, y and the weights in the same single pass: the
 // point-side sums go to a tile buffer flushed once per tile into per-thread double accumulators,
 // reduced at the end (O(threads * n * (d + c)) memory). With few query blocks the points of a
@@ -439,7 +440,7 @@ struct BackwardReduction {
 
 // ---- The walker: one task = QB queries of one batch against one part of the points.
 template <class Red, typename T>
-void run_task(const Geometry<T>& g, Tile<T>& t, Red& red, int64_t task) {
+void run_task(const Geometry<T>& g, const Prepacked<T>& pre, Tile<T>& t, Red& red, int64_t task) {
   const auto& p = g.p;
   const int64_t part = task % g.P, bq = task / g.P;
   t.b = bq / g.nqb, t.q0 = (bq % g.nqb) * QB, t.qn = std::min(QB, g.m - t.q0);
@@ -451,7 +452,7 @@ void run_task(const Geometry<T>& g, Tile<T>& t, Red& red, int64_t task) {
   for (t.i0 = ibeg; t.i0 < iend; t.i0 += TP) {
     t.nt = std::min(TP, iend - t.i0);
     t.np = (t.nt + STRIP - 1) / STRIP * STRIP;
-    pack_tile(g, t);
+    pack_tile(g, pre, t);
     red.begin_tile(t);
     for (int64_t gq = 0; gq < t.qn; gq += QR) {
       distances(g, t, gq, Red::kBackward && !g.euclid);
@@ -470,12 +471,14 @@ void run_task(const Geometry<T>& g, Tile<T>& t, Red& red, int64_t task) {
 template <class Red, typename T>
 void walk(const Geometry<T>& g) {
   typename Red::Shared sh(g);
+  Prepacked<T> pre(g);
 #pragma omp parallel num_threads(g.nthreads)
   {
+    pre.fill(g);
     Tile<T> t(g, Red::kBackward && !g.euclid);
     Red red(g, sh, omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < g.ntasks; ++task) run_task(g, t, red, task);
+    for (int64_t task = 0; task < g.ntasks; ++task) run_task(g, pre, t, red, task);
     if (g.P > 1) {  // combine the partial accumulators (after the implicit barrier above)
 #pragma omp for schedule(static)
       for (int64_t bq = 0; bq < g.p.batch * g.m; ++bq) red.merge_query(bq);

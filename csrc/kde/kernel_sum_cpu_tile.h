@@ -99,29 +99,82 @@ struct Tile {
 // Pack the task's queries scaled by the packing scale; pad the last register block with the last query.
 template <typename T>
 void pack_queries(const Geometry<T>& g, Tile<T>& t) {
-  const T* x = g.p.x + t.b * g.p.x_bstride;
+  const int64_t d = g.d;
+  const T* __restrict x = g.p.x + t.b * g.p.x_bstride;
+  const T* __restrict ip = g.ipack.data();
+  T* __restrict U = t.U;
   for (int64_t r = 0; r < QB; ++r) {
-    const T* xr = x + (t.q0 + std::min(r, t.qn - 1)) * g.d;
-    for (int64_t k = 0; k < g.d; ++k) t.U[r * g.d + k] = xr[k] * g.ipack[k];
+    const T* __restrict xr = x + (t.q0 + std::min(r, t.qn - 1)) * d;
+#pragma omp simd
+    for (int64_t k = 0; k < d; ++k) U[r * d + k] = xr[k] * ip[k];
   }
 }
 
-// Pack points [i0, i0 + nt) as [d][TP] (zero padded to np) and their factors as [c][TP].
+// Pack points [i0, i0 + nt) of batch b as [d][TP] (zero padded to np) and their factors as [c][TP].
+// Local restrict pointers: through the Geometry reference the compiler would reload the scale on
+// every store (a store could alias it).
 template <typename T>
-void pack_tile(const Geometry<T>& g, Tile<T>& t) {
-  const int64_t d = g.d, c = g.c, i0 = t.i0, nt = t.nt, np = t.np;
-  const T* y = g.p.y + t.b * g.p.y_bstride;
+void pack_points(const Geometry<T>& g, int64_t b, int64_t i0, int64_t nt, int64_t np, T* __restrict V,
+                 T* __restrict PW, T* __restrict PLW) {
+  const int64_t d = g.d, c = g.c;
+  const T* __restrict y = g.p.y + b * g.p.y_bstride + i0 * d;
+  const T* __restrict ip = g.ipack.data();
   for (int64_t k = 0; k < d; ++k) {
-    T* Vk = t.V + k * TP;
-    for (int64_t ii = 0; ii < nt; ++ii) Vk[ii] = y[(i0 + ii) * d + k] * g.ipack[k];
+    T* __restrict Vk = V + k * TP;
+    const T s = ip[k];
+    for (int64_t ii = 0; ii < nt; ++ii) Vk[ii] = y[ii * d + k] * s;
     for (int64_t ii = nt; ii < np; ++ii) Vk[ii] = T(0);
   }
-  if (t.pw)
+  const T* const srcs[2] = {g.at(g.p.pw, g.p.pw_bstride, b), g.at(g.p.plw, g.p.plw_bstride, b)};
+  T* const dsts[2] = {PW, PLW};
+  for (int pass = 0; pass < 2; ++pass) {
+    if (!srcs[pass]) continue;
+    const T* __restrict src = srcs[pass] + i0 * c;
+    T* __restrict dst = dsts[pass];
     for (int64_t ii = 0; ii < nt; ++ii)
-      for (int64_t col = 0; col < c; ++col) t.PW[col * TP + ii] = t.pw[(i0 + ii) * c + col];
-  if (t.plw)
-    for (int64_t ii = 0; ii < nt; ++ii)
-      for (int64_t col = 0; col < c; ++col) t.PLW[col * TP + ii] = t.plw[(i0 + ii) * c + col];
+      for (int64_t col = 0; col < c; ++col) dst[col * TP + ii] = src[ii * c + col];
+  }
+}
+
+// The points packed once per call, tile by tile ([batch][tile][d + 2c][TP]), when more than one
+// task reads each tile (several query blocks) and the copy is at most kPrepackBytes; otherwise
+// every task packs its tiles itself (Tile's buffers). Packing per task was ~30% of a d = 64 sum
+// at m = 1000 (32 query blocks, each repacking all n points).
+constexpr double kPrepackBytes = 64.0 * 1024 * 1024;
+
+template <typename T>
+struct Prepacked {
+  int64_t ntiles = 0, stride = 0;  // tiles per batch; elements per tile
+  std::vector<T> buf;
+  explicit Prepacked(const Geometry<T>& g) {
+    ntiles = (g.n + TP - 1) / TP;
+    stride = (g.d + 2 * g.c) * TP;
+    const double bytes = double(g.p.batch) * double(ntiles) * double(stride) * sizeof(T);
+    if (g.nqb > 1 && ntiles > 0 && bytes <= kPrepackBytes) buf.resize(size_t(g.p.batch * ntiles * stride));
+  }
+  bool on() const { return !buf.empty(); }
+  // Fill (inside the parallel region; the omp for ends with a barrier).
+  void fill(const Geometry<T>& g) {
+    if (!on()) return;
+#pragma omp for schedule(static)
+    for (int64_t bt = 0; bt < g.p.batch * ntiles; ++bt) {
+      const int64_t b = bt / ntiles, i0 = (bt % ntiles) * TP, nt = std::min(TP, g.n - i0);
+      T* V = buf.data() + bt * stride;
+      pack_points(g, b, i0, nt, (nt + STRIP - 1) / STRIP * STRIP, V, V + g.d * TP, V + (g.d + g.c) * TP);
+    }
+  }
+};
+
+// Point the tile at its packed points (prepacked, or packed now into the Tile's own buffers).
+template <typename T>
+void pack_tile(const Geometry<T>& g, const Prepacked<T>& pre, Tile<T>& t) {
+  if (pre.on()) {
+    T* V = const_cast<T*>(pre.buf.data()) + (t.b * pre.ntiles + t.i0 / TP) * pre.stride;
+    t.V = V, t.PW = V + g.d * TP, t.PLW = V + (g.d + g.c) * TP;
+    return;
+  }
+  t.V = t.Vb.data(), t.PW = t.PWb.data(), t.PLW = t.PLWb.data();
+  pack_points(g, t.b, t.i0, t.nt, t.np, t.V, t.PW, t.PLW);
 }
 
 // s = (dist / h)^2 of register block g into the rows of S. With keep (Backward, metrics other
