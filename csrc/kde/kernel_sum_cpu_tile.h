@@ -114,8 +114,8 @@ void pack_queries(const Geometry<T>& g, Tile<T>& t) {
 // Local restrict pointers: through the Geometry reference the compiler would reload the scale on
 // every store (a store could alias it).
 template <typename T>
-void pack_points(const Geometry<T>& g, int64_t b, int64_t i0, int64_t nt, int64_t np, T* __restrict V,
-                 T* __restrict PW, T* __restrict PLW) {
+void pack_points(const Geometry<T>& g, int64_t b, int64_t i0, int64_t nt, int64_t np, T* __restrict V, T* __restrict PW,
+                 T* __restrict PLW) {
   const int64_t d = g.d, c = g.c;
   const T* __restrict y = g.p.y + b * g.p.y_bstride + i0 * d;
   const T* __restrict ip = g.ipack.data();
