@@ -62,6 +62,20 @@ __device__ __forceinline__ void epilogue(Kind kind, T z, T scale, T* row, int64_
 }
 
 // ---------------------------------------------------------------- fwht
+// In-place unnormalised Walsh-Hadamard transform of s[0, P) by the whole block (P a power of two).
+template <typename T>
+__device__ void smem_fwht(T* s, int64_t P) {
+  for (int64_t h = 1; h < P; h *= 2) {
+    for (int64_t q = threadIdx.x; q < P / 2; q += blockDim.x) {
+      const int64_t i = (q / h) * 2 * h + (q % h);
+      const T a = s[i], b = s[i + h];
+      s[i] = a + b;
+      s[i + h] = a - b;
+    }
+    __syncthreads();
+  }
+}
+
 template <typename T>
 __global__ void fwht_smem_kernel(FwhtParams<T> p) {
   KF_DYNAMIC_SHARED(unsigned char, smem_raw);
@@ -71,15 +85,7 @@ __global__ void fwht_smem_kernel(FwhtParams<T> p) {
     const T* x = p.x + r * n;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s[i] = x[i];
     __syncthreads();
-    for (int64_t h = 1; h < n; h *= 2) {
-      for (int64_t q = threadIdx.x; q < n / 2; q += blockDim.x) {
-        const int64_t i = (q / h) * 2 * h + (q % h);
-        const T a = s[i], b = s[i + h];
-        s[i] = a + b;
-        s[i + h] = a - b;
-      }
-      __syncthreads();
-    }
+    smem_fwht(s, n);
     T* o = p.out + r * n;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) o[i] = s[i] * p.scale;
     __syncthreads();
@@ -238,19 +244,6 @@ void positive_passes(T* out, const T* x, int64_t N, int64_t d, int64_t D, T scal
 }
 
 // ---------------------------------------------------------------- structured_features
-template <typename T>
-__device__ void smem_fwht(T* s, int64_t P) {
-  for (int64_t h = 1; h < P; h *= 2) {
-    for (int64_t q = threadIdx.x; q < P / 2; q += blockDim.x) {
-      const int64_t i = (q / h) * 2 * h + (q % h);
-      const T a = s[i], b = s[i + h];
-      s[i] = a + b;
-      s[i + h] = a - b;
-    }
-    __syncthreads();
-  }
-}
-
 // v <- H diag(s) v, by the whole block in shared memory (the SORF step).
 template <typename T>
 __device__ void smem_scale_fwht(T* v, const T* s, int64_t P) {
