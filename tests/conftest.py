@@ -9,7 +9,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # The native libraries read the environment switches once (csrc/common/config.h); these re-read
-# them (tests/sim/conftest.py adds the simulator library's).
+# them. tests/sim/conftest.py does not add to this list: it keeps its own env_switch fixture, which
+# re-reads the simulator library's switches and then these (appending the simulator library's
+# reloader here did not reach the env_switch fixture the simulator tests get).
 RELOADERS = [kernelfuse.reload_config]
 
 

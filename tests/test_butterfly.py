@@ -1,33 +1,15 @@
-"""Butterfly family: butterfly_multiply, monarch_multiply, monarch_fft (+ rfft/irfft) against the
-float64 references / torch.fft / scipy; gradcheck, opcheck, torch.compile, exact constructions
-(FFT, inverse FFT, Hadamard, DCT), ButterflyLinear, MonarchLinear (+ from_dense, fly's layout: from_fly_weights / fly_weights), learned LongConv."""
-
-import math
+"""Butterfly family: butterfly_multiply and monarch_multiply (+ fly's "sl" layout, the GEMM paths)
+against the float64 references; gradcheck, opcheck and torch.compile of every op of the family.
+monarch_fft / rfft / irfft and the exact constructions: tests/test_butterfly_fft.py; ButterflyLinear,
+MonarchLinear (+ from_dense, fly's weights) and the learned-FFT LongConv: tests/test_butterfly_nn.py."""
 
 import kernelfuse as kf
 import pytest
 import torch
+from butterfly_common import CPLX, REAL, _fly_monarch, _rand, _twiddle, _wide
 from conftest import assert_close_to_ref as _close
 from kernelfuse import butterfly as bfc
 from kernelfuse.reference import butterfly as ref
-
-REAL = [torch.float64, torch.float32]
-CPLX = [torch.complex128, torch.complex64]
-
-
-def _rand(shape, dtype, seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    wide = torch.complex128 if dtype.is_complex else torch.float64
-    return torch.randn(*shape, generator=g, dtype=wide).to(dtype=dtype, device=device)
-
-
-def _twiddle(nblocks, n, dtype, seed=1, device="cpu"):
-    log_n = max(n.bit_length() - 1, 0)
-    return _rand((nblocks, log_n, n // 2, 2, 2), dtype, seed, device) * math.sqrt(0.5)
-
-
-def _wide(dtype):
-    return torch.complex128 if dtype.is_complex else torch.float64
 
 
 # ------------------------------------------------------------------ butterfly_multiply
@@ -217,18 +199,6 @@ def test_monarch_errors():
 
 
 # ------------------------------------------------------------------ fly's layout (interop)
-def _fly_monarch(x, w1, w2):
-    """fly's (HazyResearch) blockdiag_butterfly_multiply, transcribed from its formula: x (B, k p),
-    w1 (k, q, p), w2 (l, s, r) -> (B, s l), block c's output t at t l + c."""
-    B = x.shape[0]
-    k, q, p = w1.shape
-    l, s, r = w2.shape
-    out1 = torch.bmm(x.reshape(B, k, p).transpose(0, 1), w1.transpose(-1, -2))  # (k, B, q)
-    out1 = out1.transpose(0, 1).reshape(B, r, l).transpose(-1, -2).contiguous().transpose(0, 1)  # (l, B, r)
-    out2 = torch.bmm(out1, w2.transpose(-1, -2))  # (l, B, s)
-    return out2.permute(1, 2, 0).reshape(B, s * l)
-
-
 @pytest.mark.parametrize("dtype", REAL + CPLX)
 def test_monarch_layout_sl_is_fly(dtype, device):
     for (k, q, p), (l, s, r) in MONARCH_SHAPES:
@@ -269,48 +239,6 @@ def test_monarch_layout_sl_grads_match_fly(dtype):
     assert torch.autograd.gradcheck(lambda *a: kf.monarch_multiply(*a, layout="sl"), (x, w1, w2))
     with pytest.raises(ValueError, match="'layout'"):
         kf.monarch_multiply(x, w1, w2, layout="cs")
-
-
-@pytest.mark.parametrize("inf,outf,nb", [(12, 20, 4), (24, 12, 4), (10, 7, 3), (16, 16, 4)])
-def test_monarch_linear_fly_weights(inf, outf, nb):
-    # fly's MonarchLinear: blocks of ceil(in/nb) x ceil(out/nb); w1 (nb, p, p), w2 (nb, s, p) when
-    # nb p < nb s, else w1 (nb, s, p), w2 (nb, s, s); x zero padded to nb p, output cropped, + bias.
-    p, s = -(-inf // nb), -(-outf // nb)
-    shapes = ((nb, p, p), (nb, s, p)) if p < s else ((nb, s, p), (nb, s, s))
-    w1, w2 = _rand(shapes[0], torch.float64, 1), _rand(shapes[1], torch.float64, 2)
-    bias = _rand((outf,), torch.float64, 3)
-    m = kf.nn.MonarchLinear.from_fly_weights(w1, w2, bias, in_features=inf, out_features=outf)
-    assert m.layout == "sl" and (m.in_features, m.out_features) == (inf, outf)
-    x = _rand((5, inf), torch.float64, 4)
-    fly = _fly_monarch(torch.nn.functional.pad(x, (0, nb * p - inf)), w1, w2)[:, :outf] + bias
-    torch.testing.assert_close(m(x), fly)
-    torch.testing.assert_close(m(x), x @ m.dense_weight().T + bias)
-    e1, e2, eb = m.fly_weights()  # export: the same tensors back
-    assert torch.equal(e1, w1) and torch.equal(e2, w2) and torch.equal(eb, bias)
-    m(x).sum().backward()
-    assert m.w1.grad.shape == w1.shape and m.w2.grad.shape == w2.shape
-    with pytest.raises(ValueError, match="layout='ls'"):
-        kf.nn.MonarchLinear(inf, outf, nblocks=nb).fly_weights()
-    with pytest.raises(ValueError, match="'w2'"):
-        kf.nn.MonarchLinear.from_fly_weights(w1, _rand((nb + 1, s, 2), torch.float64, 5))
-
-
-@pytest.mark.parametrize("inf,outf,nb", [(16, 16, 4), (24, 12, 4), (12, 20, 4)])
-def test_monarch_linear_layout_sl(inf, outf, nb):
-    src = kf.nn.MonarchLinear(inf, outf, nblocks=nb, layout="sl", dtype=torch.float64)
-    x = _rand((3, inf), torch.float64, 1)
-    torch.testing.assert_close(src(x), x @ src.dense_weight().T + src.bias)
-    w1, w2, b = src.fly_weights()
-    fly = _fly_monarch(torch.nn.functional.pad(x, (0, src.in_padded - inf)), w1, w2)[:, :outf] + b
-    torch.testing.assert_close(src(x), fly)
-    lin = torch.nn.Linear(inf, outf, dtype=torch.float64)
-    with torch.no_grad():
-        lin.weight.copy_(src.dense_weight())
-    m = kf.nn.MonarchLinear.from_dense(lin, nblocks=nb, layout="sl")  # exact recovery in fly's layout
-    torch.testing.assert_close(m.dense_weight(), lin.weight.detach())
-    assert "layout='sl'" in repr(m)
-    with pytest.raises(ValueError, match="'layout'"):
-        kf.nn.MonarchLinear(8, 8, layout="bad")
 
 
 @pytest.mark.parametrize(
@@ -359,89 +287,6 @@ def test_monarch_gemm_paths_env(env):
     assert res.returncode == 0, res.stderr[-3000:]
 
 
-# ------------------------------------------------------------------ monarch_fft
-POW2 = [2**e for e in range(1, 23)]
-
-
-def _fft_rel_err(N, rows, dtype=torch.complex64, inverse=False, norm="backward", seed=0):
-    x = _rand((rows, N), dtype, seed)
-    y = kf.monarch_fft(x, inverse=inverse, norm=norm)
-    exp = ref.monarch_fft(x.to(torch.complex128), inverse=inverse, norm=norm)
-    return ((y.to(torch.complex128) - exp).norm() / exp.norm()).item()
-
-
-def test_monarch_fft_every_power_of_two_float32():
-    for N in POW2:
-        rows = max(1, min(16, (1 << 16) // N))
-        err = _fft_rel_err(N, rows, seed=N % 97)
-        assert err < 1e-6 * max(1, math.log2(N)), (N, err)
-
-
-@pytest.mark.parametrize("norm", ["backward", "ortho", "forward"])
-@pytest.mark.parametrize("inverse", [False, True])
-def test_monarch_fft_float64_mixed_radix(norm, inverse, device):
-    for N in [1, 2, 3, 5, 6, 12, 64, 65, 97, 100, 128, 360, 1000, 1009, 4096, 6561]:
-        x = _rand((3, N), torch.complex128, N, device)
-        y = kf.monarch_fft(x, inverse=inverse, norm=norm)
-        exp = ref.monarch_fft(x.cpu(), inverse=inverse, norm=norm)
-        err = ((y.cpu() - exp).norm() / exp.norm()).item()
-        assert err < 1e-13, (N, err)
-
-
-def test_monarch_fft_batch_shapes_and_real_input():
-    x = _rand((2, 3, 96), torch.float32)
-    y = kf.monarch_fft(x)
-    assert y.shape == x.shape and y.dtype == torch.complex64
-    _close(y, torch.fft.fft(x.double()), torch.float32, factor=20)
-    assert kf.monarch_fft(torch.zeros(0, 16, dtype=torch.complex64)).shape == (0, 16)
-
-
-@pytest.mark.parametrize("N", [1, 2, 7, 16, 100, 1024, 4096])
-def test_monarch_rfft_irfft(N):
-    x = _rand((4, N), torch.float64, N)
-    X = kf.monarch_rfft(x)
-    torch.testing.assert_close(X, torch.fft.rfft(x))
-    torch.testing.assert_close(kf.monarch_irfft(X, N), torch.fft.irfft(X, N))
-    Xn = _rand((4, N // 2 + 1), torch.complex128, 1)  # imaginary parts at 0 and n/2 are ignored, like torch
-    torch.testing.assert_close(kf.monarch_irfft(Xn, N), torch.fft.irfft(Xn, N))
-    x32 = x.float()
-    _close(kf.monarch_rfft(x32), torch.fft.rfft(x), torch.float32, factor=30)
-
-
-@pytest.mark.parametrize("inverse,norm", [(False, "backward"), (True, "ortho"), (True, "backward")])
-def test_monarch_fft_gradcheck(inverse, norm):
-    for N in [6, 96]:  # one level, two levels
-        x = _rand((1, N), torch.complex128, 3).requires_grad_()
-        assert torch.autograd.gradcheck(lambda a: kf.monarch_fft(a, inverse=inverse, norm=norm), (x,), fast_mode=N > 6)
-    xr = _rand((2, 12), torch.float64, 4).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a: kf.monarch_rfft(a), (xr,))
-    X = _rand((2, 7), torch.complex128, 5).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a: kf.monarch_irfft(a, 12), (X,))
-
-
-@pytest.mark.parametrize("n", [9, 12, 64])
-def test_monarch_rfft_irfft_grads_match_torch(n):
-    x = _rand((2, n), torch.float64, 1).requires_grad_()
-    ga = torch.autograd.grad(kf.monarch_rfft(x, norm="ortho").abs().pow(2).sum(), x)[0]
-    gb = torch.autograd.grad(torch.fft.rfft(x, norm="ortho").abs().pow(2).sum(), x)[0]
-    torch.testing.assert_close(ga, gb)
-    X = _rand((2, n // 2 + 1), torch.complex128, 2).requires_grad_()
-    ga = torch.autograd.grad(kf.monarch_irfft(X, n).pow(2).sum(), X)[0]
-    gb = torch.autograd.grad(torch.fft.irfft(X, n).pow(2).sum(), X)[0]
-    torch.testing.assert_close(ga, gb)
-
-
-def test_monarch_fft_errors():
-    with pytest.raises(ValueError, match="'norm'"):
-        kf.monarch_fft(torch.randn(4, dtype=torch.complex64), norm="bad")
-    with pytest.raises(TypeError, match="'x'"):
-        kf.monarch_fft(torch.arange(4))
-    with pytest.raises(ValueError, match="'x'.*prime factor"):
-        kf.monarch_fft(torch.randn(2, 2 * 2053, dtype=torch.complex64))
-    with pytest.raises(ValueError, match="'x'.*complex"):
-        torch.ops.kernelfuse.monarch_fft(torch.randn(4), False, "backward")
-
-
 # ------------------------------------------------------------------ opcheck / compile
 def test_opcheck():
     x = _rand((3, 4), torch.float64, 1)
@@ -481,138 +326,3 @@ def test_torch_compile_fullgraph():
     xe = x.clone().requires_grad_()
     f(xe, tw, w1, w2).sum().backward()
     torch.testing.assert_close(xs.grad, xe.grad)
-
-
-# ------------------------------------------------------------------ exact constructions
-@pytest.mark.parametrize("n", [2, 4, 16, 256, 4096])
-def test_fft_and_inverse_as_butterfly(n):
-    x = _rand((3, n), torch.complex128, n)
-    perm = bfc.bitreversal_permutation(n)
-    for inverse in (False, True):
-        for norm in ("backward", "ortho", "forward"):
-            tw = bfc.butterfly_fft_twiddle(n, inverse=inverse, norm=norm, dtype=torch.complex128)
-            y = kf.butterfly_multiply(x[..., perm], tw)
-            exp = torch.fft.ifft(x, norm=norm) if inverse else torch.fft.fft(x, norm=norm)
-            torch.testing.assert_close(y, exp)
-    tw32 = bfc.butterfly_fft_twiddle(n)
-    _close(
-        kf.butterfly_multiply(x.to(torch.complex64)[..., perm], tw32),
-        torch.fft.fft(x),
-        torch.float32,
-        factor=10 * math.log2(n),
-    )
-
-
-@pytest.mark.parametrize("n", [1, 2, 8, 64, 1024])
-def test_hadamard_as_butterfly(n):
-    scipy_linalg = pytest.importorskip("scipy.linalg")
-    H = torch.from_numpy(scipy_linalg.hadamard(n)).double()
-    x = _rand((5, n), torch.float64, n)
-    for inc in (True, False):
-        y = kf.butterfly_multiply(x, bfc.hadamard_twiddle(n, dtype=torch.float64), increasing_stride=inc)
-        torch.testing.assert_close(y, x @ H / math.sqrt(n))
-        y = kf.butterfly_multiply(
-            x, bfc.hadamard_twiddle(n, normalized=False, dtype=torch.float64), increasing_stride=inc
-        )
-        torch.testing.assert_close(y, x @ H)
-
-
-@pytest.mark.parametrize("n", [2, 4, 8, 128, 2048])
-@pytest.mark.parametrize("norm", [None, "ortho"])
-def test_dct_as_butterfly(n, norm):
-    sfft = pytest.importorskip("scipy.fft")
-    x = _rand((4, n), torch.float64, n)
-    perm, tw = bfc.dct_butterfly(n, norm=norm, dtype=torch.complex128)
-    y = kf.butterfly_multiply(x[..., perm].to(torch.complex128), tw).real
-    exp = torch.from_numpy(sfft.dct(x.numpy(), type=2, norm=norm, axis=-1))
-    torch.testing.assert_close(y, exp)
-
-
-@pytest.mark.parametrize("n,n1", [(16, None), (64, 8), (60, 4), (1024, None), (2, 1), (7, 7)])
-def test_monarch_dft_factors(n, n1):
-    x = _rand((3, n), torch.complex128, n)
-    for inverse in (False, True):
-        w1, w2, pin, pout = bfc.monarch_dft_factors(n, inverse=inverse, n1=n1, dtype=torch.complex128)
-        y = kf.monarch_multiply(x[..., pin], w1, w2)[..., pout]
-        torch.testing.assert_close(y, torch.fft.ifft(x) if inverse else torch.fft.fft(x))
-
-
-# ------------------------------------------------------------------ modules
-@pytest.mark.parametrize("init", ["randn", "ortho", "identity"])
-@pytest.mark.parametrize("complex_", [False, True])
-def test_butterfly_linear(init, complex_):
-    m = kf.nn.ButterflyLinear(10, 7, nblocks=2, init=init, complex=complex_, dtype=torch.float64)
-    assert m.n == 16 and m.twiddle.shape == (2, 4, 8, 2, 2)
-    x = _rand((3, 10), torch.float64, 1)
-    y = m(x)
-    assert y.shape == (3, 7)
-    B = bfc.butterfly_to_dense(m.twiddle.detach())
-    exp = torch.nn.functional.pad(x, (0, 6)).to(B.dtype) @ B.T
-    torch.testing.assert_close(y, exp[:, :7] + m.bias)
-    if init == "identity":
-        torch.testing.assert_close(B, torch.eye(16, dtype=B.dtype))
-    if init == "ortho":
-        torch.testing.assert_close(B.conj().T @ B, torch.eye(16, dtype=B.dtype))
-    y.abs().sum().backward()
-    assert m.twiddle.grad is not None and torch.isfinite(m.twiddle.grad).all()
-
-
-def test_butterfly_linear_fft_init():
-    m = kf.nn.ButterflyLinear(32, 32, init="fft", complex=True, bias=False, dtype=torch.float64)
-    x = _rand((4, 32), torch.float64, 2)
-    torch.testing.assert_close(m(x), torch.fft.fft(x, norm="ortho"))
-    with pytest.raises(ValueError, match="complex=True"):
-        kf.nn.ButterflyLinear(8, 8, init="fft")
-    with pytest.raises(ValueError, match="'init'"):
-        kf.nn.ButterflyLinear(8, 8, init="bad")
-
-
-@pytest.mark.parametrize("inf,outf,nb", [(16, 16, 4), (10, 7, 3), (12, 20, 4), (5, 3, 1), (64, 64, 8)])
-def test_monarch_linear(inf, outf, nb):
-    m = kf.nn.MonarchLinear(inf, outf, nblocks=nb, dtype=torch.float64)
-    x = _rand((2, 3, inf), torch.float64, 1)
-    y = m(x)
-    assert y.shape == (2, 3, outf)
-    torch.testing.assert_close(y, x @ m.dense_weight().T + m.bias)
-    y.sum().backward()
-    assert m.w1.grad is not None and m.w2.grad is not None
-
-
-@pytest.mark.parametrize("inf,outf,nb", [(16, 16, 4), (64, 64, 8), (24, 12, 4), (10, 7, 3), (36, 36, 6)])
-def test_monarch_from_dense(inf, outf, nb):
-    src = kf.nn.MonarchLinear(inf, outf, nblocks=nb, dtype=torch.float64)
-    lin = torch.nn.Linear(inf, outf, dtype=torch.float64)
-    with torch.no_grad():
-        lin.weight.copy_(src.dense_weight())
-    m = kf.nn.MonarchLinear.from_dense(lin, nblocks=nb)
-    # a Monarch matrix is recovered exactly (when the padding does not cut its support)
-    if inf % nb == 0 and outf % nb == 0:
-        torch.testing.assert_close(m.dense_weight(), lin.weight.detach())
-    torch.testing.assert_close(m.bias, lin.bias)
-    # projection of a random dense matrix: no worse than another Monarch matrix, error < |W|
-    lin2 = torch.nn.Linear(inf, outf, dtype=torch.float64)
-    m2 = kf.nn.MonarchLinear.from_dense(lin2, nblocks=nb)
-    W = lin2.weight.detach()
-    err = (m2.dense_weight() - W).norm()
-    assert err < W.norm()
-    for scale in (0.9, 1.1):
-        other = m2.dense_weight() * scale
-        assert err <= (other - W).norm() + 1e-12
-
-
-# ------------------------------------------------------------------ LongConv(fft="learned")
-def test_longconv_learned_fft():
-    torch.manual_seed(0)
-    fixed = kf.nn.LongConv(4, 50, transposed=True, squash_lambda=0.0)
-    learned = kf.nn.LongConv(4, 50, transposed=True, squash_lambda=0.0, fft="learned")
-    learned.load_state_dict(fixed.state_dict(), strict=False)
-    assert learned.fft_size == 128
-    u = torch.randn(2, 4, 37)
-    _close(learned(u), fixed(u).double(), torch.float32, factor=50)
-    learned(u).pow(2).sum().backward()
-    for p in (learned.fft_w1, learned.fft_w2, learned.ifft_w1, learned.ifft_w2, learned.kernel, learned.D):
-        assert p.grad is not None and torch.isfinite(torch.view_as_real(p.grad) if p.is_complex() else p.grad).all()
-    with pytest.raises(ValueError, match="'fft'"):
-        kf.nn.LongConv(4, 8, fft="bad")
-    with pytest.raises(ValueError, match="causal"):
-        kf.nn.LongConv(4, 8, fft="learned", bidirectional=True)

@@ -1,9 +1,9 @@
 """Issue 13 (reliability) for the kernel-sum ops: kernel_sum, kernel_logsumexp, kernel_logsumexp_sq
 and the raw ops (+ kernel_sum_bwd / kernel_logsumexp_bwd). Regression tests for the repros that
 concern them (meta mixed with CPU in the public and raw ops and the fakes, None and huge sizes
-naming the argument, every requires-grad subset, the float32 claim with its condition), then a
-property sweep over bad and odd inputs (deterministic enumeration, counts printed;
-tests/kf_reliability.py). NaN in / NaN out of kernel_logsumexp: tests/test_reliability.py."""
+naming the argument, every requires-grad subset, NaN in / NaN out of kernel_logsumexp, the float32
+claim with its condition), then a property sweep over bad and odd inputs (deterministic enumeration,
+counts printed; tests/kf_reliability.py)."""
 
 import kernelfuse as kf
 import kf_reliability as rel
@@ -229,6 +229,36 @@ def test_nan_in_nan_out_compact_kernels_and_log_domain_gradients():
     gx, gy, gw = torch.autograd.grad(out, leaves, torch.ones_like(out))
     assert torch.isnan(gx[2]).all() and torch.isfinite(gx[[0, 1, 3, 4]]).all()
     assert torch.isnan(gy).all() and torch.isnan(gw).all()
+
+
+# ====================================================================== repro 3: NaN in, NaN out
+def test_kernel_logsumexp_nan_in_nan_out():
+    """A NaN query coordinate gave -inf (kernel_sum gave NaN); now NaN, as do a NaN point (every
+    query) and a NaN log-weight (its column), in every entry point, with and without batches."""
+    x = torch.tensor([[float("nan")]])
+    assert torch.isnan(kf.kernel_logsumexp(x, torch.zeros(3, 1))).all()
+    assert torch.isnan(kf.kernel_sum(x, torch.zeros(3, 1))).all()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 2, dtype=torch.float64, generator=g)
+    y = torch.randn(7, 2, dtype=torch.float64, generator=g)
+    xn = x.clone()
+    xn[2, 1] = float("nan")
+    out = kf.kernel_logsumexp(xn, y, kernel="epanechnikov", bandwidth=0.7)
+    ref = kf.kernel_logsumexp(x, y, kernel="epanechnikov", bandwidth=0.7)
+    assert torch.isnan(out[2]) and torch.equal(out[[0, 1, 3, 4]], ref[[0, 1, 3, 4]])
+    yn = y.clone()
+    yn[4, 0] = float("nan")
+    assert torch.isnan(kf.kernel_logsumexp(x, yn)).all()
+    lw = torch.zeros(7, 3, dtype=torch.float64)
+    lw[1, 2] = float("nan")
+    o = kf.kernel_logsumexp(x, y, lw)
+    assert torch.isnan(o[:, 2]).all() and torch.isfinite(o[:, :2]).all()
+    lse, lse2 = torch.ops.kernelfuse.kernel_logsumexp_sq(
+        xn, y, None, torch.tensor(1.0, dtype=torch.float64), "gaussian", False
+    )
+    assert torch.isnan(lse[2]) and torch.isnan(lse2[2]) and torch.isfinite(lse[[0, 1, 3, 4]]).all()
+    ob = kf.kernel_logsumexp(torch.stack([xn, x]), torch.stack([y, y]))
+    assert torch.isnan(ob[0, 2]) and torch.isfinite(ob[1]).all()
 
 
 # ====================================================================== repro 9: the float32 claim

@@ -14,7 +14,7 @@
 //   fixed order; gb is a two-pass column sum (per chunk of rows, then over the chunks).
 //
 // Status: compiled for sm_80 / sm_90a, not yet run on a GPU; every kernel runs under the CUDA
-// simulator against the float64 reference (tests/sim/test_sim_features.py).
+// simulator against the float64 reference (tests/sim/test_sim_features*.py).
 #include <cuda_runtime.h>
 
 #include <cstdint>

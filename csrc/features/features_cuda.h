@@ -2,7 +2,7 @@
 // its kernels on the given stream (a cudaStream_t passed as void*, the one stream type of every
 // kernel header: see common/cuda_launch.cuh), never synchronises, and throws std::runtime_error on a failed
 // launch. Instantiated for float and double in features_cuda.cu. Compiled for sm_80 / sm_90a;
-// every kernel runs under the CUDA simulator in the tests (tests/sim/test_sim_features.py).
+// every kernel runs under the CUDA simulator in the tests (tests/sim/test_sim_features*.py).
 #pragma once
 #include <cstdint>
 
