@@ -260,6 +260,12 @@ def cmd_product(args):
     nt = _import_nt()
     cfg = json.load(open(os.path.join(args.dir, "config.json")))
     x, y, w = (np.load(os.path.join(args.dir, f)) for f in ("x.npy", "y.npy", "w.npy"))
+    m, bs = x.shape[0], args.batch
+    # nt.batch needs both sides divisible by the block: zero rows pad x (dropped from the output) and
+    # y (with zero weights: no contribution)
+    x = np.concatenate([x, np.zeros((-m % bs, x.shape[1]), x.dtype)])
+    y = np.concatenate([y, np.zeros((-y.shape[0] % bs, y.shape[1]), y.dtype)])
+    w = np.concatenate([w, np.zeros((y.shape[0] - w.shape[0], w.shape[1]), w.dtype)])
     kernel_fn, desc = _kernel_fn(cfg)
     get = "ntk" if cfg.get("ntk") else "nngp"
     fn = nt.batch(kernel_fn, batch_size=args.batch, store_on_device=False)
@@ -281,7 +287,7 @@ def cmd_product(args):
             break
     sec = time.perf_counter() - t0
     st = _status()
-    np.save(os.path.join(args.dir, "nt_out.npy"), out[: done * args.batch])
+    np.save(os.path.join(args.dir, "nt_out.npy"), out[: min(done * args.batch, m)])
     _report(
         {
             "seconds": sec,
