@@ -15,7 +15,7 @@ SIM_ENV = KERNELFUSE_SIM_LIB=$(abspath $(SIM_BUILD))/libkernelfuse_sim.so \
 	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: setup build sim test test-sim bench lint lint-setup format clean
+.PHONY: setup build sim test test-sim bench peers-nt lint lint-setup format clean
 
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -42,7 +42,24 @@ test-sim: sim
 
 bench: build
 	@$(PY) -c "import pykeops" 2>/dev/null || $(PY) -m pip install --quiet pykeops || echo "pykeops not installed: skipped in the benchmarks"
+	@$(MAKE) --no-print-directory peers-nt || echo "neural-tangents not installed ($(NT_VENV) failed): skipped in the benchmarks"
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+# neural-tangents (JAX), the NNGP / NTK peer, in a virtual environment of its own: it pulls
+# TensorFlow, and kernelfuse never imports jax (bench/peers/nt_values.py runs under $(NT_VENV)).
+# Pins: bench/peers/requirements-nt.txt. Recreated when the pins change.
+NT_VENV ?= .venv-nt
+NT_PYTHON ?= $(PYTHON)
+NT_PINS = bench/peers/requirements-nt.txt
+
+peers-nt: $(NT_VENV)/.installed
+
+$(NT_VENV)/.installed: $(NT_PINS)
+	rm -rf $(NT_VENV)
+	$(NT_PYTHON) -m venv $(NT_VENV)
+	$(NT_VENV)/bin/python -m pip install --quiet -r $(NT_PINS)
+	TF_CPP_MIN_LOG_LEVEL=3 $(NT_VENV)/bin/python -c "import jax, neural_tangents; print('neural-tangents', neural_tangents.__version__, 'jax', jax.__version__)"
+	touch $@
 
 # Style: ruff (lint + format check) over the Python, clang-format over csrc/ (pinned versions, so
 # every machine formats alike). `make format` applies both.

@@ -30,6 +30,7 @@ import kernelfuse  # noqa: E402
 from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
 from kernelfuse import features as F  # noqa: E402
 from kernelfuse.reference import nngp as ref  # noqa: E402
+from peers.nt import nt_matrix, nt_product_row, nt_status  # noqa: E402, F401 (nt_product_row: section_product's 50k row)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -312,20 +313,95 @@ def section_digits(args, lines):
     lines += rows + [""]
 
 
+# ---------------------------------------------------------------- peers: neural-tangents (JAX)
+def section_peers(args, lines, sizes=None):
+    """neural-tangents' kernel_fn (NNGP + NTK matrices, a subprocess of .venv-nt) against ours on the
+    same inputs: m = n = 2k / 5k / 10k (--quick: 2k), d = 64, depth 3, ReLU, float32."""
+    sizes = sizes or ((2_000,) if args.quick else (2_000, 5_000, 10_000))
+    ok, why = nt_status()
+    lines += ["### Peer: neural-tangents (`bench/bench_nngp.py --only peers`)", ""]
+    if not ok:
+        print(f"neural-tangents: not installed ({why})", flush=True)
+        lines += [f"neural-tangents: not installed ({why}); not compared.", ""]
+        return
+    lines += [machine_line("cpu") + f"; {why} (a subprocess of .venv-nt, jax CPU, float32)", ""]
+    d, depth, rows, errs, r = 64, 3, [], [], 200
+    for m in sizes:
+        torch.manual_seed(0)
+        x, y, w = torch.randn(m, d), torch.randn(m, d), torch.randn(m, 1)
+        case, pairs = f"m=n={fmt_count(m)} d={d} depth {depth} f32", float(m) * m
+        batch = 0 if m <= 2_000 else 1_000
+        res = nt_matrix(x, y, depth=depth, batch=batch)
+        how = f"nt.batch({batch})" if batch else "jax.jit"
+        if "error" in res:
+            print(f"  neural-tangents {m}: {res['error']}", flush=True)
+            rows.append(Row(case, "neural-tangents kernel_fn (NNGP + NTK)", float("nan"), pairs, note=res["error"]))
+            continue
+        rows.append(
+            Row(
+                case,
+                "neural-tangents kernel_fn (NNGP + NTK)",
+                res["seconds"],
+                pairs,
+                res["peak_extra"],
+                note=f"{how}; first call (compiles) {res['warmup_seconds']:.1f} s; process peak RSS "
+                f"{fmt_bytes(res['peak_rss'])}",
+            )
+        )
+        print(f"  NT {m}: {res['seconds']:.2f} s, {fmt_bytes(res['peak_extra'])}", flush=True)
+        both = lambda: (F.nngp_kernel(x, y, depth, "relu"), F.ntk_kernel(x, y, depth, "relu"))  # noqa: E731
+        t = timeit(both, warmup=1, repeat=3 if m <= 5_000 else 1)
+        rows.append(Row(case, "ours: nngp_kernel + ntk_kernel (matrices)", t, pairs, peak_extra_memory(both)))
+        fused = lambda: (  # noqa: E731
+            kernelfuse.nngp_matmul(x, y, w, depth=depth, activation="relu"),
+            kernelfuse.nngp_matmul(x, y, w, depth=depth, activation="relu", ntk=True),
+        )
+        t = timeit(fused, warmup=1, repeat=3 if m <= 5_000 else 1)
+        rows.append(Row(case, "ours: fused nngp_matmul K @ W + Theta @ W", t, pairs, peak_extra_memory(fused)))
+        print(f"  ours {m}: done", flush=True)
+        r = res["nngp"].shape[0]
+        K, T = F.nngp_kernel(x[:r], y, depth, "relu"), F.ntk_kernel(x[:r], y, depth, "relu")
+        K64 = ref.nngp_kernel(x[:r].double(), y.double(), depth, "relu")
+        T64 = ref.ntk_kernel(x[:r].double(), y.double(), depth, "relu")
+        rel = lambda a, b: float((a.double() - b.double()).abs().max() / b.double().abs().max())  # noqa: E731
+        errs.append(
+            f"| {fmt_count(m)} | {rel(K, res['nngp']):.1e} / {rel(T, res['ntk']):.1e} | "
+            f"{rel(K, K64):.1e} / {rel(T, T64):.1e} | {rel(res['nngp'], K64):.1e} / {rel(res['ntk'], T64):.1e} |"
+        )
+    lines += [
+        markdown_table(rows, rate_name="Gpairs/s", rate_scale=1e9, baseline="neural-tangents kernel_fn (NNGP + NTK)"),
+        "",
+        "Every row computes both kernels (NNGP and NTK) of the same inputs; the fused rows their products with "
+        "W (m, 1) (NT's K @ W is its matrix and a GEMM). Peak extra memory: resident memory over the level "
+        "before the call (NT: the subprocess's kernel high-water mark, reset after the compiling warm-up).",
+        "",
+        f"Max |difference| on the first {r} rows, relative to max |K| (NNGP / NTK):",
+        "",
+        "| m = n | ours vs NT (both f32) | ours f32 vs f64 reference | NT f32 vs f64 reference |",
+        "|---:|---:|---:|---:|",
+        *errs,
+        "",
+    ]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
     ap.add_argument("--n", type=int, default=50_000, help="m = n of the product section")
     ap.add_argument("--mem-gb", type=float, default=4.0, help="memory budget of the materialised baselines (GiB)")
-    ap.add_argument("--only", nargs="*", default=["product", "width", "features", "digits"])
+    ap.add_argument("--only", nargs="*", default=["product", "width", "features", "digits", "peers"])
     ap.add_argument("--out", default=os.path.join(HERE, "results", "nngp.md"))
     args = ap.parse_args(argv)
     lines = ["## NNGP / NTK kernels (`bench/bench_nngp.py`)", ""]
     for name in args.only:
         print(f"== {name}", flush=True)
-        {"product": section_product, "width": section_width, "features": section_features, "digits": section_digits}[
-            name
-        ](args, lines)
+        {
+            "product": section_product,
+            "width": section_width,
+            "features": section_features,
+            "digits": section_digits,
+            "peers": section_peers,
+        }[name](args, lines)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
