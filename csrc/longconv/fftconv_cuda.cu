@@ -13,38 +13,10 @@
 
 #include "fftconv.h"
 #include "common/cuda_launch.cuh"
+#include "common/half_convert.cuh"
 
 namespace kernelfuse::longconv {
 namespace {
-
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-
-template <typename T>
-__device__ __forceinline__ T from_acc(float x);
-template <>
-__device__ __forceinline__ __half from_acc<__half>(float x) {
-  return __float2half(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-template <>
-__device__ __forceinline__ float from_acc<float>(float x) {
-  return x;
-}
-
-template <typename T, typename A>
-__device__ __forceinline__ T store(A x) {
-  if constexpr (sizeof(A) == sizeof(double)) {
-    return x;
-  } else {
-    return from_acc<T>(x);
-  }
-}
 
 constexpr int kThreads = 256;
 
@@ -122,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
           A z = Ri[t] + d * skip_src(t);
           if (post) z *= A(to_acc(post[t]));
-          y[t] = store<T, A>(z);
+          y[t] = from_acc<T>(z);
         }
         break;
       }
@@ -130,7 +102,7 @@ __global__ void __launch_bounds__(kThreads)
         const T* __restrict__ g = p.grad + off;
         T* __restrict__ dpost = p.dpostgate + off;
         for (int64_t t = threadIdx.x; t < L; t += blockDim.x)
-          dpost[t] = store<T, A>(A(to_acc(g[t])) * (Ri[t] + d * skip_src(t)));
+          dpost[t] = from_acc<T>(A(to_acc(g[t])) * (Ri[t] + d * skip_src(t)));
         break;
       }
       case Stage::UnpackInputGrad: {
@@ -141,9 +113,9 @@ __global__ void __launch_bounds__(kThreads)
           const A dv = gs ? Ri[t] + d * dz : Ri[t];
           if (p.du) {
             const A dvp = pre ? dv * A(to_acc(pre[t])) : dv;
-            p.du[off + t] = store<T, A>(gs ? dvp : dvp + d * dz);
+            p.du[off + t] = from_acc<T>(gs ? dvp : dvp + d * dz);
           }
-          if (p.dpregate) p.dpregate[off + t] = store<T, A>(dv * A(to_acc(u[t])));
+          if (p.dpregate) p.dpregate[off + t] = from_acc<T>(dv * A(to_acc(u[t])));
         }
         break;
       }
@@ -152,7 +124,7 @@ __global__ void __launch_bounds__(kThreads)
         TK* __restrict__ dk = p.dk + r * kt;
         for (int64_t j = threadIdx.x; j < kt; j += blockDim.x) {
           const int64_t m = j < p.Lk ? j : n - 1 - (j - p.Lk);
-          dk[j] = store<TK, A>(Ri[m] * scale);
+          dk[j] = from_acc<TK>(Ri[m] * scale);
         }
         break;
       }
