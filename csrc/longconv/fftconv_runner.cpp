@@ -60,7 +60,7 @@ struct Carve {
 };
 
 // One task: its index, the kernel rows [kr0, kr0 + nk) it owns (shared kernels), its scratch w
-// and the real block buffer R (nb rows of n) at the start of it.
+// and the real block buffer R (max(nb, max_kernel_rows) rows of n) at the start of it.
 template <typename A>
 struct Task {
   int64_t t = 0, kr0 = 0, nk = 0;
@@ -123,7 +123,9 @@ void for_blocks(const Ctx<A>& cx, int64_t t, F&& f) {
 template <typename A, class Policy>
 void walk(const Ctx<A>& cx, Policy& pol) {
   Carve c;
-  c.take(cx.q.nb * cx.s.n);  // R, at offset 0
+  // R, at offset 0: a block's rows, or the kernel rows a task packs (more than nb when the rows
+  // were split over more tasks than there are batch rows: B < threads, H < 2^19 / n).
+  c.take(std::max(cx.q.nb, cx.q.max_kernel_rows) * cx.s.n);
   pol.layout(c);
   pol.init();
   cx.ex.run_tasks(cx.q.ntasks, c.used, [&](int64_t t, A* w) {
@@ -135,40 +137,30 @@ void walk(const Ctx<A>& cx, Policy& pol) {
   pol.write();
 }
 
-// ---- Kernel sources: where the spectra K a block multiplies by come from (1/n folded in). `on`
-// false: no spectra (a backward that needs only dk). K(tk) holds them; krow base(tk) is the first
-// kernel row in K (fftconv.h's kbase).
-
-// k shared by the batch: the spectra of the task's kernel rows, computed once per task.
-template <typename A>
-struct SharedKernel {
+// ---- Kernel sources: where the spectra K a block multiplies by come from (1/n folded in), K(tk)
+// in the task's scratch, base(tk) the kernel row of K's first row (fftconv.h's kbase). PER_BLOCK
+// false: k shared by the batch, the spectra of the task's kernel rows computed once per task;
+// true: k per batch row, the spectra of the block's rows computed per block (before anything
+// else uses R). `on` false: no spectra (a backward that needs only dk).
+template <typename A, bool PER_BLOCK>
+struct KernelSpectra {
   const Ctx<A>& cx;
   bool on;
   int64_t oK = 0;
-  void layout(Carve& c) { oK = on ? c.take(cx.q.max_kernel_rows * cx.spec) : 0; }
+  void layout(Carve& c) { oK = on ? c.take((PER_BLOCK ? cx.q.nb : cx.q.max_kernel_rows) * cx.spec) : 0; }
   A* K(const Task<A>& tk) const { return tk.w + oK; }
-  int64_t base(const Task<A>& tk) const { return tk.kr0; }
+  int64_t base(const Task<A>& tk) const { return PER_BLOCK ? 0 : tk.kr0; }
   void begin_task(const Task<A>& tk) const {
-    if (on) cx.to_spectrum(Stage::PackKernel, tk.kr0, tk.nk, tk.R, K(tk), cx.inv_n);
+    if (on && !PER_BLOCK) cx.to_spectrum(Stage::PackKernel, tk.kr0, tk.nk, tk.R, K(tk), cx.inv_n);
   }
-  void begin_block(const Task<A>&, int64_t, int64_t) const {}
-};
-
-// k per batch row: the spectra of the block's rows, computed per block (before anything else
-// uses R).
-template <typename A>
-struct BatchKernel {
-  const Ctx<A>& cx;
-  bool on;
-  int64_t oK = 0;
-  void layout(Carve& c) { oK = on ? c.take(cx.q.nb * cx.spec) : 0; }
-  A* K(const Task<A>& tk) const { return tk.w + oK; }
-  int64_t base(const Task<A>&) const { return 0; }
-  void begin_task(const Task<A>&) const {}
   void begin_block(const Task<A>& tk, int64_t row0, int64_t m) const {
-    if (on) cx.to_spectrum(Stage::PackKernel, row0, m, tk.R, K(tk), cx.inv_n);
+    if (on && PER_BLOCK) cx.to_spectrum(Stage::PackKernel, row0, m, tk.R, K(tk), cx.inv_n);
   }
 };
+template <typename A>
+using SharedKernel = KernelSpectra<A, false>;
+template <typename A>
+using BatchKernel = KernelSpectra<A, true>;
 
 // ---- Forward: y = UnpackOutput(c2r(FFT(u * pregate) K)).
 template <typename A, class KS>
