@@ -92,7 +92,9 @@ void gather_kernel_grad(const FFTConvParams<T, T>& p, int64_t r, const T* __rest
 template <typename T>
 void unpack_output(const FFTConvParams<T, T>& p, const Row<T>& w, const T* __restrict R) {
   T* __restrict y = p.y + w.off;
-  const T *__restrict u = w.u, *__restrict pre = w.pre, *__restrict post = w.post;
+  const T* __restrict u = w.u;
+  const T* __restrict pre = w.pre;
+  const T* __restrict post = w.post;
   const T d = w.d;
   if (w.gs) {
     if (post) {
@@ -112,11 +114,13 @@ template <typename T>
 void unpack_post_grad(const FFTConvParams<T, T>& p, const Row<T>& w, const T* __restrict R) {
   const T* __restrict g = p.grad + w.off;
   T* __restrict dpost = p.dpostgate + w.off;
-  const T *__restrict u = w.u, *__restrict pre = w.pre;
+  const T* __restrict u = w.u;
+  const T* __restrict pre = w.pre;
+  const T d = w.d;
   if (w.gs) {
-    for (int64_t t = 0; t < w.L; ++t) dpost[t] = g[t] * (R[t] + w.d * (u[t] * pre[t]));
+    for (int64_t t = 0; t < w.L; ++t) dpost[t] = g[t] * (R[t] + d * (u[t] * pre[t]));
   } else {
-    for (int64_t t = 0; t < w.L; ++t) dpost[t] = g[t] * (R[t] + w.d * u[t]);
+    for (int64_t t = 0; t < w.L; ++t) dpost[t] = g[t] * (R[t] + d * u[t]);
   }
 }
 
@@ -127,11 +131,15 @@ void unpack_input_grad_gated(const FFTConvParams<T, T>& p, const Row<T>& w, cons
   const T* __restrict g = p.grad + w.off;
   T* __restrict du = p.du ? p.du + w.off : nullptr;
   T* __restrict dpre = p.dpregate ? p.dpregate + w.off : nullptr;
+  const T* __restrict u = w.u;
+  const T* __restrict pre = w.pre;
+  const T* __restrict post = w.post;
+  const T d = w.d;
   for (int64_t t = 0; t < w.L; ++t) {
-    const T dz = w.post ? g[t] * w.post[t] : g[t];
-    const T dv = R[t] + w.d * dz;
-    if (du) du[t] = dv * w.pre[t];
-    if (dpre) dpre[t] = dv * w.u[t];
+    const T dz = post ? g[t] * post[t] : g[t];
+    const T dv = R[t] + d * dz;
+    if (du) du[t] = dv * pre[t];
+    if (dpre) dpre[t] = dv * u[t];
   }
 }
 
@@ -140,16 +148,20 @@ template <typename T>
 void unpack_input_grad(const FFTConvParams<T, T>& p, const Row<T>& w, const T* __restrict R) {
   if (w.gs) return unpack_input_grad_gated(p, w, R);
   const T* __restrict g = p.grad + w.off;
+  const T* __restrict u = w.u;
+  const T* __restrict pre = w.pre;
+  const T* __restrict post = w.post;
+  const T d = w.d;
   if (p.du) {
     T* __restrict du = p.du + w.off;
     for (int64_t t = 0; t < w.L; ++t) {
-      const T dz = w.post ? g[t] * w.post[t] : g[t];
-      du[t] = (w.pre ? R[t] * w.pre[t] : R[t]) + w.d * dz;
+      const T dz = post ? g[t] * post[t] : g[t];
+      du[t] = (pre ? R[t] * pre[t] : R[t]) + d * dz;
     }
   }
   if (p.dpregate) {
     T* __restrict dpre = p.dpregate + w.off;
-    for (int64_t t = 0; t < w.L; ++t) dpre[t] = R[t] * w.u[t];
+    for (int64_t t = 0; t < w.L; ++t) dpre[t] = R[t] * u[t];
   }
 }
 

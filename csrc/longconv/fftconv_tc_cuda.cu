@@ -112,7 +112,8 @@ __global__ void __launch_bounds__(kThreadsTC)
   KF_SHARED(float, red, [kWarps]);
   const int64_t h = blockIdx.x;
   float2* x = kspec + h * N;
-  for (int64_t t = threadIdx.x; t < N; t += blockDim.x) x[t] = make_float2(t < Lk ? to_acc<TK>(k[h * Lk + t]) : 0.f, 0.f);
+  for (int64_t t = threadIdx.x; t < N; t += blockDim.x)
+    x[t] = make_float2(t < Lk ? to_acc<TK>(k[h * Lk + t]) : 0.f, 0.f);
   __syncthreads();
   const int r = 1 << (log2i(N) % 4);
   if (r > 1) {
