@@ -271,6 +271,28 @@ def test_block_partitions_forward_backward(kshape):
             torch.testing.assert_close(x.grad, y.grad, rtol=1e-9, atol=1e-9 * max(1.0, y.grad.abs().max().item()))
 
 
+def test_more_tasks_than_batch_rows():
+    """Shared kernel with few heads and B < threads: the rows are split into blocks of fewer rows
+    than the H kernel rows every task packs through its real buffer (which must hold them all)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(8)
+    try:
+        for B, H, L, Lk in [(2, 100, 37, 9), (3, 40, 64, 64)]:
+            u, k, D, pre, post = _inputs(B, H, L, Lk, "causal", seed=H)
+            a = [t.clone().requires_grad_(True) for t in (u, k, D, pre, post)]
+            b = [t.clone().requires_grad_(True) for t in (u, k, D, pre, post)]
+            y1 = kf.fftconv(a[0], a[1], a[2], pregate=a[3], postgate=a[4])
+            y2 = ref.fftconv(b[0], b[1], b[2], pregate=b[3], postgate=b[4])
+            _assert_close(y1.detach(), y2.detach(), torch.float64)
+            gy = torch.randn(u.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+            y1.backward(gy)
+            y2.backward(gy)
+            for x, y in zip(a, b):
+                torch.testing.assert_close(x.grad, y.grad)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_aten_fft_fallback(env_switch):
     """The path without MKL (ATen's FFT through the dispatcher) gives the same results."""
     env_switch("KERNELFUSE_NO_MKL_FFT", "1")

@@ -177,6 +177,33 @@ def test_every_requires_grad_subset(mode, skip):
                 assert p.grad is None
 
 
+# Shapes that take each partition of the runner (csrc/longconv/fftconv_runner.cpp): by heads
+# (shared kernel, H >= the 2^19 / n rows of a block: fft_size 8192 gives 64), row ranges with a
+# kernel-gradient accumulator per task (shared kernel, few heads), and per-batch kernels.
+PARTITIONS = [
+    ("by_heads", "causal", 2, 64, 50, 9, "shared", 8192),
+    ("row_ranges", "circular", 5, 3, 11, 4, "shared", None),
+    ("per_batch", "bidirectional", 5, 3, 11, 4, "batch", None),
+]
+
+
+@pytest.mark.parametrize("name,mode,B,H,L,Lk,kshape,n", PARTITIONS)
+@pytest.mark.parametrize("skip", ["input", "gated"])
+def test_raw_bwd_every_need_subset_is_bitwise_the_full_request(name, mode, B, H, L, Lk, kshape, n, skip):
+    """Each gradient of fftconv_bwd comes from its own backward term: any subset of the needs gives
+    bitwise what the full request gives for the gradients asked, and empty tensors for the others."""
+    u, k, D, pre, post = _ins(mode, B, H, L, Lk, kshape)
+    g = torch.randn(u.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    full = op.fftconv_bwd(g, u, k, D, pre, post, mode, n, True, True, True, True, True, skip)
+    for mask in itertools.product([False, True], repeat=5):
+        got = op.fftconv_bwd(g, u, k, D, pre, post, mode, n, *mask, skip)
+        for name_, f, x, m in zip(NAMES, full, got, mask):
+            if m:
+                assert torch.equal(x, f), f"{name}: d{name_} with needs {mask} differs from the full request"
+            else:
+                assert x.numel() == 0
+
+
 @pytest.mark.parametrize("pos", range(5))
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nonfinite_inputs_propagate(pos, bad):

@@ -13,38 +13,10 @@
 
 #include "fftconv.h"
 #include "common/cuda_launch.cuh"
+#include "common/half_convert.cuh"
 
 namespace kernelfuse::longconv {
 namespace {
-
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-
-template <typename T>
-__device__ __forceinline__ T from_acc(float x);
-template <>
-__device__ __forceinline__ __half from_acc<__half>(float x) {
-  return __float2half(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-template <>
-__device__ __forceinline__ float from_acc<float>(float x) {
-  return x;
-}
-
-template <typename T, typename A>
-__device__ __forceinline__ T store(A x) {
-  if constexpr (sizeof(A) == sizeof(double)) {
-    return x;
-  } else {
-    return from_acc<T>(x);
-  }
-}
 
 constexpr int kThreads = 256;
 
@@ -61,101 +33,156 @@ __device__ A block_sum(A v, A* sh) {
   return s;
 }
 
+// One (b, h) row r of the (B, H, L) tensors as the row stages read it; P the params type.
+template <typename T, typename A>
+struct DevRow {
+  int64_t r, off;
+  const T* u;
+  const T* pre;   // null: no pregate
+  const T* post;  // null: no postgate
+  A d;            // D[h], 0 without D
+  bool gs;        // skip source u * pre (skip "gated" with a pregate), else u
+  template <class P>
+  __device__ DevRow(const P& p, int64_t row)
+      : r(row),
+        off(row * p.L),
+        u(p.u + off),
+        pre(p.pregate ? p.pregate + off : nullptr),
+        post(p.postgate ? p.postgate + off : nullptr),
+        d(p.D ? A(to_acc(p.D[row % p.H])) : A(0)),
+        gs(p.skip_gated && pre) {}
+  __device__ A skip_src(int64_t t) const {
+    const A x = A(to_acc(u[t]));
+    return gs ? x * A(to_acc(pre[t])) : x;
+  }
+};
+
+// The row stages (fftconv.h), each over one row with the block's threads.
+template <typename T, typename A, typename TK>
+__device__ void pack_input(const FFTConvParams<T, A, TK>& p, const DevRow<T, A>& w, A* __restrict__ Ri) {
+  const T* __restrict__ u = w.u;
+  const T* __restrict__ pre = w.pre;
+  for (int64_t t = threadIdx.x; t < p.n; t += blockDim.x) {
+    A v = 0;
+    if (t < p.L) v = pre ? A(to_acc(u[t])) * A(to_acc(pre[t])) : A(to_acc(u[t]));
+    Ri[t] = v;
+  }
+}
+
+// Every thread of the block calls it (block_sum synchronises).
+template <typename T, typename A, typename TK>
+__device__ void pack_grad(const FFTConvParams<T, A, TK>& p, const DevRow<T, A>& w, A* __restrict__ Ri, A* sh) {
+  const T* __restrict__ g = p.grad + w.off;
+  const T* __restrict__ post = w.post;
+  A acc = 0;
+  for (int64_t t = threadIdx.x; t < p.n; t += blockDim.x) {
+    A v = 0;
+    if (t < p.L) {
+      v = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
+      acc += v * w.skip_src(t);
+    }
+    Ri[t] = v;
+  }
+  if (p.dD_rows) {
+    const A tot = block_sum(acc, sh);
+    if (threadIdx.x == 0) p.dD_rows[w.r] = tot;
+  }
+}
+
+template <typename T, typename A, typename TK>
+__device__ void pack_kernel(const FFTConvParams<T, A, TK>& p, int64_t r, A* __restrict__ Ri, A scale) {
+  const int64_t kt = p.mode == ConvMode::Bidirectional ? 2 * p.Lk : p.Lk, n = p.n;
+  const TK* __restrict__ k = p.k + r * kt;
+  for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
+    A v = 0;
+    if (t < p.Lk) v = A(to_acc(k[t])) * scale;
+    if (p.mode == ConvMode::Bidirectional && t >= n - p.Lk) v = A(to_acc(k[p.Lk + (n - 1 - t)])) * scale;
+    Ri[t] = v;
+  }
+}
+
+template <typename T, typename A, typename TK>
+__device__ void gather_kernel_grad(const FFTConvParams<T, A, TK>& p, int64_t r, const A* __restrict__ Ri, A scale) {
+  const int64_t kt = p.mode == ConvMode::Bidirectional ? 2 * p.Lk : p.Lk;
+  TK* __restrict__ dk = p.dk + r * kt;
+  for (int64_t j = threadIdx.x; j < kt; j += blockDim.x) {
+    const int64_t m = j < p.Lk ? j : p.n - 1 - (j - p.Lk);
+    dk[j] = from_acc<TK>(Ri[m] * scale);
+  }
+}
+
+template <typename T, typename A, typename TK>
+__device__ void unpack_output(const FFTConvParams<T, A, TK>& p, const DevRow<T, A>& w, const A* __restrict__ Ri) {
+  T* __restrict__ y = p.y + w.off;
+  const T* __restrict__ post = w.post;
+  for (int64_t t = threadIdx.x; t < p.L; t += blockDim.x) {
+    A z = Ri[t] + w.d * w.skip_src(t);
+    if (post) z *= A(to_acc(post[t]));
+    y[t] = from_acc<T>(z);
+  }
+}
+
+template <typename T, typename A, typename TK>
+__device__ void unpack_post_grad(const FFTConvParams<T, A, TK>& p, const DevRow<T, A>& w, const A* __restrict__ Ri) {
+  const T* __restrict__ g = p.grad + w.off;
+  T* __restrict__ dpost = p.dpostgate + w.off;
+  for (int64_t t = threadIdx.x; t < p.L; t += blockDim.x)
+    dpost[t] = from_acc<T>(A(to_acc(g[t])) * (Ri[t] + w.d * w.skip_src(t)));
+}
+
+template <typename T, typename A, typename TK>
+__device__ void unpack_input_grad(const FFTConvParams<T, A, TK>& p, const DevRow<T, A>& w, const A* __restrict__ Ri) {
+  const T* __restrict__ g = p.grad + w.off;
+  const T* __restrict__ post = w.post;
+  const T* __restrict__ pre = w.pre;
+  const int64_t off = w.off;
+  for (int64_t t = threadIdx.x; t < p.L; t += blockDim.x) {
+    const A dz = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
+    // skip "gated": the skip's gradient D * dz joins dv before the pregate.
+    const A dv = w.gs ? Ri[t] + w.d * dz : Ri[t];
+    if (p.du) {
+      const A dvp = pre ? dv * A(to_acc(pre[t])) : dv;
+      p.du[off + t] = from_acc<T>(w.gs ? dvp : dvp + w.d * dz);
+    }
+    if (p.dpregate) p.dpregate[off + t] = from_acc<T>(dv * A(to_acc(w.u[t])));
+  }
+}
+
 // One CUDA block per row of the FFT block (grid-stride over rows), threads over the row.
 template <typename T, typename A, typename TK>
 __global__ void __launch_bounds__(kThreads)
     stage_kernel(FFTConvParams<T, A, TK> p, Stage s, int64_t row0, int64_t nb, A* __restrict__ R, A scale) {
   KF_SHARED(A, sh, [kThreads / 32]);
-  const int64_t L = p.L, n = p.n;
   for (int64_t i = blockIdx.x; i < nb; i += gridDim.x) {
     const int64_t r = row0 + i;
-    A* __restrict__ Ri = R + i * n;
-    const int64_t off = r * L;
-    const T* __restrict__ u = p.u + off;
-    const T* __restrict__ pre = p.pregate ? p.pregate + off : nullptr;
-    const T* __restrict__ post = p.postgate ? p.postgate + off : nullptr;
-    const A d = p.D ? A(to_acc(p.D[r % p.H])) : A(0);
-    // Skip source: u (skip "input") or u * pregate (skip "gated"; gs: there is a pregate).
-    const bool gs = p.skip_gated && pre;
-    auto skip_src = [&](int64_t t) -> A {
-      const A x = A(to_acc(u[t]));
-      return gs ? x * A(to_acc(pre[t])) : x;
-    };
+    A* __restrict__ Ri = R + i * p.n;
+    if (s == Stage::PackKernel) {
+      pack_kernel(p, r, Ri, scale);
+      continue;
+    }
+    if (s == Stage::GatherKernelGrad) {
+      gather_kernel_grad(p, r, Ri, scale);
+      continue;
+    }
+    const DevRow<T, A> w(p, r);
     switch (s) {
       case Stage::PackInput:
-        for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
-          A v = 0;
-          if (t < L) v = pre ? A(to_acc(u[t])) * A(to_acc(pre[t])) : A(to_acc(u[t]));
-          Ri[t] = v;
-        }
+        pack_input(p, w, Ri);
         break;
-      case Stage::PackGrad: {
-        const T* __restrict__ g = p.grad + off;
-        A acc = 0;
-        for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
-          A v = 0;
-          if (t < L) {
-            v = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
-            acc += v * skip_src(t);
-          }
-          Ri[t] = v;
-        }
-        if (p.dD_rows) {
-          const A tot = block_sum(acc, sh);
-          if (threadIdx.x == 0) p.dD_rows[r] = tot;
-        }
+      case Stage::PackGrad:
+        pack_grad(p, w, Ri, sh);
         break;
-      }
-      case Stage::PackKernel: {
-        const int64_t kt = p.mode == ConvMode::Bidirectional ? 2 * p.Lk : p.Lk;
-        const TK* __restrict__ k = p.k + r * kt;
-        for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
-          A v = 0;
-          if (t < p.Lk) v = A(to_acc(k[t])) * scale;
-          if (p.mode == ConvMode::Bidirectional && t >= n - p.Lk) v = A(to_acc(k[p.Lk + (n - 1 - t)])) * scale;
-          Ri[t] = v;
-        }
+      case Stage::UnpackOutput:
+        unpack_output(p, w, Ri);
         break;
-      }
-      case Stage::UnpackOutput: {
-        T* __restrict__ y = p.y + off;
-        for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
-          A z = Ri[t] + d * skip_src(t);
-          if (post) z *= A(to_acc(post[t]));
-          y[t] = store<T, A>(z);
-        }
+      case Stage::UnpackPostGrad:
+        unpack_post_grad(p, w, Ri);
         break;
-      }
-      case Stage::UnpackPostGrad: {
-        const T* __restrict__ g = p.grad + off;
-        T* __restrict__ dpost = p.dpostgate + off;
-        for (int64_t t = threadIdx.x; t < L; t += blockDim.x)
-          dpost[t] = store<T, A>(A(to_acc(g[t])) * (Ri[t] + d * skip_src(t)));
+      case Stage::UnpackInputGrad:
+        unpack_input_grad(p, w, Ri);
         break;
-      }
-      case Stage::UnpackInputGrad: {
-        const T* __restrict__ g = p.grad + off;
-        for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
-          const A dz = post ? A(to_acc(g[t])) * A(to_acc(post[t])) : A(to_acc(g[t]));
-          // skip "gated": the skip's gradient D * dz joins dv before the pregate.
-          const A dv = gs ? Ri[t] + d * dz : Ri[t];
-          if (p.du) {
-            const A dvp = pre ? dv * A(to_acc(pre[t])) : dv;
-            p.du[off + t] = store<T, A>(gs ? dvp : dvp + d * dz);
-          }
-          if (p.dpregate) p.dpregate[off + t] = store<T, A>(dv * A(to_acc(u[t])));
-        }
+      default:
         break;
-      }
-      case Stage::GatherKernelGrad: {
-        const int64_t kt = p.mode == ConvMode::Bidirectional ? 2 * p.Lk : p.Lk;
-        TK* __restrict__ dk = p.dk + r * kt;
-        for (int64_t j = threadIdx.x; j < kt; j += blockDim.x) {
-          const int64_t m = j < p.Lk ? j : n - 1 - (j - p.Lk);
-          dk[j] = store<TK, A>(Ri[m] * scale);
-        }
-        break;
-      }
     }
   }
 }

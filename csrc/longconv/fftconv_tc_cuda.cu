@@ -34,6 +34,7 @@
 
 #include "fftconv_tc.h"
 #include "common/cuda_launch.cuh"
+#include "common/half_convert.cuh"
 
 namespace kernelfuse::longconv {
 namespace {
@@ -44,31 +45,6 @@ constexpr int kWarps = 8;
 constexpr int kThreadsTC = kWarps * 32;
 constexpr int kMaxSeqPerBlock = 4;
 constexpr int64_t kStaticSmemTC = (kWarps + 2 * kMaxSeqPerBlock) * 4;  // fftconv_tc_kernel's KF_SHARED arrays
-
-template <typename T>
-__device__ __forceinline__ float to_f(T x);
-template <>
-__device__ __forceinline__ float to_f<__half>(__half x) {
-  return __half2float(x);
-}
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-template <>
-__device__ __forceinline__ float to_f<float>(float x) {
-  return x;
-}
-template <typename T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ __half from_f<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // exp(-+ 2 pi i e / S) (forward: minus), exponent reduced exactly; S is a power of two <= 2^15, so
 // 2 (e mod S) / S is exact in fp32.
@@ -136,7 +112,8 @@ __global__ void __launch_bounds__(kThreadsTC)
   KF_SHARED(float, red, [kWarps]);
   const int64_t h = blockIdx.x;
   float2* x = kspec + h * N;
-  for (int64_t t = threadIdx.x; t < N; t += blockDim.x) x[t] = make_float2(t < Lk ? to_f<TK>(k[h * Lk + t]) : 0.f, 0.f);
+  for (int64_t t = threadIdx.x; t < N; t += blockDim.x)
+    x[t] = make_float2(t < Lk ? to_acc<TK>(k[h * Lk + t]) : 0.f, 0.f);
   __syncthreads();
   const int r = 1 << (log2i(N) % 4);
   if (r > 1) {
@@ -171,8 +148,8 @@ __device__ void radix_r_pass(T* data, int nsb, int64_t N, int r, bool inverse) {
 #pragma unroll
     for (int a = 0; a < 8; ++a) {
       if (a < r) {
-        xr[a] = to_f<T>(re[a * s + n2]);
-        xi[a] = to_f<T>(im[a * s + n2]);
+        xr[a] = to_acc<T>(re[a * s + n2]);
+        xi[a] = to_acc<T>(im[a * s + n2]);
         if (inverse) {  // conjugate twiddle first
           const float2 w = root(n2 * a, N, true);
           const float tr = xr[a] * w.x - xi[a] * w.y;
@@ -201,8 +178,8 @@ __device__ void radix_r_pass(T* data, int nsb, int64_t N, int r, bool inverse) {
           yi = yr * w.y + yi * w.x;
           yr = tr;
         }
-        re[b * s + n2] = from_f<T>(yr);
-        im[b * s + n2] = from_f<T>(yi);
+        re[b * s + n2] = from_acc<T>(yr);
+        im[b * s + n2] = from_acc<T>(yi);
       }
     }
   }
@@ -232,9 +209,9 @@ __device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool invers
           const int k1 = e / 16, jj = e % 16;
           const int64_t idx = off + k1 * s + jj;
           const float2 w = root((c * 16 + jj) * k1, S, true);
-          const float xr = to_f<T>(re[idx]), xi = to_f<T>(im[idx]);
-          re[idx] = from_f<T>(xr * w.x - xi * w.y);
-          im[idx] = from_f<T>(xr * w.y + xi * w.x);
+          const float xr = to_acc<T>(re[idx]), xi = to_acc<T>(im[idx]);
+          re[idx] = from_acc<T>(xr * w.x - xi * w.y);
+          im[idx] = from_acc<T>(xr * w.y + xi * w.x);
         }
         __syncwarp();
       }
@@ -266,8 +243,8 @@ __device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool invers
           yi = yr * w.y + yi * w.x;
           yr = tr;
         }
-        re[idx] = from_f<T>(yr);
-        im[idx] = from_f<T>(yi);
+        re[idx] = from_acc<T>(yr);
+        im[idx] = from_acc<T>(yi);
       }
       __syncwarp();
     }
@@ -302,8 +279,8 @@ __device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool invers
       wmma::store_matrix_sync(sc + 256, ai, 16, wmma::mem_row_major);
       __syncwarp();
       for (int e = lane; e < 256; e += 32) {
-        re[e] = from_f<T>(sc[e]);
-        im[e] = from_f<T>(sc[256 + e]);
+        re[e] = from_acc<T>(sc[e]);
+        im[e] = from_acc<T>(sc[256 + e]);
       }
       __syncwarp();
     }
@@ -322,9 +299,9 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     const int k1 = i / 16, n1 = i % 16;
     float sn, cs;
     sincospif(2.0f * static_cast<float>((k1 * n1) % 16) / 16.0f, &sn, &cs);
-    F[i] = from_f<T>(0.25f * cs);
-    F[256 + i] = from_f<T>(-0.25f * sn);
-    F[512 + i] = from_f<T>(0.25f * sn);
+    F[i] = from_acc<T>(0.25f * cs);
+    F[256 + i] = from_acc<T>(-0.25f * sn);
+    F[512 + i] = from_acc<T>(0.25f * sn);
   }
   const int64_t g0 = int64_t(blockIdx.x) * nsb;
   // Scale of each sequence: v 2^-vexp has |re|, |im| < 1, so no fp16 intermediate can overflow
@@ -342,12 +319,12 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
       const int64_t o0 = (b0 * H + h) * L;
       const bool two = b0 + 1 < p.B;
       for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
-        float vr = to_f<T>(p.u[o0 + t]);
-        if (p.pregate) vr *= to_f<T>(p.pregate[o0 + t]);
+        float vr = to_acc<T>(p.u[o0 + t]);
+        if (p.pregate) vr *= to_acc<T>(p.pregate[o0 + t]);
         m = fmaxf(m, fabsf(vr));
         if (two) {
-          float vi = to_f<T>(p.u[o0 + H * L + t]);
-          if (p.pregate) vi *= to_f<T>(p.pregate[o0 + H * L + t]);
+          float vi = to_acc<T>(p.u[o0 + H * L + t]);
+          if (p.pregate) vi *= to_acc<T>(p.pregate[o0 + H * L + t]);
           m = fmaxf(m, fabsf(vi));
         }
       }
@@ -367,16 +344,16 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     if (g < nseq && t < L) {
       const int64_t h = g % H, b0 = 2 * (g / H);
       const int64_t o0 = (b0 * H + h) * L + t;
-      vr = to_f<T>(p.u[o0]);
-      if (p.pregate) vr *= to_f<T>(p.pregate[o0]);
+      vr = to_acc<T>(p.u[o0]);
+      if (p.pregate) vr *= to_acc<T>(p.pregate[o0]);
       if (b0 + 1 < p.B) {
         const int64_t o1 = o0 + H * L;
-        vi = to_f<T>(p.u[o1]);
-        if (p.pregate) vi *= to_f<T>(p.pregate[o1]);
+        vi = to_acc<T>(p.u[o1]);
+        if (p.pregate) vi *= to_acc<T>(p.pregate[o1]);
       }
     }
-    data[j * 2 * N + t] = from_f<T>(ldexpf(vr, -vexp[j]));
-    data[j * 2 * N + N + t] = from_f<T>(ldexpf(vi, -vexp[j]));
+    data[j * 2 * N + t] = from_acc<T>(ldexpf(vr, -vexp[j]));
+    data[j * 2 * N + N + t] = from_acc<T>(ldexpf(vi, -vexp[j]));
   }
   __syncthreads();
   const int r = 1 << (log2i(N) % 4);
@@ -397,9 +374,9 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     const float2 kk = K[(g % H) * N + t];
     T* re = data + j * 2 * N + t;
     T* im = re + N;
-    const float xr = to_f<T>(*re), xi = to_f<T>(*im);
-    *re = from_f<T>(ldexpf(xr * kk.x - xi * kk.y, -kex[j]));
-    *im = from_f<T>(ldexpf(xr * kk.y + xi * kk.x, -kex[j]));
+    const float xr = to_acc<T>(*re), xi = to_acc<T>(*im);
+    *re = from_acc<T>(ldexpf(xr * kk.x - xi * kk.y, -kex[j]));
+    *im = from_acc<T>(ldexpf(xr * kk.y + xi * kk.x, -kex[j]));
   }
   __syncthreads();
   for (int64_t S = 16; S <= N / r; S *= 16) {
@@ -416,22 +393,22 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     const int64_t t = i - j * L, g = g0 + j;
     if (g >= nseq) continue;
     const int64_t h = g % H, b0 = 2 * (g / H);
-    const float d = p.D ? to_f<TK>(p.D[h]) : 0.f;
+    const float d = p.D ? to_acc<TK>(p.D[h]) : 0.f;
     const int e = vexp[j] + kex[j];
     const int64_t o0 = (b0 * H + h) * L + t;
     const bool gs = p.skip_gated && p.pregate;  // skip "gated": D multiplies u * pregate
-    float s0 = to_f<T>(p.u[o0]);
-    if (gs) s0 *= to_f<T>(p.pregate[o0]);
-    float z = ldexpf(to_f<T>(data[j * 2 * N + t]), e) + d * s0;
-    if (p.postgate) z *= to_f<T>(p.postgate[o0]);
-    p.y[o0] = from_f<T>(z);
+    float s0 = to_acc<T>(p.u[o0]);
+    if (gs) s0 *= to_acc<T>(p.pregate[o0]);
+    float z = ldexpf(to_acc<T>(data[j * 2 * N + t]), e) + d * s0;
+    if (p.postgate) z *= to_acc<T>(p.postgate[o0]);
+    p.y[o0] = from_acc<T>(z);
     if (b0 + 1 < p.B) {
       const int64_t o1 = o0 + H * L;
-      float s1 = to_f<T>(p.u[o1]);
-      if (gs) s1 *= to_f<T>(p.pregate[o1]);
-      float z1 = ldexpf(to_f<T>(data[j * 2 * N + N + t]), e) + d * s1;
-      if (p.postgate) z1 *= to_f<T>(p.postgate[o1]);
-      p.y[o1] = from_f<T>(z1);
+      float s1 = to_acc<T>(p.u[o1]);
+      if (gs) s1 *= to_acc<T>(p.pregate[o1]);
+      float z1 = ldexpf(to_acc<T>(data[j * 2 * N + N + t]), e) + d * s1;
+      if (p.postgate) z1 *= to_acc<T>(p.postgate[o1]);
+      p.y[o1] = from_acc<T>(z1);
     }
   }
 }

@@ -94,6 +94,40 @@ void check_kernel_like_u(const at::Tensor& t, const at::Tensor& u, const char* n
                u.scalar_type(), " (the dtype of 'u')", (half_u ? " or float32" : ""), ", got ", t.scalar_type());
 }
 
+// The FFT size n of the problem p (mode, L and Lk set): fft_size checked against what the mode
+// needs, or the smallest fast size (circular: L).
+int64_t fft_size_for(const Problem& p, c10::string_view mode, std::optional<int64_t> fft_size, const at::Tensor& u) {
+  int64_t need = 0;
+  switch (p.mode) {
+    case ConvMode::Causal:
+      need = p.L + p.Lk - 1;
+      break;
+    case ConvMode::Bidirectional:
+      need = p.L + p.Lk;
+      break;
+    case ConvMode::Circular:
+      need = p.L;
+      break;
+  }
+  // Size limit (before anything is allocated): n <= 2^31. Every index in the stages is 64-bit, so
+  // B * H * L and rows * n may pass 2^31; one FFT row of 2^31 already takes 16 GiB (complex float).
+  KF_CHECK_ARG(fft_size.has_value() || need <= kMaxFFTSize, "u", "sequence length L = ", p.L, " too long: mode '",
+               std::string(mode), "' needs an FFT size of ", need,
+               ", more than the supported maximum 2^31 = ", kMaxFFTSize, " (u ", shape_str(u), ")");
+  if (fft_size.has_value()) {
+    const int64_t n = *fft_size;
+    KF_CHECK_ARG(n <= kMaxFFTSize, "fft_size", "expected at most 2^31 = ", kMaxFFTSize, ", got ", n);
+    if (p.mode == ConvMode::Circular) {
+      KF_CHECK_ARG(n == p.L, "fft_size", "mode 'circular' has period L: expected fft_size = L = ", p.L, ", got ", n);
+    } else {
+      KF_CHECK_ARG(n >= need, "fft_size", "too small for mode '", std::string(mode),
+                   "': expected >= ", (p.mode == ConvMode::Causal ? "L + Lk - 1 = " : "L + Lk = "), need, ", got ", n);
+    }
+    return n;
+  }
+  return p.mode == ConvMode::Circular ? p.L : next_fast_size(need);
+}
+
 Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optional<at::Tensor>& D,
                       const std::optional<at::Tensor>& pregate, const std::optional<at::Tensor>& postgate,
                       c10::string_view mode, std::optional<int64_t> fft_size, c10::string_view skip) {
@@ -128,36 +162,7 @@ Problem check_problem(const at::Tensor& u, const at::Tensor& k, const std::optio
   KF_CHECK_ARG(p.Lk <= p.L, "k", "mode '", std::string(mode),
                "' needs a kernel no longer than the sequence: Lk = ", p.Lk, " > L = ", p.L, " (k ", shape_str(k),
                ", u ", shape_str(u), ")");
-  int64_t need = 0;
-  switch (p.mode) {
-    case ConvMode::Causal:
-      need = p.L + p.Lk - 1;
-      break;
-    case ConvMode::Bidirectional:
-      need = p.L + p.Lk;
-      break;
-    case ConvMode::Circular:
-      need = p.L;
-      break;
-  }
-  // Size limit (before anything is allocated): n <= 2^31. Every index in the stages is 64-bit, so
-  // B * H * L and rows * n may pass 2^31; one FFT row of 2^31 already takes 16 GiB (complex float).
-  KF_CHECK_ARG(fft_size.has_value() || need <= kMaxFFTSize, "u", "sequence length L = ", p.L, " too long: mode '",
-               std::string(mode), "' needs an FFT size of ", need,
-               ", more than the supported maximum 2^31 = ", kMaxFFTSize, " (u ", shape_str(u), ")");
-  if (fft_size.has_value()) {
-    const int64_t n = *fft_size;
-    KF_CHECK_ARG(n <= kMaxFFTSize, "fft_size", "expected at most 2^31 = ", kMaxFFTSize, ", got ", n);
-    if (p.mode == ConvMode::Circular) {
-      KF_CHECK_ARG(n == p.L, "fft_size", "mode 'circular' has period L: expected fft_size = L = ", p.L, ", got ", n);
-    } else {
-      KF_CHECK_ARG(n >= need, "fft_size", "too small for mode '", std::string(mode),
-                   "': expected >= ", (p.mode == ConvMode::Causal ? "L + Lk - 1 = " : "L + Lk = "), need, ", got ", n);
-    }
-    p.n = n;
-  } else {
-    p.n = p.mode == ConvMode::Circular ? p.L : next_fast_size(need);
-  }
+  p.n = fft_size_for(p, mode, fft_size, u);
   p.k_dtype = k.scalar_type();
   p.per_batch = k.dim() == 3 && k.size(0) == p.B && p.B != 1;
   p.k = (k.dim() == 3 && !p.per_batch) ? k.reshape({p.H, taps}).contiguous() : k.contiguous();
@@ -239,6 +244,21 @@ struct TorchExec final : FFTConvStages<T, A, TK> {
   }
 };
 
+// The fields FFTConvParams and FFTConvTCParams share: sizes, the skip convention and the inputs.
+template <typename S, typename SK, class P>
+void set_inputs(P& p, const Problem& pb) {
+  p.B = pb.B;
+  p.H = pb.H;
+  p.L = pb.L;
+  p.Lk = pb.Lk;
+  p.skip_gated = pb.skip_gated;
+  p.u = in_ptr<S>(pb.u);
+  p.k = in_ptr<SK>(pb.k);
+  p.D = in_ptr<SK>(pb.D);
+  p.pregate = in_ptr<S>(pb.pre);
+  p.postgate = in_ptr<S>(pb.post);
+}
+
 // S: storage of u (gates, grad); SK: of k and D (S, or float with half S on the device).
 template <typename S, typename SK>
 struct Glue {
@@ -250,20 +270,11 @@ struct Glue {
   FFTConvShape shape;
 
   explicit Glue(const Problem& pr) : pb(pr) {
-    p.B = pr.B;
-    p.H = pr.H;
-    p.L = pr.L;
-    p.Lk = pr.Lk;
+    set_inputs<S, SK>(p, pr);
     p.n = pr.n;
     p.nf = pr.n / 2 + 1;
     p.mode = pr.mode;
     p.k_per_batch = pr.per_batch;
-    p.skip_gated = pr.skip_gated;
-    p.u = in_ptr<S>(pr.u);
-    p.k = in_ptr<SK>(pr.k);
-    p.D = in_ptr<SK>(pr.D);
-    p.pregate = in_ptr<S>(pr.pre);
-    p.postgate = in_ptr<S>(pr.post);
     shape.B = pr.B;
     shape.H = pr.H;
     shape.n = pr.n;
@@ -369,17 +380,8 @@ bool fftconv_tc_try(const Problem& pb, at::Tensor& y) {
   bool ok = false;
   auto run = [&]<typename S, typename SK>() {
     FFTConvTCParams<storage_t<S>, storage_t<SK>> p;
-    p.B = pb.B;
-    p.H = pb.H;
-    p.L = pb.L;
-    p.Lk = pb.Lk;
+    set_inputs<S, SK>(p, pb);
     p.N = N;
-    p.u = in_ptr<S>(pb.u);
-    p.k = in_ptr<SK>(pb.k);
-    p.D = in_ptr<SK>(pb.D);
-    p.pregate = in_ptr<S>(pb.pre);
-    p.postgate = in_ptr<S>(pb.post);
-    p.skip_gated = pb.skip_gated;
     p.y = out_ptr<S>(out);
     p.kspec = kspec.mutable_data_ptr<float>();
     p.kexp = kexp.mutable_data_ptr<int>();
