@@ -1,5 +1,5 @@
 // Tensor-core fftconv for fp16 / bf16 (see fftconv_tc.h). Compiled for sm_80 / sm_90a with nvcc;
-// run under the CUDA simulator (tests/sim/test_sim_longconv.py: every pass list, nsb 1 / 2 / 4,
+// run under the CUDA simulator (tests/sim/test_sim_longconv_tc.py: every pass list, nsb 1 / 2 / 4,
 // against the float64 reference); NOT run on a GPU yet: hardware WMMA behaviour is unverified.
 //
 // Two launches per call: (1) the kernel spectrum K = DFT(k) of every channel, fp32 on CUDA cores,

@@ -11,17 +11,9 @@ from conftest import assert_close_to_ref, run_schedules, sim_ops
 from conftest import count_launches as _Count
 from kernelfuse.reference import longconv as ref
 from kf_inputs import fftconv_inputs
+from sim_longconv_common import HALF, STAGE, TC, TC_SPEC, _d
 
-HALF = [torch.float16, torch.bfloat16]
-MODES = ["causal", "bidirectional", "circular"]
 NAMES = ("u", "k", "D", "pregate", "postgate")
-STAGE = "fftconv: stage_kernel"
-TC = "fftconv_tc: fftconv_tc_kernel"
-TC_SPEC = "fftconv_tc: kernel_spectrum_kernel"
-
-
-def _d(t):
-    return None if t is None else t.double()
 
 
 def _mixed(
