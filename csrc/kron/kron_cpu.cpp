@@ -61,15 +61,26 @@ double row_logdet(T pre, const T* __restrict lamL, int64_t nl, T s2) {
 // Work per parallel chunk large enough that small grids stay on one thread.
 inline bool worth_parallel(int64_t rows, int64_t N) { return rows > 1 && N >= 16384; }
 
+// A grid walked as rows of its last axis (L): rows multi-indices over the first L axes, nl
+// eigenvalues lamL of the last axis per row.
+template <typename T>
+struct LastAxisRows {
+  int L;
+  int64_t nl, rows;
+  const T* lamL;
+  LastAxisRows(const Grid& g, const T* const* lam)
+      : L(g.D - 1), nl(g.dims[g.D - 1]), rows(g.N / g.dims[g.D - 1]), lamL(lam[g.D - 1]) {}
+};
+
 }  // namespace
 
 template <typename T>
 void kron_scale_cpu(const ScaleParams<T>& p) {
   const Grid& g = p.g;
-  const int L = g.D - 1;
-  const int64_t nl = g.dims[L];
-  const int64_t rows = g.N / nl;
-  const T* __restrict lamL = p.lam[L];
+  const LastAxisRows<T> w(g, p.lam);
+  const int L = w.L;
+  const int64_t nl = w.nl, rows = w.rows;
+  const T* __restrict lamL = w.lamL;
   const T s2 = p.noise;
   const bool others_last = p.weight == Weight::Others && p.axis == L;
   const bool want_logdet = p.logdet != nullptr;
@@ -131,14 +142,14 @@ void kron_scale_cpu(const ScaleParams<T>& p) {
 template <typename T>
 void kron_trace_cpu(const TraceParams<T>& p) {
   const Grid& g = p.g;
-  const int L = g.D - 1;
-  const int64_t nl = g.dims[L];
-  const int64_t rows = g.N / nl;
+  const LastAxisRows<T> w(g, p.lam);
+  const int L = w.L;
+  const int64_t nl = w.nl, rows = w.rows;
   int64_t off[kMaxDims + 1];
   off[0] = 0;
   for (int d = 0; d < g.D; ++d) off[d + 1] = off[d] + g.dims[d];
   const int64_t nc = off[g.D];
-  const T* __restrict lamL = p.lam[L];
+  const T* __restrict lamL = w.lamL;
   const double s2 = double(p.noise);
   std::fill(p.c, p.c + nc, 0.0);
   double trace = 0;
@@ -228,11 +239,69 @@ void kron_rowwise_cpu(const RowwiseParams<T>& p) {
   }
 }
 
+template <typename T>
+void kron_mll_rows_cpu(const MllRowsParams<T>& p) {
+  // Rows of the batch split into chunks of the grid, so that a single long row runs in parallel.
+  constexpr int64_t kChunk = 8192;
+  const int64_t chunks = (p.N + kChunk - 1) / kChunk, tasks = p.B * chunks;
+  double dot = 0;
+#pragma omp parallel for schedule(static) reduction(+ : dot) if (tasks > 1 && p.B * p.N >= 32768)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t b = t / chunks, j0 = (t % chunks) * kChunk, j1 = std::min(p.N, j0 + kChunk);
+    const T gb = p.g ? p.g[b] : T(0);
+    const T* __restrict at = p.at + b * p.N;
+    const T* __restrict wt = p.wt ? p.wt + b * p.N : nullptr;
+    T* __restrict dyt = p.dyt ? p.dyt + b * p.N : nullptr;
+    T* __restrict U = p.U ? p.U + b * p.N : nullptr;
+    double acc = 0;
+    for (int64_t j = j0; j < j1; ++j) {
+      const T w = wt ? wt[j] : T(0);
+      const T u = gb * at[j] * T(-0.5) - w;
+      if (dyt) dyt[j] = gb * at[j] + w;
+      if (U) U[j] = u;
+      acc += double(u) * double(at[j]);
+    }
+    dot += acc;
+  }
+  if (p.dot) *p.dot = dot;
+}
+
+template <typename T>
+void kron_mll_scalars_cpu(const MllScalarsParams<T>& p) {
+  if (p.nll)
+    for (int64_t b = 0; b < p.B; ++b) p.nll[b] = T(p.quad[b] * 0.5 + *p.logdet * 0.5 + p.c0);
+  double gsum = 0;
+  if (p.g)
+    for (int64_t b = 0; b < p.B; ++b) gsum += double(p.g[b]);
+  if (p.dnoise) *p.dnoise = T(*p.dot + (p.trace ? gsum * *p.trace * 0.5 : 0.0));
+  int64_t off = 0;
+  for (int d = 0; d < p.grid.D; ++d) {
+    const int64_t n = p.grid.dims[d];
+    if (p.c && p.M[d])
+      for (int64_t k = 0; k < n; ++k) p.M[d][k * n + k] += T(gsum * p.c[off + k] * 0.5);
+    off += n;
+  }
+}
+
+template <typename T>
+void kron_symmetrize_cpu(const SymmetrizeParams<T>& p) {
+  const int64_t n = p.n;
+#pragma omp parallel for schedule(static) if (n >= 256)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) p.out[i * n + j] = (p.G[i * n + j] + p.G[j * n + i]) * T(0.5);
+}
+
 template void kron_scale_cpu<float>(const ScaleParams<float>&);
 template void kron_scale_cpu<double>(const ScaleParams<double>&);
 template void kron_trace_cpu<float>(const TraceParams<float>&);
 template void kron_trace_cpu<double>(const TraceParams<double>&);
 template void kron_rowwise_cpu<float>(const RowwiseParams<float>&);
 template void kron_rowwise_cpu<double>(const RowwiseParams<double>&);
+template void kron_mll_rows_cpu<float>(const MllRowsParams<float>&);
+template void kron_mll_rows_cpu<double>(const MllRowsParams<double>&);
+template void kron_mll_scalars_cpu<float>(const MllScalarsParams<float>&);
+template void kron_mll_scalars_cpu<double>(const MllScalarsParams<double>&);
+template void kron_symmetrize_cpu<float>(const SymmetrizeParams<float>&);
+template void kron_symmetrize_cpu<double>(const SymmetrizeParams<double>&);
 
 }  // namespace kernelfuse::kron
