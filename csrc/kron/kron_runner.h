@@ -4,7 +4,8 @@
 // variance (kron_posterior_var_run). The stages between the GEMMs are the kernels of kron.h.
 //
 // Mode products in the natural layout: axis d of the grid (pre, a_d, post) is transformed in place
-// of the layout, axis by axis into two ping-pong buffers. On CPU thin GEMMs (the common case: n_d,
+// of the layout, axis by axis into two ping-pong buffers (the output one of them where it holds
+// every intermediate that lands there, as for square factors). On CPU thin GEMMs (the common case: n_d,
 // a_d up to a few hundred, or a middle axis) run on the torch-free kron_mode_product_cpu; a large
 // square GEMM on the first or last axis (a, n >= 192) goes to the GEMM interface (MKL through
 // ATen), faster there (docs/kron.md). On the device every axis is one (batched) GEMM.
