@@ -254,6 +254,40 @@ def test_mll_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b, c, y, s: kf.kron_gp_mll([a, b, c], y, s)[0], ins)
 
 
+# (factors: none / only the first / all, y, noise): every subset that needs a gradient, each a
+# different need_* combination of kron_gp_mll_bwd (and of kron_matmul_bwd below)
+_SUBSETS = [(f, y, s) for f in ("none", "first", "all") for y in (False, True) for s in (False, True)]
+_SUBSETS = [m for m in _SUBSETS if m != ("none", False, False)]
+
+
+@pytest.mark.parametrize("outputs", ["nll+alpha", "nll"])
+@pytest.mark.parametrize("subset", _SUBSETS, ids=lambda m: f"f-{m[0]}_y{int(m[1])}_s{int(m[2])}")
+def test_mll_gradcheck_every_subset(subset, outputs):
+    want_f, want_y, want_s = subset
+    fs = _factors((3, 1, 2), seed=23)
+    for i, f in enumerate(fs):
+        f.requires_grad_(want_f == "all" or (want_f == "first" and i == 0))
+    y = _randn(2, 6, seed=24).requires_grad_(want_y)
+    s2 = torch.tensor(0.3, dtype=torch.float64, requires_grad=want_s)
+
+    def fn(a, b, c, y, s):
+        nll, alpha = kf.kron_gp_mll([a, b, c], y, s)
+        return (nll, alpha) if outputs == "nll+alpha" else nll
+
+    assert torch.autograd.gradcheck(fn, (*fs, y, s2))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("subset", [("all", True), ("first", False), ("all", False), ("none", True)])
+def test_matmul_gradcheck_every_subset(subset, transpose):
+    want_f, want_x = subset
+    fs = [_randn(3, 2, seed=31), _randn(1, 3, seed=32), _randn(2, 4, seed=33)]
+    for i, f in enumerate(fs):
+        f.requires_grad_(want_f == "all" or (want_f == "first" and i == 0))
+    x = _randn(2, 6 if transpose else 24, seed=34).requires_grad_(want_x)
+    assert torch.autograd.gradcheck(lambda a, b, c, x: kf.kron_matmul([a, b, c], x, transpose=transpose), (*fs, x))
+
+
 def test_plain_torch_mode_product_references():
     # the benchmarks' plain-torch baselines agree with the dense references
     fs = _factors((3, 1, 4), seed=44)
@@ -535,3 +569,28 @@ def test_regression_posterior_var_empty_axis_cpu():
     for fs in ([K3, Z], [Z, K3], [K3, Z, K3], [Z]):
         cs = [torch.rand(2, f.shape[0], dtype=torch.float64) for f in fs]
         torch.testing.assert_close(torch.ops.kernelfuse.kron_posterior_var(fs, s2, cs, "scattered", pv, None), pv)
+
+
+def test_empty_axes_matmul_and_mll_cpu():
+    """Factors with 0 rows / columns and a 0 x 0 factor through the CPU ops and their backwards (the
+    runner's early returns: an empty factor may have no data but keeps its shape; it is not the
+    identity of an untransformed axis)."""
+    F64 = torch.float64
+    ops = torch.ops.kernelfuse
+    K3 = _factors((3,), seed=33)[0]
+    assert ops.kron_matmul([torch.zeros(0, 3, dtype=F64)], torch.ones(2, 3, dtype=F64), False).shape == (2, 0)
+    out = ops.kron_matmul([torch.zeros(3, 0, dtype=F64), K3], torch.ones(2, 0, dtype=F64), False)
+    assert torch.equal(out, torch.zeros(2, 9, dtype=F64))
+    for tr in (False, True):
+        f0 = torch.zeros(0, 3, dtype=F64) if tr else torch.zeros(3, 0, dtype=F64)
+        dx, dfs = ops.kron_matmul_bwd(torch.ones(2, 9, dtype=F64), [f0, K3], torch.ones(2, 0, dtype=F64), tr, True, True)
+        assert dx.shape == (2, 0) and dfs[0].shape == f0.shape and torch.equal(dfs[1], torch.zeros(3, 3, dtype=F64))
+    Z = torch.zeros(0, 0, dtype=F64)
+    s2 = torch.tensor(0.1, dtype=F64)
+    nll, alpha, eig, rot = ops.kron_gp_mll([K3, Z], torch.ones(1, 0, dtype=F64), s2)
+    assert torch.equal(nll, torch.zeros(1, dtype=F64)) and alpha.shape == (1, 0)
+    dy, dn, dfs = ops.kron_gp_mll_bwd(
+        torch.ones(1, dtype=F64), torch.ones(1, 0, dtype=F64), [K3, Z], s2, eig, rot, True, True, True
+    )
+    assert dy.shape == (1, 0) and dn.item() == 0 and torch.equal(dfs[0], torch.zeros(3, 3, dtype=F64))
+    assert dfs[1].shape == (0, 0)

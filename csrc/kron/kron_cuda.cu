@@ -1,12 +1,14 @@
 // CUDA stages of the Kronecker GP algebra (see kron.h). Torch-free: raw pointers, params structs
 // passed by value, a cudaStream_t; no host synchronisation. The GEMMs and eigendecompositions
-// around these stages are cuBLAS / cuSOLVER calls made by the torch glue.
+// around these stages (kron_runner.h) are cuBLAS / cuSOLVER calls behind the runner's interfaces.
 //
 // Scale: one thread per grid element (grid-stride), blockIdx.y over the batch; lam_j is formed
 // from the per-axis eigenvalues by decoding the multi-index. Reductions (quad per batch row,
 // log-det) are block reductions in double followed by one atomicAdd per block.
 // Trace: one thread per element; c_d[j_d] and the trace accumulate with double atomics.
 // Rowwise: one block per target, threads stride over the rest grid, block reduction.
+// MLL rows: as Scale (the dot product a block reduction + one atomicAdd per block); MLL scalars:
+// one block; symmetrize: one thread per element.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -138,6 +140,58 @@ __global__ void __launch_bounds__(kThreads) rowwise_kernel(RowwiseParams<T> p) {
   }
 }
 
+template <typename T>
+__global__ void __launch_bounds__(kThreads) mll_rows_kernel(MllRowsParams<T> p) {
+  KF_SHARED(double, red, [kThreads]);
+  for (int64_t b = blockIdx.y; b < p.B; b += gridDim.y) {
+    const T gb = p.g ? p.g[b] : T(0);
+    const int64_t o = b * p.N;
+    double acc = 0;
+    for (int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; j < p.N;
+         j += static_cast<int64_t>(gridDim.x) * kThreads) {
+      const T a = p.at[o + j], w = p.wt ? p.wt[o + j] : T(0);
+      const T u = gb * a * T(-0.5) - w;
+      if (p.dyt) p.dyt[o + j] = gb * a + w;
+      if (p.U) p.U[o + j] = u;
+      acc += double(u) * double(a);
+    }
+    if (p.dot) {
+      const double s = block_sum(acc, red);
+      if (threadIdx.x == 0) atomicAdd(p.dot, s);
+    }
+  }
+}
+
+// One block: the batch sum of g by a block reduction, then the scalars and the diagonals.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) mll_scalars_kernel(MllScalarsParams<T> p) {
+  KF_SHARED(double, red, [kThreads]);
+  double gs = 0;
+  for (int64_t b = threadIdx.x; b < p.B; b += kThreads) {
+    if (p.nll) p.nll[b] = T(p.quad[b] * 0.5 + *p.logdet * 0.5 + p.c0);
+    if (p.g) gs += double(p.g[b]);
+  }
+  const double gsum = block_sum(gs, red);
+  if (p.dnoise && threadIdx.x == 0) *p.dnoise = T(*p.dot + (p.trace ? gsum * *p.trace * 0.5 : 0.0));
+  int64_t off = 0;
+  for (int d = 0; d < p.grid.D; ++d) {
+    const int64_t n = p.grid.dims[d];
+    if (p.c && p.M[d])
+      for (int64_t k = threadIdx.x; k < n; k += kThreads) p.M[d][k * n + k] += T(gsum * p.c[off + k] * 0.5);
+    off += n;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) symmetrize_kernel(SymmetrizeParams<T> p) {
+  const int64_t nn = p.n * p.n;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; e < nn;
+       e += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t i = e / p.n, j = e % p.n;
+    p.out[e] = (p.G[e] + p.G[j * p.n + i]) * T(0.5);
+  }
+}
+
 unsigned blocks_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<unsigned>(b < 1 ? 1 : (b > 65535 ? 65535 : b));
@@ -166,11 +220,38 @@ void launch_kron_rowwise(const RowwiseParams<T>& p, void* stream) {
   launch_kernel("kron: rowwise_kernel", rowwise_kernel<T>, grid, kThreads, 0, static_cast<cudaStream_t>(stream), p);
 }
 
+template <typename T>
+void launch_kron_mll_rows(const MllRowsParams<T>& p, void* stream) {
+  if (p.B == 0 || p.N == 0) return;
+  const dim3 grid(blocks_for(p.N), static_cast<unsigned>(p.B < kMaxGridY ? p.B : kMaxGridY));
+  launch_kernel("kron: mll_rows_kernel", mll_rows_kernel<T>, grid, kThreads, 0, static_cast<cudaStream_t>(stream),
+                p);
+}
+
+template <typename T>
+void launch_kron_mll_scalars(const MllScalarsParams<T>& p, void* stream) {
+  launch_kernel("kron: mll_scalars_kernel", mll_scalars_kernel<T>, 1, kThreads, 0, static_cast<cudaStream_t>(stream),
+                p);
+}
+
+template <typename T>
+void launch_kron_symmetrize(const SymmetrizeParams<T>& p, void* stream) {
+  if (p.n == 0) return;
+  launch_kernel("kron: symmetrize_kernel", symmetrize_kernel<T>, blocks_for(p.n * p.n), kThreads, 0,
+                static_cast<cudaStream_t>(stream), p);
+}
+
 template void launch_kron_scale<float>(const ScaleParams<float>&, void*);
 template void launch_kron_scale<double>(const ScaleParams<double>&, void*);
 template void launch_kron_trace<float>(const TraceParams<float>&, void*);
 template void launch_kron_trace<double>(const TraceParams<double>&, void*);
 template void launch_kron_rowwise<float>(const RowwiseParams<float>&, void*);
 template void launch_kron_rowwise<double>(const RowwiseParams<double>&, void*);
+template void launch_kron_mll_rows<float>(const MllRowsParams<float>&, void*);
+template void launch_kron_mll_rows<double>(const MllRowsParams<double>&, void*);
+template void launch_kron_mll_scalars<float>(const MllScalarsParams<float>&, void*);
+template void launch_kron_mll_scalars<double>(const MllScalarsParams<double>&, void*);
+template void launch_kron_symmetrize<float>(const SymmetrizeParams<float>&, void*);
+template void launch_kron_symmetrize<double>(const SymmetrizeParams<double>&, void*);
 
 }  // namespace kernelfuse::kron

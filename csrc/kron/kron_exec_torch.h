@@ -10,10 +10,15 @@
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sub.h>
+#include <ATen/ops/zeros.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <functional>
+#include <limits>
 #include <vector>
 
+#include "../common/checks.h"
 #include "../common/device.h"
 #include "../common/parallel.h"
 #include "kron_runner.h"
@@ -23,18 +28,69 @@ namespace {
 
 using at::Tensor;
 
+// CPU scratch kept between calls: one block per thread, handed to one exec at a time and used as
+// a stack (the runner's mark / release), grown to the largest scratch a call of that thread has
+// needed, up to kArenaMaxBytes (beyond that, or while another exec holds it, at::empty as on a
+// device). Why: fresh scratch pages per call were the measured run-to-run variance of the CPU ops.
+// Whether glibc keeps a freed buffer for the next call or returns it to the system (the next call
+// then faults and zeroes every page again) depends on the process's heap state: kron_matmul
+// 3 x 64^3 with B = 4 took 14-18 ms (0-1000 page faults per call) or 23-27 ms (4064 faults per
+// call: out and both 8 MB ping-pong buffers) in different processes of the same build (docs/kron.md).
+constexpr int64_t kArenaMaxBytes = int64_t(128) << 20;
+
+struct CpuArena {
+  void* p = nullptr;
+  int64_t bytes = 0, used = 0, want = 0;
+  bool busy = false;
+  ~CpuArena() { std::free(p); }
+  void reserve() {  // between calls: grow to the largest need seen
+    if (want <= bytes || want > kArenaMaxBytes) return;
+    std::free(p);
+    p = std::aligned_alloc(64, size_t(want));
+    bytes = p ? want : 0;
+  }
+};
+
+inline CpuArena& cpu_arena() {
+  thread_local CpuArena a;
+  return a;
+}
+
 // ATen on the data's device: GEMMs on strided views (mm_out / bmm_out: MKL on CPU, cuBLAS on
-// CUDA), linalg_eigh (LAPACK / cuSOLVER), memory; CPU tasks through at::parallel_for.
+// CUDA), linalg_eigh (LAPACK / cuSOLVER), memory (a stack: release(m) frees what came after
+// mark() m; CPU scratch from the thread's arena, else tensors, on a device to the stream's order
+// by the caching allocator); CPU tasks through at::parallel_for.
 template <typename T>
 struct TorchKronExec final : KronStages<T> {
   at::TensorOptions opt;
   std::vector<Tensor> keep;
+  struct Entry {
+    int64_t arena_used;  // the arena's fill before this allocation
+    size_t kept;         // keep.size() before it
+    int64_t live;        // scratch bytes live before it
+  };
+  std::vector<Entry> stack;
+  CpuArena* arena = nullptr;  // CPU: the thread's arena, when this exec holds it
+  int64_t live = 0, peak = 0;
   explicit TorchKronExec(const Tensor& like) : opt(like.options()) {
     this->device = on_device(like);
 #ifdef KF_DEVICE
     if (this->device) this->stream = device_stream();
 #endif
+    if (!this->device && !cpu_arena().busy) {
+      arena = &cpu_arena();
+      arena->busy = true;
+      arena->reserve();
+    }
   }
+  ~TorchKronExec() override {
+    if (!arena) return;
+    arena->want = std::max(arena->want, peak);
+    arena->used = 0;
+    arena->busy = false;
+  }
+  TorchKronExec(const TorchKronExec&) = delete;
+  TorchKronExec& operator=(const TorchKronExec&) = delete;
   Tensor view(MatView<T> v, int64_t batch, int64_t rows, int64_t cols) const {
     return at::from_blob(const_cast<T*>(v.p), {batch, rows, cols}, {v.bs, v.rs, v.cs}, opt);
   }
@@ -51,11 +107,36 @@ struct TorchKronExec final : KronStages<T> {
     }
   }
   T* alloc(int64_t count) override {
-    keep.push_back(at::empty({count}, opt));
-    return keep.back().template mutable_data_ptr<T>();
+    const int64_t bytes = (count * int64_t(sizeof(T)) + 63) / 64 * 64;
+    stack.push_back({arena ? arena->used : 0, keep.size(), live});
+    live += bytes;
+    peak = std::max(peak, live);
+    T* p = nullptr;
+    if (arena && arena->used + bytes <= arena->bytes) {
+      p = reinterpret_cast<T*>(static_cast<char*>(arena->p) + arena->used);
+      arena->used += bytes;
+    } else {
+      keep.push_back(at::empty({count}, opt));
+      p = keep.back().template mutable_data_ptr<T>();
+    }
+    if (poison_outputs()) flat(p, count).fill_(std::numeric_limits<double>::quiet_NaN());
+    return p;
   }
-  void copy2d(int64_t rows, int64_t cols, MatView<T> src, T* dst) override {
-    at::from_blob(dst, {rows, cols}, opt).copy_(view(src, 1, rows, cols)[0]);
+  double* alloc_acc(int64_t count) override {
+    stack.push_back({arena ? arena->used : 0, keep.size(), live});
+    keep.push_back(at::zeros({count}, opt.dtype(at::kDouble)));
+    return keep.back().template mutable_data_ptr<double>();
+  }
+  size_t mark() const override { return stack.size(); }
+  void release(size_t m) override {
+    if (m >= stack.size()) return;
+    if (arena) arena->used = stack[m].arena_used;
+    keep.resize(stack[m].kept);
+    live = stack[m].live;
+    stack.resize(m);
+  }
+  void copy(int64_t batch, int64_t rows, int64_t cols, MatView<T> src, T* dst) override {
+    at::from_blob(dst, {batch, rows, cols}, opt).copy_(view(src, batch, rows, cols));
   }
   void zero(T* x, int64_t count) override { flat(x, count).zero_(); }
   void square(T* x, int64_t count) override { flat(x, count).square_(); }

@@ -1,26 +1,15 @@
-// Torch glue for the Kronecker GP algebra: argument checks, dtype dispatch, allocation, the
-// runner's interfaces (GEMMs by at::mm_out / bmm_out: MKL / cuBLAS; eigendecompositions by
-// at::linalg_eigh: LAPACK / cuSOLVER), the MLL's tensor algebra and the TORCH_LIBRARY_IMPL
-// registrations. The mode-product chain, the eigendecompositions' schedule and the posterior
-// variance are the torch-free runner of kron_runner.h; the stages between the GEMMs are kron.h.
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <ATen/TensorOperators.h>
+// Torch glue for the Kronecker GP algebra: argument checks, dtype dispatch, allocation and the
+// TORCH_LIBRARY_IMPL registrations. The algebra (the mode-product chain and its backward, the
+// eigendecompositions' schedule, the MLL and its backward, the posterior variance) is the
+// torch-free runner of kron_runner.h, reached through the ATen-backed interfaces of
+// kron_exec_torch.h; the stages between the GEMMs are kron.h.
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/diag.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/linalg_eigh.h>
 #include <ATen/ops/isfinite.h>
-#include <ATen/ops/bmm.h>
-#include <ATen/ops/from_blob.h>
-#include <ATen/ops/mm.h>
-#include <ATen/ops/sub.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
-#include <cmath>
-#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -41,11 +30,7 @@ namespace {
 
 using at::Tensor;
 
-int64_t prod(const std::vector<int64_t>& v, size_t b = 0, size_t e = SIZE_MAX) {
-  int64_t p = 1;
-  for (size_t i = b; i < std::min(e, v.size()); ++i) p *= v[i];
-  return p;
-}
+int64_t prod(const std::vector<int64_t>& v) { return kron_prod(v); }
 
 std::string fname(const char* fn, int64_t i) { return std::string(fn) + "[" + std::to_string(i) + "]"; }
 
@@ -100,58 +85,55 @@ void check_noise(const Tensor& noise, const Tensor& ref) {
 // cyclic layout instead of the torch-free kernel (for comparison; tests cover both).
 bool use_aten_gemm() { return config().kron_gemm_aten; }
 
+// An output of `like`'s dtype and device, NaN-filled under KERNELFUSE_POISON (every element must
+// be written).
+Tensor new_out(c10::IntArrayRef shape, const Tensor& like) {
+  Tensor out = at::empty(shape, like.options());
+  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  return out;
+}
+
+template <typename T>
+T* ptr(Tensor& t) {
+  return t.defined() ? t.template mutable_data_ptr<T>() : nullptr;
+}
+template <typename T>
+const T* cptr(const Tensor& t) {
+  return t.defined() ? t.template const_data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+std::vector<KronMat<T>> kmats(const std::vector<Tensor>& mats, bool transpose) {
+  std::vector<KronMat<T>> km;
+  for (const auto& m : mats) km.push_back(kmat<T>(m, transpose));
+  return km;
+}
+
 // One mode-product chain over a batch (kron_runner.h): X (B, prod in_dims) -> (B, prod out_dims).
 // mats[d] undefined: identity on axis d. transpose: apply mats[d]^T instead of mats[d].
 Tensor chain(const std::vector<Tensor>& mats, bool transpose, const Tensor& X, const std::vector<int64_t>& in_dims) {
-  const size_t D = in_dims.size();
-  std::vector<int64_t> out_dims(D);
-  for (size_t d = 0; d < D; ++d) out_dims[d] = mats[d].defined() ? mats[d].size(transpose ? 1 : 0) : in_dims[d];
-  const int64_t B = X.size(0), Nin = prod(in_dims), Nout = prod(out_dims);
-  if (B == 0 || Nout == 0) return at::empty({B, Nout}, X.options());
-  if (Nin == 0) return at::zeros({B, Nout}, X.options());
+  std::vector<int64_t> out_dims = in_dims;
+  for (size_t d = 0; d < in_dims.size(); ++d)
+    if (mats[d].defined()) out_dims[d] = mats[d].size(transpose ? 1 : 0);
   const Tensor Xc = X.contiguous();
-  Tensor out = at::empty({B, Nout}, X.options());
-  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
+  Tensor out = new_out({X.size(0), prod(out_dims)}, X);
   dispatch_float(X, [&]<typename T>() {
-    std::vector<KronMat<T>> km;
-    for (const auto& m : mats) km.push_back(kmat<T>(m, transpose));
     TorchKronExec<T> ex(X);
-    kron_chain<T>(ex, B, in_dims, km, Xc.const_data_ptr<T>(), out.mutable_data_ptr<T>(), use_aten_gemm());
+    kron_chain<T>(ex, X.size(0), in_dims, kmats<T>(mats, transpose), cptr<T>(Xc), ptr<T>(out), use_aten_gemm());
   });
   return out;
 }
 
-// sum over the batch and every axis but d of U[..., k, ...] V[..., l, ...] -> (a_d, b_d), for
-// U of the grid dims_u and V of dims_v, equal except on axis d.
-Tensor unfold_gram(const Tensor& U, const Tensor& V, const std::vector<int64_t>& dims_u,
-                   const std::vector<int64_t>& dims_v, size_t d) {
-  const int64_t B = U.size(0);
-  const int64_t pre = B * prod(dims_u, 0, d), post = prod(dims_u, d + 1);
-  const int64_t a = dims_u[d], b = dims_v[d];
-  if (post == 1) return at::mm(U.reshape({pre, a}).t(), V.reshape({pre, b}));
-  if (pre == 1) return at::mm(U.reshape({a, post}), V.reshape({b, post}).t());
-  Tensor Up = U.reshape({pre, a, post}).permute({1, 0, 2}).reshape({a, pre * post});
-  Tensor Vp = V.reshape({pre, b, post}).permute({1, 0, 2}).reshape({b, pre * post});
-  return at::mm(Up, Vp.t());
-}
-
 // ------------------------------------------------------------------ eigendecompositions
-struct Eig {
-  std::vector<Tensor> lam, Q;  // (n_d,), (n_d, n_d): views into `packed` when unpacked
-  Tensor packed;               // [lam_0, Q_0.flatten(), lam_1, Q_1.flatten(), ...]
-  std::vector<int64_t> dims;
-};
-
-// eigh of every symmetrised factor (kron_eig of kron_runner.h: on CPU the distinct factors
-// concurrently, single-threaded LAPACK each); a factor passed twice (the same tensor) is
-// decomposed once. The checks (NaN / inf factors named) are here.
-Eig eig_factors(const std::vector<Tensor>& fs) {
-  Eig E;
+// The packed eigendecompositions [lam_0, Q_0 (row-major), lam_1, Q_1, ...] of every symmetrised
+// factor (kron_eig of kron_runner.h: on CPU the distinct factors concurrently, single-threaded
+// LAPACK each); a factor passed twice (the same tensor) is decomposed once. The checks (NaN / inf
+// factors named) are here.
+Tensor eig_factors(const std::vector<Tensor>& fs) {
   const size_t D = fs.size();
   std::vector<int64_t> src(D, -1);
   std::vector<size_t> uniq;
   for (size_t d = 0; d < D; ++d) {
-    E.dims.push_back(fs[d].size(0));
     for (size_t e = 0; e < d; ++e)
       if (fs[e].is_same(fs[d]) ||
           (fs[e].data_ptr() == fs[d].data_ptr() && fs[e].sizes() == fs[d].sizes() &&
@@ -174,21 +156,12 @@ Eig eig_factors(const std::vector<Tensor>& fs) {
   }
   int64_t P = 0;
   for (const auto& f : fs) P += f.size(0) + f.size(0) * f.size(0);
-  E.packed = at::empty({P}, fs[0].options());
+  Tensor packed = at::empty({P}, fs[0].options());
   dispatch_float(fs[0], [&]<typename T>() {
-    std::vector<KronMat<T>> km;
-    for (const auto& f : fs) km.push_back(kmat<T>(f, false));
     TorchKronExec<T> ex(fs[0]);
-    kron_eig<T>(ex, km, src, E.packed.mutable_data_ptr<T>());
+    kron_eig<T>(ex, kmats<T>(fs, false), src, ptr<T>(packed));
   });
-  int64_t off = 0;
-  for (size_t d = 0; d < D; ++d) {
-    const int64_t n = E.dims[d];
-    E.lam.push_back(E.packed.narrow(0, off, n));
-    E.Q.push_back(E.packed.narrow(0, off + n, n * n).view({n, n}));
-    off += n + n * n;
-  }
-  return E;
+  return packed;
 }
 
 // The packed eigendecompositions of kron_gp_mll (argument `eig` of the backward / posterior ops):
@@ -202,92 +175,6 @@ void check_eig(const Tensor& eig, const std::vector<Tensor>& fs) {
       ",) (the packed eigendecompositions kron_gp_mll returns for factors of these shapes: sum_d n_d + n_d^2), "
       "got shape ",
       shape_str(eig));
-}
-
-Eig unpack_eig(const Tensor& packed, const std::vector<Tensor>& fs) {
-  check_eig(packed, fs);
-  Eig E;
-  E.packed = packed.contiguous();
-  int64_t off = 0;
-  for (const auto& f : fs) {
-    const int64_t n = f.size(0);
-    E.dims.push_back(n);
-    E.lam.push_back(E.packed.narrow(0, off, n));
-    E.Q.push_back(E.packed.narrow(0, off + n, n * n).view({n, n}));
-    off += n + n * n;
-  }
-  KF_CHECK_ARG(off == E.packed.numel(), "eig", "expected ", off, " packed values for factors of these shapes, got ",
-               E.packed.numel());
-  return E;
-}
-
-// ------------------------------------------------------------------ kernel launches
-Grid make_grid(const std::vector<int64_t>& dims) {
-  Grid g;
-  g.D = int32_t(dims.size());
-  g.N = 1;
-  for (size_t d = 0; d < dims.size(); ++d) {
-    g.dims[d] = dims[d];
-    g.N *= dims[d];
-  }
-  return g;
-}
-
-template <typename T>
-void run_scale(ScaleParams<T>& p, bool cuda) {
-#ifdef KF_DEVICE
-  if (cuda) {
-    launch_kron_scale<T>(p, device_stream());
-    return;
-  }
-#endif
-  (void)cuda;
-  kron_scale_cpu<T>(p);
-}
-template <typename T>
-void run_trace(TraceParams<T>& p, bool cuda) {
-#ifdef KF_DEVICE
-  if (cuda) {
-    launch_kron_trace<T>(p, device_stream());
-    return;
-  }
-#endif
-  (void)cuda;
-  kron_trace_cpu<T>(p);
-}
-
-template <typename F>
-void dispatch(const Tensor& t, F&& f) {
-  dispatch_float(t, f);
-}
-
-// out = in * w(lam) over the grid (in undefined: w(lam) as a (1, N) tensor); optional reductions.
-template <typename T>
-Tensor scale(const Eig& E, T noise, Weight w, int32_t axis, const Tensor& in, const Tensor& opts_like,
-             Tensor* quad = nullptr, Tensor* logdet = nullptr) {
-  ScaleParams<T> p;
-  p.g = make_grid(E.dims);
-  for (size_t d = 0; d < E.dims.size(); ++d) p.lam[d] = E.lam[d].template const_data_ptr<T>();
-  p.noise = noise;
-  p.weight = w;
-  p.axis = axis;
-  p.B = in.defined() ? in.size(0) : 1;
-  Tensor inc = in.defined() ? in.contiguous() : Tensor();
-  Tensor out = at::empty({p.B, p.g.N}, opts_like.options());
-  if (poison_outputs()) out.fill_(std::numeric_limits<double>::quiet_NaN());
-  p.in = inc.defined() ? inc.template const_data_ptr<T>() : nullptr;
-  p.out = out.template mutable_data_ptr<T>();
-  const auto dopt = opts_like.options().dtype(at::kDouble);
-  if (quad) {
-    *quad = at::zeros({p.B}, dopt);
-    p.quad = quad->template mutable_data_ptr<double>();
-  }
-  if (logdet) {
-    *logdet = at::zeros({}, dopt);
-    p.logdet = logdet->template mutable_data_ptr<double>();
-  }
-  if (p.B > 0 && p.g.N > 0) run_scale<T>(p, on_device(out));
-  return out;
 }
 
 // ------------------------------------------------------------------ size checks
@@ -320,9 +207,7 @@ Tensor kron_matmul(at::TensorList factors, const Tensor& x, bool transpose) {
   check_alloc(chain_peak(x.size(0), in_dims, out_dims), x, "factors",
               "for x of shape " + shape_str(x) + ", the result (grid " + dims_str(out_dims) +
                   ") or an intermediate of the mode products");
-  Tensor out;
-  dispatch(x, [&]<typename T>() { out = chain(fs, transpose, x, in_dims); });
-  return out;
+  return chain(fs, transpose, x, in_dims);
 }
 
 std::tuple<Tensor, std::vector<Tensor>> kron_matmul_bwd(const Tensor& grad, at::TensorList factors, const Tensor& x,
@@ -352,21 +237,17 @@ std::tuple<Tensor, std::vector<Tensor>> kron_matmul_bwd(const Tensor& grad, at::
       }
     check_alloc(peak, x, "factors", "for x of shape " + shape_str(x) + ", an intermediate of the backward");
   }
-  Tensor dx = at::empty({0}, x.options());
+  Tensor dx = need_x ? new_out({x.size(0), prod(in_dims)}, x) : at::empty({0}, x.options());
   std::vector<Tensor> dfs;
-  const Tensor g = grad.contiguous();
-  dispatch(x, [&]<typename T>() {
-    if (need_x) dx = chain(fs, !transpose, g, out_dims);
-    if (!need_factors) return;
-    for (size_t d = 0; d < fs.size(); ++d) {
-      std::vector<Tensor> mats = fs;
-      mats[d] = Tensor();
-      const Tensor P = chain(mats, transpose, x, in_dims);  // every axis but d transformed
-      std::vector<int64_t> pd = out_dims;
-      pd[d] = in_dims[d];
-      Tensor G = unfold_gram(g, P, out_dims, pd, d);  // (out_d, in_d): gradient of the applied matrix
-      dfs.push_back(transpose ? G.t().contiguous() : G);
-    }
+  if (need_factors)
+    for (const auto& f : fs) dfs.push_back(new_out(f.sizes(), f));
+  const Tensor g = grad.contiguous(), xc = x.contiguous();
+  dispatch_float(x, [&]<typename T>() {
+    std::vector<T*> dm;
+    for (auto& t : dfs) dm.push_back(ptr<T>(t));
+    TorchKronExec<T> ex(x);
+    kron_matmul_bwd_run<T>(ex, x.size(0), in_dims, kmats<T>(fs, transpose), cptr<T>(xc), cptr<T>(g),
+                           need_x ? ptr<T>(dx) : nullptr, dm, transpose, use_aten_gemm());
   });
   return {dx, dfs};
 }
@@ -395,17 +276,17 @@ MllInputs check_mll(at::TensorList factors, const Tensor& y, const Tensor& noise
 std::tuple<Tensor, Tensor, Tensor, Tensor> kron_gp_mll(at::TensorList factors, const Tensor& y, const Tensor& noise) {
   KF_OP_SCOPE("kron_gp_mll");
   MllInputs in = check_mll(factors, y, noise, "y");
-  Tensor nll, alpha, packed, at_rot;
-  dispatch(y, [&]<typename T>() {
-    Eig E = eig_factors(in.fs);
-    const T s2 = noise.item<T>();
-    const Tensor yt = chain(E.Q, true, y, in.dims);
-    Tensor quad, logdet;
-    at_rot = scale<T>(E, s2, Weight::Inv, 0, yt, y, &quad, &logdet);
-    alpha = chain(E.Q, false, at_rot, in.dims);
-    const double c = 0.5 * double(in.N) * std::log(2.0 * M_PI);
-    nll = (quad * 0.5 + logdet * 0.5 + c).to(y.scalar_type());
-    packed = E.packed;
+  const int64_t B = y.size(0);
+  const Tensor packed = eig_factors(in.fs), yc = y.contiguous();
+  Tensor nll = new_out({B}, y), alpha = new_out({B, in.N}, y), at_rot = new_out({B, in.N}, y);
+  dispatch_float(y, [&]<typename T>() {
+    MllProblem<T> q{{cptr<T>(packed), in.dims, noise.item<T>()}, B, cptr<T>(yc)};
+    q.nll = ptr<T>(nll);
+    q.alpha = ptr<T>(alpha);
+    q.alpha_rot = ptr<T>(at_rot);
+    q.cyclic = use_aten_gemm();
+    TorchKronExec<T> ex(y);
+    kron_gp_mll_run<T>(ex, q);
   });
   return {nll, alpha, packed, at_rot};
 }
@@ -429,60 +310,22 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> kron_gp_mll_bwd(const std::optio
     KF_CHECK_ARG(grad_alpha->sizes() == alpha_rot.sizes(), "grad_alpha", "expected shape ", shape_str(alpha_rot),
                  ", got ", shape_str(*grad_alpha));
   }
-  Tensor dy = at::empty({0}, ref.options()), dnoise = at::empty({0}, ref.options());
+  const Tensor packed = eig.contiguous(), at_ = alpha_rot.contiguous();
+  const Tensor gn = grad_nll.has_value() ? grad_nll->reshape({B}).contiguous() : Tensor();
+  const Tensor ga = grad_alpha.has_value() ? grad_alpha->contiguous() : Tensor();
+  Tensor dy = need_y ? new_out({B, in.N}, ref) : at::empty({0}, ref.options());
+  Tensor dnoise = need_noise ? new_out({}, ref) : at::empty({0}, ref.options());
   std::vector<Tensor> dfs;
-  dispatch(ref, [&]<typename T>() {
-    Eig E = unpack_eig(eig, in.fs);
-    const T s2 = noise.item<T>();
-    const Tensor at_ = alpha_rot.contiguous();
-    const bool has_g = grad_nll.has_value();
-    const Tensor g = has_g ? grad_nll->reshape({B, 1}) : at::zeros({B, 1}, ref.options());
-    Tensor wt;  // Q^T (A^{-1} grad_alpha): the rotated solve of the alpha gradient
-    if (grad_alpha.has_value()) {
-      const Tensor ga = chain(E.Q, true, *grad_alpha, in.dims);
-      wt = scale<T>(E, s2, Weight::Inv, 0, ga, ref);
-    }
-    if (need_y) {
-      Tensor dyt = g * at_;
-      if (wt.defined()) dyt = dyt + wt;
-      dy = chain(E.Q, false, dyt, in.dims);
-    }
-    const bool need_trace = has_g && (need_noise || need_factors);
-    Tensor c, trace;
-    if (need_trace) {
-      const auto dopt = ref.options().dtype(at::kDouble);
-      int64_t nc = 0;
-      for (auto n : in.dims) nc += n;
-      c = at::zeros({nc}, dopt);
-      trace = at::zeros({}, dopt);
-      TraceParams<T> p;
-      p.g = make_grid(in.dims);
-      for (size_t d = 0; d < in.dims.size(); ++d) p.lam[d] = E.lam[d].template const_data_ptr<T>();
-      p.noise = s2;
-      p.c = c.mutable_data_ptr<double>();
-      p.trace = trace.mutable_data_ptr<double>();
-      if (p.g.N > 0) run_trace<T>(p, on_device(ref));
-    }
-    const Tensor gsum = g.sum();
-    if (need_noise) {
-      Tensor dn = -0.5 * (g * at_ * at_).sum();
-      if (need_trace) dn = dn + 0.5 * gsum * trace.to(ref.scalar_type());
-      if (wt.defined()) dn = dn - (wt * at_).sum();
-      dnoise = dn;
-    }
-    if (need_factors) {
-      Tensor U = g * at_ * (-0.5);
-      if (wt.defined()) U = U - wt;
-      int64_t off = 0;
-      for (size_t d = 0; d < in.fs.size(); ++d) {
-        const Tensor V = scale<T>(E, s2, Weight::Others, int32_t(d), at_, ref);
-        Tensor Md = unfold_gram(U, V, in.dims, in.dims, d);
-        if (need_trace) Md = Md + at::diag(c.narrow(0, off, in.dims[d]).to(ref.scalar_type()) * (gsum * 0.5));
-        off += in.dims[d];
-        const Tensor G = at::mm(at::mm(E.Q[d], Md), E.Q[d].t());
-        dfs.push_back((G + G.t()) * 0.5);
-      }
-    }
+  if (need_factors)
+    for (const auto& f : in.fs) dfs.push_back(new_out(f.sizes(), ref));
+  dispatch_float(ref, [&]<typename T>() {
+    MllBwdProblem<T> q{{cptr<T>(packed), in.dims, noise.item<T>()}, B, cptr<T>(at_), cptr<T>(gn), cptr<T>(ga)};
+    q.dy = need_y ? ptr<T>(dy) : nullptr;
+    q.dnoise = need_noise ? ptr<T>(dnoise) : nullptr;
+    for (auto& t : dfs) q.dfactors.push_back(ptr<T>(t));
+    q.cyclic = use_aten_gemm();
+    TorchKronExec<T> ex(ref);
+    kron_gp_mll_bwd_run<T>(ex, q);
   });
   return {dy, dnoise, dfs};
 }
@@ -544,22 +387,17 @@ Tensor kron_posterior_var(at::TensorList factors, const Tensor& noise, at::Tenso
     // the CPU contraction's per-axis divisions.
     return prior_var.has_value() ? prior_var->clone() : at::zeros({M}, ref.options());
   }
-  dispatch(ref, [&]<typename T>() {
-    Eig E = eig.has_value() ? unpack_eig(*eig, fs) : eig_factors(fs);
+  const Tensor packed = eig.has_value() ? eig->contiguous() : eig_factors(fs);
+  dispatch_float(ref, [&]<typename T>() {
     PosteriorVarProblem<T> q;
-    q.dims = dims;
-    for (size_t d = 0; d < dims.size(); ++d) {
-      q.lam.push_back(E.lam[d].template const_data_ptr<T>());
-      q.Q.push_back(E.Q[d].template const_data_ptr<T>());
-    }
-    q.noise = noise.item<T>();
+    q.spec = KronSpectrum<T>(cptr<T>(packed), dims, noise.item<T>());
     q.targets = train ? Targets::Train : grid ? Targets::Grid : Targets::Scattered;
     for (const auto& c : cs) q.cross.push_back(kmat<T>(c, false));
     q.M = M;
     const Tensor prior = prior_var.has_value() ? prior_var->contiguous() : Tensor();
-    q.prior = prior.defined() ? prior.template const_data_ptr<T>() : nullptr;
-    var = at::empty({M}, ref.options());
-    q.var = var.template mutable_data_ptr<T>();
+    q.prior = cptr<T>(prior);
+    var = new_out({M}, ref);
+    q.var = ptr<T>(var);
     TorchKronExec<T> ex(ref);
     kron_posterior_var_run<T>(ex, q);
   });

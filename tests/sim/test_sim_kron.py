@@ -2,9 +2,9 @@
 csrc/kron/grid_kernel_cuda.cu and the device branches of kron_torch.cpp / grid_kernel_torch.cpp),
 against the float64 references of kernelfuse.reference.kron / .gp.
 
-torch.ops.kernelfuse_sim.* run the device branch of the glue on CPU tensors: the
-eigendecompositions and the mode-product GEMM chain are ATen ops (what cuSOLVER / cuBLAS do on a
-GPU), and every kernel between them runs under the simulator:
+torch.ops.kernelfuse_sim.* run the device branch of the glue on CPU tensors: the launch sequences
+of csrc/kron/kron_runner.cpp with the eigendecompositions and the mode-product GEMMs as ATen ops
+(what cuSOLVER / cuBLAS do on a GPU), and every kernel between them runs under the simulator:
 
   kron: scale_kernel      kron_gp_mll (Weight::Inv with the quad + logdet block reductions),
                           kron_gp_mll_bwd (Inv without reductions; Others, one launch per axis),
@@ -12,6 +12,11 @@ GPU), and every kernel between them runs under the simulator:
                           an input for grid and scattered targets)
   kron: trace_kernel      kron_gp_mll_bwd when grad_nll is given and noise or factors need a grad
   kron: rowwise_kernel    kron_posterior_var(targets="scattered") (D - 1 rest axes, D = 1: none)
+  kron: mll_rows_kernel   kron_gp_mll_bwd: the rotated dy, U and the noise gradient's dot product
+                          (a block reduction + atomicAdd; with and without grad_nll / grad_alpha)
+  kron: mll_scalars_kernel  kron_gp_mll (nll from quad / logdet), kron_gp_mll_bwd (the batch sum of
+                          grad_nll, dnoise, the trace diagonals of the factor gradients)
+  kron: symmetrize_kernel kron_gp_mll_bwd, per factor (n x n, n = 300 crosses the 256-thread block)
   grid_kernel: direct_kernel           toeplitz 0 / -1 (on the device -1 is the direct path)
   grid_kernel: lag_kernel, fill_kernel  toeplitz 1
   grid_kernel: lagsum_kernel + bwd_kernel   grid_kernel_bwd, toeplitz 1
