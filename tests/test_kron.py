@@ -561,7 +561,7 @@ def test_matches_gpytorch_exact_mll():
 
 def test_regression_posterior_var_empty_axis_cpu():
     # An empty training grid (a 0 x 0 factor) divided by zero (SIGFPE) in kron_posterior_var; with no
-    # training data the posterior variance is the prior. (The device path: tests/sim/test_sim_kron.py.)
+    # training data the posterior variance is the prior. (The device path: tests/sim/test_sim_kron_posterior.py.)
     K3 = torch.eye(3, dtype=torch.float64) + 0.5
     Z = torch.zeros(0, 0, dtype=torch.float64)
     s2 = torch.tensor(0.1, dtype=torch.float64)

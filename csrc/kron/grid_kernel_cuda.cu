@@ -1,6 +1,6 @@
 // CUDA kernels for 1-D grid kernel matrices and their parameter gradients (see grid_kernel.h).
 // Torch-free. Compiled for sm_80 / sm_90a; run on the CPU under the CUDA simulator by
-// tests/sim/test_sim_kron.py (no GPU on this project's machines).
+// tests/sim/test_sim_kron_grid.py (no GPU on this project's machines).
 //
 // Forward, direct path: one thread per (i, j), summing the Q components in double. Toeplitz path:
 // a first kernel evaluates the lag table T[d] (one thread per lag), a second fills K from it.
