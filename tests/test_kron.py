@@ -583,7 +583,9 @@ def test_empty_axes_matmul_and_mll_cpu():
     assert torch.equal(out, torch.zeros(2, 9, dtype=F64))
     for tr in (False, True):
         f0 = torch.zeros(0, 3, dtype=F64) if tr else torch.zeros(3, 0, dtype=F64)
-        dx, dfs = ops.kron_matmul_bwd(torch.ones(2, 9, dtype=F64), [f0, K3], torch.ones(2, 0, dtype=F64), tr, True, True)
+        dx, dfs = ops.kron_matmul_bwd(
+            torch.ones(2, 9, dtype=F64), [f0, K3], torch.ones(2, 0, dtype=F64), tr, True, True
+        )
         assert dx.shape == (2, 0) and dfs[0].shape == f0.shape and torch.equal(dfs[1], torch.zeros(3, 3, dtype=F64))
     Z = torch.zeros(0, 0, dtype=F64)
     s2 = torch.tensor(0.1, dtype=F64)
