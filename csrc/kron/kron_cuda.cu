@@ -224,8 +224,7 @@ template <typename T>
 void launch_kron_mll_rows(const MllRowsParams<T>& p, void* stream) {
   if (p.B == 0 || p.N == 0) return;
   const dim3 grid(blocks_for(p.N), static_cast<unsigned>(p.B < kMaxGridY ? p.B : kMaxGridY));
-  launch_kernel("kron: mll_rows_kernel", mll_rows_kernel<T>, grid, kThreads, 0, static_cast<cudaStream_t>(stream),
-                p);
+  launch_kernel("kron: mll_rows_kernel", mll_rows_kernel<T>, grid, kThreads, 0, static_cast<cudaStream_t>(stream), p);
 }
 
 template <typename T>
