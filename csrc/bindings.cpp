@@ -115,19 +115,15 @@ PYBIND11_MODULE(_C, m) {
           f = kernelfuse::HdFn::Asin;
         else if (fn == "acos")
           f = kernelfuse::HdFn::Acos;
-        else if (fn == "sin_acos")
-          f = kernelfuse::HdFn::AcosSin;
         else
-          throw py::value_error("kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos' or 'sin_acos', got '" +
-                                fn + "'");
+          throw py::value_error("kernelfuse._C._hd_math: argument 'fn': expected 'asin' or 'acos', got '" + fn + "'");
         if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
         if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
         throw py::type_error("kernelfuse._C._hd_math: argument 'x': expected a float32 or float64 numpy array, got dtype " +
                              std::string(py::str(x.dtype())));
       },
       py::arg("fn"), py::arg("x"),
-      "Debug helper: the CPU kernels' own asin / acos / sqrt(1 - x^2) from acos_sin_poly (common/hd_math.h) of a "
-      "float32 / float64 numpy array.");
+      "Debug helper: the CPU kernels' own asin / acos (common/hd_math.h) of a float32 / float64 numpy array.");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def(
       "set_num_threads",

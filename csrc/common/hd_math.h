@@ -30,6 +30,7 @@ template <>
 struct AsinConsts<float> {
   static constexpr float pio2_hi = 1.57079637050628662109375f, pio2_lo = -4.3711390001862426e-08f;
   static constexpr float pi_hi = 3.1415927410125732421875f, pi_lo = -8.742278000372485e-08f;
+  static constexpr float pio4_hi = pio2_hi / 2, pio4_lo = pio2_lo / 2;  // exact halves
   static inline float poly(float z) {
     float p = 4.216630757e-02f;
     p = p * z + 2.417951636e-02f;
@@ -37,20 +38,12 @@ struct AsinConsts<float> {
     p = p * z + 7.495297492e-02f;
     return p * z + 1.666675210e-01f;
   }
-  // sqrt(1 - z) = 1 + z Q(z) on [0, 1/4]
-  static inline float qpoly(float z) {
-    float p = -4.377743229e-02f;
-    p = p * z - 1.813103259e-02f;
-    p = p * z - 4.073233530e-02f;
-    p = p * z - 6.235094368e-02f;
-    p = p * z - 1.250060499e-01f;
-    return p * z - 4.999999106e-01f;
-  }
 };
 template <>
 struct AsinConsts<double> {
   static constexpr double pio2_hi = 1.57079632679489655799898173427, pio2_lo = 6.123233995736766e-17;
   static constexpr double pi_hi = 3.14159265358979311599796346854, pi_lo = 1.2246467991473532e-16;
+  static constexpr double pio4_hi = pio2_hi / 2, pio4_lo = pio2_lo / 2;
   static inline double poly(double z) {
     double p = 3.19122051365384324e-02;
     p = p * z - 1.62241596613093321e-02;
@@ -65,30 +58,19 @@ struct AsinConsts<double> {
     p = p * z + 7.50000000033700792e-02;
     return p * z + 1.66666666666654084e-01;
   }
-  static inline double qpoly(double z) {
-    double p = -3.45488144238791858e-02;
-    p = p * z + 1.75369408717750939e-02;
-    p = p * z - 2.14117104323063960e-02;
-    p = p * z - 7.36992831901096043e-03;
-    p = p * z - 1.37713793136349898e-02;
-    p = p * z - 1.60251985673730904e-02;
-    p = p * z - 2.05155393094700322e-02;
-    p = p * z - 2.73433004227289049e-02;
-    p = p * z - 3.90625165986607098e-02;
-    p = p * z - 6.24999996415482456e-02;
-    p = p * z - 1.25000000003879119e-01;
-    return p * z - 4.99999999999985345e-01;
-  }
 };
 
 // Every result is r = (off_hi + sc u) + (sc q + off_lo) with asin(u) = u + q, q = u z P(z):
 //   |x| <= 1/2: u = x, z = x^2;  asin: sc = 1, off = 0;   acos: sc = -1, off = pi/2
-//   |x| >  1/2: u = s = sqrt((1 - |x|) / 2), z = s^2;  asin: sc = -2, off = pi/2 (then the sign
-//               of x); acos: x > 0: sc = 2, off = 0; x < 0: sc = -2, off = pi
-// (sc u is exact; off_hi + sc u is exact for |x| in [1/2, 0.69] by Sterbenz, where it matters:
-// rounding u + q first, then doubling it, cost 1 ulp near |x| = 1/2.) All selects come first
-// and the tail is one straight line, so the compiler evaluates P once (with selects spread over
-// the tail, GCC threads the repeated condition and computes both branches).
+//   |x| >  1/2: u = s = sqrt((1 - |x|) / 2), z = s^2;  acos: x > 0: sc = 2, off = 0; x < 0:
+//               sc = -2, off = pi;  asin: r = ((pi/4 - 2u) + (pi/4_lo - 2q)) + pi/4 with the
+//               sign of x (sc = -2, off = pi/4, then pi/4 once more)
+// sc u is exact, and so is pi/4 - 2u for |x| <= 0.92 (Sterbenz): u + q is never rounded on the way
+// (rounding it, then doubling it, cost 1 ulp near |x| = 1/2), and the partial sums of asin stay
+// below the result's binade (pi/2 - 2u rounded in [1, 2) for results just below 1: 1 more ulp).
+// All selects come first, the tail is one straight line. (GCC's jump threading may still
+// duplicate the tail for both values of |x| > 1/2 before if-conversion, evaluating P twice: the
+// NNGP pair loop is compiled with -fno-thread-jumps for that, nngp_matmul_cpu.cpp.)
 template <typename T>
 struct AsinArg {
   T u, z, sc, hi, lo;
@@ -111,8 +93,8 @@ inline AsinArg<T> asin_arg(T x) {
     r.lo = big ? (neg ? C::pi_lo : T(0)) : C::pio2_lo;
   } else {
     r.sc = big ? T(-2) : T(1);
-    r.hi = big ? C::pio2_hi : T(0);
-    r.lo = big ? C::pio2_lo : T(0);
+    r.hi = big ? C::pio4_hi : T(0);
+    r.lo = big ? C::pio4_lo : T(0);
   }
   return r;
 }
@@ -121,27 +103,13 @@ template <typename T>
 inline T asin_poly(T x) {
   const AsinArg<T> r = asin_arg<T, false>(x);
   const T q = r.u * r.z * AsinConsts<T>::poly(r.z);
-  return std::copysign((r.hi + r.sc * r.u) + (r.sc * q + r.lo), x);  // u + q has x's sign already
+  return std::copysign(((r.hi + r.sc * r.u) + (r.sc * q + r.lo)) + r.hi, x);  // u + q: x's sign already
 }
 
 template <typename T>
 inline T acos_poly(T x) {
   const AsinArg<T> r = asin_arg<T, true>(x);
   const T q = r.u * r.z * AsinConsts<T>::poly(r.z);
-  return (r.hi + r.sc * r.u) + (r.sc * q + r.lo);
-}
-
-// acos(x) and sin(acos(x)) = sqrt(1 - x^2) together, without a second square root: with the
-// reduction above, sqrt(1 - x^2) = sqrt(1 - z) for |x| <= 1/2 and 2 s sqrt(1 - z) for |x| > 1/2
-// (1 - x^2 = 4 z (1 - z) there), and sqrt(1 - z) = 1 + z Q(z) on [0, 1/4] (our minimax fit,
-// scripts/fit_acos_asin.py; 0.05 / 0.2 ulp of fit error in float / double).
-template <typename T>
-inline T acos_sin_poly(T x, T& sin_out) {
-  const AsinArg<T> r = asin_arg<T, true>(x);
-  const T q = r.u * r.z * AsinConsts<T>::poly(r.z);
-  const T w = r.z * AsinConsts<T>::qpoly(r.z);               // sqrt(1 - z) - 1
-  const T f = std::fabs(r.sc) > T(1) ? T(2) * r.u : T(1);   // the big branch (|sc| = 2)
-  sin_out = f + f * w;
   return (r.hi + r.sc * r.u) + (r.sc * q + r.lo);
 }
 
@@ -159,20 +127,10 @@ KF_HD T kf_acos(T v) { return KF_HD_PICK(acos, hd::acos_poly)(v); }
 template <typename T>
 KF_HD T kf_asin(T v) { return KF_HD_PICK(asin, hd::asin_poly)(v); }
 #undef KF_HD_PICK
-// acos(c) and sqrt(1 - c^2) (|c| <= 1): device acos and sqrt; host acos_sin_poly (one sqrt)
-template <typename T>
-KF_HD T kf_acos_sin(T c, T& sin_out) {
-#if defined(__CUDA_ARCH__)
-  sin_out = sqrt(T(1) - c * c);
-  return acos(c);
-#else
-  return hd::acos_sin_poly(c, sin_out);
-#endif
-}
 
 // The compiled asin_poly / acos_poly over an array (hd_math_eval.cpp, built with the kernels'
 // flags): the test's and scripts/fit_acos_asin.py's entry (kernelfuse._C._hd_math).
-enum class HdFn : int32_t { Asin = 0, Acos = 1, AcosSin = 2 };  // AcosSin: y = acos_sin_poly's sine
+enum class HdFn : int32_t { Asin = 0, Acos = 1 };
 template <typename T>
 void hd_math_eval(HdFn fn, const T* x, T* y, int64_t n);
 

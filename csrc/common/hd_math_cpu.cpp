@@ -10,16 +10,9 @@ void hd_math_eval(HdFn fn, const T* __restrict x, T* __restrict y, int64_t n) {
   if (fn == HdFn::Asin) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = hd::asin_poly(x[i]);
-  } else if (fn == HdFn::Acos) {
+  } else {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = hd::acos_poly(x[i]);
-  } else {
-#pragma GCC ivdep
-    for (int64_t i = 0; i < n; ++i) {
-      T s;
-      hd::acos_sin_poly(x[i], s);
-      y[i] = s;
-    }
   }
 }
 

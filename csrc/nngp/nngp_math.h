@@ -88,8 +88,8 @@ KF_HD LayerOut<T> layer(Side<T> p, T k12, Side<T> q) {
     // sqrt(ulp) errors on the diagonal (and ulp^(1/2^depth) for the step kernel's deep layers)
     const T snap = T(16) * (sizeof(T) == 8 ? T(2.220446049250313e-16) : T(1.1920929e-07));
     c = c >= T(1) - snap ? T(1) : (c <= T(-1) + snap ? T(-1) : c);
-    T st;  // sin t = sqrt(1 - c^2)
-    const T t = kf_acos_sin(c, st);
+    const T st = kf_sqrt(T(1) - c * c);
+    const T t = kf_acos(c);
     const T G = (T(kPi) - t) * inv2pi;  // E[step step], unit-free
     if constexpr (ACT == Activation::Relu) {
       o.F = (p.s * q.s) * (st + (T(kPi) - t) * c) * inv2pi;

@@ -31,22 +31,29 @@ namespace kernelfuse::nngp {
 namespace {
 
 constexpr int64_t QB = 16;   // queries per task
-constexpr int64_t TP = 128;  // points per tile (a multiple of 2 vectors of both types)
-constexpr int64_t RB = 4;    // query rows per micro-kernel block (QB is a multiple)
+constexpr int64_t TP = 128;  // points per tile (a multiple of NV vectors of both types)
 constexpr int32_t LG = 8;    // layers whose per-point quantities are formed at a time
+constexpr int64_t RB = 4;    // micro-kernel: rows per block (QB is a multiple) ...
+constexpr int64_t NV = 2;    // ... and vectors of columns per block
+template <typename T>
+constexpr int64_t kCols = NV * simd::Vec<T>::W;  // the micro-kernel's column block
 
-// The points in tiles: pts[(t d + k) TP + j] = y[t TP + j, k] (0 past n), nrm[t TP + j] = |y|^2.
+// The points in tiles: pts[(t d + k) TP + j] = y[t TP + j, k] (0 past n), nrm[t TP + j] = |y|^2;
+// for GradX also rows[(t TP + j) dp + k] = y[t TP + j, k], the rows padded to dp columns (a
+// multiple of the micro-kernel's column block; 0 past d and past n).
 template <typename T>
 struct Packed {
-  std::vector<T> pts, nrm;
-  int64_t ntiles = 0;
+  std::vector<T> pts, nrm, rows;
+  int64_t ntiles = 0, dp = 0;
 };
 
 template <typename T>
-void pack_points(const T* y, int64_t n, int64_t d, Packed<T>& pk, bool par) {
+void pack_points(const T* y, int64_t n, int64_t d, bool with_rows, Packed<T>& pk, bool par) {
   pk.ntiles = (n + TP - 1) / TP;
+  pk.dp = with_rows ? (d + kCols<T> - 1) / kCols<T> * kCols<T> : 0;
   pk.pts.assign(static_cast<size_t>(pk.ntiles * d * TP), T(0));
   pk.nrm.assign(static_cast<size_t>(pk.ntiles * TP), T(0));
+  pk.rows.assign(static_cast<size_t>(pk.ntiles * TP * pk.dp), T(0));
 #pragma omp parallel for schedule(static) if (par)
   for (int64_t t = 0; t < pk.ntiles; ++t) {
     T* v = pk.pts.data() + t * d * TP;
@@ -59,43 +66,46 @@ void pack_points(const T* y, int64_t n, int64_t d, Packed<T>& pk, bool par) {
         sq += yj[k] * yj[k];
       }
       pk.nrm[t * TP + j] = sq;
+      if (with_rows) std::copy(yj, yj + d, pk.rows.data() + (t * TP + j) * pk.dp);
     }
   }
 }
 
-#ifndef KF_RB
-#define KF_RB 4
-#endif
-#ifndef KF_NV
-#define KF_NV 2
-#endif
-// out[r TP + j] = sum_k a[r lda + k] v[k TP + j] for r < QB rows, j < TP (the rows of a past
-// nrows repeat its last row: computed, never read). Accumulators in registers: RB rows x NV
-// vectors of points per block.
+// The micro-kernel: out[r ldo + c] = sum_k a[r lda + k] v[k ldv + c] for r < QB, c < ncols (a
+// multiple of kCols), k < K; rows of a past nrows repeat its last row (computed, never read).
+// Accumulators in registers: RB rows x NV vectors of columns per block. Used for the inner
+// products (a = the queries, v = the tile [d][TP]) and the GradX reduction (a = coef dK/ds
+// [QB][TP], v = the tile's rows [TP][dp]).
 template <typename T>
-void block_products(const T* __restrict a, int64_t lda, int64_t nrows, const T* __restrict v, int64_t d,
-                    T* __restrict out) {
+void micro_gemm(const T* __restrict a, int64_t lda, int64_t nrows, const T* __restrict v, int64_t ldv, int64_t K,
+                int64_t ncols, T* __restrict out, int64_t ldo) {
   using V = typename simd::Vec<T>::type;
   constexpr int64_t W = simd::Vec<T>::W;
-  constexpr int64_t R = KF_RB, NV = KF_NV;
-  for (int64_t r0 = 0; r0 < QB; r0 += R) {
-    const T* ar[R];
-    for (int64_t rr = 0; rr < R; ++rr) ar[rr] = a + std::min(r0 + rr, nrows - 1) * lda;
-    for (int64_t j0 = 0; j0 < TP; j0 += NV * W) {
-      V acc[R][NV];
-      for (int64_t rr = 0; rr < R; ++rr)
+  for (int64_t r0 = 0; r0 < QB; r0 += RB) {
+    const T* ar[RB];
+    for (int64_t rr = 0; rr < RB; ++rr) ar[rr] = a + std::min(r0 + rr, nrows - 1) * lda;
+    for (int64_t c0 = 0; c0 < ncols; c0 += NV * W) {
+      V acc[RB][NV];
+      for (int64_t rr = 0; rr < RB; ++rr)
         for (int64_t u = 0; u < NV; ++u) acc[rr][u] = V{};
-      const T* vk = v + j0;
-      for (int64_t k = 0; k < d; ++k, vk += TP) {
+      const T* vk = v + c0;
+      for (int64_t k = 0; k < K; ++k, vk += ldv) {
         V b[NV];
-        for (int64_t u = 0; u < NV; ++u) b[u] = simd::load<V>(vk + u * W);
-        for (int64_t rr = 0; rr < R; ++rr) {
+        for (int64_t u = 0; u < NV; ++u) {
+          b[u] = simd::load<V>(vk + u * W);
+#if defined(__x86_64__) && defined(__GNUC__)
+          // keep b in a register: else GCC folds its load into each of the RB FMAs, and the
+          // k loop becomes load-bound (RB NV + RB loads per RB NV FMAs instead of NV + RB)
+          __asm__("" : "+x"(b[u]));
+#endif
+        }
+        for (int64_t rr = 0; rr < RB; ++rr) {
           const T s = ar[rr][k];
           for (int64_t u = 0; u < NV; ++u) acc[rr][u] += s * b[u];
         }
       }
-      for (int64_t rr = 0; rr < R; ++rr)
-        for (int64_t u = 0; u < NV; ++u) simd::store(out + (r0 + rr) * TP + j0 + u * W, acc[rr][u]);
+      for (int64_t rr = 0; rr < RB; ++rr)
+        for (int64_t u = 0; u < NV; ++u) simd::store(out + (r0 + rr) * ldo + c0 + u * W, acc[rr][u]);
     }
   }
 }
@@ -235,7 +245,7 @@ void run(const NngpParams<T>& p, const Packed<T>& pk, bool par) {
 #pragma omp parallel if (par)
   {
     Scratch<T> sc;
-    std::vector<T> part(static_cast<size_t>(QB * std::max<int64_t>(accw, 1)));
+    std::vector<T> part(static_cast<size_t>(QB * std::max<int64_t>(GRADX ? pk.dp : c, 1)));
     std::vector<double> acc(static_cast<size_t>(QB * accw)), accn(QB);
     T nxq[QB];
 #pragma omp for schedule(dynamic, 1)
@@ -253,7 +263,7 @@ void run(const NngpParams<T>& p, const Packed<T>& pk, bool par) {
       for (int64_t t = 0; t < pk.ntiles; ++t) {
         const int64_t i0 = t * TP, nt = std::min(TP, n - i0);
         const T* V = pk.pts.data() + t * d * TP;
-        block_products(xb, d, nq, V, d, sc.S.data());
+        micro_gemm(xb, d, nq, V, TP, d, TP, sc.S.data(), TP);
         recursion<ACT, GRADX, NTK>(cf, nxq, pk.nrm.data() + i0, sc);
         const T* KV = NTK ? sc.th.data() : sc.k12.data();
         if (matrix) {
@@ -321,25 +331,12 @@ void run(const NngpParams<T>& p, const Packed<T>& pk, bool par) {
             }
             accn[r] += static_cast<double>(sn);
           }
-          // part[r d + k] = sum_j co[r, j] V[k, j]
+          // part[r dp + k] = sum_j co[r, j] y[i0 + j, k]
           T* __restrict pt = part.data();
-          for (int64_t r0 = 0; r0 < QB; r0 += RB) {
-            for (int64_t k = 0; k < d; ++k) {
-              const T* __restrict vk = V + k * TP;
-              T s[RB] = {};
-              for (int64_t rr = 0; rr < RB; ++rr) {
-                const T* __restrict co = CO + (r0 + rr) * TP;
-                T a = 0;
-#pragma omp simd reduction(+ : a)
-                for (int64_t j = 0; j < TP; ++j) a += co[j] * vk[j];
-                s[rr] = a;
-              }
-              for (int64_t rr = 0; rr < RB; ++rr) pt[(r0 + rr) * d + k] = s[rr];
-            }
-          }
+          micro_gemm(CO, TP, QB, pk.rows.data() + i0 * pk.dp, pk.dp, nt, pk.dp, pt, pk.dp);
           for (int64_t r = 0; r < nq; ++r) {
             double* ar = acc.data() + r * accw;
-            for (int64_t k = 0; k < d; ++k) ar[k] += static_cast<double>(pt[r * d + k]);
+            for (int64_t k = 0; k < d; ++k) ar[k] += static_cast<double>(pt[r * pk.dp + k]);
           }
         }
       }
@@ -386,7 +383,7 @@ void nngp_matmul_cpu(const NngpParams<T>& p) {
   // tiny problems run on one thread (a parallel region costs more than the work)
   const bool par = p.m > QB && static_cast<double>(p.m) * static_cast<double>(p.n) * static_cast<double>(p.d + 8) > 4e5;
   Packed<T> pk;
-  pack_points(p.y, p.n, p.d, pk, par && p.n > 4 * TP);
+  pack_points(p.y, p.n, p.d, p.mode == Mode::GradX, pk, par && p.n > 4 * TP);
   const bool gradx = p.mode == Mode::GradX;
   if (gradx && p.ntk)
     dispatch_act<true, true>(p, pk, par);
