@@ -119,8 +119,9 @@ PYBIND11_MODULE(_C, m) {
           throw py::value_error("kernelfuse._C._hd_math: argument 'fn': expected 'asin' or 'acos', got '" + fn + "'");
         if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
         if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
-        throw py::type_error("kernelfuse._C._hd_math: argument 'x': expected a float32 or float64 numpy array, got dtype " +
-                             std::string(py::str(x.dtype())));
+        throw py::type_error(
+            "kernelfuse._C._hd_math: argument 'x': expected a float32 or float64 numpy array, got dtype " +
+            std::string(py::str(x.dtype())));
       },
       py::arg("fn"), py::arg("x"),
       "Debug helper: the CPU kernels' own asin / acos (common/hd_math.h) of a float32 / float64 numpy array.");

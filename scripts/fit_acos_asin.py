@@ -33,7 +33,6 @@ import numpy as np
 
 mp.mp.dps = 40
 B = mp.mpf(1) / 4  # z = x^2 <= 1/4
-_DEBUG = False
 
 
 def h_asin(z):
@@ -91,8 +90,6 @@ def remez(n, h=h_asin, iters=30, grid=3000):
                 runs.pop(0)
             else:
                 runs.pop()
-        if _DEBUG:
-            print('  it', len(runs), m, float(E), float(max(abs(x) for x in e)))
         if len(runs) < m:
             break
         new = [pts_it[i] for i in runs]
@@ -184,8 +181,10 @@ def main(argv=None):
     ):
         coef, e = remez(n)
         rc, re = rounded_error(coef, dtype)
-        print(f"// {name}: degree {n}, minimax relative error {float(e):.3e} ({float(e) / eps:.4f} ulp), "
-              f"rounded to {name}: {float(re):.3e} ({float(re) / eps:.4f} ulp)")
+        print(
+            f"// {name}: degree {n}, minimax relative error {float(e):.3e} ({float(e) / eps:.4f} ulp), "
+            f"rounded to {name}: {float(re):.3e} ({float(re) / eps:.4f} ulp)"
+        )
         print(f"//   P(z), lowest degree first: {{{cxx(rc, dtype)}}}")
     for name, dtype in (("float", np.float32), ("double", np.float64)):
         for cname, v in (("pio2", mp.pi / 2), ("pi", mp.pi)):

@@ -42,9 +42,7 @@ def sweep(dtype):
         return np.concatenate([grid, neighbourhoods(dtype, (0.0, 0.5, 1.0), 1 << 15)])
     rng = np.random.default_rng(0)
     logs = np.logspace(-320, 0, 1 << 14)
-    return np.concatenate(
-        [rng.uniform(-1, 1, 1 << 20), logs, -logs, neighbourhoods(dtype, (0.0, 0.5, 1.0), 1 << 14)]
-    )
+    return np.concatenate([rng.uniform(-1, 1, 1 << 20), logs, -logs, neighbourhoods(dtype, (0.0, 0.5, 1.0), 1 << 14)])
 
 
 def reference(fn, x):

@@ -121,11 +121,17 @@ inline T acos_poly(T x) {
 #define KF_HD_PICK(device, host) host
 #endif
 template <typename T>
-KF_HD T kf_sqrt(T v) { return KF_HD_PICK(sqrt, std::sqrt)(v); }
+KF_HD T kf_sqrt(T v) {
+  return KF_HD_PICK(sqrt, std::sqrt)(v);
+}
 template <typename T>
-KF_HD T kf_acos(T v) { return KF_HD_PICK(acos, hd::acos_poly)(v); }
+KF_HD T kf_acos(T v) {
+  return KF_HD_PICK(acos, hd::acos_poly)(v);
+}
 template <typename T>
-KF_HD T kf_asin(T v) { return KF_HD_PICK(asin, hd::asin_poly)(v); }
+KF_HD T kf_asin(T v) {
+  return KF_HD_PICK(asin, hd::asin_poly)(v);
+}
 #undef KF_HD_PICK
 
 // The compiled asin_poly / acos_poly over an array (hd_math_eval.cpp, built with the kernels'

@@ -113,11 +113,11 @@ void micro_gemm(const T* __restrict a, int64_t lda, int64_t nrows, const T* __re
 // Per-thread scratch of one task.
 template <typename T>
 struct Scratch {
-  std::vector<T> S;                     // QB x TP inner products
+  std::vector<T> S;                        // QB x TP inner products
   std::vector<T> k12, as, ax, th, ts, tx;  // QB x TP pair state (PairState, the used fields)
-  std::vector<T> ps, prs, pinv, pd;     // LG x TP per-point Side and d k22 / d ny
-  std::vector<T> kp, dp;                // TP running k22, d k22 / d ny
-  std::vector<T> CO;                    // QB x TP: coef dK/ds (GradX)
+  std::vector<T> ps, prs, pinv, pd;        // LG x TP per-point Side and d k22 / d ny
+  std::vector<T> kp, dp;                   // TP running k22, d k22 / d ny
+  std::vector<T> CO;                       // QB x TP: coef dK/ds (GradX)
   Scratch() {
     for (auto* v : {&S, &k12, &as, &ax, &th, &ts, &tx, &CO}) v->assign(QB * TP, T(0));
     for (auto* v : {&ps, &prs, &pinv, &pd}) v->assign(LG * TP, T(0));
@@ -131,9 +131,12 @@ struct Scratch {
 // if-converts the NTK / GRAD variants of the loop ("control flow in loop"); a call per 128 pairs
 // costs nothing.
 template <Activation ACT, bool GRAD, bool NTK, typename T>
-__attribute__((noinline, optimize("no-thread-jumps"))) void pair_layer(const Cfg<T>& cf, Side<T> p, T d1, const T* __restrict ps, const T* __restrict prs,
-                       const T* __restrict pinv, const T* __restrict pd, T* __restrict k12, T* __restrict as,
-                       T* __restrict ax, T* __restrict th, T* __restrict ts, T* __restrict tx) {
+__attribute__((noinline, optimize("no-thread-jumps"))) void pair_layer(const Cfg<T>& cf, Side<T> p, T d1,
+                                                                       const T* __restrict ps, const T* __restrict prs,
+                                                                       const T* __restrict pinv, const T* __restrict pd,
+                                                                       T* __restrict k12, T* __restrict as,
+                                                                       T* __restrict ax, T* __restrict th,
+                                                                       T* __restrict ts, T* __restrict tx) {
 #pragma GCC ivdep
   for (int64_t j = 0; j < TP; ++j) {
     PairState<T> u{k12[j], T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
@@ -224,8 +227,8 @@ void recursion(const Cfg<T>& cf, const T* nxq, const T* __restrict NY, Scratch<T
       for (int32_t h = 0; h < ng; ++h) {
         const Side<T> p = side<ACT>(k1);
         const int64_t o = r * TP, l = h * TP;
-        pair_layer<ACT, GRAD, NTK>(cf, p, d1, ps + l, prs + l, pinv + l, pd + l, k12 + o, as + o, ax + o, th + o, ts + o,
-                                   tx + o);
+        pair_layer<ACT, GRAD, NTK>(cf, p, d1, ps + l, prs + l, pinv + l, pd + l, k12 + o, as + o, ax + o, th + o,
+                                   ts + o, tx + o);
         next_diag<ACT>(cf, k1, d1);
       }
       kq[r] = k1;
