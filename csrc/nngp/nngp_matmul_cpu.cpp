@@ -126,41 +126,63 @@ struct Scratch {
   }
 };
 
+// The pair state (PairState's fields that a variant uses) in structure-of-arrays form.
+template <typename T>
+struct StateRows {
+  T *k12, *as, *ax, *th, *ts, *tx;
+  StateRows at(int64_t o) const { return {k12 + o, as + o, ax + o, th + o, ts + o, tx + o}; }
+};
+template <bool GRAD, bool NTK, typename T>
+inline PairState<T> load_state(const StateRows<T>& s, int64_t j) {
+  PairState<T> u{s.k12[j], T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+  if constexpr (NTK) u.th = s.th[j];
+  if constexpr (GRAD) {
+    u.as = s.as[j];
+    u.ax = s.ax[j];
+    if constexpr (NTK) {
+      u.ts = s.ts[j];
+      u.tx = s.tx[j];
+    }
+  }
+  return u;
+}
+template <bool GRAD, bool NTK, typename T>
+inline void store_state(const StateRows<T>& s, int64_t j, const PairState<T>& u) {
+  s.k12[j] = u.k12;
+  if constexpr (NTK) s.th[j] = u.th;
+  if constexpr (GRAD) {
+    s.as[j] = u.as;
+    s.ax[j] = u.ax;
+    if constexpr (NTK) {
+      s.ts[j] = u.ts;
+      s.tx[j] = u.tx;
+    }
+  }
+}
+
 // One layer over one query row of the block: the pair loop, vectorised over the points (check with
 // -fopt-info-vec on this file). Not inlined: inlined into recursion(), GCC 12 no longer
 // if-converts the NTK / GRAD variants of the loop ("control flow in loop"); a call per 128 pairs
-// costs nothing.
+// costs nothing. Without jump threading: it would duplicate acos / asin's tail for both sides of
+// |c| > 1/2 before if-conversion (hd_math.h), and the vectorised loop would evaluate both.
 template <Activation ACT, bool GRAD, bool NTK, typename T>
 __attribute__((noinline, optimize("no-thread-jumps"))) void pair_layer(const Cfg<T>& cf, Side<T> p, T d1,
                                                                        const T* __restrict ps, const T* __restrict prs,
                                                                        const T* __restrict pinv, const T* __restrict pd,
-                                                                       T* __restrict k12, T* __restrict as,
-                                                                       T* __restrict ax, T* __restrict th,
-                                                                       T* __restrict ts, T* __restrict tx) {
+                                                                       StateRows<T> st) {
 #pragma GCC ivdep
   for (int64_t j = 0; j < TP; ++j) {
-    PairState<T> u{k12[j], T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
-    if constexpr (NTK) u.th = th[j];
-    if constexpr (GRAD) {
-      u.as = as[j];
-      u.ax = ax[j];
-      if constexpr (NTK) {
-        u.ts = ts[j];
-        u.tx = tx[j];
-      }
-    }
-    u = advance<ACT, GRAD, NTK>(cf, p, d1, Side<T>{ps[j], prs[j], pinv[j]}, pd[j], u);
-    k12[j] = u.k12;
-    if constexpr (NTK) th[j] = u.th;
-    if constexpr (GRAD) {
-      as[j] = u.as;
-      ax[j] = u.ax;
-      if constexpr (NTK) {
-        ts[j] = u.ts;
-        tx[j] = u.tx;
-      }
-    }
+    const PairState<T> u = load_state<GRAD, NTK>(st, j);
+    store_state<GRAD, NTK>(st, j, advance<ACT, GRAD, NTK>(cf, p, d1, Side<T>{ps[j], prs[j], pinv[j]}, pd[j], u));
   }
+}
+
+// The first layer's state from the inner products S, over the whole block (not inlined either:
+// inlined, the GRAD + NTK variant's loop is not vectorised).
+template <bool GRAD, bool NTK, typename T>
+__attribute__((noinline)) void init_state(const Cfg<T>& cf, const T* __restrict S, StateRows<T> st) {
+#pragma GCC ivdep
+  for (int64_t e = 0; e < QB * TP; ++e) store_state<GRAD, NTK>(st, e, first_layer(cf, S[e]));
 }
 
 // The recursion over a QB x TP block: S (inner products), NY (the tile's norms), nxq (the
@@ -169,27 +191,8 @@ __attribute__((noinline, optimize("no-thread-jumps"))) void pair_layer(const Cfg
 template <Activation ACT, bool GRAD, bool NTK, typename T>
 void recursion(const Cfg<T>& cf, const T* nxq, const T* __restrict NY, Scratch<T>& sc) {
   const T a0 = cf.sw2 * cf.inv_d;
-  T* __restrict k12 = sc.k12.data();
-  T* __restrict as = sc.as.data();
-  T* __restrict ax = sc.ax.data();
-  T* __restrict th = sc.th.data();
-  T* __restrict ts = sc.ts.data();
-  T* __restrict tx = sc.tx.data();
-  const T* __restrict S = sc.S.data();
-#pragma GCC ivdep
-  for (int64_t e = 0; e < QB * TP; ++e) {
-    const PairState<T> u = first_layer(cf, S[e]);
-    k12[e] = u.k12;
-    if constexpr (NTK) th[e] = u.th;
-    if constexpr (GRAD) {
-      as[e] = u.as;
-      ax[e] = u.ax;
-      if constexpr (NTK) {
-        ts[e] = u.ts;
-        tx[e] = u.tx;
-      }
-    }
-  }
+  const StateRows<T> st{sc.k12.data(), sc.as.data(), sc.ax.data(), sc.th.data(), sc.ts.data(), sc.tx.data()};
+  init_state<GRAD, NTK>(cf, sc.S.data(), st);
   T kq[QB], dq[QB];
   for (int64_t r = 0; r < QB; ++r) {
     kq[r] = a0 * nxq[r] + cf.sb2;
@@ -226,9 +229,8 @@ void recursion(const Cfg<T>& cf, const T* nxq, const T* __restrict NY, Scratch<T
       T k1 = kq[r], d1 = dq[r];
       for (int32_t h = 0; h < ng; ++h) {
         const Side<T> p = side<ACT>(k1);
-        const int64_t o = r * TP, l = h * TP;
-        pair_layer<ACT, GRAD, NTK>(cf, p, d1, ps + l, prs + l, pinv + l, pd + l, k12 + o, as + o, ax + o, th + o,
-                                   ts + o, tx + o);
+        const int64_t l = h * TP;
+        pair_layer<ACT, GRAD, NTK>(cf, p, d1, ps + l, prs + l, pinv + l, pd + l, st.at(r * TP));
         next_diag<ACT>(cf, k1, d1);
       }
       kq[r] = k1;
