@@ -69,8 +69,8 @@ struct AsinConsts<double> {
 // (rounding it, then doubling it, cost 1 ulp near |x| = 1/2), and the partial sums of asin stay
 // below the result's binade (pi/2 - 2u rounded in [1, 2) for results just below 1: 1 more ulp).
 // All selects come first, the tail is one straight line. (GCC's jump threading may still
-// duplicate the tail for both values of |x| > 1/2 before if-conversion, evaluating P twice: the
-// NNGP pair loop is compiled with -fno-thread-jumps for that, nngp_matmul_cpu.cpp.)
+// duplicate the tail for both values of |x| > 1/2 before if-conversion, evaluating P twice: loops
+// over these functions go in functions marked KF_NO_THREAD_JUMPS, below.)
 template <typename T>
 struct AsinArg {
   T u, z, sc, hi, lo;
@@ -133,6 +133,15 @@ KF_HD T kf_asin(T v) {
   return KF_HD_PICK(asin, hd::asin_poly)(v);
 }
 #undef KF_HD_PICK
+
+// For the functions holding loops over asin_poly / acos_poly: GCC's jump threading duplicates
+// their tail for both sides of |x| > 1/2 before if-conversion, and the vectorised loop then
+// evaluates both (P twice). A GCC attribute (elsewhere: nothing).
+#if defined(__GNUC__) && !defined(__clang__)
+#define KF_NO_THREAD_JUMPS __attribute__((optimize("no-thread-jumps")))
+#else
+#define KF_NO_THREAD_JUMPS
+#endif
 
 // The compiled asin_poly / acos_poly over an array (hd_math_eval.cpp, built with the kernels'
 // flags): the test's and scripts/fit_acos_asin.py's entry (kernelfuse._C._hd_math).

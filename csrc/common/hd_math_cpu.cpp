@@ -6,7 +6,7 @@
 namespace kernelfuse {
 
 template <typename T>
-void hd_math_eval(HdFn fn, const T* __restrict x, T* __restrict y, int64_t n) {
+KF_NO_THREAD_JUMPS void hd_math_eval(HdFn fn, const T* __restrict x, T* __restrict y, int64_t n) {
   if (fn == HdFn::Asin) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = hd::asin_poly(x[i]);

@@ -32,7 +32,8 @@ struct Cfg {
 constexpr double kPi = 3.14159265358979323846;
 
 // One side's diagonal entry k (k11 of x or k22 of y) of a layer's input, with what the pair maths
-// needs of it, computed once per side and layer (the CPU kernel hoists it out of the pair loop):
+// needs of it: computed once per side and layer by the CPU kernel (hoisted out of the pair loop),
+// per pair by the CUDA kernels (hence one division, inv = rs^2: inv only enters the partials):
 //   relu / step: s = sqrt k, rs = 1 / sqrt k, inv = 1 / k  (rs = inv = 0 at k = 0)
 //   erf:         s = 1 + 2k, rs = 1 / sqrt(1 + 2k), inv = 1 / (1 + 2k)
 template <typename T>
@@ -43,12 +44,12 @@ struct Side {
 template <Activation ACT, typename T>
 KF_HD Side<T> side(T k) {
   if constexpr (ACT == Activation::Erf) {
-    const T a = T(1) + T(2) * k;
-    return {a, T(1) / kf_sqrt(a), T(1) / a};
+    const T a = T(1) + T(2) * k, rs = T(1) / kf_sqrt(a);
+    return {a, rs, rs * rs};
   } else {
-    const bool pos = k > T(0);
-    const T sq = kf_sqrt(k), sq1 = pos ? sq : T(1), k1 = pos ? k : T(1);  // no division by 0
-    return {sq, pos ? T(1) / sq1 : T(0), pos ? T(1) / k1 : T(0)};
+    const T sq = kf_sqrt(k);
+    const T rs = k > T(0) ? T(1) / (k > T(0) ? sq : T(1)) : T(0);  // no division by 0
+    return {sq, rs, rs * rs};
   }
 }
 

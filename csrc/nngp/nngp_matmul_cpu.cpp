@@ -163,13 +163,12 @@ inline void store_state(const StateRows<T>& s, int64_t j, const PairState<T>& u)
 // One layer over one query row of the block: the pair loop, vectorised over the points (check with
 // -fopt-info-vec on this file). Not inlined: inlined into recursion(), GCC 12 no longer
 // if-converts the NTK / GRAD variants of the loop ("control flow in loop"); a call per 128 pairs
-// costs nothing. Without jump threading: it would duplicate acos / asin's tail for both sides of
-// |c| > 1/2 before if-conversion (hd_math.h), and the vectorised loop would evaluate both.
+// costs nothing. Without jump threading (KF_NO_THREAD_JUMPS, hd_math.h): it would duplicate acos /
+// asin's tail for both sides of |c| > 1/2, and the vectorised loop would evaluate both.
 template <Activation ACT, bool GRAD, bool NTK, typename T>
-__attribute__((noinline, optimize("no-thread-jumps"))) void pair_layer(const Cfg<T>& cf, Side<T> p, T d1,
-                                                                       const T* __restrict ps, const T* __restrict prs,
-                                                                       const T* __restrict pinv, const T* __restrict pd,
-                                                                       StateRows<T> st) {
+__attribute__((noinline)) KF_NO_THREAD_JUMPS void pair_layer(const Cfg<T>& cf, Side<T> p, T d1, const T* __restrict ps,
+                                                             const T* __restrict prs, const T* __restrict pinv,
+                                                             const T* __restrict pd, StateRows<T> st) {
 #pragma GCC ivdep
   for (int64_t j = 0; j < TP; ++j) {
     const PairState<T> u = load_state<GRAD, NTK>(st, j);
