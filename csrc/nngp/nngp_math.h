@@ -14,6 +14,10 @@
 // taken as +-1 (pairs at an angle below ~2e-7 in float64, ~2e-3 in float32); where sin t = 0 (x parallel
 // to y, e.g. x = y) the singular partials of relu's G and step's F (an infinite slope: those
 // kernels are not differentiable there) are set to 0.
+// Pieces: Side (one side's diagonal entry and its square roots / inverses), layer (the
+// expectations; branch-free), next_diag (a side's next layer), PairState / first_layer / advance
+// (a pair's state and one layer of it); pair() runs all layers for one pair (the CUDA kernels),
+// the CPU kernel runs advance over tiles with the Sides hoisted (nngp_matmul_cpu.cpp).
 #pragma once
 #include <cmath>
 

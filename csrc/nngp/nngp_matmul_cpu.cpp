@@ -4,7 +4,7 @@
 // with their squared norms), shared by all threads. Tasks of QB queries (OpenMP, dynamic
 // schedule) walk the tiles:
 //   1. inner products of the QB queries with the tile: a register-blocked micro-kernel
-//      (RB queries x 2 vectors of points per block, the accumulators in registers);
+//      (micro_gemm: RB queries x NV vectors of points per block, the accumulators in registers);
 //   2. the layer recursion (nngp_math.h), layer by layer over the whole QB x TP block, vectorised
 //      over the points: each layer's per-point quantities (Side: sqrt k22, 1 / sqrt k22, 1 / k22,
 //      and d k22 / d ny) are formed once per tile for up to LG layers at a time and shared by the
@@ -14,8 +14,8 @@
 //      terms (GradX: coef dK/ds against the tile's points, micro-kernel as in 1.) into per-query
 //      partials in T, added to double accumulators once per tile (blocked accumulation: float32
 //      results stay near a float64 computation).
-// Memory: the packed points (n d, as y itself) and O(threads * QB * TP) scratch; the m x n
-// matrix never exists.
+// Memory: the packed points (n d as y itself; twice that for GradX, which also keeps padded rows)
+// and O(threads * QB * TP) scratch; the m x n matrix never exists.
 #include <omp.h>
 
 #include <algorithm>
