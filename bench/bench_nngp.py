@@ -30,7 +30,7 @@ import kernelfuse  # noqa: E402
 from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
 from kernelfuse import features as F  # noqa: E402
 from kernelfuse.reference import nngp as ref  # noqa: E402
-from peers.nt import nt_matrix, nt_product_row, nt_status  # noqa: E402, F401 (nt_product_row: section_product's 50k row)
+from peers.nt import nt_matrix, nt_product_row, nt_status  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,7 +50,7 @@ def section_product(args, lines):
     x, y = torch.randn(m, d), torch.randn(n, d)
     w = torch.randn(n, c)
     rows = []
-    case = f"m=n={fmt_count(m)} d={d} depth {depth} f32"
+    case = f"m=n={fmt_count(m)} d={d} depth {depth} f32, {kernelfuse.get_num_threads()} thr"
     pairs = float(m) * n
     for ntk in (False, True):
         fn = lambda: kernelfuse.nngp_matmul(x, y, w, depth=depth, activation="relu", ntk=ntk)  # noqa: E731
@@ -82,7 +82,7 @@ def section_product(args, lines):
                 float("inf"),
                 pairs,
                 8 * 4 * pairs,
-                note=f"not run: ~{8 * 4 * pairs / (1 << 30):.0f} GiB of m x n temporaries",
+                note=f"not run: ~{fmt_bytes(8 * 4 * pairs)} of m x n temporaries",
             )
         )
     chunk = max(1, min(2048, int(budget / (8 * 4 * n))))
@@ -90,21 +90,30 @@ def section_product(args, lines):
     t = timeit(fnc, warmup=0, repeat=1)
     rows.append(Row(case, f"materialised in row chunks of {fmt_count(chunk)}", t, pairs, peak_extra_memory(fnc)))
     print(f"  chunked reference: {t:.2f} s", flush=True)
+    # our kernel-matrix op (the same CPU kernel, Matrix mode) + a GEMM: the whole m x n matrix where
+    # it fits the budget, else row blocks of it (each block's matrix, then its GEMM)
     if 4 * pairs <= budget:
         fnk = lambda: F.nngp_kernel(x, y, depth, "relu") @ w  # noqa: E731
-        t = timeit(fnk, warmup=0, repeat=1)
-        rows.append(Row(case, "our kernel matrix (nngp_kernel) + GEMM", t, pairs, peak_extra_memory(fnk)))
+        label = f"our kernel matrix (nngp_kernel, whole: {fmt_bytes(4 * pairs)}) + GEMM"
     else:
-        rows.append(
-            Row(
-                case,
-                "our kernel matrix (nngp_kernel) + GEMM",
-                float("inf"),
-                pairs,
-                4 * pairs,
-                note=f"not run: the m x n matrix alone is {4 * pairs / (1 << 30):.1f} GiB",
-            )
-        )
+        kchunk = max(1, int(budget / (4 * n)))
+
+        def fnk():
+            return torch.cat([F.nngp_kernel(x[s : s + kchunk], y, depth, "relu") @ w for s in range(0, m, kchunk)])
+
+        label = f"our kernel matrix (nngp_kernel) in row chunks of {fmt_count(kchunk)} + GEMM"
+    t = timeit(fnk, warmup=0, repeat=1)
+    rows.append(Row(case, label, t, pairs, peak_extra_memory(fnk)))
+    print(f"  {label}: {t:.2f} s", flush=True)
+    # neural-tangents (a subprocess of .venv-nt): the same K(x, y) @ W by nt.batch row blocks
+    ntr = nt_product_row(m, d, depth, args.nt_cap_s, x=x, y=y, w=w)
+    if ntr is None:
+        nt_note = "neural-tangents: " + nt_status()[1]
+    else:
+        secs, peak, note = ntr[:3]
+        rows.append(Row(case, "neural-tangents kernel_fn (nt.batch) + matmul", secs, pairs, peak, note=note))
+        nt_note = f"neural-tangents 0.6.5 (jax 0.4.30, CPU, float32) in a subprocess: {note}"
+        print(f"  neural-tangents: {secs:.2f} s ({note})", flush=True)
     # accuracy of the fused float32 product against float64 on the first 200 rows
     sub = slice(0, 200)
     e = ref.nngp_matmul(x[sub].double(), y.double(), w.double(), depth, "relu", 2.0, 0.0, False)
@@ -125,8 +134,10 @@ def section_product(args, lines):
             baseline=f"materialised in row chunks of {fmt_count(chunk)}",
         ),
         "",
-        f"ReLU NNGP unless marked, W (n, {c}); neural-tangents is not installed here (JAX-only; not "
-        f"compared). Fused float32 vs float64 reference (first 200 rows): max relative error {err:.1e}.",
+        f"ReLU NNGP unless marked, W (n, {c}); {kernelfuse.get_num_threads()} threads; memory budget of the "
+        f"materialised rows --mem-gb {args.mem_gb:g} (whole matrices where they fit it, else row chunks); "
+        f"{nt_note}. Fused float32 vs float64 reference "
+        f"(first 200 rows): max relative error {err:.1e}.",
         "",
     ]
 
@@ -389,9 +400,18 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
     ap.add_argument("--n", type=int, default=50_000, help="m = n of the product section")
     ap.add_argument("--mem-gb", type=float, default=4.0, help="memory budget of the materialised baselines (GiB)")
+    ap.add_argument("--threads", type=int, default=None, help="threads of the kernels and of torch (default: as set)")
+    ap.add_argument("--nt-cap-s", type=float, default=600.0, help="time cap of the neural-tangents product row (s)")
+    ap.add_argument("--device", default="cpu", help="cpu only (run_all passes it); the NNGP bench has no GPU rows yet")
     ap.add_argument("--only", nargs="*", default=["product", "width", "features", "digits", "peers"])
     ap.add_argument("--out", default=os.path.join(HERE, "results", "nngp.md"))
     args = ap.parse_args(argv)
+    if args.device != "cpu":
+        print(f"bench_nngp: no {args.device} rows yet (the CUDA kernels ran under the simulator only); skipped")
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        kernelfuse.set_num_threads(args.threads)
     lines = ["## NNGP / NTK kernels (`bench/bench_nngp.py`)", ""]
     for name in args.only:
         print(f"== {name}", flush=True)

@@ -24,6 +24,7 @@ FAMILIES = [
     "bench_kron_gp",
     "bench_features",
     "bench_distributed",
+    "bench_nngp",
 ]
 
 

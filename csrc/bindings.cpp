@@ -1,11 +1,15 @@
 // PYBIND11_MODULE(_C): build information and threading. No tensors pass here: ops are torch
 // custom ops (csrc/kernelfuse.cpp), registered when this module is loaded.
 #include <omp.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include <string>
 
 #include "common/build_info.h"
 #include "kde/profiles.h"
 #include "common/config.h"
+#include "common/hd_math.h"
 
 #ifndef KERNELFUSE_VERSION
 #define KERNELFUSE_VERSION "0.0.0"
@@ -18,6 +22,20 @@
 #endif
 
 namespace py = pybind11;
+
+namespace {
+
+// _hd_math: the host acos / asin of the kernels (common/hd_math.h) over a numpy array (the test's
+// and scripts/fit_acos_asin.py's entry; a debug helper, not a public op).
+template <typename T>
+py::array hd_math_array(kernelfuse::HdFn fn, const py::array& x) {
+  auto in = py::array_t<T, py::array::c_style>::ensure(x);
+  py::array_t<T> out(in.request().shape);
+  kernelfuse::hd_math_eval<T>(fn, in.data(), out.mutable_data(), static_cast<int64_t>(in.size()));
+  return out;
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "kernelfuse native module: build info; the ops live in torch.ops.kernelfuse";
@@ -89,6 +107,24 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "reload_config", [] { kernelfuse::reload_config(); },
       "Read the environment switches again (after changing one in-process, e.g. in a test).");
+  m.def(
+      "_hd_math",
+      [](const std::string& fn, const py::array& x) {
+        kernelfuse::HdFn f;
+        if (fn == "asin")
+          f = kernelfuse::HdFn::Asin;
+        else if (fn == "acos")
+          f = kernelfuse::HdFn::Acos;
+        else
+          throw py::value_error("kernelfuse._C._hd_math: argument 'fn': expected 'asin' or 'acos', got '" + fn + "'");
+        if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
+        if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
+        throw py::type_error(
+            "kernelfuse._C._hd_math: argument 'x': expected a float32 or float64 numpy array, got dtype " +
+            std::string(py::str(x.dtype())));
+      },
+      py::arg("fn"), py::arg("x"),
+      "Debug helper: the CPU kernels' own asin / acos (common/hd_math.h) of a float32 / float64 numpy array.");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def(
       "set_num_threads",

@@ -130,6 +130,24 @@ def test_kernel_matrix_matches_reference(act, ntk):
     torch.testing.assert_close(torch.diagonal(G), F.kernel_diag(x, 2, act, ntk=ntk), rtol=1e-7, atol=1e-7)
 
 
+@pytest.mark.parametrize("act", ACTS)
+def test_tiles_threads_and_deep_networks(act):
+    """Several point tiles (128) with a partial last one, query blocks (16) with a partial last one,
+    the threaded path (and the threaded packing of the points), and depths past the CPU kernel's
+    layer group (8 layers' point quantities at a time): values and all three gradients."""
+    x, y, w = _data(70, 1031, 5, 3, torch.float64, seed=7)
+    depth = 9
+    for ntk in (False, True):
+        xs = [t.clone().requires_grad_(True) for t in (x, y, w)]
+        out = kernelfuse.nngp_matmul(*xs, depth=depth, activation=act, sigma_w2=1.4, sigma_b2=0.05, ntk=ntk)
+        xd = [t.clone().requires_grad_(True) for t in (x, y, w)]
+        exp = ref.nngp_matmul(*xd, depth, act, 1.4, 0.05, ntk)
+        assert_close_to_ref(out, exp, torch.float64, atol_scale=float(w.abs().sum(0).max()))
+        g = torch.randn_like(out)
+        for a, b in zip(torch.autograd.grad(out, xs, g), torch.autograd.grad(exp, xd, g)):
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9 * float(b.abs().max()))
+
+
 def test_zero_rows():
     x = torch.zeros(3, 4, dtype=torch.float64)
     y = torch.randn(5, 4, dtype=torch.float64)

@@ -14,10 +14,14 @@
 // taken as +-1 (pairs at an angle below ~2e-7 in float64, ~2e-3 in float32); where sin t = 0 (x parallel
 // to y, e.g. x = y) the singular partials of relu's G and step's F (an infinite slope: those
 // kernels are not differentiable there) are set to 0.
+// Pieces: Side (one side's diagonal entry and its square roots / inverses), layer (the
+// expectations; branch-free), next_diag (a side's next layer), PairState / first_layer / advance
+// (a pair's state and one layer of it); pair() runs all layers for one pair (the CUDA kernels),
+// the CPU kernel runs advance over tiles with the Sides hoisted (nngp_matmul_cpu.cpp).
 #pragma once
 #include <cmath>
 
-#include "../common/hd.h"
+#include "../common/hd_math.h"
 #include "nngp_matmul.h"
 
 namespace kernelfuse::nngp {
@@ -31,105 +35,102 @@ struct Cfg {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// sqrt in T (the unqualified host sqrt of a float is the double one)
+// One side's diagonal entry k (k11 of x or k22 of y) of a layer's input, with what the pair maths
+// needs of it: computed once per side and layer by the CPU kernel (hoisted out of the pair loop),
+// per pair by the CUDA kernels (hence one division, inv = rs^2: inv only enters the partials):
+//   relu / step: s = sqrt k, rs = 1 / sqrt k, inv = 1 / k  (rs = inv = 0 at k = 0)
+//   erf:         s = 1 + 2k, rs = 1 / sqrt(1 + 2k), inv = 1 / (1 + 2k)
 template <typename T>
-KF_HD T kf_sqrt(T v) {
-#if defined(__CUDA_ARCH__)
-  return sqrt(v);
-#else
-  return std::sqrt(v);
-#endif
-}
+struct Side {
+  T s, rs, inv;
+};
 
-// acos / asin in T (on the host the unqualified calls of a float would be the double ones)
-template <typename T>
-KF_HD T kf_acos(T c) {
-#if defined(__CUDA_ARCH__)
-  return acos(c);
-#else
-  return std::acos(c);
-#endif
-}
-template <typename T>
-KF_HD T kf_asin(T z) {
-#if defined(__CUDA_ARCH__)
-  return asin(z);
-#else
-  return std::asin(z);
-#endif
+template <Activation ACT, typename T>
+KF_HD Side<T> side(T k) {
+  if constexpr (ACT == Activation::Erf) {
+    const T a = T(1) + T(2) * k, rs = T(1) / kf_sqrt(a);
+    return {a, rs, rs * rs};
+  } else {
+    const T sq = kf_sqrt(k);
+    const T rs = k > T(0) ? T(1) / (k > T(0) ? sq : T(1)) : T(0);  // no division by 0
+    return {sq, rs, rs * rs};
+  }
 }
 
 // Layer expectations at (k11, k12, k22): F = E[phi phi], G = E[phi' phi'] and their partials.
+// Branch-free (selects), so the CPU kernel's loops over the pairs vectorise.
 template <typename T>
 struct LayerOut {
   T F, F12, F11, F22, G, G12, G11, G22;
 };
 
 template <Activation ACT, bool GRAD, typename T>
-KF_HD LayerOut<T> layer(T k11, T k12, T k22) {
+KF_HD LayerOut<T> layer(Side<T> p, T k12, Side<T> q) {
   LayerOut<T> o{};
   const T inv2pi = T(1.0 / (2.0 * kPi));
   if constexpr (ACT == Activation::Erf) {
-    const T a1 = T(1) + T(2) * k11, a2 = T(1) + T(2) * k22;
-    const T A = a1 * a2;
-    T D = A - T(4) * k12 * k12;
+    T D = p.s * q.s - T(4) * k12 * k12;
     D = D < T(1e-30) ? T(1e-30) : D;
-    T z = T(2) * k12 / kf_sqrt(A);
+    T z = T(2) * k12 * (p.rs * q.rs);
     z = z > T(1) ? T(1) : (z < T(-1) ? T(-1) : z);
     const T isd = T(1) / kf_sqrt(D);
     o.F = T(2.0 / kPi) * kf_asin(z);
     o.G = T(4.0 / kPi) * isd;
     if constexpr (GRAD) {
       o.F12 = o.G;
-      o.F11 = -T(4.0 / kPi) * k12 * isd / a1;
-      o.F22 = -T(4.0 / kPi) * k12 * isd / a2;
+      o.F11 = -T(4.0 / kPi) * k12 * isd * p.inv;
+      o.F22 = -T(4.0 / kPi) * k12 * isd * q.inv;
       const T isd3 = isd * isd * isd;
       o.G12 = T(16.0 / kPi) * k12 * isd3;
-      o.G11 = -T(4.0 / kPi) * a2 * isd3;
-      o.G22 = -T(4.0 / kPi) * a1 * isd3;
+      o.G11 = -T(4.0 / kPi) * q.s * isd3;
+      o.G22 = -T(4.0 / kPi) * p.s * isd3;
     }
   } else {
-    const T r = kf_sqrt(k11 * k22);
-    T c = r > T(0) ? k12 / r : T(0);
+    const T rr = p.rs * q.rs;  // 1 / r, r = sqrt(k11 k22); 0 where r = 0 (then c = 0)
+    T c = k12 * rr;
     // |c| within 16 ulp of 1 is taken as parallel: acos has an infinite slope there, so the
     // rounding of x.y against |x|^2 (different summation orders) would otherwise show as
-    // kf_sqrt(ulp) errors on the diagonal (and ulp^(1/2^depth) for the step kernel's deep layers)
+    // sqrt(ulp) errors on the diagonal (and ulp^(1/2^depth) for the step kernel's deep layers)
     const T snap = T(16) * (sizeof(T) == 8 ? T(2.220446049250313e-16) : T(1.1920929e-07));
     c = c >= T(1) - snap ? T(1) : (c <= T(-1) + snap ? T(-1) : c);
     const T st = kf_sqrt(T(1) - c * c);
     const T t = kf_acos(c);
     const T G = (T(kPi) - t) * inv2pi;  // E[step step], unit-free
-    // 1 / (2 pi r sin t) and -c / (4 pi k sin t), 0 where singular
-    const bool ok = r > T(0) && st > T(0);
-    const T d12 = ok ? inv2pi / (r * st) : T(0);
-    const T d11 = ok ? T(-0.5) * c * inv2pi / (k11 * st) : T(0);
-    const T d22 = ok ? T(-0.5) * c * inv2pi / (k22 * st) : T(0);
     if constexpr (ACT == Activation::Relu) {
-      o.F = r * (st + (T(kPi) - t) * c) * inv2pi;
+      o.F = (p.s * q.s) * (st + (T(kPi) - t) * c) * inv2pi;
       o.G = G;
-      if constexpr (GRAD) {
-        o.F12 = G;
-        o.F11 = k11 > T(0) ? T(0.5) * inv2pi * r * st / k11 : T(0);
-        o.F22 = k22 > T(0) ? T(0.5) * inv2pi * r * st / k22 : T(0);
-        o.G12 = d12;
-        o.G11 = d11;
-        o.G22 = d22;
-      }
-    } else {  // step
+    } else {
       o.F = G;
-      if constexpr (GRAD) {
+    }
+    if constexpr (GRAD) {
+      // 1 / (2 pi r sin t) and -c / (4 pi k sin t), 0 where singular (r = 0 or sin t = 0)
+      const bool ok = st > T(0);
+      const T ist = ok ? T(1) / (ok ? st : T(1)) : T(0);
+      const T d12 = inv2pi * rr * ist;
+      const T dc = T(-0.5) * inv2pi * c * ist;
+      if constexpr (ACT == Activation::Relu) {
+        const T f = T(0.5) * inv2pi * (p.s * q.s) * st;  // r sin t / 4 pi
+        o.F12 = G;
+        o.F11 = f * p.inv;
+        o.F22 = f * q.inv;
+        o.G12 = d12;
+        o.G11 = dc * p.inv;
+        o.G22 = dc * q.inv;
+      } else {
         o.F12 = d12;
-        o.F11 = d11;
-        o.F22 = d22;
+        o.F11 = dc * p.inv;
+        o.F22 = dc * q.inv;
       }
     }
   }
   return o;
 }
 
-// The diagonal map k -> E[phi(u)^2], u ~ N(0, k), and its derivative (what F(k, k, k) gives).
+// The diagonal map k -> E[phi(u)^2], u ~ N(0, k), and its derivative (what F(k, k, k) gives),
+// as the next layer's k = sw2 f + sb2 and its tangent dk (with respect to |x|^2).
 template <Activation ACT, typename T>
-KF_HD void diag(T k, T& f, T& df) {
+KF_HD void next_diag(const Cfg<T>& cf, T& k, T& dk) {
+  T f, df;
   if constexpr (ACT == Activation::Relu) {
     f = T(0.5) * k;
     df = T(0.5);
@@ -141,63 +142,79 @@ KF_HD void diag(T k, T& f, T& df) {
     f = T(2.0 / kPi) * kf_asin(T(2) * k / a);
     df = T(4.0 / kPi) / (a * kf_sqrt(T(1) + T(4) * k));
   }
+  k = cf.sw2 * f + cf.sb2;
+  dk = cf.sw2 * df * dk;
 }
 
-// K(s, nx, ny) and, with GRAD, its partials ks = dK/ds, kx = dK/dnx, ky = dK/dny.
-template <Activation ACT, bool GRAD, typename T>
-KF_HD T pair(const Cfg<T>& cf, T s, T nx, T ny, T& ks, T& kx, T& ky) {
-  const T a0 = cf.sw2 * cf.inv_d;
-  T k12 = a0 * s + cf.sb2, k11 = a0 * nx + cf.sb2, k22 = a0 * ny + cf.sb2;
-  // tangents: k12 wrt (s, nx, ny); k11 wrt nx; k22 wrt ny; Theta wrt (s, nx, ny)
-  T as = a0, ax = T(0), ay = T(0), d11 = a0, d22 = a0;
-  T th = k12, ts = a0, tx = T(0), ty = T(0);
-  for (int32_t h = 0; h < cf.depth; ++h) {
-    const LayerOut<T> o = layer<ACT, GRAD>(k11, k12, k22);
-    const T n12 = cf.sw2 * o.F + cf.sb2;
-    T ns = T(0), nxx = T(0), nyy = T(0);
-    if constexpr (GRAD) {
-      ns = cf.sw2 * o.F12 * as;
-      nxx = cf.sw2 * (o.F12 * ax + o.F11 * d11);
-      nyy = cf.sw2 * (o.F12 * ay + o.F22 * d22);
-    }
-    if (cf.ntk) {
-      const T nth = n12 + cf.sw2 * o.G * th;
-      if constexpr (GRAD) {
-        const T gs = o.G12 * as, gx = o.G12 * ax + o.G11 * d11, gy = o.G12 * ay + o.G22 * d22;
-        ts = ns + cf.sw2 * (gs * th + o.G * ts);
-        tx = nxx + cf.sw2 * (gx * th + o.G * tx);
-        ty = nyy + cf.sw2 * (gy * th + o.G * ty);
-      }
-      th = nth;
-    }
-    T f1, df1, f2, df2;
-    diag<ACT>(k11, f1, df1);
-    diag<ACT>(k22, f2, df2);
-    k11 = cf.sw2 * f1 + cf.sb2;
-    k22 = cf.sw2 * f2 + cf.sb2;
-    if constexpr (GRAD) {
-      d11 = cf.sw2 * df1 * d11;
-      d22 = cf.sw2 * df2 * d22;
-      as = ns;
-      ax = nxx;
-      ay = nyy;
-    }
-    k12 = n12;
+// The per-pair state of the forward-mode recursion: k12 and its partials with respect to (s, nx,
+// ny), Theta and its partials. (The diagonal entries k11, k22 and their tangents d11 = dk11/dnx,
+// d22 = dk22/dny belong to one side each: Side and next_diag.)
+template <typename T>
+struct PairState {
+  T k12, as, ax, ay, th, ts, tx, ty;
+};
+
+template <typename T>
+KF_HD PairState<T> first_layer(const Cfg<T>& cf, T s) {
+  const T a0 = cf.sw2 * cf.inv_d, k12 = a0 * s + cf.sb2;
+  return {k12, a0, T(0), T(0), k12, a0, T(0), T(0)};
+}
+
+// One hidden layer: the state at layer h's input (sides p, q and tangents d11, d22 of layer h)
+// to the state at its output (by value throughout: no addressable locals in the CPU's simd loops). NTK: Theta is carried; GRAD: the partials are.
+template <Activation ACT, bool GRAD, bool NTK, typename T>
+KF_HD PairState<T> advance(const Cfg<T>& cf, Side<T> p, T d11, Side<T> q, T d22, PairState<T> u) {
+  const LayerOut<T> o = layer<ACT, GRAD>(p, u.k12, q);
+  const T sw2 = cf.sw2;
+  const T n12 = sw2 * o.F + cf.sb2;
+  T ns = T(0), nxx = T(0), nyy = T(0);
+  if constexpr (GRAD) {
+    ns = sw2 * o.F12 * u.as;
+    nxx = sw2 * (o.F12 * u.ax + o.F11 * d11);
+    nyy = sw2 * (o.F12 * u.ay + o.F22 * d22);
   }
-  if (cf.ntk) {
+  if constexpr (NTK) {
     if constexpr (GRAD) {
-      ks = ts;
-      kx = tx;
-      ky = ty;
+      const T gs = o.G12 * u.as, gx = o.G12 * u.ax + o.G11 * d11, gy = o.G12 * u.ay + o.G22 * d22;
+      u.ts = ns + sw2 * (gs * u.th + o.G * u.ts);
+      u.tx = nxx + sw2 * (gx * u.th + o.G * u.tx);
+      u.ty = nyy + sw2 * (gy * u.th + o.G * u.ty);
     }
-    return th;
+    u.th = n12 + sw2 * o.G * u.th;
+  }
+  u.k12 = n12;
+  if constexpr (GRAD) {
+    u.as = ns;
+    u.ax = nxx;
+    u.ay = nyy;
+  }
+  return u;
+}
+
+// K(s, nx, ny) and, with GRAD, its partials ks = dK/ds, kx = dK/dnx, ky = dK/dny (one pair, all
+// layers: the CUDA kernels' per-thread form; the CPU kernel runs the same steps over a tile).
+template <Activation ACT, bool GRAD, bool NTK, typename T>
+KF_HD T pair_impl(const Cfg<T>& cf, T s, T nx, T ny, T& ks, T& kx, T& ky) {
+  const T a0 = cf.sw2 * cf.inv_d;
+  T k11 = a0 * nx + cf.sb2, k22 = a0 * ny + cf.sb2, d11 = a0, d22 = a0;
+  PairState<T> u = first_layer(cf, s);
+  for (int32_t h = 0; h < cf.depth; ++h) {
+    u = advance<ACT, GRAD, NTK>(cf, side<ACT>(k11), d11, side<ACT>(k22), d22, u);
+    next_diag<ACT>(cf, k11, d11);
+    next_diag<ACT>(cf, k22, d22);
   }
   if constexpr (GRAD) {
-    ks = as;
-    kx = ax;
-    ky = ay;
+    ks = NTK ? u.ts : u.as;
+    kx = NTK ? u.tx : u.ax;
+    ky = NTK ? u.ty : u.ay;
   }
-  return k12;
+  return NTK ? u.th : u.k12;
+}
+
+template <Activation ACT, bool GRAD, typename T>
+KF_HD T pair(const Cfg<T>& cf, T s, T nx, T ny, T& ks, T& kx, T& ky) {
+  return cf.ntk ? pair_impl<ACT, GRAD, true>(cf, s, nx, ny, ks, kx, ky)
+                : pair_impl<ACT, GRAD, false>(cf, s, nx, ny, ks, kx, ky);
 }
 
 }  // namespace kernelfuse::nngp

@@ -1,0 +1,152 @@
+// Host/device scalar maths for the torch-free kernels (no torch headers).
+//
+// kf_sqrt / kf_acos / kf_asin(T): in T on both sides (the unqualified host calls of a float would
+// be the double ones). Device code: CUDA's sqrt / acos / asin. Host code: std::sqrt and our own
+// acos_poly / asin_poly below, which are inline and branch-free (selects, no errno, no library
+// call), so loops over them vectorise (the kernels are compiled with -fno-math-errno
+// -fno-trapping-math: std::sqrt is then one instruction).
+//
+// asin_poly / acos_poly (float and double): on |x| <= 1/2, asin(x) = x + x z P(z), z = x^2; on
+// 1/2 < |x| <= 1, asin(|x|) = pi/2 - 2 asin(s), s = sqrt((1 - |x|) / 2) <= 1/2 (the same P at
+// z = s^2 <= 1/4); acos(x) = pi/2 - asin(x) on the middle, 2 asin(s) for x > 1/2 and
+// pi - 2 asin(s) for x < -1/2. pi/2 and pi enter as hi + lo pairs. P is our own minimax fit of
+// asin's relative error on [0, 1/2] (scripts/fit_acos_asin.py: Remez exchange in mpmath; degree 4
+// for float, 11 for double; the fit errors are 0.1 and 0.15 ulp). Measured with
+// `python scripts/fit_acos_asin.py --check` (every float in [-1, 1], 1e7 doubles): see the table
+// in docs/nngp.md; the test is tests/test_hd_math.py. |x| > 1 and NaN give NaN; +-0 and
+// subnormals keep their value (asin) or give pi/2 (acos).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "hd.h"
+
+namespace kernelfuse {
+namespace hd {
+
+template <typename T>
+struct AsinConsts;
+template <>
+struct AsinConsts<float> {
+  static constexpr float pio2_hi = 1.57079637050628662109375f, pio2_lo = -4.3711390001862426e-08f;
+  static constexpr float pi_hi = 3.1415927410125732421875f, pi_lo = -8.742278000372485e-08f;
+  static constexpr float pio4_hi = pio2_hi / 2, pio4_lo = pio2_lo / 2;  // exact halves
+  static inline float poly(float z) {
+    float p = 4.216630757e-02f;
+    p = p * z + 2.417951636e-02f;
+    p = p * z + 4.547037557e-02f;
+    p = p * z + 7.495297492e-02f;
+    return p * z + 1.666675210e-01f;
+  }
+};
+template <>
+struct AsinConsts<double> {
+  static constexpr double pio2_hi = 1.57079632679489655799898173427, pio2_lo = 6.123233995736766e-17;
+  static constexpr double pi_hi = 3.14159265358979311599796346854, pi_lo = 1.2246467991473532e-16;
+  static constexpr double pio4_hi = pio2_hi / 2, pio4_lo = pio2_lo / 2;
+  static inline double poly(double z) {
+    double p = 3.19122051365384324e-02;
+    p = p * z - 1.62241596613093321e-02;
+    p = p * z + 1.95282071403808030e-02;
+    p = p * z + 6.52799579396740656e-03;
+    p = p * z + 1.21692071046051002e-02;
+    p = p * z + 1.38852361223752632e-02;
+    p = p * z + 1.73597046996783605e-02;
+    p = p * z + 2.23717580545651946e-02;
+    p = p * z + 3.03819591367938090e-02;
+    p = p * z + 4.46428568283326957e-02;
+    p = p * z + 7.50000000033700792e-02;
+    return p * z + 1.66666666666654084e-01;
+  }
+};
+
+// Every result is r = (off_hi + sc u) + (sc q + off_lo) with asin(u) = u + q, q = u z P(z):
+//   |x| <= 1/2: u = x, z = x^2;  asin: sc = 1, off = 0;   acos: sc = -1, off = pi/2
+//   |x| >  1/2: u = s = sqrt((1 - |x|) / 2), z = s^2;  acos: x > 0: sc = 2, off = 0; x < 0:
+//               sc = -2, off = pi;  asin: r = ((pi/4 - 2u) + (pi/4_lo - 2q)) + pi/4 with the
+//               sign of x (sc = -2, off = pi/4, then pi/4 once more)
+// sc u is exact, and so is pi/4 - 2u for |x| <= 0.92 (Sterbenz): u + q is never rounded on the way
+// (rounding it, then doubling it, cost 1 ulp near |x| = 1/2), and the partial sums of asin stay
+// below the result's binade (pi/2 - 2u rounded in [1, 2) for results just below 1: 1 more ulp).
+// All selects come first, the tail is one straight line. (GCC's jump threading may still
+// duplicate the tail for both values of |x| > 1/2 before if-conversion, evaluating P twice: loops
+// over these functions go in functions marked KF_NO_THREAD_JUMPS, below.)
+template <typename T>
+struct AsinArg {
+  T u, z, sc, hi, lo;
+};
+
+template <typename T, bool ACOS>
+inline AsinArg<T> asin_arg(T x) {
+  using C = AsinConsts<T>;
+  const T a = std::fabs(x);
+  const bool big = a > T(0.5);
+  const T zb = (T(1) - a) * T(0.5);  // exact for a in [1/2, 1]; < 0 (NaN below) for a > 1
+  const T sb = std::sqrt(zb);
+  AsinArg<T> r;
+  r.z = big ? zb : x * x;
+  r.u = big ? sb : x;
+  if constexpr (ACOS) {
+    const bool neg = x < T(0);
+    r.sc = big ? (neg ? T(-2) : T(2)) : T(-1);
+    r.hi = big ? (neg ? C::pi_hi : T(0)) : C::pio2_hi;
+    r.lo = big ? (neg ? C::pi_lo : T(0)) : C::pio2_lo;
+  } else {
+    r.sc = big ? T(-2) : T(1);
+    r.hi = big ? C::pio4_hi : T(0);
+    r.lo = big ? C::pio4_lo : T(0);
+  }
+  return r;
+}
+
+template <typename T>
+inline T asin_poly(T x) {
+  const AsinArg<T> r = asin_arg<T, false>(x);
+  const T q = r.u * r.z * AsinConsts<T>::poly(r.z);
+  return std::copysign(((r.hi + r.sc * r.u) + (r.sc * q + r.lo)) + r.hi, x);  // u + q: x's sign already
+}
+
+template <typename T>
+inline T acos_poly(T x) {
+  const AsinArg<T> r = asin_arg<T, true>(x);
+  const T q = r.u * r.z * AsinConsts<T>::poly(r.z);
+  return (r.hi + r.sc * r.u) + (r.sc * q + r.lo);
+}
+
+}  // namespace hd
+
+#if defined(__CUDA_ARCH__)
+#define KF_HD_PICK(device, host) device
+#else
+#define KF_HD_PICK(device, host) host
+#endif
+template <typename T>
+KF_HD T kf_sqrt(T v) {
+  return KF_HD_PICK(sqrt, std::sqrt)(v);
+}
+template <typename T>
+KF_HD T kf_acos(T v) {
+  return KF_HD_PICK(acos, hd::acos_poly)(v);
+}
+template <typename T>
+KF_HD T kf_asin(T v) {
+  return KF_HD_PICK(asin, hd::asin_poly)(v);
+}
+#undef KF_HD_PICK
+
+// For the functions holding loops over asin_poly / acos_poly: GCC's jump threading duplicates
+// their tail for both sides of |x| > 1/2 before if-conversion, and the vectorised loop then
+// evaluates both (P twice). A GCC attribute (elsewhere: nothing).
+#if defined(__GNUC__) && !defined(__clang__)
+#define KF_NO_THREAD_JUMPS __attribute__((optimize("no-thread-jumps")))
+#else
+#define KF_NO_THREAD_JUMPS
+#endif
+
+// The compiled asin_poly / acos_poly over an array (hd_math_eval.cpp, built with the kernels'
+// flags): the test's and scripts/fit_acos_asin.py's entry (kernelfuse._C._hd_math).
+enum class HdFn : int32_t { Asin = 0, Acos = 1 };
+template <typename T>
+void hd_math_eval(HdFn fn, const T* x, T* y, int64_t n);
+
+}  // namespace kernelfuse
