@@ -1,5 +1,5 @@
 """Deliberately broken kernels are caught: each mutation is applied to a copy of
-csrc/features/features_cuda.cu (fwht_smem_kernel and its launcher), the copy is run under the
+csrc/features/features_cuda.cu (fwht_smem_kernel, the shared-memory butterfly smem_fwht it calls, and its launcher), the copy is run under the
 simulator by tests/sim/mutation_driver.cpp, and the run must fail — a wrong result, a failed
 launch, or an ASan / UBSan report. The unmutated copy must pass."""
 
@@ -20,8 +20,8 @@ MUTATIONS = {
         "    for (int64_t i = threadIdx.x; i <= n; i += blockDim.x) s[i] = x[i];\n",
     ),
     "missing_syncthreads": (
-        "        s[i + h] = a - b;\n      }\n      __syncthreads();\n",
-        "        s[i + h] = a - b;\n      }\n",
+        "      s[i + h] = a - b;\n    }\n    __syncthreads();\n",
+        "      s[i + h] = a - b;\n    }\n",
     ),
     "wrong_shared_memory_size": (
         "fwht_smem_kernel<T>, grid, threads, bytes, stream, p);",
