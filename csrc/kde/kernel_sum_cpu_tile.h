@@ -76,7 +76,8 @@ struct Geometry {
 template <typename T>
 struct Tile {
   std::vector<T> Ub, Vb, Sb, valb, dvalb, PWb, PLWb, Rb, DPb, Fb;
-  T *U, *V, *S, *val, *dval, *PW, *PLW, *R, *DP, *F;
+  T *U, *S, *val, *dval, *R, *DP, *F;
+  const T *V, *PW, *PLW;  // the packed tile: the Tile's own buffers or a Prepacked tile (read only)
   int64_t b = 0, q0 = 0, qn = 0, i0 = 0, nt = 0, np = 0;                 // the task and the tile
   const T *pw = nullptr, *plw = nullptr, *qw = nullptr, *qlw = nullptr;  // batch b's factors
 
@@ -169,12 +170,12 @@ struct Prepacked {
 template <typename T>
 void pack_tile(const Geometry<T>& g, const Prepacked<T>& pre, Tile<T>& t) {
   if (pre.on()) {
-    T* V = const_cast<T*>(pre.buf.data()) + (t.b * pre.ntiles + t.i0 / TP) * pre.stride;
+    const T* V = pre.buf.data() + (t.b * pre.ntiles + t.i0 / TP) * pre.stride;
     t.V = V, t.PW = V + g.d * TP, t.PLW = V + (g.d + g.c) * TP;
     return;
   }
   t.V = t.Vb.data(), t.PW = t.PWb.data(), t.PLW = t.PLWb.data();
-  pack_points(g, t.b, t.i0, t.nt, t.np, t.V, t.PW, t.PLW);
+  pack_points(g, t.b, t.i0, t.nt, t.np, t.Vb.data(), t.PWb.data(), t.PLWb.data());
 }
 
 // s = (dist / h)^2 of register block g into the rows of S. With keep (Backward, metrics other
