@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import kernelfuse  # noqa: E402
-from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, timeit  # noqa: E402
+from common import Row, fmt_bytes, fmt_count, machine_line, markdown_table, peak_extra_memory, sync, timeit  # noqa: E402
 from kernelfuse import features as F  # noqa: E402
 from kernelfuse.reference import nngp as ref  # noqa: E402
 from peers.nt import nt_matrix, nt_product_row, nt_status  # noqa: E402
@@ -35,27 +35,48 @@ from peers.nt import nt_matrix, nt_product_row, nt_status  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def chunked_reference(x, y, w, depth, chunk):
-    """The materialised kernel, row block by row block (torch recursion on (chunk, n) blocks)."""
-    out = []
-    for s in range(0, x.shape[0], chunk):
-        out.append(ref.nngp_kernel(x[s : s + chunk], y, depth, "relu") @ w)
-    return torch.cat(out)
+def timed_blocks(block, blocks, cap_s, device="cpu"):
+    """Runs block(start, size) for the (start, size) pairs of blocks in order until cap_s seconds have
+    passed, sampling resident memory meanwhile. Returns (seconds, blocks done, peak extra bytes); when
+    stopped early, seconds is the time of the blocks done scaled by their share of the rows (a
+    projection, said in the row's note)."""
+    done, rows, t = [0], [0], [0.0]
+
+    def run():
+        t0 = time.perf_counter()
+        for s, size in blocks:
+            block(s, size)
+            sync(device)
+            done[0] += 1
+            rows[0] += size
+            if time.perf_counter() - t0 > cap_s:
+                break
+        t[0] = time.perf_counter() - t0
+
+    peak = peak_extra_memory(run, device=device)
+    return t[0] * sum(size for _, size in blocks) / rows[0], done[0], peak
 
 
 def section_product(args, lines):
     m = n = 5_000 if args.quick else args.n
     d, depth, c = 64, 3, 1
+    dev = args.device
+    cuda = dev.startswith("cuda")
     torch.manual_seed(0)
     x, y = torch.randn(m, d), torch.randn(n, d)
     w = torch.randn(n, c)
+    x, y, w = x.to(dev), y.to(dev), w.to(dev)
     rows = []
-    case = f"m=n={fmt_count(m)} d={d} depth {depth} f32, {kernelfuse.get_num_threads()} thr"
+    where = torch.cuda.get_device_name() if cuda else f"{kernelfuse.get_num_threads()} thr"
+    case = f"m=n={fmt_count(m)} d={d} depth {depth} f32, {where}"
     pairs = float(m) * n
+    slow = m > 20000 and not cuda  # one timed run (no warm-up) where a call takes seconds
+    tm = lambda fn: timeit(fn, device=dev, warmup=0 if slow else 1, repeat=1 if slow else 3)  # noqa: E731
+    pk = lambda fn: peak_extra_memory(fn, device=dev)  # noqa: E731
     for ntk in (False, True):
         fn = lambda: kernelfuse.nngp_matmul(x, y, w, depth=depth, activation="relu", ntk=ntk)  # noqa: E731
-        t = timeit(fn, warmup=0 if m > 20000 else 1, repeat=1 if m > 20000 else 3)
-        mem = peak_extra_memory(fn)
+        t = tm(fn)
+        mem = pk(fn)
         rows.append(Row(case, "fused nngp_matmul" + (" (NTK)" if ntk else ""), t, pairs, mem))
         print(f"  fused ntk={ntk}: {t:.2f} s, {fmt_bytes(mem)}", flush=True)
     # backward (x, y, W gradients), NNGP
@@ -65,15 +86,18 @@ def section_product(args, lines):
         out = kernelfuse.nngp_matmul(xs, ys, ws, depth=depth, activation="relu")
         torch.autograd.grad(out.sum(), (xs, ys, ws))
 
-    t = timeit(fb, warmup=0, repeat=1)
-    rows.append(Row(case, "fused forward + backward (x, y, W)", t, pairs, peak_extra_memory(fb)))
+    t = tm(fb)
+    rows.append(Row(case, "fused forward + backward (x, y, W)", t, pairs, pk(fb)))
     print(f"  fused fwd+bwd: {t:.2f} s", flush=True)
     # materialised: whole matrix where it fits (8 m x n float32 temporaries), else row chunks
     budget = args.mem_gb * (1 << 30)
+    if cuda:  # the GPU's free memory less a margin, or --mem-gb where it asks for less
+        free = 0.8 * torch.cuda.mem_get_info()[0]
+        budget = min(budget, free) if args.mem_gb_set else free
     if 8 * 4 * pairs <= budget:
         fnm = lambda: ref.nngp_kernel(x, y, depth, "relu") @ w  # noqa: E731
-        t = timeit(fnm, warmup=0, repeat=1)
-        rows.append(Row(case, "materialised (torch recursion, whole)", t, pairs, peak_extra_memory(fnm)))
+        t = tm(fnm)
+        rows.append(Row(case, "materialised (torch recursion, whole)", t, pairs, pk(fnm)))
     else:
         rows.append(
             Row(
@@ -86,10 +110,17 @@ def section_product(args, lines):
             )
         )
     chunk = max(1, min(2048, int(budget / (8 * 4 * n))))
-    fnc = lambda: chunked_reference(x, y, w, depth, chunk)  # noqa: E731
-    t = timeit(fnc, warmup=0, repeat=1)
-    rows.append(Row(case, f"materialised in row chunks of {fmt_count(chunk)}", t, pairs, peak_extra_memory(fnc)))
-    print(f"  chunked reference: {t:.2f} s", flush=True)
+    blocks = [(s, min(chunk, m - s)) for s in range(0, m, chunk)]
+    secs, done, peak = timed_blocks(
+        lambda s, size: ref.nngp_kernel(x[s : s + size], y, depth, "relu") @ w, blocks, args.ref_cap_s, dev
+    )
+    note = (
+        ""
+        if done == len(blocks)
+        else f"projected from {done} of {len(blocks)} row blocks (--ref-cap-s {args.ref_cap_s:g})"
+    )
+    rows.append(Row(case, f"materialised in row chunks of {fmt_count(chunk)}", secs, pairs, peak, note=note))
+    print(f"  chunked reference: {secs:.2f} s {note}", flush=True)
     # our kernel-matrix op (the same CPU kernel, Matrix mode) + a GEMM: the whole m x n matrix where
     # it fits the budget, else row blocks of it (each block's matrix, then its GEMM)
     if 4 * pairs <= budget:
@@ -102,12 +133,14 @@ def section_product(args, lines):
             return torch.cat([F.nngp_kernel(x[s : s + kchunk], y, depth, "relu") @ w for s in range(0, m, kchunk)])
 
         label = f"our kernel matrix (nngp_kernel) in row chunks of {fmt_count(kchunk)} + GEMM"
-    t = timeit(fnk, warmup=0, repeat=1)
-    rows.append(Row(case, label, t, pairs, peak_extra_memory(fnk)))
+    t = tm(fnk)
+    rows.append(Row(case, label, t, pairs, pk(fnk)))
     print(f"  {label}: {t:.2f} s", flush=True)
     # neural-tangents (a subprocess of .venv-nt): the same K(x, y) @ W by nt.batch row blocks
-    ntr = nt_product_row(m, d, depth, args.nt_cap_s, x=x, y=y, w=w)
-    if ntr is None:
+    ntr = None if cuda else nt_product_row(m, d, depth, args.nt_cap_s, x=x, y=y, w=w)
+    if cuda:
+        nt_note = "neural-tangents: CPU only here (JAX CPU), not in the GPU table"
+    elif ntr is None:
         nt_note = "neural-tangents: " + nt_status()[1]
     else:
         secs, peak, note = ntr[:3]
@@ -116,8 +149,9 @@ def section_product(args, lines):
         print(f"  neural-tangents: {secs:.2f} s ({note})", flush=True)
     # accuracy of the fused float32 product against float64 on the first 200 rows
     sub = slice(0, 200)
-    e = ref.nngp_matmul(x[sub].double(), y.double(), w.double(), depth, "relu", 2.0, 0.0, False)
-    o = kernelfuse.nngp_matmul(x[sub], y, w, depth=depth, activation="relu")
+    xd, yd, wd = (t.cpu().double() for t in (x[sub], y, w))
+    e = ref.nngp_matmul(xd, yd, wd, depth, "relu", 2.0, 0.0, False)
+    o = kernelfuse.nngp_matmul(x[sub], y, w, depth=depth, activation="relu").cpu()
     err = float((o.double() - e).abs().max() / e.abs().max())
     for r in rows:
         if r.seconds == float("inf"):
@@ -125,17 +159,17 @@ def section_product(args, lines):
     lines += [
         f"### Fused product K(x, y) @ W (`bench/bench_nngp.py{' --quick' if args.quick else ''}`)",
         "",
-        machine_line("cpu"),
+        machine_line(dev),
         "",
         markdown_table(
             [r for r in rows if r.seconds == r.seconds] + [r for r in rows if r.seconds != r.seconds],
             rate_name="Gpairs/s",
             rate_scale=1e9,
-            baseline=f"materialised in row chunks of {fmt_count(chunk)}",
+            baseline=label,
         ),
         "",
-        f"ReLU NNGP unless marked, W (n, {c}); {kernelfuse.get_num_threads()} threads; memory budget of the "
-        f"materialised rows --mem-gb {args.mem_gb:g} (whole matrices where they fit it, else row chunks); "
+        f"ReLU NNGP unless marked, W (n, {c}); {where}; memory budget of the "
+        f"materialised rows {fmt_bytes(budget)} (whole matrices where they fit it, else row chunks); "
         f"{nt_note}. Fused float32 vs float64 reference "
         f"(first 200 rows): max relative error {err:.1e}.",
         "",
@@ -399,16 +433,34 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
     ap.add_argument("--n", type=int, default=50_000, help="m = n of the product section")
-    ap.add_argument("--mem-gb", type=float, default=4.0, help="memory budget of the materialised baselines (GiB)")
+    ap.add_argument(
+        "--mem-gb",
+        type=float,
+        default=None,
+        help="memory budget of the materialised rows (GiB; cpu: 4, cuda: 80%% of free)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="threads of the kernels and of torch (default: as set)")
+    ap.add_argument(
+        "--ref-cap-s",
+        type=float,
+        default=300.0,
+        help="time cap of the torch-recursion row-chunk baseline (s; projected past it)",
+    )
     ap.add_argument("--nt-cap-s", type=float, default=600.0, help="time cap of the neural-tangents product row (s)")
-    ap.add_argument("--device", default="cpu", help="cpu only (run_all passes it); the NNGP bench has no GPU rows yet")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: the product section only)")
     ap.add_argument("--only", nargs="*", default=["product", "width", "features", "digits", "peers"])
     ap.add_argument("--out", default=os.path.join(HERE, "results", "nngp.md"))
     args = ap.parse_args(argv)
+    args.mem_gb_set = args.mem_gb is not None
+    args.mem_gb = 4.0 if args.mem_gb is None else args.mem_gb
     if args.device != "cpu":
-        print(f"bench_nngp: no {args.device} rows yet (the CUDA kernels ran under the simulator only); skipped")
-        return
+        if not (args.device.startswith("cuda") and torch.cuda.is_available()):
+            print(f"bench_nngp: device {args.device} not available; skipped")
+            return
+        if not kernelfuse.build_info().get("cuda"):
+            print("bench_nngp: kernelfuse built without CUDA; skipped")
+            return
+        args.only = [s for s in args.only if s == "product"]  # the other sections are CPU studies
     if args.threads:
         torch.set_num_threads(args.threads)
         kernelfuse.set_num_threads(args.threads)

@@ -133,11 +133,11 @@ def markdown_table(rows: List[Row], *, rate_name: str, rate_scale: float, baseli
     base = {r.case: r for r in rows if r.impl == baseline}
     for r in rows:
         b = base.get(r.case)
-        ratio = f"{r.rate / b.rate:.2f}x" if b else "–"
-        t = f"{r.seconds * 1e3:.1f} ms" if r.seconds < 1 else f"{r.seconds:.2f} s"
-        out.append(
-            f"| {r.case} | {r.impl} | {t} | {r.rate / rate_scale:.3f} | {ratio} | {fmt_bytes(r.mem)} | {r.note} |"
-        )
+        ran = r.seconds == r.seconds and r.seconds != float("inf")  # NaN / inf: a row that was not run
+        ratio = f"{r.rate / b.rate:.2f}x" if b and ran else "–"
+        t = "–" if not ran else f"{r.seconds * 1e3:.1f} ms" if r.seconds < 1 else f"{r.seconds:.2f} s"
+        rate = f"{r.rate / rate_scale:.3f}" if ran else "–"
+        out.append(f"| {r.case} | {r.impl} | {t} | {rate} | {ratio} | {fmt_bytes(r.mem)} | {r.note} |")
     return "\n".join(out)
 
 
