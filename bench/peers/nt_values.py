@@ -129,6 +129,22 @@ def network(depth: int, activation: str, sigma_w2: float, sigma_b2: float, reado
     return layers, " -> ".join(desc)
 
 
+def kernel_fn(
+    depth: int, activation: str, sigma_w2: float, sigma_b2: float, readout_scale: float = 1.0, batch: int = 0
+):
+    """(NT's kernel function of `network`, its description): the one builder of every mode. batch = 0:
+    jax.jit of stax.serial's kernel_fn (`get` static; 4x faster than eager on the values cases);
+    batch > 0: nt.batch of it by blocks of `batch` rows, kept off the device (the bench modes)."""
+    nt = _import_nt()
+    layers, desc = network(depth, activation, sigma_w2, sigma_b2, readout_scale)
+    fn = nt.stax.serial(*layers)[2]
+    if batch:
+        return nt.batch(fn, batch_size=batch, store_on_device=False), desc
+    import jax
+
+    return jax.jit(fn, static_argnames="get"), desc
+
+
 def _versions():
     import jax
 
@@ -139,7 +155,6 @@ def cmd_values(args):
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    stax = _import_nt().stax
 
     out = {
         "about": "neural-tangents' NNGP / NTK (float64, jax x64) on fixed inputs; written by "
@@ -151,9 +166,8 @@ def cmd_values(args):
     }
     for i, (name, m, n, d, depth, act, sw2, sb2, scale, edges) in enumerate(CASES):
         x, y, _ = case_inputs(i, m, n, d, edges)
-        layers, desc = network(depth, act, sw2, sb2, scale)
-        kernel_fn = jax.jit(stax.serial(*layers)[2], static_argnames="get")  # 4x faster than eager here
-        k = kernel_fn(x, y, get=("nngp", "ntk"))
+        fn, desc = kernel_fn(depth, act, sw2, sb2, scale)
+        k = fn(x, y, get=("nngp", "ntk"))
         K, T = np.asarray(k.nngp, dtype=np.float64), np.asarray(k.ntk, dtype=np.float64)
         assert K.dtype == np.float64 and K.shape == (m, m if n is None else n), (name, K.shape)
         out["cases"].append(
@@ -198,13 +212,11 @@ def _reset_peak():
         return False
 
 
-def _kernel_fn(cfg):
-    stax = _import_nt().stax
-
-    layers, desc = network(
-        cfg["depth"], cfg.get("activation", "relu"), cfg.get("sigma_w2", 2.0), cfg.get("sigma_b2", 0.0)
+def _bench_kernel_fn(cfg, batch):
+    """kernel_fn of the bench's D/config.json network (relu, sigma_w2 = 2, sigma_b2 = 0 by default)."""
+    return kernel_fn(
+        cfg["depth"], cfg.get("activation", "relu"), cfg.get("sigma_w2", 2.0), cfg.get("sigma_b2", 0.0), batch=batch
     )
-    return stax.serial(*layers)[2], desc
 
 
 def _report(res):
@@ -214,16 +226,11 @@ def _report(res):
 def cmd_matrix(args):
     import jax
 
-    nt = _import_nt()
     cfg = json.load(open(os.path.join(args.dir, "config.json")))
     x, y = np.load(os.path.join(args.dir, "x.npy")), np.load(os.path.join(args.dir, "y.npy"))
-    kernel_fn, desc = _kernel_fn(cfg)
-    if args.batch:
-        fn = nt.batch(kernel_fn, batch_size=args.batch, store_on_device=False)
-        warm = (x[: args.batch], y[: args.batch])  # the block shape: compiles the one block kernel
-    else:
-        fn = jax.jit(kernel_fn, static_argnames="get")
-        warm = (x, y)
+    fn, desc = _bench_kernel_fn(cfg, args.batch)
+    # the block shape compiles the one block kernel (nt.batch); else the whole call
+    warm = (x[: args.batch], y[: args.batch]) if args.batch else (x, y)
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*warm, get=("nngp", "ntk")))
     t_warm = time.perf_counter() - t0
@@ -257,7 +264,6 @@ def cmd_product(args):
     block's (batch, n) kernel times W; stops (and says so) when the elapsed time passes the cap."""
     import jax
 
-    nt = _import_nt()
     cfg = json.load(open(os.path.join(args.dir, "config.json")))
     x, y, w = (np.load(os.path.join(args.dir, f)) for f in ("x.npy", "y.npy", "w.npy"))
     m, bs = x.shape[0], args.batch
@@ -266,9 +272,8 @@ def cmd_product(args):
     x = np.concatenate([x, np.zeros((-m % bs, x.shape[1]), x.dtype)])
     y = np.concatenate([y, np.zeros((-y.shape[0] % bs, y.shape[1]), y.dtype)])
     w = np.concatenate([w, np.zeros((y.shape[0] - w.shape[0], w.shape[1]), w.dtype)])
-    kernel_fn, desc = _kernel_fn(cfg)
+    fn, desc = _bench_kernel_fn(cfg, args.batch)
     get = "ntk" if cfg.get("ntk") else "nngp"
-    fn = nt.batch(kernel_fn, batch_size=args.batch, store_on_device=False)
     t0 = time.perf_counter()
     jax.block_until_ready(fn(x[: args.batch], y[: args.batch], get=get))
     t_warm = time.perf_counter() - t0

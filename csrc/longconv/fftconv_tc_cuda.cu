@@ -60,6 +60,9 @@ __host__ __device__ inline int log2i(int64_t n) {
   return m;
 }
 
+// Radix of the first pass (on CUDA cores) of the factorisation of N: 2^(log2 N mod 4); 1: none.
+__host__ __device__ inline int first_radix(int64_t N) { return 1 << (log2i(N) % 4); }
+
 // ---- fp32 CUDA-core passes for the kernel spectrum (unscaled DFTs, in place in global memory) ----
 // One pass of radix R on blocks of S elements: X[k1 s + n2] = w_S^(n2 k1) sum_n1 w_R^(n1 k1) x[n1 s + n2].
 __device__ void scalar_pass_f32(float2* x, int64_t N, int64_t S, int R) {
@@ -115,7 +118,7 @@ __global__ void __launch_bounds__(kThreadsTC)
   for (int64_t t = threadIdx.x; t < N; t += blockDim.x)
     x[t] = make_float2(t < Lk ? to_acc<TK>(k[h * Lk + t]) : 0.f, 0.f);
   __syncthreads();
-  const int r = 1 << (log2i(N) % 4);
+  const int r = first_radix(N);
   if (r > 1) {
     scalar_pass_f32(x, N, N, r);
     __syncthreads();
@@ -185,178 +188,174 @@ __device__ void radix_r_pass(T* data, int nsb, int64_t N, int r, bool inverse) {
   }
 }
 
+// ---- radix-16 passes on tensor cores ----
+template <typename Use, typename T>
+using Frag16 = wmma::fragment<Use, 16, 16, 16, T, wmma::row_major>;
+using AccFrag16 = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// The three 16 x 16 tables of F (Re, Im, -Im of w_16^(k1 n1) / 4) as WMMA operands of role Use:
+// matrix_a for Y = F16 . X (shape A), matrix_b for Y' = X' . F16 (shape B).
+template <typename Use, typename T>
+struct DftFrags {
+  Frag16<Use, T> re, im, neg_im;
+  __device__ explicit DftFrags(const T* F) {
+    wmma::load_matrix_sync(re, F, 16);
+    wmma::load_matrix_sync(im, F + 256, 16);
+    wmma::load_matrix_sync(neg_im, F + 512, 16);
+  }
+};
+
+// (a_re, a_im) = F16 . (x_re + i x_im) (forward) or conj(F16) . (x_re + i x_im) (inverse), four
+// real products with fp32 accumulation.
+template <typename T>
+__device__ __forceinline__ void dft_times_tile(AccFrag16& ar, AccFrag16& ai, const DftFrags<wmma::matrix_a, T>& f,
+                                               const Frag16<wmma::matrix_b, T>& xr, const Frag16<wmma::matrix_b, T>& xi,
+                                               bool inverse) {
+  wmma::fill_fragment(ar, 0.f);
+  wmma::fill_fragment(ai, 0.f);
+  wmma::mma_sync(ar, f.re, xr, ar);
+  wmma::mma_sync(ai, f.re, xi, ai);
+  if (!inverse) {  // (Fr + i Fi)(xr + i xi)
+    wmma::mma_sync(ar, f.neg_im, xi, ar);
+    wmma::mma_sync(ai, f.im, xr, ai);
+  } else {  // (Fr - i Fi)(xr + i xi)
+    wmma::mma_sync(ar, f.im, xi, ar);
+    wmma::mma_sync(ai, f.neg_im, xr, ai);
+  }
+}
+
+// (a_re, a_im) = (x_re + i x_im) . F16 (forward) or (x_re + i x_im) . conj(F16) (inverse).
+template <typename T>
+__device__ __forceinline__ void tile_times_dft(AccFrag16& ar, AccFrag16& ai, const Frag16<wmma::matrix_a, T>& xr,
+                                               const Frag16<wmma::matrix_a, T>& xi,
+                                               const DftFrags<wmma::matrix_b, T>& f, bool inverse) {
+  wmma::fill_fragment(ar, 0.f);
+  wmma::fill_fragment(ai, 0.f);
+  wmma::mma_sync(ar, xr, f.re, ar);
+  if (!inverse) {  // (xr + i xi)(Fr + i Fi)
+    wmma::mma_sync(ar, xi, f.neg_im, ar);
+    wmma::mma_sync(ai, xr, f.im, ai);
+    wmma::mma_sync(ai, xi, f.re, ai);
+  } else {  // (xr + i xi)(Fr - i Fi)
+    wmma::mma_sync(ar, xi, f.im, ar);
+    wmma::mma_sync(ai, xi, f.re, ai);
+    wmma::mma_sync(ai, xr, f.neg_im, ai);
+  }
+}
+
+// The product tile into the warp's fp32 scratch (sc: Re, sc + 256: Im; row-major 16 x 16), visible
+// to the whole warp on return.
+__device__ __forceinline__ void spill_tile(float* sc, const AccFrag16& ar, const AccFrag16& ai) {
+  wmma::store_matrix_sync(sc, ar, 16, wmma::mem_row_major);
+  wmma::store_matrix_sync(sc + 256, ai, 16, wmma::mem_row_major);
+  __syncwarp();
+}
+
+// A shape-A tile: rows k1 = 0..15 at stride s from off, 16 consecutive columns; column jj is
+// n2 = 16 c + jj of its block of S elements.
+struct StridedTile {
+  int64_t off, s, c, S;
+  __device__ int64_t index(int k1, int jj) const { return off + k1 * s + jj; }
+  __device__ float2 twiddle(int k1, int jj, bool inverse) const { return root((c * 16 + jj) * k1, S, inverse); }
+};
+
+// The inverse pass's conjugate twiddle w_S^(-n2 k1) on the tile, in place (before its conjugate DFT).
+template <typename T>
+__device__ void conj_twiddle_tile(T* re, T* im, const StridedTile& tl, int lane) {
+  for (int e = lane; e < 256; e += 32) {
+    const int k1 = e / 16, jj = e % 16;
+    const int64_t idx = tl.index(k1, jj);
+    const float2 w = tl.twiddle(k1, jj, true);
+    const float xr = to_acc<T>(re[idx]), xi = to_acc<T>(im[idx]);
+    re[idx] = from_acc<T>(xr * w.x - xi * w.y);
+    im[idx] = from_acc<T>(xr * w.y + xi * w.x);
+  }
+  __syncwarp();
+}
+
+// The spilled product (sc) back into the tile as T, times the twiddle w_S^(n2 k1) on the forward pass.
+template <typename T>
+__device__ void store_strided_tile(T* re, T* im, const float* sc, const StridedTile& tl, bool inverse, int lane) {
+  for (int e = lane; e < 256; e += 32) {
+    const int k1 = e / 16, jj = e % 16;
+    const int64_t idx = tl.index(k1, jj);
+    float yr = sc[e], yi = sc[256 + e];
+    if (!inverse) {
+      const float2 w = tl.twiddle(k1, jj, false);
+      const float tr = yr * w.x - yi * w.y;
+      yi = yr * w.y + yi * w.x;
+      yr = tr;
+    }
+    re[idx] = from_acc<T>(yr);
+    im[idx] = from_acc<T>(yi);
+  }
+  __syncwarp();
+}
+
+// Shape A (S >= 256): Y (16 x 16) = F16 . X tile, X rows n1 at stride s = S / 16, 16 consecutive
+// columns n2; one warp per tile.
+template <typename T>
+__device__ void radix16_strided_pass(T* data, int nsb, int64_t N, int64_t S, bool inverse, const T* F, float* sc) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t tiles_per_seq = N / 256, total = nsb * tiles_per_seq, s = S / 16;
+  const DftFrags<wmma::matrix_a, T> f(F);
+  const int64_t cpb = s / 16;  // column tiles per block
+  for (int64_t tile = warp; tile < total; tile += kWarps) {
+    const int j = static_cast<int>(tile / tiles_per_seq);
+    const int64_t t = tile - j * tiles_per_seq, b = t / cpb, c = t - b * cpb;
+    T* re = data + j * 2 * N;
+    T* im = re + N;
+    const StridedTile tl{b * S + c * 16, s, c, S};
+    if (inverse) conj_twiddle_tile(re, im, tl, lane);
+    Frag16<wmma::matrix_b, T> xr, xi;
+    wmma::load_matrix_sync(xr, re + tl.off, static_cast<unsigned>(s));
+    wmma::load_matrix_sync(xi, im + tl.off, static_cast<unsigned>(s));
+    AccFrag16 ar, ai;
+    dft_times_tile<T>(ar, ai, f, xr, xi, inverse);
+    spill_tile(sc, ar, ai);
+    store_strided_tile(re, im, sc, tl, inverse, lane);
+  }
+}
+
+// Shape B (S = 16, stride 1, no twiddle): Y' (16 rows x 16) = X' . F16 on 16 consecutive rows of 16.
+template <typename T>
+__device__ void radix16_last_pass(T* data, int nsb, int64_t N, bool inverse, const T* F, float* sc) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t tiles_per_seq = N / 256, total = nsb * tiles_per_seq;
+  const DftFrags<wmma::matrix_b, T> f(F);
+  for (int64_t tile = warp; tile < total; tile += kWarps) {
+    const int j = static_cast<int>(tile / tiles_per_seq);
+    const int64_t off = (tile - j * tiles_per_seq) * 256;
+    T* re = data + j * 2 * N + off;
+    T* im = data + j * 2 * N + N + off;
+    Frag16<wmma::matrix_a, T> xr, xi;
+    wmma::load_matrix_sync(xr, re, 16);
+    wmma::load_matrix_sync(xi, im, 16);
+    AccFrag16 ar, ai;
+    tile_times_dft<T>(ar, ai, xr, xi, f, inverse);
+    spill_tile(sc, ar, ai);
+    for (int e = lane; e < 256; e += 32) {
+      re[e] = from_acc<T>(sc[e]);
+      im[e] = from_acc<T>(sc[256 + e]);
+    }
+    __syncwarp();
+  }
+}
+
 // Radix-16 pass on blocks of S elements (16 <= S <= N / r) on tensor cores. F: three 16 x 16 tables
 // (Re, Im, -Im of w_16^(k1 n1) / 4); sc: this warp's fp32 scratch (2 x 256).
 template <typename T>
 __device__ void radix16_pass(T* data, int nsb, int64_t N, int64_t S, bool inverse, const T* F, float* sc) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t tiles_per_seq = N / 256, total = nsb * tiles_per_seq, s = S / 16;
-  if (s >= 16) {
-    // Shape A: Y (16 x 16) = F16 . X tile, X rows n1 at stride s, 16 consecutive columns n2.
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fr, fi, fn;
-    wmma::load_matrix_sync(fr, F, 16);
-    wmma::load_matrix_sync(fi, F + 256, 16);
-    wmma::load_matrix_sync(fn, F + 512, 16);
-    const int64_t cpb = s / 16;  // column tiles per block
-    for (int64_t tile = warp; tile < total; tile += kWarps) {
-      const int j = static_cast<int>(tile / tiles_per_seq);
-      const int64_t tl = tile - j * tiles_per_seq, b = tl / cpb, c = tl - b * cpb;
-      T* re = data + j * 2 * N;
-      T* im = re + N;
-      const int64_t off = b * S + c * 16;
-      if (inverse) {  // conjugate twiddle w_S^(-n2 k1) before the conjugate DFT
-        for (int e = lane; e < 256; e += 32) {
-          const int k1 = e / 16, jj = e % 16;
-          const int64_t idx = off + k1 * s + jj;
-          const float2 w = root((c * 16 + jj) * k1, S, true);
-          const float xr = to_acc<T>(re[idx]), xi = to_acc<T>(im[idx]);
-          re[idx] = from_acc<T>(xr * w.x - xi * w.y);
-          im[idx] = from_acc<T>(xr * w.y + xi * w.x);
-        }
-        __syncwarp();
-      }
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> xr, xi;
-      wmma::load_matrix_sync(xr, re + off, static_cast<unsigned>(s));
-      wmma::load_matrix_sync(xi, im + off, static_cast<unsigned>(s));
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> ar, ai;
-      wmma::fill_fragment(ar, 0.f);
-      wmma::fill_fragment(ai, 0.f);
-      wmma::mma_sync(ar, fr, xr, ar);
-      wmma::mma_sync(ai, fr, xi, ai);
-      if (!inverse) {  // (Fr + i Fi)(xr + i xi)
-        wmma::mma_sync(ar, fn, xi, ar);
-        wmma::mma_sync(ai, fi, xr, ai);
-      } else {  // (Fr - i Fi)(xr + i xi)
-        wmma::mma_sync(ar, fi, xi, ar);
-        wmma::mma_sync(ai, fn, xr, ai);
-      }
-      wmma::store_matrix_sync(sc, ar, 16, wmma::mem_row_major);
-      wmma::store_matrix_sync(sc + 256, ai, 16, wmma::mem_row_major);
-      __syncwarp();
-      for (int e = lane; e < 256; e += 32) {
-        const int k1 = e / 16, jj = e % 16;
-        const int64_t idx = off + k1 * s + jj;
-        float yr = sc[e], yi = sc[256 + e];
-        if (!inverse) {
-          const float2 w = root((c * 16 + jj) * k1, S, false);
-          const float tr = yr * w.x - yi * w.y;
-          yi = yr * w.y + yi * w.x;
-          yr = tr;
-        }
-        re[idx] = from_acc<T>(yr);
-        im[idx] = from_acc<T>(yi);
-      }
-      __syncwarp();
-    }
-  } else {
-    // Shape B (S = 16, stride 1, no twiddle): Y' (16 rows x 16) = X' . F16 on 16 consecutive rows of 16.
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fr, fi, fn;
-    wmma::load_matrix_sync(fr, F, 16);
-    wmma::load_matrix_sync(fi, F + 256, 16);
-    wmma::load_matrix_sync(fn, F + 512, 16);
-    for (int64_t tile = warp; tile < total; tile += kWarps) {
-      const int j = static_cast<int>(tile / tiles_per_seq);
-      const int64_t off = (tile - j * tiles_per_seq) * 256;
-      T* re = data + j * 2 * N + off;
-      T* im = data + j * 2 * N + N + off;
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> xr, xi;
-      wmma::load_matrix_sync(xr, re, 16);
-      wmma::load_matrix_sync(xi, im, 16);
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> ar, ai;
-      wmma::fill_fragment(ar, 0.f);
-      wmma::fill_fragment(ai, 0.f);
-      wmma::mma_sync(ar, xr, fr, ar);
-      if (!inverse) {  // (xr + i xi)(Fr + i Fi)
-        wmma::mma_sync(ar, xi, fn, ar);
-        wmma::mma_sync(ai, xr, fi, ai);
-        wmma::mma_sync(ai, xi, fr, ai);
-      } else {  // (xr + i xi)(Fr - i Fi)
-        wmma::mma_sync(ar, xi, fi, ar);
-        wmma::mma_sync(ai, xi, fr, ai);
-        wmma::mma_sync(ai, xr, fn, ai);
-      }
-      wmma::store_matrix_sync(sc, ar, 16, wmma::mem_row_major);
-      wmma::store_matrix_sync(sc + 256, ai, 16, wmma::mem_row_major);
-      __syncwarp();
-      for (int e = lane; e < 256; e += 32) {
-        re[e] = from_acc<T>(sc[e]);
-        im[e] = from_acc<T>(sc[256 + e]);
-      }
-      __syncwarp();
-    }
-  }
+  if (S / 16 >= 16)
+    radix16_strided_pass<T>(data, nsb, N, S, inverse, F, sc);
+  else
+    radix16_last_pass<T>(data, nsb, N, inverse, F, sc);
 }
 
-template <typename T, typename TK>
-__global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<T, TK> p, int nsb, int64_t nseq) {
-  KF_DYNAMIC_SHARED_ALIGNED(128, unsigned char, smem_raw);
-  const int64_t N = p.N, L = p.L, H = p.H;
-  T* data = reinterpret_cast<T*>(smem_raw);                // nsb x (re N, im N)
-  T* F = data + int64_t(nsb) * 2 * N;                      // 3 x 256
-  float* scratch = reinterpret_cast<float*>(F + 3 * 256);  // kWarps x 512
-  float* sc = scratch + (threadIdx.x / 32) * 512;
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
-    const int k1 = i / 16, n1 = i % 16;
-    float sn, cs;
-    sincospif(2.0f * static_cast<float>((k1 * n1) % 16) / 16.0f, &sn, &cs);
-    F[i] = from_acc<T>(0.25f * cs);
-    F[256 + i] = from_acc<T>(-0.25f * sn);
-    F[512 + i] = from_acc<T>(0.25f * sn);
-  }
-  const int64_t g0 = int64_t(blockIdx.x) * nsb;
-  // Scale of each sequence: v 2^-vexp has |re|, |im| < 1, so no fp16 intermediate can overflow
-  // (a unitary pass keeps every element below the sequence's 2-norm, < sqrt(2 L) <= 256; the
-  // spectral product is scaled by 2^-kexp likewise) and small inputs do not sink into subnormals.
-  // Both are powers of two, undone exactly in fp32 at the output.
-  KF_SHARED(float, red, [kWarps]);
-  KF_SHARED(int, vexp, [kMaxSeqPerBlock]);
-  KF_SHARED(int, kex, [kMaxSeqPerBlock]);
-  for (int j = 0; j < nsb; ++j) {
-    const int64_t g = g0 + j;
-    float m = 0.f;
-    if (g < nseq) {
-      const int64_t h = g % H, b0 = 2 * (g / H);
-      const int64_t o0 = (b0 * H + h) * L;
-      const bool two = b0 + 1 < p.B;
-      for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
-        float vr = to_acc<T>(p.u[o0 + t]);
-        if (p.pregate) vr *= to_acc<T>(p.pregate[o0 + t]);
-        m = fmaxf(m, fabsf(vr));
-        if (two) {
-          float vi = to_acc<T>(p.u[o0 + H * L + t]);
-          if (p.pregate) vi *= to_acc<T>(p.pregate[o0 + H * L + t]);
-          m = fmaxf(m, fabsf(vi));
-        }
-      }
-    }
-    m = block_max(m, red);
-    if (threadIdx.x == 0) {
-      vexp[j] = scale_exponent(m);
-      kex[j] = g < nseq ? p.kexp[g % H] : 0;
-    }
-  }
-  __syncthreads();
-  // Load and pregate: sequence g = (q, h) holds rows (2q, h) (real) and (2q + 1, h) (imaginary).
-  for (int64_t i = threadIdx.x; i < nsb * N; i += blockDim.x) {
-    const int j = static_cast<int>(i / N);
-    const int64_t t = i - j * N, g = g0 + j;
-    float vr = 0.f, vi = 0.f;
-    if (g < nseq && t < L) {
-      const int64_t h = g % H, b0 = 2 * (g / H);
-      const int64_t o0 = (b0 * H + h) * L + t;
-      vr = to_acc<T>(p.u[o0]);
-      if (p.pregate) vr *= to_acc<T>(p.pregate[o0]);
-      if (b0 + 1 < p.B) {
-        const int64_t o1 = o0 + H * L;
-        vi = to_acc<T>(p.u[o1]);
-        if (p.pregate) vi *= to_acc<T>(p.pregate[o1]);
-      }
-    }
-    data[j * 2 * N + t] = from_acc<T>(ldexpf(vr, -vexp[j]));
-    data[j * 2 * N + N + t] = from_acc<T>(ldexpf(vi, -vexp[j]));
-  }
-  __syncthreads();
-  const int r = 1 << (log2i(N) % 4);
+// The forward FFT of the block's sequences in place: [radix-r pass] then radix-16 passes S = N / r, ..., 16.
+template <typename T>
+__device__ void forward_fft(T* data, int nsb, int64_t N, const T* F, float* sc) {
+  const int r = first_radix(N);
   if (r > 1) {
     radix_r_pass<T>(data, nsb, N, r, false);
     __syncthreads();
@@ -365,20 +364,12 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     radix16_pass<T>(data, nsb, N, S, false, F, sc);
     __syncthreads();
   }
-  // Pointwise product with the kernel spectrum (both in digit-reversed order), fp32.
-  const float2* K = reinterpret_cast<const float2*>(p.kspec);
-  for (int64_t i = threadIdx.x; i < nsb * N; i += blockDim.x) {
-    const int j = static_cast<int>(i / N);
-    const int64_t t = i - j * N, g = g0 + j;
-    if (g >= nseq) continue;
-    const float2 kk = K[(g % H) * N + t];
-    T* re = data + j * 2 * N + t;
-    T* im = re + N;
-    const float xr = to_acc<T>(*re), xi = to_acc<T>(*im);
-    *re = from_acc<T>(ldexpf(xr * kk.x - xi * kk.y, -kex[j]));
-    *im = from_acc<T>(ldexpf(xr * kk.y + xi * kk.x, -kex[j]));
-  }
-  __syncthreads();
+}
+
+// Its exact inverse: the passes in reverse order, back to natural order.
+template <typename T>
+__device__ void inverse_fft(T* data, int nsb, int64_t N, const T* F, float* sc) {
+  const int r = first_radix(N);
   for (int64_t S = 16; S <= N / r; S *= 16) {
     radix16_pass<T>(data, nsb, N, S, true, F, sc);
     __syncthreads();
@@ -387,30 +378,160 @@ __global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<
     radix_r_pass<T>(data, nsb, N, r, true);
     __syncthreads();
   }
-  // Skip, postgate, store.
+}
+
+// ---- the fused kernel's stages (the block's sequences g0 + j, j < nsb; those >= nseq do not exist) ----
+
+// F = Re, Im, -Im of w_16^(k1 n1) / 4 (three row-major 16 x 16 tables of T).
+template <typename T>
+__device__ void fill_dft_tables(T* F) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    const int k1 = i / 16, n1 = i % 16;
+    float sn, cs;
+    sincospif(2.0f * static_cast<float>((k1 * n1) % 16) / 16.0f, &sn, &cs);
+    F[i] = from_acc<T>(0.25f * cs);
+    F[256 + i] = from_acc<T>(-0.25f * sn);
+    F[512 + i] = from_acc<T>(0.25f * sn);
+  }
+}
+
+// Sequence g = (q, h) holds rows (2q, h) (real part) and (2q + 1, h) (imaginary part, if 2q + 1 < B).
+struct SeqRows {
+  int64_t h;       // channel
+  int64_t o0, o1;  // offsets of the two rows in the (B, H, L) tensors
+  bool two;        // row 2q + 1 exists
+};
+
+template <typename T, typename TK>
+__device__ SeqRows seq_rows(const FFTConvTCParams<T, TK>& p, int64_t g) {
+  const int64_t h = g % p.H, b0 = 2 * (g / p.H);
+  const int64_t o0 = (b0 * p.H + h) * p.L;
+  return SeqRows{h, o0, o0 + p.H * p.L, b0 + 1 < p.B};
+}
+
+// u[o], times pregate[o] if gate, in fp32.
+template <typename T, typename TK>
+__device__ float gated_u(const FFTConvTCParams<T, TK>& p, int64_t o, bool gate) {
+  float v = to_acc<T>(p.u[o]);
+  if (gate) v *= to_acc<T>(p.pregate[o]);
+  return v;
+}
+
+// vexp[j]: the scale exponent of max |v| (v = u * pregate) of sequence j (0 if absent); kex[j]: its
+// channel's spectrum exponent. Block-wide (block_max synchronises; red: kWarps floats).
+template <typename T, typename TK>
+__device__ void sequence_scales(const FFTConvTCParams<T, TK>& p, int nsb, int64_t g0, int64_t nseq, float* red,
+                                int* vexp, int* kex) {
+  const bool pre = p.pregate != nullptr;
+  for (int j = 0; j < nsb; ++j) {
+    const int64_t g = g0 + j;
+    float m = 0.f;
+    if (g < nseq) {
+      const SeqRows q = seq_rows(p, g);
+      for (int64_t t = threadIdx.x; t < p.L; t += blockDim.x) {
+        m = fmaxf(m, fabsf(gated_u(p, q.o0 + t, pre)));
+        if (q.two) m = fmaxf(m, fabsf(gated_u(p, q.o1 + t, pre)));
+      }
+    }
+    m = block_max(m, red);
+    if (threadIdx.x == 0) {
+      vexp[j] = scale_exponent(m);
+      kex[j] = g < nseq ? p.kexp[g % p.H] : 0;
+    }
+  }
+}
+
+// data[j] = (re, im) = v 2^-vexp[j] of the two rows of sequence j, zero-padded to N, as T.
+template <typename T, typename TK>
+__device__ void load_sequences(const FFTConvTCParams<T, TK>& p, T* data, int nsb, int64_t g0, int64_t nseq,
+                               const int* vexp) {
+  const int64_t N = p.N;
+  const bool pre = p.pregate != nullptr;
+  for (int64_t i = threadIdx.x; i < nsb * N; i += blockDim.x) {
+    const int j = static_cast<int>(i / N);
+    const int64_t t = i - j * N, g = g0 + j;
+    float vr = 0.f, vi = 0.f;
+    if (g < nseq && t < p.L) {
+      const SeqRows q = seq_rows(p, g);
+      vr = gated_u(p, q.o0 + t, pre);
+      if (q.two) vi = gated_u(p, q.o1 + t, pre);
+    }
+    data[j * 2 * N + t] = from_acc<T>(ldexpf(vr, -vexp[j]));
+    data[j * 2 * N + N + t] = from_acc<T>(ldexpf(vi, -vexp[j]));
+  }
+}
+
+// Pointwise product with the kernel spectrum times 2^-kex[j] (both in digit-reversed order), fp32.
+template <typename T, typename TK>
+__device__ void spectral_product(const FFTConvTCParams<T, TK>& p, T* data, int nsb, int64_t g0, int64_t nseq,
+                                 const int* kex) {
+  const int64_t N = p.N;
+  const float2* K = reinterpret_cast<const float2*>(p.kspec);
+  for (int64_t i = threadIdx.x; i < nsb * N; i += blockDim.x) {
+    const int j = static_cast<int>(i / N);
+    const int64_t t = i - j * N, g = g0 + j;
+    if (g >= nseq) continue;
+    const float2 kk = K[(g % p.H) * N + t];
+    T* re = data + j * 2 * N + t;
+    T* im = re + N;
+    const float xr = to_acc<T>(*re), xi = to_acc<T>(*im);
+    *re = from_acc<T>(ldexpf(xr * kk.x - xi * kk.y, -kex[j]));
+    *im = from_acc<T>(ldexpf(xr * kk.y + xi * kk.x, -kex[j]));
+  }
+}
+
+// y[o] = postgate[o] * (2^e x + d s[o]), s = u, or u * pregate with gs.
+template <typename T, typename TK>
+__device__ void store_output(const FFTConvTCParams<T, TK>& p, int64_t o, T x, int e, float d, bool gs) {
+  float z = ldexpf(to_acc<T>(x), e) + d * gated_u(p, o, gs);
+  if (p.postgate) z *= to_acc<T>(p.postgate[o]);
+  p.y[o] = from_acc<T>(z);
+}
+
+// Skip, postgate, store: t < L of both rows of every sequence, the scalings undone (2^(vexp + kex)).
+template <typename T, typename TK>
+__device__ void store_outputs(const FFTConvTCParams<T, TK>& p, const T* data, int nsb, int64_t g0, int64_t nseq,
+                              const int* vexp, const int* kex) {
+  const int64_t N = p.N, L = p.L;
+  const bool gs = p.skip_gated && p.pregate;  // skip "gated": D multiplies u * pregate
   for (int64_t i = threadIdx.x; i < nsb * L; i += blockDim.x) {
     const int j = static_cast<int>(i / L);
     const int64_t t = i - j * L, g = g0 + j;
     if (g >= nseq) continue;
-    const int64_t h = g % H, b0 = 2 * (g / H);
-    const float d = p.D ? to_acc<TK>(p.D[h]) : 0.f;
+    const SeqRows q = seq_rows(p, g);
+    const float d = p.D ? to_acc<TK>(p.D[q.h]) : 0.f;
     const int e = vexp[j] + kex[j];
-    const int64_t o0 = (b0 * H + h) * L + t;
-    const bool gs = p.skip_gated && p.pregate;  // skip "gated": D multiplies u * pregate
-    float s0 = to_acc<T>(p.u[o0]);
-    if (gs) s0 *= to_acc<T>(p.pregate[o0]);
-    float z = ldexpf(to_acc<T>(data[j * 2 * N + t]), e) + d * s0;
-    if (p.postgate) z *= to_acc<T>(p.postgate[o0]);
-    p.y[o0] = from_acc<T>(z);
-    if (b0 + 1 < p.B) {
-      const int64_t o1 = o0 + H * L;
-      float s1 = to_acc<T>(p.u[o1]);
-      if (gs) s1 *= to_acc<T>(p.pregate[o1]);
-      float z1 = ldexpf(to_acc<T>(data[j * 2 * N + N + t]), e) + d * s1;
-      if (p.postgate) z1 *= to_acc<T>(p.postgate[o1]);
-      p.y[o1] = from_acc<T>(z1);
-    }
+    store_output(p, q.o0 + t, data[j * 2 * N + t], e, d, gs);
+    if (q.two) store_output(p, q.o1 + t, data[j * 2 * N + N + t], e, d, gs);
   }
+}
+
+template <typename T, typename TK>
+__global__ void __launch_bounds__(kThreadsTC) fftconv_tc_kernel(FFTConvTCParams<T, TK> p, int nsb, int64_t nseq) {
+  KF_DYNAMIC_SHARED_ALIGNED(128, unsigned char, smem_raw);
+  const int64_t N = p.N;
+  T* data = reinterpret_cast<T*>(smem_raw);                // nsb x (re N, im N)
+  T* F = data + int64_t(nsb) * 2 * N;                      // 3 x 256
+  float* scratch = reinterpret_cast<float*>(F + 3 * 256);  // kWarps x 512
+  float* sc = scratch + (threadIdx.x / 32) * 512;
+  fill_dft_tables(F);  // read after the barriers of sequence_scales
+  const int64_t g0 = int64_t(blockIdx.x) * nsb;
+  // Scale of each sequence: v 2^-vexp has |re|, |im| < 1, so no fp16 intermediate can overflow
+  // (a unitary pass keeps every element below the sequence's 2-norm, < sqrt(2 L) <= 256; the
+  // spectral product is scaled by 2^-kexp likewise) and small inputs do not sink into subnormals.
+  // Both are powers of two, undone exactly in fp32 at the output.
+  KF_SHARED(float, red, [kWarps]);
+  KF_SHARED(int, vexp, [kMaxSeqPerBlock]);
+  KF_SHARED(int, kex, [kMaxSeqPerBlock]);
+  sequence_scales(p, nsb, g0, nseq, red, vexp, kex);
+  __syncthreads();
+  load_sequences(p, data, nsb, g0, nseq, vexp);
+  __syncthreads();
+  forward_fft<T>(data, nsb, N, F, sc);
+  spectral_product(p, data, nsb, g0, nseq, kex);
+  __syncthreads();
+  inverse_fft<T>(data, nsb, N, F, sc);
+  store_outputs(p, data, nsb, g0, nseq, vexp, kex);
 }
 
 }  // namespace
