@@ -13,6 +13,9 @@
 //                      coordinates of the tile are staged and coef dK/ds y_i accumulated; the
 //                      2 dK/dnx x_q term is added at the end (so the inner products are formed
 //                      once per output chunk: d / kDG times, the price of O(kDG) registers).
+//                      With out2 (GW) also K w: block y adds the tile's K into its kCC columns
+//                      y kCC.. of out2, and grid.y spans max(d / kDG, c / kCC) chunks (blocks
+//                      past d only do that, blocks past c only the gradient).
 // Numerics: per-tile partial sums in T, added to double totals (float32 stays near a float64
 // computation, as the CPU kernel). Storage types float / double.
 #include <cuda_runtime.h>
@@ -117,16 +120,19 @@ __global__ void __launch_bounds__(kBlock) nngp_fwd_kernel(NngpParams<T> p) {
       if (c0 + cc < p.c) p.out[q * p.c + c0 + cc] = static_cast<T>(tot[cc]);
 }
 
-template <typename T, Activation ACT>
+template <typename T, Activation ACT, bool GW>
 __global__ void __launch_bounds__(kBlock) nngp_gradx_kernel(NngpParams<T> p) {
   KF_SHARED(T, ys, [kTile][kDC + 1]);
   KF_SHARED(T, yn, [kTile]);
   KF_SHARED(T, ws, [kTile][kCC]);
   KF_SHARED(T, yg, [kTile][kDG]);
+  KF_SHARED(T, w2s, [kTile][kCC]);  // GW: the tile's weight rows, this block's kCC columns
   const Cfg<T> cf = make_cfg(p);
   const int tid = threadIdx.x;
   const int64_t q = static_cast<int64_t>(blockIdx.x) * kBlock + tid;
   const int64_t g0 = static_cast<int64_t>(blockIdx.y) * kDG;
+  const int64_t c2 = static_cast<int64_t>(blockIdx.y) * kCC;  // GW: this block's out2 columns
+  const bool want_dx = g0 < p.d;  // GW launches blocks past d when there are more column chunks
   const bool active = q < p.m;
   const T* xq = p.x + (active ? q : 0) * p.d;
   const T* gq = p.g ? p.g + (active ? q : 0) * p.c : nullptr;
@@ -135,13 +141,14 @@ __global__ void __launch_bounds__(kBlock) nngp_gradx_kernel(NngpParams<T> p) {
     for (int64_t k = 0; k < p.d; ++k) nx += xq[k] * xq[k];
   double tot[kDG];
   for (int kk = 0; kk < kDG; ++kk) tot[kk] = 0.0;
-  double totn = 0.0;
+  double totn = 0.0, tot2[kCC];
+  for (int cc = 0; cc < kCC; ++cc) tot2[cc] = 0.0;
   T s[kTile], co[kTile];
   for (int64_t i0 = 0; i0 < p.n; i0 += kTile) {
     const int nt = static_cast<int>(p.n - i0 < kTile ? p.n - i0 : kTile);
     tile_products(p, xq, active, i0, nt, ys, yn, s);
     for (int j = 0; j < kTile; ++j) co[j] = (p.coef && active && j < nt) ? p.coef[q * p.n + i0 + j] : T(0);
-    for (int64_t c0 = 0; c0 < (p.coef ? 0 : p.c); c0 += kCC) {
+    for (int64_t c0 = 0; c0 < (p.coef || !want_dx ? 0 : p.c); c0 += kCC) {
       __syncthreads();  // ws readers of the previous chunk are done
       for (int e = tid; e < kTile * kCC; e += kBlock) {
         const int j = e / kCC, cc = e % kCC;
@@ -162,19 +169,29 @@ __global__ void __launch_bounds__(kBlock) nngp_gradx_kernel(NngpParams<T> p) {
       const int j = e / kDG, kk = e % kDG;
       yg[j][kk] = (j < nt && g0 + kk < p.d) ? p.y[(i0 + j) * p.d + g0 + kk] : T(0);
     }
-    __syncthreads();  // yn (tile_products) and yg visible
+    if constexpr (GW)
+      for (int e = tid; e < kTile * kCC; e += kBlock) {
+        const int j = e / kCC, cc = e % kCC;
+        w2s[j][cc] = (j < nt && c2 + cc < p.c) ? p.w[(i0 + j) * p.c + c2 + cc] : T(0);
+      }
+    __syncthreads();  // yn (tile_products), yg and w2s visible
     if (active) {
-      T sn = T(0), part[kDG];
+      T sn = T(0), part[kDG], part2[kCC];
       for (int kk = 0; kk < kDG; ++kk) part[kk] = T(0);
+      for (int cc = 0; cc < kCC; ++cc) part2[cc] = T(0);
       for (int j = 0; j < nt; ++j) {
         T ks, kx, ky;
-        pair<ACT, true>(cf, s[j], nx, yn[j], ks, kx, ky);
+        const T kv = pair<ACT, true>(cf, s[j], nx, yn[j], ks, kx, ky);
         const T a = co[j] * ks;
         sn += co[j] * kx;
         for (int kk = 0; kk < kDG; ++kk) part[kk] += a * yg[j][kk];
+        if constexpr (GW)
+          for (int cc = 0; cc < kCC; ++cc) part2[cc] += kv * w2s[j][cc];
       }
       totn += static_cast<double>(sn);
       for (int kk = 0; kk < kDG; ++kk) tot[kk] += static_cast<double>(part[kk]);
+      if constexpr (GW)
+        for (int cc = 0; cc < kCC; ++cc) tot2[cc] += static_cast<double>(part2[cc]);
     }
     __syncthreads();  // yg readers done before the next tile stages it
   }
@@ -182,6 +199,9 @@ __global__ void __launch_bounds__(kBlock) nngp_gradx_kernel(NngpParams<T> p) {
     for (int kk = 0; kk < kDG; ++kk)
       if (g0 + kk < p.d)
         p.out[q * p.d + g0 + kk] = static_cast<T>(tot[kk] + 2.0 * totn * static_cast<double>(xq[g0 + kk]));
+  if (GW && active)
+    for (int cc = 0; cc < kCC; ++cc)
+      if (c2 + cc < p.c) p.out2[q * p.c + c2 + cc] = static_cast<T>(tot2[cc]);
 }
 
 template <typename T, Activation ACT>
@@ -196,12 +216,20 @@ void launch_act(const NngpParams<T>& p, cudaStream_t st) {
     launch_kernel("nngp_matmul: nngp_fwd_kernel", nngp_fwd_kernel<T, ACT>,
                   dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(kBlock), 0, st, p);
   } else {
-    const int64_t gy = (p.d + kDG - 1) / kDG;
-    if (gy > kMaxGridY)
+    // with out2, grid.y spans the column chunks of out2 too (block y writes chunk y of each)
+    const int64_t gd = (p.d + kDG - 1) / kDG, gc = p.out2 ? (p.c + kCC - 1) / kCC : 0;
+    const int64_t gy = gd > gc ? gd : gc;
+    if (gd > kMaxGridY)
       throw std::runtime_error("kernelfuse: nngp_matmul_bwd: too many dimensions (" + std::to_string(p.d) +
                                ") for one launch; at most " + std::to_string(kMaxGridY * kDG));
-    launch_kernel("nngp_matmul: nngp_gradx_kernel", nngp_gradx_kernel<T, ACT>,
-                  dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(kBlock), 0, st, p);
+    if (gc > kMaxGridY)
+      throw std::runtime_error("kernelfuse: nngp_matmul_bwd: too many weight columns (" + std::to_string(p.c) +
+                               ") for one launch; at most " + std::to_string(kMaxGridY * kCC));
+    const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+    if (p.out2)
+      launch_kernel("nngp_matmul: nngp_gradx_kernel", nngp_gradx_kernel<T, ACT, true>, grid, dim3(kBlock), 0, st, p);
+    else
+      launch_kernel("nngp_matmul: nngp_gradx_kernel", nngp_gradx_kernel<T, ACT, false>, grid, dim3(kBlock), 0, st, p);
   }
 }
 
@@ -214,6 +242,9 @@ void launch_nngp_matmul(const NngpParams<T>& p, void* stream) {
   if (p.m == 0 || w == 0) return;
   if (p.n == 0) {
     check_cuda(cudaMemsetAsync(p.out, 0, static_cast<size_t>(p.m * w) * sizeof(T), st), "nngp_matmul: zero the output");
+    if (p.mode == Mode::GradX && p.out2 && p.c > 0)
+      check_cuda(cudaMemsetAsync(p.out2, 0, static_cast<size_t>(p.m * p.c) * sizeof(T), st),
+                 "nngp_matmul: zero the second output");
     return;
   }
   switch (p.act) {
