@@ -4,7 +4,8 @@ the simulator), compared with the float64 reference kernelfuse.reference.nngp (b
 through the reference).
 
 Launch shapes reached (nngp_matmul_cuda.cu; 128 queries per block, tiles of 32 points, 32-dimension
-staging chunks, 8 weight columns / 16 gradient dimensions per grid.y):
+staging chunks, 8 weight columns / 16 gradient dimensions per grid.y, per-side quantities hoisted
+4 layers at a time: depth 0, 2, 3, 4, 5, 9 reach no / one partial / one full / several groups):
   nngp_fwd_kernel    m across 128 (1, 129), n across 32 (1, 33, 65), d across 32 (1, 33), c = 1, 9
                      (two column chunks), Matrix mode (nngp_kernel), n = 0 (memset path)
   nngp_gradx_kernel  the x and y gradients of both ops (the matrix gradient as coefficients), d = 17
@@ -113,6 +114,29 @@ def test_backward_every_need_subset(act):
                 assert cl[GRADX] == nx + ny and cl[FWD] == (nw and not ny), (need, dict(cl))
                 for k in range(3):
                     assert torch.equal(res[k], alone[k]) if need[k] else res[k].numel() == 0, (need, k)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_layer_groups(act):
+    """The hoisted per-side quantities come in groups of 4 layers (nngp_matmul_cuda.cu, kLG): depth
+    0 (no layer), 4 (one full group), 5 and 9 (the pair states kept between groups); forward,
+    matrix and backward against the reference, and the deepest under every schedule."""
+    x, y, w = _data(35, 37, 5, 3, torch.float64, seed=40)
+    g = torch.randn(35, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for depth in (0, 4, 5, 9):
+        ntk = depth % 2 == 1
+        cfg = (depth, act, 1.4, 0.05, ntk)
+        out = sim_ops.nngp_matmul(x, y, w, *cfg)
+        assert_close_to_ref(out, ref.nngp_matmul(x, y, w, *cfg), torch.float64, atol_scale=float(w.abs().sum(0).max()))
+        K = sim_ops.nngp_kernel(x, y, *cfg)
+        E = (ref.ntk_kernel if ntk else ref.nngp_kernel)(x, y, depth, act, sigma_w2=1.4, sigma_b2=0.05)
+        assert_close_to_ref(K, E, torch.float64)
+        xd, yd, wd = (t.clone().requires_grad_(True) for t in (x, y, w))
+        exp = torch.autograd.grad(ref.nngp_matmul(xd, yd, wd, *cfg), (xd, yd, wd), g)
+        res = sim_ops.nngp_matmul_bwd(g, x, y, w, *cfg, True, True, True)
+        for a, b in zip(res, exp):
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9 * float(b.abs().max()))
+    run_schedules(lambda: sim_ops.nngp_matmul_bwd(g, x, y, w, 9, act, 1.4, 0.05, True, True, True, True))
 
 
 def test_schedules():
