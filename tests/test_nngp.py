@@ -2,6 +2,7 @@
 reference (kernelfuse.reference.nngp), the reference against Monte Carlo and closed forms, gradients,
 opcheck, torch.compile, bad inputs, exact inference, random features and wide networks."""
 
+import itertools
 import math
 
 import kernelfuse
@@ -197,6 +198,53 @@ def test_gradients_float32_and_vector_weights():
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape
         assert_close_to_ref(a, b, torch.float32, factor=30.0)
+
+
+NEEDS = list(itertools.product([False, True], repeat=3))  # (need_x, need_y, need_weights)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("act", ACTS)
+def test_backward_every_need_subset(act, dtype):
+    """nngp_matmul_bwd for every (need_x, need_y, need_weights): each gradient bit for bit the one
+    requested alone (x: its GradX pass; y: the swapped GradX pass; weights alone: the forward with
+    the sides swapped), so the fused y + weights pass (GradX's second output) gives the weights
+    gradient of the separate forward pass exactly (the same K values, the same reduction code);
+    unrequested ones empty; and each close to autograd through the float64 reference. Sizes: the
+    swapped pass's points (m) over and under the 128-point tile, several columns, vector weights,
+    empty sides."""
+    op = torch.ops.kernelfuse.nngp_matmul_bwd
+    cfg = (3, act, 1.5, 0.1)
+    for i, (m, n, d, c) in enumerate([(131, 19, 5, 9), (33, 140, 6, None), (1, 1, 1, 1), (0, 5, 3, 2), (5, 0, 3, 2)]):
+        x, y, w = _data(m, n, d, c, dtype, seed=20 + i)
+        for ntk in (False, True):
+            g = torch.randn((m,) + tuple(w.shape[1:]), dtype=dtype, generator=torch.Generator().manual_seed(i))
+            alone = [op(g, x, y, w, *cfg, ntk, *(k == j for j in range(3)))[k] for k in range(3)]
+            for need in NEEDS:
+                res = op(g, x, y, w, *cfg, ntk, *need)
+                for k in range(3):
+                    if need[k]:
+                        assert torch.equal(res[k], alone[k]), (need, k)
+                    else:
+                        assert res[k].numel() == 0
+            xd, yd, wd = (t.double().requires_grad_(True) for t in (x, y, w))
+            out = ref.nngp_matmul(xd, yd, wd, *cfg, ntk)
+            exp = torch.autograd.grad(out, (xd, yd, wd), g.double(), allow_unused=True)
+            exp = [torch.zeros_like(t) if e is None else e for e, t in zip(exp, (xd, yd, wd))]
+            for a, b in zip(alone, exp):
+                assert a.shape == b.shape
+                assert_close_to_ref(a, b, dtype, factor=1.0 if dtype == torch.float64 else 50.0)
+
+
+@pytest.mark.parametrize("ntk", [False, True])
+def test_gradcheck_y_and_weights(ntk):
+    """The fused y + weights pass alone (x constant) and the weights alone, float64 gradcheck."""
+    x, y, w = _data(6, 5, 3, 3, torch.float64, seed=12)
+    y.requires_grad_(True), w.requires_grad_(True)
+    for act in ACTS:
+        f = lambda b, c: kernelfuse.nngp_matmul(x, b, c, depth=2, activation=act, sigma_b2=0.1, ntk=ntk)  # noqa
+        assert torch.autograd.gradcheck(f, (y, w), eps=1e-6, atol=1e-7)
+        assert torch.autograd.gradcheck(lambda c: f(y.detach(), c), (w,), eps=1e-6, atol=1e-7)
 
 
 def test_opcheck():

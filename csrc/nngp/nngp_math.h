@@ -16,8 +16,10 @@
 // kernels are not differentiable there) are set to 0.
 // Pieces: Side (one side's diagonal entry and its square roots / inverses), layer (the
 // expectations; branch-free), next_diag (a side's next layer), PairState / first_layer / advance
-// (a pair's state and one layer of it); pair() runs all layers for one pair (the CUDA kernels),
-// the CPU kernel runs advance over tiles with the Sides hoisted (nngp_matmul_cpu.cpp).
+// (a pair's state and one layer of it). Both kernels hoist the Sides and next_diag out of the
+// pair loop (they depend on one point) and run advance per pair: the CPU kernel over tiles,
+// vectorised over the points (nngp_matmul_cpu.cpp), the CUDA kernels per thread, layer group by
+// layer group (nngp_matmul_cuda.cu).
 #pragma once
 #include <cmath>
 
@@ -36,8 +38,8 @@ struct Cfg {
 constexpr double kPi = 3.14159265358979323846;
 
 // One side's diagonal entry k (k11 of x or k22 of y) of a layer's input, with what the pair maths
-// needs of it: computed once per side and layer by the CPU kernel (hoisted out of the pair loop),
-// per pair by the CUDA kernels (hence one division, inv = rs^2: inv only enters the partials):
+// needs of it: computed once per side and layer by both kernels (hoisted out of the pair loop;
+// one division, inv = rs^2: inv only enters the partials):
 //   relu / step: s = sqrt k, rs = 1 / sqrt k, inv = 1 / k  (rs = inv = 0 at k = 0)
 //   erf:         s = 1 + 2k, rs = 1 / sqrt(1 + 2k), inv = 1 / (1 + 2k)
 template <typename T>
@@ -45,15 +47,20 @@ struct Side {
   T s, rs, inv;
 };
 
+// inv is rs^2 by definition: from (s, rs) alone (what the CUDA kernels keep per layer)
+template <typename T>
+KF_HD Side<T> side_of(T s, T rs) {
+  return {s, rs, rs * rs};
+}
+
 template <Activation ACT, typename T>
 KF_HD Side<T> side(T k) {
   if constexpr (ACT == Activation::Erf) {
-    const T a = T(1) + T(2) * k, rs = T(1) / kf_sqrt(a);
-    return {a, rs, rs * rs};
+    const T a = T(1) + T(2) * k;
+    return side_of(a, T(1) / kf_sqrt(a));
   } else {
     const T sq = kf_sqrt(k);
-    const T rs = k > T(0) ? T(1) / (k > T(0) ? sq : T(1)) : T(0);  // no division by 0
-    return {sq, rs, rs * rs};
+    return side_of(sq, k > T(0) ? T(1) / (k > T(0) ? sq : T(1)) : T(0));  // no division by 0
   }
 }
 
@@ -189,32 +196,6 @@ KF_HD PairState<T> advance(const Cfg<T>& cf, Side<T> p, T d11, Side<T> q, T d22,
     u.ay = nyy;
   }
   return u;
-}
-
-// K(s, nx, ny) and, with GRAD, its partials ks = dK/ds, kx = dK/dnx, ky = dK/dny (one pair, all
-// layers: the CUDA kernels' per-thread form; the CPU kernel runs the same steps over a tile).
-template <Activation ACT, bool GRAD, bool NTK, typename T>
-KF_HD T pair_impl(const Cfg<T>& cf, T s, T nx, T ny, T& ks, T& kx, T& ky) {
-  const T a0 = cf.sw2 * cf.inv_d;
-  T k11 = a0 * nx + cf.sb2, k22 = a0 * ny + cf.sb2, d11 = a0, d22 = a0;
-  PairState<T> u = first_layer(cf, s);
-  for (int32_t h = 0; h < cf.depth; ++h) {
-    u = advance<ACT, GRAD, NTK>(cf, side<ACT>(k11), d11, side<ACT>(k22), d22, u);
-    next_diag<ACT>(cf, k11, d11);
-    next_diag<ACT>(cf, k22, d22);
-  }
-  if constexpr (GRAD) {
-    ks = NTK ? u.ts : u.as;
-    kx = NTK ? u.tx : u.ax;
-    ky = NTK ? u.ty : u.ay;
-  }
-  return NTK ? u.th : u.k12;
-}
-
-template <Activation ACT, bool GRAD, typename T>
-KF_HD T pair(const Cfg<T>& cf, T s, T nx, T ny, T& ks, T& kx, T& ky) {
-  return cf.ntk ? pair_impl<ACT, GRAD, true>(cf, s, nx, ny, ks, kx, ky)
-                : pair_impl<ACT, GRAD, false>(cf, s, nx, ny, ks, kx, ky);
 }
 
 }  // namespace kernelfuse::nngp

@@ -20,6 +20,9 @@ constexpr int kNumActivations = 3;
 // GradX:   out (m, d) = sum_i coef_qi (dK/ds y_i + 2 dK/dnx x_q),  coef_qi = g[q, :] . w[i, :]
 //          (the x gradient of sum(g * (K @ w)); the y gradient is GradX with the sides swapped,
 //          g and w swapped; the w gradient is Forward with the sides swapped and w = g).
+//          With out2 != nullptr the same pass also writes Forward's output into out2 (m, c) =
+//          sum_i K(x_q, y_i) w[i, :] (K is formed next to dK anyway): with the sides swapped,
+//          the y and w gradients in one pass.
 // Matrix:  out (m, n) = K(x_q, y_i) (w unused): the kernel matrix itself.
 // GradX with coef != nullptr: coef_qi = coef[q * n + i] (the matrix's gradient) instead of g . w.
 enum class Mode : int32_t { Forward = 0, GradX = 1, Matrix = 2 };
@@ -33,6 +36,7 @@ struct NngpParams {
   const T* g = nullptr;     // (m, c), GradX only
   const T* coef = nullptr;  // (m, n), GradX only (optional)
   T* out = nullptr;         // (m, c) Forward, (m, d) GradX, (m, n) Matrix
+  T* out2 = nullptr;        // (m, c), GradX without coef only (optional): Forward's output
   Activation act = Activation::Relu;
   int32_t depth = 1;  // hidden layers >= 0
   bool ntk = false;   // Theta instead of Sigma

@@ -13,7 +13,8 @@
 //   3. the block is reduced against the tile's weight rows (Forward) or turned into the gradient
 //      terms (GradX: coef dK/ds against the tile's points, micro-kernel as in 1.) into per-query
 //      partials in T, added to double accumulators once per tile (blocked accumulation: float32
-//      results stay near a float64 computation).
+//      results stay near a float64 computation). GradX with out2 does both (the recursion gives
+//      K next to dK): the backward's y and weights gradients in one pass.
 // Memory: the packed points (n d as y itself; twice that for GradX, which also keeps padded rows)
 // and O(threads * QB * TP) scratch; the m x n matrix never exists.
 #include <omp.h>
@@ -238,19 +239,124 @@ void recursion(const Cfg<T>& cf, const T* nxq, const T* __restrict NY, Scratch<T
   }
 }
 
+// Forward's reduction of one tile: acc[r c + cc] += sum_j K[r, j] w[i0 + j, cc] for the block's
+// nq rows (per-row partial sums in T over the tile, then added to the double totals). Also the
+// fused weights gradient of a GradX pass with out2 (the same code: the same values, bit for bit).
+template <typename T>
+void forward_tile(const T* KV, const T* w, int64_t c, int64_t i0, int64_t nt, int64_t nq, T* part, double* acc) {
+  for (int64_t r = 0; r < nq; ++r) {
+    const T* __restrict kv = KV + r * TP;
+    double* ar = acc + r * c;
+    if (c == 1) {
+      const T* __restrict wv = w + i0;
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < nt; ++j) s += kv[j] * wv[j];
+      ar[0] += static_cast<double>(s);
+    } else {
+      T* __restrict pt = part;
+      std::fill(pt, pt + c, T(0));
+      for (int64_t j = 0; j < nt; ++j) {
+        const T kk = kv[j];
+        const T* __restrict wj = w + (i0 + j) * c;
+#pragma omp simd
+        for (int64_t cc = 0; cc < c; ++cc) pt[cc] += kk * wj[cc];
+      }
+      for (int64_t cc = 0; cc < c; ++cc) ar[cc] += static_cast<double>(pt[cc]);
+    }
+  }
+}
+
+// coef_qj = g_q . w_j (or the given matrix) of one block row over the tile, into co (0 past nt).
+template <typename T>
+void coef_row(const NngpParams<T>& p, int64_t q, int64_t i0, int64_t nt, T* __restrict co) {
+  const int64_t c = p.c;
+  if (p.coef) {
+    const T* __restrict cq = p.coef + q * p.n + i0;
+    for (int64_t j = 0; j < nt; ++j) co[j] = cq[j];
+  } else if (c == 1) {
+    const T gq = p.g[q];
+    const T* __restrict wv = p.w + i0;
+#pragma omp simd
+    for (int64_t j = 0; j < nt; ++j) co[j] = gq * wv[j];
+  } else {
+    const T* __restrict gq = p.g + q * c;
+    for (int64_t j = 0; j < nt; ++j) {
+      const T* __restrict wj = p.w + (i0 + j) * c;
+      T a = 0;
+      for (int64_t cc = 0; cc < c; ++cc) a += gq[cc] * wj[cc];
+      co[j] = a;
+    }
+  }
+  for (int64_t j = nt; j < TP; ++j) co[j] = T(0);
+}
+
+// GradX's terms of one tile: accn[r] += sum_j coef dK/dnx, acc[r d + k] += sum_j coef dK/ds y_jk
+// (the second by the micro-kernel on the tile's rows).
+template <bool NTK, typename T>
+void gradx_tile(const NngpParams<T>& p, const Packed<T>& pk, Scratch<T>& sc, int64_t q0, int64_t nq, int64_t i0,
+                int64_t nt, T* part, double* acc, double* accn) {
+  const T* KS = NTK ? sc.ts.data() : sc.as.data();
+  const T* KX = NTK ? sc.tx.data() : sc.ax.data();
+  T* __restrict CO = sc.CO.data();
+  for (int64_t r = 0; r < QB; ++r) {
+    T* __restrict co = CO + r * TP;
+    const T* __restrict ks = KS + r * TP;
+    const T* __restrict kx = KX + r * TP;
+    if (r >= nq) {  // rows past the block: zero (the micro-kernel reads them)
+      std::fill(co, co + TP, T(0));
+      continue;
+    }
+    coef_row(p, q0 + r, i0, nt, co);  // then co dK/ds and sum coef dK/dnx
+    T sn = 0;
+#pragma omp simd reduction(+ : sn)
+    for (int64_t j = 0; j < TP; ++j) {
+      sn += co[j] * kx[j];
+      co[j] *= ks[j];
+    }
+    accn[r] += static_cast<double>(sn);
+  }
+  // part[r dp + k] = sum_j co[r, j] y[i0 + j, k]
+  micro_gemm(CO, TP, QB, pk.rows.data() + i0 * pk.dp, pk.dp, nt, pk.dp, part, pk.dp);
+  for (int64_t r = 0; r < nq; ++r) {
+    double* ar = acc + r * p.d;
+    for (int64_t k = 0; k < p.d; ++k) ar[k] += static_cast<double>(part[r * pk.dp + k]);
+  }
+}
+
+// The block's results from the double totals: Forward's (or the fused out2) K w, GradX's
+// acc + 2 accn x_q.
+template <bool GRADX, typename T>
+void write_block(const NngpParams<T>& p, int64_t q0, int64_t nq, const double* acc, const double* accn,
+                 const double* acc2) {
+  const int64_t d = p.d, c = p.c;
+  for (int64_t r = 0; r < nq; ++r) {
+    if constexpr (GRADX) {
+      const double* ar = acc + r * d;
+      const T* xr = p.x + (q0 + r) * d;
+      T* o = p.out + (q0 + r) * d;
+      for (int64_t k = 0; k < d; ++k) o[k] = static_cast<T>(ar[k] + 2.0 * accn[r] * static_cast<double>(xr[k]));
+      if (!p.out2) continue;
+    }
+    const double* a2 = GRADX ? acc2 + r * c : acc + r * c;
+    T* o2 = (GRADX ? p.out2 : p.out) + (q0 + r) * c;
+    for (int64_t cc = 0; cc < c; ++cc) o2[cc] = static_cast<T>(a2[cc]);
+  }
+}
+
 template <Activation ACT, bool GRADX, bool NTK, typename T>
 void run(const NngpParams<T>& p, const Packed<T>& pk, bool par) {
   const int64_t m = p.m, n = p.n, d = p.d, c = p.c;
   const Cfg<T> cf{p.depth, p.ntk, static_cast<T>(p.sigma_w2), static_cast<T>(p.sigma_b2),
                   static_cast<T>(1.0 / static_cast<double>(d))};
   const int64_t nblocks = (m + QB - 1) / QB;
-  const int64_t accw = GRADX ? d : c;
   const bool matrix = p.mode == Mode::Matrix;
+  const bool fused = GRADX && p.out2 != nullptr;  // GradX + Forward (K w into out2) in one pass
 #pragma omp parallel if (par)
   {
     Scratch<T> sc;
-    std::vector<T> part(static_cast<size_t>(QB * std::max<int64_t>(GRADX ? pk.dp : c, 1)));
-    std::vector<double> acc(static_cast<size_t>(QB * accw)), accn(QB);
+    std::vector<T> part(static_cast<size_t>(std::max<int64_t>(QB * (GRADX ? pk.dp : 0), std::max<int64_t>(c, 1))));
+    std::vector<double> acc(static_cast<size_t>(QB * (GRADX ? d : c))), accn(QB), acc2(fused ? QB * c : 0);
     T nxq[QB];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < nblocks; ++b) {
@@ -258,6 +364,7 @@ void run(const NngpParams<T>& p, const Packed<T>& pk, bool par) {
       const T* xb = p.x + q0 * d;
       std::fill(acc.begin(), acc.end(), 0.0);
       std::fill(accn.begin(), accn.end(), 0.0);
+      std::fill(acc2.begin(), acc2.end(), 0.0);
       for (int64_t r = 0; r < QB; ++r) {
         const T* xr = xb + std::min(r, nq - 1) * d;
         T sq = 0;
@@ -272,89 +379,14 @@ void run(const NngpParams<T>& p, const Packed<T>& pk, bool par) {
         const T* KV = NTK ? sc.th.data() : sc.k12.data();
         if (matrix) {
           for (int64_t r = 0; r < nq; ++r) std::copy(KV + r * TP, KV + r * TP + nt, p.out + (q0 + r) * n + i0);
-          continue;
-        }
-        if constexpr (!GRADX) {
-          for (int64_t r = 0; r < nq; ++r) {
-            const T* __restrict kv = KV + r * TP;
-            double* ar = acc.data() + r * accw;
-            if (c == 1) {
-              const T* __restrict wv = p.w + i0;
-              T s = 0;
-#pragma omp simd reduction(+ : s)
-              for (int64_t j = 0; j < nt; ++j) s += kv[j] * wv[j];
-              ar[0] += static_cast<double>(s);
-            } else {
-              T* __restrict pt = part.data();
-              std::fill(pt, pt + c, T(0));
-              for (int64_t j = 0; j < nt; ++j) {
-                const T kk = kv[j];
-                const T* __restrict wj = p.w + (i0 + j) * c;
-#pragma omp simd
-                for (int64_t cc = 0; cc < c; ++cc) pt[cc] += kk * wj[cc];
-              }
-              for (int64_t cc = 0; cc < c; ++cc) ar[cc] += static_cast<double>(pt[cc]);
-            }
-          }
+        } else if constexpr (GRADX) {
+          if (fused) forward_tile(KV, p.w, c, i0, nt, nq, part.data(), acc2.data());
+          gradx_tile<NTK>(p, pk, sc, q0, nq, i0, nt, part.data(), acc.data(), accn.data());
         } else {
-          const T* KS = NTK ? sc.ts.data() : sc.as.data();
-          const T* KX = NTK ? sc.tx.data() : sc.ax.data();
-          T* __restrict CO = sc.CO.data();
-          for (int64_t r = 0; r < QB; ++r) {
-            T* __restrict co = CO + r * TP;
-            const T* __restrict ks = KS + r * TP;
-            const T* __restrict kx = KX + r * TP;
-            if (r >= nq) {  // rows past the block: zero (the micro-kernel reads them)
-              std::fill(co, co + TP, T(0));
-              continue;
-            }
-            // coef_qj = g_q . w_j (or the given matrix), into co; then co dK/ds and sum coef dK/dnx
-            if (p.coef) {
-              const T* __restrict cq = p.coef + (q0 + r) * n + i0;
-              for (int64_t j = 0; j < nt; ++j) co[j] = cq[j];
-            } else if (c == 1) {
-              const T gq = p.g[q0 + r];
-              const T* __restrict wv = p.w + i0;
-#pragma omp simd
-              for (int64_t j = 0; j < nt; ++j) co[j] = gq * wv[j];
-            } else {
-              const T* __restrict gq = p.g + (q0 + r) * c;
-              for (int64_t j = 0; j < nt; ++j) {
-                const T* __restrict wj = p.w + (i0 + j) * c;
-                T a = 0;
-                for (int64_t cc = 0; cc < c; ++cc) a += gq[cc] * wj[cc];
-                co[j] = a;
-              }
-            }
-            for (int64_t j = nt; j < TP; ++j) co[j] = T(0);
-            T sn = 0;
-#pragma omp simd reduction(+ : sn)
-            for (int64_t j = 0; j < TP; ++j) {
-              sn += co[j] * kx[j];
-              co[j] *= ks[j];
-            }
-            accn[r] += static_cast<double>(sn);
-          }
-          // part[r dp + k] = sum_j co[r, j] y[i0 + j, k]
-          T* __restrict pt = part.data();
-          micro_gemm(CO, TP, QB, pk.rows.data() + i0 * pk.dp, pk.dp, nt, pk.dp, pt, pk.dp);
-          for (int64_t r = 0; r < nq; ++r) {
-            double* ar = acc.data() + r * accw;
-            for (int64_t k = 0; k < d; ++k) ar[k] += static_cast<double>(pt[r * pk.dp + k]);
-          }
+          forward_tile(KV, p.w, c, i0, nt, nq, part.data(), acc.data());
         }
       }
-      if (matrix) continue;
-      for (int64_t r = 0; r < nq; ++r) {
-        const double* ar = acc.data() + r * accw;
-        T* o = p.out + (q0 + r) * accw;
-        if constexpr (GRADX) {
-          const T* xr = xb + r * d;
-          for (int64_t k = 0; k < d; ++k) o[k] = static_cast<T>(ar[k] + 2.0 * accn[r] * static_cast<double>(xr[k]));
-        } else {
-          for (int64_t cc = 0; cc < c; ++cc) o[cc] = static_cast<T>(ar[cc]);
-        }
-      }
+      if (!matrix) write_block<GRADX>(p, q0, nq, acc.data(), accn.data(), acc2.data());
     }
   }
 }
@@ -380,8 +412,10 @@ template <typename T>
 void nngp_matmul_cpu(const NngpParams<T>& p) {
   if (p.m == 0) return;
   const int64_t w = p.mode == Mode::GradX ? p.d : (p.mode == Mode::Matrix ? p.n : p.c);
+  const int64_t w2 = p.mode == Mode::GradX && p.out2 ? p.c : 0;
   if (p.n == 0 || w == 0) {  // empty sums
     for (int64_t i = 0; i < p.m * w; ++i) p.out[i] = T(0);
+    for (int64_t i = 0; i < p.m * w2; ++i) p.out2[i] = T(0);
     return;
   }
   // tiny problems run on one thread (a parallel region costs more than the work)

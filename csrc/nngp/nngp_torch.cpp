@@ -80,10 +80,11 @@ at::Tensor alloc(const at::Tensor& like, std::vector<int64_t> shape) {
   return t;
 }
 
-// One kernel call: queries q (rows, d), points pts (n, d), point weights w (n, c), query weights g.
+// One kernel call: queries q (rows, d), points pts (n, d), point weights w (n, c), query weights g;
+// out2 (rows, c): GradX's optional second output, K(q, pts) w (nngp_matmul.h).
 void run(const at::Tensor& q, const at::Tensor& pts, const at::Tensor& w, const at::Tensor& g, at::Tensor& out,
          Mode mode, int64_t depth, Activation act, double sw2, double sb2, bool ntk,
-         const at::Tensor& coef = at::Tensor()) {
+         const at::Tensor& coef = at::Tensor(), at::Tensor* out2 = nullptr) {
   dispatch_float(q, [&]<typename T>() {
     NngpParams<T> p;
     p.m = q.size(0);
@@ -96,6 +97,7 @@ void run(const at::Tensor& q, const at::Tensor& pts, const at::Tensor& w, const 
     p.coef = coef.defined() ? coef.const_data_ptr<T>() : nullptr;
     p.g = g.defined() ? g.const_data_ptr<T>() : nullptr;
     p.out = out.mutable_data_ptr<T>();
+    p.out2 = out2 ? out2->mutable_data_ptr<T>() : nullptr;
     p.act = act;
     p.depth = static_cast<int32_t>(depth);
     p.ntk = ntk;
@@ -143,20 +145,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nngp_matmul_bwd(const at::Tensor&
   const at::Tensor g = (o.w_has_cols ? grad : grad.unsqueeze(1)).contiguous();
   at::Tensor gx = at::empty({0}, o.x.options()), gy = at::empty({0}, o.x.options()), gw = at::empty({0}, o.x.options());
   // d/dx sum(g * (K(x, y) w)); K is symmetric, so the y side is the same pass with the sides
-  // (and g, w) swapped, and the weights' gradient K(y, x) g is the forward with the sides swapped.
+  // (and g, w) swapped, and the weights' gradient K(y, x) g is the forward with the sides swapped:
+  // with both wanted, one GradX pass gives both (its second output). At most two passes.
   if (need_x) {
     gx = alloc(o.x, {o.m, o.d});
     run(o.x, o.y, o.w, g, gx, Mode::GradX, depth, act, sigma_w2, sigma_b2, ntk);
   }
+  if (need_weights) gw = alloc(o.x, {o.n, o.c});
   if (need_y) {
     gy = alloc(o.x, {o.n, o.d});
-    run(o.y, o.x, g, o.w, gy, Mode::GradX, depth, act, sigma_w2, sigma_b2, ntk);
-  }
-  if (need_weights) {
-    gw = alloc(o.x, {o.n, o.c});
+    run(o.y, o.x, g, o.w, gy, Mode::GradX, depth, act, sigma_w2, sigma_b2, ntk, at::Tensor(),
+        need_weights ? &gw : nullptr);
+  } else if (need_weights) {
     run(o.y, o.x, g, at::Tensor(), gw, Mode::Forward, depth, act, sigma_w2, sigma_b2, ntk);
-    if (!o.w_has_cols) gw = gw.view({o.n});
   }
+  if (need_weights && !o.w_has_cols) gw = gw.view({o.n});
   return {gx, gy, gw};
 }
 

@@ -61,8 +61,8 @@ def nngp_matmul(
         sigma_w2, sigma_b2: weight and bias variances (weights N(0, sigma_w2 / fan_in)).
         ntk: the neural tangent kernel instead of the NNGP.
 
-    Returns (m,) or (m, c). Differentiable in x, y and weights; the backward is three passes of the
-    same fused kernel (never the m x n matrix). At x parallel to y the ReLU NTK and the step NNGP
+    Returns (m,) or (m, c). Differentiable in x, y and weights; the backward is at most two passes
+    of the same fused kernel (x; y and weights together), never the m x n matrix. At x parallel to y the ReLU NTK and the step NNGP
     have an infinite slope; the gradient takes 0 for that term (docs/nngp.md).
     """
     fn = "nngp_matmul"
