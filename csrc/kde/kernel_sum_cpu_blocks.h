@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "../common/hd_math.h"
 #include "../common/simd.h"
 #include "kernel_sum.h"
 
@@ -117,7 +118,8 @@ void powdist_block(const T* __restrict U, int64_t d, const T* __restrict V, int6
   }
 }
 
-// Great-circle distance of (lat, lon) rows in radians (U: QR rows of 2, V: [2][TP]).
+// Great-circle distance of (lat, lon) rows in radians (U: QR rows of 2, V: [2][TP]); asin by our
+// inline asin_poly (hd_math.h), sin / cos by libm.
 template <typename T>
 inline T haversine_a(T lat1, T lon1, T lat2, T lon2) {
   const T sl = std::sin(T(0.5) * (lat1 - lat2)), so = std::sin(T(0.5) * (lon1 - lon2));
@@ -134,7 +136,7 @@ void havdist_block(const T* __restrict U, const T* __restrict V, int64_t np, T* 
       const T sl = std::sin(T(0.5) * (lat1 - V[i])), so = std::sin(T(0.5) * (lon1 - V[TP + i]));
       T a = sl * sl + c1 * C2[i] * so * so;
       a = a < T(0) ? T(0) : (a > T(1) ? T(1) : a);
-      S[r * TP + i] = T(2) * std::asin(std::sqrt(a));
+      S[r * TP + i] = T(2) * hd::asin_poly(std::sqrt(a));
     }
   }
 }
