@@ -1,7 +1,7 @@
 """Kernel sums: kernelfuse vs plain torch (chunked cdist) vs pykeops vs scikit-learn, one run.
 
     python bench/bench_kde.py [--device cuda] [--quick] [--out bench/results/kde.md]
-    python bench/bench_kde.py --profiles [--threads 1] [--size 4096]   # ns per pair by kernel
+    python bench/bench_kde.py --profiles [--threads 1] [--size 4096] [--kernels matern32,...]  # ns per pair
 
 Shapes from the issue: d=3, m=20k, n=200k and d=64, m=5k, n=50k, float32, gaussian. Slow
 baselines run on the first `--sub` queries of the same inputs; every row reports its own pair
@@ -157,7 +157,7 @@ def bench_sklearn(rows, device):
 PROFILE_KERNELS = ("gaussian", "laplacian", "cauchy", "matern32", "matern52", "epanechnikov", "rational_quadratic")
 
 
-def bench_profiles(size, threads, device, dims=(3, 64)):
+def bench_profiles(size, threads, device, dims=(3, 64), kernels=PROFILE_KERNELS):
     """ns per pair of the fused sums per kernel profile, m = n = size: kernel_sum (the linear-domain
     profile k) and kernel_logsumexp (log k per pair, then a max-shifted exp), float32 and float64,
     on `threads` threads. Printed as a markdown table (not saved)."""
@@ -178,7 +178,7 @@ def bench_profiles(size, threads, device, dims=(3, 64)):
             y = torch.randn(size, d, device=device, dtype=dtype)
             w = torch.rand(size, device=device, dtype=dtype)
             h = 0.5 * math.sqrt(d)
-            for kernel in PROFILE_KERNELS:
+            for kernel in kernels:
                 t_sum = timeit(lambda: kf.kernel_sum(x, y, w, bandwidth=h, kernel=kernel), device=device, repeat=5)
                 t_lse = timeit(
                     lambda: kf.kernel_logsumexp(x, y, w.log(), bandwidth=h, kernel=kernel), device=device, repeat=5
@@ -201,10 +201,11 @@ def main(argv=None):
     ap.add_argument("--profiles", action="store_true", help="only the ns-per-pair table by kernel profile")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of --profiles")
     ap.add_argument("--size", type=int, default=4096, help="m = n of --profiles")
+    ap.add_argument("--kernels", default=",".join(PROFILE_KERNELS), help="comma-separated kernels of --profiles")
     args = ap.parse_args(argv)
     device = args.device
     if args.profiles:
-        return bench_profiles(args.size, args.threads, device)
+        return bench_profiles(args.size, args.threads, device, kernels=args.kernels.split(","))
     torch.manual_seed(0)
     with_keops = have_keops() and device == "cpu"
     shapes = [(3, 20_000, 200_000, 0.2, False), (64, 5_000, 50_000, 3.0, True)]
