@@ -120,8 +120,8 @@ PYBIND11_MODULE(_C, m) {
         else if (fn == "log1p")
           f = kernelfuse::HdFn::Log1p;
         else
-          throw py::value_error("kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log' or 'log1p', got '" +
-                                fn + "'");
+          throw py::value_error(
+              "kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log' or 'log1p', got '" + fn + "'");
         if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
         if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
         throw py::type_error(
@@ -129,7 +129,8 @@ PYBIND11_MODULE(_C, m) {
             std::string(py::str(x.dtype())));
       },
       py::arg("fn"), py::arg("x"),
-      "Debug helper: the CPU kernels' own asin / acos / log / log1p (common/hd_math.h) of a float32 / float64 numpy array.");
+      "Debug helper: the CPU kernels' own asin / acos / log / log1p (common/hd_math.h) of a float32 / float64 numpy "
+      "array.");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def(
       "set_num_threads",

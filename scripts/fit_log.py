@@ -18,7 +18,10 @@ Usage:
                                            #   (log: x >= 0; log1p: v >= -1), 2^24+ doubles
 Degrees: 2 for float, 6 for double (fit errors 0.014 / 0.013 ulp after rounding the coefficients); --deg-float / --deg-double to try
 others.
-Measured (--check; GCC 12, -O3 -march=native on AVX-512): TBD
+Measured (--check; GCC 12, -O3 -march=native on AVX-512, 2026-12-01): float log 0.758 ulp (every
+float >= 0, 2139095041), float log1p 0.758 ulp (every float >= -1, 3204448258); double log 0.749 ulp
+(2.7e7 points), double log1p 0.746 ulp (3.6e7 points), against longdouble. The float sweep takes
+minutes (--doubles-only skips it).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from fit_acos_asin import remez, rounded_error  # noqa: E402
 
 mp.mp.dps = 40
 B = 17 - 12 * mp.sqrt(2)  # (3 - 2 sqrt 2)^2: the largest s^2
+
 
 def h_log(z):
     """atanh(s) / s - 1 at z = s^2: log(1 + f) = 2 s (1 + h(z))."""
@@ -77,7 +81,7 @@ def float_chunks(lo_bits, hi_bits, step=1 << 22):
         yield np.arange(start, min(start + step, hi_bits), dtype=np.uint32)
 
 
-def check():
+def check(only=None, doubles_only=False):
     import kernelfuse  # noqa: F401
     from kernelfuse import _C
 
@@ -87,6 +91,8 @@ def check():
     pos = (0, int(np.float32(np.inf).view(np.uint32)) + 1)
     neg = (0x80000000, int(np.float32(-1).view(np.uint32)) + 1)
     for fn, ranges in (("log", [pos]), ("log1p", [pos, neg])):
+        if doubles_only or (only is not None and fn not in only):
+            continue
         mx, at, count = 0.0, None, 0
         for lo, hi in ranges:
             for bits in float_chunks(lo, hi):
@@ -111,22 +117,37 @@ def check():
     sub = np.arange(1, 1 << 18, dtype=np.int64).view(np.float64)
     pts = {
         "log": [bitsr, rng.uniform(0.5, 2.0, 1 << 23), near(1.0), near(np.sqrt(0.5)), near(np.sqrt(2.0)), sub],
-        "log1p": [bitsr, -bitsr[np.abs(bitsr) < 1], rng.uniform(-0.5, 1.0, 1 << 23), np.abs(near(0.0)[::7]),
-                  -np.abs(near(0.0)[::7]), near(np.sqrt(0.5) - 1), near(np.sqrt(2.0) - 1), near(-1.0)[: 1 << 18],
-                  sub, -sub],
+        "log1p": [
+            bitsr,
+            -bitsr[np.abs(bitsr) < 1],
+            rng.uniform(-0.5, 1.0, 1 << 23),
+            np.abs(near(0.0)[::7]),
+            -np.abs(near(0.0)[::7]),
+            near(np.sqrt(0.5) - 1),
+            near(np.sqrt(2.0) - 1),
+            near(-1.0)[: 1 << 18],
+            sub,
+            -sub,
+        ],
     }
     if np.finfo(np.longdouble).nmant < 63:
         print("double: longdouble is double here: no double check", flush=True)
         return worst
-    for fn in ("log", "log1p"):
-        x = np.concatenate(pts[fn])
-        y = np.asarray(_C._hd_math(fn, x))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = ref_fns[fn](x.astype(np.longdouble))
-        u = ulp_err(y, r, np.float64)
-        i = int(np.argmax(u))
-        worst[("double", fn)] = (float(u[i]), float(x[i]))
-        print(f"double {fn}: max {u[i]:.3f} ulp at x = {x[i]!r} ({len(x)} points)", flush=True)
+    fns = [f for f in ("log", "log1p") if only is None or f in only]
+    for fn in fns:
+        xs = np.concatenate(pts[fn])
+        mx, at = -1.0, None
+        for start in range(0, len(xs), 1 << 22):  # chunks: the longdouble temporaries stay small
+            x = xs[start : start + (1 << 22)]
+            y = np.asarray(_C._hd_math(fn, x))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = ref_fns[fn](x.astype(np.longdouble))
+            u = ulp_err(y, r, np.float64)
+            i = int(np.argmax(u))
+            if u[i] > mx:
+                mx, at = float(u[i]), float(x[i])
+        worst[("double", fn)] = (mx, at)
+        print(f"double {fn}: max {mx:.3f} ulp at x = {at!r} ({len(xs)} points)", flush=True)
     return worst
 
 
@@ -135,6 +156,10 @@ def main(argv=None):
     ap.add_argument("--deg-float", type=int, default=2)
     ap.add_argument("--deg-double", type=int, default=6)
     ap.add_argument("--check", action="store_true", help="measure the compiled functions (kernelfuse._C._hd_math)")
+    ap.add_argument("--only", choices=("log", "log1p"), help="--check one function only")
+    ap.add_argument(
+        "--doubles-only", action="store_true", help="--check the double sweep only (the float one takes minutes)"
+    )
     args = ap.parse_args(argv)
     for name, dtype, n, eps in (
         ("float", np.float32, args.deg_float, 2.0**-24),
@@ -154,7 +179,7 @@ def main(argv=None):
         fmt = ".9e" if name == "float" else ".20e"
         print(f"// {name} ln2_hi = {float(hi):{fmt}} ({pbits - kbits} bits), ln2_lo = {float(lo):{fmt}}")
     if args.check:
-        check()
+        check(None if args.only is None else (args.only,), args.doubles_only)
     return 0
 
 

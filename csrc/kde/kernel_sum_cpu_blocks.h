@@ -135,7 +135,7 @@ template <typename T>
 KF_NO_THREAD_JUMPS void havdist_block(const T* __restrict U, const T* __restrict V, int64_t np, T* __restrict S,
                                       T* __restrict C2) {
   using VT = typename simd::Vec<T>::type;
-  constexpr int W = simd::Vec<T>::W;  // np is a multiple of STRIP, itself of W
+  constexpr int W = simd::Vec<T>::W;     // np is a multiple of STRIP, itself of W
   for (int64_t i = 0; i < np; i += W) {  // cos lat2, once per point
     VT sn, cs;
     simd::sincos_v<T>(simd::load<VT>(V + i), sn, cs);
