@@ -254,7 +254,7 @@ KF_HD T kf_asin(T v) {
 #define KF_NO_THREAD_JUMPS
 #endif
 
-// The compiled asin_poly / acos_poly / log_poly / log1p_poly over an array (hd_math_eval.cpp, built with the kernels'
+// The compiled asin_poly / acos_poly / log_poly / log1p_poly over an array (hd_math_cpu.cpp, built with the kernels'
 // flags): the test's and scripts/fit_acos_asin.py's / fit_log.py's entry (kernelfuse._C._hd_math).
 enum class HdFn : int32_t { Asin = 0, Acos = 1, Log = 2, Log1p = 3 };
 template <typename T>
