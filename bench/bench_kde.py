@@ -1,6 +1,7 @@
 """Kernel sums: kernelfuse vs plain torch (chunked cdist) vs pykeops vs scikit-learn, one run.
 
     python bench/bench_kde.py [--device cuda] [--quick] [--out bench/results/kde.md]
+    python bench/bench_kde.py --profiles [--threads 1] [--size 4096] [--kernels matern32,...]  # ns per pair
 
 Shapes from the issue: d=3, m=20k, n=200k and d=64, m=5k, n=50k, float32, gaussian. Slow
 baselines run on the first `--sub` queries of the same inputs; every row reports its own pair
@@ -153,6 +154,43 @@ def bench_sklearn(rows, device):
     rows[-1].note = f"max rel. diff to sklearn {err:.1e}"
 
 
+PROFILE_KERNELS = ("gaussian", "laplacian", "cauchy", "matern32", "matern52", "epanechnikov", "rational_quadratic")
+
+
+def bench_profiles(size, threads, device, dims=(3, 64), kernels=PROFILE_KERNELS):
+    """ns per pair of the fused sums per kernel profile, m = n = size: kernel_sum (the linear-domain
+    profile k) and kernel_logsumexp (log k per pair, then a max-shifted exp), float32 and float64,
+    on `threads` threads. Printed as a markdown table (not saved)."""
+    kf.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    lines = [
+        f"### Kernel sums by profile (`bench/bench_kde.py --profiles`, m = n = {size}, {threads} thread(s))",
+        "",
+        machine_line(device),
+        "",
+        "| kernel | d | dtype | kernel_sum ns/pair | kernel_logsumexp ns/pair |",
+        "|---|---|---|---|---|",
+    ]
+    for d in dims:
+        for dtype in (torch.float32, torch.float64):
+            x = torch.randn(size, d, device=device, dtype=dtype)
+            y = torch.randn(size, d, device=device, dtype=dtype)
+            w = torch.rand(size, device=device, dtype=dtype)
+            h = 0.5 * math.sqrt(d)
+            for kernel in kernels:
+                t_sum = timeit(lambda: kf.kernel_sum(x, y, w, bandwidth=h, kernel=kernel), device=device, repeat=5)
+                t_lse = timeit(
+                    lambda: kf.kernel_logsumexp(x, y, w.log(), bandwidth=h, kernel=kernel), device=device, repeat=5
+                )
+                ns = 1e9 / (size * size)
+                lines.append(
+                    f"| {kernel} | {d} | {str(dtype).replace('torch.', '')} | {t_sum * ns:.2f} | {t_lse * ns:.2f} |"
+                )
+                print(lines[-1], flush=True)
+    print("\n".join(lines))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
@@ -160,8 +198,14 @@ def main(argv=None):
     ap.add_argument("--sub", type=int, default=2000, help="queries for the slow baselines")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "kde.md"))
     ap.add_argument("--plot", default=os.path.join(os.path.dirname(__file__), "plots", "kde.png"))
+    ap.add_argument("--profiles", action="store_true", help="only the ns-per-pair table by kernel profile")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of --profiles")
+    ap.add_argument("--size", type=int, default=4096, help="m = n of --profiles")
+    ap.add_argument("--kernels", default=",".join(PROFILE_KERNELS), help="comma-separated kernels of --profiles")
     args = ap.parse_args(argv)
     device = args.device
+    if args.profiles:
+        return bench_profiles(args.size, args.threads, device, kernels=args.kernels.split(","))
     torch.manual_seed(0)
     with_keops = have_keops() and device == "cpu"
     shapes = [(3, 20_000, 200_000, 0.2, False), (64, 5_000, 50_000, 3.0, True)]

@@ -25,7 +25,7 @@ namespace py = pybind11;
 
 namespace {
 
-// _hd_math: the host acos / asin of the kernels (common/hd_math.h) over a numpy array (the test's
+// _hd_math: the host acos / asin / log / log1p of the kernels (common/hd_math.h) over a numpy array (the test's
 // and scripts/fit_acos_asin.py's entry; a debug helper, not a public op).
 template <typename T>
 py::array hd_math_array(kernelfuse::HdFn fn, const py::array& x) {
@@ -115,8 +115,13 @@ PYBIND11_MODULE(_C, m) {
           f = kernelfuse::HdFn::Asin;
         else if (fn == "acos")
           f = kernelfuse::HdFn::Acos;
+        else if (fn == "log")
+          f = kernelfuse::HdFn::Log;
+        else if (fn == "log1p")
+          f = kernelfuse::HdFn::Log1p;
         else
-          throw py::value_error("kernelfuse._C._hd_math: argument 'fn': expected 'asin' or 'acos', got '" + fn + "'");
+          throw py::value_error(
+              "kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log' or 'log1p', got '" + fn + "'");
         if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
         if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
         throw py::type_error(
@@ -124,7 +129,8 @@ PYBIND11_MODULE(_C, m) {
             std::string(py::str(x.dtype())));
       },
       py::arg("fn"), py::arg("x"),
-      "Debug helper: the CPU kernels' own asin / acos (common/hd_math.h) of a float32 / float64 numpy array.");
+      "Debug helper: the CPU kernels' own asin / acos / log / log1p (common/hd_math.h) of a float32 / float64 numpy "
+      "array.");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def(
       "set_num_threads",

@@ -53,8 +53,9 @@ def err(coef, z, h):
     return (z * p - hz) / (1 + hz)
 
 
-def remez(n, h=h_asin, iters=30, grid=3000):
-    """Minimax P of degree n (n + 1 coefficients) for the weighted error on (0, B]."""
+def remez(n, h=h_asin, iters=30, grid=3000, B=B):
+    """Minimax P of degree n (n + 1 coefficients) for the weighted error on (0, B] (h: the target,
+    B: the end of the interval; scripts/fit_log.py fits its own h on its own interval)."""
     m = n + 2  # reference points
     ref = [B * (1 - mp.cos(mp.pi * (j + 1) / (2 * m))) / (1 - mp.cos(mp.pi / 2)) for j in range(m)]
     ref[-1] = B
@@ -101,7 +102,7 @@ def remez(n, h=h_asin, iters=30, grid=3000):
     return coef, emax
 
 
-def rounded_error(coef, dtype, h=h_asin):
+def rounded_error(coef, dtype, h=h_asin, B=B):
     """Max weighted error of the coefficients rounded to dtype (evaluated exactly)."""
     rc = [mp.mpf(float(np.asarray(float(c), dtype=dtype))) for c in coef]
     zs = [B * mp.mpf(k) / 4000 for k in range(1, 4001)]

@@ -1,4 +1,4 @@
-// hd_math_eval (hd_math.h): asin_poly / acos_poly over an array, compiled with the CPU kernels'
+// hd_math_eval (hd_math.h): asin_poly / acos_poly / log_poly / log1p_poly over an array, compiled with the CPU kernels'
 // flags (-O3 -march=... -fno-math-errno -fno-trapping-math), so the test measures the code as the
 // kernels inline it (vectorised: the loops below are the same shape as the kernels' pair loops).
 #include "hd_math.h"
@@ -7,12 +7,23 @@ namespace kernelfuse {
 
 template <typename T>
 KF_NO_THREAD_JUMPS void hd_math_eval(HdFn fn, const T* __restrict x, T* __restrict y, int64_t n) {
-  if (fn == HdFn::Asin) {
+  switch (fn) {
+    case HdFn::Asin:
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) y[i] = hd::asin_poly(x[i]);
-  } else {
+      for (int64_t i = 0; i < n; ++i) y[i] = hd::asin_poly(x[i]);
+      return;
+    case HdFn::Acos:
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) y[i] = hd::acos_poly(x[i]);
+      for (int64_t i = 0; i < n; ++i) y[i] = hd::acos_poly(x[i]);
+      return;
+    case HdFn::Log:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) y[i] = hd::log_poly(x[i]);
+      return;
+    case HdFn::Log1p:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) y[i] = hd::log1p_poly(x[i]);
+      return;
   }
 }
 

@@ -21,6 +21,7 @@
 
 #include "../common/hd.h"
 #if !defined(__CUDACC__) && !defined(KERNELFUSE_CUDA_SIM)
+#include "../common/hd_math.h"
 #include "../common/simd.h"
 #endif
 
@@ -67,9 +68,11 @@ constexpr const char* kKernelNames[kNumKernels] = {
 #endif
 inline namespace KF_PROFILE_BACKEND {
 
-// ---- the math the profiles use: on the host CPU the float forms the CPU kernels always used
-// (float exp by the vectorisable approximation, the others through the double functions); on the
-// device (and under the CUDA simulator) the native float / double functions.
+// ---- the math the profiles use: on the host CPU float exp by the vectorisable approximation
+// (simd.h), log and log1p by our own branch-free, inline log_poly / log1p_poly (hd_math.h: <= 1 ulp
+// or so, float and double; libm's were scalar calls that kept the pair loops over log k from
+// vectorising), the others through the libm functions; on the device (and under the CUDA
+// simulator) the native float / double functions.
 namespace pm {
 #if defined(__CUDACC__) || defined(KERNELFUSE_CUDA_SIM)
 #if defined(__CUDA_ARCH__) || defined(KF_SIM_SHARED)
@@ -110,11 +113,11 @@ inline T sqrt(T v) {
 }
 template <typename T>
 inline T log(T v) {
-  return ::log(v);
+  return hd::log_poly(v);
 }
 template <typename T>
 inline T log1p(T v) {
-  return ::log1p(v);
+  return hd::log1p_poly(v);
 }
 template <typename T>
 inline T cos_half_pi(T r) {
