@@ -122,12 +122,14 @@ PYBIND11_MODULE(_C, m) {
         else if (fn == "exp")
           f = kernelfuse::HdFn::Exp;
         else
-          throw py::value_error("kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log', 'log1p' or "
-                                "'exp', got '" +
-                                fn + "'");
+          throw py::value_error(
+              "kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log', 'log1p' or "
+              "'exp', got '" +
+              fn + "'");
         if (f == kernelfuse::HdFn::Exp && !x.dtype().is(py::dtype::of<double>()))
-          throw py::type_error("kernelfuse._C._hd_math: argument 'x': expected a float64 numpy array for 'exp', got dtype " +
-                               std::string(py::str(x.dtype())));
+          throw py::type_error(
+              "kernelfuse._C._hd_math: argument 'x': expected a float64 numpy array for 'exp', got dtype " +
+              std::string(py::str(x.dtype())));
         if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
         if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
         throw py::type_error(

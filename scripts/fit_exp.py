@@ -4,18 +4,22 @@
 The approximation: n = round(x / ln 2), r = x - n ln 2 (ln 2 as hi + lo, hi with 42 bits so n hi is
 exact for |n| <= 2^11), |r| <= R = ln(2) / 2 (a hair more: the rounding of x / ln 2), and
 exp(r) = 1 + r + r^2 Q(r), where Q of degree n is the minimax fit (Remez exchange, mpmath at 40
-digits) of the relative error of 1 + r + r^2 Q(r) as an approximation of exp(r) on [-R, R]. The
-coefficients are rounded to double and the rounded polynomial's error is reported in units of 2^-53
-relative. Then exp(x) = exp(r) 2^n, with 2^n applied as two exponent-field multiplications
-(2^n1 2^n2, n1 = round(n / 2)) so that results near the overflow threshold and the subnormal results
-(gradual underflow, one rounding) come out of the same straight line.
+digits) of the relative error of Q(r) as an approximation of q(r) = (e^r - 1 - r) / r^2 on [-R, R]
+(a weight that never vanishes; fitting exp's own relative error puts a double zero at r = 0 into
+the weight, and the exchange then converges poorly). The coefficients are rounded to double and
+exp's relative error with the rounded Q is reported in units of 2^-53. Then exp(x) = exp(r) 2^n,
+with 2^n applied as two exponent-field multiplications (2^n1 2^n2, n1 = round(n / 2)) so that the
+results near the overflow threshold and the subnormal results (gradual underflow, one rounding)
+come out of the same straight line.
 
 Usage:
     python scripts/fit_exp.py              # fit, print the C++ table
     python scripts/fit_exp.py --check      # + measure the compiled exp (kernelfuse._C._hd_math "exp",
                                            #   needs the built extension: bash /work/kfdev.sh dev)
                                            #   on 2^25+ doubles across [-746, 710] against longdouble
-Degree 9 for Q (exp's polynomial of degree 11) by default; --deg to try others.
+Degree 10 for Q (exp's polynomial of degree 12) by default (exp's fit error 0.004 ulp; degree 9: 0.14 ulp); --deg to try others.
+Measured (--check; GCC 12, -O3 -march=native on AVX-512, 2026-12-01): 0.608 ulp on the normal results,
+0.760 ulp of the subnormal spacing on the subnormal ones (44112028 points).
 """
 
 from __future__ import annotations
@@ -63,7 +67,12 @@ def remez(n, iters=40, grid=4000):
     """Minimax Q of degree n for qerr on [-R, R]; returns the coefficients and exp's error."""
     m = n + 2  # reference points
     ref = [-R * mp.cos(mp.pi * j / (m - 1)) for j in range(m)]
-    pts = sorted(set([-R * mp.cos(mp.pi * mp.mpf(k) / grid) for k in range(grid + 1)] + [R * (2 * mp.mpf(k) / grid - 1) for k in range(grid + 1)]))
+    pts = sorted(
+        set(
+            [-R * mp.cos(mp.pi * mp.mpf(k) / grid) for k in range(grid + 1)]
+            + [R * (2 * mp.mpf(k) / grid - 1) for k in range(grid + 1)]
+        )
+    )
     coef, E = None, None
     for _ in range(iters):
         # sum_k c_k r^k - (-1)^j E q(r) = q(r) at every reference point
@@ -120,7 +129,20 @@ def check_points(rng, n_random):
             rng.uniform(-1.0, 1.0, n_random // 8),
             rng.uniform(-745.2, -708.0, n_random // 8),  # subnormal results
             rng.uniform(700.0, 709.8, n_random // 16),
-            np.concatenate([near(v) for v in (709.782712893384, -708.3964185322641, -745.1332191019411, -745.1332191019412, 0.0, 1.0, -1.0)]),
+            np.concatenate(
+                [
+                    near(v)
+                    for v in (
+                        709.782712893384,
+                        -708.3964185322641,
+                        -745.1332191019411,
+                        -745.1332191019412,
+                        0.0,
+                        1.0,
+                        -1.0,
+                    )
+                ]
+            ),
             np.abs(near(0.0)),
             ((ks * np.log(2.0))[:, None] * (1 + np.array([-1e-15, 0, 1e-15]))[None, :]).ravel(),
         ]
@@ -158,7 +180,7 @@ def check(n_random=1 << 25):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--deg", type=int, default=9)
+    ap.add_argument("--deg", type=int, default=10)
     ap.add_argument("--check", action="store_true", help="measure the compiled exp (kernelfuse._C._hd_math)")
     args = ap.parse_args(argv)
     coef, e = remez(args.deg)

@@ -224,7 +224,6 @@ inline T log1p_poly(T v) {
   return v == T(0) ? v : out;  // -0 keeps its sign (r is +0 there)
 }
 
-
 // ---- exp (double; the float one is simd::exp_approx). n = round(x / ln 2) by the 1.5 * 2^52
 // shift (t = x log2(e) + 1.5 * 2^52 holds n in its low mantissa bits), r = x - n ln 2 with ln 2 as
 // the hi + lo of LogConsts<double> (n hi exact), |r| <= ln(2) / 2, exp(r) = 1 + (r + r^2 Q(r)) with
