@@ -25,7 +25,7 @@ namespace py = pybind11;
 
 namespace {
 
-// _hd_math: the host acos / asin / log / log1p of the kernels (common/hd_math.h) over a numpy array (the test's
+// _hd_math: the host acos / asin / log / log1p / exp (double) of the kernels (common/hd_math.h) over a numpy array (the test's
 // and scripts/fit_acos_asin.py's entry; a debug helper, not a public op).
 template <typename T>
 py::array hd_math_array(kernelfuse::HdFn fn, const py::array& x) {
@@ -119,9 +119,17 @@ PYBIND11_MODULE(_C, m) {
           f = kernelfuse::HdFn::Log;
         else if (fn == "log1p")
           f = kernelfuse::HdFn::Log1p;
+        else if (fn == "exp")
+          f = kernelfuse::HdFn::Exp;
         else
           throw py::value_error(
-              "kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log' or 'log1p', got '" + fn + "'");
+              "kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log', 'log1p' or "
+              "'exp', got '" +
+              fn + "'");
+        if (f == kernelfuse::HdFn::Exp && !x.dtype().is(py::dtype::of<double>()))
+          throw py::type_error(
+              "kernelfuse._C._hd_math: argument 'x': expected a float64 numpy array for 'exp', got dtype " +
+              std::string(py::str(x.dtype())));
         if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
         if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
         throw py::type_error(
@@ -130,7 +138,7 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("fn"), py::arg("x"),
       "Debug helper: the CPU kernels' own asin / acos / log / log1p (common/hd_math.h) of a float32 / float64 numpy "
-      "array.");
+      "array, and exp (float64 only).");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def(
       "set_num_threads",

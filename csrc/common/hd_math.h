@@ -224,6 +224,66 @@ inline T log1p_poly(T v) {
   return v == T(0) ? v : out;  // -0 keeps its sign (r is +0 there)
 }
 
+// ---- exp (double; the float one is simd::exp_approx). n = round(x / ln 2) by the 1.5 * 2^52
+// shift (t = x log2(e) + 1.5 * 2^52 holds n in its low mantissa bits), r = x - n ln 2 with ln 2 as
+// the hi + lo of LogConsts<double> (n hi exact), |r| <= ln(2) / 2, exp(r) = 1 + (r + r^2 Q(r)) with
+// Q of degree 10 our own minimax fit of Q's relative error on [-ln(2)/2, ln(2)/2]
+// (scripts/fit_exp.py: exp's relative error 0.004 ulp after rounding the coefficients). The sum
+// is formed as s + (e + low): s + e = 1 + r exactly (Fast2Sum) and the reduction's rounding error
+// rl enters the low part, so the one rounding of weight is the last addition (a plain
+// 1 + (r + r^2 Q) loses up to 1/2 ulp more below 1: r's and the sum's roundings are then as large
+// as half the result's ulp; measured 0.98 ulp that way). 2^n is
+// applied as 2^n1 2^n2 (n1 = round(n / 2), n2 = n - n1, both |.| <= 538), each built in the
+// exponent field by integer operations on the bits of the shifted t (no int <-> double
+// conversion, which AVX2 lacks for 64-bit lanes): p 2^n1 is exact and the one rounding is the
+// last product, so the results near the overflow threshold and the subnormal results (gradual
+// underflow, x in [-745.13, -708.4]) come from the same straight line as the others. x is first
+// clamped to [-746, 710] (so n stays in range): x > 709.78 gives +inf (+inf too), x < -745.13
+// gives +0 (-inf too), NaN stays NaN (the clamps' compares are false for it). Branch-free.
+// Measured (`python scripts/fit_exp.py --check`, 3.9e7 doubles across [-746, 711] against
+// extended precision): see docs/kde.md; the test (tests/test_hd_math.py) bounds it at 1 ulp.
+struct ExpConsts {
+  static constexpr double log2e = 1.4426950408889634, shift = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double lo = -746.0, hi = 710.0;
+  static constexpr uint64_t bias = 1023;
+  static inline double poly(double r) {  // Q(r) ~ (e^r - 1 - r) / r^2
+    double q = 2.08893745828898753e-09;
+    q = q * r + 2.51051736293802059e-08;
+    q = q * r + 2.75573496172905366e-07;
+    q = q * r + 2.75572555142170401e-06;
+    q = q * r + 2.48015872457449909e-05;
+    q = q * r + 1.98412698747208203e-04;
+    q = q * r + 1.38888888889179569e-03;
+    q = q * r + 8.33333333332616708e-03;
+    q = q * r + 4.16666666666666158e-02;
+    q = q * r + 1.66666666666666713e-01;
+    return q * r + 0.5;
+  }
+};
+
+inline double exp_poly(double x) {
+  using C = ExpConsts;
+  using L = LogConsts<double>;
+  double xc = x < C::lo ? C::lo : x;
+  xc = xc > C::hi ? C::hi : xc;
+  const double t = xc * C::log2e + C::shift;
+  const double n = t - C::shift;
+  const double a = xc - n * L::ln2_hi;  // exact
+  const double r = a - n * L::ln2_lo;
+  const double rl = (a - r) - n * L::ln2_lo;  // r + rl = a - n lo to far below an ulp of r
+  const double s = 1.0 + r;
+  const double e = (1.0 - s) + r;  // s + e = 1 + r exactly (Fast2Sum)
+  // exp(r + rl) = s + (e + rl (1 + r) + r^2 Q(r)) to far below an ulp (rl r^2 / 2 and smaller dropped)
+  const double p = s + (e + (rl + r * (rl + r * C::poly(r))));
+  const double t1 = n * 0.5 + C::shift;  // n1 = round(n / 2) in its low bits
+  const double t2 = (n - (t1 - C::shift)) + C::shift;
+  // (bits + bias) << 52: the low 12 bits of n + bias into the exponent field (the shift's own
+  // bits there are 0), i.e. the double 2^n1 / 2^n2 for -1022 <= n1, n2 <= 1023
+  const double s1 = from_bits<double, uint64_t>((bits_of<double, uint64_t>(t1) + C::bias) << 52);
+  const double s2 = from_bits<double, uint64_t>((bits_of<double, uint64_t>(t2) + C::bias) << 52);
+  return (p * s1) * s2;
+}
+
 }  // namespace hd
 
 #if defined(__CUDA_ARCH__)
@@ -254,9 +314,9 @@ KF_HD T kf_asin(T v) {
 #define KF_NO_THREAD_JUMPS
 #endif
 
-// The compiled asin_poly / acos_poly / log_poly / log1p_poly over an array (hd_math_cpu.cpp, built with the kernels'
+// The compiled asin_poly / acos_poly / log_poly / log1p_poly / exp_poly (double) over an array (hd_math_cpu.cpp, built with the kernels'
 // flags): the test's and scripts/fit_acos_asin.py's / fit_log.py's entry (kernelfuse._C._hd_math).
-enum class HdFn : int32_t { Asin = 0, Acos = 1, Log = 2, Log1p = 3 };
+enum class HdFn : int32_t { Asin = 0, Acos = 1, Log = 2, Log1p = 3, Exp = 4 };  // Exp: double only
 template <typename T>
 void hd_math_eval(HdFn fn, const T* x, T* y, int64_t n);
 
