@@ -73,20 +73,10 @@ struct SumReduction {
           for (int64_t ii = 0; ii < nt; ++ii) part += val[ii];
         }
       } else {
-        // one vectorised loop per case (the exp is per pair: float exp_approx, double exp_poly)
         const T ql = t.qlw ? t.qlw[q * c + col] : T(0);
-        if (t.plw && t.pw) {
-#pragma omp simd reduction(+ : part)
-          for (int64_t ii = 0; ii < nt; ++ii) part += pwc[ii] * guarded_exp(ql + plwc[ii] + val[ii]);
-        } else if (t.plw) {
-#pragma omp simd reduction(+ : part)
-          for (int64_t ii = 0; ii < nt; ++ii) part += guarded_exp(ql + plwc[ii] + val[ii]);
-        } else if (t.pw) {
-#pragma omp simd reduction(+ : part)
-          for (int64_t ii = 0; ii < nt; ++ii) part += pwc[ii] * guarded_exp(ql + val[ii]);
-        } else {
-#pragma omp simd reduction(+ : part)
-          for (int64_t ii = 0; ii < nt; ++ii) part += guarded_exp(ql + val[ii]);
+        for (int64_t ii = 0; ii < nt; ++ii) {
+          const T e = ql + (t.plw ? plwc[ii] : T(0)) + val[ii];
+          part += (t.pw ? pwc[ii] : T(1)) * guarded_exp(e);
         }
       }
       acc[qi * c + col] += static_cast<double>(part);
