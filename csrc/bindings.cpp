@@ -126,10 +126,6 @@ PYBIND11_MODULE(_C, m) {
               "kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log', 'log1p' or "
               "'exp', got '" +
               fn + "'");
-        if (f == kernelfuse::HdFn::Exp && !x.dtype().is(py::dtype::of<double>()))
-          throw py::type_error(
-              "kernelfuse._C._hd_math: argument 'x': expected a float64 numpy array for 'exp', got dtype " +
-              std::string(py::str(x.dtype())));
         if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
         if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
         throw py::type_error(
@@ -137,8 +133,8 @@ PYBIND11_MODULE(_C, m) {
             std::string(py::str(x.dtype())));
       },
       py::arg("fn"), py::arg("x"),
-      "Debug helper: the CPU kernels' own asin / acos / log / log1p (common/hd_math.h) of a float32 / float64 numpy "
-      "array, and exp (float64 only).");
+      "Debug helper: the CPU kernels' own asin / acos / log / log1p / exp (common/hd_math.h; float exp: "
+      "simd::exp_approx) of a float32 / float64 numpy array.");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def(
       "set_num_threads",

@@ -8,9 +8,10 @@ log / log1p (float: every float of [sqrt(1/2), sqrt(2)) - every reduced argument
 float of the domain; double: 2^20 random bit patterns and the neighbourhoods of log_sweep): bound
 1 ulp (measured: 0.758 float, 0.749 / 0.746 double, scripts/fit_log.py --check, which sweeps every
 float).
-exp (double only): 2^20+ points across [-746, 711] and the thresholds' neighbourhoods (exp_sweep),
+exp (double: hd::exp_poly): 2^20+ points across [-746, 711] and the thresholds' neighbourhoods (exp_sweep),
 against extended precision: bound 1 ulp (0.75 on the normal results; measured 0.61 / 0.76 on the
-subnormal results, scripts/fit_exp.py --check)."""
+subnormal results, scripts/fit_exp.py --check). Float exp (simd::exp_approx): every 61st float of its
+range, bound 1 ulp."""
 
 import math
 
@@ -315,7 +316,31 @@ def test_exp_special_values():
         assert (np.diff(g) >= 0).all(), c
 
 
-def test_exp_refuses_float32():
-    with pytest.raises(TypeError, match="argument 'x'.*float64.*'exp'.*float32"):
-        _C._hd_math("exp", np.zeros(3, dtype=np.float32))
+FLT_LN_TINY = -87.33654  # simd::exp_approx's clamps: below, exactly 0 (no subnormal results)
+FLT_LN_MAX = 88.72283
+
+
+def test_exp_float_ulp_error():
+    # simd::exp_approx (the float kernels' exp): every 61st float of [-87.33654, 88.72283] plus every
+    # float within 2^12 of 0 and +-1, against float64's exp; measured on every float of the range: 0.992 ulp
+    lo, hi = np.float32(FLT_LN_TINY), np.float32(FLT_LN_MAX)
+    pos = np.arange(0, np.float32(hi).view(np.int32), 61, dtype=np.int32).view(np.float32)
+    neg = -np.arange(0, np.float32(-lo).view(np.int32), 61, dtype=np.int32).view(np.float32)
+    steps = np.arange(-(1 << 12), 1 << 12, dtype=np.int32)
+    near = [(np.float32(c).view(np.int32) + steps).view(np.float32) for c in (1.0, -1.0)]
+    x = np.concatenate([pos, neg, np.abs(steps).view(np.float32), -np.abs(steps).view(np.float32)] + near)
+    x = x[(x >= lo) & (x <= hi)]
+    y = np.asarray(_C._hd_math("exp", x))
+    u = ulp_error(y, np.exp(x.astype(np.float64)), np.float32)
+    worst = int(np.argmax(u))
+    assert u[worst] <= 1.0, f"float exp: {u[worst]:.3f} ulp at x = {x[worst]!r} (got {y[worst]!r})"
+
+
+def test_exp_float_special_values():
+    inf, nan = np.float32(np.inf), np.float32(np.nan)
+    x = np.array([0.0, -0.0, -inf, inf, nan, -90.0, -87.34, 88.73, 100.0], dtype=np.float32)
+    y = np.asarray(_C._hd_math("exp", x))
+    assert y.dtype == np.float32
+    assert y[0] == 1 and y[1] == 1 and y[2] == 0 and np.isinf(y[3]) and np.isnan(y[4])
+    assert y[5] == 0 and y[6] == 0 and np.isinf(y[7]) and np.isinf(y[8])
     assert np.asarray(_C._hd_math("exp", np.zeros(0))).shape == (0,)

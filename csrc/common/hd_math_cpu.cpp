@@ -2,6 +2,7 @@
 // flags (-O3 -march=... -fno-math-errno -fno-trapping-math), so the test measures the code as the
 // kernels inline it (vectorised: the loops below are the same shape as the kernels' pair loops).
 #include "hd_math.h"
+#include "simd.h"
 
 namespace kernelfuse {
 
@@ -24,10 +25,13 @@ KF_NO_THREAD_JUMPS void hd_math_eval(HdFn fn, const T* __restrict x, T* __restri
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) y[i] = hd::log1p_poly(x[i]);
       return;
-    case HdFn::Exp:  // double only (the binding refuses float; float's exp is simd::exp_approx)
-      if constexpr (sizeof(T) == 8) {
+    case HdFn::Exp:  // double: hd::exp_poly; float: simd::exp_approx (the kernels' float exp)
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) y[i] = hd::exp_poly(x[i]);
+      for (int64_t i = 0; i < n; ++i) {
+        if constexpr (sizeof(T) == 8)
+          y[i] = hd::exp_poly(x[i]);
+        else
+          y[i] = simd::exp_approx(x[i]);
       }
       return;
   }
