@@ -121,10 +121,14 @@ PYBIND11_MODULE(_C, m) {
           f = kernelfuse::HdFn::Log1p;
         else if (fn == "exp")
           f = kernelfuse::HdFn::Exp;
+        else if (fn == "sin")
+          f = kernelfuse::HdFn::Sin;
+        else if (fn == "cos")
+          f = kernelfuse::HdFn::Cos;
         else
           throw py::value_error(
-              "kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log', 'log1p' or "
-              "'exp', got '" +
+              "kernelfuse._C._hd_math: argument 'fn': expected 'asin', 'acos', 'log', 'log1p', "
+              "'exp', 'sin' or 'cos', got '" +
               fn + "'");
         if (x.dtype().is(py::dtype::of<float>())) return hd_math_array<float>(f, x);
         if (x.dtype().is(py::dtype::of<double>())) return hd_math_array<double>(f, x);
@@ -133,8 +137,8 @@ PYBIND11_MODULE(_C, m) {
             std::string(py::str(x.dtype())));
       },
       py::arg("fn"), py::arg("x"),
-      "Debug helper: the CPU kernels' own asin / acos / log / log1p / exp (common/hd_math.h; float exp: "
-      "simd::exp_approx) of a float32 / float64 numpy array.");
+      "Debug helper: the CPU kernels' own asin / acos / log / log1p / exp / sin / cos (common/hd_math.h; float exp, "
+      "sin, cos: common/simd.h) of a float32 / float64 numpy array.");
   m.def("get_num_threads", [] { return omp_get_max_threads(); }, "OpenMP threads the CPU kernels use.");
   m.def(
       "set_num_threads",

@@ -316,7 +316,8 @@ KF_HD T kf_asin(T v) {
 
 // The compiled asin_poly / acos_poly / log_poly / log1p_poly / exp_poly (double) over an array (hd_math_cpu.cpp, built with the kernels'
 // flags): the test's and scripts/fit_acos_asin.py's / fit_log.py's entry (kernelfuse._C._hd_math).
-enum class HdFn : int32_t { Asin = 0, Acos = 1, Log = 2, Log1p = 3, Exp = 4 };  // Exp: double only
+// Exp: hd::exp_poly (double) / simd::exp_approx (float); Sin / Cos: simd::sincos_v
+enum class HdFn : int32_t { Asin = 0, Acos = 1, Log = 2, Log1p = 3, Exp = 4, Sin = 5, Cos = 6 };
 template <typename T>
 void hd_math_eval(HdFn fn, const T* x, T* y, int64_t n);
 

@@ -34,6 +34,21 @@ KF_NO_THREAD_JUMPS void hd_math_eval(HdFn fn, const T* __restrict x, T* __restri
           y[i] = simd::exp_approx(x[i]);
       }
       return;
+    case HdFn::Sin:
+    case HdFn::Cos: {  // simd::sincos_v over vectors of W lanes, the tail padded with zeros
+      using V = typename simd::Vec<T>::type;
+      constexpr int W = simd::Vec<T>::W;
+      for (int64_t i0 = 0; i0 < n; i0 += W) {
+        T buf[W] = {};
+        const int64_t nb = n - i0 < W ? n - i0 : W;
+        for (int64_t k = 0; k < nb; ++k) buf[k] = x[i0 + k];
+        V s, c;
+        simd::sincos_v<T>(simd::load<V>(buf), s, c);
+        simd::store(buf, fn == HdFn::Sin ? s : c);
+        for (int64_t k = 0; k < nb; ++k) y[i0 + k] = buf[k];
+      }
+      return;
+    }
   }
 }
 

@@ -86,7 +86,8 @@ inline const char* isa_name() {
 
 // ---- vectorised sin/cos (added for csrc/features) ----
 // sincos_v(x, s, c) for Vec<float>::type / Vec<double>::type: quadrant j = round(2x/pi), Cody-Waite
-// reduction r = x - j pi/2 with a three-part pi/2 (FMA), minimax polynomials on [-pi/4, pi/4],
+// reduction r = x - j pi/2 with a three-part pi/2 (FMA), our minimax polynomials on [-pi/4, pi/4]
+// (sin r = r + r z P(z), cos r = 1 - z/2 + z^2 Q(z), z = r^2; fits and splits: scripts/fit_sincos.py),
 // quadrant swap / sign by bit operations. float: abs. error <= ~1.5e-7 for |x| < ~1e5 (beyond,
 // the float argument itself carries more error); double: ~1e-15 for |x| < ~1e8. Branch-free.
 template <typename T>
@@ -96,17 +97,17 @@ struct SinCosTraits<float> {
   typedef int32_t ivec __attribute__((vector_size(32)));
   static constexpr int32_t signbit = INT32_MIN;
   static constexpr float magic = 12582912.f;  // 1.5 * 2^23: x + magic rounds to an integer
-  static constexpr float p1 = 1.5703125f, p2 = 4.837512969970703125e-4f, p3 = 7.54978995489188216e-8f;
+  static constexpr float p1 = 1.5703125f, p2 = 4.8382580280e-04f, p3 = 9.9209362947e-10f;
   template <typename V>
   static V sin_poly(V r, V z) {
-    V q = z * -1.9515295891e-4f + 8.3321608736e-3f;
-    q = q * z - 1.6666654611e-1f;
+    V q = z * -1.9515282474e-04f + 8.3321603015e-03f;
+    q = q * z - 1.6666655242e-01f;
     return r + r * z * q;
   }
   template <typename V>
   static V cos_poly(V z) {
-    V q = z * 2.443315711809948e-5f - 1.388731625493765e-3f;
-    q = q * z + 4.166664568298827e-2f;
+    V q = z * 2.4433156796e-05f - 1.3887316454e-03f;
+    q = q * z + 4.1666645557e-02f;
     return (V{} + 1.0f) - z * 0.5f + z * z * q;
   }
 };
@@ -119,20 +120,20 @@ struct SinCosTraits<double> {
                           p3 = 2.02226624879595063154e-21;
   template <typename V>
   static V sin_poly(V r, V z) {
-    V q = z * 1.58969099521155010221e-10 - 2.50507602534068634195e-08;
-    q = q * z + 2.75573137070700676789e-06;
-    q = q * z - 1.98412698298579493134e-04;
-    q = q * z + 8.33333333332248946124e-03;
-    q = q * z - 1.66666666666666324348e-01;
+    V q = z * 1.58962300147509020900e-10 - 2.50507477604929765986e-08;
+    q = q * z + 2.75573136213713144229e-06;
+    q = q * z - 1.98412698295894981450e-04;
+    q = q * z + 8.33333333332211823041e-03;
+    q = q * z - 1.66666666666666296592e-01;
     return r + r * z * q;
   }
   template <typename V>
   static V cos_poly(V z) {
-    V q = z * -1.13596475577881948265e-11 + 2.08757232129817482790e-09;
-    q = q * z - 2.75573143513906633035e-07;
-    q = q * z + 2.48015872894767294178e-05;
-    q = q * z - 1.38888888888741095749e-03;
-    q = q * z + 4.16666666666666019037e-02;
+    V q = z * -1.13585364415918514029e-11 + 2.08757008404843367987e-09;
+    q = q * z - 2.75573141792861468607e-07;
+    q = q * z + 2.48015872888516699247e-05;
+    q = q * z - 1.38888888888730557304e-03;
+    q = q * z + 4.16666666666665949648e-02;
     return (V{} + 1.0) - z * 0.5 + z * z * q;
   }
 };
