@@ -53,6 +53,25 @@ def err(coef, z, h):
     return (z * p - hz) / (1 + hz)
 
 
+def exchange(e, m):
+    """The Remez exchange: indices of the largest |error| in every run of one sign of the errors e
+    (over the sorted grid), trimmed to m from whichever end holds the smaller error; None when there
+    are fewer than m runs. Shared by fit_log.py, fit_exp.py and fit_sincos.py."""
+    runs = []
+    for i in range(len(e)):
+        if runs and (e[runs[-1]] > 0) == (e[i] > 0):
+            if abs(e[i]) > abs(e[runs[-1]]):
+                runs[-1] = i
+        else:
+            runs.append(i)
+    while len(runs) > m:
+        if abs(e[runs[0]]) < abs(e[runs[-1]]):
+            runs.pop(0)
+        else:
+            runs.pop()
+    return runs if len(runs) == m else None
+
+
 def remez(n, h=h_asin, iters=30, grid=3000, B=B):
     """Minimax P of degree n (n + 1 coefficients) for the weighted error on (0, B] (h: the target,
     B: the end of the interval; scripts/fit_log.py fits its own h on its own interval)."""
@@ -78,20 +97,8 @@ def remez(n, h=h_asin, iters=30, grid=3000, B=B):
         E = abs(sol[n + 1])
         pts_it = sorted(set(pts + ref))
         e = [err(coef, z, h) for z in pts_it]
-        # the largest |error| in every run of one sign over the grid (and the reference points)
-        runs = []
-        for i in range(len(pts_it)):
-            if runs and (e[runs[-1]] > 0) == (e[i] > 0):
-                if abs(e[i]) > abs(e[runs[-1]]):
-                    runs[-1] = i
-            else:
-                runs.append(i)
-        while len(runs) > m:
-            if abs(e[runs[0]]) < abs(e[runs[-1]]):
-                runs.pop(0)
-            else:
-                runs.pop()
-        if len(runs) < m:
+        runs = exchange(e, m)  # over the grid and the reference points
+        if runs is None:
             break
         new = [pts_it[i] for i in runs]
         emax = max(abs(e[i]) for i in runs)

@@ -34,6 +34,7 @@ import mpmath as mp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fit_acos_asin import exchange  # noqa: E402
 from fit_log import ulp_err  # noqa: E402
 
 mp.mp.dps = 40
@@ -91,19 +92,8 @@ def remez(n, iters=40, grid=4000):
         E = abs(sol[n + 1])
         pts_it = sorted(set(pts + ref))
         e = [qerr(coef, r) for r in pts_it]
-        runs = []  # the largest |error| in every run of one sign
-        for i in range(len(pts_it)):
-            if runs and (e[runs[-1]] > 0) == (e[i] > 0):
-                if abs(e[i]) > abs(e[runs[-1]]):
-                    runs[-1] = i
-            else:
-                runs.append(i)
-        while len(runs) > m:
-            if abs(e[runs[0]]) < abs(e[runs[-1]]):
-                runs.pop(0)
-            else:
-                runs.pop()
-        if len(runs) < m:
+        runs = exchange(e, m)
+        if runs is None:
             break
         ref = [pts_it[i] for i in runs]
         emax = max(abs(e[i]) for i in runs)

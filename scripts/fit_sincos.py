@@ -19,8 +19,14 @@ Usage: python scripts/fit_sincos.py          # prints the C++ tables for float a
 
 from __future__ import annotations
 
+import os
+import sys
+
 import mpmath as mp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fit_acos_asin import exchange  # noqa: E402
 
 mp.mp.dps = 40
 B = (mp.pi / 4) ** 2 * (1 + mp.mpf("1e-6"))
@@ -71,16 +77,8 @@ def remez(exps, target, weight, iters=40, grid=3000):
         coef, E = [sol[k] for k in range(n)], abs(sol[n])
         pts_it = sorted(set(pts + ref))
         e = [werr(coef, exps, target, weight, z) for z in pts_it]
-        runs = []  # the largest |error| of every run of one sign
-        for i in range(len(pts_it)):
-            if runs and (e[runs[-1]] > 0) == (e[i] > 0):
-                if abs(e[i]) > abs(e[runs[-1]]):
-                    runs[-1] = i
-            else:
-                runs.append(i)
-        while len(runs) > m:
-            runs.pop(0 if abs(e[runs[0]]) < abs(e[runs[-1]]) else -1)
-        if len(runs) < m:
+        runs = exchange(e, m)
+        if runs is None:
             break
         ref = [pts_it[i] for i in runs]
         if max(abs(e[i]) for i in runs) - E < E * mp.mpf("1e-6"):
