@@ -6,6 +6,8 @@
 #include <cmath>
 #include <climits>
 
+#include "hd_math.h"
+
 namespace kernelfuse::simd {
 
 // 32-byte vectors: 8 floats or 4 doubles.
@@ -63,7 +65,8 @@ inline float exp_approx(float x) {
   res = under ? 0.0f : res;
   return over ? HUGE_VALF : res;
 }
-inline double exp_approx(double x) { return std::exp(x); }
+// double: our branch-free exp_poly (hd_math.h; <= 0.61 ulp on the normal range, gradual underflow).
+inline double exp_approx(double x) { return hd::exp_poly(x); }
 
 // Name of the vector ISA this translation unit was compiled for.
 inline const char* isa_name() {
@@ -159,7 +162,7 @@ inline void sincos_v(typename Vec<T>::type x, typename Vec<T>::type& s, typename
   s = (V)(si ^ (sneg & sb));
 }
 
-// exp over a vector (lane-wise exp_approx for float, std::exp for double; the float loop vectorises).
+// exp over a vector (lane-wise exp_approx: both loops vectorise).
 template <typename T>
 inline typename Vec<T>::type exp_v(typename Vec<T>::type x) {
   using V = typename Vec<T>::type;

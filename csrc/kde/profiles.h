@@ -68,8 +68,8 @@ constexpr const char* kKernelNames[kNumKernels] = {
 #endif
 inline namespace KF_PROFILE_BACKEND {
 
-// ---- the math the profiles use: on the host CPU float exp by the vectorisable approximation
-// (simd.h), double exp by our own branch-free exp_poly (hd_math.h, <= 1 ulp; libm's was a scalar
+// ---- the math the profiles use: on the host CPU exp by simd::exp_approx (float: simd.h's
+// approximation; double: our branch-free exp_poly of hd_math.h, <= 1 ulp; libm's was a scalar
 // call per pair in the log-domain loops), log and log1p by our own branch-free, inline log_poly / log1p_poly (hd_math.h: <= 1 ulp
 // or so, float and double; libm's were scalar calls that kept the pair loops over log k from
 // vectorising), the others through the libm functions; on the device (and under the CUDA
@@ -106,8 +106,10 @@ KF_HD T tan_half_pi(T r) {
   return sin_half_pi(r) / cos_half_pi(r);
 }
 #else
-inline float exp(float v) { return simd::exp_approx(v); }
-inline double exp(double v) { return hd::exp_poly(v); }
+template <typename T>
+inline T exp(T v) {
+  return simd::exp_approx(v);
+}
 template <typename T>
 inline T sqrt(T v) {
   return ::sqrt(v);
