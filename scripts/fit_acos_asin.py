@@ -56,7 +56,7 @@ def err(coef, z, h):
 def exchange(e, m):
     """The Remez exchange: indices of the largest |error| in every run of one sign of the errors e
     (over the sorted grid), trimmed to m from whichever end holds the smaller error; None when there
-    are fewer than m runs. Shared by fit_log.py, fit_exp.py and fit_sincos.py."""
+    are fewer than m runs."""
     runs = []
     for i in range(len(e)):
         if runs and (e[runs[-1]] > 0) == (e[i] > 0):
@@ -72,39 +72,45 @@ def exchange(e, m):
     return runs if len(runs) == m else None
 
 
+def remez_exchange(exps, target, scale, ref, pts, iters):
+    """The Remez iteration shared by every fit script: coefficients c of sum_k c_k t^exps[k]
+    minimising max |(sum_k c_k t^exps[k] - target(t)) / scale(t)| over the grid pts, from the
+    starting reference ref (len(exps) + 1 points). Stops when the levelled error is within 1e-6 of
+    the largest on the grid, or after iters rounds."""
+    n, m = len(exps), len(exps) + 1
+    coef = None
+    for _ in range(iters):
+        # sum_k c_k t^e_k + (-1)^j E scale(t) = target(t) at every reference point (equioscillation)
+        A, rhs = mp.matrix(m, m), mp.matrix(m, 1)
+        for j, t in enumerate(ref):
+            for k, e in enumerate(exps):
+                A[j, k] = t**e
+            A[j, n] = (-1) ** j * scale(t)
+            rhs[j] = target(t)
+        sol = mp.lu_solve(A, rhs)
+        coef, E = [sol[k] for k in range(n)], abs(sol[n])
+        pts_it = sorted(set(pts + ref))
+        e = [(mp.fsum(c * t**x for c, x in zip(coef, exps)) - target(t)) / scale(t) for t in pts_it]
+        runs = exchange(e, m)
+        if runs is None:
+            break
+        ref = [pts_it[i] for i in runs]
+        if max(abs(e[i]) for i in runs) - E < E * mp.mpf("1e-6"):
+            break
+    return coef
+
+
 def remez(n, h=h_asin, iters=30, grid=3000, B=B):
     """Minimax P of degree n (n + 1 coefficients) for the weighted error on (0, B] (h: the target,
-    B: the end of the interval; scripts/fit_log.py fits its own h on its own interval)."""
+    B: the end of the interval; scripts/fit_log.py fits its own h on its own interval): the basis
+    z, ..., z^(n+1), the error scaled by 1 + h."""
     m = n + 2  # reference points
     ref = [B * (1 - mp.cos(mp.pi * (j + 1) / (2 * m))) / (1 - mp.cos(mp.pi / 2)) for j in range(m)]
     ref[-1] = B
     # the dense grid, clustered at both ends
     pts = [B * (1 - mp.cos(mp.pi * mp.mpf(k) / (2 * grid))) for k in range(1, grid + 1)]
     pts = sorted(set(pts + [B * mp.mpf(k) / grid for k in range(1, grid + 1)]))
-    coef, E = None, None
-    for _ in range(iters):
-        # sum_k c_k z^(k+1) - (-1)^j E (1 + h) = h   at every reference point (weighted equioscillation)
-        A = mp.matrix(m, m)
-        rhs = mp.matrix(m, 1)
-        for j, z in enumerate(ref):
-            hz = h(z)
-            for k in range(n + 1):
-                A[j, k] = z ** (k + 1)
-            A[j, n + 1] = (-1) ** j * (1 + hz)
-            rhs[j] = hz
-        sol = mp.lu_solve(A, rhs)
-        coef = [sol[k] for k in range(n + 1)]
-        E = abs(sol[n + 1])
-        pts_it = sorted(set(pts + ref))
-        e = [err(coef, z, h) for z in pts_it]
-        runs = exchange(e, m)  # over the grid and the reference points
-        if runs is None:
-            break
-        new = [pts_it[i] for i in runs]
-        emax = max(abs(e[i]) for i in runs)
-        ref = new
-        if emax - E < E * mp.mpf("1e-6"):
-            break
+    coef = remez_exchange(list(range(1, n + 2)), h, lambda z: 1 + h(z), ref, pts, iters)
     emax = max(abs(err(coef, z, h)) for z in pts)
     return coef, emax
 

@@ -34,7 +34,7 @@ import mpmath as mp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fit_acos_asin import exchange  # noqa: E402
+from fit_acos_asin import remez_exchange  # noqa: E402
 from fit_log import ulp_err  # noqa: E402
 
 mp.mp.dps = 40
@@ -76,29 +76,7 @@ def remez(n, iters=40, grid=4000):
             + [R * (2 * mp.mpf(k) / grid - 1) for k in range(grid + 1)]
         )
     )
-    coef, E = None, None
-    for _ in range(iters):
-        # sum_k c_k r^k - (-1)^j E q(r) = q(r) at every reference point
-        A = mp.matrix(m, m)
-        rhs = mp.matrix(m, 1)
-        for j, r in enumerate(ref):
-            qe = q_exact(r)
-            for k in range(n + 1):
-                A[j, k] = r**k
-            A[j, n + 1] = -((-1) ** j) * qe
-            rhs[j] = qe
-        sol = mp.lu_solve(A, rhs)
-        coef = [sol[k] for k in range(n + 1)]
-        E = abs(sol[n + 1])
-        pts_it = sorted(set(pts + ref))
-        e = [qerr(coef, r) for r in pts_it]
-        runs = exchange(e, m)
-        if runs is None:
-            break
-        ref = [pts_it[i] for i in runs]
-        emax = max(abs(e[i]) for i in runs)
-        if emax - E < E * mp.mpf("1e-6"):
-            break
+    coef = remez_exchange(list(range(n + 1)), q_exact, q_exact, ref, pts, iters)  # Q's relative error
     return coef, max(abs(err(coef, r)) for r in pts if r != 0)
 
 

@@ -6,7 +6,7 @@ After the reduction r = x - j pi/2 (|r| <= pi/4, a hair more from the rounding o
     cos r = 1 - z/2 + z^2 Q(z)    Q of degree 2 (float) / 5 (double)
 P and Q are minimax fits (Remez exchange in mpmath at 40 digits) of the relative error of sin r and
 cos r on z in (0, (pi/4)^2]: a linear fit in the basis z^1..z^(n+1) (sin: target sin(r)/r - 1,
-weight 1 / (sin(r)/r)) and z^2..z^(n+2) (cos: target cos r - 1 + z/2, weight 1 / cos r). The
+error scaled by sin(r)/r) and z^2..z^(n+2) (cos: target cos r - 1 + z/2, scaled by cos r). The
 coefficients are rounded to the target type and the rounded polynomials' relative errors reported
 in units of 2^-24 / 2^-53.
 
@@ -26,7 +26,7 @@ import mpmath as mp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fit_acos_asin import exchange  # noqa: E402
+from fit_acos_asin import remez_exchange  # noqa: E402
 
 mp.mp.dps = 40
 B = (mp.pi / 4) ** 2 * (1 + mp.mpf("1e-6"))
@@ -37,59 +37,40 @@ def sin_target(z):
     return mp.sin(r) / r - 1
 
 
-def sin_weight(z):
-    return 1 / (1 + sin_target(z))
+def sin_scale(z):
+    return 1 + sin_target(z)
 
 
 def cos_target(z):
     return mp.cos(mp.sqrt(z)) - 1 + z / 2
 
 
-def cos_weight(z):
-    return 1 / mp.cos(mp.sqrt(z))
+def cos_scale(z):
+    return mp.cos(mp.sqrt(z))
 
 
 def value(coef, exps, z):
     return mp.fsum(c * z**e for c, e in zip(coef, exps))
 
 
-def werr(coef, exps, target, weight, z):
-    return (value(coef, exps, z) - target(z)) * weight(z)
+def werr(coef, exps, target, scale, z):
+    return (value(coef, exps, z) - target(z)) / scale(z)
 
 
-def remez(exps, target, weight, iters=40, grid=3000):
-    """Minimax coefficients of sum_k c_k z^exps[k] for the weighted error on (0, B]."""
-    n = len(exps)
-    m = n + 1  # reference points
+def remez(exps, target, scale, iters=40, grid=3000):
+    """Minimax coefficients of sum_k c_k z^exps[k] for the scaled error on (0, B]."""
+    m = len(exps) + 1  # reference points
     ref = [B * (1 - mp.cos(mp.pi * (j + 1) / (2 * m))) / (1 - mp.cos(mp.pi / 2)) for j in range(m)]
     ref[-1] = B
     pts = [B * (1 - mp.cos(mp.pi * mp.mpf(k) / (2 * grid))) for k in range(1, grid + 1)]
     pts = sorted(set(pts + [B * mp.mpf(k) / grid for k in range(1, grid + 1)]))
-    coef = None
-    for _ in range(iters):
-        A, rhs = mp.matrix(m, m), mp.matrix(m, 1)
-        for j, z in enumerate(ref):
-            for k, e in enumerate(exps):
-                A[j, k] = z**e
-            A[j, n] = (-1) ** j / weight(z)
-            rhs[j] = target(z)
-        sol = mp.lu_solve(A, rhs)
-        coef, E = [sol[k] for k in range(n)], abs(sol[n])
-        pts_it = sorted(set(pts + ref))
-        e = [werr(coef, exps, target, weight, z) for z in pts_it]
-        runs = exchange(e, m)
-        if runs is None:
-            break
-        ref = [pts_it[i] for i in runs]
-        if max(abs(e[i]) for i in runs) - E < E * mp.mpf("1e-6"):
-            break
-    return coef
+    return remez_exchange(exps, target, scale, ref, pts, iters)
 
 
-def rounded_error(coef, exps, target, weight, dtype):
+def rounded_error(coef, exps, target, scale, dtype):
     rc = [mp.mpf(float(dtype(float(c)))) for c in coef]
     zs = [B * mp.mpf(k) / 3000 for k in range(1, 3001)]
-    return rc, max(abs(werr(rc, exps, target, weight, z)) for z in zs)
+    return rc, max(abs(werr(rc, exps, target, scale, z)) for z in zs)
 
 
 def split_pio2(bits, dtype):
@@ -112,13 +93,13 @@ def main():
     ):
         name = np.dtype(dtype).name
         print(f"// {name}: pi/2 = " + " + ".join(f"{float(p):{fmt}}" for p in split_pio2(bits, dtype)))
-        for what, exps0, target, weight in (
-            ("sin P", 1, sin_target, sin_weight),
-            ("cos Q", 2, cos_target, cos_weight),
+        for what, exps0, target, scale in (
+            ("sin P", 1, sin_target, sin_scale),
+            ("cos Q", 2, cos_target, cos_scale),
         ):
             exps = list(range(exps0, exps0 + deg + 1))
-            coef = remez(exps, target, weight)
-            rc, e = rounded_error(coef, exps, target, weight, dtype)
+            coef = remez(exps, target, scale)
+            rc, e = rounded_error(coef, exps, target, scale, dtype)
             print(f"// {name} {what}: degree {deg}, rounded relative error {float(e):.3e} ({float(e) / eps:.3f} ulp)")
             print("//   highest degree first: " + ", ".join(f"{float(c):{fmt}}" for c in reversed(rc)))
     return 0
