@@ -37,24 +37,26 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def timed_blocks(block, blocks, cap_s, device="cpu"):
     """Runs block(start, size) for the (start, size) pairs of blocks in order until cap_s seconds have
-    passed, sampling resident memory meanwhile. Returns (seconds, blocks done, peak extra bytes); when
-    stopped early, seconds is the time of the blocks done scaled by their share of the rows (a
-    projection, said in the row's note)."""
-    done, rows, t = [0], [0], [0.0]
+    passed. Returns (seconds, blocks done, peak extra bytes): the peak sampled during the first block
+    only (every block holds the same temporaries, the last one fewer; the sampler thread would slow
+    the timed run on a small machine); when stopped early, seconds is the time of the blocks done
+    scaled by their share of the rows (a projection, said in the row's note)."""
+    t0 = time.perf_counter()
 
-    def run():
-        t0 = time.perf_counter()
-        for s, size in blocks:
-            block(s, size)
-            sync(device)
-            done[0] += 1
-            rows[0] += size
-            if time.perf_counter() - t0 > cap_s:
-                break
-        t[0] = time.perf_counter() - t0
+    def first():
+        block(*blocks[0])
+        sync(device)
 
-    peak = peak_extra_memory(run, device=device)
-    return t[0] * sum(size for _, size in blocks) / rows[0], done[0], peak
+    peak = peak_extra_memory(first, device=device)
+    done, rows = 1, blocks[0][1]
+    for s, size in blocks[1:]:
+        if time.perf_counter() - t0 > cap_s:
+            break
+        block(s, size)
+        sync(device)
+        done, rows = done + 1, rows + size
+    t = time.perf_counter() - t0
+    return t * sum(size for _, size in blocks) / rows, done, peak
 
 
 def section_product(args, lines):
